@@ -1,0 +1,239 @@
+#include "client/smolvm.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "smolvm/v1/snapshot_service.pb.h"
+#include "smolvm/v1/vm_service.pb.h"
+
+namespace smolvm {
+
+namespace {
+
+using VmStub = v1::VmService::Stub;
+using SnapshotStub = v1::SnapshotService::Stub;
+
+// A daemon that keeps handing out the token it was given would make the list
+// loops spin forever; treat that as the broken invariant it is.
+absl::Status CheckPageToken(const std::string& sent,
+                            const std::string& received) {
+  if (!received.empty() && received == sent) {
+    return absl::InternalError(absl::StrCat(
+        "list: daemon returned the same page token twice: ", received));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// --- SmolVM ------------------------------------------------------------------
+
+SmolVM::SmolVM(v1::VMConfig config, ClientOptions options)
+    : connection_(std::move(options)), config_(std::move(config)) {}
+
+SmolVM::SmolVM(SmolVM&&) noexcept = default;
+SmolVM& SmolVM::operator=(SmolVM&&) noexcept = default;
+SmolVM::~SmolVM() = default;
+
+SmolVM::SmolVM(ExistingVmTag, v1::Vm vm, Connection connection)
+    : connection_(std::move(connection)),
+      config_(vm.config()),
+      info_(std::move(vm)) {}
+
+absl::Status SmolVM::CheckStarted(absl::string_view operation) const {
+  if (closed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(operation, " vm ", vm_id(), ": closed"));
+  }
+  if (vm_id().empty()) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(operation, " vm: not started; call start() first"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status SmolVM::start() {
+  if (closed_) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("start vm ", vm_id(), ": closed"));
+  }
+  absl::StatusOr<v1::Vm> vm;
+  if (vm_id().empty()) {
+    v1::CreateVmRequest request;
+    *request.mutable_config() = config_;
+    request.set_start(true);
+    vm = connection_.Call(&VmStub::CreateVm, request);
+  } else {
+    v1::StartVmRequest request;
+    request.set_vm_id(vm_id());
+    vm = connection_.Call(&VmStub::StartVm, request);
+  }
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::SnapshotInfo> SmolVM::snapshot(
+    const std::string& snapshot_id, bool resume_source) {
+  if (absl::Status s = CheckStarted("snapshot"); !s.ok()) return s;
+  v1::CreateSnapshotRequest request;
+  request.set_vm_id(vm_id());
+  request.set_snapshot_id(snapshot_id);
+  request.set_resume_source(resume_source);
+  absl::StatusOr<v1::SnapshotInfo> info =
+      connection_.Call(&SnapshotStub::CreateSnapshot, request);
+  // CreateSnapshot returns the snapshot, not the VM; the API documents the
+  // state it leaves the VM in.
+  if (info.ok()) info_.set_status(resume_source ? v1::RUNNING : v1::PAUSED);
+  return info;
+}
+
+absl::Status SmolVM::stop() {
+  if (absl::Status s = CheckStarted("stop"); !s.ok()) return s;
+  v1::StopVmRequest request;
+  request.set_vm_id(vm_id());
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::StopVm, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
+absl::Status SmolVM::pause() {
+  if (absl::Status s = CheckStarted("pause"); !s.ok()) return s;
+  v1::PauseVmRequest request;
+  request.set_vm_id(vm_id());
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::PauseVm, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
+absl::Status SmolVM::resume() {
+  if (absl::Status s = CheckStarted("resume"); !s.ok()) return s;
+  v1::ResumeVmRequest request;
+  request.set_vm_id(vm_id());
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::ResumeVm, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
+absl::Status SmolVM::close() {
+  if (closed_) return absl::OkStatus();
+  if (!vm_id().empty()) {
+    v1::DeleteVmRequest request;
+    request.set_vm_id(vm_id());
+    absl::StatusOr<v1::DeleteVmResponse> response =
+        connection_.Call(&VmStub::DeleteVm, request);
+    // NOT_FOUND: already deleted (by an earlier close() whose reply was lost,
+    // or by someone else); either way the goal of close() is reached.
+    if (!response.ok() && !absl::IsNotFound(response.status())) {
+      return response.status();
+    }
+  }
+  closed_ = true;
+  info_.set_status(v1::VM_STATUS_UNSPECIFIED);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<v1::Vm> SmolVM::refresh() {
+  if (absl::Status s = CheckStarted("refresh"); !s.ok()) return s;
+  v1::GetVmRequest request;
+  request.set_vm_id(vm_id());
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::GetVm, request);
+  if (vm.ok()) info_ = *vm;
+  return vm;
+}
+
+absl::StatusOr<SmolVM> SmolVM::from_snapshot(const std::string& snapshot_id,
+                                             bool resume_vm,
+                                             const std::string& vm_id,
+                                             ClientOptions options) {
+  Connection connection(std::move(options));
+  v1::RestoreSnapshotRequest request;
+  request.set_snapshot_id(snapshot_id);
+  request.set_resume_vm(resume_vm);
+  request.set_vm_id(vm_id);
+  absl::StatusOr<v1::Vm> vm =
+      connection.Call(&SnapshotStub::RestoreSnapshot, request);
+  if (!vm.ok()) return vm.status();
+  return SmolVM(ExistingVmTag{}, *std::move(vm), std::move(connection));
+}
+
+absl::StatusOr<SmolVM> SmolVM::attach(const std::string& vm_id,
+                                      ClientOptions options) {
+  Connection connection(std::move(options));
+  v1::GetVmRequest request;
+  request.set_vm_id(vm_id);
+  absl::StatusOr<v1::Vm> vm = connection.Call(&VmStub::GetVm, request);
+  if (!vm.ok()) return vm.status();
+  return SmolVM(ExistingVmTag{}, *std::move(vm), std::move(connection));
+}
+
+// --- SmolVMManager -----------------------------------------------------------
+
+SmolVMManager::SmolVMManager(ClientOptions options)
+    : connection_(std::move(options)) {}
+
+absl::StatusOr<std::vector<v1::SnapshotInfo>> SmolVMManager::list_snapshots(
+    const std::string& vm_id) const {
+  std::vector<v1::SnapshotInfo> snapshots;
+  v1::ListSnapshotsRequest request;
+  request.set_vm_id(vm_id);
+  while (true) {
+    absl::StatusOr<v1::ListSnapshotsResponse> page =
+        connection_.Call(&SnapshotStub::ListSnapshots, request);
+    if (!page.ok()) return page.status();
+    for (v1::SnapshotInfo& info : *page->mutable_snapshots()) {
+      snapshots.push_back(std::move(info));
+    }
+    if (page->next_page_token().empty()) break;
+    if (absl::Status s =
+            CheckPageToken(request.page_token(), page->next_page_token());
+        !s.ok()) {
+      return s;
+    }
+    request.set_page_token(page->next_page_token());
+  }
+  return snapshots;
+}
+
+absl::StatusOr<v1::SnapshotInfo> SmolVMManager::get_snapshot(
+    const std::string& id) const {
+  v1::GetSnapshotRequest request;
+  request.set_snapshot_id(id);
+  return connection_.Call(&SnapshotStub::GetSnapshot, request);
+}
+
+absl::Status SmolVMManager::delete_snapshot(const std::string& id) const {
+  v1::DeleteSnapshotRequest request;
+  request.set_snapshot_id(id);
+  return connection_.Call(&SnapshotStub::DeleteSnapshot, request).status();
+}
+
+absl::StatusOr<std::vector<v1::Vm>> SmolVMManager::list_vms() const {
+  std::vector<v1::Vm> vms;
+  v1::ListVmsRequest request;
+  while (true) {
+    absl::StatusOr<v1::ListVmsResponse> page =
+        connection_.Call(&VmStub::ListVms, request);
+    if (!page.ok()) return page.status();
+    for (v1::Vm& vm : *page->mutable_vms()) vms.push_back(std::move(vm));
+    if (page->next_page_token().empty()) break;
+    if (absl::Status s =
+            CheckPageToken(request.page_token(), page->next_page_token());
+        !s.ok()) {
+      return s;
+    }
+    request.set_page_token(page->next_page_token());
+  }
+  return vms;
+}
+
+absl::StatusOr<v1::Vm> SmolVMManager::get_vm(const std::string& id) const {
+  v1::GetVmRequest request;
+  request.set_vm_id(id);
+  return connection_.Call(&VmStub::GetVm, request);
+}
+
+}  // namespace smolvm

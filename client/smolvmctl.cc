@@ -1,0 +1,330 @@
+// smolvmctl: command-line client of smolvmd.
+//
+//   smolvmctl [--socket PATH] [--json] [--timeout SECONDS] vm|snapshot ...
+//
+// Each command is one RPC (lists follow every page) made through the client
+// library (client/connection.h, client/smolvm.h). Results print as aligned
+// tables, or as protobuf JSON with --json. Errors print "smolvmctl: <message>"
+// on stderr and exit with ExitCodeFor(status) (client/status.h); command-line
+// usage errors exit 2.
+
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <functional>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "client/cli_format.h"
+#include "client/connection.h"
+#include "client/smolvm.h"
+#include "client/status.h"
+#include "smolvm/v1/snapshot_service.pb.h"
+#include "smolvm/v1/vm_service.pb.h"
+
+namespace smolvm {
+namespace {
+
+using VmStub = v1::VmService::Stub;
+using SnapshotStub = v1::SnapshotService::Stub;
+
+// Printer writes results to stdout as tables or JSON.
+class Printer {
+ public:
+  explicit Printer(const bool& json) : json_(json) {}
+
+  absl::Status Vms(const std::vector<v1::Vm>& vms) const {
+    if (!json_) return Write(cli::VmTable(vms));
+    return WriteJsonArray(vms);
+  }
+  absl::Status Vm(const v1::Vm& vm) const { return Vms({vm}); }
+  absl::Status VmDetails(const v1::Vm& vm) const {
+    return json_ ? WriteJson(vm) : Write(cli::VmDetails(vm));
+  }
+
+  absl::Status Snapshots(const std::vector<v1::SnapshotInfo>& snaps) const {
+    if (!json_) return Write(cli::SnapshotTable(snaps));
+    return WriteJsonArray(snaps);
+  }
+  absl::Status Snapshot(const v1::SnapshotInfo& snap) const {
+    return Snapshots({snap});
+  }
+  absl::Status SnapshotDetails(const v1::SnapshotInfo& snap) const {
+    return json_ ? WriteJson(snap) : Write(cli::SnapshotDetails(snap));
+  }
+
+  // Deleted reports a successful delete: "deleted vm ID", or the (empty)
+  // response message as JSON.
+  absl::Status Deleted(const std::string& kind, const std::string& id,
+                       const google::protobuf::Message& response) const {
+    return json_ ? WriteJson(response)
+                 : Write("deleted " + kind + " " + id + "\n");
+  }
+
+ private:
+  static absl::Status Write(const std::string& text) {
+    std::cout << text << std::flush;
+    return absl::OkStatus();
+  }
+  static absl::Status WriteJson(const google::protobuf::Message& message) {
+    absl::StatusOr<std::string> json = cli::ToJson(message);
+    if (!json.ok()) return json.status();
+    return Write(*json + "\n");
+  }
+  template <typename T>
+  static absl::Status WriteJsonArray(const std::vector<T>& items) {
+    std::vector<const google::protobuf::Message*> messages;
+    for (const T& item : items) messages.push_back(&item);
+    absl::StatusOr<std::string> json = cli::ToJsonArray(messages);
+    if (!json.ok()) return json.status();
+    return Write(*json + "\n");
+  }
+
+  const bool& json_;  // Read at print time, after flags are parsed.
+};
+
+// Globals are the flags every command takes.
+struct Globals {
+  std::string socket;
+  bool json = false;
+  double timeout_seconds = 600;
+
+  ClientOptions options() const {
+    return {socket, absl::Seconds(timeout_seconds)};
+  }
+};
+
+// VmCall makes one VmService call that takes {vm_id} and returns a Vm, and
+// prints the VM.
+template <typename Request>
+absl::Status VmCall(const Globals& globals, const Printer& out,
+                    grpc::Status (VmStub::*method)(grpc::ClientContext*,
+                                                   const Request&, v1::Vm*),
+                    const std::string& vm_id) {
+  Request request;
+  request.set_vm_id(vm_id);
+  absl::StatusOr<v1::Vm> vm =
+      Connection(globals.options()).Call(method, request);
+  if (!vm.ok()) return vm.status();
+  return out.Vm(*vm);
+}
+
+int Main(int argc, char** argv) {
+  CLI::App app("Manage QEMU microVMs through the smolvmd daemon.", "smolvmctl");
+  app.footer(
+      "Exit codes: 0 ok, 1 other error, 2 invalid argument or usage, "
+      "3 not found, 4 already exists, 5 failed precondition (wrong VM state), "
+      "6 resource exhausted, 7 smolvmd unavailable.");
+  // Global flags are accepted after the subcommands too.
+  app.fallthrough();
+  app.require_subcommand(1);
+
+  Globals globals;
+  app.add_option("--socket", globals.socket,
+                 "smolvmd socket (default: $SMOLVMD_SOCKET, else "
+                 "/run/smolvmd/smolvmd.sock)")
+      ->type_name("PATH");
+  app.add_flag("--json", globals.json,
+               "print protobuf JSON (proto field names) instead of tables");
+  app.add_option("--timeout", globals.timeout_seconds, "deadline of each RPC")
+      ->type_name("SECONDS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+
+  const Printer out(globals.json);
+  std::function<absl::Status()> action;
+
+  // --- vm ------------------------------------------------------------------
+  CLI::App* vm = app.add_subcommand("vm", "create, control and inspect VMs");
+  vm->require_subcommand(1);
+
+  std::string vm_id_flag, kernel, initrd, rootfs, boot_args;
+  std::uint32_t vcpus = 0, memory_mib = 0;
+  bool no_start = false;
+  CLI::App* create = vm->add_subcommand(
+      "create", "create a VM and boot it (returns once the guest is ready)");
+  create->add_option("--id", vm_id_flag, "VM id (default: generated)");
+  create->add_option("--vcpus", vcpus, "vCPUs, 1-32 (default 2)");
+  create->add_option("--memory-mib", memory_mib,
+                     "guest RAM in MiB, 128-16384 (default 512)");
+  create->add_option("--kernel", kernel, "kernel image on the daemon's host")
+      ->type_name("PATH");
+  create->add_option("--initrd", initrd, "initramfs on the daemon's host")
+      ->type_name("PATH");
+  create
+      ->add_option("--rootfs", rootfs,
+                   "ext4 root filesystem image on the daemon's host (copied)")
+      ->type_name("PATH");
+  create->add_option("--boot-args", boot_args, "extra kernel command line");
+  create->add_flag("--no-start", no_start, "create without booting (CREATED)");
+  create->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::CreateVmRequest request;
+      v1::VMConfig* c = request.mutable_config();
+      c->set_vm_id(vm_id_flag);
+      c->set_vcpu_count(vcpus);
+      c->set_memory_mib(memory_mib);
+      c->set_kernel_path(kernel);
+      c->set_initrd_path(initrd);
+      c->set_rootfs_path(rootfs);
+      c->set_boot_args(boot_args);
+      request.set_start(!no_start);
+      absl::StatusOr<v1::Vm> created =
+          Connection(globals.options()).Call(&VmStub::CreateVm, request);
+      if (!created.ok()) return created.status();
+      return out.Vm(*created);
+    };
+  });
+
+  std::string vm_id;  // The ID argument of the one vm command that runs.
+  auto add_vm_command = [&](const char* name, const char* help,
+                            std::function<absl::Status()> run) {
+    CLI::App* cmd = vm->add_subcommand(name, help);
+    cmd->add_option("ID", vm_id, "VM id")->required();
+    cmd->callback([&action, run] { action = run; });
+  };
+  add_vm_command("start", "cold-boot a CREATED, STOPPED or ERROR VM",
+                 [&] { return VmCall(globals, out, &VmStub::StartVm, vm_id); });
+  add_vm_command("stop", "stop a VM's VMM process; the disk is kept",
+                 [&] { return VmCall(globals, out, &VmStub::StopVm, vm_id); });
+  add_vm_command("pause", "stop the vCPUs of a RUNNING VM",
+                 [&] { return VmCall(globals, out, &VmStub::PauseVm, vm_id); });
+  add_vm_command("resume", "continue a PAUSED VM", [&] {
+    return VmCall(globals, out, &VmStub::ResumeVm, vm_id);
+  });
+  add_vm_command("delete", "stop if needed and remove a VM and its disk", [&] {
+    v1::DeleteVmRequest request;
+    request.set_vm_id(vm_id);
+    absl::StatusOr<v1::DeleteVmResponse> response =
+        Connection(globals.options()).Call(&VmStub::DeleteVm, request);
+    if (!response.ok()) return response.status();
+    return out.Deleted("vm", vm_id, *response);
+  });
+  add_vm_command("get", "show every field of a VM", [&] {
+    absl::StatusOr<v1::Vm> got = SmolVMManager(globals.options()).get_vm(vm_id);
+    if (!got.ok()) return got.status();
+    return out.VmDetails(*got);
+  });
+  vm->add_subcommand("list", "list all VMs")->callback([&] {
+    action = [&]() -> absl::Status {
+      absl::StatusOr<std::vector<v1::Vm>> vms =
+          SmolVMManager(globals.options()).list_vms();
+      if (!vms.ok()) return vms.status();
+      return out.Vms(*vms);
+    };
+  });
+
+  // --- snapshot ------------------------------------------------------------
+  CLI::App* snapshot =
+      app.add_subcommand("snapshot", "create, inspect and restore snapshots");
+  snapshot->require_subcommand(1);
+
+  std::string source_vm, snapshot_id_flag;
+  bool resume_source = false;
+  CLI::App* snap_create = snapshot->add_subcommand(
+      "create", "snapshot a VM (left PAUSED unless --resume)");
+  snap_create->add_option("VM_ID", source_vm, "VM to snapshot")->required();
+  snap_create->add_option("--id", snapshot_id_flag,
+                          "snapshot id (default: generated)");
+  snap_create->add_flag("--resume", resume_source,
+                        "resume the VM after the snapshot");
+  snap_create->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::CreateSnapshotRequest request;
+      request.set_vm_id(source_vm);
+      request.set_snapshot_id(snapshot_id_flag);
+      request.set_resume_source(resume_source);
+      absl::StatusOr<v1::SnapshotInfo> info =
+          Connection(globals.options())
+              .Call(&SnapshotStub::CreateSnapshot, request);
+      if (!info.ok()) return info.status();
+      return out.Snapshot(*info);
+    };
+  });
+
+  std::string snapshot_id;  // The ID argument of get / delete / restore.
+  CLI::App* snap_get =
+      snapshot->add_subcommand("get", "show every field of a snapshot");
+  snap_get->add_option("ID", snapshot_id, "snapshot id")->required();
+  snap_get->callback([&] {
+    action = [&]() -> absl::Status {
+      absl::StatusOr<v1::SnapshotInfo> info =
+          SmolVMManager(globals.options()).get_snapshot(snapshot_id);
+      if (!info.ok()) return info.status();
+      return out.SnapshotDetails(*info);
+    };
+  });
+
+  CLI::App* snap_delete =
+      snapshot->add_subcommand("delete", "delete a snapshot and its files");
+  snap_delete->add_option("ID", snapshot_id, "snapshot id")->required();
+  snap_delete->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::DeleteSnapshotRequest request;
+      request.set_snapshot_id(snapshot_id);
+      absl::StatusOr<v1::DeleteSnapshotResponse> response =
+          Connection(globals.options())
+              .Call(&SnapshotStub::DeleteSnapshot, request);
+      if (!response.ok()) return response.status();
+      return out.Deleted("snapshot", snapshot_id, *response);
+    };
+  });
+
+  std::string list_vm;
+  CLI::App* snap_list = snapshot->add_subcommand("list", "list snapshots");
+  snap_list->add_option("--vm", list_vm, "only snapshots of this VM")
+      ->type_name("VM_ID");
+  snap_list->callback([&] {
+    action = [&]() -> absl::Status {
+      absl::StatusOr<std::vector<v1::SnapshotInfo>> snaps =
+          SmolVMManager(globals.options()).list_snapshots(list_vm);
+      if (!snaps.ok()) return snaps.status();
+      return out.Snapshots(*snaps);
+    };
+  });
+
+  std::string new_vm_id;
+  bool paused = false;
+  CLI::App* restore = snapshot->add_subcommand(
+      "restore",
+      "start a VM from a snapshot (RUNNING unless --paused); without --vm-id "
+      "it takes the snapshot's own VM identity");
+  restore->add_option("SNAP_ID", snapshot_id, "snapshot id")->required();
+  restore->add_option("--vm-id", new_vm_id,
+                      "restore as a new, independent VM with this id");
+  restore->add_flag("--paused", paused, "leave the restored VM PAUSED");
+  restore->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::RestoreSnapshotRequest request;
+      request.set_snapshot_id(snapshot_id);
+      request.set_resume_vm(!paused);
+      request.set_vm_id(new_vm_id);
+      absl::StatusOr<v1::Vm> restored =
+          Connection(globals.options())
+              .Call(&SnapshotStub::RestoreSnapshot, request);
+      if (!restored.ok()) return restored.status();
+      return out.Vm(*restored);
+    };
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    // --help and friends exit 0; real usage errors are invalid arguments.
+    return app.exit(e) == 0 ? 0 : ExitCodeFor(absl::InvalidArgumentError(""));
+  }
+
+  absl::Status status = action ? action() : absl::InternalError("no command");
+  if (!status.ok()) {
+    std::cerr << "smolvmctl: " << status.message() << "\n";
+  }
+  return ExitCodeFor(status);
+}
+
+}  // namespace
+}  // namespace smolvm
+
+int main(int argc, char** argv) { return smolvm::Main(argc, argv); }

@@ -1,0 +1,176 @@
+// smolvmd: wires the configuration, the core library and the gRPC server,
+// and handles the process lifecycle. On SIGTERM/SIGINT the server drains and
+// the daemon exits; VMs keep running and are re-attached at the next start.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "daemon/config.h"
+#include "daemon/snapshot_service.h"
+#include "daemon/vm_service.h"
+#include "grpcpp/ext/proto_server_reflection_plugin.h"
+#include "grpcpp/health_check_service_interface.h"
+#include "grpcpp/server_builder.h"
+#include "lib/base/file_util.h"
+#include "lib/base/unique_fd.h"
+#include "lib/core/vm_manager.h"
+#include "lib/image/image_cache.h"
+#include "lib/store/store.h"
+#include "lib/vmm/accelerator.h"
+#include "lib/vmm/qemu_backend.h"
+#include "spdlog/spdlog.h"
+
+namespace smolvm::daemon {
+namespace {
+
+int Fail(const std::string& what, const absl::Status& status) {
+  spdlog::critical("{}: {}", what, std::string(status.message()));
+  return 1;
+}
+
+// The recipe installed with the daemon, else the one in the source tree
+// (running from a build directory).
+std::string DefaultRecipeDir() {
+  if (PathExists(JoinPath(SMOLVM_GUEST_RECIPE_DIR, "build-image.sh"))) {
+    return SMOLVM_GUEST_RECIPE_DIR;
+  }
+  return SMOLVM_SOURCE_GUEST_DIR;
+}
+
+int Run(int argc, char** argv) {
+  int exit_code = 1;
+  auto parsed = ParseConfig(argc, argv, &exit_code);
+  if (!parsed.ok()) {
+    std::fprintf(exit_code == 0 ? stdout : stderr, "%s\n",
+                 std::string(parsed.status().message()).c_str());
+    return exit_code;
+  }
+  DaemonConfig config = *std::move(parsed);
+  spdlog::set_level(spdlog::level::from_str(config.log_level));
+  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  if (geteuid() != 0) {
+    return Fail("smolvmd", absl::PermissionDeniedError(
+                               "must run as root: it manages VMM processes, TAP devices "
+                               "and firewall rules (run it with sudo or as the systemd unit)"));
+  }
+  if (auto s = CheckConfig(config); !s.ok()) return Fail("configuration", s);
+  for (const auto& dir : {config.state_dir, config.run_dir,
+                          config.socket_path.substr(0, config.socket_path.rfind('/'))}) {
+    if (auto s = MakeDirs(dir, 0700); !s.ok()) return Fail("create directory", s);
+  }
+  if (auto s = MakeDirs(config.socket_path.substr(0, config.socket_path.rfind('/')), 0755);
+      !s.ok()) {
+    return Fail("create socket directory", s);
+  }
+
+  // One daemon per state dir: two would fight over the same VMs.
+  std::string lock_path = JoinPath(config.state_dir, "smolvmd.lock");
+  UniqueFd lock_fd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock_fd.valid() || flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    return Fail("lock " + lock_path,
+                absl::FailedPreconditionError(
+                    "another smolvmd is using this state dir; stop it or pass --state-dir"));
+  }
+
+  auto accel = vmm::ChooseAccelerator(config.accelerator);
+  if (!accel.ok()) return Fail("accelerator", accel.status());
+  spdlog::info("accelerator: {} ({})", accel->name, accel->reason);
+
+  vmm::QemuSettings qemu;
+  qemu.binary = config.qemu_binary;
+  qemu.accelerator = accel->name;
+  qemu.machine = config.machine;
+  auto hypervisor = vmm::QemuHypervisor::Create(qemu);
+  if (!hypervisor.ok()) return Fail("vmm", hypervisor.status());
+  spdlog::info("vmm: {}", (*hypervisor)->version());
+
+  std::string db_path = JoinPath(config.state_dir, "smolvmd.db");
+  auto store = store::Store::Open(db_path);
+  if (!store.ok()) return Fail("open " + db_path, store.status());
+
+  image::ImageCacheOptions image_options;
+  image_options.images_dir = JoinPath(config.state_dir, "images");
+  image_options.recipe_dir =
+      config.guest_recipe_dir.empty() ? DefaultRecipeDir() : config.guest_recipe_dir;
+  image_options.kernel_dir = config.guest_kernel_dir;
+  auto images = std::make_unique<image::ImageCache>(image_options);
+  image::ImageCache* image_cache = images.get();
+
+  core::ManagerOptions options;
+  options.state_dir = config.state_dir;
+  options.run_dir = config.run_dir;
+  options.boot_timeout = absl::Seconds(config.boot_timeout_seconds);
+  core::VmManager manager(options, *std::move(store), *std::move(hypervisor),
+                          std::move(images));
+  if (auto s = manager.Reconcile(); !s.ok()) return Fail("reconcile state", s);
+
+  // Build (or find) the default image now rather than on the first
+  // CreateVm; requests that need it wait for this build.
+  std::thread image_warmup([image_cache] {
+    auto image = image_cache->DefaultImage();
+    if (image.ok()) {
+      spdlog::info("default guest image: {}", image->dir);
+    } else {
+      spdlog::error("default guest image: {}", std::string(image.status().message()));
+    }
+  });
+
+  VmServiceImpl vm_service(&manager);
+  SnapshotServiceImpl snapshot_service(&manager);
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  unlink(config.socket_path.c_str());  // A stale socket of a previous run.
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
+  builder.RegisterService(&vm_service);
+  builder.RegisterService(&snapshot_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server) {
+    image_warmup.join();
+    return Fail("serve", absl::UnavailableError(absl::StrCat(
+                             "cannot listen on unix:", config.socket_path)));
+  }
+  // Root and the socket's group (e.g. via systemd's Group=) may connect.
+  chmod(config.socket_path.c_str(), 0660);
+  spdlog::info("smolvmd serving on unix:{} (state {}, run {})", config.socket_path,
+               config.state_dir, config.run_dir);
+
+  // SIGTERM/SIGINT are blocked in every thread (set in main before any
+  // thread starts) and taken here synchronously.
+  std::thread signal_thread([&server] {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    int sig = 0;
+    sigwait(&set, &sig);
+    spdlog::info("received signal {}; shutting down (VMs keep running)", sig);
+    server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  });
+  server->Wait();
+  signal_thread.join();
+  image_warmup.join();
+  unlink(config.socket_path.c_str());
+  spdlog::info("smolvmd stopped");
+  return 0;
+}
+
+}  // namespace
+}  // namespace smolvm::daemon
+
+int main(int argc, char** argv) {
+  signal(SIGPIPE, SIG_IGN);
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return smolvm::daemon::Run(argc, argv);
+}

@@ -1,0 +1,20 @@
+// File: proto_convert.h
+//
+// Conversions between the wire API (smolvm.v1 messages) and lib's domain
+// structs. Kept here so the SQLite schema, the QEMU arguments and the API
+// can evolve separately.
+#pragma once
+
+#include "lib/model/vm.h"
+#include "smolvm/v1/types.pb.h"
+
+namespace smolvm::daemon {
+
+VmConfig FromProto(const v1::VMConfig& config);
+void ToProto(const VmConfig& config, v1::VMConfig* out);
+void ToProto(const NetworkConfig& network, v1::NetworkConfig* out);
+void ToProto(const VmRecord& vm, v1::Vm* out);
+void ToProto(const SnapshotRecord& snapshot, v1::SnapshotInfo* out);
+v1::VmStatus ToProto(VmState state);
+
+}  // namespace smolvm::daemon

@@ -1,0 +1,36 @@
+// File: vm_service.h
+//
+// smolvm.v1.VmService: each RPC is one call into core::VmManager.
+#pragma once
+
+#include "lib/core/vm_manager.h"
+#include "smolvm/v1/vm_service.grpc.pb.h"
+
+namespace smolvm::daemon {
+
+class VmServiceImpl final : public v1::VmService::Service {
+ public:
+  explicit VmServiceImpl(core::VmManager* manager) : manager_(manager) {}
+
+  grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req,
+                        v1::Vm* resp) override;
+  grpc::Status StartVm(grpc::ServerContext*, const v1::StartVmRequest* req,
+                       v1::Vm* resp) override;
+  grpc::Status StopVm(grpc::ServerContext*, const v1::StopVmRequest* req,
+                      v1::Vm* resp) override;
+  grpc::Status PauseVm(grpc::ServerContext*, const v1::PauseVmRequest* req,
+                       v1::Vm* resp) override;
+  grpc::Status ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest* req,
+                        v1::Vm* resp) override;
+  grpc::Status DeleteVm(grpc::ServerContext*, const v1::DeleteVmRequest* req,
+                        v1::DeleteVmResponse* resp) override;
+  grpc::Status GetVm(grpc::ServerContext*, const v1::GetVmRequest* req,
+                     v1::Vm* resp) override;
+  grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest* req,
+                       v1::ListVmsResponse* resp) override;
+
+ private:
+  core::VmManager* const manager_;
+};
+
+}  // namespace smolvm::daemon

@@ -1,0 +1,155 @@
+#!/bin/sh
+# /sbin/init of the smolvm default root filesystem (PID 1, busybox sh).
+#
+#  1. mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp
+#  2. sets the hostname from /etc/hostname, brings up lo
+#  3. finds the virtio-serial port named org.smolvm.agent
+#     (/sys/class/virtio-ports/vportNpM/name) and then either
+#       - runs /sbin/smolvm-agent /dev/vportNpM in the background if that file
+#         exists and is executable; the agent then owns the port and the
+#         readiness protocol. It is restarted when it exits (after 1 s,
+#         backing off to 5 s while it keeps dying quickly), or
+#       - writes the single line "SMOLVM_READY\n" to the port. The write is
+#         done by a background child: it blocks until the host side of the
+#         port is connected, then completes. Nothing is ever read from the port.
+#  4. prints "SMOLVM_READY" on the console (ttyS0)
+#  5. stays PID 1: reaps children; SIGTERM / SIGUSR2 (busybox `poweroff`) power
+#     the VM off, SIGUSR1 (`halt`) halts, SIGINT (`reboot`) reboots, after
+#     stopping all processes and remounting / read-only.
+
+PATH=/usr/sbin:/usr/bin:/sbin:/bin
+HOME=/root
+export PATH HOME
+
+readonly PORT_NAME=org.smolvm.agent
+readonly AGENT=/sbin/smolvm-agent
+
+log() { echo "smolvm-init: $*"; }
+uptime_s() { read -r up _ </proc/uptime; echo "${up%%.*}"; }
+
+if [ "$$" -ne 1 ]; then
+	echo "smolvm-init: must run as PID 1 (use poweroff/reboot to control the VM)" >&2
+	exit 1
+fi
+
+# is_mounted DIR (this busybox has no `mountpoint` applet)
+is_mounted() {
+	[ "$1" = /proc ] && { [ -e /proc/self/mounts ]; return; }
+	while read -r _ dir _; do
+		[ "$dir" = "$1" ] && return 0
+	done </proc/self/mounts
+	return 1
+}
+
+# mnt TYPE DIR OPTS: mount unless DIR already is a mount point
+mnt() {
+	mkdir -p "$2"
+	is_mounted "$2" && return 0
+	mount -t "$1" -o "$3" "$1" "$2" || log "warning: cannot mount $1 on $2"
+}
+
+mnt proc /proc nosuid,nodev,noexec
+mnt sysfs /sys nosuid,nodev,noexec
+mnt devtmpfs /dev mode=0755,nosuid
+[ -c /dev/console ] && exec </dev/console >/dev/console 2>&1
+mnt devpts /dev/pts nosuid,noexec,gid=5,mode=0620,ptmxmode=0666
+mnt tmpfs /dev/shm nosuid,nodev,mode=1777
+mnt tmpfs /run nosuid,nodev,mode=0755
+mnt tmpfs /tmp nosuid,nodev,mode=1777
+[ -e /dev/fd ] || ln -s /proc/self/fd /dev/fd
+[ -e /dev/stdin ] || ln -s /proc/self/fd/0 /dev/stdin
+[ -e /dev/stdout ] || ln -s /proc/self/fd/1 /dev/stdout
+[ -e /dev/stderr ] || ln -s /proc/self/fd/2 /dev/stderr
+
+if [ -s /etc/hostname ]; then
+	hostname -F /etc/hostname
+else
+	hostname smolvm
+fi
+ip link set lo up || log "warning: cannot bring up lo"
+
+# Find the agent port. The name arrives from the host asynchronously after
+# the port is added, so poll for up to ~5 s.
+port=
+tries=250
+while [ "$tries" -gt 0 ]; do
+	for d in /sys/class/virtio-ports/*; do
+		[ -r "$d/name" ] || continue
+		if [ "$(cat "$d/name" 2>/dev/null)" = "$PORT_NAME" ] && [ -c "/dev/${d##*/}" ]; then
+			port="/dev/${d##*/}"
+			break 2
+		fi
+	done
+	tries=$((tries - 1))
+	usleep 20000
+done
+
+if [ -z "$port" ]; then
+	log "warning: no virtio-serial port named $PORT_NAME; readiness is signalled on the console only"
+elif [ -f "$AGENT" ] && [ -x "$AGENT" ]; then
+	log "starting $AGENT $port"
+	(
+		trap - TERM INT USR1 USR2
+		delay=1
+		while :; do
+			started=$(uptime_s)
+			"$AGENT" "$port"
+			rc=$?
+			# back off 1,2,4,5,5... s while it keeps dying quickly
+			[ $(($(uptime_s) - started)) -ge 10 ] && delay=1
+			log "$AGENT exited with status $rc; restarting in ${delay}s"
+			sleep "$delay"
+			delay=$((delay * 2))
+			[ "$delay" -le 5 ] || delay=5
+		done
+	) &
+else
+	# One-shot readiness line. Blocks until the host connects to the port.
+	( printf 'SMOLVM_READY\n' >"$port" || log "warning: cannot write readiness to $port" ) &
+fi
+
+# Opt-in heartbeat (kernel argument smolvm.heartbeat=1): the boot id and a
+# counter on the console every second, and the boot id in /root on disk, so
+# a host can see that a restored guest continues where its snapshot left off
+# (same boot id, counter going on) instead of booting afresh.
+case " $(cat /proc/cmdline) " in
+*" smolvm.heartbeat=1 "*)
+	boot_id=$(cat /proc/sys/kernel/random/boot_id)
+	echo "$boot_id" >/root/smolvm-boot-id && sync
+	(
+		trap - TERM INT USR1 USR2
+		n=0
+		while :; do
+			n=$((n + 1))
+			echo "SMOLVM_TICK $boot_id $n"
+			sleep 1
+		done
+	) &
+	;;
+esac
+
+echo "SMOLVM_READY"
+
+shutdown() {
+	trap '' TERM INT USR1 USR2
+	log "shutting down ($1)"
+	kill -TERM -1 2>/dev/null
+	sleep 1
+	kill -KILL -1 2>/dev/null
+	sync
+	umount -a -r 2>/dev/null
+	mount -o remount,ro / 2>/dev/null
+	sync
+	"$1" -f
+	exit 1 # not reached
+}
+trap 'shutdown poweroff' TERM USR2
+trap 'shutdown halt' USR1
+trap 'shutdown reboot' INT
+
+# Stay PID 1. Each `wait` blocks in waitpid(-1, ...), which also reaps any
+# orphan re-parented to us; traps interrupt the wait immediately.
+while :; do
+	sleep 3600 &
+	wait $!
+done

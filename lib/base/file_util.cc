@@ -1,0 +1,175 @@
+#include "lib/base/file_util.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <filesystem>
+#include <system_error>
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/unique_fd.h"
+
+namespace smolvm {
+namespace {
+
+absl::Status PathError(int err, const std::string& op, const std::string& path) {
+  return absl::ErrnoToStatus(err, absl::StrCat(op, " ", path));
+}
+
+absl::Status WriteAll(int fd, const char* data, size_t n, const std::string& path) {
+  while (n > 0) {
+    ssize_t w = write(fd, data, n);
+    if (w < 0) {
+      if (errno == EINTR) continue;
+      return PathError(errno, "write", path);
+    }
+    data += w;
+    n -= w;
+  }
+  return absl::OkStatus();
+}
+
+std::string DirOf(const std::string& path) {
+  auto slash = path.rfind('/');
+  if (slash == std::string::npos) return ".";
+  if (slash == 0) return "/";
+  return path.substr(0, slash);
+}
+
+}  // namespace
+
+std::string JoinPath(const std::string& a, const std::string& b) {
+  if (a.empty()) return b;
+  if (a.back() == '/') return a + b;
+  return a + "/" + b;
+}
+
+bool PathExists(const std::string& path) {
+  struct stat st;
+  return lstat(path.c_str(), &st) == 0;
+}
+
+absl::StatusOr<std::string> ReadFileToString(const std::string& path,
+                                             size_t max_bytes) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return PathError(errno, "open", path);
+  std::string out;
+  char buf[65536];
+  while (true) {
+    ssize_t n = read(fd.get(), buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PathError(errno, "read", path);
+    }
+    if (n == 0) break;
+    out.append(buf, n);
+    if (out.size() > max_bytes) {
+      return absl::ResourceExhaustedError(
+          absl::StrCat("read ", path, ": file is larger than ", max_bytes, " bytes"));
+    }
+  }
+  return out;
+}
+
+absl::Status SyncPath(const std::string& path) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return PathError(errno, "open", path);
+  if (fsync(fd.get()) != 0) return PathError(errno, "fsync", path);
+  return absl::OkStatus();
+}
+
+absl::Status WriteFileAtomic(const std::string& path, const std::string& data,
+                             int mode) {
+  std::string tmp = absl::StrCat(path, ".tmp.", getpid());
+  {
+    UniqueFd fd(open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode));
+    if (!fd.valid()) return PathError(errno, "create", tmp);
+    if (auto s = WriteAll(fd.get(), data.data(), data.size(), tmp); !s.ok()) {
+      unlink(tmp.c_str());
+      return s;
+    }
+    if (fsync(fd.get()) != 0) {
+      int err = errno;
+      unlink(tmp.c_str());
+      return PathError(err, "fsync", tmp);
+    }
+  }
+  if (rename(tmp.c_str(), path.c_str()) != 0) {
+    int err = errno;
+    unlink(tmp.c_str());
+    return PathError(err, "rename to", path);
+  }
+  return SyncPath(DirOf(path));
+}
+
+absl::Status SparseCopyFile(const std::string& src, const std::string& dst) {
+  UniqueFd in(open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!in.valid()) return PathError(errno, "open", src);
+  struct stat st;
+  if (fstat(in.get(), &st) != 0) return PathError(errno, "stat", src);
+  UniqueFd out(open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out.valid()) return PathError(errno, "create", dst);
+  auto fail = [&](absl::Status s) {
+    unlink(dst.c_str());
+    return s;
+  };
+  if (ftruncate(out.get(), st.st_size) != 0) {
+    return fail(PathError(errno, "truncate", dst));
+  }
+  off_t pos = 0;
+  while (pos < st.st_size) {
+    off_t data = lseek(in.get(), pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // Only a hole remains.
+      return fail(PathError(errno, "seek data in", src));
+    }
+    off_t hole = lseek(in.get(), data, SEEK_HOLE);
+    if (hole < 0) return fail(PathError(errno, "seek hole in", src));
+    off_t in_off = data, out_off = data;
+    while (in_off < hole) {
+      ssize_t n = copy_file_range(in.get(), &in_off, out.get(), &out_off,
+                                  hole - in_off, 0);
+      if (n < 0) {
+        if (errno == EINTR) continue;
+        return fail(PathError(errno, absl::StrCat("copy to ", dst, " from"), src));
+      }
+      if (n == 0) break;  // Source shrank under us.
+    }
+    pos = hole;
+  }
+  if (fsync(out.get()) != 0) return fail(PathError(errno, "fsync", dst));
+  return absl::OkStatus();
+}
+
+absl::Status MakeDirs(const std::string& path, int mode) {
+  std::error_code ec;
+  std::filesystem::create_directories(path, ec);
+  if (ec) return PathError(ec.value(), "mkdir", path);
+  (void)mode;
+  chmod(path.c_str(), mode);
+  return absl::OkStatus();
+}
+
+absl::Status RemoveTree(const std::string& path) {
+  std::error_code ec;
+  std::filesystem::remove_all(path, ec);
+  if (ec) return PathError(ec.value(), "remove", path);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<uint64_t> AllocatedBytes(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return PathError(errno, "stat", path);
+  return static_cast<uint64_t>(st.st_blocks) * 512;
+}
+
+absl::StatusOr<uint64_t> FreeBytes(const std::string& path) {
+  struct statvfs vfs;
+  if (statvfs(path.c_str(), &vfs) != 0) return PathError(errno, "statvfs", path);
+  return static_cast<uint64_t>(vfs.f_bavail) * vfs.f_frsize;
+}
+
+}  // namespace smolvm

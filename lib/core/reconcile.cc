@@ -1,0 +1,108 @@
+// Startup reconciliation: what a previous daemon left behind is either
+// adopted (running VMMs), recorded (VMMs that died), or removed (files and
+// processes of things the store does not know, half-written snapshots).
+#include <filesystem>
+#include <set>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "lib/base/file_util.h"
+#include "lib/base/status_macros.h"
+#include "lib/core/vm_manager.h"
+#include "lib/snapshot/snapshot_files.h"
+#include "spdlog/spdlog.h"
+
+namespace smolvm::core {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::vector<std::string> EntriesOf(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
+       it.increment(ec)) {
+    names.push_back(it->path().filename().string());
+  }
+  return names;
+}
+
+}  // namespace
+
+absl::Status VmManager::Reconcile() {
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
+  std::set<std::string> known;
+  int adopted = 0, lost = 0;
+  for (VmRecord& vm : vms) {
+    known.insert(vm.vm_id);
+    auto slot = SlotFor(vm.vm_id);
+    absl::MutexLock lock(&slot->mu);
+    const bool live_state = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
+    if (!live_state) {
+      // E.g. the daemon died while this VM was booting or being restored.
+      hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
+      (void)RemoveTree(VmRunDir(vm.vm_id));
+      (void)unlink((VmDiskPath(vm.vm_id) + ".restoring").c_str());
+      continue;
+    }
+    auto instance = hypervisor_->Attach(vm.vm_id, vm.vmm_pid, VmRunDir(vm.vm_id));
+    if (!instance.ok()) {
+      ++lost;
+      hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
+      (void)FailVmLocked(*slot, vm,
+                         absl::InternalError(absl::StrCat(
+                             "the vmm process ", vm.vmm_pid,
+                             " was gone when smolvmd started: ",
+                             instance.status().message())));
+      continue;
+    }
+    slot->instance = *std::move(instance);
+    // Trust the VMM over the store for running vs paused (a crash may have
+    // come between a QMP stop/cont and the store update).
+    if (auto run_state = slot->instance->QueryRunState(); run_state.ok()) {
+      VmState actual = *run_state == "running" ? VmState::kRunning : VmState::kPaused;
+      if (actual != vm.state) {
+        vm.state = actual;
+        SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+      }
+    }
+    ++adopted;
+  }
+
+  // Files of VMs that no longer exist (a crash during DeleteVm or a failed
+  // CreateVm).
+  for (const auto& name : EntriesOf(JoinPath(options_.state_dir, "vms"))) {
+    if (known.count(name)) continue;
+    spdlog::warn("removing files of unknown vm {}", name);
+    (void)RemoveTree(VmDir(name));
+  }
+  for (const auto& name : EntriesOf(JoinPath(options_.run_dir, "vms"))) {
+    if (known.count(name)) continue;
+    hypervisor_->EndStrayProcess(name, VmRunDir(name));
+    (void)RemoveTree(VmRunDir(name));
+  }
+
+  // Snapshots: half-written directories, and published ones whose row never
+  // landed, are not snapshots.
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> snaps, store_->AllSnapshots());
+  std::set<std::string> snapshot_ids;
+  for (const auto& s : snaps) snapshot_ids.insert(s.snapshot_id);
+  const std::string snapshots_dir = JoinPath(options_.state_dir, "snapshots");
+  for (const auto& name : EntriesOf(snapshots_dir)) {
+    if (absl::StartsWith(name, snapshot::kTempPrefix) || !snapshot_ids.count(name)) {
+      spdlog::warn("removing incomplete snapshot directory {}", name);
+      (void)RemoveTree(JoinPath(snapshots_dir, name));
+    }
+  }
+  for (const auto& s : snaps) {
+    if (auto m = snapshot::ReadAndVerify(snapshot::PathsIn(SnapshotDir(s.snapshot_id)));
+        !m.ok()) {
+      spdlog::error("snapshot {}: {}", s.snapshot_id, std::string(m.status().message()));
+    }
+  }
+  spdlog::info("reconciled: {} vms ({} re-attached, {} lost), {} snapshots", vms.size(),
+               adopted, lost, snaps.size());
+  return absl::OkStatus();
+}
+
+}  // namespace smolvm::core

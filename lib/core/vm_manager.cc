@@ -1,0 +1,284 @@
+#include "lib/core/vm_manager.h"
+
+#include <unistd.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "lib/base/file_util.h"
+#include "lib/base/status_macros.h"
+#include "lib/model/validation.h"
+#include "spdlog/spdlog.h"
+
+namespace smolvm::core {
+
+VmManager::VmManager(ManagerOptions options, std::unique_ptr<store::Store> store,
+                     std::unique_ptr<vmm::Hypervisor> hypervisor,
+                     std::unique_ptr<image::ImageCache> images)
+    : options_(std::move(options)),
+      store_(std::move(store)),
+      hypervisor_(std::move(hypervisor)),
+      images_(std::move(images)),
+      accelerator_(hypervisor_->accelerator()) {}
+
+std::shared_ptr<VmManager::VmSlot> VmManager::SlotFor(const std::string& vm_id) {
+  absl::MutexLock lock(&mu_);
+  auto& slot = slots_[vm_id];
+  if (!slot) slot = std::make_shared<VmSlot>();
+  return slot;
+}
+
+void VmManager::DropSlot(const std::string& vm_id) {
+  absl::MutexLock lock(&mu_);
+  slots_.erase(vm_id);
+}
+
+std::string VmManager::VmDir(const std::string& id) const {
+  return JoinPath(JoinPath(options_.state_dir, "vms"), id);
+}
+std::string VmManager::VmDiskPath(const std::string& id) const {
+  return JoinPath(VmDir(id), "disk.ext4");
+}
+std::string VmManager::VmRunDir(const std::string& id) const {
+  return JoinPath(JoinPath(options_.run_dir, "vms"), id);
+}
+std::string VmManager::VmMemPath(const std::string& id) const {
+  return JoinPath(VmRunDir(id), "mem");
+}
+std::string VmManager::SnapshotDir(const std::string& id) const {
+  return JoinPath(JoinPath(options_.state_dir, "snapshots"), id);
+}
+
+absl::Status VmManager::ResolveImage(VmConfig& config) {
+  if (!config.kernel_path.empty() && !config.rootfs_path.empty()) {
+    return absl::OkStatus();
+  }
+  auto image = images_->DefaultImage();
+  if (!image.ok()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "the default guest image is unavailable (", image.status().message(),
+        "); pass kernel_path and rootfs_path, or fix the image recipe"));
+  }
+  if (config.kernel_path.empty()) {
+    config.kernel_path = image->kernel_path;
+    config.initrd_path = image->initrd_path;
+  }
+  if (config.rootfs_path.empty()) config.rootfs_path = image->rootfs_path;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmRecord> VmManager::CreateVm(VmConfig config, bool start) {
+  if (config.vm_id.empty()) config.vm_id = GenerateId("vm");
+  SMOLVM_RETURN_IF_ERROR(ValidateId(config.vm_id, "vm_id"));
+  SMOLVM_RETURN_IF_ERROR(NormalizeVmConfig(config));
+  SMOLVM_RETURN_IF_ERROR(ResolveImage(config));
+  const std::string& id = config.vm_id;
+
+  auto slot = SlotFor(id);
+  absl::MutexLock lock(&slot->mu);
+  VmRecord vm;
+  vm.vm_id = id;
+  vm.state = VmState::kCreated;
+  vm.config = config;
+  vm.created_at = vm.updated_at = absl::Now();
+  // The row reserves the id (ALREADY_EXISTS for a duplicate) before any file
+  // is touched; the guard undoes both if a later step fails.
+  SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
+  auto undo = absl::MakeCleanup([&] {
+    (void)RemoveTree(VmDir(id));
+    (void)store_->DeleteVm(id);
+  });
+  SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(id)));
+  if (auto s = SparseCopyFile(config.rootfs_path, VmDiskPath(id)); !s.ok()) {
+    if (absl::IsResourceExhausted(s) || s.message().find("No space") != std::string::npos) {
+      return absl::ResourceExhaustedError(absl::StrCat("copy root disk for vm ", id, ": ",
+                                                       s.message()));
+    }
+    return s;
+  }
+  std::move(undo).Cancel();
+  spdlog::info("vm {}: created ({} vcpus, {} MiB)", id, config.vcpu_count,
+               config.memory_mib);
+  if (!start) return vm;
+  return BootLocked(*slot, std::move(vm));
+}
+
+absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
+  const std::string& id = vm.vm_id;
+  vmm::LaunchSpec spec;
+  spec.vm_id = id;
+  spec.vcpu_count = vm.config.vcpu_count;
+  spec.memory_mib = vm.config.memory_mib;
+  spec.kernel_path = vm.config.kernel_path;
+  spec.initrd_path = vm.config.initrd_path;
+  spec.disk_path = VmDiskPath(id);
+  spec.kernel_cmdline = options_.base_cmdline;
+  if (!vm.config.boot_args.empty()) absl::StrAppend(&spec.kernel_cmdline, " ", vm.config.boot_args);
+  spec.run_dir = VmRunDir(id);
+  spec.mem_path = VmMemPath(id);
+  spec.mem_shared = true;
+  absl::Time t0 = absl::Now();
+  auto instance = hypervisor_->Launch(spec);
+  if (!instance.ok()) {
+    (void)FailVmLocked(slot, vm, instance.status());
+    return instance.status();
+  }
+  slot.instance = *std::move(instance);
+  // Record the pid before waiting: if the daemon dies during the boot, the
+  // next start finds and ends this VMM.
+  vm.vmm_pid = slot.instance->pid();
+  vm.error.clear();
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  if (auto s = slot.instance->WaitGuestReady(options_.boot_timeout); !s.ok()) {
+    (void)FailVmLocked(slot, vm, s);
+    return s;
+  }
+  vm.state = VmState::kRunning;
+  vm.restored_from.clear();
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  spdlog::info("vm {}: running (pid {}, ready in {})", id, vm.vmm_pid,
+               absl::FormatDuration(absl::Now() - t0));
+  return store_->GetVm(id);
+}
+
+absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
+  if (slot.instance) {
+    SMOLVM_RETURN_IF_ERROR(slot.instance->Shutdown(absl::Seconds(5)));
+    slot.instance.reset();
+  }
+  return RemoveTree(VmRunDir(vm_id));
+}
+
+absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
+                                     const absl::Status& cause) {
+  spdlog::warn("vm {}: error: {}", vm.vm_id, std::string(cause.message()));
+  absl::Status teardown = TearDownLocked(slot, vm.vm_id);
+  vm.state = VmState::kError;
+  vm.vmm_pid = 0;
+  vm.error = std::string(cause.message());
+  if (!teardown.ok()) absl::StrAppend(&vm.error, "; cleanup: ", teardown.message());
+  return store_->UpdateVm(vm);
+}
+
+absl::StatusOr<VmRecord> VmManager::RefreshLocked(VmSlot& slot, VmRecord vm) {
+  bool live_state = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
+  if (!live_state) return vm;
+  if (slot.instance && slot.instance->IsAlive()) return vm;
+  std::string tail = slot.instance ? slot.instance->ConsoleTail(2000) : "";
+  SMOLVM_RETURN_IF_ERROR(FailVmLocked(
+      slot, vm,
+      absl::InternalError(absl::StrCat("the vmm process ", vm.vmm_pid,
+                                       " exited unexpectedly; console tail:\n", tail))));
+  return vm;
+}
+
+absl::StatusOr<VmRecord> VmManager::Refresh(VmRecord vm) {
+  bool live_state = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
+  if (!live_state) return vm;
+  auto slot = SlotFor(vm.vm_id);
+  // A VM busy with a long operation is reported as stored; the operation
+  // itself notices a dead VMM.
+  if (!slot->mu.TryLock()) return vm;
+  auto unlock = absl::MakeCleanup([&] { slot->mu.Unlock(); });
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord fresh, store_->GetVm(vm.vm_id));
+  return RefreshLocked(*slot, std::move(fresh));
+}
+
+absl::StatusOr<VmRecord> VmManager::StartVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  if (vm.state == VmState::kRunning || vm.state == VmState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "start vm ", vm_id, ": it is already ", VmStateName(vm.state),
+        " (use ResumeVm for a paused VM)"));
+  }
+  return BootLocked(*slot, std::move(vm));
+}
+
+absl::StatusOr<VmRecord> VmManager::StopVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "stop vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running or paused"));
+  }
+  SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
+  vm.state = VmState::kStopped;
+  vm.vmm_pid = 0;
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  spdlog::info("vm {}: stopped", vm_id);
+  return store_->GetVm(vm_id);
+}
+
+absl::StatusOr<VmRecord> VmManager::PauseVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  if (vm.state != VmState::kRunning) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "pause vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running"));
+  }
+  SMOLVM_RETURN_IF_ERROR(slot->instance->Pause());
+  vm.state = VmState::kPaused;
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  spdlog::info("vm {}: paused", vm_id);
+  return store_->GetVm(vm_id);
+}
+
+absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  if (vm.state != VmState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "resume vm ", vm_id, ": it is ", VmStateName(vm.state), ", not paused"));
+  }
+  SMOLVM_RETURN_IF_ERROR(slot->instance->Resume());
+  vm.state = VmState::kRunning;
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  spdlog::info("vm {}: resumed", vm_id);
+  return store_->GetVm(vm_id);
+}
+
+absl::Status VmManager::DeleteVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  auto slot = SlotFor(vm_id);
+  {
+    absl::MutexLock lock(&slot->mu);
+    SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+    SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
+    // Files go before the row: a crash in between leaves a row whose files
+    // are gone, which a retried DeleteVm finishes; never orphaned files.
+    SMOLVM_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
+    SMOLVM_RETURN_IF_ERROR(store_->DeleteVm(vm_id));
+  }
+  DropSlot(vm_id);
+  spdlog::info("vm {}: deleted", vm_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmRecord> VmManager::GetVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  return Refresh(std::move(vm));
+}
+
+absl::StatusOr<store::Page<VmRecord>> VmManager::ListVms(
+    int page_size, const std::string& page_token) {
+  SMOLVM_ASSIGN_OR_RETURN(auto page, store_->ListVms(page_size, page_token));
+  for (auto& vm : page.items) {
+    SMOLVM_ASSIGN_OR_RETURN(vm, Refresh(std::move(vm)));
+  }
+  return page;
+}
+
+}  // namespace smolvm::core

@@ -1,0 +1,144 @@
+// File: vm_manager.h
+//
+// VmManager is the core of smolvmd: it owns every VM's lifecycle, its files
+// and its VMM process, and every snapshot. The gRPC layer is a thin shell
+// over it. It persists intent before side effects and results after them
+// (store first, then disk/VMM, then store again), so that startup
+// reconciliation (Reconcile) can finish or undo whatever a crash interrupted.
+//
+// Threading: all methods are thread-safe. Operations on one VM are
+// serialized by that VM's lock; different VMs proceed in parallel.
+// Snapshot files are guarded by a reader/writer lock: creates and restores
+// share it, DeleteSnapshot takes it exclusively.
+//
+// Layout on disk:
+//   <state_dir>/smolvmd.db                SQLite (lib/store)
+//   <state_dir>/vms/<vm_id>/disk.ext4     the VM's root disk
+//   <state_dir>/snapshots/<id>/...        lib/snapshot/snapshot_files.h
+//   <state_dir>/images/default-<hash>/    lib/image/image_cache.h
+//   <run_dir>/vms/<vm_id>/                VMM sockets, pid file, console log,
+//                                         and `mem` (guest RAM, on tmpfs)
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/image/image_cache.h"
+#include "lib/model/vm.h"
+#include "lib/store/store.h"
+#include "lib/vmm/hypervisor.h"
+
+namespace smolvm::core {
+
+struct ManagerOptions {
+  std::string state_dir;
+  std::string run_dir;
+  // How long a cold-booted guest has to signal readiness.
+  absl::Duration boot_timeout = absl::Seconds(120);
+  // Kernel arguments the default image needs; VMConfig.boot_args follow.
+  std::string base_cmdline = "console=ttyS0 root=/dev/vda rw panic=-1";
+};
+
+class VmManager {
+ public:
+  VmManager(ManagerOptions options, std::unique_ptr<store::Store> store,
+            std::unique_ptr<vmm::Hypervisor> hypervisor,
+            std::unique_ptr<image::ImageCache> images);
+  VmManager(const VmManager&) = delete;
+  VmManager& operator=(const VmManager&) = delete;
+
+  // Brings the store in line with the host after a (re)start: re-attaches to
+  // VMM processes that outlived the previous daemon, marks VMs whose VMM is
+  // gone as ERROR, ends VMM processes of VMs that are not running, removes
+  // half-written snapshots and files of VMs that no longer exist.
+  absl::Status Reconcile();
+
+  // Validates `config` (generating vm_id if empty), copies the root disk and
+  // records the VM as CREATED; with `start`, boots it and returns once the
+  // guest is ready. On a boot failure the VM is left in ERROR with the
+  // reason and the VMM is gone; validation failures leave nothing behind.
+  absl::StatusOr<VmRecord> CreateVm(VmConfig config, bool start);
+  // CREATED/STOPPED/ERROR → RUNNING (cold boot from the VM's disk).
+  absl::StatusOr<VmRecord> StartVm(const std::string& vm_id);
+  // RUNNING/PAUSED → STOPPED.
+  absl::StatusOr<VmRecord> StopVm(const std::string& vm_id);
+  // RUNNING → PAUSED.
+  absl::StatusOr<VmRecord> PauseVm(const std::string& vm_id);
+  // PAUSED → RUNNING.
+  absl::StatusOr<VmRecord> ResumeVm(const std::string& vm_id);
+  // Any state; ends the VMM, removes disk and record. Snapshots are kept.
+  absl::Status DeleteVm(const std::string& vm_id);
+  absl::StatusOr<VmRecord> GetVm(const std::string& vm_id);
+  absl::StatusOr<store::Page<VmRecord>> ListVms(int page_size,
+                                                const std::string& page_token);
+
+  // RUNNING/PAUSED VM → snapshot; the VM is PAUSED afterwards unless
+  // `resume_source`. Published atomically (complete and listed, or nothing).
+  absl::StatusOr<SnapshotRecord> CreateSnapshot(const std::string& vm_id,
+                                                std::string snapshot_id,
+                                                bool resume_source);
+  absl::StatusOr<SnapshotRecord> GetSnapshot(const std::string& snapshot_id);
+  absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(
+      int page_size, const std::string& page_token, const std::string& vm_id);
+  absl::Status DeleteSnapshot(const std::string& snapshot_id);
+  // Starts a VM from a snapshot (see RestoreSnapshotRequest in the proto).
+  absl::StatusOr<VmRecord> RestoreSnapshot(const std::string& snapshot_id,
+                                           bool resume_vm, std::string vm_id);
+
+  const std::string& accelerator() const { return accelerator_; }
+
+ private:
+  // Per-VM serialization point and the handle of its VMM, if running.
+  struct VmSlot {
+    absl::Mutex mu;
+    std::unique_ptr<vmm::VmInstance> instance ABSL_GUARDED_BY(mu);
+  };
+
+  std::shared_ptr<VmSlot> SlotFor(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
+  void DropSlot(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
+
+  std::string VmDir(const std::string& vm_id) const;
+  std::string VmDiskPath(const std::string& vm_id) const;
+  std::string VmRunDir(const std::string& vm_id) const;
+  std::string VmMemPath(const std::string& vm_id) const;
+  std::string SnapshotDir(const std::string& snapshot_id) const;
+
+  // Fills empty image paths from the default image.
+  absl::Status ResolveImage(VmConfig& config);
+  // Cold-boots `vm` and waits for readiness; on failure records ERROR.
+  absl::StatusOr<VmRecord> BootLocked(VmSlot& slot, VmRecord vm)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // Records `vm` as ERROR with `cause`, ending its VMM and freeing its RAM.
+  absl::Status FailVmLocked(VmSlot& slot, VmRecord& vm, const absl::Status& cause)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // Ends the VMM (if any) and removes the runtime dir.
+  absl::Status TearDownLocked(VmSlot& slot, const std::string& vm_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // Notices a VMM that died behind our back: RUNNING/PAUSED → ERROR.
+  absl::StatusOr<VmRecord> RefreshLocked(VmSlot& slot, VmRecord vm)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  absl::StatusOr<VmRecord> Refresh(VmRecord vm);
+  // RestoreSnapshot's work once the snapshot is read-locked.
+  absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const SnapshotRecord& snap,
+                                         bool resume_vm, const std::string& vm_id,
+                                         bool own_identity)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+
+  const ManagerOptions options_;
+  const std::unique_ptr<store::Store> store_;
+  const std::unique_ptr<vmm::Hypervisor> hypervisor_;
+  const std::unique_ptr<image::ImageCache> images_;
+  const std::string accelerator_;
+
+  absl::Mutex mu_;
+  std::map<std::string, std::shared_ptr<VmSlot>> slots_ ABSL_GUARDED_BY(mu_);
+  // Readers: snapshot create/restore; writer: snapshot delete.
+  absl::Mutex snapshot_files_mu_;
+};
+
+}  // namespace smolvm::core

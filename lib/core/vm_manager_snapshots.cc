@@ -1,0 +1,290 @@
+// Snapshot and restore: VmManager's half that deals with lib/snapshot.
+#include <fcntl.h>
+#include <unistd.h>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "lib/base/file_util.h"
+#include "lib/base/status_macros.h"
+#include "lib/base/unique_fd.h"
+#include "lib/core/vm_manager.h"
+#include "lib/model/validation.h"
+#include "lib/snapshot/snapshot_files.h"
+#include "spdlog/spdlog.h"
+
+namespace smolvm::core {
+namespace {
+
+// An empty (all-hole) file of `bytes`: the mem.bin of a snapshot whose RAM
+// travels in vmstate.bin.
+absl::Status CreateSparseFile(const std::string& path, uint64_t bytes) {
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", path));
+  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("truncate ", path));
+  }
+  return absl::OkStatus();
+}
+
+// Space a snapshot of this VM needs at most: the touched RAM plus the disk.
+absl::Status CheckSpaceFor(const std::string& dir, const std::vector<std::string>& files) {
+  uint64_t need = 64 << 20;  // Device state and slack.
+  for (const auto& f : files) {
+    if (auto bytes = AllocatedBytes(f); bytes.ok()) need += *bytes;
+  }
+  SMOLVM_ASSIGN_OR_RETURN(uint64_t free_bytes, FreeBytes(dir));
+  if (free_bytes < need) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "not enough disk space in ", dir, " for the snapshot: ", need >> 20,
+        " MiB needed, ", free_bytes >> 20, " MiB free; delete old snapshots"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_id,
+                                                         std::string snapshot_id,
+                                                         bool resume_source) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  if (snapshot_id.empty()) snapshot_id = GenerateId("snap");
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot vm ", vm_id, ": it is ", VmStateName(vm.state),
+        "; only running or paused VMs can be snapshotted (start it first)"));
+  }
+  if (auto existing = store_->GetSnapshot(snapshot_id); existing.ok()) {
+    return absl::AlreadyExistsError(absl::StrCat("snapshot \"", snapshot_id,
+                                                 "\" already exists"));
+  }
+  const std::string snapshots_dir = JoinPath(options_.state_dir, "snapshots");
+  SMOLVM_RETURN_IF_ERROR(MakeDirs(snapshots_dir));
+  // A cold-booted VM's RAM is the shared file in its run dir; a restored
+  // VM maps its snapshot's mem.bin privately, so its RAM must travel in the
+  // device-state stream instead.
+  const bool ram_shared = PathExists(VmMemPath(vm_id));
+  SMOLVM_RETURN_IF_ERROR(CheckSpaceFor(
+      snapshots_dir, {ram_shared ? VmMemPath(vm_id) : "", VmDiskPath(vm_id)}));
+
+  absl::Time t0 = absl::Now();
+  const bool was_running = vm.state == VmState::kRunning;
+  if (was_running) SMOLVM_RETURN_IF_ERROR(slot->instance->Pause());
+  // On any failure below: drop the partial files and give the VM back in
+  // the state it had.
+  auto tmp = snapshot::PathsIn(JoinPath(
+      snapshots_dir, absl::StrCat(snapshot::kTempPrefix, snapshot_id, "-", getpid())));
+  auto undo = absl::MakeCleanup([&] {
+    (void)RemoveTree(tmp.dir);
+    if (was_running) (void)slot->instance->Resume();
+  });
+  (void)RemoveTree(tmp.dir);
+  SMOLVM_RETURN_IF_ERROR(MakeDirs(tmp.dir));
+  SMOLVM_RETURN_IF_ERROR(slot->instance->SaveDeviceState(tmp.vmstate));
+  absl::Time t_state = absl::Now();
+  if (ram_shared) {
+    SMOLVM_RETURN_IF_ERROR(SparseCopyFile(VmMemPath(vm_id), tmp.mem));
+  } else {
+    SMOLVM_RETURN_IF_ERROR(
+        CreateSparseFile(tmp.mem, static_cast<uint64_t>(vm.config.memory_mib) << 20));
+  }
+  // Copied while the source is still paused, so disk and RAM agree.
+  SMOLVM_RETURN_IF_ERROR(SparseCopyFile(VmDiskPath(vm_id), tmp.disk));
+  snapshot::Manifest manifest;
+  manifest.snapshot_id = snapshot_id;
+  manifest.vm_id = vm_id;
+  manifest.vmm = hypervisor_->name();
+  manifest.vmm_version = hypervisor_->version();
+  manifest.accelerator = accelerator_;
+  manifest.memory_mib = vm.config.memory_mib;
+  manifest.ram_in_vmstate = !ram_shared;
+  SMOLVM_RETURN_IF_ERROR(snapshot::WriteManifest(tmp, manifest));
+
+  const std::string final_dir = SnapshotDir(snapshot_id);
+  SMOLVM_RETURN_IF_ERROR(snapshot::PublishDir(tmp, final_dir));
+  auto paths = snapshot::PathsIn(final_dir);
+  SnapshotRecord snap;
+  snap.snapshot_id = snapshot_id;
+  snap.vm_id = vm_id;
+  snap.snapshot_path = paths.vmstate;
+  snap.mem_file_path = paths.mem;
+  snap.disk_path = paths.disk;
+  snap.vm_config = vm.config;
+  snap.network_config = vm.network;
+  snap.created_at = absl::Now();
+  snap.accelerator = accelerator_;
+  for (const auto& f : {paths.vmstate, paths.mem, paths.disk, paths.manifest}) {
+    if (auto bytes = AllocatedBytes(f); bytes.ok()) snap.size_bytes += *bytes;
+  }
+  // The row is the commit point: a crash before it leaves a directory with
+  // no row, which Reconcile removes.
+  if (auto s = store_->InsertSnapshot(snap); !s.ok()) {
+    (void)RemoveTree(final_dir);
+    return s;
+  }
+  std::move(undo).Cancel();
+
+  if (resume_source) {
+    if (auto s = slot->instance->Resume(); !s.ok()) {
+      (void)FailVmLocked(*slot, vm, s);
+      return s;
+    }
+    vm.state = VmState::kRunning;
+  } else {
+    vm.state = VmState::kPaused;
+  }
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  spdlog::info("snapshot {}: created from vm {} in {} (device state {}), {} MiB, vm {}",
+               snapshot_id, vm_id, absl::FormatDuration(absl::Now() - t0),
+               absl::FormatDuration(t_state - t0), snap.size_bytes >> 20,
+               VmStateName(vm.state));
+  return snap;
+}
+
+absl::StatusOr<SnapshotRecord> VmManager::GetSnapshot(const std::string& snapshot_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  return store_->GetSnapshot(snapshot_id);
+}
+
+absl::StatusOr<store::Page<SnapshotRecord>> VmManager::ListSnapshots(
+    int page_size, const std::string& page_token, const std::string& vm_id) {
+  if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  return store_->ListSnapshots(page_size, page_token, vm_id);
+}
+
+absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  absl::MutexLock files_lock(&snapshot_files_mu_);
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, store_->GetSnapshot(snapshot_id));
+  // The row goes first: a crash after it leaves an unlisted directory, which
+  // Reconcile removes. VMs restored from it keep running: their private
+  // mapping of mem.bin holds the file's pages.
+  SMOLVM_RETURN_IF_ERROR(store_->DeleteSnapshot(snapshot_id));
+  SMOLVM_RETURN_IF_ERROR(RemoveTree(SnapshotDir(snapshot_id)));
+  spdlog::info("snapshot {}: deleted", snapshot_id);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const std::string& snapshot_id,
+                                                    bool resume_vm, std::string vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, store_->GetSnapshot(snapshot_id));
+  if (snap.accelerator != accelerator_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "restore snapshot ", snapshot_id, ": it was taken with accelerator ",
+        snap.accelerator, " and this daemon runs ", accelerator_,
+        "; restore it on a host with the same accelerator"));
+  }
+  const bool own_identity = vm_id.empty() || vm_id == snap.vm_id;
+  if (vm_id.empty()) vm_id = snap.vm_id;
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  return RestoreLocked(*slot, snap, resume_vm, vm_id, own_identity);
+}
+
+absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
+                                                  const SnapshotRecord& snap,
+                                                  bool resume_vm,
+                                                  const std::string& vm_id,
+                                                  bool own_identity) {
+  auto paths = snapshot::PathsIn(SnapshotDir(snap.snapshot_id));
+  SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
+
+  auto existing = store_->GetVm(vm_id);
+  if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
+  if (existing.ok()) {
+    if (!own_identity) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "restore snapshot ", snap.snapshot_id, " as vm ", vm_id,
+          ": that vm already exists; pick another vm_id or delete it"));
+    }
+    SMOLVM_ASSIGN_OR_RETURN(*existing, RefreshLocked(slot, *std::move(existing)));
+    if (existing->state == VmState::kRunning || existing->state == VmState::kPaused) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "restore snapshot ", snap.snapshot_id, ": its vm ", vm_id, " is still ",
+          VmStateName(existing->state),
+          "; stop or delete it first, or restore into a new vm_id"));
+    }
+  }
+
+  VmRecord vm = existing.ok() ? *existing : VmRecord{};
+  vm.vm_id = vm_id;
+  vm.state = VmState::kCreated;
+  vm.config = snap.vm_config;
+  vm.config.vm_id = vm_id;
+  // A clone's network identity is assigned by the networking layer; until
+  // then it has none rather than a copy of the source's.
+  vm.network = own_identity ? snap.network_config : NetworkConfig{};
+  vm.error.clear();
+  vm.vmm_pid = 0;
+  vm.restored_from = snap.snapshot_id;
+  if (!existing.ok()) {
+    vm.created_at = vm.updated_at = absl::Now();
+    SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
+  }
+  // Until the end, failures restore the previous situation: a new VM
+  // disappears, an existing one keeps its record and disk.
+  const std::string staged_disk = VmDiskPath(vm_id) + ".restoring";
+  auto undo = absl::MakeCleanup([&, had_vm = existing.ok()] {
+    if (slot.instance) {
+      (void)slot.instance->Shutdown(absl::Seconds(2));
+      slot.instance.reset();
+    }
+    (void)RemoveTree(VmRunDir(vm_id));
+    unlink(staged_disk.c_str());
+    if (!had_vm) {
+      (void)RemoveTree(VmDir(vm_id));
+      (void)store_->DeleteVm(vm_id);
+    }
+  });
+  absl::Time t0 = absl::Now();
+  SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(vm_id)));
+  unlink(staged_disk.c_str());
+  SMOLVM_RETURN_IF_ERROR(SparseCopyFile(paths.disk, staged_disk));
+  // A restored VM has no RAM file of its own (see CreateSnapshot).
+  (void)RemoveTree(VmRunDir(vm_id));
+
+  vmm::LaunchSpec spec;
+  spec.vm_id = vm_id;
+  spec.vcpu_count = vm.config.vcpu_count;
+  spec.memory_mib = vm.config.memory_mib;
+  spec.kernel_path = vm.config.kernel_path;
+  spec.initrd_path = vm.config.initrd_path;
+  spec.disk_path = staged_disk;
+  spec.kernel_cmdline = options_.base_cmdline;
+  if (!vm.config.boot_args.empty()) absl::StrAppend(&spec.kernel_cmdline, " ", vm.config.boot_args);
+  spec.run_dir = VmRunDir(vm_id);
+  // Private copy-on-write mapping: no guest memory is copied and the
+  // snapshot's file is never written.
+  spec.mem_path = paths.mem;
+  spec.mem_shared = false;
+  spec.incoming_state_path = paths.vmstate;
+  SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
+  if (resume_vm) SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
+  // QEMU keeps its descriptor across the rename.
+  if (rename(staged_disk.c_str(), VmDiskPath(vm_id).c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", staged_disk));
+  }
+  std::move(undo).Cancel();
+  vm.state = resume_vm ? VmState::kRunning : VmState::kPaused;
+  vm.vmm_pid = slot.instance->pid();
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+
+  SnapshotRecord updated = snap;
+  updated.restored = true;
+  updated.restored_vm_id = vm_id;
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateSnapshot(updated));
+  spdlog::info("vm {}: restored from snapshot {} in {} ({}{})", vm_id, snap.snapshot_id,
+               absl::FormatDuration(absl::Now() - t0), VmStateName(vm.state),
+               manifest.ram_in_vmstate ? ", RAM from device state" : "");
+  return store_->GetVm(vm_id);
+}
+
+}  // namespace smolvm::core

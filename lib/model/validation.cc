@@ -1,0 +1,81 @@
+#include "lib/model/validation.h"
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <random>
+
+#include "absl/strings/escaping.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+
+namespace smolvm {
+namespace {
+
+bool IsAlnumLower(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+
+absl::Status ValidateImagePath(const std::string& path, const char* field) {
+  if (path.empty()) return absl::OkStatus();
+  if (path[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " \"", path, "\" must be an absolute path on the daemon's host"));
+  }
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) {
+    return absl::NotFoundError(absl::StrCat(
+        field, " \"", path, "\" does not exist on the daemon's host: ",
+        strerror(errno), "; pass an existing file or leave it empty for the default image"));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, " \"", path, "\" is not a regular file"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateId(const std::string& id, const char* kind) {
+  bool ok = !id.empty() && id.size() <= 64 && IsAlnumLower(id.front()) &&
+            IsAlnumLower(id.back());
+  for (char c : id) ok = ok && (IsAlnumLower(c) || c == '-');
+  if (ok) return absl::OkStatus();
+  std::string shown = id.size() > 80 ? id.substr(0, 80) + "..." : id;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid ", kind, " \"", absl::CHexEscape(shown), "\": must be 1-64 characters of "
+      "lowercase letters, digits and hyphens, starting and ending with a letter or digit"));
+}
+
+std::string GenerateId(const std::string& prefix) {
+  static thread_local std::mt19937_64 rng{std::random_device{}()};
+  return absl::StrFormat("%s-%08x", prefix, static_cast<uint32_t>(rng()));
+}
+
+absl::Status NormalizeVmConfig(VmConfig& config) {
+  if (config.vcpu_count == 0) config.vcpu_count = kDefaultVcpus;
+  if (config.memory_mib == 0) config.memory_mib = kDefaultMemoryMib;
+  if (config.vcpu_count < kMinVcpus || config.vcpu_count > kMaxVcpus) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "vcpu_count ", config.vcpu_count, " is out of range: use ", kMinVcpus,
+        "-", kMaxVcpus, " (0 means the default, ", kDefaultVcpus, ")"));
+  }
+  if (config.memory_mib < kMinMemoryMib || config.memory_mib > kMaxMemoryMib) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "memory_mib ", config.memory_mib, " is out of range: use ", kMinMemoryMib,
+        "-", kMaxMemoryMib, " (0 means the default, ", kDefaultMemoryMib, ")"));
+  }
+  if (config.boot_args.size() > 2048 ||
+      config.boot_args.find_first_of("\n\r\0", 0, 3) != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "boot_args must be a single line of at most 2048 characters");
+  }
+  if (!config.initrd_path.empty() && config.kernel_path.empty()) {
+    return absl::InvalidArgumentError(
+        "initrd_path needs kernel_path: set both, or neither for the default image");
+  }
+  if (auto s = ValidateImagePath(config.kernel_path, "kernel_path"); !s.ok()) return s;
+  if (auto s = ValidateImagePath(config.initrd_path, "initrd_path"); !s.ok()) return s;
+  return ValidateImagePath(config.rootfs_path, "rootfs_path");
+}
+
+}  // namespace smolvm

@@ -1,0 +1,27 @@
+// File: validation.h
+//
+// Input rules of the API, in one place: ids, resource ranges and image paths.
+// Every error is INVALID_ARGUMENT (or NOT_FOUND for a missing file) with a
+// message that states the rule, so the caller knows the fix.
+#pragma once
+
+#include <string>
+
+#include "absl/status/status.h"
+#include "lib/model/vm.h"
+
+namespace smolvm {
+
+// 1-64 chars of [a-z0-9-], starting and ending with a letter or digit.
+// `kind` ("vm_id", "snapshot_id") names the field in the message.
+absl::Status ValidateId(const std::string& id, const char* kind);
+
+// A fresh random id with the given prefix ("vm", "snap"): prefix-8 hex chars.
+std::string GenerateId(const std::string& prefix);
+
+// Fills defaults (vcpus, memory) and checks ranges and paths. Paths must be
+// absolute and name existing regular files. Does not resolve the default
+// image (empty paths stay empty).
+absl::Status NormalizeVmConfig(VmConfig& config);
+
+}  // namespace smolvm

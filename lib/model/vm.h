@@ -1,0 +1,85 @@
+// File: vm.h
+//
+// The domain model shared by the store, the VMM backends and the manager:
+// what a VM is, what a snapshot is, and their states. Plain structs, no
+// behaviour beyond naming; validation lives in validation.h.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "absl/time/time.h"
+
+namespace smolvm {
+
+inline constexpr uint32_t kDefaultVcpus = 2;
+inline constexpr uint32_t kMinVcpus = 1;
+inline constexpr uint32_t kMaxVcpus = 32;
+inline constexpr uint32_t kDefaultMemoryMib = 512;
+inline constexpr uint32_t kMinMemoryMib = 128;
+inline constexpr uint32_t kMaxMemoryMib = 16384;
+
+enum class VmState { kCreated, kRunning, kPaused, kStopped, kError };
+
+// "created", "running", ... (the store's and the logs' spelling).
+const char* VmStateName(VmState state);
+// Parses VmStateName's output; nullopt for anything else.
+std::optional<VmState> ParseVmState(const std::string& name);
+
+struct VmConfig {
+  std::string vm_id;
+  uint32_t vcpu_count = kDefaultVcpus;
+  uint32_t memory_mib = kDefaultMemoryMib;
+  std::string kernel_path;
+  std::string initrd_path;
+  std::string rootfs_path;
+  std::string boot_args;
+
+  bool operator==(const VmConfig&) const = default;
+};
+
+struct NetworkConfig {
+  std::string guest_ip;
+  std::string gateway_ip;
+  std::string netmask;
+  std::string tap_device;
+  std::string guest_mac;
+
+  bool operator==(const NetworkConfig&) const = default;
+};
+
+// A VM as persisted by the store.
+struct VmRecord {
+  std::string vm_id;
+  VmState state = VmState::kCreated;
+  VmConfig config;
+  NetworkConfig network;
+  absl::Time created_at = absl::UnixEpoch();
+  absl::Time updated_at = absl::UnixEpoch();
+  std::string error;          // Why the VM is in kError.
+  int64_t vmm_pid = 0;        // VMM process while running or paused.
+  std::string restored_from;  // Snapshot id, "" for cold-booted VMs.
+
+  bool operator==(const VmRecord&) const = default;
+};
+
+// A snapshot as persisted by the store (SmolVM's SnapshotInfo plus extras).
+struct SnapshotRecord {
+  std::string snapshot_id;
+  std::string vm_id;
+  std::string snapshot_path;  // vmstate.bin
+  std::string mem_file_path;  // mem.bin
+  std::string disk_path;      // disk.ext4
+  VmConfig vm_config;
+  NetworkConfig network_config;
+  absl::Time created_at = absl::UnixEpoch();
+  bool restored = false;
+  std::optional<std::string> restored_vm_id;
+  uint64_t size_bytes = 0;
+  std::string accelerator;  // "kvm" | "tcg"
+
+  bool operator==(const SnapshotRecord&) const = default;
+};
+
+}  // namespace smolvm

@@ -1,0 +1,621 @@
+#include "lib/store/store.h"
+
+#include <sqlite3.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <iterator>
+#include <limits>
+#include <utility>
+
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
+#include "absl/time/clock.h"
+#include "lib/base/status_macros.h"
+#include "lib/model/validation.h"
+#include "nlohmann/json.hpp"
+
+namespace smolvm::store {
+namespace {
+
+using Json = nlohmann::json;
+
+constexpr int kBusyTimeoutMs = 5000;
+constexpr int kDefaultPageSize = 100;
+constexpr int kMaxPageSize = 1000;
+
+// kMigrations[i] takes the schema from version i to version i + 1, in its own
+// transaction. Append only: databases in the field have run every released
+// entry, so an edit to one would never reach them.
+constexpr const char* kMigrations[] = {
+    // 1: VMs and snapshots. Times are unix microseconds; configs are JSON
+    // objects keyed by field name. snapshots.vm_id is deliberately not a
+    // foreign key: a snapshot outlives the VM it was taken from.
+    R"sql(
+CREATE TABLE vms (
+  vm_id TEXT NOT NULL PRIMARY KEY,
+  state TEXT NOT NULL,
+  config TEXT NOT NULL,
+  network TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  updated_at INTEGER NOT NULL,
+  error TEXT NOT NULL,
+  vmm_pid INTEGER NOT NULL,
+  restored_from TEXT NOT NULL
+);
+CREATE TABLE snapshots (
+  snapshot_id TEXT NOT NULL PRIMARY KEY,
+  vm_id TEXT NOT NULL,
+  snapshot_path TEXT NOT NULL,
+  mem_file_path TEXT NOT NULL,
+  disk_path TEXT NOT NULL,
+  vm_config TEXT NOT NULL,
+  network_config TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  restored INTEGER NOT NULL CHECK (restored IN (0, 1)),
+  restored_vm_id TEXT,
+  size_bytes INTEGER NOT NULL,
+  accelerator TEXT NOT NULL
+);
+CREATE INDEX snapshots_vm_id ON snapshots (vm_id);
+)sql",
+};
+static_assert(std::size(kMigrations) == kSchemaVersion,
+              "one migration per schema version");
+
+// Column lists shared by the statements below; the Read*Row and Bind*Row
+// functions depend on their order.
+constexpr absl::string_view kSelectVms =
+    "SELECT vm_id, state, config, network, created_at, updated_at, error, "
+    "vmm_pid, restored_from FROM vms ";
+constexpr const char* kInsertVm =
+    "INSERT INTO vms (vm_id, state, config, network, created_at, updated_at, "
+    "error, vmm_pid, restored_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+constexpr const char* kUpdateVm =
+    "UPDATE vms SET state = ?2, config = ?3, network = ?4, created_at = ?5, "
+    "updated_at = ?6, error = ?7, vmm_pid = ?8, restored_from = ?9 "
+    "WHERE vm_id = ?1";
+
+constexpr absl::string_view kSelectSnapshots =
+    "SELECT snapshot_id, vm_id, snapshot_path, mem_file_path, disk_path, "
+    "vm_config, network_config, created_at, restored, restored_vm_id, "
+    "size_bytes, accelerator FROM snapshots ";
+constexpr const char* kInsertSnapshot =
+    "INSERT INTO snapshots (snapshot_id, vm_id, snapshot_path, mem_file_path, "
+    "disk_path, vm_config, network_config, created_at, restored, "
+    "restored_vm_id, size_bytes, accelerator) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+constexpr const char* kUpdateSnapshot =
+    "UPDATE snapshots SET vm_id = ?2, snapshot_path = ?3, mem_file_path = ?4, "
+    "disk_path = ?5, vm_config = ?6, network_config = ?7, created_at = ?8, "
+    "restored = ?9, restored_vm_id = ?10, size_bytes = ?11, accelerator = ?12 "
+    "WHERE snapshot_id = ?1";
+
+struct DbCloser {
+  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
+};
+using UniqueDb = std::unique_ptr<sqlite3, DbCloser>;
+
+struct StmtFinalizer {
+  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
+};
+using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
+
+absl::Status SqliteError(sqlite3* db, absl::string_view what) {
+  return absl::InternalError(absl::StrCat(what, ": ", sqlite3_errmsg(db)));
+}
+
+std::string Quoted(const char* kind, const std::string& id) {
+  return absl::StrCat(kind, " \"", id, "\"");
+}
+
+absl::Status NotFound(const char* kind, const std::string& id) {
+  return absl::NotFoundError(absl::StrCat(Quoted(kind, id), " not found"));
+}
+
+// Runs SQL that has no parameters and returns no rows (pragmas, DDL,
+// transaction control).
+absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {
+  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+    return SqliteError(db, what);
+  }
+  return absl::OkStatus();
+}
+
+int BindValue(sqlite3_stmt* stmt, int index, const std::string& value) {
+  return sqlite3_bind_text(stmt, index, value.data(),
+                           static_cast<int>(value.size()), SQLITE_TRANSIENT);
+}
+int BindValue(sqlite3_stmt* stmt, int index, int64_t value) {
+  return sqlite3_bind_int64(stmt, index, value);
+}
+int BindValue(sqlite3_stmt* stmt, int index,
+              const std::optional<std::string>& value) {
+  return value ? BindValue(stmt, index, *value) : sqlite3_bind_null(stmt, index);
+}
+
+// Prepares `sql` and binds `values` to ?1, ?2, ... in order.
+template <typename... Values>
+absl::StatusOr<Stmt> Prepare(sqlite3* db, const std::string& sql,
+                             absl::string_view what, const Values&... values) {
+  sqlite3_stmt* raw = nullptr;
+  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
+    return SqliteError(db, what);
+  }
+  Stmt stmt(raw);
+  int index = 0;
+  int rc = SQLITE_OK;
+  ((rc = rc == SQLITE_OK ? BindValue(raw, ++index, values) : rc), ...);
+  if (rc != SQLITE_OK) return SqliteError(db, what);
+  return stmt;
+}
+
+// Steps an INSERT, UPDATE or DELETE of the row `id`. A duplicate primary key
+// is ALREADY_EXISTS; touching no row is NOT_FOUND.
+absl::Status StepWrite(sqlite3* db, sqlite3_stmt* stmt, const char* kind,
+                       const std::string& id, absl::string_view what) {
+  int rc = sqlite3_step(stmt);
+  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+    return absl::AlreadyExistsError(
+        absl::StrCat(Quoted(kind, id), " already exists"));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db, what);
+  if (sqlite3_changes(db) == 0) return NotFound(kind, id);
+  return absl::OkStatus();
+}
+
+// Steps `stmt` to the end, decoding each row with `read`.
+template <typename Record>
+absl::StatusOr<std::vector<Record>> ReadRows(
+    sqlite3* db, sqlite3_stmt* stmt, absl::string_view what,
+    absl::StatusOr<Record> (*read)(sqlite3_stmt*)) {
+  std::vector<Record> rows;
+  for (;;) {
+    int rc = sqlite3_step(stmt);
+    if (rc == SQLITE_DONE) return rows;
+    if (rc != SQLITE_ROW) return SqliteError(db, what);
+    SMOLVM_ASSIGN_OR_RETURN(Record row, read(stmt));
+    rows.push_back(std::move(row));
+  }
+}
+
+absl::StatusOr<int> ReadUserVersion(sqlite3* db, absl::string_view what) {
+  SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db, "PRAGMA user_version", what));
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) return SqliteError(db, what);
+  return sqlite3_column_int(stmt.get(), 0);
+}
+
+absl::Status CheckNotNewer(int version) {
+  if (version <= kSchemaVersion) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "state database schema version ", version,
+      " is newer than this smolvmd supports (", kSchemaVersion,
+      "): upgrade smolvmd"));
+}
+
+absl::Status Migrate(sqlite3* db, const std::string& path) {
+  SMOLVM_ASSIGN_OR_RETURN(
+      int current,
+      ReadUserVersion(db, absl::StrCat("read schema version of ", path)));
+  for (int version = current + 1; version <= kSchemaVersion; ++version) {
+    const std::string what = absl::StrCat("migrate state database ", path,
+                                          " to schema version ", version);
+    SMOLVM_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", what));
+    absl::Cleanup rollback = [db] {
+      sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    };
+    // Another smolvmd may have migrated since the read above; look again
+    // now that this transaction holds the write lock.
+    SMOLVM_ASSIGN_OR_RETURN(current, ReadUserVersion(db, what));
+    SMOLVM_RETURN_IF_ERROR(CheckNotNewer(current));
+    if (current >= version) continue;
+    SMOLVM_RETURN_IF_ERROR(Exec(db, kMigrations[version - 1], what));
+    // PRAGMA takes no bound parameters; `version` is our own constant.
+    SMOLVM_RETURN_IF_ERROR(
+        Exec(db, absl::StrCat("PRAGMA user_version = ", version), what));
+    SMOLVM_RETURN_IF_ERROR(Exec(db, "COMMIT", what));
+    std::move(rollback).Cancel();
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Configure(sqlite3* db, const std::string& path) {
+  const std::string what = absl::StrCat("open state database ", path);
+  sqlite3_extended_result_codes(db, 1);  // SQLITE_CONSTRAINT_PRIMARYKEY.
+  if (sqlite3_busy_timeout(db, kBusyTimeoutMs) != SQLITE_OK) {
+    return SqliteError(db, what);
+  }
+  // Refuse a newer database before changing anything in it.
+  SMOLVM_ASSIGN_OR_RETURN(int version, ReadUserVersion(db, what));
+  SMOLVM_RETURN_IF_ERROR(CheckNotNewer(version));
+
+  SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db, "PRAGMA journal_mode=WAL", what));
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) return SqliteError(db, what);
+  const char* mode =
+      reinterpret_cast<const char*>(sqlite3_column_text(stmt.get(), 0));
+  std::string journal_mode = mode == nullptr ? "" : mode;
+  if (journal_mode != "wal" && path != ":memory:") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        what, ": cannot enable the WAL journal (journal_mode is \"",
+        journal_mode, "\"); put the state directory on a local filesystem"));
+  }
+  // FULL also syncs the WAL on every commit: a recorded snapshot or running
+  // VM must survive a power loss, not only a daemon crash.
+  SMOLVM_RETURN_IF_ERROR(Exec(db, "PRAGMA synchronous=FULL", what));
+  return Exec(db, "PRAGMA foreign_keys=ON", what);
+}
+
+std::string ColumnString(sqlite3_stmt* stmt, int column) {
+  const char* text =
+      reinterpret_cast<const char*>(sqlite3_column_text(stmt, column));
+  if (text == nullptr) return "";
+  return std::string(text, sqlite3_column_bytes(stmt, column));
+}
+
+absl::Time ColumnTime(sqlite3_stmt* stmt, int column) {
+  return absl::FromUnixMicros(sqlite3_column_int64(stmt, column));
+}
+
+// JSON encoding of the config structs: one key per field, named as the field.
+
+Json ToJson(const VmConfig& config) {
+  return Json{{"vm_id", config.vm_id},
+              {"vcpu_count", config.vcpu_count},
+              {"memory_mib", config.memory_mib},
+              {"kernel_path", config.kernel_path},
+              {"initrd_path", config.initrd_path},
+              {"rootfs_path", config.rootfs_path},
+              {"boot_args", config.boot_args}};
+}
+
+Json ToJson(const NetworkConfig& network) {
+  return Json{{"guest_ip", network.guest_ip},
+              {"gateway_ip", network.gateway_ip},
+              {"netmask", network.netmask},
+              {"tap_device", network.tap_device},
+              {"guest_mac", network.guest_mac}};
+}
+
+// Serializes `json`; nlohmann throws on strings that are not UTF-8, which
+// must not escape this module.
+absl::StatusOr<std::string> Dump(const Json& json, absl::string_view what) {
+  try {
+    return json.dump();
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(what, ": ", e.what()));
+  }
+}
+
+// Reads `key` into `*out`. A missing key keeps the default, so rows written
+// before a field existed still decode; a key of the wrong type fails.
+bool ReadField(const Json& object, const char* key, std::string* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_string()) return false;
+  *out = it->get<std::string>();
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key, uint32_t* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_number_unsigned() ||
+      it->get<uint64_t>() > std::numeric_limits<uint32_t>::max()) {
+    return false;
+  }
+  *out = static_cast<uint32_t>(it->get<uint64_t>());
+  return true;
+}
+
+absl::Status BadColumn(const char* kind, const std::string& id,
+                       const char* column, absl::string_view problem) {
+  return absl::DataLossError(absl::StrCat("decode ", Quoted(kind, id), ": ",
+                                          column, " ", problem));
+}
+
+absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
+                                        const char* kind, const std::string& id,
+                                        const char* column) {
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  VmConfig config;
+  if (json.is_object() && ReadField(json, "vm_id", &config.vm_id) &&
+      ReadField(json, "vcpu_count", &config.vcpu_count) &&
+      ReadField(json, "memory_mib", &config.memory_mib) &&
+      ReadField(json, "kernel_path", &config.kernel_path) &&
+      ReadField(json, "initrd_path", &config.initrd_path) &&
+      ReadField(json, "rootfs_path", &config.rootfs_path) &&
+      ReadField(json, "boot_args", &config.boot_args)) {
+    return config;
+  }
+  return BadColumn(kind, id, column, "is not a VmConfig JSON object");
+}
+
+absl::StatusOr<NetworkConfig> DecodeNetworkConfig(const std::string& text,
+                                                  const char* kind,
+                                                  const std::string& id,
+                                                  const char* column) {
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  NetworkConfig network;
+  if (json.is_object() && ReadField(json, "guest_ip", &network.guest_ip) &&
+      ReadField(json, "gateway_ip", &network.gateway_ip) &&
+      ReadField(json, "netmask", &network.netmask) &&
+      ReadField(json, "tap_device", &network.tap_device) &&
+      ReadField(json, "guest_mac", &network.guest_mac)) {
+    return network;
+  }
+  return BadColumn(kind, id, column, "is not a NetworkConfig JSON object");
+}
+
+// Row codecs; the column order is that of kSelect*, kInsert* and kUpdate*.
+
+absl::StatusOr<VmRecord> ReadVmRow(sqlite3_stmt* stmt) {
+  VmRecord vm;
+  vm.vm_id = ColumnString(stmt, 0);
+  std::string state = ColumnString(stmt, 1);
+  std::optional<VmState> parsed = ParseVmState(state);
+  if (!parsed) {
+    return BadColumn("vm", vm.vm_id, "state",
+                     absl::StrCat("\"", state, "\" is not a known state"));
+  }
+  vm.state = *parsed;
+  SMOLVM_ASSIGN_OR_RETURN(
+      vm.config,
+      DecodeVmConfig(ColumnString(stmt, 2), "vm", vm.vm_id, "config"));
+  SMOLVM_ASSIGN_OR_RETURN(
+      vm.network,
+      DecodeNetworkConfig(ColumnString(stmt, 3), "vm", vm.vm_id, "network"));
+  vm.created_at = ColumnTime(stmt, 4);
+  vm.updated_at = ColumnTime(stmt, 5);
+  vm.error = ColumnString(stmt, 6);
+  vm.vmm_pid = sqlite3_column_int64(stmt, 7);
+  vm.restored_from = ColumnString(stmt, 8);
+  return vm;
+}
+
+absl::StatusOr<Stmt> PrepareVmWrite(sqlite3* db, const char* sql,
+                                    const VmRecord& vm, absl::Time updated_at,
+                                    absl::string_view what) {
+  SMOLVM_ASSIGN_OR_RETURN(std::string config, Dump(ToJson(vm.config), what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string network, Dump(ToJson(vm.network), what));
+  return Prepare(db, sql, what, vm.vm_id, std::string(VmStateName(vm.state)),
+                 config, network, absl::ToUnixMicros(vm.created_at),
+                 absl::ToUnixMicros(updated_at), vm.error, vm.vmm_pid,
+                 vm.restored_from);
+}
+
+absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {
+  SnapshotRecord snapshot;
+  snapshot.snapshot_id = ColumnString(stmt, 0);
+  const std::string& id = snapshot.snapshot_id;
+  snapshot.vm_id = ColumnString(stmt, 1);
+  snapshot.snapshot_path = ColumnString(stmt, 2);
+  snapshot.mem_file_path = ColumnString(stmt, 3);
+  snapshot.disk_path = ColumnString(stmt, 4);
+  SMOLVM_ASSIGN_OR_RETURN(
+      snapshot.vm_config,
+      DecodeVmConfig(ColumnString(stmt, 5), "snapshot", id, "vm_config"));
+  SMOLVM_ASSIGN_OR_RETURN(snapshot.network_config,
+                          DecodeNetworkConfig(ColumnString(stmt, 6), "snapshot",
+                                              id, "network_config"));
+  snapshot.created_at = ColumnTime(stmt, 7);
+  snapshot.restored = sqlite3_column_int64(stmt, 8) != 0;
+  if (sqlite3_column_type(stmt, 9) != SQLITE_NULL) {
+    snapshot.restored_vm_id = ColumnString(stmt, 9);
+  }
+  // SQLite integers are signed; the cast round-trips every uint64_t.
+  snapshot.size_bytes = static_cast<uint64_t>(sqlite3_column_int64(stmt, 10));
+  snapshot.accelerator = ColumnString(stmt, 11);
+  return snapshot;
+}
+
+absl::StatusOr<Stmt> PrepareSnapshotWrite(sqlite3* db, const char* sql,
+                                          const SnapshotRecord& snapshot,
+                                          absl::string_view what) {
+  SMOLVM_ASSIGN_OR_RETURN(std::string vm_config,
+                          Dump(ToJson(snapshot.vm_config), what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string network_config,
+                          Dump(ToJson(snapshot.network_config), what));
+  return Prepare(db, sql, what, snapshot.snapshot_id, snapshot.vm_id,
+                 snapshot.snapshot_path, snapshot.mem_file_path,
+                 snapshot.disk_path, vm_config, network_config,
+                 absl::ToUnixMicros(snapshot.created_at),
+                 int64_t{snapshot.restored ? 1 : 0}, snapshot.restored_vm_id,
+                 static_cast<int64_t>(snapshot.size_bytes),
+                 snapshot.accelerator);
+}
+
+// Looks up one row by primary key (bound as ?1).
+template <typename Record>
+absl::StatusOr<Record> GetRow(sqlite3* db, const std::string& sql,
+                              const char* kind, const std::string& id,
+                              absl::StatusOr<Record> (*read)(sqlite3_stmt*)) {
+  const std::string what = absl::StrCat("get ", Quoted(kind, id));
+  SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db, sql, what, id));
+  int rc = sqlite3_step(stmt.get());
+  if (rc == SQLITE_DONE) return NotFound(kind, id);
+  if (rc != SQLITE_ROW) return SqliteError(db, what);
+  return read(stmt.get());
+}
+
+// The number of rows a list call returns: page_size with its default and cap
+// applied. Also checks `page_token`, which is the last id of the previous page.
+absl::StatusOr<int> PageLimit(int page_size, const std::string& page_token) {
+  if (page_size < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("invalid page_size ", page_size, ": must be >= 0"));
+  }
+  if (!page_token.empty() && !ValidateId(page_token, "page_token").ok()) {
+    return absl::InvalidArgumentError(
+        "invalid page_token: pass the next_page_token of a previous call");
+  }
+  if (page_size == 0) return kDefaultPageSize;
+  return std::min(page_size, kMaxPageSize);
+}
+
+// Turns up to limit + 1 rows into a page: a row past `limit` means there is
+// another page, which starts after the last id of this one.
+template <typename Record>
+Page<Record> MakePage(std::vector<Record> rows, int limit,
+                      std::string Record::*id) {
+  Page<Record> page;
+  if (rows.size() > static_cast<size_t>(limit)) {
+    rows.resize(limit);
+    page.next_page_token = rows.back().*id;
+  }
+  page.items = std::move(rows);
+  return page;
+}
+
+}  // namespace
+
+Store::Store(sqlite3* db) : db_(db) {}
+
+Store::~Store() { sqlite3_close_v2(db_); }
+
+absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
+  sqlite3* raw = nullptr;
+  int rc = sqlite3_open_v2(
+      path.c_str(), &raw,
+      SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
+      nullptr);
+  // sqlite3_open_v2 returns a handle even on most failures; it must be closed.
+  UniqueDb db(raw);
+  if (rc != SQLITE_OK) {
+    return absl::InternalError(
+        absl::StrCat("open state database ", path, ": ",
+                     raw != nullptr ? sqlite3_errmsg(raw) : sqlite3_errstr(rc)));
+  }
+  SMOLVM_RETURN_IF_ERROR(Configure(db.get(), path));
+  SMOLVM_RETURN_IF_ERROR(Migrate(db.get(), path));
+  return std::unique_ptr<Store>(new Store(db.release()));
+}
+
+absl::Status Store::InsertVm(const VmRecord& vm) {
+  const std::string what = absl::StrCat("insert ", Quoted("vm", vm.vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, PrepareVmWrite(db_, kInsertVm, vm, vm.updated_at, what));
+  return StepWrite(db_, stmt.get(), "vm", vm.vm_id, what);
+}
+
+absl::Status Store::UpdateVm(const VmRecord& vm) {
+  const std::string what = absl::StrCat("update ", Quoted("vm", vm.vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, PrepareVmWrite(db_, kUpdateVm, vm, absl::Now(), what));
+  return StepWrite(db_, stmt.get(), "vm", vm.vm_id, what);
+}
+
+absl::StatusOr<VmRecord> Store::GetVm(const std::string& vm_id) {
+  absl::MutexLock lock(&mu_);
+  return GetRow(db_, absl::StrCat(kSelectVms, "WHERE vm_id = ?1"), "vm", vm_id,
+                &ReadVmRow);
+}
+
+absl::Status Store::DeleteVm(const std::string& vm_id) {
+  const std::string what = absl::StrCat("delete ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_, "DELETE FROM vms WHERE vm_id = ?1", what, vm_id));
+  return StepWrite(db_, stmt.get(), "vm", vm_id, what);
+}
+
+absl::StatusOr<Page<VmRecord>> Store::ListVms(int page_size,
+                                              const std::string& page_token) {
+  SMOLVM_ASSIGN_OR_RETURN(int limit, PageLimit(page_size, page_token));
+  constexpr absl::string_view what = "list vms";
+  absl::MutexLock lock(&mu_);
+  // Ids are non-empty, so the first page's token "" sorts before all of them.
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Prepare(db_,
+              absl::StrCat(kSelectVms, "WHERE vm_id > ?1 ORDER BY vm_id LIMIT ?2"),
+              what, page_token, int64_t{limit} + 1));
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> rows,
+                          ReadRows(db_, stmt.get(), what, &ReadVmRow));
+  return MakePage(std::move(rows), limit, &VmRecord::vm_id);
+}
+
+absl::StatusOr<std::vector<VmRecord>> Store::AllVms() {
+  constexpr absl::string_view what = "list vms";
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_, absl::StrCat(kSelectVms, "ORDER BY vm_id"), what));
+  return ReadRows(db_, stmt.get(), what, &ReadVmRow);
+}
+
+absl::Status Store::InsertSnapshot(const SnapshotRecord& snapshot) {
+  const std::string what =
+      absl::StrCat("insert ", Quoted("snapshot", snapshot.snapshot_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, PrepareSnapshotWrite(db_, kInsertSnapshot, snapshot, what));
+  return StepWrite(db_, stmt.get(), "snapshot", snapshot.snapshot_id, what);
+}
+
+absl::Status Store::UpdateSnapshot(const SnapshotRecord& snapshot) {
+  const std::string what =
+      absl::StrCat("update ", Quoted("snapshot", snapshot.snapshot_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, PrepareSnapshotWrite(db_, kUpdateSnapshot, snapshot, what));
+  return StepWrite(db_, stmt.get(), "snapshot", snapshot.snapshot_id, what);
+}
+
+absl::StatusOr<SnapshotRecord> Store::GetSnapshot(
+    const std::string& snapshot_id) {
+  absl::MutexLock lock(&mu_);
+  return GetRow(db_, absl::StrCat(kSelectSnapshots, "WHERE snapshot_id = ?1"),
+                "snapshot", snapshot_id, &ReadSnapshotRow);
+}
+
+absl::Status Store::DeleteSnapshot(const std::string& snapshot_id) {
+  const std::string what =
+      absl::StrCat("delete ", Quoted("snapshot", snapshot_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_, "DELETE FROM snapshots WHERE snapshot_id = ?1",
+                         what, snapshot_id));
+  return StepWrite(db_, stmt.get(), "snapshot", snapshot_id, what);
+}
+
+absl::StatusOr<Page<SnapshotRecord>> Store::ListSnapshots(
+    int page_size, const std::string& page_token, const std::string& vm_id) {
+  SMOLVM_ASSIGN_OR_RETURN(int limit, PageLimit(page_size, page_token));
+  constexpr absl::string_view what = "list snapshots";
+  const int64_t fetch = int64_t{limit} + 1;
+  absl::MutexLock lock(&mu_);
+  absl::StatusOr<Stmt> stmt =
+      vm_id.empty()
+          ? Prepare(db_,
+                    absl::StrCat(kSelectSnapshots,
+                                 "WHERE snapshot_id > ?1 "
+                                 "ORDER BY snapshot_id LIMIT ?2"),
+                    what, page_token, fetch)
+          : Prepare(db_,
+                    absl::StrCat(kSelectSnapshots,
+                                 "WHERE snapshot_id > ?1 AND vm_id = ?2 "
+                                 "ORDER BY snapshot_id LIMIT ?3"),
+                    what, page_token, vm_id, fetch);
+  if (!stmt.ok()) return stmt.status();
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> rows,
+                          ReadRows(db_, stmt->get(), what, &ReadSnapshotRow));
+  return MakePage(std::move(rows), limit, &SnapshotRecord::snapshot_id);
+}
+
+absl::StatusOr<std::vector<SnapshotRecord>> Store::AllSnapshots() {
+  constexpr absl::string_view what = "list snapshots";
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Prepare(db_, absl::StrCat(kSelectSnapshots, "ORDER BY snapshot_id"), what));
+  return ReadRows(db_, stmt.get(), what, &ReadSnapshotRow);
+}
+
+absl::StatusOr<int> Store::SchemaVersion() {
+  absl::MutexLock lock(&mu_);
+  return ReadUserVersion(db_, "read schema version");
+}
+
+}  // namespace smolvm::store

@@ -1,0 +1,77 @@
+// File: store.h
+//
+// Store persists VMs and snapshots in SQLite (WAL mode, versioned schema
+// migrations run at Open). It is the daemon's source of truth across
+// restarts: what exists, in which state, owned by which VMM pid.
+//
+// Thread-safety: all methods may be called concurrently; the store
+// serializes access to its connection internally.
+// Errors: NOT_FOUND for unknown ids, ALREADY_EXISTS for duplicate ids,
+// INTERNAL for SQLite failures (message carries sqlite3_errmsg), DATA_LOSS
+// for rows that cannot be decoded.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "lib/model/vm.h"
+
+struct sqlite3;
+
+namespace smolvm::store {
+
+// The schema version this build writes; Open migrates older databases up and
+// refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
+inline constexpr int kSchemaVersion = 1;
+
+// A page of results. `next_page_token` is "" on the last page.
+template <typename T>
+struct Page {
+  std::vector<T> items;
+  std::string next_page_token;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database at `path`; ":memory:" for tests.
+  static absl::StatusOr<std::unique_ptr<Store>> Open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  absl::Status InsertVm(const VmRecord& vm);
+  // Replaces every field of an existing VM (NOT_FOUND if absent) and sets
+  // updated_at to now.
+  absl::Status UpdateVm(const VmRecord& vm);
+  absl::StatusOr<VmRecord> GetVm(const std::string& vm_id);
+  absl::Status DeleteVm(const std::string& vm_id);
+  // Ordered by vm_id. page_size 0 means 100; capped at 1000.
+  absl::StatusOr<Page<VmRecord>> ListVms(int page_size,
+                                         const std::string& page_token);
+  absl::StatusOr<std::vector<VmRecord>> AllVms();
+
+  absl::Status InsertSnapshot(const SnapshotRecord& snapshot);
+  absl::Status UpdateSnapshot(const SnapshotRecord& snapshot);
+  absl::StatusOr<SnapshotRecord> GetSnapshot(const std::string& snapshot_id);
+  absl::Status DeleteSnapshot(const std::string& snapshot_id);
+  // Ordered by snapshot_id; `vm_id` "" means all.
+  absl::StatusOr<Page<SnapshotRecord>> ListSnapshots(
+      int page_size, const std::string& page_token, const std::string& vm_id);
+  absl::StatusOr<std::vector<SnapshotRecord>> AllSnapshots();
+
+  // The schema version of the open database (for tests and logs).
+  absl::StatusOr<int> SchemaVersion();
+
+ private:
+  explicit Store(sqlite3* db);
+  absl::Mutex mu_;
+  sqlite3* db_ ABSL_GUARDED_BY(mu_);
+};
+
+}  // namespace smolvm::store

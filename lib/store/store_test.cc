@@ -1,0 +1,566 @@
+#include "lib/store/store.h"
+
+#include <sqlite3.h>
+#include <stdlib.h>
+
+#include <cstdint>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/base/file_util.h"
+
+namespace smolvm::store {
+namespace {
+
+using ::testing::ElementsAre;
+using ::testing::HasSubstr;
+using ::testing::IsEmpty;
+
+VmRecord MakeVm(const std::string& vm_id) {
+  VmRecord vm;
+  vm.vm_id = vm_id;
+  vm.state = VmState::kPaused;
+  vm.config = VmConfig{.vm_id = vm_id,
+                       .vcpu_count = 4,
+                       .memory_mib = 2048,
+                       .kernel_path = "/var/lib/smolvmd/images/vmlinux",
+                       .initrd_path = "/var/lib/smolvmd/images/initrd.img",
+                       .rootfs_path = "/var/lib/smolvmd/vms/" + vm_id + "/disk.ext4",
+                       .boot_args = "console=ttyS0 reboot=k panic=1 \"quoted\""};
+  vm.network = NetworkConfig{.guest_ip = "172.16.0.2",
+                             .gateway_ip = "172.16.0.1",
+                             .netmask = "255.255.255.252",
+                             .tap_device = "smol-3f2a",
+                             .guest_mac = "06:00:ac:10:00:02"};
+  vm.created_at = absl::FromUnixMicros(1700000000123456);
+  vm.updated_at = absl::FromUnixMicros(1700000001654321);
+  vm.error = "qmp: connection reset";
+  vm.vmm_pid = 4242;
+  vm.restored_from = "snap-0badc0de";
+  return vm;
+}
+
+SnapshotRecord MakeSnapshot(const std::string& snapshot_id,
+                            const std::string& vm_id) {
+  SnapshotRecord snapshot;
+  snapshot.snapshot_id = snapshot_id;
+  snapshot.vm_id = vm_id;
+  const std::string dir = "/var/lib/smolvmd/snapshots/" + snapshot_id;
+  snapshot.snapshot_path = dir + "/vmstate.bin";
+  snapshot.mem_file_path = dir + "/mem.bin";
+  snapshot.disk_path = dir + "/disk.ext4";
+  snapshot.vm_config = MakeVm(vm_id).config;
+  snapshot.network_config = MakeVm(vm_id).network;
+  snapshot.created_at = absl::FromUnixMicros(1700000002000001);
+  snapshot.restored = true;
+  snapshot.restored_vm_id = "vm-restored";
+  snapshot.size_bytes = uint64_t{5} << 32;  // Does not fit in 32 bits.
+  snapshot.accelerator = "tcg";
+  return snapshot;
+}
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto store = Store::Open(":memory:");
+    ASSERT_TRUE(store.ok()) << store.status();
+    store_ = *std::move(store);
+  }
+
+  std::unique_ptr<Store> store_;
+};
+
+TEST_F(StoreTest, FreshDatabaseHasCurrentSchemaVersion) {
+  auto version = store_->SchemaVersion();
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, kSchemaVersion);
+}
+
+TEST_F(StoreTest, VmRoundTripsEveryField) {
+  VmRecord vm = MakeVm("vm-1");
+  ASSERT_TRUE(store_->InsertVm(vm).ok());
+  auto got = store_->GetVm("vm-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, vm);
+  EXPECT_EQ(got->created_at, absl::FromUnixMicros(1700000000123456));
+  EXPECT_EQ(got->updated_at, absl::FromUnixMicros(1700000001654321));
+}
+
+TEST_F(StoreTest, EveryVmStateRoundTrips) {
+  int i = 0;
+  for (VmState state : {VmState::kCreated, VmState::kRunning, VmState::kPaused,
+                        VmState::kStopped, VmState::kError}) {
+    VmRecord vm = MakeVm(absl::StrCat("vm-", i++));
+    vm.state = state;
+    ASSERT_TRUE(store_->InsertVm(vm).ok());
+    auto got = store_->GetVm(vm.vm_id);
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(got->state, state) << VmStateName(state);
+  }
+}
+
+TEST_F(StoreTest, DefaultVmRoundTrips) {
+  VmRecord vm;
+  vm.vm_id = "vm-defaults";
+  ASSERT_TRUE(store_->InsertVm(vm).ok());
+  auto got = store_->GetVm("vm-defaults");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, vm);
+}
+
+TEST_F(StoreTest, TimesKeepMicrosecondsIncludingBeforeEpoch) {
+  VmRecord vm = MakeVm("vm-1");
+  vm.created_at = absl::FromUnixMicros(-1234567);
+  vm.updated_at = absl::FromUnixMicros(1);
+  ASSERT_TRUE(store_->InsertVm(vm).ok());
+  auto got = store_->GetVm("vm-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->created_at, vm.created_at);
+  EXPECT_EQ(got->updated_at, vm.updated_at);
+}
+
+TEST_F(StoreTest, SnapshotRoundTripsEveryField) {
+  SnapshotRecord snapshot = MakeSnapshot("snap-1", "vm-1");
+  ASSERT_TRUE(store_->InsertSnapshot(snapshot).ok());
+  auto got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, snapshot);
+  EXPECT_EQ(got->restored_vm_id, std::optional<std::string>("vm-restored"));
+  EXPECT_EQ(got->size_bytes, uint64_t{5} << 32);
+}
+
+TEST_F(StoreTest, SnapshotWithoutRestoredVmIdRoundTrips) {
+  SnapshotRecord snapshot = MakeSnapshot("snap-1", "vm-1");
+  snapshot.restored = false;
+  snapshot.restored_vm_id = std::nullopt;
+  ASSERT_TRUE(store_->InsertSnapshot(snapshot).ok());
+  auto got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, snapshot);
+  EXPECT_EQ(got->restored_vm_id, std::nullopt);
+}
+
+TEST_F(StoreTest, EmptyRestoredVmIdIsNotNull) {
+  SnapshotRecord snapshot = MakeSnapshot("snap-1", "vm-1");
+  snapshot.restored_vm_id = "";
+  ASSERT_TRUE(store_->InsertSnapshot(snapshot).ok());
+  auto got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->restored_vm_id, std::optional<std::string>(""));
+}
+
+TEST_F(StoreTest, UpdateSnapshotSetsAndClearsRestoredVmId) {
+  SnapshotRecord snapshot = MakeSnapshot("snap-1", "vm-1");
+  snapshot.restored = false;
+  snapshot.restored_vm_id = std::nullopt;
+  ASSERT_TRUE(store_->InsertSnapshot(snapshot).ok());
+
+  snapshot.restored = true;
+  snapshot.restored_vm_id = "vm-2";
+  snapshot.size_bytes = 7;
+  snapshot.accelerator = "kvm";
+  ASSERT_TRUE(store_->UpdateSnapshot(snapshot).ok());
+  auto got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, snapshot);
+
+  snapshot.restored = false;
+  snapshot.restored_vm_id = std::nullopt;
+  ASSERT_TRUE(store_->UpdateSnapshot(snapshot).ok());
+  got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, snapshot);
+}
+
+TEST_F(StoreTest, DuplicateInsertIsAlreadyExists) {
+  ASSERT_TRUE(store_->InsertVm(MakeVm("vm-1")).ok());
+  absl::Status status = store_->InsertVm(MakeVm("vm-1"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(status.message(), "vm \"vm-1\" already exists");
+
+  ASSERT_TRUE(store_->InsertSnapshot(MakeSnapshot("snap-1", "vm-1")).ok());
+  status = store_->InsertSnapshot(MakeSnapshot("snap-1", "vm-2"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_EQ(status.message(), "snapshot \"snap-1\" already exists");
+}
+
+TEST_F(StoreTest, UnknownVmIsNotFound) {
+  auto got = store_->GetVm("vm-missing");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(got.status().message(), "vm \"vm-missing\" not found");
+
+  absl::Status status = store_->UpdateVm(MakeVm("vm-missing"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(status.message(), "vm \"vm-missing\" not found");
+
+  status = store_->DeleteVm("vm-missing");
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(status.message(), "vm \"vm-missing\" not found");
+}
+
+TEST_F(StoreTest, UnknownSnapshotIsNotFound) {
+  auto got = store_->GetSnapshot("snap-missing");
+  EXPECT_EQ(got.status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(got.status().message(), "snapshot \"snap-missing\" not found");
+
+  absl::Status status =
+      store_->UpdateSnapshot(MakeSnapshot("snap-missing", "vm-1"));
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(status.message(), "snapshot \"snap-missing\" not found");
+
+  status = store_->DeleteSnapshot("snap-missing");
+  EXPECT_EQ(status.code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(status.message(), "snapshot \"snap-missing\" not found");
+}
+
+TEST_F(StoreTest, UpdateVmReplacesFieldsAndSetsUpdatedAtToNow) {
+  ASSERT_TRUE(store_->InsertVm(MakeVm("vm-1")).ok());
+  VmRecord vm = MakeVm("vm-1");
+  vm.state = VmState::kRunning;
+  vm.config.vcpu_count = 8;
+  vm.network.tap_device = "smol-ffff";
+  vm.error = "";
+  vm.vmm_pid = 99;
+  vm.restored_from = "";
+  vm.updated_at = absl::UnixEpoch();  // Ignored.
+
+  // The store keeps microseconds, so compare against bounds at that grain.
+  const absl::Time before = absl::FromUnixMicros(absl::ToUnixMicros(absl::Now()));
+  ASSERT_TRUE(store_->UpdateVm(vm).ok());
+  const absl::Time after = absl::Now();
+
+  auto got = store_->GetVm("vm-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_GE(got->updated_at, before);
+  EXPECT_LE(got->updated_at, after);
+  VmRecord expected = vm;
+  expected.updated_at = got->updated_at;
+  EXPECT_EQ(*got, expected);
+}
+
+TEST_F(StoreTest, DeleteRemovesOnlyThatRow) {
+  ASSERT_TRUE(store_->InsertVm(MakeVm("vm-1")).ok());
+  ASSERT_TRUE(store_->InsertVm(MakeVm("vm-2")).ok());
+  ASSERT_TRUE(store_->DeleteVm("vm-1").ok());
+  EXPECT_EQ(store_->GetVm("vm-1").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(store_->GetVm("vm-2").ok());
+
+  ASSERT_TRUE(store_->InsertSnapshot(MakeSnapshot("snap-1", "vm-2")).ok());
+  ASSERT_TRUE(store_->DeleteSnapshot("snap-1").ok());
+  EXPECT_EQ(store_->GetSnapshot("snap-1").status().code(),
+            absl::StatusCode::kNotFound);
+}
+
+TEST_F(StoreTest, SnapshotsSurviveDeleteOfTheirVm) {
+  ASSERT_TRUE(store_->InsertVm(MakeVm("vm-1")).ok());
+  ASSERT_TRUE(store_->InsertSnapshot(MakeSnapshot("snap-1", "vm-1")).ok());
+  ASSERT_TRUE(store_->DeleteVm("vm-1").ok());
+  auto got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->vm_id, "vm-1");
+}
+
+std::vector<std::string> VmIds(const std::vector<VmRecord>& vms) {
+  std::vector<std::string> ids;
+  for (const VmRecord& vm : vms) ids.push_back(vm.vm_id);
+  return ids;
+}
+
+std::vector<std::string> SnapshotIds(
+    const std::vector<SnapshotRecord>& snapshots) {
+  std::vector<std::string> ids;
+  for (const SnapshotRecord& snapshot : snapshots) {
+    ids.push_back(snapshot.snapshot_id);
+  }
+  return ids;
+}
+
+TEST_F(StoreTest, ListVmsPaginatesInIdOrder) {
+  // Inserted out of order; listed by id.
+  for (int i : {4, 0, 6, 2, 5, 1, 3}) {
+    ASSERT_TRUE(store_->InsertVm(MakeVm(absl::StrCat("vm-", i))).ok());
+  }
+  auto page = store_->ListVms(3, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(VmIds(page->items), ElementsAre("vm-0", "vm-1", "vm-2"));
+  EXPECT_EQ(page->next_page_token, "vm-2");
+
+  page = store_->ListVms(3, page->next_page_token);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(VmIds(page->items), ElementsAre("vm-3", "vm-4", "vm-5"));
+  EXPECT_EQ(page->next_page_token, "vm-5");
+
+  page = store_->ListVms(3, page->next_page_token);
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(VmIds(page->items), ElementsAre("vm-6"));
+  EXPECT_EQ(page->next_page_token, "");
+
+  auto all = store_->AllVms();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_THAT(VmIds(*all), ElementsAre("vm-0", "vm-1", "vm-2", "vm-3", "vm-4",
+                                       "vm-5", "vm-6"));
+}
+
+TEST_F(StoreTest, ExactlyFullLastPageHasNoToken) {
+  for (int i = 0; i < 6; ++i) {
+    ASSERT_TRUE(store_->InsertVm(MakeVm(absl::StrCat("vm-", i))).ok());
+  }
+  auto page = store_->ListVms(3, "vm-2");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(VmIds(page->items), ElementsAre("vm-3", "vm-4", "vm-5"));
+  EXPECT_EQ(page->next_page_token, "");
+}
+
+TEST_F(StoreTest, EmptyStoreListsNothing) {
+  auto vms = store_->ListVms(0, "");
+  ASSERT_TRUE(vms.ok()) << vms.status();
+  EXPECT_THAT(vms->items, IsEmpty());
+  EXPECT_EQ(vms->next_page_token, "");
+  auto snapshots = store_->ListSnapshots(0, "", "");
+  ASSERT_TRUE(snapshots.ok()) << snapshots.status();
+  EXPECT_THAT(snapshots->items, IsEmpty());
+  EXPECT_EQ(snapshots->next_page_token, "");
+}
+
+TEST_F(StoreTest, PageSizeDefaultsTo100AndIsCappedAt1000) {
+  for (int i = 0; i < 1001; ++i) {
+    ASSERT_TRUE(
+        store_->InsertVm(MakeVm(absl::StrFormat("vm-%04d", i))).ok());
+  }
+  auto page = store_->ListVms(0, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->items.size(), 100u);
+  EXPECT_EQ(page->next_page_token, "vm-0099");
+
+  page = store_->ListVms(5000, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_EQ(page->items.size(), 1000u);
+  EXPECT_EQ(page->next_page_token, "vm-0999");
+}
+
+TEST_F(StoreTest, ListRejectsBadPageArguments) {
+  for (const std::string& token : std::vector<std::string>{
+           "Not-An-Id", "../etc", "vm 1", "-vm", std::string(65, 'a'),
+           std::string("vm\0x", 4)}) {
+    auto vms = store_->ListVms(3, token);
+    EXPECT_EQ(vms.status().code(), absl::StatusCode::kInvalidArgument) << token;
+    EXPECT_THAT(vms.status().message(), HasSubstr("invalid page_token"));
+    auto snapshots = store_->ListSnapshots(3, token, "");
+    EXPECT_EQ(snapshots.status().code(), absl::StatusCode::kInvalidArgument)
+        << token;
+  }
+  EXPECT_EQ(store_->ListVms(-1, "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(store_->ListSnapshots(-1, "", "").status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
+TEST_F(StoreTest, ListSnapshotsPaginatesAndFiltersByVm) {
+  for (int i = 0; i < 7; ++i) {
+    ASSERT_TRUE(store_
+                    ->InsertSnapshot(MakeSnapshot(absl::StrCat("snap-", i),
+                                                  i % 2 == 0 ? "vm-a" : "vm-b"))
+                    .ok());
+  }
+  auto page = store_->ListSnapshots(3, "", "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(SnapshotIds(page->items),
+              ElementsAre("snap-0", "snap-1", "snap-2"));
+  EXPECT_EQ(page->next_page_token, "snap-2");
+  page = store_->ListSnapshots(3, page->next_page_token, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(SnapshotIds(page->items),
+              ElementsAre("snap-3", "snap-4", "snap-5"));
+  EXPECT_EQ(page->next_page_token, "snap-5");
+  page = store_->ListSnapshots(3, page->next_page_token, "");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(SnapshotIds(page->items), ElementsAre("snap-6"));
+  EXPECT_EQ(page->next_page_token, "");
+
+  // vm-a has snap-0, 2, 4, 6.
+  page = store_->ListSnapshots(3, "", "vm-a");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(SnapshotIds(page->items),
+              ElementsAre("snap-0", "snap-2", "snap-4"));
+  EXPECT_EQ(page->next_page_token, "snap-4");
+  page = store_->ListSnapshots(3, page->next_page_token, "vm-a");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(SnapshotIds(page->items), ElementsAre("snap-6"));
+  EXPECT_EQ(page->next_page_token, "");
+
+  page = store_->ListSnapshots(0, "", "vm-b");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(SnapshotIds(page->items),
+              ElementsAre("snap-1", "snap-3", "snap-5"));
+  EXPECT_EQ(page->next_page_token, "");
+
+  page = store_->ListSnapshots(0, "", "vm-none");
+  ASSERT_TRUE(page.ok()) << page.status();
+  EXPECT_THAT(page->items, IsEmpty());
+
+  auto all = store_->AllSnapshots();
+  ASSERT_TRUE(all.ok()) << all.status();
+  EXPECT_EQ(all->size(), 7u);
+}
+
+// A store backed by a file in a fresh temp dir, plus raw SQLite access to it.
+class FileStoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/smolvm_store_test.XXXXXX";
+    ASSERT_NE(mkdtemp(dir), nullptr);
+    dir_ = dir;
+    path_ = JoinPath(dir_, "state.db");
+  }
+
+  void TearDown() override {
+    if (!dir_.empty()) {
+      EXPECT_TRUE(RemoveTree(dir_).ok());
+    }
+  }
+
+  std::unique_ptr<Store> OpenStore() {
+    auto store = Store::Open(path_);
+    EXPECT_TRUE(store.ok()) << store.status();
+    return store.ok() ? *std::move(store) : nullptr;
+  }
+
+  // Runs `sql` on its own connection and returns the first column of the
+  // first row ("" if none).
+  std::string RawQuery(const std::string& sql) {
+    sqlite3* db = nullptr;
+    EXPECT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    std::string result;
+    sqlite3_stmt* stmt = nullptr;
+    EXPECT_EQ(sqlite3_prepare_v2(db, sql.c_str(), -1, &stmt, nullptr),
+              SQLITE_OK)
+        << sqlite3_errmsg(db);
+    int rc = sqlite3_step(stmt);
+    EXPECT_TRUE(rc == SQLITE_ROW || rc == SQLITE_DONE) << sqlite3_errmsg(db);
+    if (rc == SQLITE_ROW && sqlite3_column_text(stmt, 0) != nullptr) {
+      result = reinterpret_cast<const char*>(sqlite3_column_text(stmt, 0));
+    }
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return result;
+  }
+
+  std::string dir_;
+  std::string path_;
+};
+
+TEST_F(FileStoreTest, ReopenKeepsDataAndSchemaVersion) {
+  {
+    std::unique_ptr<Store> store = OpenStore();
+    ASSERT_NE(store, nullptr);
+    ASSERT_TRUE(store->InsertVm(MakeVm("vm-1")).ok());
+    ASSERT_TRUE(store->InsertSnapshot(MakeSnapshot("snap-1", "vm-1")).ok());
+  }
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto version = store->SchemaVersion();
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, kSchemaVersion);
+  auto vm = store->GetVm("vm-1");
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  EXPECT_EQ(*vm, MakeVm("vm-1"));
+  auto snapshot = store->GetSnapshot("snap-1");
+  ASSERT_TRUE(snapshot.ok()) << snapshot.status();
+  EXPECT_EQ(*snapshot, MakeSnapshot("snap-1", "vm-1"));
+}
+
+TEST_F(FileStoreTest, UsesWalJournal) {
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->InsertVm(MakeVm("vm-1")).ok());
+  // WAL mode is persistent: a second connection sees it too.
+  EXPECT_EQ(RawQuery("PRAGMA journal_mode"), "wal");
+  EXPECT_TRUE(PathExists(path_ + "-wal"));
+}
+
+TEST_F(FileStoreTest, RefusesNewerSchema) {
+  RawQuery("PRAGMA user_version = 99");
+  auto store = Store::Open(path_);
+  EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(store.status().message(),
+            "state database schema version 99 is newer than this smolvmd "
+            "supports (1): upgrade smolvmd");
+  // Left untouched: no migration ran.
+  EXPECT_EQ(RawQuery("PRAGMA user_version"), "99");
+  EXPECT_EQ(RawQuery("SELECT count(*) FROM sqlite_master"), "0");
+}
+
+TEST_F(FileStoreTest, UndecodableRowsAreDataLoss) {
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->InsertVm(MakeVm("vm-1")).ok());
+  ASSERT_TRUE(store->InsertVm(MakeVm("vm-2")).ok());
+  ASSERT_TRUE(store->InsertSnapshot(MakeSnapshot("snap-1", "vm-1")).ok());
+  RawQuery("UPDATE vms SET state = 'exploded' WHERE vm_id = 'vm-1'");
+  RawQuery("UPDATE vms SET network = '{\"guest_ip\": 7}' WHERE vm_id = 'vm-2'");
+  RawQuery("UPDATE snapshots SET vm_config = 'not json'");
+
+  auto vm = store->GetVm("vm-1");
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(vm.status().message(), HasSubstr("vm \"vm-1\""));
+  EXPECT_THAT(vm.status().message(), HasSubstr("exploded"));
+
+  vm = store->GetVm("vm-2");
+  EXPECT_EQ(vm.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(vm.status().message(), HasSubstr("vm \"vm-2\""));
+  EXPECT_THAT(vm.status().message(), HasSubstr("network"));
+
+  EXPECT_EQ(store->ListVms(0, "").status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(store->AllVms().status().code(), absl::StatusCode::kDataLoss);
+
+  auto snapshot = store->GetSnapshot("snap-1");
+  EXPECT_EQ(snapshot.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_THAT(snapshot.status().message(), HasSubstr("snapshot \"snap-1\""));
+  EXPECT_THAT(snapshot.status().message(), HasSubstr("vm_config"));
+}
+
+TEST_F(FileStoreTest, OpenInMissingDirectoryFails) {
+  const std::string path = JoinPath(dir_, "missing/state.db");
+  auto store = Store::Open(path);
+  EXPECT_FALSE(store.ok());
+  EXPECT_THAT(store.status().message(), HasSubstr(path));
+}
+
+TEST_F(FileStoreTest, ConcurrentInsertsAllLand) {
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  constexpr int kThreads = 4;
+  constexpr int kPerThread = 25;
+  std::vector<std::thread> threads;
+  std::vector<int> failures(kThreads, 0);
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kPerThread; ++i) {
+        std::string suffix = absl::StrCat(t, "-", i);
+        if (!store->InsertVm(MakeVm("vm-" + suffix)).ok()) ++failures[t];
+        if (!store->InsertSnapshot(MakeSnapshot("snap-" + suffix, "vm-" + suffix))
+                 .ok()) {
+          ++failures[t];
+        }
+      }
+    });
+  }
+  for (std::thread& thread : threads) thread.join();
+  EXPECT_THAT(failures, ::testing::Each(0));
+  auto vms = store->AllVms();
+  ASSERT_TRUE(vms.ok()) << vms.status();
+  EXPECT_EQ(vms->size(), size_t{kThreads * kPerThread});
+  auto snapshots = store->AllSnapshots();
+  ASSERT_TRUE(snapshots.ok()) << snapshots.status();
+  EXPECT_EQ(snapshots->size(), size_t{kThreads * kPerThread});
+}
+
+}  // namespace
+}  // namespace smolvm::store

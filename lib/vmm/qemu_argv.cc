@@ -1,0 +1,68 @@
+#include "lib/vmm/qemu_argv.h"
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/file_util.h"
+
+namespace smolvm::vmm {
+
+std::string QmpSocketPath(const std::string& run_dir) { return JoinPath(run_dir, "qmp.sock"); }
+std::string AgentSocketPath(const std::string& run_dir) { return JoinPath(run_dir, "agent.sock"); }
+std::string ConsoleLogPath(const std::string& run_dir) { return JoinPath(run_dir, "console.log"); }
+std::string PidFilePath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.pid"); }
+std::string QemuProcessName(const std::string& vm_id) { return "smolvm-" + vm_id; }
+
+std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
+                                       const LaunchSpec& spec) {
+  const bool kvm = settings.accelerator == "kvm";
+  std::vector<std::string> argv = {
+      settings.binary,
+      "-name", QemuProcessName(spec.vm_id),
+      "-machine", absl::StrCat(settings.machine, ",memory-backend=ram"),
+      "-accel", kvm ? std::string("kvm")
+                    : absl::StrCat("tcg,tb-size=", settings.tcg_tb_size_mib),
+      "-smp", absl::StrCat(spec.vcpu_count),
+      "-m", absl::StrCat(spec.memory_mib, "M"),
+      // Guest RAM lives in a named file: cold boots share it so snapshots can
+      // copy it without going through the migration stream; restores map a
+      // snapshot's mem.bin privately (x-ignore-shared recipe, DESIGN.md).
+      "-object",
+      absl::StrCat("memory-backend-file,id=ram,size=", spec.memory_mib,
+                   "M,mem-path=", spec.mem_path,
+                   spec.mem_shared ? ",share=on" : ",share=off"),
+      "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",
+      // A guest reboot or panic (panic=-1) ends QEMU instead of looping.
+      "-no-reboot",
+      "-kernel", spec.kernel_path,
+  };
+  if (kvm) {
+    argv.insert(argv.end(), {"-cpu", "host"});
+  }
+  if (!spec.initrd_path.empty()) {
+    argv.insert(argv.end(), {"-initrd", spec.initrd_path});
+  }
+  argv.insert(argv.end(), {
+      "-append", spec.kernel_cmdline,
+      "-drive", absl::StrCat("file=", spec.disk_path,
+                             ",if=none,id=disk0,format=raw,cache=writeback"),
+      "-device", "virtio-blk-pci,drive=disk0",
+      "-device", "virtio-serial-pci,id=vser0",
+      "-chardev", absl::StrCat("socket,id=agent,path=", AgentSocketPath(spec.run_dir),
+                               ",server=on,wait=off"),
+      "-device", "virtserialport,bus=vser0.0,chardev=agent,name=org.smolvm.agent",
+      "-device", "virtio-rng-pci",
+      "-serial", absl::StrCat("file:", ConsoleLogPath(spec.run_dir)),
+      "-qmp", absl::StrCat("unix:", QmpSocketPath(spec.run_dir), ",server=on,wait=off"),
+      "-pidfile", PidFilePath(spec.run_dir),
+      // Detached from the daemon so VMs survive a daemon restart; QEMU's
+      // parent exits only once initialization succeeded (or failed).
+      "-daemonize",
+  });
+  if (spec.incoming_state_path) {
+    // -S keeps the restored VM paused after the state is loaded; the manager
+    // decides whether to continue it.
+    argv.insert(argv.end(), {"-S", "-incoming", "defer"});
+  }
+  return argv;
+}
+
+}  // namespace smolvm::vmm

@@ -1,0 +1,219 @@
+#include "lib/vmm/qmp_client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+
+namespace smolvm::vmm {
+namespace {
+
+using nlohmann::json;
+
+absl::Status WriteAll(int fd, const std::string& data) {
+  size_t off = 0;
+  while (off < data.size()) {
+    ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return absl::UnavailableError(
+          absl::StrCat("qmp: write failed: ", strerror(errno)));
+    }
+    off += n;
+  }
+  return absl::OkStatus();
+}
+
+// Polls query-migrate until it leaves the active states.
+absl::Status WaitMigration(QmpClient& qmp, absl::Duration timeout,
+                           const char* what) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    auto info = qmp.Execute("query-migrate");
+    if (!info.ok()) return info.status();
+    std::string status = info->value("status", "");
+    if (status == "completed") return absl::OkStatus();
+    if (status == "failed" || status == "cancelled") {
+      return absl::InternalError(absl::StrCat(
+          what, " failed: ", info->value("error-desc", status)));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          what, " did not complete within ", absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+}  // namespace
+
+std::string ShellQuote(const std::string& s) {
+  std::string out = "'";
+  for (char c : s) {
+    if (c == '\'') {
+      out += "'\\''";
+    } else {
+      out += c;
+    }
+  }
+  return out + "'";
+}
+
+absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(
+    const std::string& socket_path, absl::Duration timeout) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (socket_path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "qmp socket path ", socket_path, " is longer than ",
+        sizeof(addr.sun_path) - 1, " bytes: use a shorter state/run dir"));
+  }
+  std::memcpy(addr.sun_path, socket_path.c_str(), socket_path.size() + 1);
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!fd.valid()) return absl::ErrnoToStatus(errno, "socket");
+    if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+      return FromFd(std::move(fd), deadline - absl::Now());
+    }
+    int err = errno;
+    if (absl::Now() > deadline) {
+      return absl::UnavailableError(absl::StrCat(
+          "connect to qmp socket ", socket_path, ": ", strerror(err)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::FromFd(
+    UniqueFd fd, absl::Duration timeout) {
+  std::unique_ptr<QmpClient> client(new QmpClient(std::move(fd)));
+  if (auto s = client->Handshake(timeout); !s.ok()) return s;
+  return client;
+}
+
+absl::Status QmpClient::Handshake(absl::Duration timeout) {
+  auto greeting = ReadMessage(absl::Now() + timeout);
+  if (!greeting.ok()) return greeting.status();
+  if (!greeting->contains("QMP")) {
+    return absl::InternalError(
+        absl::StrCat("qmp: unexpected greeting: ", greeting->dump().substr(0, 200)));
+  }
+  auto caps = Execute("qmp_capabilities", json::object(), timeout);
+  return caps.status();
+}
+
+absl::StatusOr<json> QmpClient::ReadMessage(absl::Time deadline) {
+  while (true) {
+    if (auto nl = buffer_.find('\n'); nl != std::string::npos) {
+      std::string line = buffer_.substr(0, nl);
+      buffer_.erase(0, nl + 1);
+      if (line.find_first_not_of(" \r\t") == std::string::npos) continue;
+      json msg = json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (msg.is_discarded() || !msg.is_object()) {
+        return absl::InternalError(
+            absl::StrCat("qmp: malformed message: ", line.substr(0, 200)));
+      }
+      return msg;
+    }
+    if (buffer_.size() > kMaxLineBytes) {
+      return absl::ResourceExhaustedError("qmp: message longer than 1 MiB");
+    }
+    absl::Duration left = deadline - absl::Now();
+    if (left <= absl::ZeroDuration()) {
+      return absl::DeadlineExceededError("qmp: no reply from the VMM in time");
+    }
+    pollfd pfd{fd_.get(), POLLIN, 0};
+    int rc = poll(&pfd, 1, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
+    if (rc < 0 && errno == EINTR) continue;
+    if (rc < 0) return absl::ErrnoToStatus(errno, "qmp: poll");
+    if (rc == 0) continue;
+    char buf[8192];
+    ssize_t n = read(fd_.get(), buf, sizeof(buf));
+    if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+    if (n <= 0) {
+      return absl::UnavailableError("qmp: the VMM closed the connection");
+    }
+    buffer_.append(buf, n);
+  }
+}
+
+absl::StatusOr<json> QmpClient::Execute(const std::string& command,
+                                        const json& arguments,
+                                        absl::Duration timeout) {
+  json request = {{"execute", command}};
+  if (!arguments.empty()) request["arguments"] = arguments;
+  if (auto s = WriteAll(fd_.get(), request.dump() + "\n"); !s.ok()) return s;
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    auto msg = ReadMessage(deadline);
+    if (!msg.ok()) {
+      return absl::Status(msg.status().code(),
+                          absl::StrCat(command, ": ", msg.status().message()));
+    }
+    if (msg->contains("event")) continue;  // Asynchronous; not our reply.
+    if (msg->contains("return")) return (*msg)["return"];
+    if (msg->contains("error")) {
+      const json& err = (*msg)["error"];
+      return absl::FailedPreconditionError(absl::StrCat(
+          "qmp ", command, ": ", err.value("desc", err.dump())));
+    }
+    return absl::InternalError(
+        absl::StrCat("qmp ", command, ": unexpected reply ", msg->dump().substr(0, 200)));
+  }
+}
+
+absl::StatusOr<std::string> QmpClient::QueryStatus() {
+  auto r = Execute("query-status");
+  if (!r.ok()) return r.status();
+  if (!r->is_object() || !(*r)["status"].is_string()) {
+    return absl::InternalError("qmp query-status: reply has no status");
+  }
+  return (*r)["status"].get<std::string>();
+}
+
+absl::Status QmpClient::MigrateToFile(const std::string& path,
+                                      absl::Duration timeout) {
+  json caps = {{"capabilities",
+                json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
+  if (auto r = Execute("migrate-set-capabilities", caps); !r.ok()) return r.status();
+  json args = {{"uri", "exec:cat > " + ShellQuote(path)}};
+  if (auto r = Execute("migrate", args); !r.ok()) return r.status();
+  return WaitMigration(*this, timeout, "save device state");
+}
+
+absl::Status QmpClient::MigrateFromFile(const std::string& path,
+                                        absl::Duration timeout) {
+  json caps = {{"capabilities",
+                json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
+  if (auto r = Execute("migrate-set-capabilities", caps); !r.ok()) return r.status();
+  json args = {{"uri", "exec:cat " + ShellQuote(path)}};
+  if (auto r = Execute("migrate-incoming", args); !r.ok()) return r.status();
+  // The destination leaves "inmigrate" once the whole state is loaded.
+  absl::Time deadline = absl::Now() + timeout;
+  while (true) {
+    auto status = QueryStatus();
+    if (!status.ok()) return status.status();
+    if (*status != "inmigrate") {
+      if (*status == "paused" || *status == "running" || *status == "prelaunch") {
+        return absl::OkStatus();
+      }
+      return absl::InternalError(absl::StrCat(
+          "load device state from ", path, ": VMM ended in state ", *status));
+    }
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "load device state from ", path, " did not complete within ",
+          absl::FormatDuration(timeout)));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+}  // namespace smolvm::vmm
