@@ -11,6 +11,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lib/base/file_util.h"
 #include "lib/base/unique_fd.h"
 
 extern char** environ;
@@ -55,6 +56,15 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
   for (auto& e : env_storage) cenv.push_back(e.data());
   cenv.push_back(nullptr);
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+  int stderr_file = -1;
+  if (!options.stderr_path.empty()) {
+    stderr_file = open(options.stderr_path.c_str(),
+                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (stderr_file < 0) {
+      if (devnull >= 0) close(devnull);
+      return absl::ErrnoToStatus(errno, absl::StrCat("open ", options.stderr_path));
+    }
+  }
 
   pid_t pid = fork();
   if (pid < 0) {
@@ -70,7 +80,7 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
     sigprocmask(SIG_SETMASK, &none, nullptr);
     dup2(devnull, 0);
     dup2(out_w.get(), 1);
-    dup2(err_w.get(), 2);
+    dup2(stderr_file >= 0 ? stderr_file : err_w.get(), 2);
     close_range(3, ~0U, 0);
     execvpe(cargv[0], cargv.data(), cenv.data());
     const char msg[] = "exec failed\n";
@@ -78,6 +88,7 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
     _exit(127);
   }
   if (devnull >= 0) close(devnull);
+  if (stderr_file >= 0) close(stderr_file);
   out_w.Reset();
   err_w.Reset();
 
@@ -111,6 +122,11 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
   if (timed_out) kill(-pid, SIGKILL);
   int wstatus = 0;
   while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  }
+  if (!options.stderr_path.empty()) {
+    if (auto text = ReadFileToString(options.stderr_path, 16 << 20); text.ok()) {
+      result.stderr_text = TailOf(*text, options.max_output_bytes);
+    }
   }
   if (timed_out) {
     return absl::DeadlineExceededError(absl::StrCat(

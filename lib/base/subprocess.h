@@ -26,6 +26,10 @@ struct SubprocessOptions {
   size_t max_output_bytes = 1 << 20;
   // Extra environment entries ("K=V"), added to the daemon's environment.
   std::vector<std::string> extra_env;
+  // When set, the child's stderr goes to this file (appended) instead of a
+  // pipe, for children that outlive the call (a daemonizing VMM keeps its
+  // stderr). stderr_text is then read back from the file.
+  std::string stderr_path;
 };
 
 // Runs argv[0] (looked up in PATH) and waits for it. Returns an error only if

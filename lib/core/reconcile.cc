@@ -1,6 +1,7 @@
 // Startup reconciliation: what a previous daemon left behind is either
 // adopted (running VMMs), recorded (VMMs that died), or removed (files and
 // processes of things the store does not know, half-written snapshots).
+#include <cstdio>
 #include <filesystem>
 #include <set>
 
@@ -42,7 +43,10 @@ absl::Status VmManager::Reconcile() {
       // E.g. the daemon died while this VM was booting or being restored.
       hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
       (void)RemoveTree(VmRunDir(vm.vm_id));
-      (void)unlink((VmDiskPath(vm.vm_id) + ".restoring").c_str());
+      // A restore interrupted by a crash: keep the disk the VM had.
+      const std::string disk = VmDiskPath(vm.vm_id);
+      (void)unlink((disk + ".restoring").c_str());
+      if (PathExists(disk + ".previous")) rename((disk + ".previous").c_str(), disk.c_str());
       continue;
     }
     auto instance = hypervisor_->Attach(vm.vm_id, vm.vmm_pid, VmRunDir(vm.vm_id));

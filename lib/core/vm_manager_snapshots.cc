@@ -59,6 +59,14 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_i
         "snapshot vm ", vm_id, ": it is ", VmStateName(vm.state),
         "; only running or paused VMs can be snapshotted (start it first)"));
   }
+  // QEMU cannot save a VM again before it ran after its last save; that
+  // earlier snapshot already holds exactly this state.
+  if (auto run_state = slot->instance->QueryRunState();
+      run_state.ok() && *run_state == "postmigrate") {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot vm ", vm_id, ": it has not run since its last snapshot, which "
+        "already holds this state; resume the vm first, or restore that snapshot"));
+  }
   if (auto existing = store_->GetSnapshot(snapshot_id); existing.ok()) {
     return absl::AlreadyExistsError(absl::StrCat("snapshot \"", snapshot_id,
                                                  "\" already exists"));
@@ -230,8 +238,12 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
     SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
   }
   // Until the end, failures restore the previous situation: a new VM
-  // disappears, an existing one keeps its record and disk.
-  const std::string staged_disk = VmDiskPath(vm_id) + ".restoring";
+  // disappears, an existing one keeps its record and its disk (moved aside
+  // to disk.ext4.previous while the restored one is tried).
+  const std::string disk = VmDiskPath(vm_id);
+  const std::string staged_disk = disk + ".restoring";
+  const std::string previous_disk = disk + ".previous";
+  bool moved_previous = false;
   auto undo = absl::MakeCleanup([&, had_vm = existing.ok()] {
     if (slot.instance) {
       (void)slot.instance->Shutdown(absl::Seconds(2));
@@ -239,15 +251,28 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
     }
     (void)RemoveTree(VmRunDir(vm_id));
     unlink(staged_disk.c_str());
-    if (!had_vm) {
+    if (moved_previous) {
+      rename(previous_disk.c_str(), disk.c_str());
+    } else if (!had_vm) {
       (void)RemoveTree(VmDir(vm_id));
-      (void)store_->DeleteVm(vm_id);
     }
+    if (!had_vm) (void)store_->DeleteVm(vm_id);
   });
   absl::Time t0 = absl::Now();
   SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(vm_id)));
   unlink(staged_disk.c_str());
   SMOLVM_RETURN_IF_ERROR(SparseCopyFile(paths.disk, staged_disk));
+  // The VMM must open the disk under its final name: QEMU reopens it by
+  // path when it changes permissions (e.g. at the end of a later snapshot).
+  if (PathExists(disk)) {
+    if (rename(disk.c_str(), previous_disk.c_str()) != 0) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("rename ", disk));
+    }
+    moved_previous = true;
+  }
+  if (rename(staged_disk.c_str(), disk.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", staged_disk));
+  }
   // A restored VM has no RAM file of its own (see CreateSnapshot).
   (void)RemoveTree(VmRunDir(vm_id));
 
@@ -257,7 +282,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
   spec.memory_mib = vm.config.memory_mib;
   spec.kernel_path = vm.config.kernel_path;
   spec.initrd_path = vm.config.initrd_path;
-  spec.disk_path = staged_disk;
+  spec.disk_path = disk;
   spec.kernel_cmdline = options_.base_cmdline;
   if (!vm.config.boot_args.empty()) absl::StrAppend(&spec.kernel_cmdline, " ", vm.config.boot_args);
   spec.run_dir = VmRunDir(vm_id);
@@ -268,10 +293,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
   spec.incoming_state_path = paths.vmstate;
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
   if (resume_vm) SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
-  // QEMU keeps its descriptor across the rename.
-  if (rename(staged_disk.c_str(), VmDiskPath(vm_id).c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", staged_disk));
-  }
+  if (moved_previous) unlink(previous_disk.c_str());
   std::move(undo).Cancel();
   vm.state = resume_vm ? VmState::kRunning : VmState::kPaused;
   vm.vmm_pid = slot.instance->pid();

@@ -9,6 +9,7 @@ std::string QmpSocketPath(const std::string& run_dir) { return JoinPath(run_dir,
 std::string AgentSocketPath(const std::string& run_dir) { return JoinPath(run_dir, "agent.sock"); }
 std::string ConsoleLogPath(const std::string& run_dir) { return JoinPath(run_dir, "console.log"); }
 std::string PidFilePath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.pid"); }
+std::string VmmLogPath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.log"); }
 std::string QemuProcessName(const std::string& vm_id) { return "smolvm-" + vm_id; }
 
 std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
@@ -53,6 +54,9 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
       "-serial", absl::StrCat("file:", ConsoleLogPath(spec.run_dir)),
       "-qmp", absl::StrCat("unix:", QmpSocketPath(spec.run_dir), ",server=on,wait=off"),
       "-pidfile", PidFilePath(spec.run_dir),
+      // With a log file, a daemonized QEMU keeps its stderr (which the
+      // launcher points at the same file) instead of closing it.
+      "-D", VmmLogPath(spec.run_dir),
       // Detached from the daemon so VMs survive a daemon restart; QEMU's
       // parent exits only once initialization succeeded (or failed).
       "-daemonize",

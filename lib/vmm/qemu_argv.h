@@ -26,6 +26,8 @@ std::string QmpSocketPath(const std::string& run_dir);
 std::string AgentSocketPath(const std::string& run_dir);
 std::string ConsoleLogPath(const std::string& run_dir);
 std::string PidFilePath(const std::string& run_dir);
+// QEMU's stderr (error reports, e.g. why a migration failed).
+std::string VmmLogPath(const std::string& run_dir);
 
 // The value of QEMU's -name, which also identifies the process in
 // /proc/PID/cmdline when re-attaching.

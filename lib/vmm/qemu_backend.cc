@@ -121,10 +121,10 @@ class QemuInstance : public VmInstance {
   absl::StatusOr<std::string> QueryRunState() override { return qmp_->QueryStatus(); }
 
   absl::Status SaveDeviceState(const std::string& path) override {
-    return qmp_->MigrateToFile(path, absl::Minutes(5));
+    return WithVmmLog(qmp_->MigrateToFile(path, absl::Minutes(5)));
   }
   absl::Status LoadDeviceState(const std::string& path) override {
-    return qmp_->MigrateFromFile(path, absl::Minutes(5));
+    return WithVmmLog(qmp_->MigrateFromFile(path, absl::Minutes(5)));
   }
 
   absl::Status Shutdown(absl::Duration grace) override {
@@ -147,6 +147,15 @@ class QemuInstance : public VmInstance {
       }
     }
     return absl::OkStatus();
+  }
+
+  // Adds what QEMU reported on stderr to an error: QMP alone often says
+  // just "failed".
+  absl::Status WithVmmLog(absl::Status s) const {
+    if (s.ok()) return s;
+    std::string log = FileTail(VmmLogPath(run_dir_), 1000);
+    if (log.empty()) return s;
+    return absl::Status(s.code(), absl::StrCat(s.message(), "; qemu: ", log));
   }
 
   std::string ConsoleTail(size_t max_bytes) const override {
@@ -194,11 +203,13 @@ absl::StatusOr<std::unique_ptr<VmInstance>> QemuHypervisor::Launch(
     const LaunchSpec& spec) {
   SMOLVM_RETURN_IF_ERROR(MakeDirs(spec.run_dir));
   for (const auto& stale : {QmpSocketPath(spec.run_dir), AgentSocketPath(spec.run_dir),
-                            PidFilePath(spec.run_dir), ConsoleLogPath(spec.run_dir)}) {
+                            PidFilePath(spec.run_dir), ConsoleLogPath(spec.run_dir),
+                            VmmLogPath(spec.run_dir)}) {
     unlink(stale.c_str());
   }
   SubprocessOptions opts;
   opts.timeout = absl::Seconds(60);
+  opts.stderr_path = VmmLogPath(spec.run_dir);
   auto started = RunSubprocess(BuildQemuArgv(settings_, spec), opts);
   if (!started.ok()) return started.status();
   if (started->exit_code != 0) {

@@ -183,6 +183,10 @@ absl::Status QmpClient::MigrateToFile(const std::string& path,
   json caps = {{"capabilities",
                 json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
   if (auto r = Execute("migrate-set-capabilities", caps); !r.ok()) return r.status();
+  // The default cap (128 MiB/s) throttles a local file write; RAM that
+  // travels in the stream (restored sources) would crawl.
+  json params = {{"max-bandwidth", int64_t{1} << 40}};
+  if (auto r = Execute("migrate-set-parameters", params); !r.ok()) return r.status();
   json args = {{"uri", "exec:cat > " + ShellQuote(path)}};
   if (auto r = Execute("migrate", args); !r.ok()) return r.status();
   return WaitMigration(*this, timeout, "save device state");
