@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The main job, end to end on a fresh Debian 12 machine as root: installs and
+# builds, starts smolvmd on a private state dir, and runs the SmolVM seed's
+# three flows as the compiled examples print them (with timings):
+#   1. SmolVM().start(); vm.snapshot("my-checkpoint"); vm.close()
+#   2. SmolVMManager().list_snapshots()
+#   3. SmolVM.from_snapshot("my-checkpoint", resume_vm=True) → vm_id, status
+# Then stops the daemon and removes everything it made.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/install-deps.sh
+scripts/build.sh
+
+work=$(mktemp -d /tmp/smolvm-demo-XXXXXX)
+export SMOLVMD_SOCKET="$work/smolvmd.sock"
+daemon_pid=""
+cleanup() {
+  if [ -n "$daemon_pid" ]; then
+    build/client/smolvmctl vm list --json 2>/dev/null | grep -o '"vm_id": *"[^"]*"' | sort -u |
+      sed 's/.*"\([^"]*\)"$/\1/' | while read -r id; do build/client/smolvmctl vm delete "$id" || true; done
+    kill -TERM "$daemon_pid" 2>/dev/null || true
+    wait "$daemon_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+build/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
+  --guest-kernel-dir "${SMOLVM_KERNEL_DIR:-/var/cache/smolvmd/kernel}" >"$work/smolvmd.log" 2>&1 &
+daemon_pid=$!
+for _ in $(seq 1 100); do
+  build/client/smolvmctl vm list >/dev/null 2>&1 && break
+  sleep 0.2
+done
+echo "== smolvmd is up (pid $daemon_pid, log $work/smolvmd.log)"
+sed -n '1,3p' "$work/smolvmd.log"
+
+echo; echo "== 1. create + start, snapshot(\"my-checkpoint\"), close()"
+build/examples/create_and_snapshot my-checkpoint
+echo; echo "== 2. list_snapshots()"
+build/examples/list_snapshots
+echo; echo "== 3. from_snapshot(\"my-checkpoint\", resume_vm=true)"
+build/examples/restore_snapshot my-checkpoint
+echo; echo "== smolvmctl view"
+build/client/smolvmctl snapshot list
+echo; echo "== daemon log"
+cat "$work/smolvmd.log"
