@@ -11,6 +11,10 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 
+# The guest kernel comes from Debian's archive once and is reused.
+kernel_dir="$PWD/build/guest-kernel"
+guest/fetch-kernel.sh "$kernel_dir"
+
 work=$(mktemp -d /tmp/smolvm-demo-XXXXXX)
 export SMOLVMD_SOCKET="$work/smolvmd.sock"
 daemon_pid=""
@@ -26,7 +30,7 @@ cleanup() {
 trap cleanup EXIT
 
 build/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
-  --guest-kernel-dir "${SMOLVM_KERNEL_DIR:-/var/cache/smolvmd/kernel}" >"$work/smolvmd.log" 2>&1 &
+  --guest-kernel-dir "$kernel_dir" >"$work/smolvmd.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 1 100); do
   build/client/smolvmctl vm list >/dev/null 2>&1 && break

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Runs the benchmarks against a private smolvmd (temp state/run dirs), then
+# stops it and removes everything. Build first (scripts/build.sh).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+kernel_dir="$PWD/build/guest-kernel"
+guest/fetch-kernel.sh "$kernel_dir"
+work=$(mktemp -d /tmp/smolvm-bench-XXXXXX)
+export SMOLVMD_SOCKET="$work/s.sock"
+build/daemon/smolvmd --state-dir "$work/st" --run-dir "$work/r" \
+  --guest-kernel-dir "$kernel_dir" >"$work/smolvmd.log" 2>&1 &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 100); do build/client/smolvmctl vm list >/dev/null 2>&1 && break; sleep 0.2; done
+build/bench/restore_bench "$@"
