@@ -30,7 +30,9 @@ class FileUtilTest : public ::testing::Test {
     dir_ = tmpl;
   }
   void TearDown() override {
-    if (!dir_.empty()) EXPECT_THAT(RemoveTree(dir_), IsOk());
+    if (!dir_.empty()) {
+      EXPECT_THAT(RemoveTree(dir_), IsOk());
+    }
   }
 
   std::string Path(const std::string& name) const { return JoinPath(dir_, name); }

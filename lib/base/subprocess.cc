@@ -52,7 +52,17 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
   cargv.push_back(nullptr);
   std::vector<std::string> env_storage = options.extra_env;
   std::vector<char*> cenv;
-  for (char** e = environ; *e; ++e) cenv.push_back(*e);
+  // extra_env wins over the daemon's own value of the same variable.
+  auto overridden = [&](const char* entry) {
+    for (const auto& e : env_storage) {
+      size_t eq = e.find('=');
+      if (eq != std::string::npos && strncmp(entry, e.c_str(), eq + 1) == 0) return true;
+    }
+    return false;
+  };
+  for (char** e = environ; *e; ++e) {
+    if (!overridden(*e)) cenv.push_back(*e);
+  }
   for (auto& e : env_storage) cenv.push_back(e.data());
   cenv.push_back(nullptr);
   int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
@@ -87,6 +97,9 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
     (void)!write(2, msg, sizeof(msg) - 1);
     _exit(127);
   }
+  // Also set in the parent: a timeout may fire before the child ran setpgid,
+  // and kill(-pid) must find the group.
+  setpgid(pid, pid);
   if (devnull >= 0) close(devnull);
   if (stderr_file >= 0) close(stderr_file);
   out_w.Reset();
@@ -119,9 +132,28 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
       }
     }
   }
-  if (timed_out) kill(-pid, SIGKILL);
+  // The child may have closed its output and still be running: the
+  // timeout covers the wait for its exit too.
   int wstatus = 0;
-  while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+  bool reaped = false;
+  while (!timed_out) {
+    pid_t r = waitpid(pid, &wstatus, WNOHANG);
+    if (r == pid || (r < 0 && errno != EINTR)) {
+      reaped = true;
+      break;
+    }
+    if (absl::Now() >= deadline) {
+      timed_out = true;
+      break;
+    }
+    usleep(2000);
+  }
+  if (timed_out) {
+    if (kill(-pid, SIGKILL) != 0) kill(pid, SIGKILL);
+  }
+  if (!reaped) {
+    while (waitpid(pid, &wstatus, 0) < 0 && errno == EINTR) {
+    }
   }
   if (!options.stderr_path.empty()) {
     if (auto text = ReadFileToString(options.stderr_path, 16 << 20); text.ok()) {

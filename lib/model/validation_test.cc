@@ -114,7 +114,9 @@ class NormalizeVmConfigTest : public ::testing::Test {
     }
   }
   void TearDown() override {
-    if (!dir_.empty()) EXPECT_THAT(RemoveTree(dir_), IsOk());
+    if (!dir_.empty()) {
+      EXPECT_THAT(RemoveTree(dir_), IsOk());
+    }
   }
 
   static VmConfig WithResources(uint32_t vcpus, uint32_t memory_mib) {

@@ -1,5 +1,6 @@
 #include "lib/snapshot/snapshot_files.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -93,11 +94,13 @@ absl::Status PublishDir(const SnapshotPaths& tmp, const std::string& final_dir) 
     SMOLVM_RETURN_IF_ERROR(SyncPath(f));
   }
   SMOLVM_RETURN_IF_ERROR(SyncPath(tmp.dir));
-  if (PathExists(final_dir)) {
-    return absl::AlreadyExistsError(absl::StrCat("snapshot directory ", final_dir,
-                                                 " already exists"));
-  }
-  if (rename(tmp.dir.c_str(), final_dir.c_str()) != 0) {
+  // RENAME_NOREPLACE: plain rename(2) would silently replace an empty dir.
+  if (renameat2(AT_FDCWD, tmp.dir.c_str(), AT_FDCWD, final_dir.c_str(),
+                RENAME_NOREPLACE) != 0) {
+    if (errno == EEXIST || errno == ENOTEMPTY) {
+      return absl::AlreadyExistsError(absl::StrCat("snapshot directory ", final_dir,
+                                                   " already exists"));
+    }
     return absl::ErrnoToStatus(errno, absl::StrCat("rename ", tmp.dir, " to ", final_dir));
   }
   std::string parent = final_dir.substr(0, final_dir.rfind('/'));

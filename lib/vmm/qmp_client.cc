@@ -30,6 +30,14 @@ absl::Status WriteAll(int fd, const std::string& data) {
   return absl::OkStatus();
 }
 
+// A string member of a VMM reply, "" when absent or of another type: a
+// hostile VMM must not be able to throw out of the daemon.
+std::string StringField(const json& obj, const char* key) {
+  if (!obj.is_object()) return "";
+  auto it = obj.find(key);
+  return it != obj.end() && it->is_string() ? it->get<std::string>() : "";
+}
+
 // Polls query-migrate until it leaves the active states.
 absl::Status WaitMigration(QmpClient& qmp, absl::Duration timeout,
                            const char* what) {
@@ -37,11 +45,15 @@ absl::Status WaitMigration(QmpClient& qmp, absl::Duration timeout,
   while (true) {
     auto info = qmp.Execute("query-migrate");
     if (!info.ok()) return info.status();
-    std::string status = info->value("status", "");
+    if (!info->is_object()) {
+      return absl::InternalError(absl::StrCat(what, ": query-migrate reply is not an object"));
+    }
+    std::string status = StringField(*info, "status");
     if (status == "completed") return absl::OkStatus();
     if (status == "failed" || status == "cancelled") {
       return absl::InternalError(absl::StrCat(
-          what, " failed: ", info->value("error-desc", status)));
+          what, " failed: ",
+          StringField(*info, "error-desc").empty() ? status : StringField(*info, "error-desc")));
     }
     if (absl::Now() > deadline) {
       return absl::DeadlineExceededError(absl::StrCat(
@@ -161,8 +173,9 @@ absl::StatusOr<json> QmpClient::Execute(const std::string& command,
     if (msg->contains("return")) return (*msg)["return"];
     if (msg->contains("error")) {
       const json& err = (*msg)["error"];
+      std::string desc = StringField(err, "desc");
       return absl::FailedPreconditionError(absl::StrCat(
-          "qmp ", command, ": ", err.value("desc", err.dump())));
+          "qmp ", command, ": ", desc.empty() ? err.dump().substr(0, 200) : desc));
     }
     return absl::InternalError(
         absl::StrCat("qmp ", command, ": unexpected reply ", msg->dump().substr(0, 200)));
