@@ -24,6 +24,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/status.h"
+#include "tests/testing/temp_dir.h"
 
 namespace smolvm {
 namespace {
@@ -252,9 +253,6 @@ class FakeDaemon final : public v1::VmService::Service,
 class SmolVMTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/smolvm-client-test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
     options_.socket_path = dir_ + "/smolvmd.sock";
     options_.timeout = absl::Seconds(30);
     grpc::ServerBuilder builder;
@@ -283,7 +281,9 @@ class SmolVMTest : public ::testing::Test {
     return vm;
   }
 
-  std::string dir_;
+  smolvm_testing::TempDir temp_{"smolvm-client-test"};
+
+  std::string dir_ = temp_.path();
   ClientOptions options_;
   FakeDaemon daemon_;
   std::unique_ptr<grpc::Server> server_;

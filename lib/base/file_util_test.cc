@@ -11,6 +11,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "lib/base/unique_fd.h"
 #include "tests/testing/status_matchers.h"
 
@@ -24,16 +25,6 @@ using ::testing::UnorderedElementsAre;
 
 class FileUtilTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/smolvm-file-util-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    if (!dir_.empty()) {
-      EXPECT_THAT(RemoveTree(dir_), IsOk());
-    }
-  }
 
   std::string Path(const std::string& name) const { return JoinPath(dir_, name); }
 
@@ -58,7 +49,9 @@ class FileUtilTest : public ::testing::Test {
               static_cast<ssize_t>(data.size()));
   }
 
-  std::string dir_;
+  smolvm_testing::TempDir temp_{"smolvm-file-util-test"};
+
+  std::string dir_ = temp_.path();
 };
 
 TEST_F(FileUtilTest, WriteFileAtomicRoundTripsAndLeavesNoTempFile) {

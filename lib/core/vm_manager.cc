@@ -252,18 +252,18 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
 absl::Status VmManager::DeleteVm(const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
-  {
+  absl::Status status = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     absl::MutexLock lock(&slot->mu);
     SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
     SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
     // Files go before the row: a crash in between leaves a row whose files
     // are gone, which a retried DeleteVm finishes; never orphaned files.
     SMOLVM_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
-    SMOLVM_RETURN_IF_ERROR(store_->DeleteVm(vm_id));
-  }
-  DropSlot(vm_id);
-  spdlog::info("vm {}: deleted", vm_id);
-  return absl::OkStatus();
+    return store_->DeleteVm(vm_id);
+  }();
+  if (status.ok() || absl::IsNotFound(status)) DropSlot(vm_id);
+  if (status.ok()) spdlog::info("vm {}: deleted", vm_id);
+  return status;
 }
 
 absl::StatusOr<VmRecord> VmManager::GetVm(const std::string& vm_id) {

@@ -9,6 +9,7 @@
 #include "absl/strings/escaping.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
 #include "tests/testing/status_matchers.h"
 
@@ -103,19 +104,11 @@ TEST(GenerateIdTest, ProducesValidDistinctIds) {
 class NormalizeVmConfigTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/smolvm-validation-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     kernel_ = JoinPath(dir_, "vmlinux");
     initrd_ = JoinPath(dir_, "initrd.img");
     rootfs_ = JoinPath(dir_, "rootfs.ext4");
     for (const auto& f : {kernel_, initrd_, rootfs_}) {
       ASSERT_THAT(WriteFileAtomic(f, "image"), IsOk());
-    }
-  }
-  void TearDown() override {
-    if (!dir_.empty()) {
-      EXPECT_THAT(RemoveTree(dir_), IsOk());
     }
   }
 
@@ -126,7 +119,9 @@ class NormalizeVmConfigTest : public ::testing::Test {
     return c;
   }
 
-  std::string dir_, kernel_, initrd_, rootfs_;
+  smolvm_testing::TempDir temp_{"smolvm-validation-test"};
+  std::string dir_ = temp_.path();
+  std::string kernel_, initrd_, rootfs_;
 };
 
 TEST_F(NormalizeVmConfigTest, ZeroMeansTheDefaults) {

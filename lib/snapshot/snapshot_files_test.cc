@@ -8,6 +8,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
@@ -22,20 +23,12 @@ using ::smolvm_testing::StatusIs;
 class SnapshotFilesTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/smolvm-snapshot-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    root_ = tmpl;
     tmp_ = PathsIn(JoinPath(root_, std::string(kTempPrefix) + "snap-0badc0de"));
     final_dir_ = JoinPath(root_, "snap-0badc0de");
     ASSERT_THAT(MakeDirs(tmp_.dir), IsOk());
     ASSERT_THAT(WriteFileAtomic(tmp_.vmstate, std::string(1000, 's')), IsOk());
     ASSERT_THAT(WriteFileAtomic(tmp_.mem, std::string(4096, 'm')), IsOk());
     ASSERT_THAT(WriteFileAtomic(tmp_.disk, std::string(3333, 'd')), IsOk());
-  }
-  void TearDown() override {
-    if (!root_.empty()) {
-      EXPECT_THAT(RemoveTree(root_), IsOk());
-    }
   }
 
   static Manifest SampleManifest() {
@@ -64,7 +57,9 @@ class SnapshotFilesTest : public ::testing::Test {
     ASSERT_THAT(WriteFileAtomic(tmp_.manifest, j.dump()), IsOk());
   }
 
-  std::string root_;
+  smolvm_testing::TempDir temp_{"smolvm-snapshot-test"};
+
+  std::string root_ = temp_.path();
   SnapshotPaths tmp_;
   std::string final_dir_;
 };

@@ -14,6 +14,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
 
 namespace smolvm::store {
@@ -414,16 +415,7 @@ TEST_F(StoreTest, ListSnapshotsPaginatesAndFiltersByVm) {
 class FileStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char dir[] = "/tmp/smolvm_store_test.XXXXXX";
-    ASSERT_NE(mkdtemp(dir), nullptr);
-    dir_ = dir;
     path_ = JoinPath(dir_, "state.db");
-  }
-
-  void TearDown() override {
-    if (!dir_.empty()) {
-      EXPECT_TRUE(RemoveTree(dir_).ok());
-    }
   }
 
   std::unique_ptr<Store> OpenStore() {
@@ -452,7 +444,9 @@ class FileStoreTest : public ::testing::Test {
     return result;
   }
 
-  std::string dir_;
+  smolvm_testing::TempDir temp_{"smolvm-store-test"};
+
+  std::string dir_ = temp_.path();
   std::string path_;
 };
 

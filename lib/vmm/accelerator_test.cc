@@ -12,6 +12,7 @@
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
 #include "lib/base/unique_fd.h"
 #include "tests/testing/status_matchers.h"
@@ -32,9 +33,6 @@ bool KvmUsable(const std::string& path) {
 class AcceleratorTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    char tmpl[] = "/tmp/smolvm-accel-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
     // A fake /sys/module with a normal kvm module, and one that also has
     // the nested paravirtual kvm_pvm flavour.
     plain_modules_ = JoinPath(dir_, "plain");
@@ -44,13 +42,10 @@ class AcceleratorTest : public ::testing::Test {
     ASSERT_THAT(MakeDirs(JoinPath(pvm_modules_, "kvm_pvm")), IsOk());
     missing_kvm_ = JoinPath(dir_, "no-such-kvm");
   }
-  void TearDown() override {
-    if (!dir_.empty()) {
-      EXPECT_THAT(RemoveTree(dir_), IsOk());
-    }
-  }
 
-  std::string dir_, plain_modules_, pvm_modules_, missing_kvm_;
+  smolvm_testing::TempDir temp_{"smolvm-accel-test"};
+  std::string dir_ = temp_.path();
+  std::string plain_modules_, pvm_modules_, missing_kvm_;
 };
 
 TEST_F(AcceleratorTest, ExplicitTcgNeedsNothing) {

@@ -19,6 +19,7 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
 #include "lib/base/subprocess.h"
 #include "lib/base/unique_fd.h"
@@ -427,17 +428,8 @@ TEST(QmpClientTest, MigrateToFileEnablesIgnoreSharedStartsAndPollsToCompletion) 
 
 class QmpTempDirTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char tmpl[] = "/tmp/smolvm-qmp-test-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    dir_ = tmpl;
-  }
-  void TearDown() override {
-    if (!dir_.empty()) {
-      EXPECT_THAT(RemoveTree(dir_), IsOk());
-    }
-  }
-  std::string dir_;
+  smolvm_testing::TempDir temp_{"smolvm-qmp-test"};
+  std::string dir_ = temp_.path();
 };
 
 TEST_F(QmpTempDirTest, MigrateToFileUriWritesToExactlyThatPath) {

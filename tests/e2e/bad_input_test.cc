@@ -43,7 +43,9 @@ class BadInputTest : public ::testing::Test {
     namespace fs = std::filesystem;
     for (const char* sub : {"/vms", "/snapshots"}) {
       std::string dir = daemon_->state_dir() + sub;
-      if (fs::exists(dir)) EXPECT_TRUE(fs::is_empty(dir)) << dir;
+      if (fs::exists(dir)) {
+        EXPECT_TRUE(fs::is_empty(dir)) << dir;
+      }
     }
   }
 

@@ -112,6 +112,14 @@ int TestDaemon::Stop() {
   return status;
 }
 
+void TestDaemon::Crash() {
+  if (pid_ <= 0) return;
+  kill(pid_, SIGKILL);
+  int status = 0;
+  waitpid(pid_, &status, 0);
+  pid_ = -1;
+}
+
 ClientOptions TestDaemon::client_options() const {
   ClientOptions opts;
   opts.socket_path = socket_path();

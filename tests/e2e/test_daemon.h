@@ -30,6 +30,8 @@ class TestDaemon {
   // SIGTERM, then waits for the exit (SIGKILL after 20 s). Returns the exit
   // status as waitpid reports it.
   int Stop();
+  // SIGKILL: a daemon crash, with no chance to clean up.
+  void Crash();
   bool running() const { return pid_ > 0; }
 
   ClientOptions client_options() const;
