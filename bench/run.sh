@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 kernel_dir="$PWD/build/guest-kernel"
 guest/fetch-kernel.sh "$kernel_dir"
-work=$(mktemp -d /tmp/smolvm-bench-XXXXXX)
+work=$(mktemp -d /tmp/svb-XXXXXX)
 export SMOLVMD_SOCKET="$work/s.sock"
 build/daemon/smolvmd --state-dir "$work/st" --run-dir "$work/r" \
   --guest-kernel-dir "$kernel_dir" >"$work/smolvmd.log" 2>&1 &

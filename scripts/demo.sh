@@ -15,7 +15,8 @@ scripts/build.sh
 kernel_dir="$PWD/build/guest-kernel"
 guest/fetch-kernel.sh "$kernel_dir"
 
-work=$(mktemp -d /tmp/smolvm-demo-XXXXXX)
+# Short: Unix socket paths of VMs live under it (108-byte limit).
+work=$(mktemp -d /tmp/svdemo-XXXXXX)
 export SMOLVMD_SOCKET="$work/smolvmd.sock"
 daemon_pid=""
 cleanup() {
