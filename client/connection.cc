@@ -2,6 +2,7 @@
 
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
+#include <grpcpp/support/channel_arguments.h>
 
 #include <cstdlib>
 #include <utility>
@@ -19,11 +20,26 @@ std::string ResolveSocketPath(absl::string_view explicit_path) {
   return kDefaultSocketPath;
 }
 
+namespace {
+
+grpc::ChannelArguments ChannelArgs() {
+  grpc::ChannelArguments args;
+  // Streamed Exec output and DownloadFile chunks are sized by the daemon and
+  // guest agent; do not let gRPC's 4 MiB default reject a large one.
+  args.SetMaxReceiveMessageSize(64 << 20);
+  // Exec stdin travels in one request (at most 16 MiB, plus the rest).
+  args.SetMaxSendMessageSize(64 << 20);
+  return args;
+}
+
+}  // namespace
+
 Connection::Connection(ClientOptions options)
     : socket_path_(ResolveSocketPath(options.socket_path)),
       timeout_(options.timeout),
-      channel_(grpc::CreateChannel(absl::StrCat("unix:", socket_path_),
-                                   grpc::InsecureChannelCredentials())),
+      channel_(grpc::CreateCustomChannel(absl::StrCat("unix:", socket_path_),
+                                         grpc::InsecureChannelCredentials(),
+                                         ChannelArgs())),
       vm_stub_(v1::VmService::NewStub(channel_)),
       snapshot_stub_(v1::SnapshotService::NewStub(channel_)) {}
 
@@ -31,10 +47,11 @@ Connection::Connection(Connection&&) noexcept = default;
 Connection& Connection::operator=(Connection&&) noexcept = default;
 Connection::~Connection() = default;
 
-void Connection::PrepareContext(grpc::ClientContext* context) const {
+void Connection::SetDeadline(grpc::ClientContext* context,
+                             absl::Duration timeout) {
   // An infinite (or non-positive) timeout means "no deadline": gRPC's default.
-  if (timeout_ > absl::ZeroDuration() && timeout_ != absl::InfiniteDuration()) {
-    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout_));
+  if (timeout > absl::ZeroDuration() && timeout != absl::InfiniteDuration()) {
+    context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
   }
 }
 

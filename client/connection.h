@@ -7,7 +7,10 @@
 // RPC with the configured deadline and returns an `absl::StatusOr`.
 //
 // `SmolVM` and `SmolVMManager` (client/smolvm.h) are built on this; smolvmctl
-// uses it directly for the RPCs that have no SDK-style method.
+// uses it directly for the RPCs that have no SDK-style method. Streaming RPCs
+// (Exec, UploadFile, DownloadFile) are made on `vm_stub()` with a context
+// prepared by `SetDeadline()`, and their final status goes through
+// `Convert()`.
 //
 // Socket path resolution (see `ResolveSocketPath()`): the explicit option, else
 // the environment variable SMOLVMD_SOCKET, else /run/smolvmd/smolvmd.sock.
@@ -98,6 +101,18 @@ class Connection {
     return response;
   }
 
+  // vm_stub is the VmService stub, for the streaming RPCs `Call()` does not
+  // make. Thread-safe like the stub itself.
+  v1::VmService::Stub& vm_stub() const { return *vm_stub_; }
+
+  // SetDeadline sets a deadline `timeout` from now on `context`; an infinite
+  // or non-positive `timeout` sets none.
+  static void SetDeadline(grpc::ClientContext* context, absl::Duration timeout);
+
+  // Convert maps a failed call's status to absl::Status (client/status.h) and
+  // adds the "is smolvmd running?" hint when the daemon could not be reached.
+  absl::Status Convert(const grpc::Status& status) const;
+
   // socket_path is the resolved path of the daemon socket.
   const std::string& socket_path() const { return socket_path_; }
   // timeout is the per-RPC deadline (see ClientOptions::timeout).
@@ -118,11 +133,10 @@ class Connection {
     }
   }
 
-  // PrepareContext sets the deadline on a new call's context.
-  void PrepareContext(grpc::ClientContext* context) const;
-  // Convert maps a failed call's status to absl::Status and adds the
-  // "is smolvmd running?" hint when the daemon could not be reached.
-  absl::Status Convert(const grpc::Status& status) const;
+  // PrepareContext sets the configured deadline on a new call's context.
+  void PrepareContext(grpc::ClientContext* context) const {
+    SetDeadline(context, timeout_);
+  }
 
   std::string socket_path_;
   absl::Duration timeout_;

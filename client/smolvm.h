@@ -16,12 +16,20 @@
 //   absl::StatusOr<smolvm::SmolVM> clone =
 //       smolvm::SmolVM::from_snapshot("ckpt");  // RestoreSnapshot
 //
+//   absl::StatusOr<smolvm::CommandResult> r =
+//       vm.run("python3 -c 'print(6 * 7)'");    // Exec, shell form
+//   if (r.ok() && r->ok()) std::cout << r->output();   // "42"
+//   vm.upload_file("model.bin", "/root/model.bin");    // UploadFile
+//   vm.download_file("/root/out.csv", "out.csv");      // DownloadFile
+//
 // The classes are thin: each method is one RPC to smolvmd (client/connection.h)
 // plus conversion of the result; all validation and state rules live in the
 // daemon, whose errors come back unchanged as absl::Status (same code, same
 // message; see proto/smolvm/v1/*.proto and client/status.h). Calls block until
 // the daemon answers or the per-call deadline (ClientOptions::timeout, default
-// 10 minutes) passes; boots return once the guest is ready.
+// 10 minutes) passes; boots return once the guest is ready. Exceptions: `run()`
+// / `exec()` (see RunOptions::timeout for their deadline) and the file
+// transfers, which stream (one RPC each, the deadline covers the transfer).
 //
 // Messages are the generated smolvm.v1 types (`smolvm::v1::VMConfig`,
 // `smolvm::v1::Vm`, `smolvm::v1::SnapshotInfo`, ...).
@@ -29,16 +37,96 @@
 #ifndef SMOLVM_CLIENT_SMOLVM_H_
 #define SMOLVM_CLIENT_SMOLVM_H_
 
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "absl/time/time.h"
 #include "client/connection.h"
 #include "smolvm/v1/types.pb.h"
+#include "smolvm/v1/vm_service.pb.h"
 
 namespace smolvm {
+
+// RunOptions are the optional parts of a command run in the guest by
+// `SmolVM::run()` / `SmolVM::exec()` (ExecRequest).
+struct RunOptions {
+  // Added to the VM's environment (VMConfig.env); these win on conflicts.
+  std::map<std::string, std::string> env;
+  // Working directory in the guest; "" = /root.
+  std::string cwd;
+  // The command's whole stdin (at most 16 MiB); nullopt = /dev/null. An
+  // empty string is an empty stdin (EOF at once), not /dev/null.
+  std::optional<std::string> stdin_data;
+  // Limit on the command's run time, enforced in the guest: at expiry its
+  // whole process group is killed and the result has `timed_out`. Rounded up
+  // to whole milliseconds, at most 2^32-1 ms. Zero (or infinite) = no limit.
+  //
+  // It also sets the RPC deadline, which (unlike other calls) is NOT simply
+  // ClientOptions::timeout, so that a long command is never cut off by the
+  // client: with a limit, the deadline is
+  // max(ClientOptions::timeout, timeout + 60 s) (none if
+  // ClientOptions::timeout is infinite); without a limit there is no
+  // deadline, the call lasts as long as the command.
+  absl::Duration timeout = absl::ZeroDuration();
+};
+
+// ExecExit is how a command ended (ExecResult).
+struct ExecExit {
+  // The command's exit status; meaningful when `signal == 0` and
+  // `!timed_out`.
+  int exit_code = 0;
+  // The signal that ended the command, or 0.
+  int signal = 0;
+  // The command ran past RunOptions::timeout and was killed.
+  bool timed_out = false;
+
+  // ok is true when the command exited by itself with status 0.
+  bool ok() const { return exit_code == 0 && signal == 0 && !timed_out; }
+};
+
+// CommandResult is the outcome of `SmolVM::run()`: how the command ended and
+// everything it wrote. As in the Python SDK, a command that fails (non-zero
+// `exit_code`, a signal, a timeout) is a result, not an error: `run()` returns
+// an OK StatusOr holding it, and the caller checks `ok()` / `exit_code`. A
+// non-OK status means the command could not be run or its result could not be
+// delivered (no such VM, VM not RUNNING, daemon unreachable, ...).
+struct CommandResult {
+  // The command's exit status (0 = success); meaningful when `signal == 0`
+  // and `!timed_out`.
+  int exit_code = 0;
+  // The signal that ended the command, or 0.
+  int signal = 0;
+  // The command ran past RunOptions::timeout and was killed.
+  bool timed_out = false;
+  // Everything the command wrote to stdout / stderr (bytes, not necessarily
+  // UTF-8). Named *_text because `stdout` / `stderr` are C macros.
+  std::string stdout_text;
+  std::string stderr_text;
+
+  // ok is true when the command exited by itself with status 0 (the Python
+  // SDK's `result.ok`).
+  bool ok() const { return exit_code == 0 && signal == 0 && !timed_out; }
+  // output is stdout without leading and trailing whitespace (the Python
+  // SDK's `result.output`).
+  std::string output() const;
+};
+
+// ExecStream names the output stream of a chunk passed to an exec() callback.
+enum class ExecStream { kStdout, kStderr };
+
+// ExecOutputCallback receives a command's output as it arrives: one call per
+// chunk, in the order the guest produced them (chunk boundaries are
+// arbitrary). `data` is only valid during the call.
+using ExecOutputCallback =
+    std::function<void(ExecStream stream, absl::string_view data)>;
 
 // SmolVM is a handle on one microVM managed by smolvmd.
 //
@@ -119,6 +207,73 @@ class SmolVM {
                                               const std::string& vm_id = "",
                                               ClientOptions options = {});
 
+  // --- Commands (Exec; the VM must be RUNNING) ------------------------------
+
+  // run runs `command` with /bin/sh -c in the guest (the Python SDK's
+  // `vm.run("python3 -c ...")`), waits for it to end and returns its exit
+  // status and output, buffered in memory (use `exec()` for large or
+  // unbounded output). A failing command is a result, not an error (see
+  // CommandResult); the deadline is described at RunOptions::timeout.
+  absl::StatusOr<CommandResult> run(const std::string& command,
+                                    const RunOptions& options = {});
+  // run with an argv runs argv[0] (looked up in the guest's PATH) with those
+  // arguments, without a shell.
+  absl::StatusOr<CommandResult> run(const std::vector<std::string>& argv,
+                                    const RunOptions& options = {});
+  // Makes `vm.run({"ls", "-l"})` the argv form (without it, the braced list
+  // would be ambiguous with the std::string overload).
+  absl::StatusOr<CommandResult> run(std::initializer_list<std::string> argv,
+                                    const RunOptions& options = {});
+
+  // exec is the streaming form of `run()` (argv form; use
+  // {"/bin/sh", "-c", command} for a shell): `on_output` is called with each
+  // chunk of stdout / stderr as the daemon delivers it, on the calling
+  // thread, and exec returns how the command ended. An empty `on_output`
+  // discards the output. `run()` is exec() with a callback that buffers.
+  absl::StatusOr<ExecExit> exec(const std::vector<std::string>& argv,
+                                const RunOptions& options,
+                                const ExecOutputCallback& on_output);
+
+  // --- Files (UploadFile / DownloadFile; the VM must be RUNNING) ------------
+  //
+  // Each is one streaming RPC whose deadline (ClientOptions::timeout) covers
+  // the whole transfer. Data moves in 1 MiB chunks and is never held in
+  // memory as a whole.
+
+  // upload_file copies the local regular file `local_path` to the absolute
+  // `guest_path`, replacing it; the guest sees it atomically (temp file,
+  // fsync, rename). `mode` is its permission bits; 0 = 0644 (the local
+  // file's mode is not copied). Missing parent directories are created.
+  absl::Status upload_file(const std::string& local_path,
+                           const std::string& guest_path, uint32_t mode = 0);
+
+  // download_file copies the guest file `guest_path` to `local_path`. The
+  // data goes to a temporary file next to `local_path` that is renamed over
+  // it only when the whole file arrived (size checked), so `local_path` is
+  // either untouched or complete. It gets the guest file's permission bits
+  // (0644 if the daemon reports none).
+  absl::Status download_file(const std::string& guest_path,
+                             const std::string& local_path);
+
+  // upload_dir copies the contents of the local directory `local_dir` into
+  // the guest directory `guest_dir` (created with its parents if missing;
+  // files already there are kept unless overwritten). Runs the host's `tar
+  // -c` (found in PATH) and streams its output as UploadFile's tar mode, where
+  // the guest extracts it. Symlinks are copied as symlinks; owners and modes
+  // as tar keeps them. If tar fails the upload is cancelled before the guest
+  // extracts anything. Not atomic in the guest: a failed extraction can
+  // leave some files.
+  absl::Status upload_dir(const std::string& local_dir,
+                          const std::string& guest_dir);
+
+  // download_dir copies the contents of the guest directory `guest_dir` into
+  // `local_dir` (created with its parents if missing; existing files are
+  // kept unless overwritten), streaming DownloadFile's tar mode into the
+  // host's `tar -x`. Not atomic: on failure some files may have been
+  // written. When run as root, tar keeps the guest's owners.
+  absl::Status download_dir(const std::string& guest_dir,
+                            const std::string& local_dir);
+
   // attach returns a handle on the existing VM `vm_id` (GetVm).
   static absl::StatusOr<SmolVM> attach(const std::string& vm_id,
                                        ClientOptions options = {});
@@ -140,6 +295,15 @@ class SmolVM {
   struct ExistingVmTag {};
   // Makes a handle on a VM the daemon returned over `connection`.
   SmolVM(ExistingVmTag, v1::Vm vm, Connection connection);
+
+  // The one Exec implementation: sends `request` (argv or command already
+  // set) completed with the VM id and `options`, reports output to
+  // `on_output` and returns the exit (client/smolvm_exec.cc).
+  absl::StatusOr<ExecExit> StreamExec(v1::ExecRequest request,
+                                      const RunOptions& options,
+                                      const ExecOutputCallback& on_output);
+  absl::StatusOr<CommandResult> RunRequest(v1::ExecRequest request,
+                                           const RunOptions& options);
 
   Connection connection_;
   v1::VMConfig config_;

@@ -2,22 +2,32 @@
 // smolvmd (both services, in memory) on a temporary Unix socket. The fake
 // follows the state rules documented in proto/smolvm/v1/*.proto just far
 // enough to check that each SDK method sends the right RPC and handles the
-// answer; the real daemon is covered by the e2e tests in tests/.
+// answer; the real daemon is covered by the e2e tests in tests/. The
+// SmolvmctlTest cases run the smolvmctl binary against the same fake.
 
 #include "client/smolvm.h"
 
+#include <fcntl.h>
 #include <grpcpp/server.h>
 #include <grpcpp/server_builder.h>
 #include <gtest/gtest.h>
+#include <spawn.h>
 #include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -25,6 +35,8 @@
 #include "absl/time/clock.h"
 #include "client/status.h"
 #include "tests/testing/temp_dir.h"
+
+extern char** environ;
 
 namespace smolvm {
 namespace {
@@ -196,7 +208,162 @@ class FakeDaemon final : public v1::VmService::Service,
     return grpc::Status::OK;
   }
 
+  // Exec plays the script set by SetExecScript (pausing exec_delay before
+  // each message); without one it echoes stdin to stdout and exits 0.
+  grpc::Status Exec(grpc::ServerContext*, const v1::ExecRequest* req,
+                    grpc::ServerWriter<v1::ExecResponse>* writer) override {
+    std::vector<v1::ExecResponse> script;
+    absl::Duration delay;
+    {
+      absl::MutexLock lock(&mu_);
+      last_exec_ = *req;
+      ++exec_calls_;
+      if (grpc::Status s = CheckRunning(req->vm_id()); !s.ok()) return s;
+      script = exec_script_;
+      delay = exec_delay_;
+    }
+    if (script.empty()) {
+      if (!req->stdin().empty()) script.push_back(Out(req->stdin()));
+      script.push_back(Exit(0));
+    }
+    for (const v1::ExecResponse& message : script) {
+      absl::SleepFor(delay);
+      if (!writer->Write(message)) break;
+    }
+    return grpc::Status::OK;
+  }
+
+  // UploadFile records the order of the messages and stores the data as the
+  // content of header.path (a tar stream for tar uploads).
+  grpc::Status UploadFile(grpc::ServerContext* ctx,
+                          grpc::ServerReader<v1::UploadFileRequest>* reader,
+                          v1::UploadFileResponse* resp) override {
+    Upload upload;
+    v1::UploadFileRequest message;
+    while (reader->Read(&message)) {
+      if (message.has_header()) {
+        upload.parts.push_back("header");
+        if (upload.parts.size() != 1) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "upload: a second header");
+        }
+        upload.header = message.header();
+      } else {
+        upload.parts.push_back(absl::StrCat("data:", message.data().size()));
+        if (upload.parts.size() == 1) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "upload: the first message must be the header");
+        }
+        upload.data += message.data();
+      }
+    }
+    absl::MutexLock lock(&mu_);
+    if (ctx->IsCancelled()) {
+      ++cancelled_uploads_;
+      return grpc::Status(grpc::StatusCode::CANCELLED, "upload cancelled");
+    }
+    if (grpc::Status s = CheckRunning(upload.header.vm_id()); !s.ok()) return s;
+    files_[upload.header.path()] = {
+        upload.data, upload.header.mode() ? upload.header.mode() : 0644u};
+    resp->set_bytes_written(upload.data.size());
+    last_upload_ = std::move(upload);
+    return grpc::Status::OK;
+  }
+
+  // DownloadFile sends a stored file in 64 KiB chunks, then the eof message.
+  // "/lying" claims one byte more than it sends.
+  grpc::Status DownloadFile(
+      grpc::ServerContext*, const v1::DownloadFileRequest* req,
+      grpc::ServerWriter<v1::DownloadFileResponse>* writer) override {
+    StoredFile file;
+    {
+      absl::MutexLock lock(&mu_);
+      last_download_ = *req;
+      if (grpc::Status s = CheckRunning(req->vm_id()); !s.ok()) return s;
+      auto it = files_.find(req->path());
+      if (it == files_.end()) return NotFound("file", req->path());
+      file = it->second;
+    }
+    v1::DownloadFileResponse message;
+    for (size_t at = 0; at < file.data.size(); at += 64 << 10) {
+      message.set_data(file.data.substr(at, 64 << 10));
+      if (!writer->Write(message)) return grpc::Status::CANCELLED;
+    }
+    message.Clear();
+    message.set_eof(true);
+    message.set_mode(file.mode);
+    message.set_total_bytes(file.data.size() + (req->path() == "/lying"));
+    writer->Write(message);
+    return grpc::Status::OK;
+  }
+
+  static v1::ExecResponse Out(const std::string& data) {
+    v1::ExecResponse message;
+    message.set_stdout(data);
+    return message;
+  }
+  static v1::ExecResponse Err(const std::string& data) {
+    v1::ExecResponse message;
+    message.set_stderr(data);
+    return message;
+  }
+  static v1::ExecResponse Exit(int code, int signal = 0,
+                               bool timed_out = false) {
+    v1::ExecResponse message;
+    message.mutable_exit()->set_exit_code(code);
+    message.mutable_exit()->set_signal(signal);
+    message.mutable_exit()->set_timed_out(timed_out);
+    return message;
+  }
+
+  struct Upload {
+    v1::UploadFileHeader header;
+    std::vector<std::string> parts;  // "header", "data:<size>", in order.
+    std::string data;
+  };
+  struct StoredFile {
+    std::string data;
+    uint32_t mode = 0;
+  };
+
   // Test access.
+  void SetExecScript(std::vector<v1::ExecResponse> script,
+                     absl::Duration delay = absl::ZeroDuration()) {
+    absl::MutexLock lock(&mu_);
+    exec_script_ = std::move(script);
+    exec_delay_ = delay;
+  }
+  v1::ExecRequest last_exec() {
+    absl::MutexLock lock(&mu_);
+    return last_exec_;
+  }
+  int exec_calls() {
+    absl::MutexLock lock(&mu_);
+    return exec_calls_;
+  }
+  Upload last_upload() {
+    absl::MutexLock lock(&mu_);
+    return last_upload_;
+  }
+  int cancelled_uploads() {
+    absl::MutexLock lock(&mu_);
+    return cancelled_uploads_;
+  }
+  void PutFile(const std::string& path, std::string data, uint32_t mode) {
+    absl::MutexLock lock(&mu_);
+    files_[path] = {std::move(data), mode};
+  }
+  std::optional<StoredFile> GetFile(const std::string& path) {
+    absl::MutexLock lock(&mu_);
+    auto it = files_.find(path);
+    if (it == files_.end()) return std::nullopt;
+    return it->second;
+  }
+  v1::DownloadFileRequest last_download() {
+    absl::MutexLock lock(&mu_);
+    return last_download_;
+  }
+
   void PutVm(const v1::Vm& vm) {
     absl::MutexLock lock(&mu_);
     vms_[vm.vm_id()] = vm;
@@ -224,6 +391,16 @@ class FakeDaemon final : public v1::VmService::Service,
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("get ", kind, " ", id, ": not found"));
   }
+  grpc::Status CheckRunning(const std::string& id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    auto it = vms_.find(id);
+    if (it == vms_.end()) return NotFound("vm", id);
+    if (it->second.status() != v1::RUNNING) {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          absl::StrCat("vm ", id, " is not RUNNING"));
+    }
+    return grpc::Status::OK;
+  }
   grpc::Status Transition(const std::string& id,
                           std::initializer_list<v1::VmStatus> from,
                           v1::VmStatus to, v1::Vm* resp) {
@@ -247,6 +424,14 @@ class FakeDaemon final : public v1::VmService::Service,
   v1::CreateVmRequest last_create_ ABSL_GUARDED_BY(mu_);
   int generated_ ABSL_GUARDED_BY(mu_) = 0;
   int delete_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  std::vector<v1::ExecResponse> exec_script_ ABSL_GUARDED_BY(mu_);
+  absl::Duration exec_delay_ ABSL_GUARDED_BY(mu_);
+  v1::ExecRequest last_exec_ ABSL_GUARDED_BY(mu_);
+  int exec_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  Upload last_upload_ ABSL_GUARDED_BY(mu_);
+  int cancelled_uploads_ ABSL_GUARDED_BY(mu_) = 0;
+  std::map<std::string, StoredFile> files_ ABSL_GUARDED_BY(mu_);
+  v1::DownloadFileRequest last_download_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> start_calls_{0};
 };
 
@@ -458,6 +643,487 @@ TEST_F(SmolVMTest, DeadlineApplies) {
   options.timeout = absl::Milliseconds(50);
   absl::StatusOr<v1::Vm> vm = SmolVMManager(options).get_vm("slow");
   EXPECT_EQ(vm.status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+// --- run / exec --------------------------------------------------------------
+
+using Event = std::pair<ExecStream, std::string>;
+
+std::string ReadFileOrDie(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  EXPECT_TRUE(in.good()) << path;
+  return std::string(std::istreambuf_iterator<char>(in), {});
+}
+
+void WriteFileOrDie(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << data;
+  ASSERT_TRUE(out.good()) << path;
+}
+
+std::vector<std::string> DirEntries(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    names.push_back(entry.path().filename().string());
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+// Patterned, so that reordered or dropped chunks are noticed.
+std::string Pattern(size_t size) {
+  std::string data(size, '\0');
+  for (size_t i = 0; i < size; ++i) {
+    data[i] = static_cast<char>((i * 7 + i / 4096) & 0xff);
+  }
+  return data;
+}
+
+class SmolVMExecTest : public SmolVMTest {
+ protected:
+  void SetUp() override {
+    SmolVMTest::SetUp();
+    MakeVm("box", v1::RUNNING);
+    absl::StatusOr<SmolVM> vm = SmolVM::attach("box", options_);
+    ASSERT_TRUE(vm.ok()) << vm.status();
+    vm_ = std::make_unique<SmolVM>(*std::move(vm));
+  }
+
+  std::unique_ptr<SmolVM> vm_;
+};
+
+TEST_F(SmolVMExecTest, RunSeparatesStreamsAndANonZeroExitIsAResult) {
+  daemon_.SetExecScript({FakeDaemon::Out("hello\n"), FakeDaemon::Err("oops\n"),
+                         FakeDaemon::Out("world\n"), FakeDaemon::Exit(3)});
+  absl::StatusOr<CommandResult> result = vm_->run("python3 -c 'exit(3)'");
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->exit_code, 3);
+  EXPECT_EQ(result->signal, 0);
+  EXPECT_FALSE(result->timed_out);
+  EXPECT_FALSE(result->ok());
+  EXPECT_EQ(result->stdout_text, "hello\nworld\n");
+  EXPECT_EQ(result->stderr_text, "oops\n");
+  EXPECT_EQ(result->output(), "hello\nworld");
+
+  const v1::ExecRequest sent = daemon_.last_exec();
+  EXPECT_EQ(sent.vm_id(), "box");
+  EXPECT_EQ(sent.command(), "python3 -c 'exit(3)'");  // Shell form.
+  EXPECT_TRUE(sent.argv().empty());
+  EXPECT_FALSE(sent.has_stdin());
+  EXPECT_EQ(sent.timeout_ms(), 0u);
+}
+
+TEST_F(SmolVMExecTest, RunArgvFormSendsOptions) {
+  daemon_.SetExecScript({FakeDaemon::Out("  42\n"), FakeDaemon::Exit(0)});
+  RunOptions options;
+  options.env = {{"A", "1"}, {"B", "x=y"}};
+  options.cwd = "/srv";
+  options.stdin_data = "";  // Empty stdin, not /dev/null.
+  options.timeout = absl::Microseconds(1500);
+  absl::StatusOr<CommandResult> result =
+      vm_->run({"python3", "-c", "print(42)"}, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->ok());
+  EXPECT_EQ(result->output(), "42");
+
+  const v1::ExecRequest sent = daemon_.last_exec();
+  EXPECT_EQ(std::vector<std::string>(sent.argv().begin(), sent.argv().end()),
+            (std::vector<std::string>{"python3", "-c", "print(42)"}));
+  EXPECT_EQ(sent.command(), "");
+  EXPECT_EQ(sent.env().size(), 2u);
+  EXPECT_EQ(sent.env().at("B"), "x=y");
+  EXPECT_EQ(sent.cwd(), "/srv");
+  EXPECT_TRUE(sent.has_stdin());
+  EXPECT_EQ(sent.stdin(), "");
+  EXPECT_EQ(sent.timeout_ms(), 2u);  // Rounded up.
+
+  // A one-element braced list is argv too, spaces and all.
+  ASSERT_TRUE(vm_->run({"echo hi"}).ok());
+  EXPECT_EQ(daemon_.last_exec().argv_size(), 1);
+  EXPECT_EQ(daemon_.last_exec().command(), "");
+}
+
+TEST_F(SmolVMExecTest, StdinIsSent) {
+  RunOptions options;
+  options.stdin_data = std::string("bin\0ary", 7);
+  absl::StatusOr<CommandResult> result = vm_->run({"cat"}, options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->stdout_text, std::string("bin\0ary", 7));  // Echoed.
+}
+
+TEST_F(SmolVMExecTest, ExecCallsBackInOrder) {
+  daemon_.SetExecScript(
+      {FakeDaemon::Out("a"), FakeDaemon::Err("b"), FakeDaemon::Out("c"),
+       FakeDaemon::Err("d"), FakeDaemon::Exit(0, /*signal=*/9)},
+      absl::Milliseconds(5));
+  std::vector<Event> events;
+  absl::StatusOr<ExecExit> exit = vm_->exec(
+      {"sh", "-c", "..."}, {}, [&](ExecStream stream, absl::string_view data) {
+        events.emplace_back(stream, std::string(data));
+      });
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->signal, 9);
+  EXPECT_FALSE(exit->ok());
+  EXPECT_EQ(events, (std::vector<Event>{{ExecStream::kStdout, "a"},
+                                        {ExecStream::kStderr, "b"},
+                                        {ExecStream::kStdout, "c"},
+                                        {ExecStream::kStderr, "d"}}));
+  // No callback: the output is dropped, the exit still comes back.
+  ASSERT_TRUE(vm_->exec({"true"}, {}, nullptr).ok());
+}
+
+TEST_F(SmolVMExecTest, TimeoutIsAResult) {
+  daemon_.SetExecScript(
+      {FakeDaemon::Out("partial"), FakeDaemon::Exit(0, 9, /*timed_out=*/true)});
+  RunOptions options;
+  options.timeout = absl::Seconds(2);
+  absl::StatusOr<CommandResult> result = vm_->run("sleep 100", options);
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_TRUE(result->timed_out);
+  EXPECT_FALSE(result->ok());
+  EXPECT_EQ(result->stdout_text, "partial");
+  EXPECT_EQ(daemon_.last_exec().timeout_ms(), 2000u);
+}
+
+TEST_F(SmolVMExecTest, Errors) {
+  // A stream without the exit is not a result.
+  daemon_.SetExecScript({FakeDaemon::Out("x")});
+  EXPECT_EQ(vm_->run("true").status().code(), absl::StatusCode::kInternal);
+  // Two exits neither.
+  daemon_.SetExecScript({FakeDaemon::Exit(0), FakeDaemon::Exit(1)});
+  EXPECT_EQ(vm_->run("true").status().code(), absl::StatusCode::kInternal);
+
+  // Daemon errors come back unchanged.
+  MakeVm("off", v1::STOPPED);
+  absl::StatusOr<SmolVM> off = SmolVM::attach("off", options_);
+  ASSERT_TRUE(off.ok());
+  absl::StatusOr<CommandResult> refused = off->run("true");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(refused.status().message(), "vm off is not RUNNING");
+
+  // Refused before any RPC.
+  const int calls = daemon_.exec_calls();
+  EXPECT_EQ(vm_->run(std::vector<std::string>{}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  RunOptions negative;
+  negative.timeout = -absl::Seconds(1);
+  EXPECT_EQ(vm_->run("true", negative).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  RunOptions huge;
+  huge.timeout = absl::Hours(24 * 60);
+  EXPECT_EQ(vm_->run("true", huge).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  SmolVM unstarted({}, options_);
+  EXPECT_EQ(unstarted.run("true").status().code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(daemon_.exec_calls(), calls);
+}
+
+TEST_F(SmolVMExecTest, ClientTimeoutDoesNotCutACommandShort) {
+  ClientOptions options = options_;
+  options.timeout = absl::Milliseconds(100);
+  absl::StatusOr<SmolVM> vm = SmolVM::attach("box", options);
+  ASSERT_TRUE(vm.ok());
+  daemon_.SetExecScript({FakeDaemon::Out("slow"), FakeDaemon::Exit(0)},
+                        absl::Milliseconds(200));
+  // No command limit: no deadline at all.
+  absl::StatusOr<CommandResult> result = vm->run("sleep 0.4");
+  ASSERT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(result->stdout_text, "slow");
+  // A command limit: deadline max(100 ms, limit + 60 s).
+  RunOptions limited;
+  limited.timeout = absl::Milliseconds(10);
+  EXPECT_TRUE(vm->run("sleep 0.4", limited).ok());
+  // Other calls keep the client's deadline.
+  daemon_.SetExecScript({});
+  EXPECT_EQ(SmolVMManager(options).get_vm("slow").status().code(),
+            absl::StatusCode::kDeadlineExceeded);
+}
+
+// --- files -------------------------------------------------------------------
+
+TEST_F(SmolVMExecTest, UploadSendsHeaderThenChunksInOrder) {
+  const std::string local = temp_.Join("data.bin");
+  const std::string content = Pattern((5 << 20) / 2);  // 2.5 MiB.
+  WriteFileOrDie(local, content);
+  ASSERT_TRUE(vm_->upload_file(local, "/root/data.bin", 0755).ok());
+
+  const FakeDaemon::Upload upload = daemon_.last_upload();
+  EXPECT_EQ(upload.parts,
+            (std::vector<std::string>{"header", "data:1048576", "data:1048576",
+                                      "data:524288"}));
+  EXPECT_EQ(upload.header.vm_id(), "box");
+  EXPECT_EQ(upload.header.path(), "/root/data.bin");
+  EXPECT_EQ(upload.header.mode(), 0755u);
+  EXPECT_FALSE(upload.header.tar());
+  EXPECT_TRUE(upload.header.make_parents());
+  EXPECT_TRUE(upload.data == content);
+
+  // An empty file is the header alone.
+  WriteFileOrDie(local, "");
+  ASSERT_TRUE(vm_->upload_file(local, "/root/empty").ok());
+  EXPECT_EQ(daemon_.last_upload().parts, std::vector<std::string>{"header"});
+  EXPECT_EQ(daemon_.GetFile("/root/empty")->mode, 0644u);
+}
+
+TEST_F(SmolVMExecTest, UploadErrors) {
+  EXPECT_EQ(vm_->upload_file(temp_.Join("missing"), "/root/x").code(),
+            absl::StatusCode::kNotFound);
+  absl::Status dir = vm_->upload_file(temp_.path(), "/root/x");
+  EXPECT_EQ(dir.code(), absl::StatusCode::kInvalidArgument) << dir;
+  EXPECT_NE(dir.message().find("upload_dir"), absl::string_view::npos) << dir;
+  const std::string local = temp_.Join("f");
+  WriteFileOrDie(local, "x");
+  MakeVm("off", v1::STOPPED);
+  absl::StatusOr<SmolVM> off = SmolVM::attach("off", options_);
+  ASSERT_TRUE(off.ok());
+  EXPECT_EQ(off->upload_file(local, "/root/x").code(),
+            absl::StatusCode::kFailedPrecondition);
+}
+
+TEST_F(SmolVMExecTest, DownloadWritesATempFileThenRenames) {
+  const std::string content = Pattern(300 << 10);
+  daemon_.PutFile("/root/out.bin", content, 0750);
+  const std::string local = temp_.Join("out.bin");
+  WriteFileOrDie(local, "old");
+  ASSERT_TRUE(vm_->download_file("/root/out.bin", local).ok());
+  EXPECT_TRUE(ReadFileOrDie(local) == content);
+  struct stat st;
+  ASSERT_EQ(stat(local.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0750u);
+  EXPECT_FALSE(daemon_.last_download().tar());
+  std::vector<std::string> names = DirEntries(temp_.path());
+  EXPECT_EQ(std::count(names.begin(), names.end(), "out.bin"), 1);
+  for (const std::string& name : names) {
+    EXPECT_EQ(name.find(".smolvm-download"), std::string::npos) << name;
+  }
+
+  // Failures, also after some data arrived, leave the target as it was and
+  // no temporary file behind.
+  const std::vector<std::string> before = DirEntries(temp_.path());
+  WriteFileOrDie(local, "old");
+  EXPECT_EQ(vm_->download_file("/root/missing", local).code(),
+            absl::StatusCode::kNotFound);
+  daemon_.PutFile("/lying", content, 0644);
+  absl::Status lying = vm_->download_file("/lying", local);
+  EXPECT_EQ(lying.code(), absl::StatusCode::kDataLoss) << lying;
+  EXPECT_EQ(ReadFileOrDie(local), "old");
+  EXPECT_EQ(DirEntries(temp_.path()), before);
+
+  // A relative target in the working directory also works.
+  daemon_.PutFile("/root/small", "small", 0);
+  const std::filesystem::path cwd = std::filesystem::current_path();
+  std::filesystem::current_path(temp_.path());
+  absl::Status relative = vm_->download_file("/root/small", "small.txt");
+  std::filesystem::current_path(cwd);
+  ASSERT_TRUE(relative.ok()) << relative;
+  EXPECT_EQ(ReadFileOrDie(temp_.Join("small.txt")), "small");
+  ASSERT_EQ(stat(temp_.Join("small.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0644u);  // No mode reported: 0644.
+}
+
+TEST_F(SmolVMExecTest, DirectoriesTravelAsTar) {
+  const std::string src = temp_.Join("src");
+  std::filesystem::create_directories(src + "/sub/deeper");
+  WriteFileOrDie(src + "/top.txt", "top");
+  WriteFileOrDie(src + "/sub/deeper/big.bin", Pattern(3 << 20));
+  chmod((src + "/top.txt").c_str(), 0700);
+  std::filesystem::create_symlink("top.txt", src + "/link");
+
+  ASSERT_TRUE(vm_->upload_dir(src, "/srv/app").ok());
+  const FakeDaemon::Upload upload = daemon_.last_upload();
+  EXPECT_TRUE(upload.header.tar());
+  EXPECT_TRUE(upload.header.make_parents());
+  EXPECT_EQ(upload.header.path(), "/srv/app");
+  ASSERT_GE(upload.parts.size(), 4u);  // Header + 3 MiB and more of tar.
+  EXPECT_EQ(upload.parts[1], "data:1048576");
+
+  // The fake hands the same tar stream back.
+  const std::string dst = temp_.Join("dst/nested");
+  ASSERT_TRUE(vm_->download_dir("/srv/app", dst).ok());
+  EXPECT_TRUE(daemon_.last_download().tar());
+  EXPECT_EQ(ReadFileOrDie(dst + "/top.txt"), "top");
+  EXPECT_TRUE(ReadFileOrDie(dst + "/sub/deeper/big.bin") == Pattern(3 << 20));
+  EXPECT_EQ(std::filesystem::read_symlink(dst + "/link"), "top.txt");
+  struct stat st;
+  ASSERT_EQ(stat((dst + "/top.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0700u);
+
+  EXPECT_EQ(vm_->upload_dir(temp_.Join("nope"), "/srv").code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(vm_->upload_dir(src + "/top.txt", "/srv").code(),
+            absl::StatusCode::kInvalidArgument);
+  // Not a tar stream: the host's tar says so.
+  daemon_.PutFile("/junk", "this is not a tar archive", 0644);
+  absl::Status junk = vm_->download_dir("/junk", temp_.Join("junk"));
+  EXPECT_FALSE(junk.ok());
+  EXPECT_NE(junk.message().find("tar -x -C"), absl::string_view::npos) << junk;
+}
+
+// With a `tar` that fails, the upload is cancelled rather than committed.
+TEST_F(SmolVMExecTest, FailingTarCancelsTheUpload) {
+  const std::string bin = temp_.Join("bin");
+  std::filesystem::create_directories(bin);
+  WriteFileOrDie(bin + "/tar",
+                 "#!/bin/sh\necho partial\necho tar broke >&2\nexit 2\n");
+  chmod((bin + "/tar").c_str(), 0755);
+  const char* saved = std::getenv("PATH");
+  const std::string saved_path = saved ? saved : "";
+  setenv("PATH", (bin + ":" + saved_path).c_str(), 1);
+  absl::Status status = vm_->upload_dir(temp_.path(), "/srv/app");
+  setenv("PATH", saved_path.c_str(), 1);
+  EXPECT_EQ(status.code(), absl::StatusCode::kInternal) << status;
+  EXPECT_NE(status.message().find("exited with status 2: tar broke"),
+            absl::string_view::npos)
+      << status;
+  EXPECT_FALSE(daemon_.GetFile("/srv/app").has_value());
+  // The fake sees the cancellation once its handler runs.
+  for (int i = 0; i < 100 && daemon_.cancelled_uploads() == 0; ++i) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_EQ(daemon_.cancelled_uploads(), 1);
+}
+
+// --- smolvmctl ---------------------------------------------------------------
+
+struct CtlResult {
+  int exit_code = -1;
+  std::string out;
+  std::string err;
+};
+
+class SmolvmctlTest : public SmolVMExecTest {
+ protected:
+  // Ctl runs smolvmctl against the fake daemon with `stdin_data` on stdin.
+  CtlResult Ctl(std::vector<std::string> args,
+                const std::string& stdin_data = "") {
+    const std::string in = temp_.Join("ctl.in"), out = temp_.Join("ctl.out"),
+                      err = temp_.Join("ctl.err");
+    WriteFileOrDie(in, stdin_data);
+    args.insert(args.begin(),
+                {SMOLVMCTL_PATH, "--socket", options_.socket_path});
+    std::vector<char*> argv;
+    for (std::string& arg : args) argv.push_back(arg.data());
+    argv.push_back(nullptr);
+    posix_spawn_file_actions_t actions;
+    posix_spawn_file_actions_init(&actions);
+    posix_spawn_file_actions_addopen(&actions, 0, in.c_str(), O_RDONLY, 0);
+    posix_spawn_file_actions_addopen(&actions, 1, out.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    posix_spawn_file_actions_addopen(&actions, 2, err.c_str(),
+                                     O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    pid_t pid;
+    CtlResult result;
+    const int spawned =
+        posix_spawn(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&actions);
+    EXPECT_EQ(spawned, 0) << SMOLVMCTL_PATH;
+    if (spawned != 0) return result;
+    int status = 0;
+    waitpid(pid, &status, 0);
+    result.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    result.out = ReadFileOrDie(out);
+    result.err = ReadFileOrDie(err);
+    return result;
+  }
+};
+
+TEST_F(SmolvmctlTest, ExecStreamsAndExitsWithTheCommandsStatus) {
+  daemon_.SetExecScript({FakeDaemon::Out("o1 "), FakeDaemon::Err("e1"),
+                         FakeDaemon::Out("o2"), FakeDaemon::Exit(7)});
+  CtlResult r =
+      Ctl({"vm", "exec", "box", "--env", "A=1", "--env", "B=", "--cwd", "/tmp",
+           "--", "ls", "-la", "a b", "--json"});
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_EQ(r.out, "o1 o2");
+  EXPECT_EQ(r.err, "e1");
+  const v1::ExecRequest sent = daemon_.last_exec();
+  EXPECT_EQ(std::vector<std::string>(sent.argv().begin(), sent.argv().end()),
+            (std::vector<std::string>{"ls", "-la", "a b", "--json"}));
+  EXPECT_EQ(sent.env().at("A"), "1");
+  EXPECT_EQ(sent.env().at("B"), "");
+  EXPECT_EQ(sent.cwd(), "/tmp");
+  EXPECT_FALSE(sent.has_stdin());
+  EXPECT_EQ(sent.timeout_ms(), 0u);
+
+  // One argument with spaces stays one argv element (no shell).
+  daemon_.SetExecScript({FakeDaemon::Exit(0)});
+  r = Ctl({"vm", "exec", "box", "--", "echo hi"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(daemon_.last_exec().argv_size(), 1);
+  EXPECT_EQ(daemon_.last_exec().argv(0), "echo hi");
+  EXPECT_EQ(daemon_.last_exec().command(), "");
+}
+
+TEST_F(SmolvmctlTest, ExecSignalTimeoutStdinAndErrors) {
+  daemon_.SetExecScript({FakeDaemon::Exit(0, /*signal=*/9)});
+  EXPECT_EQ(Ctl({"vm", "exec", "box", "--", "sleep", "9"}).exit_code, 137);
+
+  daemon_.SetExecScript({FakeDaemon::Exit(0, 9, /*timed_out=*/true)});
+  CtlResult r =
+      Ctl({"vm", "exec", "box", "--timeout-ms", "250", "--", "sleep", "9"});
+  EXPECT_EQ(r.exit_code, 124);
+  EXPECT_NE(r.err.find("timed out after 250 ms"), std::string::npos) << r.err;
+  EXPECT_EQ(daemon_.last_exec().timeout_ms(), 250u);
+
+  daemon_.SetExecScript({});  // Echo stdin.
+  r = Ctl({"vm", "exec", "box", "--stdin", "--", "cat"}, "piped input\n");
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "piped input\n");
+  EXPECT_TRUE(daemon_.last_exec().has_stdin());
+
+  r = Ctl({"vm", "exec", "nope", "--", "true"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.err, "smolvmctl: get vm nope: not found\n");
+  r = Ctl({"vm", "exec", "box", "--env", "NOEQUALS", "--", "true"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("want NAME=VALUE"), std::string::npos) << r.err;
+  EXPECT_EQ(Ctl({"vm", "exec", "box"}).exit_code, 2);  // No command.
+}
+
+TEST_F(SmolvmctlTest, CreateWithEnv) {
+  CtlResult r = Ctl({"vm", "create", "--id", "envy", "--env", "LANG=C.UTF-8",
+                     "--env", "X=a=b"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  const v1::CreateVmRequest sent = daemon_.last_create();
+  const auto& env = sent.config().env();
+  ASSERT_EQ(env.size(), 2u);
+  EXPECT_EQ(env.at("LANG"), "C.UTF-8");
+  EXPECT_EQ(env.at("X"), "a=b");
+}
+
+TEST_F(SmolvmctlTest, FilePutAndGet) {
+  const std::string local = temp_.Join("script.sh");
+  WriteFileOrDie(local, "#!/bin/sh\necho hi\n");
+  CtlResult r =
+      Ctl({"file", "put", "box", local, "/root/bin/", "--mode", "0755"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  std::optional<FakeDaemon::StoredFile> stored =
+      daemon_.GetFile("/root/bin/script.sh");
+  ASSERT_TRUE(stored.has_value());
+  EXPECT_EQ(stored->mode, 0755u);
+  EXPECT_EQ(stored->data, "#!/bin/sh\necho hi\n");
+
+  const std::string dir = temp_.Join("got");
+  std::filesystem::create_directories(dir);
+  r = Ctl({"file", "get", "box", "/root/bin/script.sh", dir});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFileOrDie(dir + "/script.sh"), "#!/bin/sh\necho hi\n");
+
+  r = Ctl({"file", "put", "box", local, "/x", "--mode", "999"});
+  EXPECT_EQ(r.exit_code, 2);
+  r = Ctl({"file", "get", "box", "/missing", temp_.Join("m")});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.err, "smolvmctl: get file /missing: not found\n");
+
+  // Directories.
+  std::filesystem::create_directories(temp_.Join("tree/a"));
+  WriteFileOrDie(temp_.Join("tree/a/f"), "f");
+  r = Ctl({"file", "put", "box", temp_.Join("tree"), "/srv/tree"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl({"file", "get", "box", "--dir", "/srv/tree", temp_.Join("copy")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(ReadFileOrDie(temp_.Join("copy/a/f")), "f");
 }
 
 TEST(ConnectionTest, MissingDaemonSaysSoWithSocketPath) {

@@ -1,22 +1,44 @@
 // smolvmctl: command-line client of smolvmd.
 //
-//   smolvmctl [--socket PATH] [--json] [--timeout SECONDS] vm|snapshot ...
+//   smolvmctl [--socket PATH] [--json] [--timeout SECONDS] vm|snapshot|file ...
 //
 // Each command is one RPC (lists follow every page) made through the client
 // library (client/connection.h, client/smolvm.h). Results print as aligned
 // tables, or as protobuf JSON with --json. Errors print "smolvmctl: <message>"
 // on stderr and exit with ExitCodeFor(status) (client/status.h); command-line
 // usage errors exit 2.
+//
+//   smolvmctl vm exec ID [--env K=V]... [--cwd DIR] [--timeout-ms N] [--stdin]
+//       -- CMD [ARGS...]
+// runs CMD in the guest (argv form, no shell: write `-- sh -c '...'` for
+// one), copies its stdout and stderr to ours as they arrive and exits with its
+// exit status; 128+N when it was killed by signal N; 124 (and a message on
+// stderr) when --timeout-ms expired. Only an error of smolvmctl or smolvmd
+// itself prints "smolvmctl: ..." (with the exit codes above, which a command
+// may also use). `--stdin` sends our whole stdin (at most 16 MiB).
+//
+//   smolvmctl file put ID LOCAL GUEST_PATH [--mode 0755]
+//   smolvmctl file get ID GUEST_PATH LOCAL [--dir]
+// copy files (or, for a LOCAL directory / with --dir, directory trees through
+// the host's tar) in and out of a RUNNING VM. As with cp, a GUEST_PATH ending
+// in "/" (put) or an existing LOCAL directory (get) receives the file under
+// its own name.
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
+#include <cstdio>
+#include <filesystem>
 #include <functional>
 #include <iostream>
+#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/cli_format.h"
 #include "client/connection.h"
@@ -112,6 +134,67 @@ absl::Status VmCall(const Globals& globals, const Printer& out,
   return out.Vm(*vm);
 }
 
+// ParseEnv turns repeated K=V flags into a map (the value may contain '=' and
+// be empty; a later K wins). Names are checked by the daemon.
+absl::StatusOr<std::map<std::string, std::string>> ParseEnv(
+    const std::vector<std::string>& flags) {
+  std::map<std::string, std::string> env;
+  for (const std::string& flag : flags) {
+    const size_t eq = flag.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--env ", flag, ": want NAME=VALUE"));
+    }
+    env[flag.substr(0, eq)] = flag.substr(eq + 1);
+  }
+  return env;
+}
+
+// ParseMode parses an octal permission mode such as "0755" or "644".
+absl::StatusOr<uint32_t> ParseMode(const std::string& text) {
+  uint32_t mode = 0;
+  bool ok = !text.empty() && text.size() <= 5;
+  for (char c : text) {
+    if (c < '0' || c > '7') ok = false;
+    mode = mode * 8 + static_cast<uint32_t>(c - '0');
+  }
+  if (!ok || mode > 07777) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--mode ", text, ": want octal permission bits, e.g. 0755"));
+  }
+  return mode;
+}
+
+// kMaxStdin is the most an Exec's stdin may carry (ExecRequest.stdin).
+constexpr size_t kMaxStdin = 16 << 20;
+
+// ReadStdin reads all of our stdin, refusing more than kMaxStdin bytes.
+absl::StatusOr<std::string> ReadStdin() {
+  std::string data;
+  char buffer[1 << 16];
+  while (true) {
+    size_t n = std::fread(buffer, 1, sizeof(buffer), stdin);
+    data.append(buffer, n);
+    if (data.size() > kMaxStdin) {
+      return absl::InvalidArgumentError(
+          "--stdin: more than 16 MiB on stdin; upload it as a file instead");
+    }
+    if (n < sizeof(buffer)) break;
+  }
+  if (std::ferror(stdin)) return absl::InternalError("--stdin: read error");
+  return data;
+}
+
+// BaseName is the last component of `path` ("" for "/" or "").
+std::string BaseName(const std::string& path) {
+  std::string trimmed = path;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  const size_t slash = trimmed.rfind('/');
+  std::string base =
+      slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
+  return base == "/" ? "" : base;
+}
+
 int Main(int argc, char** argv) {
   CLI::App app("Manage QEMU microVMs through the smolvmd daemon.", "smolvmctl");
   app.footer(
@@ -160,10 +243,20 @@ int Main(int argc, char** argv) {
       ->type_name("PATH");
   create->add_option("--boot-args", boot_args, "extra kernel command line");
   create->add_flag("--no-start", no_start, "create without booting (CREATED)");
+  std::vector<std::string> create_env;
+  create
+      ->add_option("--env", create_env,
+                   "environment variable of every exec in this VM (repeatable)")
+      ->type_name("NAME=VALUE")
+      ->allow_extra_args(false);
   create->callback([&] {
     action = [&]() -> absl::Status {
+      absl::StatusOr<std::map<std::string, std::string>> env =
+          ParseEnv(create_env);
+      if (!env.ok()) return env.status();
       v1::CreateVmRequest request;
       v1::VMConfig* c = request.mutable_config();
+      c->mutable_env()->insert(env->begin(), env->end());
       c->set_vm_id(vm_id_flag);
       c->set_vcpu_count(vcpus);
       c->set_memory_mib(memory_mib);
@@ -214,6 +307,141 @@ int Main(int argc, char** argv) {
           SmolVMManager(globals.options()).list_vms();
       if (!vms.ok()) return vms.status();
       return out.Vms(*vms);
+    };
+  });
+
+  // vm exec: the exit code comes from the command, not from a status.
+  std::optional<int> exit_code;
+  std::string exec_vm, exec_cwd;
+  std::vector<std::string> exec_env, exec_argv;
+  std::uint32_t exec_timeout_ms = 0;
+  bool exec_stdin = false;
+  CLI::App* exec = vm->add_subcommand(
+      "exec",
+      "run a command in a RUNNING VM: vm exec ID [flags] -- CMD [ARGS...]; "
+      "streams its output and exits with its exit status (128+N if killed by "
+      "signal N, 124 on --timeout-ms)");
+  exec->add_option("ID", exec_vm, "VM id")->required();
+  exec->add_option("CMD", exec_argv,
+                   "command and arguments (after --; argv form, no shell)")
+      ->required();
+  exec->add_option("--env", exec_env, "extra environment variable (repeatable)")
+      ->type_name("NAME=VALUE")
+      ->allow_extra_args(false);
+  exec->add_option("--cwd", exec_cwd, "working directory (default /root)")
+      ->type_name("DIR");
+  exec->add_option("--timeout-ms", exec_timeout_ms,
+                   "kill the command after N ms (default: no limit)")
+      ->type_name("N");
+  exec->add_flag("--stdin", exec_stdin,
+                 "send our stdin (read to its end, at most 16 MiB) to the "
+                 "command; without it the command reads /dev/null");
+  exec->callback([&] {
+    action = [&]() -> absl::Status {
+      RunOptions options;
+      absl::StatusOr<std::map<std::string, std::string>> env =
+          ParseEnv(exec_env);
+      if (!env.ok()) return env.status();
+      options.env = *std::move(env);
+      options.cwd = exec_cwd;
+      options.timeout = absl::Milliseconds(exec_timeout_ms);
+      if (exec_stdin) {
+        absl::StatusOr<std::string> data = ReadStdin();
+        if (!data.ok()) return data.status();
+        options.stdin_data = *std::move(data);
+      }
+      absl::StatusOr<SmolVM> target =
+          SmolVM::attach(exec_vm, globals.options());
+      if (!target.ok()) return target.status();
+      absl::StatusOr<ExecExit> exit = target->exec(
+          exec_argv, options, [](ExecStream stream, absl::string_view data) {
+            FILE* out = stream == ExecStream::kStdout ? stdout : stderr;
+            std::fwrite(data.data(), 1, data.size(), out);
+            std::fflush(out);
+          });
+      if (!exit.ok()) return exit.status();
+      if (exit->timed_out) {
+        std::cerr << "smolvmctl: command timed out after " << exec_timeout_ms
+                  << " ms and was killed\n";
+        exit_code = 124;
+      } else if (exit->signal != 0) {
+        exit_code = 128 + exit->signal;
+      } else {
+        exit_code = exit->exit_code;
+      }
+      return absl::OkStatus();
+    };
+  });
+
+  // --- file ----------------------------------------------------------------
+  CLI::App* file =
+      app.add_subcommand("file", "copy files in and out of a RUNNING VM");
+  file->require_subcommand(1);
+
+  std::string file_vm, file_src, file_dst, file_mode;
+  bool file_dir = false;
+  CLI::App* put = file->add_subcommand(
+      "put",
+      "copy LOCAL to GUEST_PATH (atomically replaced; parents created); a "
+      "LOCAL directory is copied into the guest directory GUEST_PATH");
+  put->add_option("ID", file_vm, "VM id")->required();
+  put->add_option("LOCAL", file_src, "local file or directory")->required();
+  put->add_option("GUEST_PATH", file_dst,
+                  "absolute guest path; ending in / = keep LOCAL's name")
+      ->required();
+  put->add_option("--mode", file_mode,
+                  "permission bits of the guest file, octal (default 0644)")
+      ->type_name("MODE");
+  put->callback([&] {
+    action = [&]() -> absl::Status {
+      uint32_t mode = 0;
+      if (!file_mode.empty()) {
+        absl::StatusOr<uint32_t> parsed = ParseMode(file_mode);
+        if (!parsed.ok()) return parsed.status();
+        mode = *parsed;
+      }
+      std::error_code ec;
+      const bool is_dir = std::filesystem::is_directory(file_src, ec);
+      if (is_dir && !file_mode.empty()) {
+        return absl::InvalidArgumentError(
+            "--mode applies to files; a directory keeps the modes tar records");
+      }
+      std::string guest_path = file_dst;
+      if (!is_dir && !guest_path.empty() && guest_path.back() == '/') {
+        guest_path += BaseName(file_src);
+      }
+      absl::StatusOr<SmolVM> target =
+          SmolVM::attach(file_vm, globals.options());
+      if (!target.ok()) return target.status();
+      return is_dir ? target->upload_dir(file_src, guest_path)
+                    : target->upload_file(file_src, guest_path, mode);
+    };
+  });
+
+  CLI::App* get = file->add_subcommand(
+      "get",
+      "copy the guest file GUEST_PATH to LOCAL (written to a temporary file, "
+      "then renamed); with --dir, the guest directory into LOCAL");
+  get->add_option("ID", file_vm, "VM id")->required();
+  get->add_option("GUEST_PATH", file_src, "absolute guest path")->required();
+  get->add_option("LOCAL", file_dst,
+                  "local file; an existing directory = keep the guest name")
+      ->required();
+  get->add_flag("--dir,-r", file_dir,
+                "GUEST_PATH is a directory: copy its contents into LOCAL "
+                "(created if missing) through tar");
+  get->callback([&] {
+    action = [&]() -> absl::Status {
+      std::string local = file_dst;
+      std::error_code ec;
+      if (!file_dir && std::filesystem::is_directory(local, ec)) {
+        local = (std::filesystem::path(local) / BaseName(file_src)).string();
+      }
+      absl::StatusOr<SmolVM> target =
+          SmolVM::attach(file_vm, globals.options());
+      if (!target.ok()) return target.status();
+      return file_dir ? target->download_dir(file_src, local)
+                      : target->download_file(file_src, local);
     };
   });
 
@@ -320,8 +548,9 @@ int Main(int argc, char** argv) {
   absl::Status status = action ? action() : absl::InternalError("no command");
   if (!status.ok()) {
     std::cerr << "smolvmctl: " << status.message() << "\n";
+    return ExitCodeFor(status);
   }
-  return ExitCodeFor(status);
+  return exit_code.value_or(0);
 }
 
 }  // namespace

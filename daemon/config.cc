@@ -23,6 +23,7 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   FromEnv("SMOLVMD_ACCELERATOR", c.accelerator);
   FromEnv("SMOLVMD_GUEST_RECIPE_DIR", c.guest_recipe_dir);
   FromEnv("SMOLVMD_GUEST_KERNEL_DIR", c.guest_kernel_dir);
+  FromEnv("SMOLVMD_GUEST_AGENT", c.guest_agent);
 
   CLI::App app{"smolvmd: the microVM sandbox daemon"};
   app.add_option("--socket", c.socket_path, "Unix socket to serve the API on (env SMOLVMD_SOCKET)");
@@ -37,6 +38,8 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   app.add_option("--guest-kernel-dir", c.guest_kernel_dir,
                  "Extracted guest kernel; fetched from Debian's archive when missing "
                  "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");
+  app.add_option("--guest-agent", c.guest_agent,
+                 "Static smolvm-agent binary put into the default image (env SMOLVMD_GUEST_AGENT)");
   app.add_option("--boot-timeout-seconds", c.boot_timeout_seconds,
                  "How long a booting guest has to become ready")
       ->check(CLI::Range(1, 3600));

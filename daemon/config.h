@@ -19,6 +19,7 @@ struct DaemonConfig {
   std::string qemu_binary = "qemu-system-x86_64";
   std::string guest_recipe_dir;  // SMOLVMD_GUEST_RECIPE_DIR; "" = built-in
   std::string guest_kernel_dir;  // SMOLVMD_GUEST_KERNEL_DIR; "" = <state>/kernel
+  std::string guest_agent;       // SMOLVMD_GUEST_AGENT; "" = built-in
   int boot_timeout_seconds = 120;
   std::string log_level = "info";
 };

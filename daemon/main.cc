@@ -44,6 +44,12 @@ std::string DefaultRecipeDir() {
   return SMOLVM_SOURCE_GUEST_DIR;
 }
 
+// The agent installed with the daemon, else the one in the build tree.
+std::string DefaultAgentPath() {
+  if (PathExists(SMOLVM_AGENT_INSTALL_PATH)) return SMOLVM_AGENT_INSTALL_PATH;
+  return SMOLVM_AGENT_BUILD_PATH;
+}
+
 int Run(int argc, char** argv) {
   int exit_code = 1;
   auto parsed = ParseConfig(argc, argv, &exit_code);
@@ -100,6 +106,8 @@ int Run(int argc, char** argv) {
   image_options.recipe_dir =
       config.guest_recipe_dir.empty() ? DefaultRecipeDir() : config.guest_recipe_dir;
   image_options.kernel_dir = config.guest_kernel_dir;
+  image_options.agent_path =
+      config.guest_agent.empty() ? DefaultAgentPath() : config.guest_agent;
   auto images = std::make_unique<image::ImageCache>(image_options);
   image::ImageCache* image_cache = images.get();
 
@@ -131,6 +139,8 @@ int Run(int argc, char** argv) {
   builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
   builder.RegisterService(&vm_service);
   builder.RegisterService(&snapshot_service);
+  // Exec stdin may be up to 16 MiB in one request.
+  builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server) {
     image_warmup.join();

@@ -20,6 +20,7 @@ VmConfig FromProto(const v1::VMConfig& c) {
   config.initrd_path = c.initrd_path();
   config.rootfs_path = c.rootfs_path();
   config.boot_args = c.boot_args();
+  config.env.insert(c.env().begin(), c.env().end());
   return config;
 }
 
@@ -31,6 +32,7 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   out->set_initrd_path(c.initrd_path);
   out->set_rootfs_path(c.rootfs_path);
   out->set_boot_args(c.boot_args);
+  for (const auto& [k, v] : c.env) (*out->mutable_env())[k] = v;
 }
 
 void ToProto(const NetworkConfig& n, v1::NetworkConfig* out) {
@@ -77,6 +79,43 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   if (s.restored_vm_id) out->set_restored_vm_id(*s.restored_vm_id);
   out->set_size_bytes(s.size_bytes);
   out->set_accelerator(s.accelerator);
+}
+
+absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req) {
+  agent::ExecSpec spec;
+  if (req.argv_size() > 0 && !req.command().empty()) {
+    return absl::InvalidArgumentError("exec: set either argv or command, not both");
+  }
+  if (req.argv_size() > 0) {
+    spec.argv.assign(req.argv().begin(), req.argv().end());
+  } else if (!req.command().empty()) {
+    spec.argv = {"/bin/sh", "-c", req.command()};
+  }
+  spec.env.insert(req.env().begin(), req.env().end());
+  spec.cwd = req.cwd();
+  spec.timeout = absl::Milliseconds(req.timeout_ms());
+  if (req.has_stdin() || !req.stdin().empty()) {
+    if (req.stdin().size() > (16u << 20)) {
+      return absl::InvalidArgumentError(
+          "exec: stdin is larger than 16 MiB; upload the data as a file instead");
+    }
+    spec.stdin_data = req.stdin();
+  }
+  return spec;
+}
+
+void ToProto(const agent::ExecEvent& event, v1::ExecResponse* out) {
+  switch (event.kind) {
+    case agent::ExecEvent::Kind::kStdout: out->set_stdout(event.data); break;
+    case agent::ExecEvent::Kind::kStderr: out->set_stderr(event.data); break;
+    case agent::ExecEvent::Kind::kExit: {
+      auto* exit = out->mutable_exit();
+      exit->set_exit_code(event.exit_code);
+      exit->set_signal(event.signal);
+      exit->set_timed_out(event.timed_out);
+      break;
+    }
+  }
 }
 
 }  // namespace smolvm::daemon

@@ -5,8 +5,11 @@
 // can evolve separately.
 #pragma once
 
+#include "absl/status/statusor.h"
+#include "lib/agent/agent_client.h"
 #include "lib/model/vm.h"
 #include "smolvm/v1/types.pb.h"
+#include "smolvm/v1/vm_service.pb.h"
 
 namespace smolvm::daemon {
 
@@ -16,5 +19,9 @@ void ToProto(const NetworkConfig& network, v1::NetworkConfig* out);
 void ToProto(const VmRecord& vm, v1::Vm* out);
 void ToProto(const SnapshotRecord& snapshot, v1::SnapshotInfo* out);
 v1::VmStatus ToProto(VmState state);
+// Argv or shell form, env, cwd, stdin and timeout of an Exec request.
+absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req);
+// One exec event as a stream message.
+void ToProto(const agent::ExecEvent& event, v1::ExecResponse* out);
 
 }  // namespace smolvm::daemon

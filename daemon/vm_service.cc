@@ -1,5 +1,6 @@
 #include "daemon/vm_service.h"
 
+#include "daemon/guest_streams.h"
 #include "daemon/rpc_reply.h"
 
 namespace smolvm::daemon {
@@ -48,6 +49,45 @@ grpc::Status VmServiceImpl::ListVms(grpc::ServerContext*, const v1::ListVmsReque
     resp->set_next_page_token(page->next_page_token);
   }
   return LogAndConvert("ListVms", "", page.status());
+}
+
+grpc::Status VmServiceImpl::Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
+                                 grpc::ServerWriter<v1::ExecResponse>* writer) {
+  auto spec = ExecSpecFromProto(*req);
+  if (!spec.ok()) return LogAndConvert("Exec", req->vm_id(), spec.status());
+  auto handle = manager_->StartExec(req->vm_id(), *std::move(spec));
+  if (!handle.ok()) return LogAndConvert("Exec", req->vm_id(), handle.status());
+  return LogAndConvert("Exec", req->vm_id(), StreamExec(**handle, ctx, writer));
+}
+
+grpc::Status VmServiceImpl::UploadFile(grpc::ServerContext* ctx,
+                                       grpc::ServerReader<v1::UploadFileRequest>* reader,
+                                       v1::UploadFileResponse* resp) {
+  v1::UploadFileRequest first;
+  if (!reader->Read(&first) || !first.has_header()) {
+    return LogAndConvert("UploadFile", "", absl::InvalidArgumentError(
+        "upload: the first message must carry the header (vm_id, path)"));
+  }
+  const auto& h = first.header();
+  auto written = manager_->UploadFile(h.vm_id(), h.path(), h.mode(), h.tar(),
+                                      h.make_parents(), UploadChunks(ctx, reader));
+  if (written.ok()) resp->set_bytes_written(written->bytes);
+  return LogAndConvert("UploadFile", h.vm_id(), written.status());
+}
+
+grpc::Status VmServiceImpl::DownloadFile(grpc::ServerContext* ctx,
+                                         const v1::DownloadFileRequest* req,
+                                         grpc::ServerWriter<v1::DownloadFileResponse>* writer) {
+  auto info = manager_->DownloadFile(req->vm_id(), req->path(), req->tar(),
+                                     DownloadSink(ctx, writer));
+  if (info.ok()) {
+    v1::DownloadFileResponse last;
+    last.set_mode(info->mode);
+    last.set_total_bytes(info->bytes);
+    last.set_eof(true);
+    writer->Write(last);
+  }
+  return LogAndConvert("DownloadFile", req->vm_id(), info.status());
 }
 
 }  // namespace smolvm::daemon

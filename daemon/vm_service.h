@@ -28,6 +28,13 @@ class VmServiceImpl final : public v1::VmService::Service {
                      v1::Vm* resp) override;
   grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest* req,
                        v1::ListVmsResponse* resp) override;
+  grpc::Status Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
+                    grpc::ServerWriter<v1::ExecResponse>* writer) override;
+  grpc::Status UploadFile(grpc::ServerContext* ctx,
+                          grpc::ServerReader<v1::UploadFileRequest>* reader,
+                          v1::UploadFileResponse* resp) override;
+  grpc::Status DownloadFile(grpc::ServerContext* ctx, const v1::DownloadFileRequest* req,
+                            grpc::ServerWriter<v1::DownloadFileResponse>* writer) override;
 
  private:
   core::VmManager* const manager_;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# build-image.sh KERNEL_DIR OUT_DIR
+# build-image.sh KERNEL_DIR OUT_DIR [AGENT]
 #
 # Builds the smolvm default guest image from KERNEL_DIR (made by
 # fetch-kernel.sh) and busybox-static, without root mounts and without network:
@@ -8,7 +8,8 @@
 #   OUT_DIR/initrd.img    gzip'd newc cpio: /init (initramfs-init.sh), busybox,
 #                         the virtio modules + modules.order
 #   OUT_DIR/rootfs.ext4   sparse ext4 (default 256 MiB): busybox + applet
-#                         symlinks, /etc, /sbin/init (rootfs-init.sh)
+#                         symlinks, /etc, /sbin/init (rootfs-init.sh), and
+#                         /sbin/smolvm-agent if AGENT is given
 #   OUT_DIR/cmdline       the kernel command line to use (one line)
 #   OUT_DIR/image.env     KERNEL_VERSION=, KERNEL_PACKAGE=, BUILT_AT= (UTC), ...
 #
@@ -28,6 +29,13 @@
 # The VM needs: virtio-blk-pci disk (the rootfs), and for the readiness signal a
 # virtio-serial-pci bus with `virtserialport,name=org.smolvm.agent`. The guest
 # writes "SMOLVM_READY\n" to that port once, when the host side is connected.
+#
+# AGENT (or env SMOLVM_AGENT): the guest agent binary (CMake target
+# smolvm-agent), which must be a statically linked ELF executable. It is
+# installed stripped as /sbin/smolvm-agent (0755); /sbin/init then runs it on
+# the port instead of writing the readiness line (see rootfs-init.sh), and
+# image.env records AGENT_SHA256 (of the given file) so callers can tell
+# images with different agents apart. Without it the image has no agent.
 #
 # OUT_DIR must not exist (the caller decides about caching); the image is built
 # in OUT_DIR.tmp.$$ and renamed into place.
@@ -50,9 +58,29 @@ umask 022
 die() { echo "$PROG: error: $*" >&2; exit 1; }
 log() { echo "$PROG: $*" >&2; }
 
-[[ $# -eq 2 && -n "$1" && -n "$2" ]] || die "usage: $PROG KERNEL_DIR OUT_DIR"
+# elf_static_x86_64 FILE: a 64-bit little-endian x86-64 ELF executable with
+# no program interpreter (no PT_INTERP program header), i.e. linked -static.
+# Reads the headers with od, so it needs neither file(1) nor binutils.
+elf_static_x86_64() {
+  local f="$1" phoff phentsize phnum i
+  elf_u() { od -An -t "u$2" -j "$1" -N "$2" -- "$f" | tr -d ' '; }
+  [[ "$(od -An -c -N 4 -- "$f" | tr -d ' ')" == '177ELF' ]] || return 1
+  # ELF64, little-endian, x86-64
+  [[ "$(elf_u 4 1)" == 2 && "$(elf_u 5 1)" == 1 && "$(elf_u 18 2)" == 62 ]] || return 1
+  [[ "$(elf_u 16 2)" == 2 || "$(elf_u 16 2)" == 3 ]] || return 1  # ET_EXEC or ET_DYN (static-pie)
+  phoff="$(elf_u 32 8)" phentsize="$(elf_u 54 2)" phnum="$(elf_u 56 2)"
+  [[ -n "$phoff" && -n "$phentsize" && -n "$phnum" && "$phnum" -gt 0 ]] || return 1
+  for ((i = 0; i < phnum; i++)); do
+    [[ "$(elf_u $((phoff + i * phentsize)) 4)" == 3 ]] && return 1  # PT_INTERP
+  done
+  return 0
+}
+
+[[ ($# -eq 2 || $# -eq 3) && -n "$1" && -n "$2" ]] ||
+  die "usage: $PROG KERNEL_DIR OUT_DIR [AGENT]"
 KDIR="${1%/}"
 OUT="${2%/}"
+AGENT="${3:-${SMOLVM_AGENT:-}}"
 [[ -n "$OUT" ]] || die "OUT_DIR must not be /"
 
 # --- checks -----------------------------------------------------------------
@@ -71,6 +99,14 @@ fi
 for s in initramfs-init.sh rootfs-init.sh; do
   [[ -f "$HERE/$s" ]] || die "$HERE/$s missing"
 done
+AGENT_SHA256=""
+if [[ -n "$AGENT" ]]; then
+  [[ -f "$AGENT" && -x "$AGENT" ]] || die "agent $AGENT is not an executable file"
+  elf_static_x86_64 "$AGENT" ||
+    die "agent $AGENT is not a statically linked x86-64 ELF executable" \
+      "(the guest has no libc; build the CMake target smolvm-agent)"
+  AGENT_SHA256="$(sha256sum -- "$AGENT" | cut -d' ' -f1)"
+fi
 [[ "$ROOTFS_SIZE_MIB" =~ ^[0-9]+$ && "$ROOTFS_SIZE_MIB" -ge 16 ]] ||
   die "ROOTFS_SIZE_MIB must be an integer >= 16"
 [[ -e "$OUT" ]] && die "$OUT already exists; remove it first (the caller decides about caching)"
@@ -126,6 +162,14 @@ chmod 0700 "$RD/root"
 cp -- "$BUSYBOX" "$RD/bin/busybox"
 chmod 0755 "$RD/bin/busybox"
 install -m 0755 -- "$HERE/rootfs-init.sh" "$RD/sbin/init"
+if [[ -n "$AGENT" ]]; then
+  install -m 0755 -- "$AGENT" "$RD/sbin/smolvm-agent"
+  # Debug info is of no use in the guest (a third of the size).
+  if command -v strip >/dev/null; then
+    strip --strip-all -- "$RD/sbin/smolvm-agent" || die "strip $AGENT failed"
+  fi
+  log "installed agent $AGENT as /sbin/smolvm-agent"
+fi
 # Applet symlinks (what `busybox --install -s` would do), at the paths busybox
 # itself reports; never overwrite a real file such as /sbin/init.
 if applets="$("$BUSYBOX" --list-full 2>/dev/null)" && [[ -n "$applets" ]]; then :; else
@@ -183,6 +227,7 @@ KERNEL_VERSION=$KVER
 KERNEL_PACKAGE=$KPKG
 BUILT_AT=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 ROOTFS_SIZE_MIB=$ROOTFS_SIZE_MIB
+AGENT_SHA256=$AGENT_SHA256
 EOF
 
 [[ -e "$OUT" ]] && die "$OUT appeared while building; not replacing it"

@@ -128,7 +128,9 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   vm.vmm_pid = slot.instance->pid();
   vm.error.clear();
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  if (auto s = slot.instance->WaitGuestReady(options_.boot_timeout); !s.ok()) {
+  // Ready means the guest agent answered (an image without the agent may
+  // instead write the legacy line SMOLVM_READY on the port).
+  if (auto s = ConnectAgentLocked(slot, id, options_.boot_timeout); !s.ok()) {
     (void)FailVmLocked(slot, vm, s);
     return s;
   }
@@ -140,7 +142,33 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   return store_->GetVm(id);
 }
 
+absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
+                                         absl::Duration timeout) {
+  if (slot.agent && slot.agent->healthy()) return absl::OkStatus();
+  slot.agent.reset();
+  vmm::VmInstance* instance = slot.instance.get();
+  auto dead = [&]() -> absl::Status {
+    if (instance->IsAlive()) return absl::OkStatus();
+    return absl::InternalError(absl::StrCat(
+        "vm ", vm_id, ": qemu exited before the guest became ready; console tail:\n",
+        instance->ConsoleTail(2000)));
+  };
+  auto client = agent::AgentClient::Connect(instance->agent_socket_path(), timeout, dead);
+  if (!client.ok()) {
+    if (absl::IsDeadlineExceeded(client.status())) {
+      return absl::DeadlineExceededError(absl::StrCat(
+          "vm ", vm_id, ": guest did not become ready within ", absl::FormatDuration(timeout),
+          " (", client.status().message(), "); console tail:\n", instance->ConsoleTail(2000)));
+    }
+    return client.status();
+  }
+  slot.agent = *std::move(client);
+  return absl::OkStatus();
+}
+
 absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
+  slot.agent.reset();
+  slot.needs_fixup = false;
   if (slot.instance) {
     SMOLVM_RETURN_IF_ERROR(slot.instance->Shutdown(absl::Seconds(5)));
     slot.instance.reset();
@@ -243,6 +271,12 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
         "resume vm ", vm_id, ": it is ", VmStateName(vm.state), ", not paused"));
   }
   SMOLVM_RETURN_IF_ERROR(slot->instance->Resume());
+  if (slot->needs_fixup) {
+    if (auto s = FixUpRestoredLocked(*slot, vm_id); !s.ok()) {
+      (void)FailVmLocked(*slot, vm, s);
+      return s;
+    }
+  }
   vm.state = VmState::kRunning;
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   spdlog::info("vm {}: resumed", vm_id);

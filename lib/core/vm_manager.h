@@ -28,6 +28,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/agent/agent_client.h"
 #include "lib/image/image_cache.h"
 #include "lib/model/vm.h"
 #include "lib/store/store.h"
@@ -40,6 +41,10 @@ struct ManagerOptions {
   std::string run_dir;
   // How long a cold-booted guest has to signal readiness.
   absl::Duration boot_timeout = absl::Seconds(120);
+  // How long a restored guest's agent has to answer and be fixed up.
+  absl::Duration restore_ready_timeout = absl::Seconds(30);
+  // Largest upload accepted (0 = unlimited).
+  uint64_t max_upload_bytes = uint64_t{64} << 30;
   // Kernel arguments the default image needs; VMConfig.boot_args follow.
   std::string base_cmdline = "console=ttyS0 root=/dev/vda rw panic=-1";
 };
@@ -90,6 +95,23 @@ class VmManager {
   absl::StatusOr<VmRecord> RestoreSnapshot(const std::string& snapshot_id,
                                            bool resume_vm, std::string vm_id);
 
+  // Runs a command in a RUNNING VM's guest. `spec.env` is layered over the
+  // VM's VMConfig.env. The handle streams output then the exit; dropping it
+  // early kills the command's process group.
+  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(const std::string& vm_id,
+                                                               agent::ExecSpec spec);
+  // Writes `path` in a RUNNING VM's guest from `next_chunk` ("" ends it).
+  absl::StatusOr<agent::FileInfo> UploadFile(
+      const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
+      bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk);
+  // Reads `path` from a RUNNING VM's guest into `sink`.
+  absl::StatusOr<agent::FileInfo> DownloadFile(
+      const std::string& vm_id, const std::string& path, bool tar,
+      const std::function<absl::Status(const std::string&)>& sink);
+  // The agent connection of a RUNNING VM (connecting if needed), for
+  // benchmarks of the raw channel.
+  absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const std::string& vm_id);
+
   const std::string& accelerator() const { return accelerator_; }
 
  private:
@@ -97,6 +119,11 @@ class VmManager {
   struct VmSlot {
     absl::Mutex mu;
     std::unique_ptr<vmm::VmInstance> instance ABSL_GUARDED_BY(mu);
+    // The guest agent's connection; shared with running execs, which keep
+    // it alive until they end.
+    std::shared_ptr<agent::AgentClient> agent ABSL_GUARDED_BY(mu);
+    // Restored paused: clock and entropy are fixed when it is resumed.
+    bool needs_fixup ABSL_GUARDED_BY(mu) = false;
   };
 
   std::shared_ptr<VmSlot> SlotFor(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
@@ -123,6 +150,14 @@ class VmManager {
   absl::StatusOr<VmRecord> RefreshLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   absl::StatusOr<VmRecord> Refresh(VmRecord vm);
+  // Connects to the guest agent (greeting it) unless already connected.
+  absl::Status ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
+                                  absl::Duration timeout)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // After a restore: steps the guest clock to the host's and reseeds its
+  // entropy, and checks both took.
+  absl::Status FixUpRestoredLocked(VmSlot& slot, const std::string& vm_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // RestoreSnapshot's work once the snapshot is read-locked.
   absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const SnapshotRecord& snap,
                                          bool resume_vm, const std::string& vm_id,

@@ -292,7 +292,14 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
   spec.mem_shared = false;
   spec.incoming_state_path = paths.vmstate;
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
-  if (resume_vm) SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
+  // A clone must not be handed out with its snapshot's clock and random
+  // state: a running restore is fixed up now, a paused one when resumed.
+  if (resume_vm) {
+    SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
+    SMOLVM_RETURN_IF_ERROR(FixUpRestoredLocked(slot, vm_id));
+  } else {
+    slot.needs_fixup = true;
+  }
   if (moved_previous) unlink(previous_disk.c_str());
   std::move(undo).Cancel();
   vm.state = resume_vm ? VmState::kRunning : VmState::kPaused;

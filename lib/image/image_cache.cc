@@ -50,6 +50,7 @@ absl::StatusOr<std::string> ImageCache::InputsHash() {
   }
   for (const auto& f : RegularFilesUnder(options_.kernel_dir)) inputs.push_back(f);
   inputs.push_back(options_.busybox_path);
+  if (!options_.agent_path.empty()) inputs.push_back(options_.agent_path);
   for (const auto& path : inputs) {
     SMOLVM_ASSIGN_OR_RETURN(std::string content, ReadFileToString(path, 256 << 20));
     Fnv1a(h, fs::path(path).filename().string());
@@ -85,8 +86,10 @@ absl::StatusOr<GuestImage> ImageCache::Build() {
   GuestImage image = ImageIn(dir);
   if (!PathExists(image.rootfs_path)) {
     SMOLVM_RETURN_IF_ERROR(MakeDirs(options_.images_dir));
-    auto built = RunChecked(
-        {JoinPath(options_.recipe_dir, "build-image.sh"), options_.kernel_dir, dir}, opts);
+    std::vector<std::string> argv = {JoinPath(options_.recipe_dir, "build-image.sh"),
+                                     options_.kernel_dir, dir};
+    if (!options_.agent_path.empty()) argv.push_back(options_.agent_path);
+    auto built = RunChecked(argv, opts);
     if (!built.ok()) {
       return absl::FailedPreconditionError(absl::StrCat(
           "build the default guest image into ", dir, ": ", built.status().message()));

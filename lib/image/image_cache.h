@@ -34,6 +34,9 @@ struct ImageCacheOptions {
   // fetch-kernel.sh from Debian's archive when missing.
   std::string kernel_dir;
   std::string busybox_path = "/bin/busybox";
+  // The statically linked guest agent placed at /sbin/smolvm-agent; "" for
+  // an image without it (readiness then falls back to a one-shot line).
+  std::string agent_path;
 };
 
 class ImageCache {

@@ -73,9 +73,52 @@ absl::Status NormalizeVmConfig(VmConfig& config) {
     return absl::InvalidArgumentError(
         "initrd_path needs kernel_path: set both, or neither for the default image");
   }
+  if (auto s = ValidateEnv(config.env, "env"); !s.ok()) return s;
   if (auto s = ValidateImagePath(config.kernel_path, "kernel_path"); !s.ok()) return s;
   if (auto s = ValidateImagePath(config.initrd_path, "initrd_path"); !s.ok()) return s;
   return ValidateImagePath(config.rootfs_path, "rootfs_path");
+}
+
+absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const char* field) {
+  if (env.size() > 256) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " has ", env.size(),
+                                                   " variables; at most 256 are allowed"));
+  }
+  size_t total = 0;
+  for (const auto& [name, value] : env) {
+    bool ok = !name.empty() && !(name[0] >= '0' && name[0] <= '9');
+    for (char c : name) {
+      ok = ok && ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+                  (c >= '0' && c <= '9') || c == '_');
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " name \"", absl::CHexEscape(name),
+          "\" is invalid: use letters, digits and underscores, not starting with a digit"));
+    }
+    if (value.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(field, " value of ", name, " contains a NUL byte"));
+    }
+    total += name.size() + value.size();
+  }
+  if (total > 64 * 1024) {
+    return absl::InvalidArgumentError(absl::StrCat(field, " is ", total,
+                                                   " bytes; at most 64 KiB are allowed"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateGuestPath(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "guest path \"", absl::CHexEscape(path.substr(0, 200)), "\" must be absolute"));
+  }
+  if (path.size() > 4096 || path.find('\0') != std::string::npos) {
+    return absl::InvalidArgumentError(
+        "guest path must be at most 4096 bytes and contain no NUL byte");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace smolvm

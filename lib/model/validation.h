@@ -5,6 +5,7 @@
 // message that states the rule, so the caller knows the fix.
 #pragma once
 
+#include <map>
 #include <string>
 
 #include "absl/status/status.h"
@@ -23,5 +24,13 @@ std::string GenerateId(const std::string& prefix);
 // absolute and name existing regular files. Does not resolve the default
 // image (empty paths stay empty).
 absl::Status NormalizeVmConfig(VmConfig& config);
+
+// Environment variables for the guest: names of [A-Za-z_][A-Za-z0-9_]*, at
+// most 256 variables and 64 KiB in all, no NUL bytes. `field` names the
+// request field in the message.
+absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const char* field);
+
+// A path inside the guest: absolute, at most 4096 bytes, no NUL bytes.
+absl::Status ValidateGuestPath(const std::string& path);
 
 }  // namespace smolvm

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 
@@ -35,6 +36,8 @@ struct VmConfig {
   std::string initrd_path;
   std::string rootfs_path;
   std::string boot_args;
+  // Environment of every exec in the guest (an exec's own env wins).
+  std::map<std::string, std::string> env;
 
   bool operator==(const VmConfig&) const = default;
 };

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <iterator>
 #include <limits>
+#include <map>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -266,7 +267,8 @@ Json ToJson(const VmConfig& config) {
               {"kernel_path", config.kernel_path},
               {"initrd_path", config.initrd_path},
               {"rootfs_path", config.rootfs_path},
-              {"boot_args", config.boot_args}};
+              {"boot_args", config.boot_args},
+              {"env", config.env}};
 }
 
 Json ToJson(const NetworkConfig& network) {
@@ -294,6 +296,18 @@ bool ReadField(const Json& object, const char* key, std::string* out) {
   if (it == object.end()) return true;
   if (!it->is_string()) return false;
   *out = it->get<std::string>();
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key,
+               std::map<std::string, std::string>* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_object()) return false;
+  for (const auto& [k, v] : it->items()) {
+    if (!v.is_string()) return false;
+    (*out)[k] = v.get<std::string>();
+  }
   return true;
 }
 
@@ -325,7 +339,8 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "kernel_path", &config.kernel_path) &&
       ReadField(json, "initrd_path", &config.initrd_path) &&
       ReadField(json, "rootfs_path", &config.rootfs_path) &&
-      ReadField(json, "boot_args", &config.boot_args)) {
+      ReadField(json, "boot_args", &config.boot_args) &&
+      ReadField(json, "env", &config.env)) {
     return config;
   }
   return BadColumn(kind, id, column, "is not a VmConfig JSON object");

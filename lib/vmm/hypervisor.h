@@ -51,9 +51,9 @@ class VmInstance {
   virtual int64_t pid() const = 0;
   // True while the VMM process exists (not a zombie).
   virtual bool IsAlive() const = 0;
-  // Waits until the guest signals readiness, the VMM dies (INTERNAL, with the
-  // console tail) or `timeout` passes (DEADLINE_EXCEEDED, with the tail).
-  virtual absl::Status WaitGuestReady(absl::Duration timeout) = 0;
+  // The host end of the guest-agent channel (virtio-serial port
+  // org.smolvm.agent), a Unix socket; one client at a time.
+  virtual std::string agent_socket_path() const = 0;
   // Stops / continues the vCPUs.
   virtual absl::Status Pause() = 0;
   virtual absl::Status Resume() = 0;

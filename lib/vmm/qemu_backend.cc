@@ -1,10 +1,7 @@
 #include "lib/vmm/qemu_backend.h"
 
 #include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
-#include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -24,8 +21,6 @@
 
 namespace smolvm::vmm {
 namespace {
-
-constexpr char kReadyMarker[] = "SMOLVM_READY";
 
 bool ProcessExists(int64_t pid) {
   if (pid <= 0) return false;
@@ -52,19 +47,6 @@ std::string FileTail(const std::string& path, size_t max_bytes) {
   return TailOf(out, max_bytes);
 }
 
-UniqueFd ConnectUnix(const std::string& path) {
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) return UniqueFd();
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
-  if (!fd.valid()) return fd;
-  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return UniqueFd();
-  }
-  return fd;
-}
-
 class QemuInstance : public VmInstance {
  public:
   QemuInstance(std::string vm_id, int64_t pid, std::string run_dir,
@@ -75,46 +57,7 @@ class QemuInstance : public VmInstance {
   int64_t pid() const override { return pid_; }
   bool IsAlive() const override { return IsQemuOf(pid_, vm_id_); }
 
-  absl::Status WaitGuestReady(absl::Duration timeout) override {
-    absl::Time deadline = absl::Now() + timeout;
-    UniqueFd agent;
-    std::string seen;
-    while (true) {
-      if (!agent.valid()) agent = ConnectUnix(AgentSocketPath(run_dir_));
-      if (agent.valid()) {
-        pollfd pfd{agent.get(), POLLIN, 0};
-        if (poll(&pfd, 1, 100) > 0) {
-          char buf[4096];
-          ssize_t n = read(agent.get(), buf, sizeof(buf));
-          if (n > 0) {
-            seen.append(buf, n);
-            if (seen.find(kReadyMarker) != std::string::npos) return absl::OkStatus();
-            if (seen.size() > 65536) seen.erase(0, seen.size() - 64);
-          } else if (n == 0) {
-            agent.Reset();
-          }
-        }
-      } else {
-        std::this_thread::sleep_for(std::chrono::milliseconds(100));
-      }
-      // The console marker covers a guest that wrote its hello before the
-      // host side of the port was connected.
-      if (FileTail(ConsoleLogPath(run_dir_), 4096).find(kReadyMarker) !=
-          std::string::npos) {
-        return absl::OkStatus();
-      }
-      if (!IsAlive()) {
-        return absl::InternalError(absl::StrCat(
-            "vm ", vm_id_, ": qemu exited before the guest became ready; console tail:\n",
-            ConsoleTail(2000)));
-      }
-      if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "vm ", vm_id_, ": guest did not become ready within ",
-            absl::FormatDuration(timeout), "; console tail:\n", ConsoleTail(2000)));
-      }
-    }
-  }
+  std::string agent_socket_path() const override { return AgentSocketPath(run_dir_); }
 
   absl::Status Pause() override { return qmp_->Execute("stop").status(); }
   absl::Status Resume() override { return qmp_->Execute("cont").status(); }

@@ -2,8 +2,8 @@
 //
 // QemuHypervisor runs each VM as a daemonized qemu-system-x86_64 process
 // controlled over QMP (qmp_client.h), with the command line built by
-// qemu_argv.h. Guest readiness is the line SMOLVM_READY from the guest,
-// on the virtio-serial port org.smolvm.agent or on the serial console.
+// qemu_argv.h. The guest agent's channel is the virtio-serial port
+// org.smolvm.agent, whose host end is agent_socket_path().
 #pragma once
 
 #include <memory>

@@ -1,0 +1,223 @@
+#include "guest/agent/agent.h"
+
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "guest/agent/exec_op.h"
+#include "guest/agent/file_ops.h"
+#include "guest/agent/log.h"
+#include "guest/agent/system_ops.h"
+#include "lib/agent/frame_codec.h"
+
+#ifndef SMOLVM_AGENT_VERSION
+#define SMOLVM_AGENT_VERSION "dev"
+#endif
+
+namespace smolvm::guest {
+
+using agent::FrameDecoder;
+using agent::v1::Frame;
+
+namespace {
+
+void SendExecStartError(Channel* channel, uint64_t id, std::string error) {
+  Frame frame;
+  frame.mutable_exec_exit()->set_id(id);
+  frame.mutable_exec_exit()->set_start_error(std::move(error));
+  channel->Send(frame);
+}
+
+void SendOpError(Channel* channel, uint64_t id, std::string error) {
+  Frame frame;
+  frame.mutable_op_result()->set_id(id);
+  frame.mutable_op_result()->set_error(std::move(error));
+  channel->Send(frame);
+}
+
+// Runs `body` on a detached thread; false if no thread could be created.
+template <typename F>
+bool Spawn(F&& body) {
+  try {
+    std::thread(std::forward<F>(body)).detach();
+    return true;
+  } catch (const std::system_error& e) {
+    Log("cannot start a thread: %s", e.what());
+    return false;
+  }
+}
+
+}  // namespace
+
+void Agent::Run() {
+  FrameDecoder decoder;
+  std::vector<char> buffer(256 << 10);
+  bool connected = false;  // read data since the last end of stream
+  Frame frame;
+  for (;;) {
+    ssize_t n = channel_->Read(buffer.data(), buffer.size());
+    if (n <= 0) {
+      if (n < 0) Log("read: %s", std::strerror(errno));
+      if (connected) Log("host disconnected");
+      connected = false;
+      decoder = FrameDecoder();  // a partial frame will never be completed
+      CancelUploads();
+      std::this_thread::sleep_for(kReconnectPoll);
+      continue;
+    }
+    connected = true;
+    decoder.Feed(buffer.data(), static_cast<size_t>(n));
+    for (;;) {
+      FrameDecoder::Result result = decoder.Next(&frame);
+      if (result == FrameDecoder::Result::kNeedMore) break;
+      if (result == FrameDecoder::Result::kError) {
+        Log("dropping %zu buffered bytes: %s", decoder.buffered(), decoder.error().c_str());
+        decoder = FrameDecoder();
+        break;
+      }
+      Dispatch(&frame);
+    }
+  }
+}
+
+void Agent::Dispatch(Frame* frame) {
+  switch (frame->msg_case()) {
+    case Frame::kHelloRequest: {
+      Frame reply;
+      agent::v1::Hello* hello = reply.mutable_hello();
+      hello->set_protocol_version(agent::v1::PROTOCOL_VERSION);
+      hello->set_agent_version(SMOLVM_AGENT_VERSION);
+      hello->set_agent_pid(static_cast<int32_t>(getpid()));
+      channel_->Send(reply);
+      break;
+    }
+    case Frame::kExecStart:
+      StartExec(frame->exec_start());
+      break;
+    case Frame::kExecStdin: {
+      agent::v1::ExecStdin* in = frame->mutable_exec_stdin();
+      PushInput(in->id(), Kind::kExec, std::move(*in->mutable_data()), in->eof());
+      break;
+    }
+    case Frame::kExecCancel: {
+      std::lock_guard<std::mutex> lock(ops_mu_);
+      auto it = ops_.find(frame->exec_cancel().id());
+      if (it != ops_.end() && it->second->kind == Kind::kExec) it->second->input.Cancel();
+      break;
+    }
+    case Frame::kFileWriteStart:
+      StartUpload(frame->file_write_start());
+      break;
+    case Frame::kFileReadStart:
+      StartDownload(frame->file_read_start());
+      break;
+    case Frame::kFileData: {
+      agent::v1::FileData* data = frame->mutable_file_data();
+      PushInput(data->id(), Kind::kUpload, std::move(*data->mutable_data()), data->eof());
+      break;
+    }
+    case Frame::kSetClock: {
+      Frame reply;
+      *reply.mutable_op_result() = SetClock(frame->set_clock());
+      channel_->Send(reply);
+      break;
+    }
+    case Frame::kAddEntropy: {
+      Frame reply;
+      *reply.mutable_op_result() = AddEntropy(frame->add_entropy());
+      channel_->Send(reply);
+      break;
+    }
+    case Frame::MSG_NOT_SET:
+      Log("ignoring an empty or unknown frame");
+      break;
+    default:
+      Log("ignoring a guest-to-host message (frame field %d) sent by the host",
+          static_cast<int>(frame->msg_case()));
+      break;
+  }
+}
+
+void Agent::StartExec(const agent::v1::ExecStart& request) {
+  const uint64_t id = request.id();
+  std::shared_ptr<Op> op = Register(id, Kind::kExec);
+  if (op == nullptr) {
+    return SendExecStartError(channel_, id, "exec id " + std::to_string(id) + " is already in use");
+  }
+  if (!op->input.ok()) {
+    Unregister(id, op.get());
+    return SendExecStartError(channel_, id, std::string("eventfd: ") + std::strerror(errno));
+  }
+  if (!Spawn([this, op, request] {
+        RunExec(channel_, request, &op->input);
+        Unregister(request.id(), op.get());
+      })) {
+    Unregister(id, op.get());
+    SendExecStartError(channel_, id, "start exec thread: Resource temporarily unavailable");
+  }
+}
+
+void Agent::StartUpload(const agent::v1::FileWriteStart& request) {
+  const uint64_t id = request.id();
+  std::shared_ptr<Op> op = Register(id, Kind::kUpload);
+  if (op == nullptr) {
+    return SendOpError(channel_, id, "upload id " + std::to_string(id) + " is already in use");
+  }
+  if (!op->input.ok()) {
+    Unregister(id, op.get());
+    return SendOpError(channel_, id, std::string("eventfd: ") + std::strerror(errno));
+  }
+  if (!Spawn([this, op, request] {
+        RunUpload(channel_, request, &op->input);
+        Unregister(request.id(), op.get());
+      })) {
+    Unregister(id, op.get());
+    SendOpError(channel_, id, "start upload thread: Resource temporarily unavailable");
+  }
+}
+
+void Agent::StartDownload(const agent::v1::FileReadStart& request) {
+  if (!Spawn([this, request] { RunDownload(channel_, request); })) {
+    SendOpError(channel_, request.id(), "start download thread: Resource temporarily unavailable");
+  }
+}
+
+void Agent::PushInput(uint64_t id, Kind kind, std::string data, bool eof) {
+  std::shared_ptr<Op> op;
+  {
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    auto it = ops_.find(id);
+    if (it == ops_.end() || it->second->kind != kind) return;  // finished or failed
+    op = it->second;
+  }
+  op->input.Push(std::move(data), eof);
+}
+
+void Agent::CancelUploads() {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  for (auto& [id, op] : ops_) {
+    if (op->kind == Kind::kUpload) op->input.Cancel();
+  }
+}
+
+std::shared_ptr<Agent::Op> Agent::Register(uint64_t id, Kind kind) {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  auto [it, inserted] = ops_.try_emplace(id, nullptr);
+  if (!inserted) return nullptr;
+  it->second = std::make_shared<Op>(kind);
+  return it->second;
+}
+
+void Agent::Unregister(uint64_t id, const Op* op) {
+  std::lock_guard<std::mutex> lock(ops_mu_);
+  auto it = ops_.find(id);
+  if (it != ops_.end() && it->second.get() == op) ops_.erase(it);
+}
+
+}  // namespace smolvm::guest

@@ -1,0 +1,65 @@
+// File: agent.h
+//
+// Agent: the guest side of proto/smolvm/agent/v1/agent.proto. One reader
+// thread (Run) decodes frames and dispatches them; it never blocks on a
+// child or a file: every exec, upload and download runs on its own detached
+// thread, and the data the host streams into an operation (ExecStdin,
+// FileData) is queued in that operation's bounded OpInput.
+//
+// Survives everything the host can do: at end of stream (host disconnected,
+// not yet connected, VM restored from a snapshot) the decoder is reset and
+// reading resumes after kReconnectPoll; on a corrupt stream the buffered
+// bytes are dropped. Running execs outlive a disconnect; unfinished uploads
+// are cancelled (their data cannot arrive any more).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+
+#include "guest/agent/channel.h"
+#include "guest/agent/op_input.h"
+#include "smolvm/agent/v1/agent.pb.h"
+
+namespace smolvm::guest {
+
+inline constexpr std::chrono::milliseconds kReconnectPoll{20};
+
+class Agent {
+ public:
+  // `channel` must outlive the agent (in practice: the process).
+  explicit Agent(Channel* channel) : channel_(channel) {}
+  Agent(const Agent&) = delete;
+  Agent& operator=(const Agent&) = delete;
+
+  // The reader loop. Never returns.
+  [[noreturn]] void Run();
+
+ private:
+  enum class Kind { kExec, kUpload };
+  struct Op {
+    explicit Op(Kind k) : kind(k) {}
+    const Kind kind;
+    OpInput input;
+  };
+
+  void Dispatch(agent::v1::Frame* frame);
+  void StartExec(const agent::v1::ExecStart& request);
+  void StartUpload(const agent::v1::FileWriteStart& request);
+  void StartDownload(const agent::v1::FileReadStart& request);
+  // Feeds host data to op `id` if it is running and of `kind`; else drops it.
+  void PushInput(uint64_t id, Kind kind, std::string data, bool eof);
+  void CancelUploads();
+
+  // Returns null (and reports nothing) if `id` is already in use.
+  std::shared_ptr<Op> Register(uint64_t id, Kind kind);
+  void Unregister(uint64_t id, const Op* op);
+
+  Channel* const channel_;
+  std::mutex ops_mu_;
+  std::unordered_map<uint64_t, std::shared_ptr<Op>> ops_;  // guarded by ops_mu_
+};
+
+}  // namespace smolvm::guest

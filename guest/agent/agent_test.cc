@@ -1,0 +1,723 @@
+// Tests of smolvm-agent: the real static binary, run on the host with one end
+// of a socketpair (--fd 3), driven through the real frame codec. No mocks.
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <deque>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "lib/agent/frame_codec.h"
+#include "smolvm/agent/v1/agent.pb.h"
+
+namespace smolvm::guest {
+namespace {
+
+namespace fs = std::filesystem;
+namespace v1 = agent::v1;
+using namespace std::chrono_literals;
+using Clock = std::chrono::steady_clock;
+
+// The agent under test, talking over a socketpair.
+class AgentProcess {
+ public:
+  AgentProcess() {
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+    pid_ = fork();
+    if (pid_ == 0) {
+      if (dup2(sv[1], 3) < 0) _exit(126);
+      execl(SMOLVM_AGENT_BINARY, "smolvm-agent", "--fd", "3", static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(sv[1]);
+    fd_ = sv[0];
+    reader_ = std::thread([this] { ReadLoop(); });
+  }
+
+  ~AgentProcess() {
+    shutdown(fd_, SHUT_RDWR);
+    reader_.join();
+    close(fd_);
+    kill(pid_, SIGKILL);
+    waitpid(pid_, nullptr, 0);
+  }
+
+  pid_t pid() const { return pid_; }
+  int fd() const { return fd_; }
+
+  void Send(const v1::Frame& frame) {
+    std::string bytes;
+    ASSERT_TRUE(agent::EncodeFrame(frame, &bytes));
+    SendRaw(bytes);
+  }
+
+  void SendRaw(const std::string& bytes) {
+    std::lock_guard<std::mutex> lock(write_mu_);
+    size_t done = 0;
+    while (done < bytes.size()) {
+      ssize_t n = send(fd_, bytes.data() + done, bytes.size() - done, MSG_NOSIGNAL);
+      ASSERT_GT(n, 0) << std::strerror(errno);
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  // Removes and returns the first received frame matching `pred`.
+  std::optional<v1::Frame> WaitFor(const std::function<bool(const v1::Frame&)>& pred,
+                                   Clock::duration timeout = 20s) {
+    std::unique_lock<std::mutex> lock(mu_);
+    Clock::time_point deadline = Clock::now() + timeout;
+    for (;;) {
+      for (auto it = frames_.begin(); it != frames_.end(); ++it) {
+        if (pred(*it)) {
+          v1::Frame frame = std::move(*it);
+          frames_.erase(it);
+          return frame;
+        }
+      }
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout) return std::nullopt;
+    }
+  }
+
+  std::optional<v1::Hello> Hello(Clock::duration timeout = 10s) {
+    v1::Frame frame;
+    frame.mutable_hello_request()->set_host_protocol_version(1);
+    Send(frame);
+    auto reply = WaitFor([](const v1::Frame& f) { return f.has_hello(); }, timeout);
+    if (!reply) return std::nullopt;
+    return reply->hello();
+  }
+
+ private:
+  void ReadLoop() {
+    agent::FrameDecoder decoder;
+    std::vector<char> buffer(1 << 20);
+    v1::Frame frame;
+    for (;;) {
+      ssize_t n = read(fd_, buffer.data(), buffer.size());
+      if (n <= 0) return;
+      decoder.Feed(buffer.data(), static_cast<size_t>(n));
+      for (;;) {
+        auto result = decoder.Next(&frame);
+        if (result == agent::FrameDecoder::Result::kError) {
+          ADD_FAILURE() << "agent sent a corrupt stream: " << decoder.error();
+          return;
+        }
+        if (result == agent::FrameDecoder::Result::kNeedMore) break;
+        std::lock_guard<std::mutex> lock(mu_);
+        frames_.push_back(frame);
+        cv_.notify_all();
+      }
+    }
+  }
+
+  pid_t pid_ = -1;
+  int fd_ = -1;
+  std::thread reader_;
+  std::mutex write_mu_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<v1::Frame> frames_;
+};
+
+struct ExecResult {
+  std::string out;
+  std::string err;
+  v1::ExecExit exit;
+  bool done = false;
+};
+
+v1::ExecStart Cmd(uint64_t id, std::vector<std::string> argv) {
+  v1::ExecStart start;
+  start.set_id(id);
+  for (auto& a : argv) start.add_argv(a);
+  return start;
+}
+
+void SendExecStart(AgentProcess& agent, const v1::ExecStart& start) {
+  v1::Frame frame;
+  *frame.mutable_exec_start() = start;
+  agent.Send(frame);
+}
+
+void SendStdin(AgentProcess& agent, uint64_t id, const std::string& data, bool eof) {
+  v1::Frame frame;
+  frame.mutable_exec_stdin()->set_id(id);
+  frame.mutable_exec_stdin()->set_data(data);
+  frame.mutable_exec_stdin()->set_eof(eof);
+  agent.Send(frame);
+}
+
+// Collects the output of exec `id` until its ExecExit.
+ExecResult Collect(AgentProcess& agent, uint64_t id, Clock::duration timeout = 30s) {
+  ExecResult result;
+  Clock::time_point deadline = Clock::now() + timeout;
+  while (!result.done) {
+    auto frame = agent.WaitFor(
+        [id](const v1::Frame& f) {
+          return (f.has_exec_output() && f.exec_output().id() == id) ||
+                 (f.has_exec_exit() && f.exec_exit().id() == id);
+        },
+        deadline - Clock::now());
+    if (!frame) {
+      ADD_FAILURE() << "no ExecExit for exec " << id;
+      break;
+    }
+    if (frame->has_exec_exit()) {
+      result.exit = frame->exec_exit();
+      result.done = true;
+    } else {
+      EXPECT_LE(frame->exec_output().data().size(), agent::kMaxChunkBytes);
+      (frame->exec_output().stream() == v1::ExecOutput::STDERR ? result.err : result.out) +=
+          frame->exec_output().data();
+    }
+  }
+  return result;
+}
+
+ExecResult RunExec(AgentProcess& agent, const v1::ExecStart& start) {
+  SendExecStart(agent, start);
+  return Collect(agent, start.id());
+}
+
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/agent_test.XXXXXX";
+    path_ = mkdtemp(tmpl);
+  }
+  ~TempDir() { fs::remove_all(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+std::string ReadAll(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+std::set<std::string> ListDir(const std::string& path) {
+  std::set<std::string> names;
+  for (const auto& e : fs::directory_iterator(path)) names.insert(e.path().filename());
+  return names;
+}
+
+uint64_t Fnv1a(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return h;
+}
+
+// Pids of live (not zombie) processes whose process group is `pgid`.
+std::vector<pid_t> LiveGroupMembers(pid_t pgid) {
+  std::vector<pid_t> out;
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    std::string name = e.path().filename();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string stat = ReadAll("/proc/" + name + "/stat");
+    size_t paren = stat.rfind(')');
+    if (paren == std::string::npos) continue;
+    char state = 0;
+    int ppid = 0, pgrp = 0;
+    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
+    if (pgrp == pgid && state != 'Z' && state != 'X') out.push_back(std::stoi(name));
+  }
+  return out;
+}
+
+// --- tests -------------------------------------------------------------------
+
+TEST(AgentTest, Hello) {
+  AgentProcess agent;
+  auto hello = agent.Hello();
+  ASSERT_TRUE(hello);
+  EXPECT_EQ(hello->protocol_version(), static_cast<uint32_t>(v1::PROTOCOL_VERSION));
+  EXPECT_EQ(hello->agent_pid(), agent.pid());
+  EXPECT_FALSE(hello->agent_version().empty());
+  // Hello is also a ping: a second one gets answered too.
+  ASSERT_TRUE(agent.Hello());
+}
+
+TEST(AgentTest, ExitCodesAndSignals) {
+  AgentProcess agent;
+  ExecResult r = RunExec(agent, Cmd(1, {"true"}));
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  EXPECT_EQ(r.exit.signal(), 0);
+  EXPECT_EQ(r.exit.start_error(), "");
+  r = RunExec(agent, Cmd(2, {"sh", "-c", "exit 7"}));
+  EXPECT_EQ(r.exit.exit_code(), 7);
+  r = RunExec(agent, Cmd(3, {"sh", "-c", "kill -TERM $$"}));
+  EXPECT_EQ(r.exit.signal(), SIGTERM);
+  EXPECT_FALSE(r.exit.timed_out());
+}
+
+TEST(AgentTest, StdoutAndStderrAreSeparate) {
+  AgentProcess agent;
+  ExecResult r = RunExec(agent, Cmd(1, {"sh", "-c", "echo out; echo err >&2; echo out2; exit 3"}));
+  EXPECT_EQ(r.out, "out\nout2\n");
+  EXPECT_EQ(r.err, "err\n");
+  EXPECT_EQ(r.exit.exit_code(), 3);
+}
+
+TEST(AgentTest, StdinRoundTrip) {
+  AgentProcess agent;
+  // Without stdin_follows stdin is /dev/null.
+  ExecResult r = RunExec(agent, Cmd(1, {"cat"}));
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.exit.exit_code(), 0);
+
+  // 3 MiB in chunks, more than a pipe holds, so feeding has to wait on cat.
+  std::string data;
+  for (int i = 0; data.size() < (3u << 20); ++i) data += "line " + std::to_string(i) + "\n";
+  v1::ExecStart start = Cmd(2, {"cat"});
+  start.set_stdin_follows(true);
+  SendExecStart(agent, start);
+  for (size_t off = 0; off < data.size(); off += 50000) {
+    SendStdin(agent, 2, data.substr(off, 50000), false);
+  }
+  SendStdin(agent, 2, "", true);
+  r = Collect(agent, 2);
+  EXPECT_EQ(r.out.size(), data.size());
+  EXPECT_TRUE(r.out == data);
+  EXPECT_EQ(r.exit.exit_code(), 0);
+}
+
+TEST(AgentTest, StdinClosedEarlyByChildIsHarmless) {
+  AgentProcess agent;
+  v1::ExecStart start = Cmd(1, {"head", "-c", "3"});
+  start.set_stdin_follows(true);
+  SendExecStart(agent, start);
+  for (int i = 0; i < 8; ++i) SendStdin(agent, 1, std::string(512 << 10, 'x'), false);
+  SendStdin(agent, 1, "", true);
+  ExecResult r = Collect(agent, 1);
+  EXPECT_EQ(r.out, "xxx");
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  ASSERT_TRUE(agent.Hello());
+}
+
+TEST(AgentTest, StdinOverflowFailsTheExec) {
+  AgentProcess agent;
+  v1::ExecStart start = Cmd(1, {"sleep", "100"});  // never reads stdin
+  start.set_stdin_follows(true);
+  SendExecStart(agent, start);
+  std::string chunk(512 << 10, 'z');
+  for (int i = 0; i < 36; ++i) SendStdin(agent, 1, chunk, false);  // 18 MiB
+  ExecResult r = Collect(agent, 1);
+  EXPECT_NE(r.exit.start_error().find("more than 16 MiB queued"), std::string::npos)
+      << r.exit.start_error();
+  ASSERT_TRUE(agent.Hello());
+}
+
+TEST(AgentTest, LargeStdoutStreamsWithoutLoss) {
+  AgentProcess agent;
+  std::string expected;
+  expected.reserve(21 << 20);
+  for (int i = 1; i <= 2700000; ++i) {
+    expected += std::to_string(i);
+    expected += '\n';
+  }
+  ASSERT_GT(expected.size(), 20'000'000u);
+  ExecResult r = RunExec(agent, Cmd(1, {"seq", "1", "2700000"}));
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  EXPECT_EQ(r.out.size(), expected.size());
+  EXPECT_EQ(Fnv1a(r.out), Fnv1a(expected));
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(AgentTest, TimeoutKillsTheWholeGroup) {
+  AgentProcess agent;
+  v1::ExecStart start = Cmd(1, {"sh", "-c", "echo $$; sleep 100 & echo $!; sleep 100"});
+  start.set_timeout_ms(700);
+  Clock::time_point t0 = Clock::now();
+  ExecResult r = RunExec(agent, start);
+  EXPECT_LT(Clock::now() - t0, 5s);
+  EXPECT_TRUE(r.exit.timed_out());
+  EXPECT_EQ(r.exit.start_error(), "");
+  std::istringstream lines(r.out);
+  pid_t shell = 0, background = 0;
+  lines >> shell >> background;
+  ASSERT_GT(shell, 0) << r.out;
+  ASSERT_GT(background, 0) << r.out;
+  // Both sleeps (and the shell) are gone; killed orphans may linger as
+  // zombies until the host's init reaps them, which does not count.
+  std::vector<pid_t> live;
+  for (Clock::time_point end = Clock::now() + 3s; Clock::now() < end;) {
+    live = LiveGroupMembers(shell);
+    if (live.empty()) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_TRUE(live.empty()) << "still running in group " << shell << ": " << live.size();
+  std::string stat = ReadAll("/proc/" + std::to_string(background) + "/stat");
+  EXPECT_TRUE(stat.empty() || stat.find(") Z") != std::string::npos) << stat;
+}
+
+TEST(AgentTest, CancelKillsTheGroup) {
+  AgentProcess agent;
+  SendExecStart(agent, Cmd(1, {"sleep", "100"}));
+  std::this_thread::sleep_for(100ms);
+  v1::Frame cancel;
+  cancel.mutable_exec_cancel()->set_id(1);
+  agent.Send(cancel);
+  ExecResult r = Collect(agent, 1, 5s);
+  EXPECT_EQ(r.exit.signal(), SIGKILL);
+}
+
+TEST(AgentTest, BackgroundChildHoldingThePipesDoesNotBlockExit) {
+  AgentProcess agent;
+  Clock::time_point t0 = Clock::now();
+  ExecResult r = RunExec(agent, Cmd(1, {"sh", "-c", "echo hi; sleep 5 & exit 4"}));
+  EXPECT_LT(Clock::now() - t0, 3s);
+  EXPECT_EQ(r.out, "hi\n");
+  EXPECT_EQ(r.exit.exit_code(), 4);
+}
+
+TEST(AgentTest, StartErrors) {
+  AgentProcess agent;
+  ExecResult r = RunExec(agent, Cmd(1, {"no-such-program-smolvm"}));
+  EXPECT_EQ(r.exit.start_error(), "exec no-such-program-smolvm: No such file or directory");
+  EXPECT_EQ(r.out + r.err, "");
+  r = RunExec(agent, Cmd(2, {"/nonexistent/prog"}));
+  EXPECT_EQ(r.exit.start_error(), "exec /nonexistent/prog: No such file or directory");
+  v1::ExecStart start = Cmd(3, {"true"});
+  start.set_cwd("/nonexistent-dir-smolvm");
+  r = RunExec(agent, start);
+  EXPECT_EQ(r.exit.start_error(), "chdir /nonexistent-dir-smolvm: No such file or directory");
+  r = RunExec(agent, Cmd(4, {}));
+  EXPECT_NE(r.exit.start_error(), "");
+  // PATH comes from the request's environment.
+  start = Cmd(5, {"sh", "-c", "true"});
+  (*start.mutable_env())["PATH"] = "/nonexistent";
+  r = RunExec(agent, start);
+  EXPECT_EQ(r.exit.start_error(), "exec sh: No such file or directory");
+}
+
+TEST(AgentTest, ConcurrentExecs) {
+  AgentProcess agent;
+  Clock::time_point t0 = Clock::now();
+  for (int i = 1; i <= 8; ++i) {
+    SendExecStart(agent, Cmd(i, {"sh", "-c", "sleep 0.5; echo " + std::to_string(i * 11)}));
+  }
+  for (int i = 1; i <= 8; ++i) {
+    ExecResult r = Collect(agent, i);
+    EXPECT_EQ(r.out, std::to_string(i * 11) + "\n");
+    EXPECT_EQ(r.exit.exit_code(), 0);
+  }
+  EXPECT_LT(Clock::now() - t0, 3s);  // 8 x 0.5 s one after the other would be 4 s
+}
+
+TEST(AgentTest, EnvAndCwd) {
+  setenv("AGENT_TEST_LEAK", "leaked", 1);
+  AgentProcess agent;
+  TempDir dir;
+  v1::ExecStart start =
+      Cmd(1, {"sh", "-c", "echo $FOO/$HOME/$TERM/$PATH/${AGENT_TEST_LEAK:-unset}; pwd"});
+  (*start.mutable_env())["FOO"] = "bar";
+  (*start.mutable_env())["HOME"] = "/home/x";
+  start.set_cwd(dir.path());
+  ExecResult r = RunExec(agent, start);
+  // The agent's own environment (AGENT_TEST_LEAK, inherited from this test)
+  // is not passed on: only the base environment plus the request's.
+  EXPECT_EQ(r.out, "bar//home/x/dumb//usr/sbin:/usr/bin:/sbin:/bin/unset\n" + dir.path() + "\n");
+  // Default cwd is /root.
+  r = RunExec(agent, Cmd(2, {"pwd"}));
+  EXPECT_EQ(r.out, "/root\n");
+}
+
+void StartUpload(AgentProcess& agent, uint64_t id, const std::string& path, uint32_t mode,
+                 bool tar, bool make_parents) {
+  v1::Frame frame;
+  auto* start = frame.mutable_file_write_start();
+  start->set_id(id);
+  start->set_path(path);
+  start->set_mode(mode);
+  start->set_tar(tar);
+  start->set_make_parents(make_parents);
+  agent.Send(frame);
+}
+
+void SendFileData(AgentProcess& agent, uint64_t id, const std::string& data, bool eof) {
+  v1::Frame frame;
+  frame.mutable_file_data()->set_id(id);
+  frame.mutable_file_data()->set_data(data);
+  frame.mutable_file_data()->set_eof(eof);
+  agent.Send(frame);
+}
+
+v1::OpResult WaitResult(AgentProcess& agent, uint64_t id) {
+  auto frame = agent.WaitFor(
+      [id](const v1::Frame& f) { return f.has_op_result() && f.op_result().id() == id; });
+  EXPECT_TRUE(frame) << "no OpResult for " << id;
+  return frame ? frame->op_result() : v1::OpResult();
+}
+
+v1::OpResult Upload(AgentProcess& agent, uint64_t id, const std::string& path,
+                    const std::string& data, uint32_t mode = 0, bool tar = false,
+                    bool make_parents = false) {
+  StartUpload(agent, id, path, mode, tar, make_parents);
+  for (size_t off = 0; off < data.size(); off += agent::kMaxChunkBytes) {
+    SendFileData(agent, id, data.substr(off, agent::kMaxChunkBytes), false);
+  }
+  SendFileData(agent, id, "", true);
+  return WaitResult(agent, id);
+}
+
+struct Download {
+  std::string data;
+  v1::OpResult result;
+  bool saw_eof = false;
+  int chunks = 0;
+};
+
+Download Fetch(AgentProcess& agent, uint64_t id, const std::string& path, bool tar = false) {
+  v1::Frame frame;
+  frame.mutable_file_read_start()->set_id(id);
+  frame.mutable_file_read_start()->set_path(path);
+  frame.mutable_file_read_start()->set_tar(tar);
+  agent.Send(frame);
+  Download d;
+  for (;;) {
+    auto f = agent.WaitFor([id](const v1::Frame& f) {
+      return (f.has_file_data() && f.file_data().id() == id) ||
+             (f.has_op_result() && f.op_result().id() == id);
+    });
+    if (!f) {
+      ADD_FAILURE() << "download " << id << " stalled";
+      return d;
+    }
+    if (f->has_op_result()) {
+      d.result = f->op_result();
+      return d;
+    }
+    EXPECT_FALSE(d.saw_eof) << "data after eof";
+    EXPECT_LE(f->file_data().data().size(), agent::kMaxChunkBytes);
+    d.data += f->file_data().data();
+    d.saw_eof = f->file_data().eof();
+    ++d.chunks;
+  }
+}
+
+TEST(AgentTest, FileWriteReadRoundTrip) {
+  AgentProcess agent;
+  TempDir dir;
+  std::string data;
+  for (int i = 0; data.size() < 300000; ++i) data += static_cast<char>((i * 7919) & 0xff);
+  const std::string path = dir.path() + "/a/b/file.bin";
+  v1::OpResult r = Upload(agent, 1, path, data, 0640, false, true);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_EQ(r.bytes(), data.size());
+  EXPECT_EQ(ReadAll(path), data);
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0640u);
+  EXPECT_EQ(ListDir(dir.path() + "/a/b"), std::set<std::string>{"file.bin"});
+
+  Download d = Fetch(agent, 2, path);
+  EXPECT_EQ(d.result.error(), "");
+  EXPECT_TRUE(d.saw_eof);
+  EXPECT_TRUE(d.data == data);
+  EXPECT_EQ(d.result.bytes(), data.size());
+  EXPECT_EQ(d.result.mode(), 0640u);
+  EXPECT_EQ(d.chunks, 5);  // 300000 bytes = 4 full chunks + 1, the last with eof
+
+  // Mode 0 means 0644; an empty file is one empty chunk with eof.
+  r = Upload(agent, 3, dir.path() + "/empty", "");
+  EXPECT_EQ(r.error(), "");
+  d = Fetch(agent, 4, dir.path() + "/empty");
+  EXPECT_EQ(d.result.mode(), 0644u);
+  EXPECT_EQ(d.chunks, 1);
+  EXPECT_TRUE(d.saw_eof);
+  EXPECT_EQ(d.data, "");
+}
+
+TEST(AgentTest, FileWriteIsAtomic) {
+  AgentProcess agent;
+  TempDir dir;
+  const std::string path = dir.path() + "/config";
+  { std::ofstream(path) << "old contents\n"; }
+  StartUpload(agent, 1, path, 0600, false, false);
+  SendFileData(agent, 1, "new ", false);
+  std::this_thread::sleep_for(200ms);
+  EXPECT_EQ(ReadAll(path), "old contents\n");  // not visible before eof
+  EXPECT_EQ(ListDir(dir.path()).size(), 2u);   // the target + one temp file
+  SendFileData(agent, 1, "contents\n", true);
+  v1::OpResult r = WaitResult(agent, 1);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_EQ(ReadAll(path), "new contents\n");
+  EXPECT_EQ(ListDir(dir.path()), std::set<std::string>{"config"});
+}
+
+TEST(AgentTest, FileErrorsNameThePath) {
+  AgentProcess agent;
+  TempDir dir;
+  v1::OpResult r = Upload(agent, 1, dir.path() + "/missing/x", "data");
+  EXPECT_EQ(r.error(), "open " + dir.path() + "/missing/x: No such file or directory");
+  r = Upload(agent, 2, "relative/path", "data");
+  EXPECT_NE(r.error(), "");
+  { std::ofstream(dir.path() + "/plain") << "x"; }
+  r = Upload(agent, 3, dir.path() + "/plain/sub/x", "data", 0, false, true);
+  EXPECT_EQ(r.error(), "mkdir " + dir.path() + "/plain/sub: Not a directory");
+
+  Download d = Fetch(agent, 4, dir.path() + "/nope");
+  EXPECT_EQ(d.chunks, 0);
+  EXPECT_EQ(d.result.error(), "open " + dir.path() + "/nope: No such file or directory");
+  d = Fetch(agent, 5, dir.path());
+  EXPECT_EQ(d.chunks, 0);
+  EXPECT_EQ(d.result.error(), "read " + dir.path() + ": Is a directory");
+  EXPECT_EQ(ListDir(dir.path()), std::set<std::string>{"plain"});
+  ASSERT_TRUE(agent.Hello());
+}
+
+TEST(AgentTest, TarUploadAndDownload) {
+  AgentProcess agent;
+  TempDir dir;
+  const std::string src = dir.path() + "/src";
+  fs::create_directories(src + "/sub/deeper");
+  { std::ofstream(src + "/a.txt") << "alpha\n"; }
+  { std::ofstream(src + "/sub/b.txt") << "beta\n"; }
+  { std::ofstream(src + "/sub/deeper/c.bin") << std::string(200000, 'c'); }
+  chmod((src + "/a.txt").c_str(), 0600);
+
+  Download d = Fetch(agent, 1, src, /*tar=*/true);
+  ASSERT_EQ(d.result.error(), "");
+  EXPECT_TRUE(d.saw_eof);
+  EXPECT_EQ(d.result.bytes(), d.data.size());
+  EXPECT_GT(d.data.size(), 200000u);
+
+  const std::string dst = dir.path() + "/dst/nested";
+  v1::OpResult r = Upload(agent, 2, dst, d.data, 0, /*tar=*/true);
+  ASSERT_EQ(r.error(), "");
+  EXPECT_EQ(r.bytes(), d.data.size());
+  EXPECT_EQ(ReadAll(dst + "/a.txt"), "alpha\n");
+  EXPECT_EQ(ReadAll(dst + "/sub/b.txt"), "beta\n");
+  EXPECT_EQ(ReadAll(dst + "/sub/deeper/c.bin"), std::string(200000, 'c'));
+  struct stat st;
+  ASSERT_EQ(stat((dst + "/a.txt").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 07777, 0600u);
+
+  // A corrupt archive: the error carries tar's stderr.
+  r = Upload(agent, 3, dir.path() + "/bad", std::string(4096, 'x'), 0, true);
+  EXPECT_NE(r.error().find("tar -x -C " + dir.path() + "/bad: "), std::string::npos) << r.error();
+  EXPECT_GT(r.error().size(), ("tar -x -C " + dir.path() + "/bad: ").size());
+  // A missing directory.
+  d = Fetch(agent, 4, dir.path() + "/nope", true);
+  EXPECT_EQ(d.result.error(), "stat " + dir.path() + "/nope: No such file or directory");
+}
+
+TEST(AgentTest, ResyncsAfterGarbage) {
+  AgentProcess agent;
+  ASSERT_TRUE(agent.Hello());
+  // An oversized length prefix.
+  agent.SendRaw(std::string("\xff\xff\xff\xff garbage garbage", 20));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(agent.Hello());
+  // A well-sized frame that does not parse.
+  agent.SendRaw(std::string("\x00\x00\x00\x06\xff\xff\xff\xff\xff\xff", 10));
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(agent.Hello());
+  // Random bytes.
+  std::string noise;
+  for (int i = 0; i < 5000; ++i) noise += static_cast<char>((i * 2654435761u) >> 24);
+  agent.SendRaw(std::string("\x7f", 1) + noise);
+  std::this_thread::sleep_for(100ms);
+  ASSERT_TRUE(agent.Hello());
+  // Messages that only the guest sends, unknown ids: ignored.
+  v1::Frame frame;
+  frame.mutable_hello()->set_protocol_version(1);
+  agent.Send(frame);
+  SendStdin(agent, 999, "x", true);
+  SendFileData(agent, 998, "x", true);
+  frame.mutable_exec_cancel()->set_id(997);
+  agent.Send(frame);
+  agent.SendRaw(std::string("\x00\x00\x00\x00", 4));  // an empty Frame
+  ASSERT_TRUE(agent.Hello());
+  EXPECT_EQ(kill(agent.pid(), 0), 0);
+}
+
+TEST(AgentTest, SurvivesEndOfStream) {
+  AgentProcess agent;
+  SendExecStart(agent, Cmd(1, {"sh", "-c", "sleep 0.3; echo done"}));
+  // Half a frame, then the host side stops sending: the agent sees EOF.
+  agent.SendRaw(std::string("\x00\x00\x01\x00\x1a", 5));
+  ASSERT_EQ(shutdown(agent.fd(), SHUT_WR), 0);
+  ExecResult r = Collect(agent, 1);  // running execs outlive the disconnect
+  EXPECT_EQ(r.out, "done\n");
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  std::this_thread::sleep_for(200ms);
+  int status;
+  EXPECT_EQ(waitpid(agent.pid(), &status, WNOHANG), 0) << "the agent exited at EOF";
+}
+
+TEST(AgentTest, UnfinishedUploadIsCancelledAtEndOfStream) {
+  AgentProcess agent;
+  TempDir dir;
+  StartUpload(agent, 1, dir.path() + "/partial", 0, false, false);
+  SendFileData(agent, 1, "some", false);
+  std::this_thread::sleep_for(100ms);
+  ASSERT_EQ(shutdown(agent.fd(), SHUT_WR), 0);
+  v1::OpResult r = WaitResult(agent, 1);
+  EXPECT_NE(r.error().find("cancelled"), std::string::npos) << r.error();
+  EXPECT_TRUE(ListDir(dir.path()).empty());
+}
+
+TEST(AgentTest, AddEntropy) {
+  if (geteuid() != 0) GTEST_SKIP() << "RNDADDENTROPY needs root";
+  AgentProcess agent;
+  v1::Frame frame;
+  frame.mutable_add_entropy()->set_id(1);
+  std::string seed(64, '\0');
+  for (size_t i = 0; i < seed.size(); ++i) seed[i] = static_cast<char>(i * 37 + 11);
+  frame.mutable_add_entropy()->set_seed(seed);
+  agent.Send(frame);
+  v1::OpResult r = WaitResult(agent, 1);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_EQ(r.bytes(), seed.size());
+}
+
+TEST(AgentTest, SetClockToNow) {
+  if (geteuid() != 0) GTEST_SKIP() << "clock_settime needs root (CAP_SYS_TIME)";
+  AgentProcess agent;
+  ASSERT_TRUE(agent.Hello());  // the agent is up: the request is served at once
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  int64_t now_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  v1::Frame frame;
+  frame.mutable_set_clock()->set_id(1);
+  // Aim slightly ahead to make up for the transfer, so the step is ~0.
+  frame.mutable_set_clock()->set_unix_time_ns(now_ns + 200'000);
+  agent.Send(frame);
+  v1::OpResult r = WaitResult(agent, 1);
+  if (r.error().find("Operation not permitted") != std::string::npos) {
+    GTEST_SKIP() << r.error();
+  }
+  EXPECT_EQ(r.error(), "");
+  EXPECT_GE(r.guest_time_ns(), now_ns);
+  EXPECT_LT(r.guest_time_ns(), now_ns + 5'000'000'000);
+}
+
+}  // namespace
+}  // namespace smolvm::guest

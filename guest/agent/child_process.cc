@@ -1,0 +1,337 @@
+#include "guest/agent/child_process.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <utility>
+
+#include "lib/agent/frame_codec.h"
+#include "lib/base/unique_fd.h"
+
+namespace smolvm::guest {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kDefaultPath = "/usr/sbin:/usr/bin:/sbin:/bin";
+
+// What the child writes to the error pipe when it cannot exec.
+struct ChildFailure {
+  int32_t stage;
+  int32_t error;
+};
+enum : int32_t { kStageSetup = 1, kStageChdir = 2, kStageExec = 3 };
+
+std::string Errno(int error) { return std::strerror(error); }
+
+[[noreturn]] void ChildFail(int error_fd, int32_t stage, int error) {
+  ChildFailure failure{stage, error};
+  (void)!write(error_fd, &failure, sizeof failure);
+  _exit(127);
+}
+
+bool Pipe(UniqueFd* read_end, UniqueFd* write_end) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return false;
+  read_end->Reset(fds[0]);
+  write_end->Reset(fds[1]);
+  return true;
+}
+
+// Candidate paths for argv0, in execvp order, searched in the child's PATH
+// (not the agent's: the request may override PATH).
+std::vector<std::string> Candidates(const std::string& argv0,
+                                    const std::vector<std::string>& env) {
+  if (argv0.find('/') != std::string::npos) return {argv0};
+  std::string path = kDefaultPath;
+  for (const std::string& entry : env) {
+    if (entry.rfind("PATH=", 0) == 0) path = entry.substr(5);
+  }
+  std::vector<std::string> out;
+  size_t start = 0;
+  for (;;) {
+    size_t end = path.find(':', start);
+    std::string dir =
+        path.substr(start, end == std::string::npos ? std::string::npos : end - start);
+    if (dir.empty()) dir = ".";
+    out.push_back(dir + "/" + argv0);
+    if (end == std::string::npos) break;
+    start = end + 1;
+  }
+  return out;
+}
+
+struct Started {
+  pid_t pid = -1;
+  UniqueFd pidfd;
+  UniqueFd stdin_w, stdout_r, stderr_r;
+};
+
+// fork + exec. Everything the child touches is prepared here: between fork
+// and exec a multi-threaded process may only make async-signal-safe calls.
+std::string Start(const ChildSpec& spec, Started* out) {
+  if (spec.argv.empty() || spec.argv[0].empty()) return "exec: empty argv";
+  std::vector<char*> argv;
+  for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (const std::string& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
+  envp.push_back(nullptr);
+  // A file without #! (ENOEXEC) runs under /bin/sh, as execvp does.
+  std::vector<char*> sh_argv = {const_cast<char*>("/bin/sh"), nullptr};
+  sh_argv.insert(sh_argv.end(), argv.begin() + 1, argv.end());
+  std::vector<std::string> candidates = Candidates(spec.argv[0], spec.env);
+  const char* cwd = spec.cwd.empty() ? "/" : spec.cwd.c_str();
+
+  UniqueFd in_r, in_w, out_r, out_w, err_r, err_w, fail_r, fail_w;
+  if ((spec.stdin_from_input && !Pipe(&in_r, &in_w)) || !Pipe(&out_r, &out_w) ||
+      !Pipe(&err_r, &err_w) || !Pipe(&fail_r, &fail_w)) {
+    return "pipe: " + Errno(errno);
+  }
+
+  pid_t pid = fork();
+  if (pid < 0) return "fork: " + Errno(errno);
+  if (pid == 0) {
+    // Child.
+    int fail = fail_w.get();
+    if (setsid() < 0) ChildFail(fail, kStageSetup, errno);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, nullptr);
+    struct sigaction dfl = {};
+    dfl.sa_handler = SIG_DFL;
+    sigaction(SIGPIPE, &dfl, nullptr);  // the agent ignores it; exec keeps SIG_IGN
+    int stdin_fd = spec.stdin_from_input ? in_r.get() : open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (stdin_fd < 0) ChildFail(fail, kStageSetup, errno);
+    // All pipe fds are >= 3 (main() makes sure 0-2 are open), so dup2 never
+    // lands on a source fd; dup2 clears close-on-exec on the targets.
+    if (dup2(stdin_fd, 0) < 0 || dup2(out_w.get(), 1) < 0 || dup2(err_w.get(), 2) < 0) {
+      ChildFail(fail, kStageSetup, errno);
+    }
+    if (chdir(cwd) != 0) ChildFail(fail, kStageChdir, errno);
+    int error = ENOENT;
+    bool saw_eacces = false;
+    for (const std::string& candidate : candidates) {
+      execve(candidate.c_str(), argv.data(), envp.data());
+      if (errno == ENOEXEC) {
+        sh_argv[1] = const_cast<char*>(candidate.c_str());
+        execve("/bin/sh", sh_argv.data(), envp.data());
+      }
+      error = errno;
+      if (error == EACCES) {
+        saw_eacces = true;
+      } else if (error != ENOENT && error != ENOTDIR && error != ESTALE && error != ENODEV &&
+                 error != ETIMEDOUT) {
+        break;
+      }
+    }
+    if (saw_eacces && (error == ENOENT || error == ENOTDIR)) error = EACCES;
+    ChildFail(fail, kStageExec, error);
+  }
+
+  // Parent.
+  fail_w.Reset();
+  in_r.Reset();
+  out_w.Reset();
+  err_w.Reset();
+  ChildFailure failure{};
+  ssize_t n;
+  do {
+    n = read(fail_r.get(), &failure, sizeof failure);
+  } while (n < 0 && errno == EINTR);
+  if (n == static_cast<ssize_t>(sizeof failure)) {
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    switch (failure.stage) {
+      case kStageChdir:
+        return "chdir " + std::string(cwd) + ": " + Errno(failure.error);
+      case kStageExec:
+        return "exec " + spec.argv[0] + ": " + Errno(failure.error);
+      default:
+        return "start " + spec.argv[0] + ": " + Errno(failure.error);
+    }
+  }
+  // n == 0: the exec succeeded and closed the pipe.
+  out->pid = pid;
+  out->pidfd.Reset(static_cast<int>(syscall(SYS_pidfd_open, pid, 0)));
+  if (!out->pidfd.valid()) {
+    int error = errno;
+    kill(-pid, SIGKILL);
+    while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    return "pidfd_open: " + Errno(error);
+  }
+  if (in_w.valid()) fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
+  out->stdin_w = std::move(in_w);
+  out->stdout_r = std::move(out_r);
+  out->stderr_r = std::move(err_r);
+  return "";
+}
+
+int MillisUntil(Clock::time_point t) {
+  auto left = std::chrono::ceil<std::chrono::milliseconds>(t - Clock::now()).count();
+  return static_cast<int>(std::clamp<long long>(left, 0, 60'000));
+}
+
+}  // namespace
+
+std::vector<std::string> BuildEnv(
+    const std::vector<std::pair<std::string, std::string>>& overrides) {
+  std::map<std::string, std::string> env = {
+      {"PATH", kDefaultPath}, {"HOME", "/root"}, {"TERM", "dumb"}};
+  for (const auto& [key, value] : overrides) env[key] = value;
+  std::vector<std::string> out;
+  for (const auto& [key, value] : env) out.push_back(key + "=" + value);
+  return out;
+}
+
+ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
+                      const std::string& abort_label, const OutputFn& on_output) {
+  ChildOutcome outcome;
+  Started child;
+  outcome.start_error = Start(spec, &child);
+  if (!outcome.start_error.empty()) return outcome;
+
+  const bool has_deadline = timeout_ms > 0;
+  const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
+  Clock::time_point drain_until;
+  bool exited = false;
+  bool killed = false;
+  int status = 0;
+  std::string pending;  // stdin chunk being written
+  size_t pending_off = 0;
+  std::vector<char> buffer(agent::kMaxChunkBytes);
+
+  auto kill_group = [&] {
+    if (!killed && !exited) kill(-child.pid, SIGKILL);
+    killed = true;
+  };
+
+  for (;;) {
+    if (input != nullptr && !exited) {
+      if (input->overflowed() && outcome.abort_error.empty()) {
+        outcome.abort_error = abort_label + ": more than 16 MiB queued";
+        kill_group();
+      } else if (input->cancelled()) {
+        kill_group();
+      }
+    }
+    // Feed stdin as far as the pipe takes it; never block here.
+    if (input != nullptr) {
+      if (!child.stdin_w.valid() || exited) {
+        child.stdin_w.Reset();
+        std::string discard;
+        while (input->TryPop(&discard) == OpInput::Pop::kData) {
+        }
+      } else {
+        for (;;) {
+          if (pending_off == pending.size()) {
+            pending.clear();
+            pending_off = 0;
+            OpInput::Pop pop = input->TryPop(&pending);
+            if (pop == OpInput::Pop::kEof) child.stdin_w.Reset();
+            if (pop != OpInput::Pop::kData) break;
+          }
+          ssize_t n = write(child.stdin_w.get(), pending.data() + pending_off,
+                            pending.size() - pending_off);
+          if (n > 0) {
+            pending_off += static_cast<size_t>(n);
+            outcome.stdin_bytes += static_cast<uint64_t>(n);
+          } else if (n < 0 && errno == EINTR) {
+            continue;
+          } else if (n < 0 && errno == EAGAIN) {
+            break;
+          } else {
+            child.stdin_w.Reset();  // EPIPE: the child closed its stdin
+            pending.clear();
+            pending_off = 0;
+            break;
+          }
+        }
+      }
+    }
+
+    if (exited) {
+      if (!child.stdout_r.valid() && !child.stderr_r.valid()) break;
+      if (Clock::now() >= drain_until) break;
+    } else if (has_deadline && !killed && Clock::now() >= deadline) {
+      outcome.timed_out = true;
+      kill_group();
+    }
+
+    pollfd fds[5];
+    int nfds = 0;
+    auto add = [&](const UniqueFd& fd, short events) -> int {
+      if (!fd.valid()) return -1;
+      fds[nfds] = {fd.get(), events, 0};
+      return nfds++;
+    };
+    int out_i = add(child.stdout_r, POLLIN);
+    int err_i = add(child.stderr_r, POLLIN);
+    if (pending_off < pending.size()) add(child.stdin_w, POLLOUT);  // retried at the top
+    int pid_i = exited ? -1 : add(child.pidfd, POLLIN);
+    int wake_i = -1;
+    if (input != nullptr) {
+      fds[nfds] = {input->wake_fd(), POLLIN, 0};
+      wake_i = nfds++;
+    }
+    int timeout = -1;
+    if (exited) {
+      timeout = MillisUntil(drain_until);
+    } else if (has_deadline && !killed) {
+      timeout = MillisUntil(deadline);
+    }
+    int r = poll(fds, static_cast<nfds_t>(nfds), timeout);
+    if (r < 0 && errno != EINTR) break;  // cannot happen with valid fds
+    if (r <= 0) continue;
+
+    auto pump = [&](int index, UniqueFd* fd, int stream) {
+      if (index < 0 || fds[index].revents == 0) return;
+      ssize_t n = read(fd->get(), buffer.data(), buffer.size());
+      if (n > 0) {
+        on_output(stream, buffer.data(), static_cast<size_t>(n));
+        if (exited) drain_until = Clock::now() + kDrainIdle;
+      } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        fd->Reset();
+      }
+    };
+    pump(out_i, &child.stdout_r, 1);
+    pump(err_i, &child.stderr_r, 2);
+    if (wake_i >= 0 && fds[wake_i].revents != 0) input->ClearWake();
+    if (pid_i >= 0 && fds[pid_i].revents != 0) {
+      pid_t w = waitpid(child.pid, &status, WNOHANG);
+      // ECHILD: reaped behind our back (cannot happen with SIGCHLD at its
+      // default); the status is lost, do not spin on the readable pidfd.
+      bool gone = w == child.pid || (w < 0 && errno == ECHILD);
+      if (w < 0) status = 0;
+      if (gone) {
+        exited = true;
+        drain_until = Clock::now() + kDrainIdle;
+        child.stdin_w.Reset();
+      }
+    }
+  }
+
+  if (!exited) {
+    // Only reached if poll failed; do not leave a zombie behind.
+    kill(-child.pid, SIGKILL);
+    while (waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+  if (WIFSIGNALED(status)) {
+    outcome.signal = WTERMSIG(status);
+  } else {
+    outcome.exit_code = WEXITSTATUS(status);
+  }
+  return outcome;
+}
+
+}  // namespace smolvm::guest

@@ -1,0 +1,61 @@
+// File: child_process.h
+//
+// RunChild: fork/exec one program in its own session and pump its pipes until
+// it is done. Used for ExecStart (output streamed as ExecOutput) and for the
+// busybox `tar` behind FileWriteStart/FileReadStart with tar=true.
+//
+// The child gets exactly `env` as its environment, `cwd` as its working
+// directory, stdin fed from an OpInput (or /dev/null), and stdout/stderr on
+// pipes. A failed chdir/execve is reported through a close-on-exec error pipe
+// as ChildOutcome::start_error ("exec foo: No such file or directory").
+// Only the started child is reaped (waitpid by pid); its process group is
+// SIGKILLed on timeout, cancel or input overflow. After the child exits the
+// pipes are drained until EOF or kDrainIdle without data (a background
+// grandchild may keep them open).
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "guest/agent/op_input.h"
+
+namespace smolvm::guest {
+
+inline constexpr std::chrono::milliseconds kDrainIdle{200};
+
+struct ChildSpec {
+  std::vector<std::string> argv;  // argv[0] is looked up in env's PATH
+  std::vector<std::string> env;   // "KEY=VALUE": the child's whole environment
+  std::string cwd = "/";
+  bool stdin_from_input = false;  // else stdin is /dev/null
+};
+
+struct ChildOutcome {
+  std::string start_error;  // set: the program never ran
+  std::string abort_error;  // set: killed because the input overflowed
+  bool timed_out = false;
+  int exit_code = 0;
+  int signal = 0;           // terminating signal, 0 if it exited
+  uint64_t stdin_bytes = 0; // bytes written to the child's stdin
+};
+
+// stream: 1 = stdout, 2 = stderr. Called on the RunChild thread.
+using OutputFn = std::function<void(int stream, const char* data, size_t size)>;
+
+// Runs `spec` to completion on the calling thread. `input` (may be null if
+// !stdin_from_input) supplies stdin and the cancel request; `timeout_ms` 0 =
+// no limit. `abort_label` names the input in abort_error ("stdin of exec 7").
+ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
+                      const std::string& abort_label, const OutputFn& on_output);
+
+// The agent's base environment for children, overridden by `overrides`
+// ("KEY=VALUE" entries, later ones win).
+std::vector<std::string> BuildEnv(
+    const std::vector<std::pair<std::string, std::string>>& overrides);
+
+}  // namespace smolvm::guest

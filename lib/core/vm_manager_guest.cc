@@ -1,0 +1,108 @@
+// Work inside the guest through its agent: exec, file transfer, and the
+// fix-ups a restored guest needs before it is handed out.
+#include <sys/random.h>
+
+#include "absl/strings/str_cat.h"
+#include "lib/base/status_macros.h"
+#include "lib/core/vm_manager.h"
+#include "lib/model/validation.h"
+#include "spdlog/spdlog.h"
+
+namespace smolvm::core {
+
+absl::Status VmManager::FixUpRestoredLocked(VmSlot& slot, const std::string& vm_id) {
+  absl::Time t0 = absl::Now();
+  SMOLVM_RETURN_IF_ERROR(ConnectAgentLocked(slot, vm_id, options_.restore_ready_timeout));
+  if (!slot.agent->has_agent()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "restored vm ", vm_id, " has no guest agent, so its clock and entropy cannot be "
+        "fixed; restores need an image with smolvm-agent (the default image has it)"));
+  }
+  auto guest_time = slot.agent->SetClock(absl::Now(), absl::Seconds(10));
+  if (!guest_time.ok()) return guest_time.status();
+  absl::Duration skew = absl::AbsDuration(*guest_time - absl::Now());
+  if (skew > absl::Seconds(1)) {
+    return absl::InternalError(absl::StrCat("restored vm ", vm_id,
+                                            ": guest clock still off by ",
+                                            absl::FormatDuration(skew), " after setting it"));
+  }
+  std::string seed(64, '\0');
+  if (getrandom(seed.data(), seed.size(), 0) != static_cast<ssize_t>(seed.size())) {
+    return absl::ErrnoToStatus(errno, "getrandom");
+  }
+  SMOLVM_RETURN_IF_ERROR(slot.agent->AddEntropy(seed, absl::Seconds(10)));
+  slot.needs_fixup = false;
+  spdlog::info("vm {}: clock and entropy fixed after restore in {}", vm_id,
+               absl::FormatDuration(absl::Now() - t0));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<agent::AgentClient>> VmManager::AgentFor(
+    const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  if (vm.state != VmState::kRunning) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "vm ", vm_id, " is ", VmStateName(vm.state),
+        "; commands and files need a running vm (start or resume it)"));
+  }
+  // After a daemon restart or a dropped connection, reconnect. The agent
+  // answers within milliseconds when it is there at all.
+  SMOLVM_RETURN_IF_ERROR(ConnectAgentLocked(*slot, vm_id, absl::Seconds(10)));
+  return slot->agent;
+}
+
+absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
+    const std::string& vm_id, agent::ExecSpec spec) {
+  if (spec.argv.empty() || spec.argv[0].empty()) {
+    return absl::InvalidArgumentError("exec needs a command: set argv or command");
+  }
+  SMOLVM_RETURN_IF_ERROR(ValidateEnv(spec.env, "env"));
+  if (!spec.cwd.empty()) SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(spec.cwd));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  // The VM's env first, the request's on top.
+  std::map<std::string, std::string> env = vm.config.env;
+  for (auto& [k, v] : spec.env) env[k] = v;
+  spec.env = std::move(env);
+  // The slot lock is not held while the command runs: execs are concurrent
+  // with each other and with snapshots (a paused VM's exec just waits).
+  return client->StartExec(spec);
+}
+
+absl::StatusOr<agent::FileInfo> VmManager::UploadFile(
+    const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
+    bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk) {
+  SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(path));
+  if (mode > 07777) {
+    return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not a permission mode"));
+  }
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  uint64_t total = 0;
+  const uint64_t limit = options_.max_upload_bytes;
+  auto bounded = [&]() -> absl::StatusOr<std::string> {
+    auto chunk = next_chunk();
+    if (chunk.ok()) {
+      total += chunk->size();
+      if (limit != 0 && total > limit) {
+        return absl::ResourceExhaustedError(absl::StrCat(
+            "upload ", path, ": larger than the daemon's limit of ", limit, " bytes"));
+      }
+    }
+    return chunk;
+  };
+  return client->WriteFile(path, mode, tar, make_parents, bounded, absl::Hours(24));
+}
+
+absl::StatusOr<agent::FileInfo> VmManager::DownloadFile(
+    const std::string& vm_id, const std::string& path, bool tar,
+    const std::function<absl::Status(const std::string&)>& sink) {
+  SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(path));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  return client->ReadFile(path, tar, sink, absl::Hours(24));
+}
+
+}  // namespace smolvm::core
