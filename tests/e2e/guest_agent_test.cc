@@ -1,0 +1,291 @@
+// The guest agent end to end: real daemon, real guest, real agent. One cold
+// boot for the suite; clones come from one snapshot of it.
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <atomic>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "client/smolvm.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/test_daemon.h"
+
+namespace smolvm::testing {
+namespace {
+
+std::string Sha256Of(const std::string& data) {
+  // The host's sha256sum, fed through a temp file (no crypto library needed).
+  char path[] = "/tmp/svt-sha-XXXXXX";
+  int fd = mkstemp(path);
+  (void)!write(fd, data.data(), data.size());
+  close(fd);
+  std::string out;
+  FILE* p = popen(absl::StrCat("sha256sum ", path).c_str(), "r");
+  std::array<char, 256> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  pclose(p);
+  unlink(path);
+  return out.substr(0, 64);
+}
+
+std::string RandomBytes(size_t n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::string s(n, '\0');
+  for (auto& c : s) c = static_cast<char>(rng());
+  return s;
+}
+
+class GuestAgentTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    daemon_ = new TestDaemon();
+    auto s = daemon_->Start();
+    ASSERT_TRUE(s.ok()) << s;
+    v1::VMConfig config;
+    config.set_vm_id("agent-vm");
+    config.set_memory_mib(256);
+    config.set_vcpu_count(2);
+    (*config.mutable_env())["GREETING"] = "hello from config";
+    (*config.mutable_env())["OVERRIDE_ME"] = "config";
+    vm_ = new SmolVM(config, daemon_->client_options());
+    s = vm_->start();
+    ASSERT_TRUE(s.ok()) << s << daemon_->DaemonLog();
+  }
+  static void TearDownTestSuite() {
+    delete vm_;
+    delete daemon_;
+  }
+  static CommandResult Run(const std::string& cmd, const RunOptions& opts = {}) {
+    auto r = vm_->run(cmd, opts);
+    EXPECT_TRUE(r.ok()) << cmd << ": " << r.status();
+    return r.ok() ? *r : CommandResult{};
+  }
+  static TestDaemon* daemon_;
+  static SmolVM* vm_;
+};
+TestDaemon* GuestAgentTest::daemon_ = nullptr;
+SmolVM* GuestAgentTest::vm_ = nullptr;
+
+TEST_F(GuestAgentTest, ExitCodesAndSeparateStreams) {
+  auto r = Run("echo to-out; echo to-err >&2; exit 3");
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.stdout_text, "to-out\n");
+  EXPECT_EQ(r.stderr_text, "to-err\n");
+  EXPECT_FALSE(r.timed_out);
+  auto argv = vm_->run(std::vector<std::string>{"printf", "%s|", "a b", "c"});
+  ASSERT_TRUE(argv.ok()) << argv.status();
+  EXPECT_EQ(argv->stdout_text, "a b|c|");
+  EXPECT_EQ(argv->exit_code, 0);
+  auto killed = Run("kill -9 $$");
+  EXPECT_EQ(killed.signal, 9);
+  // A program that does not exist is an error the caller can read.
+  auto missing = vm_->run(std::vector<std::string>{"/no/such/program"});
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.status().message().find("/no/such/program"), std::string::npos)
+      << missing.status();
+}
+
+TEST_F(GuestAgentTest, EnvFromConfigAndRequestAndCwd) {
+  RunOptions opts;
+  opts.env["OVERRIDE_ME"] = "request";
+  opts.cwd = "/tmp";
+  auto r = Run("echo \"$GREETING|$OVERRIDE_ME|$(pwd)\"", opts);
+  EXPECT_EQ(r.stdout_text, "hello from config|request|/tmp\n");
+}
+
+TEST_F(GuestAgentTest, StdinIsDelivered) {
+  RunOptions opts;
+  std::string data = RandomBytes(3 << 20, 7);
+  opts.stdin_data = data;
+  auto r = vm_->run(std::vector<std::string>{"sha256sum"}, opts);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(r->stdout_text.substr(0, 64), Sha256Of(data));
+}
+
+TEST_F(GuestAgentTest, LargeOutputIsStreamedWithoutLoss) {
+  // ~20 MB, produced in the guest; compared with the same text made here.
+  const int n = 2500000;
+  std::string expected;
+  expected.reserve(20 << 20);
+  for (int i = 1; i <= n; ++i) absl::StrAppend(&expected, i, "\n");
+  size_t chunks = 0;
+  std::string got;
+  auto exit = vm_->exec({"seq", "1", std::to_string(n)}, {},
+                        [&](ExecStream stream, absl::string_view data) {
+                          if (stream == ExecStream::kStdout) {
+                            got.append(data.data(), data.size());
+                            ++chunks;
+                          }
+                        });
+  ASSERT_TRUE(exit.ok()) << exit.status();
+  EXPECT_EQ(exit->exit_code, 0);
+  EXPECT_EQ(got.size(), expected.size());
+  EXPECT_TRUE(got == expected) << "output differs";
+  EXPECT_GT(chunks, 100u) << "output should arrive as a stream of chunks";
+}
+
+TEST_F(GuestAgentTest, TimeoutKillsTheWholeProcessGroup) {
+  RunOptions opts;
+  opts.timeout = absl::Seconds(2);
+  absl::Time t0 = absl::Now();
+  auto r = Run("sleep 101 & sleep 102; echo not-reached", opts);
+  EXPECT_TRUE(r.timed_out);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(15));
+  EXPECT_EQ(r.stdout_text.find("not-reached"), std::string::npos);
+  auto ps = Run("ps -o args | grep -c '^sleep 10[12]' || true");
+  EXPECT_EQ(ps.stdout_text, "0\n") << "the background child survived";
+}
+
+TEST_F(GuestAgentTest, ConcurrentExecs) {
+  constexpr int kExecs = 6;
+  std::array<std::string, kExecs> outputs;
+  std::array<absl::Status, kExecs> statuses;
+  absl::Time t0 = absl::Now();
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kExecs; ++i) {
+    threads.emplace_back([&, i] {
+      auto h = SmolVM::attach("agent-vm", daemon_->client_options());
+      if (!h.ok()) {
+        statuses[i] = h.status();
+        return;
+      }
+      auto r = h->run(absl::StrCat("sleep 2; echo ", i));
+      statuses[i] = r.status();
+      if (r.ok()) outputs[i] = r->stdout_text;
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int i = 0; i < kExecs; ++i) {
+    EXPECT_TRUE(statuses[i].ok()) << statuses[i];
+    EXPECT_EQ(outputs[i], absl::StrCat(i, "\n"));
+  }
+  // Serially this would take 12 s or more.
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(9));
+}
+
+TEST_F(GuestAgentTest, FileRoundTripsWithChecksumsAndMode) {
+  TestDaemon& d = *daemon_;
+  std::string data = RandomBytes(5 << 20, 42);
+  std::string local = d.dir() + "/up.bin";
+  std::ofstream(local, std::ios::binary) << data;
+  ASSERT_TRUE(vm_->upload_file(local, "/root/dir/data.bin", 0600).ok());
+  auto sum = Run("sha256sum /root/dir/data.bin; stat -c %a /root/dir/data.bin; "
+                 "ls -a /root/dir | grep -vc '^\\.\\.\\?$'");
+  std::istringstream lines(sum.stdout_text);
+  std::string hash_line, mode, count;
+  std::getline(lines, hash_line);
+  std::getline(lines, mode);
+  std::getline(lines, count);
+  EXPECT_EQ(hash_line.substr(0, 64), Sha256Of(data));
+  EXPECT_EQ(mode, "600");
+  EXPECT_EQ(count, "1") << "a temp file was left next to the upload";
+  std::string back = d.dir() + "/down.bin";
+  ASSERT_TRUE(vm_->download_file("/root/dir/data.bin", back).ok());
+  EXPECT_TRUE(ReadAll(back) == data);
+  // Errors name the path.
+  auto missing = vm_->download_file("/root/nope.txt", d.dir() + "/x");
+  EXPECT_FALSE(missing.ok());
+  EXPECT_NE(missing.message().find("/root/nope.txt"), std::string::npos) << missing;
+  // Directories travel as tar streams.
+  std::filesystem::create_directories(d.dir() + "/tree/sub");
+  std::ofstream(d.dir() + "/tree/a.txt") << "alpha";
+  std::ofstream(d.dir() + "/tree/sub/b.txt") << "beta";
+  ASSERT_TRUE(vm_->upload_dir(d.dir() + "/tree", "/root/tree").ok());
+  EXPECT_EQ(Run("cat /root/tree/a.txt /root/tree/sub/b.txt").stdout_text, "alphabeta");
+  ASSERT_TRUE(vm_->download_dir("/root/tree", d.dir() + "/tree-back").ok());
+  EXPECT_EQ(ReadAll(d.dir() + "/tree-back/sub/b.txt"), "beta");
+}
+
+TEST_F(GuestAgentTest, GarbageFromTheGuestDoesNotHurtTheDaemon) {
+  // A guest program floods binary garbage on stdout and tries to write
+  // garbage into the agent's own port; the daemon stays up and the VM's
+  // agent (after a reconnect, if the stream was corrupted) keeps working.
+  RunOptions opts;
+  opts.timeout = absl::Seconds(30);
+  auto flood = vm_->run("head -c 8000000 /dev/urandom; "
+                        "for p in /dev/vport*; do head -c 200000 /dev/urandom > $p; done; true",
+                        opts);
+  // The flood exec itself may be cut off if the garbage reached the port.
+  if (flood.ok()) EXPECT_GE(flood->stdout_text.size(), 8000000u);
+  absl::StatusOr<CommandResult> alive;
+  for (int i = 0; i < 3; ++i) {
+    alive = vm_->run("echo alive");
+    if (alive.ok()) break;
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+  }
+  ASSERT_TRUE(alive.ok()) << alive.status() << daemon_->DaemonLog();
+  EXPECT_EQ(alive->stdout_text, "alive\n");
+  EXPECT_TRUE(daemon_->running());
+  EXPECT_TRUE(SmolVMManager(daemon_->client_options()).list_vms().ok());
+}
+
+// Clones of one snapshot: each gets its clock set to the host's and fresh
+// entropy before it is handed out, and `smolvmctl vm exec` works on them.
+TEST_F(GuestAgentTest, ClonesGetFreshEntropyAndTheHostClock) {
+  ClientOptions opts = daemon_->client_options();
+  auto snap = vm_->snapshot("agent-snap", /*resume_source=*/true);
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  // Let the snapshot's clock fall behind, so an unfixed clone would show it.
+  std::this_thread::sleep_for(std::chrono::seconds(4));
+  absl::Time t0 = absl::Now();
+  auto a = SmolVM::from_snapshot("agent-snap", true, "clone-one", opts);
+  ASSERT_TRUE(a.ok()) << a.status() << daemon_->DaemonLog();
+  std::cout << "restore to ready (agent answered, clock and entropy fixed): "
+            << absl::FormatDuration(absl::Now() - t0) << "\n";
+  auto first = a->run("true");
+  ASSERT_TRUE(first.ok()) << first.status();
+  std::cout << "restore to first exec completed: " << absl::FormatDuration(absl::Now() - t0)
+            << "\n";
+  auto b = SmolVM::from_snapshot("agent-snap", true, "clone-two", opts);
+  ASSERT_TRUE(b.ok()) << b.status();
+
+  const std::string probe =
+      "cat /proc/sys/kernel/random/uuid; head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \\n'; "
+      "echo; date +%s";
+  auto ra = a->run(probe);
+  auto rb = b->run(probe);
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  std::istringstream la(ra->stdout_text), lb(rb->stdout_text);
+  std::string uuid_a, uuid_b, rand_a, rand_b, time_a, time_b;
+  std::getline(la, uuid_a);
+  std::getline(la, rand_a);
+  std::getline(la, time_a);
+  std::getline(lb, uuid_b);
+  std::getline(lb, rand_b);
+  std::getline(lb, time_b);
+  EXPECT_NE(uuid_a, uuid_b);
+  EXPECT_EQ(rand_a.size(), 32u);
+  EXPECT_NE(rand_a, rand_b) << "clones share their random stream";
+  for (const auto& t : {time_a, time_b}) {
+    int64_t guest = 0;
+    ASSERT_TRUE(absl::SimpleAtoi(t, &guest)) << t;
+    EXPECT_LE(std::abs(guest - absl::ToUnixSeconds(absl::Now())), 2) << "guest clock " << t;
+  }
+
+  // The CLI against a restored VM: output streamed, exit code passed on.
+  std::string cmd = absl::StrCat(SMOLVMCTL_BINARY, " --socket ", daemon_->socket_path(),
+                                 " vm exec clone-one -- sh -c 'echo from-clone; exit 7' 2>&1");
+  FILE* p = popen(cmd.c_str(), "r");
+  std::string out;
+  std::array<char, 256> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
+  int status = pclose(p);
+  EXPECT_EQ(out, "from-clone\n");
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 7) << status;
+
+  EXPECT_TRUE(a->close().ok());
+  EXPECT_TRUE(b->close().ok());
+  EXPECT_TRUE(SmolVMManager(opts).delete_snapshot("agent-snap").ok());
+}
+
+}  // namespace
+}  // namespace smolvm::testing
