@@ -12,4 +12,10 @@ build/daemon/smolvmd --state-dir "$work/st" --run-dir "$work/r" \
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 100); do build/client/smolvmctl vm list >/dev/null 2>&1 && break; sleep 0.2; done
-build/bench/restore_bench "$@"
+bench="${1:-restore}"
+shift || true
+case "$bench" in
+  restore) build/bench/restore_bench "$@" ;;
+  exec) build/bench/exec_bench "$@" ;;
+  *) echo "usage: bench/run.sh restore|exec [ARGS]" >&2; exit 2 ;;
+esac

@@ -90,4 +90,13 @@ grpc::Status VmServiceImpl::DownloadFile(grpc::ServerContext* ctx,
   return LogAndConvert("DownloadFile", req->vm_id(), info.status());
 }
 
+grpc::Status VmServiceImpl::PingAgent(grpc::ServerContext*, const v1::PingAgentRequest* req,
+                                      v1::PingAgentResponse* resp) {
+  auto times = manager_->PingAgent(req->vm_id(), req->count());
+  if (times.ok()) {
+    for (absl::Duration d : *times) resp->add_round_trip_ns(absl::ToInt64Nanoseconds(d));
+  }
+  return LogAndConvert("PingAgent", req->vm_id(), times.status());
+}
+
 }  // namespace smolvm::daemon

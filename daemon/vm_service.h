@@ -33,6 +33,8 @@ class VmServiceImpl final : public v1::VmService::Service {
   grpc::Status UploadFile(grpc::ServerContext* ctx,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,
                           v1::UploadFileResponse* resp) override;
+  grpc::Status PingAgent(grpc::ServerContext*, const v1::PingAgentRequest* req,
+                         v1::PingAgentResponse* resp) override;
   grpc::Status DownloadFile(grpc::ServerContext* ctx, const v1::DownloadFileRequest* req,
                             grpc::ServerWriter<v1::DownloadFileResponse>* writer) override;
 

@@ -108,9 +108,9 @@ class VmManager {
   absl::StatusOr<agent::FileInfo> DownloadFile(
       const std::string& vm_id, const std::string& path, bool tar,
       const std::function<absl::Status(const std::string&)>& sink);
-  // The agent connection of a RUNNING VM (connecting if needed), for
-  // benchmarks of the raw channel.
-  absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const std::string& vm_id);
+  // `count` bare round trips over a RUNNING VM's agent channel.
+  absl::StatusOr<std::vector<absl::Duration>> PingAgent(const std::string& vm_id,
+                                                        uint32_t count);
 
   const std::string& accelerator() const { return accelerator_; }
 
@@ -150,6 +150,8 @@ class VmManager {
   absl::StatusOr<VmRecord> RefreshLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   absl::StatusOr<VmRecord> Refresh(VmRecord vm);
+  // The agent connection of a RUNNING VM, connecting if needed.
+  absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const std::string& vm_id);
   // Connects to the guest agent (greeting it) unless already connected.
   absl::Status ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
                                   absl::Duration timeout)

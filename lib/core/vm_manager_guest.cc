@@ -105,4 +105,21 @@ absl::StatusOr<agent::FileInfo> VmManager::DownloadFile(
   return client->ReadFile(path, tar, sink, absl::Hours(24));
 }
 
+absl::StatusOr<std::vector<absl::Duration>> VmManager::PingAgent(const std::string& vm_id,
+                                                                 uint32_t count) {
+  if (count == 0) count = 1;
+  if (count > 10000) {
+    return absl::InvalidArgumentError("ping count must be at most 10000");
+  }
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  std::vector<absl::Duration> times;
+  times.reserve(count);
+  for (uint32_t i = 0; i < count; ++i) {
+    absl::Time t0 = absl::Now();
+    SMOLVM_RETURN_IF_ERROR(client->Ping(absl::Seconds(10)));
+    times.push_back(absl::Now() - t0);
+  }
+  return times;
+}
+
 }  // namespace smolvm::core
