@@ -43,6 +43,12 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   app.add_option("--boot-timeout-seconds", c.boot_timeout_seconds,
                  "How long a booting guest has to become ready")
       ->check(CLI::Range(1, 3600));
+  app.add_option("--network", c.network, "Give VMs a NIC on the daemon's bridge (true/false)");
+  app.add_option("--bridge", c.bridge, "Bridge device owned by smolvmd");
+  app.add_option("--subnet", c.subnet, "IPv4 subnet of the VMs; the bridge gets the first address");
+  app.add_option("--uplink", c.uplink,
+                 "Device for NAT to the outside: auto (default route), none, or a name");
+  app.add_option("--dns", c.dns, "Resolver for guests: auto (from /etc/resolv.conf), none, or an IPv4");
   app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
   try {

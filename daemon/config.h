@@ -21,6 +21,14 @@ struct DaemonConfig {
   std::string guest_kernel_dir;  // SMOLVMD_GUEST_KERNEL_DIR; "" = <state>/kernel
   std::string guest_agent;       // SMOLVMD_GUEST_AGENT; "" = built-in
   int boot_timeout_seconds = 120;
+  // Networking (flags only): bridge, subnet, uplink ("auto" = the default
+  // route's device, "none" = no NAT), dns ("auto" = the host's first
+  // non-loopback resolver, "none").
+  bool network = true;
+  std::string bridge = "smolvm0";
+  std::string subnet = "10.200.0.0/24";
+  std::string uplink = "auto";
+  std::string dns = "auto";
   std::string log_level = "info";
 };
 

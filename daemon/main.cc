@@ -11,7 +11,9 @@
 #include <memory>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "daemon/config.h"
 #include "daemon/snapshot_service.h"
 #include "daemon/vm_service.h"
@@ -22,6 +24,9 @@
 #include "lib/base/unique_fd.h"
 #include "lib/core/vm_manager.h"
 #include "lib/image/image_cache.h"
+#include "lib/net/firewall.h"
+#include "lib/net/ip_pool.h"
+#include "lib/net/link_backend.h"
 #include "lib/store/store.h"
 #include "lib/vmm/accelerator.h"
 #include "lib/vmm/qemu_backend.h"
@@ -48,6 +53,45 @@ std::string DefaultRecipeDir() {
 std::string DefaultAgentPath() {
   if (PathExists(SMOLVM_AGENT_INSTALL_PATH)) return SMOLVM_AGENT_INSTALL_PATH;
   return SMOLVM_AGENT_BUILD_PATH;
+}
+
+// The host's first non-loopback IPv4 resolver, or "".
+std::string HostResolver() {
+  auto text = ReadFileToString("/etc/resolv.conf", 1 << 16);
+  if (!text.ok()) return "";
+  for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+    std::vector<std::string> words = absl::StrSplit(line, absl::ByAnyChar(" \t"), absl::SkipEmpty());
+    if (words.size() >= 2 && words[0] == "nameserver" && net::ParseIpv4(words[1]).ok() &&
+        !absl::StartsWith(words[1], "127.")) {
+      return words[1];
+    }
+  }
+  return "";
+}
+
+// Resolves the networking flags; the link backend answers "auto".
+absl::StatusOr<core::NetworkOptions> NetworkOptionsFrom(const DaemonConfig& config,
+                                                        net::LinkBackend& links) {
+  core::NetworkOptions n;
+  n.enabled = config.network;
+  n.bridge = config.bridge;
+  n.subnet = config.subnet;
+  if (auto s = net::Subnet::Parse(config.subnet); !s.ok()) return s.status();
+  if (config.uplink == "auto") {
+    auto dev = links.DefaultRouteInterface();
+    n.uplink = dev.ok() ? *dev : "";
+  } else if (config.uplink != "none") {
+    n.uplink = config.uplink;
+  }
+  if (config.dns == "auto") {
+    n.dns = HostResolver();
+  } else if (config.dns != "none") {
+    if (!net::ParseIpv4(config.dns).ok()) {
+      return absl::InvalidArgumentError("--dns must be auto, none or an IPv4 address");
+    }
+    n.dns = config.dns;
+  }
+  return n;
 }
 
 int Run(int argc, char** argv) {
@@ -111,12 +155,19 @@ int Run(int argc, char** argv) {
   auto images = std::make_unique<image::ImageCache>(image_options);
   image::ImageCache* image_cache = images.get();
 
+  auto links = std::make_unique<net::IpCommandLinkBackend>();
+  auto network = NetworkOptionsFrom(config, *links);
+  if (!network.ok()) return Fail("network", network.status());
+
   core::ManagerOptions options;
+  options.network = *network;
   options.state_dir = config.state_dir;
   options.run_dir = config.run_dir;
   options.boot_timeout = absl::Seconds(config.boot_timeout_seconds);
   core::VmManager manager(options, *std::move(store), *std::move(hypervisor),
-                          std::move(images));
+                          std::move(images), std::move(links),
+                          std::make_unique<net::NftFirewall>(std::vector<std::string>{},
+                                                             config.run_dir));
   if (auto s = manager.Reconcile(); !s.ok()) return Fail("reconcile state", s);
 
   // Build (or find) the default image now rather than on the first

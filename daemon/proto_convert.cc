@@ -9,7 +9,43 @@ void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   *out = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
 }
 
+EgressPolicy FromProto(const v1::EgressPolicy& e) {
+  EgressPolicy out;
+  switch (e.mode()) {
+    case v1::EgressPolicy::EGRESS_OFF: out.mode = EgressMode::kOff; break;
+    case v1::EgressPolicy::EGRESS_RESTRICTED: out.mode = EgressMode::kRestricted; break;
+    default: out.mode = EgressMode::kOpen; break;
+  }
+  out.allow_cidrs.assign(e.allow_cidrs().begin(), e.allow_cidrs().end());
+  return out;
+}
+
+void ToProto(const EgressPolicy& e, v1::EgressPolicy* out) {
+  switch (e.mode) {
+    case EgressMode::kOpen: out->set_mode(v1::EgressPolicy::EGRESS_OPEN); break;
+    case EgressMode::kOff: out->set_mode(v1::EgressPolicy::EGRESS_OFF); break;
+    case EgressMode::kRestricted: out->set_mode(v1::EgressPolicy::EGRESS_RESTRICTED); break;
+  }
+  for (const auto& c : e.allow_cidrs) out->add_allow_cidrs(c);
+}
+
+void ToProto(const PortForward& f, v1::PortForward* out) {
+  out->set_host_ip(f.host_ip);
+  out->set_host_port(f.host_port);
+  out->set_guest_port(f.guest_port);
+  out->set_protocol(f.protocol);
+}
+
 }  // namespace
+
+PortForward FromProto(const v1::PortForward& f) {
+  PortForward out;
+  out.host_ip = f.host_ip();
+  out.host_port = f.host_port();
+  out.guest_port = f.guest_port();
+  out.protocol = f.protocol();
+  return out;
+}
 
 VmConfig FromProto(const v1::VMConfig& c) {
   VmConfig config;
@@ -21,6 +57,8 @@ VmConfig FromProto(const v1::VMConfig& c) {
   config.rootfs_path = c.rootfs_path();
   config.boot_args = c.boot_args();
   config.env.insert(c.env().begin(), c.env().end());
+  config.egress = FromProto(c.egress());
+  for (const auto& f : c.port_forwards()) config.port_forwards.push_back(FromProto(f));
   return config;
 }
 
@@ -33,6 +71,8 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   out->set_rootfs_path(c.rootfs_path);
   out->set_boot_args(c.boot_args);
   for (const auto& [k, v] : c.env) (*out->mutable_env())[k] = v;
+  ToProto(c.egress, out->mutable_egress());
+  for (const auto& f : c.port_forwards) ToProto(f, out->add_port_forwards());
 }
 
 void ToProto(const NetworkConfig& n, v1::NetworkConfig* out) {
@@ -41,6 +81,9 @@ void ToProto(const NetworkConfig& n, v1::NetworkConfig* out) {
   out->set_netmask(n.netmask);
   out->set_tap_device(n.tap_device);
   out->set_guest_mac(n.guest_mac);
+  out->set_dns_server(n.dns_server);
+  for (const auto& f : n.port_forwards) ToProto(f, out->add_port_forwards());
+  ToProto(n.egress, out->mutable_egress());
 }
 
 v1::VmStatus ToProto(VmState state) {

@@ -14,6 +14,7 @@
 namespace smolvm::daemon {
 
 VmConfig FromProto(const v1::VMConfig& config);
+PortForward FromProto(const v1::PortForward& forward);
 void ToProto(const VmConfig& config, v1::VMConfig* out);
 void ToProto(const NetworkConfig& network, v1::NetworkConfig* out);
 void ToProto(const VmRecord& vm, v1::Vm* out);

@@ -47,4 +47,25 @@ grpc::Status SnapshotServiceImpl::RestoreSnapshot(grpc::ServerContext*,
                resp);
 }
 
+grpc::Status SnapshotServiceImpl::ForkSnapshot(grpc::ServerContext*,
+                                               const v1::ForkSnapshotRequest* req,
+                                               v1::ForkSnapshotResponse* resp) {
+  auto results = manager_->ForkSnapshot(req->snapshot_id(), req->count(), req->resume_vm(),
+                                        req->vm_id_prefix());
+  if (results.ok()) {
+    for (const auto& [vm_id, vm] : *results) {
+      auto* r = resp->add_results();
+      r->set_vm_id(vm_id);
+      if (vm.ok()) {
+        ToProto(*vm, r->mutable_vm());
+      } else {
+        r->set_error_code(static_cast<int>(vm.status().code()));
+        r->set_error_message(std::string(vm.status().message()));
+        (void)LogAndConvert("ForkSnapshot", vm_id, vm.status());
+      }
+    }
+  }
+  return LogAndConvert("ForkSnapshot", req->snapshot_id(), results.status());
+}
+
 }  // namespace smolvm::daemon

@@ -20,6 +20,8 @@ class SnapshotServiceImpl final : public v1::SnapshotService::Service {
                              v1::ListSnapshotsResponse* resp) override;
   grpc::Status DeleteSnapshot(grpc::ServerContext*, const v1::DeleteSnapshotRequest* req,
                               v1::DeleteSnapshotResponse* resp) override;
+  grpc::Status ForkSnapshot(grpc::ServerContext*, const v1::ForkSnapshotRequest* req,
+                            v1::ForkSnapshotResponse* resp) override;
   grpc::Status RestoreSnapshot(grpc::ServerContext*, const v1::RestoreSnapshotRequest* req,
                                v1::Vm* resp) override;
 

@@ -90,6 +90,21 @@ grpc::Status VmServiceImpl::DownloadFile(grpc::ServerContext* ctx,
   return LogAndConvert("DownloadFile", req->vm_id(), info.status());
 }
 
+grpc::Status VmServiceImpl::ExposePort(grpc::ServerContext*, const v1::ExposePortRequest* req,
+                                       v1::Vm* resp) {
+  return Reply("ExposePort", req->vm_id(),
+               manager_->ExposePort(req->vm_id(), FromProto(req->forward())), resp);
+}
+
+grpc::Status VmServiceImpl::UnexposePort(grpc::ServerContext*,
+                                         const v1::UnexposePortRequest* req, v1::Vm* resp) {
+  PortForward key;
+  key.host_ip = req->host_ip();
+  key.host_port = req->host_port();
+  key.protocol = req->protocol();
+  return Reply("UnexposePort", req->vm_id(), manager_->UnexposePort(req->vm_id(), key), resp);
+}
+
 grpc::Status VmServiceImpl::PingAgent(grpc::ServerContext*, const v1::PingAgentRequest* req,
                                       v1::PingAgentResponse* resp) {
   auto times = manager_->PingAgent(req->vm_id(), req->count());

@@ -33,6 +33,10 @@ class VmServiceImpl final : public v1::VmService::Service {
   grpc::Status UploadFile(grpc::ServerContext* ctx,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,
                           v1::UploadFileResponse* resp) override;
+  grpc::Status ExposePort(grpc::ServerContext*, const v1::ExposePortRequest* req,
+                          v1::Vm* resp) override;
+  grpc::Status UnexposePort(grpc::ServerContext*, const v1::UnexposePortRequest* req,
+                            v1::Vm* resp) override;
   grpc::Status PingAgent(grpc::ServerContext*, const v1::PingAgentRequest* req,
                          v1::PingAgentResponse* resp) override;
   grpc::Status DownloadFile(grpc::ServerContext* ctx, const v1::DownloadFileRequest* req,

@@ -68,6 +68,28 @@ else
 fi
 ip link set lo up || log "warning: cannot bring up lo"
 
+# Network: the daemon passes smolvm.net=IP/PREFIX,GATEWAY,DNS ("-" = no DNS)
+# on the kernel command line; eth0 is the virtio NIC on the host's bridge. A
+# clone restored from a snapshot is re-addressed later through the agent.
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	smolvm.net=*)
+		IFS=, read -r net_addr net_gw net_dns <<EOF_NET
+${arg#smolvm.net=}
+EOF_NET
+		if ip link set eth0 up && ip addr add "$net_addr" dev eth0 &&
+			ip route add default via "$net_gw" dev eth0; then
+			log "eth0 $net_addr via $net_gw"
+		else
+			log "warning: cannot configure eth0 as $net_addr via $net_gw"
+		fi
+		if [ -n "$net_dns" ] && [ "$net_dns" != "-" ]; then
+			echo "nameserver $net_dns" >/etc/resolv.conf
+		fi
+		;;
+	esac
+done
+
 # Find the agent port. The name arrives from the host asynchronously after
 # the port is added, so poll for up to ~5 s.
 port=

@@ -31,6 +31,7 @@ std::vector<std::string> EntriesOf(const std::string& dir) {
 }  // namespace
 
 absl::Status VmManager::Reconcile() {
+  SMOLVM_RETURN_IF_ERROR(InitNetwork());
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
   std::set<std::string> known;
   int adopted = 0, lost = 0;
@@ -104,6 +105,10 @@ absl::Status VmManager::Reconcile() {
       spdlog::error("snapshot {}: {}", s.snapshot_id, std::string(m.status().message()));
     }
   }
+  // TAPs of VMs that do not run, allocations of VMs that are gone, and a
+  // firewall rebuilt from what exists.
+  SMOLVM_ASSIGN_OR_RETURN(vms, store_->AllVms());
+  ReconcileNetwork(vms);
   spdlog::info("reconciled: {} vms ({} re-attached, {} lost), {} snapshots", vms.size(),
                adopted, lost, snaps.size());
   return absl::OkStatus();

@@ -13,12 +13,16 @@ namespace smolvm::core {
 
 VmManager::VmManager(ManagerOptions options, std::unique_ptr<store::Store> store,
                      std::unique_ptr<vmm::Hypervisor> hypervisor,
-                     std::unique_ptr<image::ImageCache> images)
+                     std::unique_ptr<image::ImageCache> images,
+                     std::unique_ptr<net::LinkBackend> links,
+                     std::unique_ptr<net::Firewall> firewall)
     : options_(std::move(options)),
       store_(std::move(store)),
       hypervisor_(std::move(hypervisor)),
       images_(std::move(images)),
-      accelerator_(hypervisor_->accelerator()) {}
+      accelerator_(hypervisor_->accelerator()),
+      links_(std::move(links)),
+      firewall_(std::move(firewall)) {}
 
 std::shared_ptr<VmManager::VmSlot> VmManager::SlotFor(const std::string& vm_id) {
   absl::MutexLock lock(&mu_);
@@ -86,7 +90,15 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(VmConfig config, bool start) {
   auto undo = absl::MakeCleanup([&] {
     (void)RemoveTree(VmDir(id));
     (void)store_->DeleteVm(id);
+    ReleaseNetwork(id);
   });
+  {
+    absl::MutexLock net_lock(&net_mu_);
+    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(id, config.port_forwards));
+    SMOLVM_RETURN_IF_ERROR(AssignNetwork(vm));
+    vm.network.port_forwards = config.port_forwards;
+    SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  }
   SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(id)));
   if (auto s = SparseCopyFile(config.rootfs_path, VmDiskPath(id)); !s.ok()) {
     if (absl::IsResourceExhausted(s) || s.message().find("No space") != std::string::npos) {
@@ -116,7 +128,13 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   spec.run_dir = VmRunDir(id);
   spec.mem_path = VmMemPath(id);
   spec.mem_shared = true;
+  absl::StrAppend(&spec.kernel_cmdline, NetworkCmdline(vm.network));
+  FillLaunchNetwork(vm, spec);
   absl::Time t0 = absl::Now();
+  if (auto s = PlugNetwork(vm); !s.ok()) {
+    (void)FailVmLocked(slot, vm, s);
+    return s;
+  }
   auto instance = hypervisor_->Launch(spec);
   if (!instance.ok()) {
     (void)FailVmLocked(slot, vm, instance.status());
@@ -169,6 +187,7 @@ absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_i
 absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
   slot.agent.reset();
   slot.needs_fixup = false;
+  slot.needs_readdress = false;
   if (slot.instance) {
     SMOLVM_RETURN_IF_ERROR(slot.instance->Shutdown(absl::Seconds(5)));
     slot.instance.reset();
@@ -180,6 +199,7 @@ absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
                                      const absl::Status& cause) {
   spdlog::warn("vm {}: error: {}", vm.vm_id, std::string(cause.message()));
   absl::Status teardown = TearDownLocked(slot, vm.vm_id);
+  UnplugNetwork(vm);
   vm.state = VmState::kError;
   vm.vmm_pid = 0;
   vm.error = std::string(cause.message());
@@ -236,6 +256,7 @@ absl::StatusOr<VmRecord> VmManager::StopVm(const std::string& vm_id) {
         "stop vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running or paused"));
   }
   SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
+  UnplugNetwork(vm);
   vm.state = VmState::kStopped;
   vm.vmm_pid = 0;
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
@@ -272,7 +293,9 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
   }
   SMOLVM_RETURN_IF_ERROR(slot->instance->Resume());
   if (slot->needs_fixup) {
-    if (auto s = FixUpRestoredLocked(*slot, vm_id); !s.ok()) {
+    absl::Status s = FixUpRestoredLocked(*slot, vm_id);
+    if (s.ok() && slot->needs_readdress) s = ReaddressGuestLocked(*slot, vm);
+    if (!s.ok()) {
       (void)FailVmLocked(*slot, vm, s);
       return s;
     }
@@ -290,11 +313,13 @@ absl::Status VmManager::DeleteVm(const std::string& vm_id) {
     absl::MutexLock lock(&slot->mu);
     SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
     SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
+    UnplugNetwork(vm);
     // Files go before the row: a crash in between leaves a row whose files
     // are gone, which a retried DeleteVm finishes; never orphaned files.
     SMOLVM_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
     return store_->DeleteVm(vm_id);
   }();
+  if (status.ok()) ReleaseNetwork(vm_id);
   if (status.ok() || absl::IsNotFound(status)) DropSlot(vm_id);
   if (status.ok()) spdlog::info("vm {}: deleted", vm_id);
   return status;

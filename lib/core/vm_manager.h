@@ -21,6 +21,7 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 
@@ -30,11 +31,25 @@
 #include "absl/time/time.h"
 #include "lib/agent/agent_client.h"
 #include "lib/image/image_cache.h"
+#include "lib/net/firewall.h"
+#include "lib/net/ip_pool.h"
+#include "lib/net/link_backend.h"
 #include "lib/model/vm.h"
 #include "lib/store/store.h"
 #include "lib/vmm/hypervisor.h"
 
 namespace smolvm::core {
+
+// Host networking of VMs: a bridge with the gateway address, a TAP per VM
+// enslaved to it, addresses from `subnet`, NAT out of `uplink`.
+struct NetworkOptions {
+  bool enabled = false;
+  std::string bridge = "smolvm0";
+  std::string subnet = "10.200.0.0/24";
+  std::string uplink;  // Resolved interface; "" = no NAT (VMs reach nothing beyond the host).
+  std::string dns;     // Resolver written into guests; "" = none.
+  std::string nft_table = "smolvmd";
+};
 
 struct ManagerOptions {
   std::string state_dir;
@@ -45,6 +60,7 @@ struct ManagerOptions {
   absl::Duration restore_ready_timeout = absl::Seconds(30);
   // Largest upload accepted (0 = unlimited).
   uint64_t max_upload_bytes = uint64_t{64} << 30;
+  NetworkOptions network;
   // Kernel arguments the default image needs; VMConfig.boot_args follow.
   std::string base_cmdline = "console=ttyS0 root=/dev/vda rw panic=-1";
 };
@@ -53,7 +69,9 @@ class VmManager {
  public:
   VmManager(ManagerOptions options, std::unique_ptr<store::Store> store,
             std::unique_ptr<vmm::Hypervisor> hypervisor,
-            std::unique_ptr<image::ImageCache> images);
+            std::unique_ptr<image::ImageCache> images,
+            std::unique_ptr<net::LinkBackend> links = nullptr,
+            std::unique_ptr<net::Firewall> firewall = nullptr);
   VmManager(const VmManager&) = delete;
   VmManager& operator=(const VmManager&) = delete;
 
@@ -108,6 +126,17 @@ class VmManager {
   absl::StatusOr<agent::FileInfo> DownloadFile(
       const std::string& vm_id, const std::string& path, bool tar,
       const std::function<absl::Status(const std::string&)>& sink);
+  // Exposes / removes a port forward of a VM (any state); the firewall is
+  // updated before returning.
+  absl::StatusOr<VmRecord> ExposePort(const std::string& vm_id, PortForward forward);
+  absl::StatusOr<VmRecord> UnexposePort(const std::string& vm_id, PortForward forward);
+
+  // `count` clones of a snapshot named <prefix>-<n>, one result each.
+  // INVALID_ARGUMENT / NOT_FOUND only for a bad request.
+  absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(
+      const std::string& snapshot_id, uint32_t count, bool resume_vm,
+      const std::string& vm_id_prefix);
+
   // `count` bare round trips over a RUNNING VM's agent channel.
   absl::StatusOr<std::vector<absl::Duration>> PingAgent(const std::string& vm_id,
                                                         uint32_t count);
@@ -124,6 +153,8 @@ class VmManager {
     std::shared_ptr<agent::AgentClient> agent ABSL_GUARDED_BY(mu);
     // Restored paused: clock and entropy are fixed when it is resumed.
     bool needs_fixup ABSL_GUARDED_BY(mu) = false;
+    // A clone's guest still has its snapshot's address until re-addressed.
+    bool needs_readdress ABSL_GUARDED_BY(mu) = false;
   };
 
   std::shared_ptr<VmSlot> SlotFor(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
@@ -150,6 +181,32 @@ class VmManager {
   absl::StatusOr<VmRecord> RefreshLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   absl::StatusOr<VmRecord> Refresh(VmRecord vm);
+  // Networking (vm_network.cc). No-ops when networking is disabled.
+  absl::Status InitNetwork();
+  // Gives a new VM (or clone) a fresh address and its derived identity.
+  absl::Status AssignNetwork(VmRecord& vm);
+  // Takes back a snapshot's own address for a restore into its identity.
+  absl::Status ReclaimNetwork(VmRecord& vm);
+  // TAP up and rules installed: before the VMM starts.
+  absl::Status PlugNetwork(const VmRecord& vm);
+  // TAP removed (the VM stopped); its rules stay while it exists.
+  void UnplugNetwork(const VmRecord& vm);
+  // Address released and rules removed: the VM is gone.
+  void ReleaseNetwork(const std::string& vm_id);
+  // ALREADY_EXISTS if another VM forwards one of `wanted`'s host ports.
+  absl::Status CheckForwardsFree(const std::string& vm_id,
+                                 const std::vector<PortForward>& wanted)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(net_mu_);
+  // Re-renders the whole ruleset from the store and swaps it in atomically.
+  absl::Status ApplyFirewall();
+  // Removes TAPs and allocations of VMs that no longer exist or do not run.
+  void ReconcileNetwork(const std::vector<VmRecord>& vms);
+  std::string NetworkCmdline(const NetworkConfig& network) const;
+  void FillLaunchNetwork(const VmRecord& vm, vmm::LaunchSpec& spec) const;
+  // A clone runs with its snapshot's address until the agent moves it.
+  absl::Status ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+
   // The agent connection of a RUNNING VM, connecting if needed.
   absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const std::string& vm_id);
   // Connects to the guest agent (greeting it) unless already connected.
@@ -171,6 +228,11 @@ class VmManager {
   const std::unique_ptr<vmm::Hypervisor> hypervisor_;
   const std::unique_ptr<image::ImageCache> images_;
   const std::string accelerator_;
+  const std::unique_ptr<net::LinkBackend> links_;
+  const std::unique_ptr<net::Firewall> firewall_;
+  std::optional<net::Subnet> subnet_;  // Set by InitNetwork when enabled.
+  // Serializes firewall rebuilds and port-forward uniqueness checks.
+  absl::Mutex net_mu_;
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<VmSlot>> slots_ ABSL_GUARDED_BY(mu_);

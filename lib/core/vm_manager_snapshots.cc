@@ -227,19 +227,26 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
   vm.state = VmState::kCreated;
   vm.config = snap.vm_config;
   vm.config.vm_id = vm_id;
-  // A clone's network identity is assigned by the networking layer; until
-  // then it has none rather than a copy of the source's.
-  vm.network = own_identity ? snap.network_config : NetworkConfig{};
   vm.error.clear();
   vm.vmm_pid = 0;
   vm.restored_from = snap.snapshot_id;
+  if (own_identity) {
+    // Same TAP, address and MAC as at the snapshot, and the policy it had.
+    vm.network = snap.network_config;
+    vm.network.egress = snap.vm_config.egress;
+  } else {
+    // A clone gets a fresh identity; host ports stay with their owner.
+    vm.network = NetworkConfig{};
+    vm.config.port_forwards.clear();
+  }
   if (!existing.ok()) {
     vm.created_at = vm.updated_at = absl::Now();
     SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
   }
   // Until the end, failures restore the previous situation: a new VM
-  // disappears, an existing one keeps its record and its disk (moved aside
-  // to disk.ext4.previous while the restored one is tried).
+  // disappears (address released), an existing one keeps its record and
+  // its disk (moved aside to disk.ext4.previous while the restored one is
+  // tried).
   const std::string disk = VmDiskPath(vm_id);
   const std::string staged_disk = disk + ".restoring";
   const std::string previous_disk = disk + ".previous";
@@ -249,6 +256,8 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
       (void)slot.instance->Shutdown(absl::Seconds(2));
       slot.instance.reset();
     }
+    slot.agent.reset();
+    UnplugNetwork(vm);
     (void)RemoveTree(VmRunDir(vm_id));
     unlink(staged_disk.c_str());
     if (moved_previous) {
@@ -256,8 +265,24 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
     } else if (!had_vm) {
       (void)RemoveTree(VmDir(vm_id));
     }
-    if (!had_vm) (void)store_->DeleteVm(vm_id);
+    if (had_vm) {
+      (void)store_->UpdateVm(*existing);
+      (void)ApplyFirewall();
+    } else {
+      (void)store_->DeleteVm(vm_id);
+      ReleaseNetwork(vm_id);
+    }
   });
+  {
+    absl::MutexLock net_lock(&net_mu_);
+    if (own_identity) {
+      SMOLVM_RETURN_IF_ERROR(ReclaimNetwork(vm));
+      SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, vm.network.port_forwards));
+    } else {
+      SMOLVM_RETURN_IF_ERROR(AssignNetwork(vm));
+    }
+    SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  }
   absl::Time t0 = absl::Now();
   SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(vm_id)));
   unlink(staged_disk.c_str());
@@ -291,12 +316,19 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
   spec.mem_path = paths.mem;
   spec.mem_shared = false;
   spec.incoming_state_path = paths.vmstate;
+  absl::StrAppend(&spec.kernel_cmdline, NetworkCmdline(vm.network));
+  FillLaunchNetwork(vm, spec);
+  // The TAP and the VM's rules (its egress policy among them) are in place
+  // before the restored guest runs a single instruction.
+  SMOLVM_RETURN_IF_ERROR(PlugNetwork(vm));
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
   // A clone must not be handed out with its snapshot's clock and random
   // state: a running restore is fixed up now, a paused one when resumed.
+  slot.needs_readdress = !own_identity;
   if (resume_vm) {
     SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
     SMOLVM_RETURN_IF_ERROR(FixUpRestoredLocked(slot, vm_id));
+    if (slot.needs_readdress) SMOLVM_RETURN_IF_ERROR(ReaddressGuestLocked(slot, vm));
   } else {
     slot.needs_fixup = true;
   }

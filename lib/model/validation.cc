@@ -6,6 +6,7 @@
 #include <random>
 
 #include "absl/strings/escaping.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 
@@ -74,6 +75,10 @@ absl::Status NormalizeVmConfig(VmConfig& config) {
         "initrd_path needs kernel_path: set both, or neither for the default image");
   }
   if (auto s = ValidateEnv(config.env, "env"); !s.ok()) return s;
+  if (auto s = ValidateEgress(config.egress); !s.ok()) return s;
+  for (auto& f : config.port_forwards) {
+    if (auto s = NormalizePortForward(f); !s.ok()) return s;
+  }
   if (auto s = ValidateImagePath(config.kernel_path, "kernel_path"); !s.ok()) return s;
   if (auto s = ValidateImagePath(config.initrd_path, "initrd_path"); !s.ok()) return s;
   return ValidateImagePath(config.rootfs_path, "rootfs_path");
@@ -105,6 +110,77 @@ absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const ch
   if (total > 64 * 1024) {
     return absl::InvalidArgumentError(absl::StrCat(field, " is ", total,
                                                    " bytes; at most 64 KiB are allowed"));
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+bool ParseIpv4Strict(const std::string& text) {
+  int parts = 0;
+  size_t i = 0;
+  while (i <= text.size()) {
+    size_t dot = text.find('.', i);
+    std::string part = text.substr(i, dot == std::string::npos ? std::string::npos : dot - i);
+    int value = 0;
+    if (part.empty() || part.size() > 3 || !absl::SimpleAtoi(part, &value) || value < 0 ||
+        value > 255 || part.find_first_not_of("0123456789") != std::string::npos) {
+      return false;
+    }
+    ++parts;
+    if (dot == std::string::npos) break;
+    i = dot + 1;
+  }
+  return parts == 4;
+}
+
+}  // namespace
+
+absl::Status ValidateEgress(const EgressPolicy& egress) {
+  if (egress.mode != EgressMode::kRestricted && !egress.allow_cidrs.empty()) {
+    return absl::InvalidArgumentError(
+        "egress.allow_cidrs is only meaningful with mode EGRESS_RESTRICTED");
+  }
+  if (egress.mode == EgressMode::kRestricted && egress.allow_cidrs.empty()) {
+    return absl::InvalidArgumentError(
+        "egress mode EGRESS_RESTRICTED needs at least one entry in allow_cidrs "
+        "(use EGRESS_OFF to allow nothing)");
+  }
+  if (egress.allow_cidrs.size() > 256) {
+    return absl::InvalidArgumentError("egress.allow_cidrs has more than 256 entries");
+  }
+  for (const auto& cidr : egress.allow_cidrs) {
+    auto slash = cidr.find('/');
+    std::string addr = cidr.substr(0, slash);
+    int prefix = 32;
+    bool ok = ParseIpv4Strict(addr);
+    if (ok && slash != std::string::npos) {
+      ok = absl::SimpleAtoi(cidr.substr(slash + 1), &prefix) && prefix >= 0 && prefix <= 32;
+    }
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "egress.allow_cidrs entry \"", absl::CHexEscape(cidr),
+          "\" is not an IPv4 CIDR like 198.51.100.0/24 or 203.0.113.7"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status NormalizePortForward(PortForward& f) {
+  if (f.host_ip.empty()) f.host_ip = "127.0.0.1";
+  if (f.protocol.empty()) f.protocol = "tcp";
+  if (f.protocol != "tcp" && f.protocol != "udp") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "port forward protocol \"", absl::CHexEscape(f.protocol), "\" must be tcp or udp"));
+  }
+  if (f.host_port < 1 || f.host_port > 65535 || f.guest_port < 1 || f.guest_port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "port forward ", f.host_port, " -> ", f.guest_port, ": ports must be 1-65535"));
+  }
+  if (!ParseIpv4Strict(f.host_ip)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "port forward host_ip \"", absl::CHexEscape(f.host_ip),
+        "\" must be an IPv4 address of this host (or 0.0.0.0 for all)"));
   }
   return absl::OkStatus();
 }

@@ -30,6 +30,14 @@ absl::Status NormalizeVmConfig(VmConfig& config);
 // request field in the message.
 absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const char* field);
 
+// Egress policy: restricted needs at least one CIDR; CIDRs are IPv4
+// "a.b.c.d/n" (or a bare address, meaning /32), only for restricted.
+absl::Status ValidateEgress(const EgressPolicy& egress);
+
+// A port forward: ports 1-65535, protocol tcp or udp, host_ip an IPv4
+// address ("" becomes 127.0.0.1, "" protocol becomes tcp).
+absl::Status NormalizePortForward(PortForward& forward);
+
 // A path inside the guest: absolute, at most 4096 bytes, no NUL bytes.
 absl::Status ValidateGuestPath(const std::string& path);
 

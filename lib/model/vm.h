@@ -9,6 +9,7 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 
@@ -28,6 +29,26 @@ const char* VmStateName(VmState state);
 // Parses VmStateName's output; nullopt for anything else.
 std::optional<VmState> ParseVmState(const std::string& name);
 
+enum class EgressMode { kOpen, kOff, kRestricted };
+
+// What a guest may reach beyond its VM (never other VMs or the host).
+struct EgressPolicy {
+  EgressMode mode = EgressMode::kOpen;
+  std::vector<std::string> allow_cidrs;  // IPv4 CIDRs, kRestricted only.
+
+  bool operator==(const EgressPolicy&) const = default;
+};
+
+// A guest port reachable on a host address.
+struct PortForward {
+  std::string host_ip = "127.0.0.1";
+  uint32_t host_port = 0;
+  uint32_t guest_port = 0;
+  std::string protocol = "tcp";  // "tcp" | "udp"
+
+  bool operator==(const PortForward&) const = default;
+};
+
 struct VmConfig {
   std::string vm_id;
   uint32_t vcpu_count = kDefaultVcpus;
@@ -38,6 +59,9 @@ struct VmConfig {
   std::string boot_args;
   // Environment of every exec in the guest (an exec's own env wins).
   std::map<std::string, std::string> env;
+  EgressPolicy egress;
+  // Forwards requested at create time (the live set is NetworkConfig's).
+  std::vector<PortForward> port_forwards;
 
   bool operator==(const VmConfig&) const = default;
 };
@@ -48,6 +72,9 @@ struct NetworkConfig {
   std::string netmask;
   std::string tap_device;
   std::string guest_mac;
+  std::string dns_server;
+  std::vector<PortForward> port_forwards;  // Currently exposed.
+  EgressPolicy egress;                     // In force (a copy of VmConfig's).
 
   bool operator==(const NetworkConfig&) const = default;
 };

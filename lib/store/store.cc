@@ -7,6 +7,7 @@
 #include <iterator>
 #include <limits>
 #include <map>
+#include <set>
 #include <utility>
 
 #include "absl/cleanup/cleanup.h"
@@ -60,6 +61,15 @@ CREATE TABLE snapshots (
   accelerator TEXT NOT NULL
 );
 CREATE INDEX snapshots_vm_id ON snapshots (vm_id);
+)sql",
+    // 2: guest addresses. The primary key makes double allocation
+    // impossible, also across daemon restarts and concurrent creates; a VM
+    // holds at most one address.
+    R"sql(
+CREATE TABLE ip_allocations (
+  ip TEXT NOT NULL PRIMARY KEY,
+  vm_id TEXT NOT NULL UNIQUE
+);
 )sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
@@ -260,6 +270,28 @@ absl::Time ColumnTime(sqlite3_stmt* stmt, int column) {
 
 // JSON encoding of the config structs: one key per field, named as the field.
 
+const char* EgressModeName(EgressMode mode) {
+  switch (mode) {
+    case EgressMode::kOpen: return "open";
+    case EgressMode::kOff: return "off";
+    case EgressMode::kRestricted: return "restricted";
+  }
+  return "open";
+}
+
+Json ToJson(const EgressPolicy& egress) {
+  return Json{{"mode", EgressModeName(egress.mode)}, {"allow_cidrs", egress.allow_cidrs}};
+}
+
+Json ToJson(const std::vector<PortForward>& forwards) {
+  Json list = Json::array();
+  for (const auto& f : forwards) {
+    list.push_back(Json{{"host_ip", f.host_ip}, {"host_port", f.host_port},
+                        {"guest_port", f.guest_port}, {"protocol", f.protocol}});
+  }
+  return list;
+}
+
 Json ToJson(const VmConfig& config) {
   return Json{{"vm_id", config.vm_id},
               {"vcpu_count", config.vcpu_count},
@@ -268,7 +300,9 @@ Json ToJson(const VmConfig& config) {
               {"initrd_path", config.initrd_path},
               {"rootfs_path", config.rootfs_path},
               {"boot_args", config.boot_args},
-              {"env", config.env}};
+              {"env", config.env},
+              {"egress", ToJson(config.egress)},
+              {"port_forwards", ToJson(config.port_forwards)}};
 }
 
 Json ToJson(const NetworkConfig& network) {
@@ -276,7 +310,10 @@ Json ToJson(const NetworkConfig& network) {
               {"gateway_ip", network.gateway_ip},
               {"netmask", network.netmask},
               {"tap_device", network.tap_device},
-              {"guest_mac", network.guest_mac}};
+              {"guest_mac", network.guest_mac},
+              {"dns_server", network.dns_server},
+              {"port_forwards", ToJson(network.port_forwards)},
+              {"egress", ToJson(network.egress)}};
 }
 
 // Serializes `json`; nlohmann throws on strings that are not UTF-8, which
@@ -322,6 +359,48 @@ bool ReadField(const Json& object, const char* key, uint32_t* out) {
   return true;
 }
 
+bool ReadField(const Json& object, const char* key, EgressPolicy* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_object()) return false;
+  std::string mode = "open";
+  if (!ReadField(*it, "mode", &mode)) return false;
+  if (mode == "open") {
+    out->mode = EgressMode::kOpen;
+  } else if (mode == "off") {
+    out->mode = EgressMode::kOff;
+  } else if (mode == "restricted") {
+    out->mode = EgressMode::kRestricted;
+  } else {
+    return false;
+  }
+  auto cidrs = it->find("allow_cidrs");
+  if (cidrs == it->end()) return true;
+  if (!cidrs->is_array()) return false;
+  for (const auto& c : *cidrs) {
+    if (!c.is_string()) return false;
+    out->allow_cidrs.push_back(c.get<std::string>());
+  }
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key, std::vector<PortForward>* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_array()) return false;
+  for (const auto& f : *it) {
+    PortForward pf;
+    if (!f.is_object() || !ReadField(f, "host_ip", &pf.host_ip) ||
+        !ReadField(f, "host_port", &pf.host_port) ||
+        !ReadField(f, "guest_port", &pf.guest_port) ||
+        !ReadField(f, "protocol", &pf.protocol)) {
+      return false;
+    }
+    out->push_back(pf);
+  }
+  return true;
+}
+
 absl::Status BadColumn(const char* kind, const std::string& id,
                        const char* column, absl::string_view problem) {
   return absl::DataLossError(absl::StrCat("decode ", Quoted(kind, id), ": ",
@@ -340,7 +419,9 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "initrd_path", &config.initrd_path) &&
       ReadField(json, "rootfs_path", &config.rootfs_path) &&
       ReadField(json, "boot_args", &config.boot_args) &&
-      ReadField(json, "env", &config.env)) {
+      ReadField(json, "env", &config.env) &&
+      ReadField(json, "egress", &config.egress) &&
+      ReadField(json, "port_forwards", &config.port_forwards)) {
     return config;
   }
   return BadColumn(kind, id, column, "is not a VmConfig JSON object");
@@ -356,7 +437,10 @@ absl::StatusOr<NetworkConfig> DecodeNetworkConfig(const std::string& text,
       ReadField(json, "gateway_ip", &network.gateway_ip) &&
       ReadField(json, "netmask", &network.netmask) &&
       ReadField(json, "tap_device", &network.tap_device) &&
-      ReadField(json, "guest_mac", &network.guest_mac)) {
+      ReadField(json, "guest_mac", &network.guest_mac) &&
+      ReadField(json, "dns_server", &network.dns_server) &&
+      ReadField(json, "port_forwards", &network.port_forwards) &&
+      ReadField(json, "egress", &network.egress)) {
     return network;
   }
   return BadColumn(kind, id, column, "is not a NetworkConfig JSON object");
@@ -626,6 +710,79 @@ absl::StatusOr<std::vector<SnapshotRecord>> Store::AllSnapshots() {
       Stmt stmt,
       Prepare(db_, absl::StrCat(kSelectSnapshots, "ORDER BY snapshot_id"), what));
   return ReadRows(db_, stmt.get(), what, &ReadSnapshotRow);
+}
+
+absl::StatusOr<std::string> Store::AllocateAddress(
+    const std::string& vm_id, const std::vector<std::string>& candidates) {
+  const std::string what = absl::StrCat("allocate an address for ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(Stmt held, Prepare(db_, "SELECT ip FROM ip_allocations WHERE vm_id = ?1",
+                                             what, vm_id));
+  int rc = sqlite3_step(held.get());
+  if (rc == SQLITE_ROW) return ColumnString(held.get(), 0);
+  if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  SMOLVM_ASSIGN_OR_RETURN(Stmt all, Prepare(db_, "SELECT ip FROM ip_allocations", what));
+  std::set<std::string> taken;
+  while ((rc = sqlite3_step(all.get())) == SQLITE_ROW) taken.insert(ColumnString(all.get(), 0));
+  if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  for (const auto& ip : candidates) {
+    if (taken.count(ip)) continue;
+    SMOLVM_ASSIGN_OR_RETURN(
+        Stmt insert,
+        Prepare(db_, "INSERT INTO ip_allocations (ip, vm_id) VALUES (?1, ?2)", what, ip, vm_id));
+    if (sqlite3_step(insert.get()) != SQLITE_DONE) return SqliteError(db_, what);
+    return ip;
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      what, ": all ", candidates.size(),
+      " addresses of the pool are in use; delete VMs or configure a larger --subnet"));
+}
+
+absl::Status Store::ReserveAddress(const std::string& vm_id, const std::string& ip) {
+  const std::string what = absl::StrCat("reserve address ", ip, " for ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(Stmt holder,
+                          Prepare(db_, "SELECT vm_id FROM ip_allocations WHERE ip = ?1", what, ip));
+  int rc = sqlite3_step(holder.get());
+  if (rc == SQLITE_ROW) {
+    std::string owner = ColumnString(holder.get(), 0);
+    if (owner == vm_id) return absl::OkStatus();
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": it is in use by ", Quoted("vm", owner)));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt insert,
+      Prepare(db_, "INSERT INTO ip_allocations (ip, vm_id) VALUES (?1, ?2)", what, ip, vm_id));
+  rc = sqlite3_step(insert.get());
+  if (rc == SQLITE_CONSTRAINT_UNIQUE) {
+    return absl::FailedPreconditionError(
+        absl::StrCat(what, ": the vm already holds another address"));
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  return absl::OkStatus();
+}
+
+absl::Status Store::ReleaseAddress(const std::string& vm_id) {
+  const std::string what = absl::StrCat("release the address of ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_, "DELETE FROM ip_allocations WHERE vm_id = ?1", what, vm_id));
+  if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqliteError(db_, what);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::map<std::string, std::string>> Store::AddressAllocations() {
+  constexpr absl::string_view what = "list address allocations";
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db_, "SELECT ip, vm_id FROM ip_allocations", what));
+  std::map<std::string, std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    out[ColumnString(stmt.get(), 0)] = ColumnString(stmt.get(), 1);
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  return out;
 }
 
 absl::StatusOr<int> Store::SchemaVersion() {

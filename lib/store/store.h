@@ -11,6 +11,7 @@
 // for rows that cannot be decoded.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -28,7 +29,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 1;
+inline constexpr int kSchemaVersion = 2;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -64,6 +65,18 @@ class Store {
   absl::StatusOr<Page<SnapshotRecord>> ListSnapshots(
       int page_size, const std::string& page_token, const std::string& vm_id);
   absl::StatusOr<std::vector<SnapshotRecord>> AllSnapshots();
+
+  // Guest addresses. AllocateAddress gives `vm_id` the first of
+  // `candidates` nobody holds (or the one it already holds);
+  // RESOURCE_EXHAUSTED when all are taken. ReserveAddress claims a specific
+  // one (a restore into its own identity); FAILED_PRECONDITION, naming the
+  // holder, when another VM has it. ReleaseAddress is OK if none is held.
+  absl::StatusOr<std::string> AllocateAddress(const std::string& vm_id,
+                                              const std::vector<std::string>& candidates);
+  absl::Status ReserveAddress(const std::string& vm_id, const std::string& ip);
+  absl::Status ReleaseAddress(const std::string& vm_id);
+  // ip → vm_id.
+  absl::StatusOr<std::map<std::string, std::string>> AddressAllocations();
 
   // The schema version of the open database (for tests and logs).
   absl::StatusOr<int> SchemaVersion();

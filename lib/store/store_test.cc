@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include <cstdint>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -484,8 +485,8 @@ TEST_F(FileStoreTest, RefusesNewerSchema) {
   auto store = Store::Open(path_);
   EXPECT_EQ(store.status().code(), absl::StatusCode::kFailedPrecondition);
   EXPECT_EQ(store.status().message(),
-            "state database schema version 99 is newer than this smolvmd "
-            "supports (1): upgrade smolvmd");
+            absl::StrCat("state database schema version 99 is newer than this smolvmd "
+                         "supports (", kSchemaVersion, "): upgrade smolvmd"));
   // Left untouched: no migration ran.
   EXPECT_EQ(RawQuery("PRAGMA user_version"), "99");
   EXPECT_EQ(RawQuery("SELECT count(*) FROM sqlite_master"), "0");
@@ -557,4 +558,50 @@ TEST_F(FileStoreTest, ConcurrentInsertsAllLand) {
 }
 
 }  // namespace
+
+TEST(AddressAllocationTest, AllocatesUniquelyReusesAndReleases) {
+  auto store = Store::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  const std::vector<std::string> pool = {"10.0.0.2", "10.0.0.3"};
+  auto a = (*store)->AllocateAddress("vm-a", pool);
+  auto b = (*store)->AllocateAddress("vm-b", pool);
+  ASSERT_TRUE(a.ok() && b.ok());
+  EXPECT_EQ(*a, "10.0.0.2");
+  EXPECT_EQ(*b, "10.0.0.3");
+  // A VM keeps its address; a full pool is RESOURCE_EXHAUSTED.
+  EXPECT_EQ(*(*store)->AllocateAddress("vm-a", pool), "10.0.0.2");
+  EXPECT_EQ((*store)->AllocateAddress("vm-c", pool).status().code(),
+            absl::StatusCode::kResourceExhausted);
+  // A specific address held by another VM is refused, naming the holder.
+  auto taken = (*store)->ReserveAddress("vm-c", "10.0.0.3");
+  EXPECT_EQ(taken.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(taken.message().find("vm-b"), std::string::npos);
+  EXPECT_TRUE((*store)->ReleaseAddress("vm-b").ok());
+  EXPECT_TRUE((*store)->ReserveAddress("vm-c", "10.0.0.3").ok());
+  EXPECT_TRUE((*store)->ReserveAddress("vm-c", "10.0.0.3").ok());
+  auto all = (*store)->AddressAllocations();
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 2u);
+  EXPECT_EQ(all->at("10.0.0.3"), "vm-c");
+}
+
+TEST(AddressAllocationTest, ConcurrentAllocationsNeverCollide) {
+  auto store = Store::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  std::vector<std::string> pool;
+  for (int i = 2; i < 60; ++i) pool.push_back(absl::StrCat("10.0.0.", i));
+  std::vector<std::string> got(40);
+  std::vector<std::thread> threads;
+  for (int i = 0; i < 40; ++i) {
+    threads.emplace_back([&, i] {
+      auto ip = (*store)->AllocateAddress(absl::StrCat("vm-", i), pool);
+      if (ip.ok()) got[i] = *ip;
+    });
+  }
+  for (auto& t : threads) t.join();
+  std::set<std::string> unique(got.begin(), got.end());
+  EXPECT_EQ(unique.size(), 40u);
+  EXPECT_EQ(unique.count(""), 0u);
+}
+
 }  // namespace smolvm::store

@@ -37,6 +37,9 @@ struct LaunchSpec {
   // (copy-on-write) so the snapshot is never modified.
   std::string mem_path;
   bool mem_shared = true;
+  // The VM's NIC: a TAP the daemon created, and the NIC's MAC. Empty: no NIC.
+  std::string tap_device;
+  std::string guest_mac;
   // When set, the VMM starts paused and loads device state from this file
   // (a snapshot's vmstate.bin) instead of booting.
   std::optional<std::string> incoming_state_path;

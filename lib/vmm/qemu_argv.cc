@@ -61,6 +61,15 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
       // parent exits only once initialization succeeded (or failed).
       "-daemonize",
   });
+  if (!spec.tap_device.empty()) {
+    // The daemon owns the TAP (created persistent, enslaved to its bridge);
+    // QEMU only opens it, and runs no scripts.
+    argv.insert(argv.end(), {
+        "-netdev", absl::StrCat("tap,id=net0,ifname=", spec.tap_device,
+                                ",script=no,downscript=no"),
+        "-device", absl::StrCat("virtio-net-pci,netdev=net0,mac=", spec.guest_mac),
+    });
+  }
   if (spec.incoming_state_path) {
     // -S keeps the restored VM paused after the state is loaded; the manager
     // decides whether to continue it.

@@ -46,6 +46,82 @@ TestDaemon::TestDaemon() {
   // Short, unique and under /tmp: socket paths must stay below 108 bytes.
   char tmpl[] = "/tmp/svt-XXXXXX";
   dir_ = mkdtemp(tmpl);
+  std::string tag = dir_.substr(dir_.size() - 6);
+  netns_host_ = "svt-" + tag + "-h";
+  netns_inet_ = "svt-" + tag + "-i";
+}
+
+std::pair<int, std::string> TestDaemon::InNetns(const std::string& netns,
+                                                const std::string& cmd) const {
+  std::string full = "ip netns exec " + netns + " sh -c '" + cmd + "' 2>&1";
+  std::string out;
+  FILE* p = popen(full.c_str(), "r");
+  if (!p) return {-1, ""};
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+  int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+absl::Status TestDaemon::SetUpNetwork() {
+  if (network_ready_) return absl::OkStatus();
+  network_ready_ = true;  // From here on, TearDownNetwork has work to do.
+  std::string tag = dir_.substr(dir_.size() - 6);
+  std::string vh = "svh" + tag, vi = "svi" + tag;
+  const std::string& h = netns_host_;
+  const std::string& i = netns_inet_;
+  std::vector<std::string> steps = {
+      "ip netns add " + h,
+      "ip netns add " + i,
+      "ip link add " + vh + " type veth peer name " + vi,
+      "ip link set " + vh + " netns " + h,
+      "ip link set " + vi + " netns " + i,
+      "ip -n " + h + " link set " + vh + " name up0",
+      "ip -n " + h + " addr add " + kHostUplinkIp + "/24 dev up0",
+      "ip -n " + h + " link set up0 up",
+      "ip -n " + h + " link set lo up",
+      "ip -n " + h + " route add default via " + kInternetIp,
+      "ip -n " + i + " link set " + vi + " name eth0",
+      "ip -n " + i + " addr add " + kInternetIp + "/24 dev eth0",
+      "ip -n " + i + " addr add " + std::string(kOtherInternetIp) + "/32 dev eth0",
+      "ip -n " + i + " link set eth0 up",
+      "ip -n " + i + " link set lo up",
+  };
+  for (const auto& step : steps) {
+    if (int rc = system((step + " 2>>" + log_path()).c_str()); rc != 0) {
+      return absl::InternalError("network setup failed: " + step);
+    }
+  }
+  std::filesystem::create_directories(InternetWwwDir());
+  std::ofstream(InternetWwwDir() + "/hello.txt") << "hello from the internet\n";
+  for (const char* ip : {kInternetIp, kOtherInternetIp}) {
+    pid_t pid = fork();
+    if (pid == 0) {
+      int null = open("/dev/null", O_RDWR);
+      dup2(null, 0);
+      dup2(null, 1);
+      dup2(null, 2);
+      execlp("ip", "ip", "netns", "exec", i.c_str(), "busybox", "httpd", "-f", "-p",
+             (std::string(ip) + ":8080").c_str(), "-h", InternetWwwDir().c_str(), nullptr);
+      _exit(127);
+    }
+    servers_.push_back(pid);
+  }
+  return absl::OkStatus();
+}
+
+void TestDaemon::TearDownNetwork() {
+  for (pid_t pid : servers_) {
+    kill(pid, SIGKILL);
+    waitpid(pid, nullptr, 0);
+  }
+  servers_.clear();
+  if (!network_ready_) return;
+  // Deleting the namespaces deletes the veth pair and everything the daemon
+  // made inside (bridge, TAPs, nft tables).
+  (void)!system(("ip netns del " + netns_host_ + " 2>/dev/null").c_str());
+  (void)!system(("ip netns del " + netns_inet_ + " 2>/dev/null").c_str());
+  network_ready_ = false;
 }
 
 TestDaemon::~TestDaemon() {
@@ -55,6 +131,7 @@ TestDaemon::~TestDaemon() {
   while (!QemuPids().empty() && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
+  TearDownNetwork();
   if (std::getenv("SMOLVM_TEST_KEEP_DIR") == nullptr) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
@@ -62,7 +139,13 @@ TestDaemon::~TestDaemon() {
 }
 
 absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args) {
-  std::vector<std::string> args = {SMOLVMD_BINARY,
+  if (auto s = SetUpNetwork(); !s.ok()) return s;
+  // `ip netns exec` execs the daemon in place: pid_ is the daemon's pid.
+  std::vector<std::string> args = {"/usr/bin/ip", "netns", "exec", netns_host_,
+                                   SMOLVMD_BINARY,
+                                   "--uplink", "up0",
+                                   "--subnet", kSubnet,
+                                   "--dns", "none",
                                    "--socket", socket_path(),
                                    "--state-dir", state_dir(),
                                    "--run-dir", run_dir(),

@@ -1,0 +1,179 @@
+#include "lib/net/ip_pool.h"
+
+#include <string>
+#include <vector>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
+
+namespace smolvm::net {
+namespace {
+
+using ::smolvm_testing::IsOk;
+using ::smolvm_testing::StatusIs;
+using ::testing::ElementsAre;
+
+TEST(IpPoolTest, ParseIpv4) {
+  struct Case {
+    std::string text;
+    bool ok;
+    uint32_t ip;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"10.200.0.5", true, 0x0ac80005},
+           {"0.0.0.0", true, 0},
+           {"255.255.255.255", true, 0xffffffff},
+           {"127.0.0.1", true, 0x7f000001},
+           {"", false, 0},
+           {"1.2.3", false, 0},
+           {"1.2.3.4.5", false, 0},
+           {"1.2.3.256", false, 0},
+           {"1.2.3.-1", false, 0},
+           {"1.2.3.+1", false, 0},
+           {"1..3.4", false, 0},
+           {"1.2.3.4.", false, 0},
+           {" 1.2.3.4", false, 0},
+           {"01.2.3.4", false, 0},
+           {"1.2.3.0x1", false, 0},
+           {"1.2.3.4/32", false, 0},
+       }) {
+    auto ip = ParseIpv4(c.text);
+    if (c.ok) {
+      ASSERT_THAT(ip, IsOk()) << c.text;
+      EXPECT_EQ(*ip, c.ip) << c.text;
+      EXPECT_EQ(IpToString(*ip), c.text);
+    } else {
+      EXPECT_THAT(ip, StatusIs(absl::StatusCode::kInvalidArgument, "four decimal octets"))
+          << c.text;
+    }
+  }
+}
+
+TEST(IpPoolTest, ParseCidr) {
+  struct Case {
+    std::string text;
+    bool ok;
+    uint32_t network;
+    int prefix;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"1.2.3.4/32", true, 0x01020304, 32},
+           {"1.2.3.4", true, 0x01020304, 32},
+           {"10.1.2.3/8", true, 0x0a000000, 8},  // Host bits masked off.
+           {"0.0.0.0/0", true, 0, 0},
+           {"192.168.1.0/24", true, 0xc0a80100, 24},
+           {"1.2.3.4/33", false, 0, 0},
+           {"1.2.3.4/", false, 0, 0},
+           {"1.2.3.4/-1", false, 0, 0},
+           {"1.2.3.4/8/8", false, 0, 0},
+           {"1.2.3/8", false, 0, 0},
+           {"/8", false, 0, 0},
+           {"example.com/32", false, 0, 0},
+       }) {
+    auto cidr = ParseCidr(c.text);
+    if (c.ok) {
+      ASSERT_THAT(cidr, IsOk()) << c.text;
+      EXPECT_EQ(cidr->first, c.network) << c.text;
+      EXPECT_EQ(cidr->second, c.prefix) << c.text;
+    } else {
+      EXPECT_THAT(cidr, StatusIs(absl::StatusCode::kInvalidArgument, c.text)) << c.text;
+    }
+  }
+}
+
+TEST(IpPoolTest, SubnetParse) {
+  struct Case {
+    std::string text;
+    std::string error;  // "" = valid.
+  };
+  for (const Case& c : std::vector<Case>{
+           {"10.200.0.0/24", ""},
+           {"10.200.0.0/16", ""},
+           {"10.200.0.8/29", ""},
+           {"10.200.0.0/15", "prefix length must be 16-29"},
+           {"10.200.0.0/30", "prefix length must be 16-29"},
+           {"10.200.0.1/24", "did you mean 10.200.0.0/24?"},
+           {"10.200.0.0", "want network/prefix"},
+           {"10.200.0/24", "want network/prefix"},
+           {"", "want network/prefix"},
+       }) {
+    auto subnet = Subnet::Parse(c.text);
+    if (c.error.empty()) {
+      ASSERT_THAT(subnet, IsOk()) << c.text;
+      EXPECT_EQ(subnet->ToString(), c.text);
+    } else {
+      EXPECT_THAT(subnet, StatusIs(absl::StatusCode::kInvalidArgument, c.error)) << c.text;
+    }
+  }
+}
+
+TEST(IpPoolTest, SubnetAddresses) {
+  auto subnet = Subnet::Parse("10.200.0.0/24");
+  ASSERT_THAT(subnet, IsOk());
+  EXPECT_EQ(IpToString(subnet->gateway()), "10.200.0.1");
+  EXPECT_EQ(IpToString(subnet->broadcast()), "10.200.0.255");
+  EXPECT_EQ(subnet->netmask_string(), "255.255.255.0");
+  std::vector<uint32_t> hosts = subnet->HostAddresses();
+  ASSERT_EQ(hosts.size(), 253u);
+  EXPECT_EQ(IpToString(hosts.front()), "10.200.0.2");
+  EXPECT_EQ(IpToString(hosts.back()), "10.200.0.254");
+  EXPECT_TRUE(subnet->Contains(0x0ac80000));
+  EXPECT_TRUE(subnet->Contains(0x0ac800ff));
+  EXPECT_FALSE(subnet->Contains(0x0ac80100));
+  EXPECT_FALSE(subnet->IsGuestAddress(subnet->gateway()));
+  EXPECT_TRUE(subnet->IsGuestAddress(0x0ac80002));
+  EXPECT_FALSE(subnet->IsGuestAddress(subnet->broadcast()));
+
+  auto small = Subnet::Parse("192.168.7.8/29");
+  ASSERT_THAT(small, IsOk());
+  EXPECT_EQ(small->netmask_string(), "255.255.255.248");
+  std::vector<std::string> names;
+  for (uint32_t ip : small->HostAddresses()) names.push_back(IpToString(ip));
+  EXPECT_THAT(names, ElementsAre("192.168.7.10", "192.168.7.11", "192.168.7.12",
+                                 "192.168.7.13", "192.168.7.14"));
+
+  auto big = Subnet::Parse("172.16.0.0/16");
+  ASSERT_THAT(big, IsOk());
+  EXPECT_EQ(big->netmask_string(), "255.255.0.0");
+  EXPECT_EQ(big->HostAddresses().size(), 65533u);
+}
+
+TEST(IpPoolTest, PrefixToMask) {
+  EXPECT_EQ(PrefixToMask(0), 0u);
+  EXPECT_EQ(PrefixToMask(1), 0x80000000u);
+  EXPECT_EQ(PrefixToMask(24), 0xffffff00u);
+  EXPECT_EQ(PrefixToMask(32), 0xffffffffu);
+}
+
+TEST(IpPoolTest, NamesFromAddress) {
+  struct Case {
+    uint32_t ip;
+    std::string tap;
+    std::string mac;
+  };
+  for (const Case& c : std::vector<Case>{
+           {0x0ac80005, "smv0ac80005", "02:53:0a:c8:00:05"},
+           {0xc0a807fe, "smvc0a807fe", "02:53:c0:a8:07:fe"},
+           {0, "smv00000000", "02:53:00:00:00:00"},
+       }) {
+    EXPECT_EQ(TapNameFor(c.ip), c.tap);
+    EXPECT_EQ(MacFor(c.ip), c.mac);
+    EXPECT_LE(TapNameFor(c.ip).size(), 15u);  // IFNAMSIZ - 1.
+    EXPECT_THAT(ValidateInterfaceName(TapNameFor(c.ip), "tap"), IsOk());
+  }
+}
+
+TEST(IpPoolTest, ValidateInterfaceName) {
+  for (const char* good : {"smolbr0", "eth0", "br-1.2_x", "a", "abcdefghijklmno"}) {
+    EXPECT_THAT(ValidateInterfaceName(good, "bridge name"), IsOk()) << good;
+  }
+  for (const char* bad : {"", "abcdefghijklmnop", "a b", "a/b", "a\"b", "a:b", "a*", "a\n"}) {
+    EXPECT_THAT(ValidateInterfaceName(bad, "bridge name"),
+                StatusIs(absl::StatusCode::kInvalidArgument, "invalid bridge name"))
+        << bad;
+  }
+}
+
+}  // namespace
+}  // namespace smolvm::net
