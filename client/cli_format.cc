@@ -7,7 +7,10 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/strip.h"
 #include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 
@@ -47,6 +50,9 @@ void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
   kv->emplace_back(prefix + "initrd_path", config.initrd_path());
   kv->emplace_back(prefix + "rootfs_path", config.rootfs_path());
   kv->emplace_back(prefix + "boot_args", config.boot_args());
+  kv->emplace_back(prefix + "egress", FormatEgress(config.egress()));
+  kv->emplace_back(prefix + "port_forwards",
+                   FormatPortForwards(config.port_forwards()));
 }
 
 void AppendNetwork(const std::string& prefix, const v1::NetworkConfig& network,
@@ -56,6 +62,13 @@ void AppendNetwork(const std::string& prefix, const v1::NetworkConfig& network,
   kv->emplace_back(prefix + "netmask", network.netmask());
   kv->emplace_back(prefix + "tap_device", network.tap_device());
   kv->emplace_back(prefix + "guest_mac", network.guest_mac());
+  kv->emplace_back(prefix + "dns_server", network.dns_server());
+  kv->emplace_back(prefix + "port_forwards",
+                   FormatPortForwards(network.port_forwards()));
+  // An unset policy here means no networking was reported, not "open".
+  kv->emplace_back(prefix + "egress", network.has_egress()
+                                          ? FormatEgress(network.egress())
+                                          : std::string());
 }
 
 absl::StatusOr<nlohmann::ordered_json> ToJsonValue(
@@ -134,6 +147,28 @@ std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots) {
   return RenderTable(rows);
 }
 
+std::string ForkTable(absl::Span<const v1::ForkResult> results) {
+  std::vector<std::vector<std::string>> rows = {
+      {"VM", "STATUS", "IP", "MAC", "TAP", "ERROR"}};
+  for (const v1::ForkResult& r : results) {
+    if (r.error_code() != 0) {
+      const auto code = static_cast<absl::StatusCode>(r.error_code());
+      std::string name = absl::StatusCodeToString(code);
+      if (name.empty()) name = absl::StrCat("CODE_", r.error_code());
+      rows.push_back({Dash(r.vm_id()), "FAILED", "-", "-", "-",
+                      r.error_message().empty()
+                          ? name
+                          : absl::StrCat(name, ": ", r.error_message())});
+      continue;
+    }
+    const v1::NetworkConfig& net = r.vm().network();
+    rows.push_back({Dash(r.vm_id()), StatusName(r.vm().status()),
+                    Dash(net.guest_ip()), Dash(net.guest_mac()),
+                    Dash(net.tap_device()), "-"});
+  }
+  return RenderTable(rows);
+}
+
 std::string VmDetails(const v1::Vm& vm) {
   std::vector<std::pair<std::string, std::string>> kv = {
       {"vm_id", vm.vm_id()},
@@ -167,6 +202,31 @@ std::string SnapshotDetails(const v1::SnapshotInfo& s) {
   AppendConfig("vm_config.", s.vm_config(), &kv);
   AppendNetwork("network_config.", s.network_config(), &kv);
   return Details(kv);
+}
+
+std::string FormatPortForward(const v1::PortForward& forward) {
+  std::string out;
+  if (!forward.host_ip().empty()) absl::StrAppend(&out, forward.host_ip(), ":");
+  absl::StrAppend(&out, forward.host_port(), ":", forward.guest_port(), "/",
+                  forward.protocol().empty() ? "tcp" : forward.protocol());
+  return out;
+}
+
+std::string FormatPortForwards(
+    const google::protobuf::RepeatedPtrField<v1::PortForward>& forwards) {
+  std::vector<std::string> parts;
+  for (const v1::PortForward& forward : forwards) {
+    parts.push_back(FormatPortForward(forward));
+  }
+  return absl::StrJoin(parts, ", ");
+}
+
+std::string FormatEgress(const v1::EgressPolicy& egress) {
+  std::string mode = absl::AsciiStrToLower(absl::StripPrefix(
+      v1::EgressPolicy::Mode_Name(egress.mode()), "EGRESS_"));
+  if (mode.empty()) mode = absl::StrCat("mode ", egress.mode());
+  if (egress.allow_cidrs().empty()) return mode;
+  return absl::StrCat(mode, ": ", absl::StrJoin(egress.allow_cidrs(), ", "));
 }
 
 std::string FormatTimestamp(const google::protobuf::Timestamp& ts) {

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 
 namespace smolvm::cli {
@@ -33,12 +34,31 @@ std::string VmTable(absl::Span<const v1::Vm> vms);
 // ID VM SIZE CREATED RESTORED RESTORED_VM.
 std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots);
 
+// ForkTable renders the clones of a ForkSnapshot with the columns
+// VM STATUS IP MAC TAP ERROR: a clone that failed has STATUS "FAILED" and
+// ERROR "<CODE>: <message>" (e.g. "RESOURCE_EXHAUSTED: no free address").
+std::string ForkTable(absl::Span<const v1::ForkResult> results);
+
 // VmDetails renders every field of `vm` as "name: value" lines, named as in
-// the proto (and the JSON output).
+// the proto (and the JSON output). Port forwards and egress policies are one
+// line each (FormatPortForwards, FormatEgress).
 std::string VmDetails(const v1::Vm& vm);
 
 // SnapshotDetails renders every field of `snapshot` as "name: value" lines.
 std::string SnapshotDetails(const v1::SnapshotInfo& snapshot);
+
+// FormatPortForward renders `forward` the way smolvmctl takes it:
+// "[HOST_IP:]HOST_PORT:GUEST_PORT/PROTOCOL", e.g. "127.0.0.1:8080:80/tcp"
+// (no HOST_IP when it is empty; "tcp" when the protocol is empty).
+std::string FormatPortForward(const v1::PortForward& forward);
+
+// FormatPortForwards joins FormatPortForward of each with ", " ("" if none).
+std::string FormatPortForwards(
+    const google::protobuf::RepeatedPtrField<v1::PortForward>& forwards);
+
+// FormatEgress renders a policy as "open", "off" or
+// "restricted: CIDR, CIDR" (the mode names without "EGRESS_", lower case).
+std::string FormatEgress(const v1::EgressPolicy& egress);
 
 // FormatTimestamp renders `ts` as RFC 3339 UTC to the second
 // ("2024-05-01T12:00:00Z"), or "-" when it is unset (zero).

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "client/status.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/vm_service.pb.h"
 
@@ -145,6 +146,38 @@ absl::StatusOr<v1::Vm> SmolVM::refresh() {
   return vm;
 }
 
+absl::Status SmolVM::expose_port(uint32_t host_port, uint32_t guest_port,
+                                 const std::string& host_ip,
+                                 const std::string& protocol) {
+  if (absl::Status s = CheckStarted("expose port"); !s.ok()) return s;
+  v1::ExposePortRequest request;
+  request.set_vm_id(vm_id());
+  v1::PortForward* forward = request.mutable_forward();
+  forward->set_host_ip(host_ip);
+  forward->set_host_port(host_port);
+  forward->set_guest_port(guest_port);
+  forward->set_protocol(protocol);
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::ExposePort, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
+absl::Status SmolVM::unexpose_port(uint32_t host_port,
+                                   const std::string& host_ip,
+                                   const std::string& protocol) {
+  if (absl::Status s = CheckStarted("unexpose port"); !s.ok()) return s;
+  v1::UnexposePortRequest request;
+  request.set_vm_id(vm_id());
+  request.set_host_ip(host_ip);
+  request.set_host_port(host_port);
+  request.set_protocol(protocol);
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::UnexposePort, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SmolVM> SmolVM::from_snapshot(const std::string& snapshot_id,
                                              bool resume_vm,
                                              const std::string& vm_id,
@@ -234,6 +267,38 @@ absl::StatusOr<v1::Vm> SmolVMManager::get_vm(const std::string& id) const {
   v1::GetVmRequest request;
   request.set_vm_id(id);
   return connection_.Call(&VmStub::GetVm, request);
+}
+
+absl::StatusOr<std::vector<ForkOutcome>> SmolVMManager::fork_snapshot(
+    const std::string& snapshot_id, uint32_t count, bool resume_vm,
+    const std::string& vm_id_prefix) const {
+  v1::ForkSnapshotRequest request;
+  request.set_snapshot_id(snapshot_id);
+  request.set_count(count);
+  request.set_resume_vm(resume_vm);
+  request.set_vm_id_prefix(vm_id_prefix);
+  absl::StatusOr<v1::ForkSnapshotResponse> response =
+      connection_.Call(&SnapshotStub::ForkSnapshot, request);
+  if (!response.ok()) return response.status();
+  std::vector<ForkOutcome> outcomes;
+  outcomes.reserve(response->results_size());
+  for (v1::ForkResult& result : *response->mutable_results()) {
+    ForkOutcome outcome{result.vm_id(), v1::Vm()};
+    if (result.error_code() != 0) {
+      // error_code is a google.rpc.Code, the numbering gRPC shares.
+      outcome.vm = FromGrpcStatus(
+          grpc::Status(static_cast<grpc::StatusCode>(result.error_code()),
+                       result.error_message()));
+    } else if (!result.has_vm()) {
+      outcome.vm = absl::InternalError(absl::StrCat(
+          "fork snapshot ", snapshot_id, ": daemon reported clone ",
+          result.vm_id(), " as created but returned no VM"));
+    } else {
+      outcome.vm = std::move(*result.mutable_vm());
+    }
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
 }
 
 }  // namespace smolvm

@@ -139,8 +139,8 @@ using ExecOutputCallback =
 // daemon (smolvmctl can still see and delete it).
 //
 // Cached state: `info()` / `status()` are the last Vm the daemon returned
-// (from CreateVm, StartVm, StopVm, PauseVm, ResumeVm, GetVm or
-// RestoreSnapshot); `snapshot()` records the state the daemon documents
+// (from CreateVm, StartVm, StopVm, PauseVm, ResumeVm, GetVm, ExposePort,
+// UnexposePort or RestoreSnapshot); `snapshot()` records the state the daemon documents
 // (PAUSED, or RUNNING with resume_source). Call `refresh()` to re-read it.
 // A failed call leaves the cache as it was.
 //
@@ -206,6 +206,22 @@ class SmolVM {
                                               bool resume_vm = true,
                                               const std::string& vm_id = "",
                                               ClientOptions options = {});
+
+  // --- Networking -----------------------------------------------------------
+
+  // expose_port makes the guest's `guest_port` reachable on the host at
+  // `host_ip`:`host_port` (ExposePort); "" = 127.0.0.1. `protocol` is "tcp"
+  // or "udp". ALREADY_EXISTS if the host port is taken. The forward is kept
+  // across daemon restarts and removed with the VM; `info()` is updated (its
+  // network().port_forwards() lists the forwards in place).
+  absl::Status expose_port(uint32_t host_port, uint32_t guest_port,
+                           const std::string& host_ip = "",
+                           const std::string& protocol = "tcp");
+  // unexpose_port removes the forward on `host_ip`:`host_port` / `protocol`
+  // (UnexposePort) and updates `info()`.
+  absl::Status unexpose_port(uint32_t host_port,
+                             const std::string& host_ip = "",
+                             const std::string& protocol = "tcp");
 
   // --- Commands (Exec; the VM must be RUNNING) ------------------------------
 
@@ -311,7 +327,19 @@ class SmolVM {
   bool closed_ = false;
 };
 
-// SmolVMManager lists and looks up VMs and snapshots, and deletes snapshots.
+// ForkOutcome is what became of one clone of `SmolVMManager::fork_snapshot()`.
+struct ForkOutcome {
+  // The clone's id (set whether or not it succeeded).
+  std::string vm_id;
+  // The clone as the daemon returned it, or why it failed (the daemon's
+  // error_code and error_message as an absl::Status).
+  absl::StatusOr<v1::Vm> vm;
+
+  bool ok() const { return vm.ok(); }
+};
+
+// SmolVMManager lists and looks up VMs and snapshots, deletes snapshots, and
+// forks VMs from a snapshot.
 //
 // Construction sends nothing. Each method is one RPC, except that the list
 // methods follow next_page_token until the last page and return everything.
@@ -335,6 +363,17 @@ class SmolVMManager {
   absl::StatusOr<std::vector<v1::Vm>> list_vms() const;
   // get_vm returns VM `id`; NOT_FOUND if there is none.
   absl::StatusOr<v1::Vm> get_vm(const std::string& id) const;
+
+  // fork_snapshot restores `count` (1-64) independent clones of
+  // `snapshot_id` in one call (ForkSnapshot), each with a fresh identity
+  // (vm_id, TAP, IP, MAC), RUNNING when `resume_vm`, else PAUSED. They are
+  // named <vm_id_prefix>-<n> ("" = <snapshot_id>-fork). The call fails only
+  // for a bad request (no such snapshot, count out of range, ...); otherwise
+  // it returns one outcome per clone, in the daemon's order, each OK or with
+  // its own error. Attach to a clone with `SmolVM::attach(outcome.vm_id)`.
+  absl::StatusOr<std::vector<ForkOutcome>> fork_snapshot(
+      const std::string& snapshot_id, uint32_t count, bool resume_vm = true,
+      const std::string& vm_id_prefix = "") const;
 
   // connection gives access to the underlying RPCs.
   const Connection& connection() const { return connection_; }

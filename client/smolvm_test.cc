@@ -51,6 +51,7 @@ class FakeDaemon final : public v1::VmService::Service,
                         v1::Vm* resp) override {
     absl::MutexLock lock(&mu_);
     last_create_ = *req;
+    ++create_calls_;
     v1::Vm vm;
     *vm.mutable_config() = req->config();
     vm.set_vm_id(req->config().vm_id().empty()
@@ -206,6 +207,100 @@ class FakeDaemon final : public v1::VmService::Service,
     snap->second.set_restored_vm_id(id);
     *resp = vms_[id] = vm;
     return grpc::Status::OK;
+  }
+
+  // ForkSnapshot names clones <prefix>-<n> (<snapshot>-fork-<n> without a
+  // prefix) and gives clone n the address 10.0.0.<n+1>. A clone whose id
+  // exists fails with ALREADY_EXISTS; SetForkFailure scripts other outcomes.
+  grpc::Status ForkSnapshot(grpc::ServerContext*,
+                            const v1::ForkSnapshotRequest* req,
+                            v1::ForkSnapshotResponse* resp) override {
+    absl::MutexLock lock(&mu_);
+    last_fork_ = *req;
+    auto snap = snapshots_.find(req->snapshot_id());
+    if (snap == snapshots_.end()) {
+      return NotFound("snapshot", req->snapshot_id());
+    }
+    if (req->count() < 1 || req->count() > 64) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "fork snapshot: count must be 1-64");
+    }
+    const std::string prefix = req->vm_id_prefix().empty()
+                                   ? req->snapshot_id() + "-fork"
+                                   : req->vm_id_prefix();
+    for (uint32_t n = 1; n <= req->count(); ++n) {
+      v1::ForkResult* result = resp->add_results();
+      result->set_vm_id(absl::StrCat(prefix, "-", n));
+      if (auto it = fork_failures_.find(result->vm_id());
+          it != fork_failures_.end()) {
+        result->set_error_code(it->second.first);
+        result->set_error_message(it->second.second);
+        continue;
+      }
+      if (vms_.count(result->vm_id())) {
+        result->set_error_code(grpc::StatusCode::ALREADY_EXISTS);
+        result->set_error_message(
+            absl::StrCat("fork: vm ", result->vm_id(), " already exists"));
+        continue;
+      }
+      v1::Vm vm;
+      vm.set_vm_id(result->vm_id());
+      *vm.mutable_config() = snap->second.vm_config();
+      vm.mutable_config()->set_vm_id(vm.vm_id());
+      vm.set_status(req->resume_vm() ? v1::RUNNING : v1::PAUSED);
+      vm.set_restored_from_snapshot_id(req->snapshot_id());
+      v1::NetworkConfig* net = vm.mutable_network();
+      net->set_guest_ip(absl::StrCat("10.0.0.", n + 1));
+      net->set_guest_mac(absl::StrCat("02:53:0a:00:00:0", n + 1));
+      net->set_tap_device(absl::StrCat("smv", n));
+      *result->mutable_vm() = vms_[vm.vm_id()] = vm;
+    }
+    return grpc::Status::OK;
+  }
+
+  // ExposePort appends the forward to the VM's network; a (host_ip,
+  // host_port, protocol) in use is ALREADY_EXISTS.
+  grpc::Status ExposePort(grpc::ServerContext*,
+                          const v1::ExposePortRequest* req,
+                          v1::Vm* resp) override {
+    absl::MutexLock lock(&mu_);
+    last_expose_ = *req;
+    ++expose_calls_;
+    auto it = vms_.find(req->vm_id());
+    if (it == vms_.end()) return NotFound("vm", req->vm_id());
+    for (const v1::PortForward& f : it->second.network().port_forwards()) {
+      if (SameHostSide(f, req->forward().host_ip(), req->forward().host_port(),
+                       req->forward().protocol())) {
+        return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
+                            absl::StrCat("expose port ",
+                                         req->forward().host_port(),
+                                         ": host port taken"));
+      }
+    }
+    *it->second.mutable_network()->add_port_forwards() = req->forward();
+    *resp = it->second;
+    return grpc::Status::OK;
+  }
+  grpc::Status UnexposePort(grpc::ServerContext*,
+                            const v1::UnexposePortRequest* req,
+                            v1::Vm* resp) override {
+    absl::MutexLock lock(&mu_);
+    last_unexpose_ = *req;
+    ++unexpose_calls_;
+    auto it = vms_.find(req->vm_id());
+    if (it == vms_.end()) return NotFound("vm", req->vm_id());
+    auto* forwards = it->second.mutable_network()->mutable_port_forwards();
+    for (int i = 0; i < forwards->size(); ++i) {
+      if (SameHostSide(forwards->Get(i), req->host_ip(), req->host_port(),
+                       req->protocol())) {
+        forwards->DeleteSubrange(i, 1);
+        *resp = it->second;
+        return grpc::Status::OK;
+      }
+    }
+    return grpc::Status(
+        grpc::StatusCode::NOT_FOUND,
+        absl::StrCat("unexpose port ", req->host_port(), ": not exposed"));
   }
 
   // Exec plays the script set by SetExecScript (pausing exec_delay before
@@ -385,8 +480,53 @@ class FakeDaemon final : public v1::VmService::Service,
     return delete_calls_;
   }
   int start_calls() const { return start_calls_; }
+  // SetForkFailure makes ForkSnapshot report clone `vm_id` with `code` and
+  // `message` (code 0: success without a VM).
+  void SetForkFailure(const std::string& vm_id, int code,
+                      const std::string& message) {
+    absl::MutexLock lock(&mu_);
+    fork_failures_[vm_id] = {code, message};
+  }
+  v1::ForkSnapshotRequest last_fork() {
+    absl::MutexLock lock(&mu_);
+    return last_fork_;
+  }
+  v1::ExposePortRequest last_expose() {
+    absl::MutexLock lock(&mu_);
+    return last_expose_;
+  }
+  v1::UnexposePortRequest last_unexpose() {
+    absl::MutexLock lock(&mu_);
+    return last_unexpose_;
+  }
+  int expose_calls() {
+    absl::MutexLock lock(&mu_);
+    return expose_calls_;
+  }
+  int unexpose_calls() {
+    absl::MutexLock lock(&mu_);
+    return unexpose_calls_;
+  }
+  int create_calls() {
+    absl::MutexLock lock(&mu_);
+    return create_calls_;
+  }
 
  private:
+  // SameHostSide compares host ends with the API's defaults ("" =
+  // 127.0.0.1, "" = tcp).
+  static bool SameHostSide(const v1::PortForward& f, const std::string& ip,
+                           uint32_t port, const std::string& protocol) {
+    auto ip_or_default = [](const std::string& v) {
+      return v.empty() ? std::string("127.0.0.1") : v;
+    };
+    auto proto_or_default = [](const std::string& v) {
+      return v.empty() ? std::string("tcp") : v;
+    };
+    return f.host_port() == port &&
+           ip_or_default(f.host_ip()) == ip_or_default(ip) &&
+           proto_or_default(f.protocol()) == proto_or_default(protocol);
+  }
   static grpc::Status NotFound(const std::string& kind, const std::string& id) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("get ", kind, " ", id, ": not found"));
@@ -422,6 +562,14 @@ class FakeDaemon final : public v1::VmService::Service,
   std::map<std::string, v1::Vm> vms_ ABSL_GUARDED_BY(mu_);
   std::map<std::string, v1::SnapshotInfo> snapshots_ ABSL_GUARDED_BY(mu_);
   v1::CreateVmRequest last_create_ ABSL_GUARDED_BY(mu_);
+  int create_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  v1::ForkSnapshotRequest last_fork_ ABSL_GUARDED_BY(mu_);
+  std::map<std::string, std::pair<int, std::string>> fork_failures_
+      ABSL_GUARDED_BY(mu_);
+  v1::ExposePortRequest last_expose_ ABSL_GUARDED_BY(mu_);
+  v1::UnexposePortRequest last_unexpose_ ABSL_GUARDED_BY(mu_);
+  int expose_calls_ ABSL_GUARDED_BY(mu_) = 0;
+  int unexpose_calls_ ABSL_GUARDED_BY(mu_) = 0;
   int generated_ ABSL_GUARDED_BY(mu_) = 0;
   int delete_calls_ ABSL_GUARDED_BY(mu_) = 0;
   std::vector<v1::ExecResponse> exec_script_ ABSL_GUARDED_BY(mu_);
@@ -643,6 +791,126 @@ TEST_F(SmolVMTest, DeadlineApplies) {
   options.timeout = absl::Milliseconds(50);
   absl::StatusOr<v1::Vm> vm = SmolVMManager(options).get_vm("slow");
   EXPECT_EQ(vm.status().code(), absl::StatusCode::kDeadlineExceeded);
+}
+
+// --- networking / fork -------------------------------------------------------
+
+TEST_F(SmolVMTest, ExposeAndUnexposeSendOneRpcAndUpdateTheCache) {
+  MakeVm("web", v1::RUNNING);
+  absl::StatusOr<SmolVM> vm = SmolVM::attach("web", options_);
+  ASSERT_TRUE(vm.ok()) << vm.status();
+
+  ASSERT_TRUE(vm->expose_port(8080, 80).ok());
+  v1::ExposePortRequest sent = daemon_.last_expose();
+  EXPECT_EQ(sent.vm_id(), "web");
+  EXPECT_EQ(sent.forward().host_ip(), "");
+  EXPECT_EQ(sent.forward().host_port(), 8080u);
+  EXPECT_EQ(sent.forward().guest_port(), 80u);
+  EXPECT_EQ(sent.forward().protocol(), "tcp");
+  ASSERT_EQ(vm->info().network().port_forwards_size(), 1);
+  EXPECT_EQ(vm->info().network().port_forwards(0).host_port(), 8080u);
+
+  ASSERT_TRUE(vm->expose_port(5353, 53, "0.0.0.0", "udp").ok());
+  sent = daemon_.last_expose();
+  EXPECT_EQ(sent.forward().host_ip(), "0.0.0.0");
+  EXPECT_EQ(sent.forward().host_port(), 5353u);
+  EXPECT_EQ(sent.forward().guest_port(), 53u);
+  EXPECT_EQ(sent.forward().protocol(), "udp");
+  EXPECT_EQ(vm->info().network().port_forwards_size(), 2);
+
+  // Daemon errors come back unchanged and leave the cache as it was.
+  absl::Status taken = vm->expose_port(8080, 81, "127.0.0.1");
+  EXPECT_EQ(taken.code(), absl::StatusCode::kAlreadyExists) << taken;
+  EXPECT_EQ(taken.message(), "expose port 8080: host port taken");
+  EXPECT_EQ(vm->info().network().port_forwards_size(), 2);
+
+  ASSERT_TRUE(vm->unexpose_port(8080).ok());
+  v1::UnexposePortRequest removed = daemon_.last_unexpose();
+  EXPECT_EQ(removed.vm_id(), "web");
+  EXPECT_EQ(removed.host_ip(), "");
+  EXPECT_EQ(removed.host_port(), 8080u);
+  EXPECT_EQ(removed.protocol(), "tcp");
+  ASSERT_EQ(vm->info().network().port_forwards_size(), 1);
+  EXPECT_EQ(vm->info().network().port_forwards(0).host_port(), 5353u);
+
+  ASSERT_TRUE(vm->unexpose_port(5353, "0.0.0.0", "udp").ok());
+  removed = daemon_.last_unexpose();
+  EXPECT_EQ(removed.host_ip(), "0.0.0.0");
+  EXPECT_EQ(removed.protocol(), "udp");
+  EXPECT_EQ(vm->info().network().port_forwards_size(), 0);
+  EXPECT_EQ(vm->unexpose_port(5353, "0.0.0.0", "udp").code(),
+            absl::StatusCode::kNotFound);
+
+  // Refused before any RPC without a VM.
+  const int exposes = daemon_.expose_calls();
+  const int unexposes = daemon_.unexpose_calls();
+  SmolVM unstarted({}, options_);
+  EXPECT_EQ(unstarted.expose_port(1, 1).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(unstarted.unexpose_port(1).code(),
+            absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(daemon_.expose_calls(), exposes);
+  EXPECT_EQ(daemon_.unexpose_calls(), unexposes);
+}
+
+TEST_F(SmolVMTest, ForkSnapshotReportsEachClone) {
+  SmolVM source({}, options_);
+  ASSERT_TRUE(source.start().ok());
+  ASSERT_TRUE(source.snapshot("base", /*resume_source=*/true).ok());
+  MakeVm("clone-5", v1::STOPPED);  // Taken: that clone fails on its own.
+  daemon_.SetForkFailure("clone-2", grpc::StatusCode::RESOURCE_EXHAUSTED,
+                         "fork clone-2: no free address");
+  daemon_.SetForkFailure("clone-3", 99, "from the future");
+  daemon_.SetForkFailure("clone-4", 0, "");  // "OK" without a VM.
+
+  SmolVMManager manager(options_);
+  absl::StatusOr<std::vector<ForkOutcome>> outcomes =
+      manager.fork_snapshot("base", 6, /*resume_vm=*/false, "clone");
+  ASSERT_TRUE(outcomes.ok()) << outcomes.status();
+  const v1::ForkSnapshotRequest sent = daemon_.last_fork();
+  EXPECT_EQ(sent.snapshot_id(), "base");
+  EXPECT_EQ(sent.count(), 6u);
+  EXPECT_FALSE(sent.resume_vm());
+  EXPECT_EQ(sent.vm_id_prefix(), "clone");
+
+  ASSERT_EQ(outcomes->size(), 6u);
+  std::vector<std::string> ids;
+  for (const ForkOutcome& o : *outcomes) ids.push_back(o.vm_id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"clone-1", "clone-2", "clone-3",
+                                           "clone-4", "clone-5", "clone-6"}));
+  const ForkOutcome& first = (*outcomes)[0];
+  ASSERT_TRUE(first.ok()) << first.vm.status();
+  EXPECT_EQ(first.vm->vm_id(), "clone-1");
+  EXPECT_EQ(first.vm->status(), v1::PAUSED);
+  EXPECT_EQ(first.vm->network().guest_ip(), "10.0.0.2");
+  EXPECT_EQ(first.vm->restored_from_snapshot_id(), "base");
+
+  EXPECT_EQ((*outcomes)[1].vm.status().code(),
+            absl::StatusCode::kResourceExhausted);
+  EXPECT_EQ((*outcomes)[1].vm.status().message(),
+            "fork clone-2: no free address");
+  EXPECT_EQ((*outcomes)[2].vm.status().code(), absl::StatusCode::kUnknown);
+  EXPECT_EQ((*outcomes)[2].vm.status().message(), "from the future");
+  EXPECT_EQ((*outcomes)[3].vm.status().code(), absl::StatusCode::kInternal);
+  EXPECT_EQ((*outcomes)[4].vm.status().code(),
+            absl::StatusCode::kAlreadyExists);
+  ASSERT_TRUE((*outcomes)[5].ok());
+  EXPECT_EQ((*outcomes)[5].vm->network().tap_device(), "smv6");
+
+  // Defaults: resumed, the daemon's prefix.
+  outcomes = manager.fork_snapshot("base", 1);
+  ASSERT_TRUE(outcomes.ok()) << outcomes.status();
+  EXPECT_TRUE(daemon_.last_fork().resume_vm());
+  EXPECT_EQ(daemon_.last_fork().vm_id_prefix(), "");
+  ASSERT_EQ(outcomes->size(), 1u);
+  EXPECT_EQ((*outcomes)[0].vm_id, "base-fork-1");
+  EXPECT_EQ((*outcomes)[0].vm->status(), v1::RUNNING);
+
+  // Only a bad request fails the call.
+  EXPECT_EQ(manager.fork_snapshot("base", 0).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(manager.fork_snapshot("nope", 2).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 // --- run / exec --------------------------------------------------------------
@@ -1090,6 +1358,183 @@ TEST_F(SmolvmctlTest, CreateWithEnv) {
   ASSERT_EQ(env.size(), 2u);
   EXPECT_EQ(env.at("LANG"), "C.UTF-8");
   EXPECT_EQ(env.at("X"), "a=b");
+}
+
+TEST_F(SmolvmctlTest, CreateWithEgressAndForwards) {
+  CtlResult r = Ctl({"vm", "create", "--id", "net", "--egress", "restricted",
+                     "--allow", "198.51.100.0/24", "--allow", "1.2.3.4/32",
+                     "--forward", "8080:80", "--forward",
+                     "0.0.0.0:5353:53/udp", "--forward", "10.1.2.3:22:2222/tcp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  v1::VMConfig sent = daemon_.last_create().config();
+  ASSERT_TRUE(sent.has_egress());
+  EXPECT_EQ(sent.egress().mode(), v1::EgressPolicy::EGRESS_RESTRICTED);
+  EXPECT_EQ(std::vector<std::string>(sent.egress().allow_cidrs().begin(),
+                                     sent.egress().allow_cidrs().end()),
+            (std::vector<std::string>{"198.51.100.0/24", "1.2.3.4/32"}));
+  ASSERT_EQ(sent.port_forwards_size(), 3);
+  EXPECT_EQ(sent.port_forwards(0).host_ip(), "");
+  EXPECT_EQ(sent.port_forwards(0).host_port(), 8080u);
+  EXPECT_EQ(sent.port_forwards(0).guest_port(), 80u);
+  EXPECT_EQ(sent.port_forwards(0).protocol(), "tcp");
+  EXPECT_EQ(sent.port_forwards(1).host_ip(), "0.0.0.0");
+  EXPECT_EQ(sent.port_forwards(1).host_port(), 5353u);
+  EXPECT_EQ(sent.port_forwards(1).guest_port(), 53u);
+  EXPECT_EQ(sent.port_forwards(1).protocol(), "udp");
+  EXPECT_EQ(sent.port_forwards(2).host_ip(), "10.1.2.3");
+  EXPECT_EQ(sent.port_forwards(2).guest_port(), 2222u);
+  EXPECT_EQ(sent.port_forwards(2).protocol(), "tcp");
+
+  // --allow alone implies restricted; no flags leave the policy unset.
+  ASSERT_EQ(Ctl({"vm", "create", "--id", "net2", "--allow", "1.2.3.4/32"})
+                .exit_code,
+            0);
+  EXPECT_EQ(daemon_.last_create().config().egress().mode(),
+            v1::EgressPolicy::EGRESS_RESTRICTED);
+  ASSERT_EQ(Ctl({"vm", "create", "--id", "net3", "--egress", "off"}).exit_code,
+            0);
+  EXPECT_EQ(daemon_.last_create().config().egress().mode(),
+            v1::EgressPolicy::EGRESS_OFF);
+  ASSERT_EQ(Ctl({"vm", "create", "--id", "net4"}).exit_code, 0);
+  EXPECT_FALSE(daemon_.last_create().config().has_egress());
+  EXPECT_EQ(daemon_.last_create().config().port_forwards_size(), 0);
+}
+
+TEST_F(SmolvmctlTest, BadForwardAndEgressFlagsAreUsageErrors) {
+  const int creates = daemon_.create_calls();
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--forward", "8080"}, "--forward 8080: wrong number of fields"},
+      {{"--forward", "1:2:3:4"}, "--forward 1:2:3:4: wrong number of fields"},
+      {{"--forward", ":8080:80"}, "empty HOST_IP"},
+      {{"--forward", "0:80"}, "port \"0\" is not a number in 1-65535"},
+      {{"--forward", "8080:65536"}, "port \"65536\""},
+      {{"--forward", "8080:+80"}, "port \"+80\""},
+      {{"--forward", "http:80"}, "port \"http\""},
+      {{"--forward", "8080:80/sctp"}, "protocol \"sctp\" is not tcp or udp"},
+      {{"--forward", "8080:80/"}, "protocol \"\""},
+      {{"--egress", "sometimes"}, "--egress sometimes: want open, off or"},
+      {{"--egress", "open", "--allow", "1.2.3.4/32"},
+       "--allow needs --egress restricted"},
+  };
+  for (const auto& [flags, message] : cases) {
+    std::vector<std::string> args = {"vm", "create", "--id", "bad"};
+    args.insert(args.end(), flags.begin(), flags.end());
+    CtlResult r = Ctl(args);
+    EXPECT_EQ(r.exit_code, 2) << flags[1] << ": " << r.err;
+    EXPECT_NE(r.err.find(message), std::string::npos) << r.err;
+    EXPECT_EQ(r.err.rfind("smolvmctl: ", 0), 0u) << r.err;
+  }
+  CtlResult r = Ctl({"vm", "create", "--forward", "8080"});
+  EXPECT_NE(r.err.find("want [HOST_IP:]HOST_PORT:GUEST_PORT[/udp]"),
+            std::string::npos)
+      << r.err;
+  EXPECT_EQ(daemon_.create_calls(), creates);  // Nothing was sent.
+  EXPECT_FALSE(daemon_.HasVm("bad"));
+}
+
+TEST_F(SmolvmctlTest, ExposeUnexposeAndGet) {
+  CtlResult r = Ctl({"vm", "expose", "box", "127.0.0.2:8080:80/udp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  v1::ExposePortRequest sent = daemon_.last_expose();
+  EXPECT_EQ(sent.vm_id(), "box");
+  EXPECT_EQ(sent.forward().host_ip(), "127.0.0.2");
+  EXPECT_EQ(sent.forward().host_port(), 8080u);
+  EXPECT_EQ(sent.forward().guest_port(), 80u);
+  EXPECT_EQ(sent.forward().protocol(), "udp");
+  EXPECT_NE(r.out.find("127.0.0.2:8080:80/udp"), std::string::npos) << r.out;
+
+  ASSERT_EQ(Ctl({"vm", "expose", "box", "9090:90"}).exit_code, 0);
+  EXPECT_EQ(daemon_.last_expose().forward().host_ip(), "");
+  EXPECT_EQ(daemon_.last_expose().forward().protocol(), "tcp");
+  r = Ctl({"vm", "expose", "box", "9090:91"});
+  EXPECT_EQ(r.exit_code, 4) << r.err;  // ALREADY_EXISTS.
+
+  r = Ctl({"vm", "get", "box"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("network.port_forwards:"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("127.0.0.2:8080:80/udp, 9090:90/tcp"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("config.egress:"), std::string::npos) << r.out;
+
+  r = Ctl({"vm", "unexpose", "box", "127.0.0.2:8080/udp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  v1::UnexposePortRequest removed = daemon_.last_unexpose();
+  EXPECT_EQ(removed.vm_id(), "box");
+  EXPECT_EQ(removed.host_ip(), "127.0.0.2");
+  EXPECT_EQ(removed.host_port(), 8080u);
+  EXPECT_EQ(removed.protocol(), "udp");
+  ASSERT_EQ(Ctl({"vm", "unexpose", "box", "9090"}).exit_code, 0);
+  EXPECT_EQ(daemon_.last_unexpose().host_ip(), "");
+  EXPECT_EQ(daemon_.last_unexpose().protocol(), "tcp");
+  EXPECT_EQ(Ctl({"vm", "unexpose", "box", "9090"}).exit_code, 3);
+
+  // Malformed specs: exit 2 with a message, nothing sent.
+  const int exposes = daemon_.expose_calls();
+  const int unexposes = daemon_.unexpose_calls();
+  r = Ctl({"vm", "expose", "box", "8080"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err,
+            "smolvmctl: expose 8080: wrong number of fields; want "
+            "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]\n");
+  r = Ctl({"vm", "expose", "box", "8080:99999"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("not a number in 1-65535"), std::string::npos) << r.err;
+  r = Ctl({"vm", "unexpose", "box", "8080:80"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(r.err,
+            "smolvmctl: unexpose 8080:80: port \"80\" is not a number in "
+            "1-65535; want [HOST_IP:]HOST_PORT[/udp]\n");
+  r = Ctl({"vm", "unexpose", "box", "8080/icmp"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("protocol \"icmp\""), std::string::npos) << r.err;
+  EXPECT_EQ(Ctl({"vm", "expose", "box"}).exit_code, 2);  // No spec.
+  EXPECT_EQ(daemon_.expose_calls(), exposes);
+  EXPECT_EQ(daemon_.unexpose_calls(), unexposes);
+}
+
+TEST_F(SmolvmctlTest, ForkPrintsEveryCloneAndFailsIfAnyFailed) {
+  ASSERT_TRUE(vm_->snapshot("base", /*resume_source=*/true).ok());
+  CtlResult r = Ctl({"snapshot", "fork", "base", "--count", "2", "--prefix",
+                     "ok", "--paused"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
+  EXPECT_EQ(daemon_.last_fork().count(), 2u);
+  EXPECT_EQ(daemon_.last_fork().vm_id_prefix(), "ok");
+  EXPECT_FALSE(daemon_.last_fork().resume_vm());
+  EXPECT_EQ(r.out,
+            "VM     STATUS   IP         MAC                 TAP    ERROR\n"
+            "ok-1   PAUSED   10.0.0.2   02:53:0a:00:00:02   smv1   -\n"
+            "ok-2   PAUSED   10.0.0.3   02:53:0a:00:00:03   smv2   -\n");
+
+  daemon_.SetForkFailure("c-2", grpc::StatusCode::RESOURCE_EXHAUSTED,
+                         "no free address");
+  r = Ctl({"snapshot", "fork", "base", "--count", "3", "--prefix", "c"});
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_TRUE(daemon_.last_fork().resume_vm());
+  EXPECT_NE(r.out.find("c-1   RUNNING"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("c-2   FAILED    -          -                   -      "
+                       "RESOURCE_EXHAUSTED: no free address"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("c-3   RUNNING"), std::string::npos) << r.out;
+  EXPECT_EQ(r.err, "smolvmctl: fork snapshot base: 1 of 3 clones failed\n");
+
+  r = Ctl({"--json", "snapshot", "fork", "base", "--count", "2", "--prefix",
+           "c"});  // c-1 exists by now; c-2 is scripted to fail.
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out.front(), '[');
+  EXPECT_NE(r.out.find("\"error_code\": 6"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"error_code\": 8"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"error_message\": \"no free address\""),
+            std::string::npos)
+      << r.out;
+
+  // A bad request is the call's error.
+  r = Ctl({"snapshot", "fork", "nope", "--count", "2"});
+  EXPECT_EQ(r.exit_code, 3);
+  EXPECT_EQ(r.err, "smolvmctl: get snapshot nope: not found\n");
+  EXPECT_EQ(Ctl({"snapshot", "fork", "base"}).exit_code, 2);  // No --count.
 }
 
 TEST_F(SmolvmctlTest, FilePutAndGet) {

@@ -23,6 +23,18 @@
 // the host's tar) in and out of a RUNNING VM. As with cp, a GUEST_PATH ending
 // in "/" (put) or an existing LOCAL directory (get) receives the file under
 // its own name.
+//
+//   smolvmctl vm create ... [--egress open|off|restricted] [--allow CIDR]...
+//       [--forward [HOST_IP:]HOST_PORT:GUEST_PORT[/udp]]...
+//   smolvmctl vm expose ID [HOST_IP:]HOST_PORT:GUEST_PORT[/udp]
+//   smolvmctl vm unexpose ID [HOST_IP:]HOST_PORT[/udp]
+// set a VM's egress policy and port forwards (HOST_IP defaults to 127.0.0.1,
+// the protocol to tcp); --allow alone implies --egress restricted. A
+// malformed spec is a usage error (exit 2) and sends nothing.
+//
+//   smolvmctl snapshot fork SNAP_ID --count N [--prefix P] [--paused]
+// restores N clones in one call and prints one row per clone (VM STATUS IP
+// MAC TAP ERROR); it exits 1, after printing them all, if any clone failed.
 
 #include <CLI/CLI.hpp>
 #include <cstdint>
@@ -37,7 +49,9 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/cli_format.h"
@@ -76,6 +90,10 @@ class Printer {
   }
   absl::Status SnapshotDetails(const v1::SnapshotInfo& snap) const {
     return json_ ? WriteJson(snap) : Write(cli::SnapshotDetails(snap));
+  }
+  absl::Status Forks(const std::vector<v1::ForkResult>& results) const {
+    if (!json_) return Write(cli::ForkTable(results));
+    return WriteJsonArray(results);
   }
 
   // Deleted reports a successful delete: "deleted vm ID", or the (empty)
@@ -148,6 +166,113 @@ absl::StatusOr<std::map<std::string, std::string>> ParseEnv(
     env[flag.substr(0, eq)] = flag.substr(eq + 1);
   }
   return env;
+}
+
+// ParsePort parses a decimal port number, 1-65535.
+absl::StatusOr<uint32_t> ParsePort(absl::string_view text) {
+  uint32_t port = 0;
+  const bool digits =
+      !text.empty() && text.size() <= 5 &&
+      text.find_first_not_of("0123456789") == absl::string_view::npos;
+  if (!digits || !absl::SimpleAtoi(text, &port) || port == 0 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("port \"", text, "\" is not a number in 1-65535"));
+  }
+  return port;
+}
+
+// HostSide is the host end of a port forward: [HOST_IP:]HOST_PORT[/udp]
+// ("" = 127.0.0.1 for the daemon; protocol "tcp" unless "/udp").
+struct HostSide {
+  std::string host_ip;
+  uint32_t host_port = 0;
+  uint32_t guest_port = 0;  // Only for forwards.
+  std::string protocol = "tcp";
+};
+
+// ParsePortSpec parses "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]" when
+// `with_guest_port`, else "[HOST_IP:]HOST_PORT[/udp]". `what` names the flag
+// or command in the error ("--forward", "expose", ...). The address itself is
+// checked by the daemon.
+absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what,
+                                       absl::string_view spec,
+                                       bool with_guest_port) {
+  const absl::string_view want =
+      with_guest_port ? "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]"
+                      : "[HOST_IP:]HOST_PORT[/udp]";
+  auto error = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", spec, ": ", why, "; want ", want));
+  };
+  HostSide out;
+  absl::string_view rest = spec;
+  if (const size_t slash = rest.rfind('/'); slash != absl::string_view::npos) {
+    out.protocol = std::string(rest.substr(slash + 1));
+    rest = rest.substr(0, slash);
+    if (out.protocol != "tcp" && out.protocol != "udp") {
+      return error(absl::StrCat("protocol \"", out.protocol,
+                                "\" is not tcp or udp"));
+    }
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(rest, ':');
+  const size_t ports = with_guest_port ? 2 : 1;
+  if (parts.size() != ports && parts.size() != ports + 1) {
+    return error("wrong number of fields");
+  }
+  if (parts.size() == ports + 1) {
+    if (parts[0].empty()) return error("empty HOST_IP");
+    out.host_ip = std::string(parts[0]);
+    parts.erase(parts.begin());
+  }
+  absl::StatusOr<uint32_t> host_port = ParsePort(parts[0]);
+  if (!host_port.ok()) return error(host_port.status().message());
+  out.host_port = *host_port;
+  if (with_guest_port) {
+    absl::StatusOr<uint32_t> guest_port = ParsePort(parts[1]);
+    if (!guest_port.ok()) return error(guest_port.status().message());
+    out.guest_port = *guest_port;
+  }
+  return out;
+}
+
+// ParseForward parses a --forward / expose spec into a PortForward.
+absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what,
+                                             absl::string_view spec) {
+  absl::StatusOr<HostSide> side = ParsePortSpec(what, spec, true);
+  if (!side.ok()) return side.status();
+  v1::PortForward forward;
+  forward.set_host_ip(side->host_ip);
+  forward.set_host_port(side->host_port);
+  forward.set_guest_port(side->guest_port);
+  forward.set_protocol(side->protocol);
+  return forward;
+}
+
+// ParseEgress builds the policy of --egress MODE and --allow CIDR...; nullopt
+// when neither is given (the daemon's default, open). --allow alone implies
+// restricted. The CIDRs are checked by the daemon.
+absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
+    const std::string& mode, const std::vector<std::string>& allow) {
+  if (mode.empty() && allow.empty()) return std::nullopt;
+  v1::EgressPolicy policy;
+  if (mode == "open") {
+    policy.set_mode(v1::EgressPolicy::EGRESS_OPEN);
+  } else if (mode == "off") {
+    policy.set_mode(v1::EgressPolicy::EGRESS_OFF);
+  } else if (mode == "restricted" || mode.empty()) {
+    policy.set_mode(v1::EgressPolicy::EGRESS_RESTRICTED);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--egress ", mode, ": want open, off or restricted"));
+  }
+  if (!allow.empty() &&
+      policy.mode() != v1::EgressPolicy::EGRESS_RESTRICTED) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--allow needs --egress restricted (not --egress ", mode, ")"));
+  }
+  for (const std::string& cidr : allow) policy.add_allow_cidrs(cidr);
+  return policy;
 }
 
 // ParseMode parses an octal permission mode such as "0755" or "644".
@@ -249,13 +374,43 @@ int Main(int argc, char** argv) {
                    "environment variable of every exec in this VM (repeatable)")
       ->type_name("NAME=VALUE")
       ->allow_extra_args(false);
+  std::string create_egress;
+  std::vector<std::string> create_allow, create_forwards;
+  create
+      ->add_option("--egress", create_egress,
+                   "what the guest may reach: open (default; anything beyond "
+                   "the host, through NAT), off (nothing), restricted (only "
+                   "the --allow CIDRs)")
+      ->type_name("open|off|restricted");
+  create
+      ->add_option("--allow", create_allow,
+                   "IPv4 CIDR the guest may reach with --egress restricted "
+                   "(repeatable; implies restricted)")
+      ->type_name("CIDR")
+      ->allow_extra_args(false);
+  create
+      ->add_option("--forward", create_forwards,
+                   "expose a guest port on the host (repeatable; HOST_IP "
+                   "defaults to 127.0.0.1)")
+      ->type_name("[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]")
+      ->allow_extra_args(false);
   create->callback([&] {
     action = [&]() -> absl::Status {
       absl::StatusOr<std::map<std::string, std::string>> env =
           ParseEnv(create_env);
       if (!env.ok()) return env.status();
+      absl::StatusOr<std::optional<v1::EgressPolicy>> egress =
+          ParseEgress(create_egress, create_allow);
+      if (!egress.ok()) return egress.status();
       v1::CreateVmRequest request;
       v1::VMConfig* c = request.mutable_config();
+      for (const std::string& spec : create_forwards) {
+        absl::StatusOr<v1::PortForward> forward =
+            ParseForward("--forward", spec);
+        if (!forward.ok()) return forward.status();
+        *c->add_port_forwards() = *std::move(forward);
+      }
+      if (egress->has_value()) *c->mutable_egress() = **egress;
       c->mutable_env()->insert(env->begin(), env->end());
       c->set_vm_id(vm_id_flag);
       c->set_vcpu_count(vcpus);
@@ -301,6 +456,57 @@ int Main(int argc, char** argv) {
     if (!got.ok()) return got.status();
     return out.VmDetails(*got);
   });
+
+  // vm expose / unexpose print the VM's details, which list its forwards.
+  std::string port_spec;
+  CLI::App* expose = vm->add_subcommand(
+      "expose",
+      "expose a guest port on the host (HOST_IP defaults to 127.0.0.1); kept "
+      "across daemon restarts, removed with the VM");
+  expose->add_option("ID", vm_id, "VM id")->required();
+  expose
+      ->add_option("FORWARD", port_spec,
+                   "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp], e.g. 8080:80")
+      ->required();
+  expose->callback([&] {
+    action = [&]() -> absl::Status {
+      absl::StatusOr<v1::PortForward> forward =
+          ParseForward("expose", port_spec);
+      if (!forward.ok()) return forward.status();
+      absl::StatusOr<SmolVM> target = SmolVM::attach(vm_id, globals.options());
+      if (!target.ok()) return target.status();
+      if (absl::Status s =
+              target->expose_port(forward->host_port(), forward->guest_port(),
+                                  forward->host_ip(), forward->protocol());
+          !s.ok()) {
+        return s;
+      }
+      return out.VmDetails(target->info());
+    };
+  });
+  CLI::App* unexpose = vm->add_subcommand(
+      "unexpose", "remove a port forward by its host address and protocol");
+  unexpose->add_option("ID", vm_id, "VM id")->required();
+  unexpose
+      ->add_option("HOST_PORT", port_spec,
+                   "[HOST_IP:]HOST_PORT[/udp] as given to expose")
+      ->required();
+  unexpose->callback([&] {
+    action = [&]() -> absl::Status {
+      absl::StatusOr<HostSide> side =
+          ParsePortSpec("unexpose", port_spec, /*with_guest_port=*/false);
+      if (!side.ok()) return side.status();
+      absl::StatusOr<SmolVM> target = SmolVM::attach(vm_id, globals.options());
+      if (!target.ok()) return target.status();
+      if (absl::Status s = target->unexpose_port(side->host_port,
+                                                 side->host_ip, side->protocol);
+          !s.ok()) {
+        return s;
+      }
+      return out.VmDetails(target->info());
+    };
+  });
+
   vm->add_subcommand("list", "list all VMs")->callback([&] {
     action = [&]() -> absl::Status {
       absl::StatusOr<std::vector<v1::Vm>> vms =
@@ -535,6 +741,53 @@ int Main(int argc, char** argv) {
               .Call(&SnapshotStub::RestoreSnapshot, request);
       if (!restored.ok()) return restored.status();
       return out.Vm(*restored);
+    };
+  });
+
+  std::uint32_t fork_count = 0;
+  std::string fork_prefix;
+  bool fork_paused = false;
+  CLI::App* fork = snapshot->add_subcommand(
+      "fork",
+      "restore N independent clones of a snapshot in one call, each with a "
+      "fresh identity (vm_id, TAP, IP, MAC); exits 1 if any clone failed");
+  fork->add_option("SNAP_ID", snapshot_id, "snapshot id")->required();
+  fork->add_option("--count", fork_count, "number of clones, 1-64")
+      ->type_name("N")
+      ->required();
+  fork->add_option("--prefix", fork_prefix,
+                   "clones are named PREFIX-1 ... PREFIX-N (default: "
+                   "SNAP_ID-fork)")
+      ->type_name("PREFIX");
+  fork->add_flag("--paused", fork_paused, "leave the clones PAUSED");
+  fork->callback([&] {
+    action = [&]() -> absl::Status {
+      absl::StatusOr<std::vector<ForkOutcome>> outcomes =
+          SmolVMManager(globals.options())
+              .fork_snapshot(snapshot_id, fork_count, !fork_paused,
+                             fork_prefix);
+      if (!outcomes.ok()) return outcomes.status();
+      std::vector<v1::ForkResult> results;
+      size_t failed = 0;
+      for (const ForkOutcome& outcome : *outcomes) {
+        v1::ForkResult& result = results.emplace_back();
+        result.set_vm_id(outcome.vm_id);
+        if (outcome.vm.ok()) {
+          *result.mutable_vm() = *outcome.vm;
+        } else {
+          ++failed;
+          result.set_error_code(static_cast<int>(outcome.vm.status().code()));
+          result.set_error_message(std::string(outcome.vm.status().message()));
+        }
+      }
+      if (absl::Status s = out.Forks(results); !s.ok()) return s;
+      if (failed > 0) {
+        std::cerr << "smolvmctl: fork snapshot " << snapshot_id << ": "
+                  << failed << " of " << results.size()
+                  << " clones failed\n";
+        exit_code = 1;
+      }
+      return absl::OkStatus();
     };
   });
 

@@ -172,6 +172,13 @@ absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_i
         instance->ConsoleTail(2000)));
   };
   auto client = agent::AgentClient::Connect(instance->agent_socket_path(), timeout, dead);
+  if (!client.ok() && !absl::IsDeadlineExceeded(client.status())) {
+    // The channel closes a moment before the VMM is gone: a dying VMM is
+    // reported as such, with its console, not as a channel error.
+    absl::Time until = absl::Now() + absl::Seconds(3);
+    while (instance->IsAlive() && absl::Now() < until) absl::SleepFor(absl::Milliseconds(20));
+    if (auto s = dead(); !s.ok()) return s;
+  }
   if (!client.ok()) {
     if (absl::IsDeadlineExceeded(client.status())) {
       return absl::DeadlineExceededError(absl::StrCat(

@@ -215,7 +215,9 @@ TEST_F(GuestAgentTest, GarbageFromTheGuestDoesNotHurtTheDaemon) {
                         "for p in /dev/vport*; do head -c 200000 /dev/urandom > $p; done; true",
                         opts);
   // The flood exec itself may be cut off if the garbage reached the port.
-  if (flood.ok()) EXPECT_GE(flood->stdout_text.size(), 8000000u);
+  if (flood.ok()) {
+    EXPECT_GE(flood->stdout_text.size(), 8000000u);
+  }
   absl::StatusOr<CommandResult> alive;
   for (int i = 0; i < 3; ++i) {
     alive = vm_->run("echo alive");
