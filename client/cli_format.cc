@@ -9,9 +9,9 @@
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
-#include "absl/strings/str_format.h"
 #include "absl/time/time.h"
 
 namespace smolvm::cli {
@@ -222,8 +222,8 @@ std::string FormatPortForwards(
 }
 
 std::string FormatEgress(const v1::EgressPolicy& egress) {
-  std::string mode = absl::AsciiStrToLower(absl::StripPrefix(
-      v1::EgressPolicy::Mode_Name(egress.mode()), "EGRESS_"));
+  std::string mode = absl::AsciiStrToLower(
+      absl::StripPrefix(v1::EgressPolicy::Mode_Name(egress.mode()), "EGRESS_"));
   if (mode.empty()) mode = absl::StrCat("mode ", egress.mode());
   if (egress.allow_cidrs().empty()) return mode;
   return absl::StrCat(mode, ": ", absl::StrJoin(egress.allow_cidrs(), ", "));

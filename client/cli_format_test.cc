@@ -64,6 +64,82 @@ TEST(SnapshotTableTest, Columns) {
             "ckpt   web-1   3.0 MiB   -         yes        web-2\n");
 }
 
+// Field returns the value of the "name: value" line `name` of `details`.
+std::string Field(const std::string& details, const std::string& name) {
+  const size_t at = details.find("\n" + name + ":");
+  if (at == std::string::npos) return "<missing>";
+  const size_t begin = details.find_first_not_of(' ', at + name.size() + 2);
+  return details.substr(begin, details.find('\n', begin) - begin);
+}
+
+TEST(ForkTableTest, ClonesAndFailures) {
+  v1::ForkResult ok;
+  ok.set_vm_id("c-1");
+  ok.mutable_vm()->set_status(v1::RUNNING);
+  ok.mutable_vm()->mutable_network()->set_guest_ip("10.0.0.2");
+  ok.mutable_vm()->mutable_network()->set_guest_mac("02:53:0a:00:00:02");
+  ok.mutable_vm()->mutable_network()->set_tap_device("smv1");
+  v1::ForkResult failed;
+  failed.set_vm_id("c-2");
+  failed.set_error_code(8);  // RESOURCE_EXHAUSTED
+  failed.set_error_message("no free address");
+  v1::ForkResult odd;
+  odd.set_vm_id("c-3");
+  odd.set_error_code(99);
+  EXPECT_EQ(ForkTable(std::vector<v1::ForkResult>{ok, failed, odd}),
+            "VM    STATUS    IP         MAC                 TAP    ERROR\n"
+            "c-1   RUNNING   10.0.0.2   02:53:0a:00:00:02   smv1   -\n"
+            "c-2   FAILED    -          -                   -      "
+            "RESOURCE_EXHAUSTED: no free address\n"
+            "c-3   FAILED    -          -                   -      CODE_99\n");
+}
+
+TEST(FormatTest, PortForwardsAndEgress) {
+  v1::PortForward f;
+  f.set_host_port(8080);
+  f.set_guest_port(80);
+  EXPECT_EQ(FormatPortForward(f), "8080:80/tcp");
+  f.set_host_ip("0.0.0.0");
+  f.set_protocol("udp");
+  EXPECT_EQ(FormatPortForward(f), "0.0.0.0:8080:80/udp");
+
+  v1::EgressPolicy egress;
+  EXPECT_EQ(FormatEgress(egress), "open");
+  egress.set_mode(v1::EgressPolicy::EGRESS_OFF);
+  EXPECT_EQ(FormatEgress(egress), "off");
+  egress.set_mode(v1::EgressPolicy::EGRESS_RESTRICTED);
+  egress.add_allow_cidrs("198.51.100.0/24");
+  egress.add_allow_cidrs("1.2.3.4/32");
+  EXPECT_EQ(FormatEgress(egress), "restricted: 198.51.100.0/24, 1.2.3.4/32");
+}
+
+TEST(VmDetailsTest, NetworkFields) {
+  v1::Vm vm;
+  vm.set_vm_id("web-1");
+  v1::NetworkConfig* net = vm.mutable_network();
+  net->set_guest_ip("10.0.0.2");
+  net->set_dns_server("10.0.0.1");
+  v1::PortForward* f = net->add_port_forwards();
+  f->set_host_ip("127.0.0.1");
+  f->set_host_port(8080);
+  f->set_guest_port(80);
+  f->set_protocol("tcp");
+  f = net->add_port_forwards();
+  f->set_host_port(5353);
+  f->set_guest_port(53);
+  f->set_protocol("udp");
+  net->mutable_egress()->set_mode(v1::EgressPolicy::EGRESS_OFF);
+  const std::string details = VmDetails(vm);
+  EXPECT_EQ(Field(details, "network.guest_ip"), "10.0.0.2") << details;
+  EXPECT_EQ(Field(details, "network.dns_server"), "10.0.0.1") << details;
+  EXPECT_EQ(Field(details, "network.port_forwards"),
+            "127.0.0.1:8080:80/tcp, 5353:53/udp")
+      << details;
+  EXPECT_EQ(Field(details, "network.egress"), "off") << details;
+  EXPECT_EQ(Field(details, "config.egress"), "open") << details;
+  EXPECT_EQ(Field(details, "config.port_forwards"), "-") << details;
+}
+
 TEST(JsonTest, ProtoFieldNamesAndZeroFields) {
   v1::Vm vm;
   vm.set_vm_id("web-1");

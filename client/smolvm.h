@@ -140,9 +140,9 @@ using ExecOutputCallback =
 //
 // Cached state: `info()` / `status()` are the last Vm the daemon returned
 // (from CreateVm, StartVm, StopVm, PauseVm, ResumeVm, GetVm, ExposePort,
-// UnexposePort or RestoreSnapshot); `snapshot()` records the state the daemon documents
-// (PAUSED, or RUNNING with resume_source). Call `refresh()` to re-read it.
-// A failed call leaves the cache as it was.
+// UnexposePort or RestoreSnapshot); `snapshot()` records the state the daemon
+// documents (PAUSED, or RUNNING with resume_source). Call `refresh()` to
+// re-read it. A failed call leaves the cache as it was.
 //
 // Before `start()` (and after `close()`) the methods that need a VM return
 // FAILED_PRECONDITION without contacting the daemon.

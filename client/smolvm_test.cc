@@ -271,10 +271,10 @@ class FakeDaemon final : public v1::VmService::Service,
     for (const v1::PortForward& f : it->second.network().port_forwards()) {
       if (SameHostSide(f, req->forward().host_ip(), req->forward().host_port(),
                        req->forward().protocol())) {
-        return grpc::Status(grpc::StatusCode::ALREADY_EXISTS,
-                            absl::StrCat("expose port ",
-                                         req->forward().host_port(),
-                                         ": host port taken"));
+        return grpc::Status(
+            grpc::StatusCode::ALREADY_EXISTS,
+            absl::StrCat("expose port ", req->forward().host_port(),
+                         ": host port taken"));
       }
     }
     *it->second.mutable_network()->add_port_forwards() = req->forward();
@@ -1363,8 +1363,8 @@ TEST_F(SmolvmctlTest, CreateWithEnv) {
 TEST_F(SmolvmctlTest, CreateWithEgressAndForwards) {
   CtlResult r = Ctl({"vm", "create", "--id", "net", "--egress", "restricted",
                      "--allow", "198.51.100.0/24", "--allow", "1.2.3.4/32",
-                     "--forward", "8080:80", "--forward",
-                     "0.0.0.0:5353:53/udp", "--forward", "10.1.2.3:22:2222/tcp"});
+                     "--forward", "8080:80", "--forward", "0.0.0.0:5353:53/udp",
+                     "--forward", "10.1.2.3:22:2222/tcp"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   v1::VMConfig sent = daemon_.last_create().config();
   ASSERT_TRUE(sent.has_egress());
@@ -1386,9 +1386,9 @@ TEST_F(SmolvmctlTest, CreateWithEgressAndForwards) {
   EXPECT_EQ(sent.port_forwards(2).protocol(), "tcp");
 
   // --allow alone implies restricted; no flags leave the policy unset.
-  ASSERT_EQ(Ctl({"vm", "create", "--id", "net2", "--allow", "1.2.3.4/32"})
-                .exit_code,
-            0);
+  ASSERT_EQ(
+      Ctl({"vm", "create", "--id", "net2", "--allow", "1.2.3.4/32"}).exit_code,
+      0);
   EXPECT_EQ(daemon_.last_create().config().egress().mode(),
             v1::EgressPolicy::EGRESS_RESTRICTED);
   ASSERT_EQ(Ctl({"vm", "create", "--id", "net3", "--egress", "off"}).exit_code,
@@ -1405,7 +1405,8 @@ TEST_F(SmolvmctlTest, BadForwardAndEgressFlagsAreUsageErrors) {
   const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
       {{"--forward", "8080"}, "--forward 8080: wrong number of fields"},
       {{"--forward", "1:2:3:4"}, "--forward 1:2:3:4: wrong number of fields"},
-      {{"--forward", ":8080:80"}, "empty HOST_IP"},
+      {{"--forward", ":8080:80"}, "HOST_IP \"\" is not an IPv4 address"},
+      {{"--forward", "localhost:8080:80"}, "HOST_IP \"localhost\""},
       {{"--forward", "0:80"}, "port \"0\" is not a number in 1-65535"},
       {{"--forward", "8080:65536"}, "port \"65536\""},
       {{"--forward", "8080:+80"}, "port \"+80\""},
@@ -1452,8 +1453,7 @@ TEST_F(SmolvmctlTest, ExposeUnexposeAndGet) {
   r = Ctl({"vm", "get", "box"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("network.port_forwards:"), std::string::npos) << r.out;
-  EXPECT_NE(r.out.find("127.0.0.2:8080:80/udp, 9090:90/tcp"),
-            std::string::npos)
+  EXPECT_NE(r.out.find("127.0.0.2:8080:80/udp, 9090:90/tcp"), std::string::npos)
       << r.out;
   EXPECT_NE(r.out.find("config.egress:"), std::string::npos) << r.out;
 
@@ -1483,8 +1483,8 @@ TEST_F(SmolvmctlTest, ExposeUnexposeAndGet) {
   r = Ctl({"vm", "unexpose", "box", "8080:80"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(r.err,
-            "smolvmctl: unexpose 8080:80: port \"80\" is not a number in "
-            "1-65535; want [HOST_IP:]HOST_PORT[/udp]\n");
+            "smolvmctl: unexpose 8080:80: HOST_IP \"8080\" is not an IPv4 "
+            "address; want [HOST_IP:]HOST_PORT[/udp]\n");
   r = Ctl({"vm", "unexpose", "box", "8080/icmp"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("protocol \"icmp\""), std::string::npos) << r.err;

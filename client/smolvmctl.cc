@@ -36,6 +36,8 @@
 // restores N clones in one call and prints one row per clone (VM STATUS IP
 // MAC TAP ERROR); it exits 1, after printing them all, if any clone failed.
 
+#include <arpa/inet.h>
+
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <cstdio>
@@ -174,8 +176,7 @@ absl::StatusOr<uint32_t> ParsePort(absl::string_view text) {
   const bool digits =
       !text.empty() && text.size() <= 5 &&
       text.find_first_not_of("0123456789") == absl::string_view::npos;
-  if (!digits || !absl::SimpleAtoi(text, &port) || port == 0 ||
-      port > 65535) {
+  if (!digits || !absl::SimpleAtoi(text, &port) || port == 0 || port > 65535) {
     return absl::InvalidArgumentError(
         absl::StrCat("port \"", text, "\" is not a number in 1-65535"));
   }
@@ -193,14 +194,14 @@ struct HostSide {
 
 // ParsePortSpec parses "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]" when
 // `with_guest_port`, else "[HOST_IP:]HOST_PORT[/udp]". `what` names the flag
-// or command in the error ("--forward", "expose", ...). The address itself is
-// checked by the daemon.
+// or command in the error ("--forward", "expose", ...). HOST_IP must look like
+// an IPv4 address (the daemon has the last word on which ones it takes).
 absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what,
                                        absl::string_view spec,
                                        bool with_guest_port) {
-  const absl::string_view want =
-      with_guest_port ? "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]"
-                      : "[HOST_IP:]HOST_PORT[/udp]";
+  const absl::string_view want = with_guest_port
+                                     ? "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]"
+                                     : "[HOST_IP:]HOST_PORT[/udp]";
   auto error = [&](absl::string_view why) {
     return absl::InvalidArgumentError(
         absl::StrCat(what, " ", spec, ": ", why, "; want ", want));
@@ -211,8 +212,8 @@ absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what,
     out.protocol = std::string(rest.substr(slash + 1));
     rest = rest.substr(0, slash);
     if (out.protocol != "tcp" && out.protocol != "udp") {
-      return error(absl::StrCat("protocol \"", out.protocol,
-                                "\" is not tcp or udp"));
+      return error(
+          absl::StrCat("protocol \"", out.protocol, "\" is not tcp or udp"));
     }
   }
   std::vector<absl::string_view> parts = absl::StrSplit(rest, ':');
@@ -221,8 +222,12 @@ absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what,
     return error("wrong number of fields");
   }
   if (parts.size() == ports + 1) {
-    if (parts[0].empty()) return error("empty HOST_IP");
     out.host_ip = std::string(parts[0]);
+    in_addr ignored;
+    if (inet_pton(AF_INET, out.host_ip.c_str(), &ignored) != 1) {
+      return error(
+          absl::StrCat("HOST_IP \"", out.host_ip, "\" is not an IPv4 address"));
+    }
     parts.erase(parts.begin());
   }
   absl::StatusOr<uint32_t> host_port = ParsePort(parts[0]);
@@ -263,11 +268,10 @@ absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
   } else if (mode == "restricted" || mode.empty()) {
     policy.set_mode(v1::EgressPolicy::EGRESS_RESTRICTED);
   } else {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--egress ", mode, ": want open, off or restricted"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--egress ", mode, ": want open, off or restricted"));
   }
-  if (!allow.empty() &&
-      policy.mode() != v1::EgressPolicy::EGRESS_RESTRICTED) {
+  if (!allow.empty() && policy.mode() != v1::EgressPolicy::EGRESS_RESTRICTED) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--allow needs --egress restricted (not --egress ", mode, ")"));
   }
@@ -498,8 +502,8 @@ int Main(int argc, char** argv) {
       if (!side.ok()) return side.status();
       absl::StatusOr<SmolVM> target = SmolVM::attach(vm_id, globals.options());
       if (!target.ok()) return target.status();
-      if (absl::Status s = target->unexpose_port(side->host_port,
-                                                 side->host_ip, side->protocol);
+      if (absl::Status s = target->unexpose_port(side->host_port, side->host_ip,
+                                                 side->protocol);
           !s.ok()) {
         return s;
       }
@@ -747,20 +751,21 @@ int Main(int argc, char** argv) {
   std::uint32_t fork_count = 0;
   std::string fork_prefix;
   bool fork_paused = false;
-  CLI::App* fork = snapshot->add_subcommand(
+  CLI::App* snap_fork = snapshot->add_subcommand(
       "fork",
       "restore N independent clones of a snapshot in one call, each with a "
       "fresh identity (vm_id, TAP, IP, MAC); exits 1 if any clone failed");
-  fork->add_option("SNAP_ID", snapshot_id, "snapshot id")->required();
-  fork->add_option("--count", fork_count, "number of clones, 1-64")
+  snap_fork->add_option("SNAP_ID", snapshot_id, "snapshot id")->required();
+  snap_fork->add_option("--count", fork_count, "number of clones, 1-64")
       ->type_name("N")
       ->required();
-  fork->add_option("--prefix", fork_prefix,
+  snap_fork
+      ->add_option("--prefix", fork_prefix,
                    "clones are named PREFIX-1 ... PREFIX-N (default: "
                    "SNAP_ID-fork)")
       ->type_name("PREFIX");
-  fork->add_flag("--paused", fork_paused, "leave the clones PAUSED");
-  fork->callback([&] {
+  snap_fork->add_flag("--paused", fork_paused, "leave the clones PAUSED");
+  snap_fork->callback([&] {
     action = [&]() -> absl::Status {
       absl::StatusOr<std::vector<ForkOutcome>> outcomes =
           SmolVMManager(globals.options())
@@ -783,8 +788,7 @@ int Main(int argc, char** argv) {
       if (absl::Status s = out.Forks(results); !s.ok()) return s;
       if (failed > 0) {
         std::cerr << "smolvmctl: fork snapshot " << snapshot_id << ": "
-                  << failed << " of " << results.size()
-                  << " clones failed\n";
+                  << failed << " of " << results.size() << " clones failed\n";
         exit_code = 1;
       }
       return absl::OkStatus();

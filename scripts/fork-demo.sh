@@ -13,6 +13,7 @@ tag=${work: -6}
 hns="svf-$tag-h"; ins="svf-$tag-i"
 daemon_pid=""; server_pid=""
 cleanup() {
+  set +e  # Clean up everything, whatever fails.
   [ -n "$daemon_pid" ] && { kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; }
   for p in $(pgrep -f "qemu-system.*$work/" || true); do kill -9 "$p" 2>/dev/null || true; done
   [ -n "$server_pid" ] && { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
