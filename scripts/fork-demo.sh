@@ -49,12 +49,14 @@ $ctl snapshot fork base --count 10 --prefix clone
 end=$(date +%s%N)
 echo "forked 10 clones in $(( (end - start) / 1000000 )) ms"
 echo "== every clone, from inside its guest: its address, and the server (all at once)"
+pids=()
 for i in $(seq 1 10); do
   ( out=$($ctl vm exec "clone-$i" -- sh -c \
       'ip -o -4 addr show eth0 | awk "{print \$4}"; cat /sys/class/net/eth0/address; timeout 10 wget -q -O - http://198.51.100.2:8080/hello.txt' | tr '\n' ' ')
     echo "clone-$i: $out" ) &
+  pids+=($!)
 done
-wait
+wait "${pids[@]}"
 echo "== cleanup"
 for i in $(seq 1 10); do $ctl vm delete "clone-$i"; done
 $ctl vm delete origin
