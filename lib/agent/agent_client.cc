@@ -268,6 +268,11 @@ std::pair<uint64_t, std::shared_ptr<OpChannel>> AgentClient::Register() {
   return {id, op};
 }
 
+AgentClient::OpLease AgentClient::Lease() {
+  auto [id, channel] = Register();
+  return OpLease(this, id, std::move(channel));
+}
+
 void AgentClient::Unregister(uint64_t id) {
   std::shared_ptr<OpChannel> op;
   {
@@ -338,12 +343,9 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
     const std::string& path, uint32_t mode, bool tar, bool make_parents,
     const std::function<absl::StatusOr<std::string>()>& next_chunk, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  auto [id, op] = Register();
-  struct Unreg {
-    AgentClient* c;
-    uint64_t id;
-    ~Unreg() { c->Unregister(id); }
-  } unreg{this, id};
+  OpLease lease = Lease();
+  const uint64_t id = lease.id;
+  OpChannel* op = lease.channel.get();
   absl::Time deadline = absl::Now() + timeout;
   v1::Frame start;
   auto* s = start.mutable_file_write_start();
@@ -387,12 +389,9 @@ absl::StatusOr<FileInfo> AgentClient::ReadFile(
     const std::string& path, bool tar,
     const std::function<absl::Status(const std::string&)>& sink, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  auto [id, op] = Register();
-  struct Unreg {
-    AgentClient* c;
-    uint64_t id;
-    ~Unreg() { c->Unregister(id); }
-  } unreg{this, id};
+  OpLease lease = Lease();
+  const uint64_t id = lease.id;
+  OpChannel* op = lease.channel.get();
   absl::Time deadline = absl::Now() + timeout;
   v1::Frame start;
   auto* s = start.mutable_file_read_start();
@@ -423,7 +422,9 @@ absl::StatusOr<FileInfo> AgentClient::ReadFile(
 
 absl::StatusOr<absl::Time> AgentClient::SetClock(absl::Time now, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  auto [id, op] = Register();
+  OpLease lease = Lease();
+  const uint64_t id = lease.id;
+  OpChannel* op = lease.channel.get();
   v1::Frame f;
   f.mutable_set_clock()->set_id(id);
   f.mutable_set_clock()->set_unix_time_ns(absl::ToUnixNanos(now));
@@ -433,14 +434,15 @@ absl::StatusOr<absl::Time> AgentClient::SetClock(absl::Time now, absl::Duration 
   } else {
     r = AwaitResult(*op, id, absl::Now() + timeout, "set the guest clock");
   }
-  Unregister(id);
   if (!r.ok()) return r.status();
   return absl::FromUnixNanos(r->guest_time_ns());
 }
 
 absl::Status AgentClient::AddEntropy(const std::string& seed, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  auto [id, op] = Register();
+  OpLease lease = Lease();
+  const uint64_t id = lease.id;
+  OpChannel* op = lease.channel.get();
   v1::Frame f;
   f.mutable_add_entropy()->set_id(id);
   f.mutable_add_entropy()->set_seed(seed);
@@ -450,7 +452,6 @@ absl::Status AgentClient::AddEntropy(const std::string& seed, absl::Duration tim
   } else {
     r = AwaitResult(*op, id, absl::Now() + timeout, "reseed the guest's entropy");
   }
-  Unregister(id);
   return r.status();
 }
 

@@ -143,7 +143,20 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   explicit AgentClient(UniqueFd fd);
   void ReaderLoop();
   absl::Status Send(const v1::Frame& frame);
+  // An operation's registration for the length of a call: unregistered
+  // (and its late frames dropped) when the lease goes out of scope.
+  struct OpLease {
+    OpLease(AgentClient* c, uint64_t i, std::shared_ptr<OpChannel> ch)
+        : client(c), id(i), channel(std::move(ch)) {}
+    ~OpLease() { client->Unregister(id); }
+    OpLease(const OpLease&) = delete;
+    OpLease& operator=(const OpLease&) = delete;
+    AgentClient* client;
+    uint64_t id;
+    std::shared_ptr<OpChannel> channel;
+  };
   std::pair<uint64_t, std::shared_ptr<OpChannel>> Register();
+  OpLease Lease();
   void Unregister(uint64_t id);
   // Waits for an OpResult (skipping nothing else).
   absl::StatusOr<v1::OpResult> AwaitResult(OpChannel& channel, uint64_t id,

@@ -226,6 +226,11 @@ absl::StatusOr<VmRecord> VmManager::RefreshLocked(VmSlot& slot, VmRecord vm) {
   return vm;
 }
 
+absl::StatusOr<VmRecord> VmManager::LoadLocked(VmSlot& slot, const std::string& vm_id) {
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  return RefreshLocked(slot, std::move(vm));
+}
+
 absl::StatusOr<VmRecord> VmManager::Refresh(VmRecord vm) {
   bool live_state = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
   if (!live_state) return vm;
@@ -242,8 +247,7 @@ absl::StatusOr<VmRecord> VmManager::StartVm(const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
   if (vm.state == VmState::kRunning || vm.state == VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "start vm ", vm_id, ": it is already ", VmStateName(vm.state),
@@ -256,8 +260,7 @@ absl::StatusOr<VmRecord> VmManager::StopVm(const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
   if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "stop vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running or paused"));
@@ -275,8 +278,7 @@ absl::StatusOr<VmRecord> VmManager::PauseVm(const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
   if (vm.state != VmState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pause vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running"));
@@ -292,8 +294,7 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
   if (vm.state != VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "resume vm ", vm_id, ": it is ", VmStateName(vm.state), ", not paused"));

@@ -181,6 +181,9 @@ class VmManager {
   absl::StatusOr<VmRecord> RefreshLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   absl::StatusOr<VmRecord> Refresh(VmRecord vm);
+  // The stored VM, refreshed (a VMM that died is noticed).
+  absl::StatusOr<VmRecord> LoadLocked(VmSlot& slot, const std::string& vm_id)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // Networking (vm_network.cc). No-ops when networking is disabled.
   absl::Status InitNetwork();
   // Gives a new VM (or clone) a fresh address and its derived identity.

@@ -42,8 +42,7 @@ absl::StatusOr<std::shared_ptr<agent::AgentClient>> VmManager::AgentFor(
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
   if (vm.state != VmState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat(
         "vm ", vm_id, " is ", VmStateName(vm.state),

@@ -52,8 +52,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_i
   absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(vm, RefreshLocked(*slot, std::move(vm)));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
   if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "snapshot vm ", vm_id, ": it is ", VmStateName(vm.state),
