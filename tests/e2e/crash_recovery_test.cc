@@ -40,6 +40,8 @@ TEST(CrashRecovery, RestartAfterSigkillReconcilesEverything) {
   ASSERT_TRUE(victim.ok()) << victim.status();
   const int64_t survivor_pid = vm.info().vmm_pid();
   const int64_t victim_pid = victim->info().vmm_pid();
+  const std::string victim_tap = victim->info().network().tap_device();
+  ASSERT_FALSE(victim_tap.empty());
 
   daemon.Crash();
   // While the daemon is down: one VMM dies, and debris of interrupted work
@@ -50,6 +52,8 @@ TEST(CrashRecovery, RestartAfterSigkillReconcilesEverything) {
   Plant(snaps + "/.tmp-interrupted-4242");
   Plant(snaps + "/unlisted");
   Plant(daemon.state_dir() + "/vms/ghost");
+  // A TAP of a VM that never made it into the store.
+  ASSERT_EQ(daemon.InNetns(daemon.NetnsHost(), "ip tuntap add dev smv0a7b00fe mode tap").first, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(300));
 
   ASSERT_TRUE(daemon.Start().ok()) << daemon.DaemonLog();
@@ -67,6 +71,12 @@ TEST(CrashRecovery, RestartAfterSigkillReconcilesEverything) {
   EXPECT_FALSE(fs::exists(snaps + "/.tmp-interrupted-4242"));
   EXPECT_FALSE(fs::exists(snaps + "/unlisted"));
   EXPECT_FALSE(fs::exists(daemon.state_dir() + "/vms/ghost"));
+  // No TAP is left for the VM whose VMM died, nor for the unknown one; the
+  // survivor keeps its own.
+  std::string links = daemon.InNetns(daemon.NetnsHost(), "ip -o link show").second;
+  EXPECT_EQ(links.find(victim_tap), std::string::npos) << links;
+  EXPECT_EQ(links.find("smv0a7b00fe"), std::string::npos) << links;
+  EXPECT_NE(links.find(survivor->network().tap_device()), std::string::npos) << links;
   auto listed = manager.list_snapshots();
   ASSERT_TRUE(listed.ok());
   ASSERT_EQ(listed->size(), 1u);
