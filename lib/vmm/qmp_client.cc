@@ -161,7 +161,13 @@ absl::StatusOr<json> QmpClient::Execute(const std::string& command,
                                         absl::Duration timeout) {
   json request = {{"execute", command}};
   if (!arguments.empty()) request["arguments"] = arguments;
-  if (auto s = WriteAll(fd_.get(), request.dump() + "\n"); !s.ok()) return s;
+  std::string line;
+  try {
+    line = request.dump() + "\n";
+  } catch (const json::exception& e) {  // Not UTF-8: refuse, never throw.
+    return absl::InvalidArgumentError(absl::StrCat("qmp ", command, ": ", e.what()));
+  }
+  if (auto s = WriteAll(fd_.get(), line); !s.ok()) return s;
   absl::Time deadline = absl::Now() + timeout;
   while (true) {
     auto msg = ReadMessage(deadline);
