@@ -11,39 +11,12 @@ cd "$(dirname "$0")/.."
 scripts/install-deps.sh
 scripts/build.sh
 
-# The guest kernel comes from Debian's archive once and is reused.
-kernel_dir="$PWD/build/guest-kernel"
-guest/fetch-kernel.sh "$kernel_dir"
-
-# Short: Unix socket paths of VMs live under it (108-byte limit).
-work=$(mktemp -d /tmp/svdemo-XXXXXX)
-export SMOLVMD_SOCKET="$work/smolvmd.sock"
 # The daemon runs in a private network namespace without an uplink: its
 # bridge, TAPs and nft tables live and die there, and no guest reaches this
 # machine's network (scripts/fork-demo.sh shows NAT to a fake internet).
-netns="svdemo-${work: -6}"
-ip netns add "$netns"
-daemon_pid=""
-cleanup() {
-  set +e  # Clean up everything, whatever fails.
-  if [ -n "$daemon_pid" ]; then
-    build/client/smolvmctl vm list --json 2>/dev/null | grep -o '"vm_id": *"[^"]*"' | sort -u |
-      sed 's/.*"\([^"]*\)"$/\1/' | while read -r id; do build/client/smolvmctl vm delete "$id" || true; done
-    kill -TERM "$daemon_pid" 2>/dev/null || true
-    wait "$daemon_pid" 2>/dev/null || true
-  fi
-  ip netns del "$netns" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-ip netns exec "$netns" build/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
-  --guest-kernel-dir "$kernel_dir" --uplink none >"$work/smolvmd.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 1 100); do
-  build/client/smolvmctl vm list >/dev/null 2>&1 && break
-  sleep 0.2
-done
+. scripts/private-daemon.sh
+private_daemon_init svdemo
+private_daemon_start --uplink none
 echo "== smolvmd is up (pid $daemon_pid, log $work/smolvmd.log)"
 sed -n '1,3p' "$work/smolvmd.log"
 

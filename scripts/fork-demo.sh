@@ -6,23 +6,16 @@
 # removed at the end. Build first (scripts/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-kernel_dir="$PWD/build/guest-kernel"
-guest/fetch-kernel.sh "$kernel_dir" >/dev/null
-work=$(mktemp -d /tmp/svf-XXXXXX)
-tag=${work: -6}
-hns="svf-$tag-h"; ins="svf-$tag-i"
-daemon_pid=""; server_pid=""
-cleanup() {
-  set +e  # Clean up everything, whatever fails.
-  [ -n "$daemon_pid" ] && { kill -TERM "$daemon_pid" 2>/dev/null || true; wait "$daemon_pid" 2>/dev/null || true; }
-  for p in $(pgrep -f "qemu-system.*$work/" || true); do kill -9 "$p" 2>/dev/null || true; done
-  [ -n "$server_pid" ] && { kill "$server_pid" 2>/dev/null || true; wait "$server_pid" 2>/dev/null || true; }
-  ip netns del "$hns" 2>/dev/null || true
-  ip netns del "$ins" 2>/dev/null || true
-  rm -rf "$work"
+. scripts/private-daemon.sh
+server_pid=""; ins=""
+private_daemon_on_stop() {
+  [ -n "$server_pid" ] && { kill "$server_pid"; wait "$server_pid"; }
+  [ -n "$ins" ] && ip netns del "$ins"
 }
-trap cleanup EXIT
-ip netns add "$hns"; ip netns add "$ins"
+private_daemon_init svf
+tag=${work: -6}
+hns="$netns"; ins="svf-$tag-i"
+ip netns add "$ins"
 ip link add "svfh$tag" type veth peer name "svfi$tag"
 ip link set "svfh$tag" netns "$hns"; ip link set "svfi$tag" netns "$ins"
 ip -n "$hns" link set "svfh$tag" name up0
@@ -32,13 +25,8 @@ ip -n "$ins" addr add 198.51.100.2/24 dev "svfi$tag"; ip -n "$ins" link set "svf
 mkdir -p "$work/www"; echo "hello from the internet" >"$work/www/hello.txt"
 ip netns exec "$ins" busybox httpd -f -p 198.51.100.2:8080 -h "$work/www" &
 server_pid=$!
-export SMOLVMD_SOCKET="$work/s.sock"
-ip netns exec "$hns" build/daemon/smolvmd --state-dir "$work/st" --run-dir "$work/r" \
-  --guest-kernel-dir "$kernel_dir" --uplink up0 --subnet 10.77.0.0/24 --dns none \
-  >"$work/smolvmd.log" 2>&1 &
-daemon_pid=$!
+private_daemon_start --uplink up0 --subnet 10.77.0.0/24 --dns none
 ctl=build/client/smolvmctl
-for _ in $(seq 1 100); do $ctl vm list >/dev/null 2>&1 && break; sleep 0.2; done
 
 echo "== boot one VM and snapshot it"
 $ctl vm create --id origin --memory-mib 256 --vcpus 1

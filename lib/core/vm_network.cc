@@ -161,6 +161,8 @@ absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
   const NetworkConfig& n = vm.network;
   agent::ExecSpec spec;
   // One script, so the guest is never left half re-addressed by a lost call.
+  // The gratuitous ARP is sent in the background: arping waits for replies
+  // that never come and would add most of a second to every clone.
   spec.argv = {"/bin/sh", "-c",
                absl::StrCat("set -e; ip link set eth0 down; ip link set eth0 address ",
                             n.guest_mac, "; ip addr flush dev eth0; ip addr add ", n.guest_ip,
@@ -170,7 +172,7 @@ absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
                                 ? std::string(": > /etc/resolv.conf")
                                 : absl::StrCat("echo nameserver ", n.dns_server,
                                                " > /etc/resolv.conf"),
-                            "; arping -U -c 1 -I eth0 ", n.guest_ip, " >/dev/null 2>&1 || true")};
+                            "; (arping -U -c 1 -I eth0 ", n.guest_ip, " >/dev/null 2>&1 &)")};
   spec.timeout = absl::Seconds(10);
   SMOLVM_ASSIGN_OR_RETURN(auto exec, slot.agent->StartExec(spec));
   std::string output;

@@ -1,0 +1,51 @@
+# Sourced by scripts/demo.sh, scripts/fork-demo.sh and bench/run.sh (run
+# from the repository root): a smolvmd on private temp dirs inside a private
+# network namespace, and a teardown that removes everything it made — also
+# the VMs a failed run left behind — so no guest ever touches this machine's
+# network and nothing outlives the script.
+#
+#   private_daemon_init PREFIX     temp dir /tmp/PREFIX-XXXXXX ($work, short:
+#                                  VM socket paths live below it), namespace
+#                                  $netns, $SMOLVMD_SOCKET, the guest kernel
+#   private_daemon_start ARGS...   smolvmd in $netns with extra ARGS; waits
+#                                  until it answers ($daemon_pid)
+#   private_daemon_on_stop         define it to add teardown steps
+# The EXIT trap is set by private_daemon_init.
+
+private_daemon_init() {
+  kernel_dir="$PWD/build/guest-kernel"
+  guest/fetch-kernel.sh "$kernel_dir" >/dev/null
+  work=$(mktemp -d "/tmp/$1-XXXXXX")
+  netns="$1-${work: -6}"
+  daemon_pid=""
+  export SMOLVMD_SOCKET="$work/smolvmd.sock"
+  trap private_daemon_stop EXIT
+  ip netns add "$netns"
+}
+
+private_daemon_start() {
+  ip netns exec "$netns" build/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
+    --guest-kernel-dir "$kernel_dir" "$@" >"$work/smolvmd.log" 2>&1 &
+  daemon_pid=$!
+  for _ in $(seq 1 150); do
+    build/client/smolvmctl vm list >/dev/null 2>&1 && return 0
+    kill -0 "$daemon_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  echo "smolvmd did not come up; its log:" >&2
+  cat "$work/smolvmd.log" >&2
+  return 1
+}
+
+private_daemon_stop() {
+  set +e  # Clean up everything, whatever fails.
+  if [ -n "$daemon_pid" ]; then
+    kill -TERM "$daemon_pid" 2>/dev/null
+    wait "$daemon_pid" 2>/dev/null
+  fi
+  # VMs outlive their daemon by design; these are ours, found by our dir.
+  for pid in $(pgrep -f "qemu-system.*$work/"); do kill -9 "$pid" 2>/dev/null; done
+  if declare -F private_daemon_on_stop >/dev/null; then private_daemon_on_stop; fi
+  ip netns del "$netns" 2>/dev/null
+  rm -rf "$work"
+}
