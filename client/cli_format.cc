@@ -20,6 +20,95 @@ namespace {
 
 constexpr char kColumnGap[] = "   ";
 
+// Utf8Length is the length of the valid UTF-8 sequence at the start of
+// `text` (RFC 3629: no overlong forms, surrogates or code points past
+// U+10FFFF), or 0 when there is none. `text` is not empty and starts with a
+// byte >= 0x80.
+size_t Utf8Length(absl::string_view text) {
+  const auto byte = [&](size_t i) {
+    return static_cast<unsigned char>(text[i]);
+  };
+  const unsigned char lead = byte(0);
+  size_t length = 0;
+  unsigned char min = 0x80, max = 0xbf;  // Allowed range of the 2nd byte.
+  if (lead >= 0xc2 && lead <= 0xdf) {
+    length = 2;
+  } else if (lead >= 0xe0 && lead <= 0xef) {
+    length = 3;
+    if (lead == 0xe0) min = 0xa0;  // Overlong.
+    if (lead == 0xed) max = 0x9f;  // Surrogates.
+  } else if (lead >= 0xf0 && lead <= 0xf4) {
+    length = 4;
+    if (lead == 0xf0) min = 0x90;  // Overlong.
+    if (lead == 0xf4) max = 0x8f;  // Past U+10FFFF.
+  } else {
+    return 0;
+  }
+  if (text.size() < length || byte(1) < min || byte(1) > max) return 0;
+  for (size_t i = 2; i < length; ++i) {
+    if (byte(i) < 0x80 || byte(i) > 0xbf) return 0;
+  }
+  return length;
+}
+
+void AppendHex(absl::string_view bytes, std::string* out) {
+  for (char c : bytes) {
+    absl::StrAppend(out, "\\x",
+                    absl::Hex(static_cast<unsigned char>(c), absl::kZeroPad2));
+  }
+}
+
+// Escape implements EscapeForTerminal; `keep_layout` = keep \n and \t.
+std::string Escape(absl::string_view text, bool keep_layout) {
+  std::string out;
+  out.reserve(text.size());
+  size_t i = 0;
+  while (i < text.size()) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    if (c < 0x80) {
+      const bool layout = c == '\n' || c == '\t';
+      if ((c < 0x20 && !(layout && keep_layout)) || c == 0x7f) {
+        AppendHex(text.substr(i, 1), &out);
+      } else {
+        out.push_back(static_cast<char>(c));
+      }
+      ++i;
+      continue;
+    }
+    const size_t length = Utf8Length(text.substr(i));
+    if (length == 0) {  // Not UTF-8: this byte alone, then resynchronize.
+      AppendHex(text.substr(i, 1), &out);
+      ++i;
+      continue;
+    }
+    // U+0080-U+009F (C1 controls, e.g. U+009B CSI) are 0xc2 0x80-0x9f.
+    const bool c1 = c == 0xc2 && static_cast<unsigned char>(text[i + 1]) < 0xa0;
+    if (c1) {
+      AppendHex(text.substr(i, length), &out);
+    } else {
+      out.append(text.data() + i, length);
+    }
+    i += length;
+  }
+  return out;
+}
+
+// Cell escapes a table cell or detail value: one line, nothing the terminal
+// interprets.
+std::string Cell(absl::string_view text) {
+  return Escape(text, /*keep_layout=*/false);
+}
+
+// Width is the number of UTF-8 characters in the (valid UTF-8) `text`: an
+// approximation of its width on screen that is right for most text.
+size_t Width(absl::string_view text) {
+  size_t width = 0;
+  for (char c : text) {
+    if ((static_cast<unsigned char>(c) & 0xc0) != 0x80) ++width;
+  }
+  return width;
+}
+
 // Dash renders "" as "-" so that empty cells stay visible in tables.
 std::string Dash(std::string value) {
   return value.empty() ? std::string("-") : std::move(value);
@@ -37,7 +126,7 @@ std::string Details(
   std::string out;
   for (const auto& [name, value] : kv) {
     absl::StrAppend(&out, name, ":", std::string(width - name.size() + 1, ' '),
-                    Dash(value), "\n");
+                    Cell(Dash(value)), "\n");
   }
   return out;
 }
@@ -96,22 +185,29 @@ absl::StatusOr<nlohmann::ordered_json> ToJsonValue(
 
 }  // namespace
 
+std::string EscapeForTerminal(absl::string_view text) {
+  return Escape(text, /*keep_layout=*/true);
+}
+
 std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::vector<std::string>> cells;
   std::vector<size_t> widths;
   for (const auto& row : rows) {
+    std::vector<std::string>& escaped = cells.emplace_back();
     if (row.size() > widths.size()) widths.resize(row.size(), 0);
     for (size_t i = 0; i < row.size(); ++i) {
-      widths[i] = std::max(widths[i], row[i].size());
+      escaped.push_back(Cell(row[i]));
+      widths[i] = std::max(widths[i], Width(escaped.back()));
     }
   }
   std::string out;
-  for (const auto& row : rows) {
+  for (const auto& row : cells) {
     std::string line;
     for (size_t i = 0; i < widths.size(); ++i) {
       const std::string cell = i < row.size() ? row[i] : std::string();
       absl::StrAppend(&line, cell);
       if (i + 1 < widths.size()) {
-        absl::StrAppend(&line, std::string(widths[i] - cell.size(), ' '),
+        absl::StrAppend(&line, std::string(widths[i] - Width(cell), ' '),
                         kColumnGap);
       }
     }
@@ -123,26 +219,27 @@ std::string RenderTable(const std::vector<std::vector<std::string>>& rows) {
 
 std::string VmTable(absl::Span<const v1::Vm> vms) {
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "STATUS", "VCPUS", "MEM_MIB", "IP", "PID", "CREATED"}};
+      {"ID", "STATUS", "VCPUS", "MEM_MIB", "IP", "PID", "CREATED", "OWNER"}};
   for (const v1::Vm& vm : vms) {
     rows.push_back({vm.vm_id(), StatusName(vm.status()),
                     absl::StrCat(vm.config().vcpu_count()),
                     absl::StrCat(vm.config().memory_mib()),
                     Dash(vm.network().guest_ip()),
                     vm.vmm_pid() == 0 ? "-" : absl::StrCat(vm.vmm_pid()),
-                    FormatTimestamp(vm.created_at())});
+                    FormatTimestamp(vm.created_at()), Dash(vm.owner())});
   }
   return RenderTable(rows);
 }
 
 std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots) {
   std::vector<std::vector<std::string>> rows = {
-      {"ID", "VM", "SIZE", "CREATED", "RESTORED", "RESTORED_VM"}};
+      {"ID", "VM", "SIZE", "CREATED", "RESTORED", "RESTORED_VM", "OWNER"}};
   for (const v1::SnapshotInfo& s : snapshots) {
     rows.push_back(
         {s.snapshot_id(), Dash(s.vm_id()), FormatBytes(s.size_bytes()),
          FormatTimestamp(s.created_at()), s.restored() ? "yes" : "no",
-         s.has_restored_vm_id() ? Dash(s.restored_vm_id()) : "-"});
+         s.has_restored_vm_id() ? Dash(s.restored_vm_id()) : "-",
+         Dash(s.owner())});
   }
   return RenderTable(rows);
 }
@@ -172,6 +269,7 @@ std::string ForkTable(absl::Span<const v1::ForkResult> results) {
 std::string VmDetails(const v1::Vm& vm) {
   std::vector<std::pair<std::string, std::string>> kv = {
       {"vm_id", vm.vm_id()},
+      {"owner", vm.owner()},
       {"status", StatusName(vm.status())},
       {"vmm_pid", vm.vmm_pid() == 0 ? "" : absl::StrCat(vm.vmm_pid())},
       {"created_at", FormatTimestamp(vm.created_at())},
@@ -188,6 +286,7 @@ std::string SnapshotDetails(const v1::SnapshotInfo& s) {
   std::vector<std::pair<std::string, std::string>> kv = {
       {"snapshot_id", s.snapshot_id()},
       {"vm_id", s.vm_id()},
+      {"owner", s.owner()},
       {"created_at", FormatTimestamp(s.created_at())},
       {"size_bytes",
        absl::StrCat(s.size_bytes(), " (", FormatBytes(s.size_bytes()), ")")},
@@ -251,7 +350,8 @@ std::string FormatBytes(std::uint64_t bytes) {
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
   absl::StatusOr<nlohmann::ordered_json> value = ToJsonValue(message);
   if (!value.ok()) return value.status();
-  return value->dump(2);
+  return value->dump(2, ' ', /*ensure_ascii=*/false,
+                     nlohmann::ordered_json::error_handler_t::replace);
 }
 
 absl::StatusOr<std::string> ToJsonArray(
@@ -262,7 +362,8 @@ absl::StatusOr<std::string> ToJsonArray(
     if (!value.ok()) return value.status();
     array.push_back(*std::move(value));
   }
-  return array.dump(2);
+  return array.dump(2, ' ', /*ensure_ascii=*/false,
+                    nlohmann::ordered_json::error_handler_t::replace);
 }
 
 }  // namespace smolvm::cli

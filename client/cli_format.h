@@ -4,6 +4,11 @@
 // Output formatting for smolvmctl: aligned tables and detail views for
 // humans, protobuf JSON (proto field names, every field present) for scripts.
 // Pure functions of their arguments; no I/O.
+//
+// Text from the daemon or a guest (VM errors with console tails, ids, owner
+// names) must not be able to drive the user's terminal: tables and detail
+// views escape it (EscapeForTerminal), JSON escapes control characters and
+// replaces invalid UTF-8, and smolvmctl escapes the error messages it prints.
 
 #ifndef SMOLVM_CLIENT_CLI_FORMAT_H_
 #define SMOLVM_CLIENT_CLI_FORMAT_H_
@@ -16,22 +21,35 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 
 namespace smolvm::cli {
 
+// EscapeForTerminal returns `text` with everything that could move the
+// cursor, change colors or confuse the terminal's decoder shown as "\xNN"
+// (lower-case hex) per byte: C0 control bytes other than \n and \t (ESC,
+// \r, \b, ...), DEL, C1 controls (U+0080-U+009F, whose UTF-8 bytes are
+// each escaped) and every byte that is not part of valid UTF-8 (overlong
+// forms, surrogates, stray continuation bytes, truncated sequences). Other
+// printable UTF-8 (accents, CJK, emoji) and backslashes are kept as they are.
+std::string EscapeForTerminal(absl::string_view text);
+
 // RenderTable lays out `rows` (the first is the header) in left-aligned
 // columns separated by three spaces, one line per row, without trailing
-// blanks. Short rows are padded with empty cells.
+// blanks. Short rows are padded with empty cells. Cells are escaped like
+// EscapeForTerminal and, so that a row stays one line, their \n and \t as
+// well; widths count UTF-8 characters.
 std::string RenderTable(const std::vector<std::vector<std::string>>& rows);
 
-// VmTable renders VMs with the columns ID STATUS VCPUS MEM_MIB IP PID CREATED.
+// VmTable renders VMs with the columns
+// ID STATUS VCPUS MEM_MIB IP PID CREATED OWNER.
 std::string VmTable(absl::Span<const v1::Vm> vms);
 
 // SnapshotTable renders snapshots with the columns
-// ID VM SIZE CREATED RESTORED RESTORED_VM.
+// ID VM SIZE CREATED RESTORED RESTORED_VM OWNER.
 std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots);
 
 // ForkTable renders the clones of a ForkSnapshot with the columns
@@ -41,7 +59,8 @@ std::string ForkTable(absl::Span<const v1::ForkResult> results);
 
 // VmDetails renders every field of `vm` as "name: value" lines, named as in
 // the proto (and the JSON output). Port forwards and egress policies are one
-// line each (FormatPortForwards, FormatEgress).
+// line each (FormatPortForwards, FormatEgress). Values are escaped as table
+// cells are, so each field is one line.
 std::string VmDetails(const v1::Vm& vm);
 
 // SnapshotDetails renders every field of `snapshot` as "name: value" lines.
@@ -69,7 +88,8 @@ std::string FormatTimestamp(const google::protobuf::Timestamp& ts);
 std::string FormatBytes(std::uint64_t bytes);
 
 // ToJson renders `message` as protobuf JSON with the proto field names,
-// primitive fields printed even when zero, indented by two spaces.
+// primitive fields printed even when zero, indented by two spaces. Control
+// characters are \u escapes; invalid UTF-8 becomes U+FFFD (never an error).
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
 
 // ToJsonArray renders `messages` as a JSON array of ToJson objects.

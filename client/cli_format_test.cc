@@ -17,6 +17,61 @@ TEST(RenderTableTest, AlignsColumnsWithoutTrailingBlanks) {
             "b           PAUSED    10.0.0.2\n");
 }
 
+TEST(EscapeForTerminalTest, ControlBytesBecomeHex) {
+  EXPECT_EQ(EscapeForTerminal("\x1b[2Jgone"), "\\x1b[2Jgone");
+  EXPECT_EQ(EscapeForTerminal("100%\rdone"), "100%\\x0ddone");
+  EXPECT_EQ(EscapeForTerminal("a\bb\x7f\x07"), "a\\x08b\\x7f\\x07");
+  EXPECT_EQ(EscapeForTerminal(std::string("nul\0x", 5)), "nul\\x00x");
+  // C1 controls: U+009B (CSI) as UTF-8, and the raw 8-bit byte.
+  EXPECT_EQ(EscapeForTerminal("\xc2\x9b"
+                              "31m"),
+            "\\xc2\\x9b"
+            "31m");
+  EXPECT_EQ(EscapeForTerminal("\x9b"
+                              "31m"),
+            "\\x9b"
+            "31m");
+}
+
+TEST(EscapeForTerminalTest, KeepsNewlinesTabsAndPrintableUtf8) {
+  EXPECT_EQ(EscapeForTerminal("line 1\n\tline 2\n"), "line 1\n\tline 2\n");
+  EXPECT_EQ(
+      EscapeForTerminal("caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x9a\x80 \\x1b"),
+      "caf\xc3\xa9 \xe6\x97\xa5 \xf0\x9f\x9a\x80 \\x1b");  // é 日 🚀, "\x1b"
+  EXPECT_EQ(EscapeForTerminal("\xc2\xa0"), "\xc2\xa0");  // U+00A0 is printable.
+  EXPECT_EQ(EscapeForTerminal(""), "");
+}
+
+TEST(EscapeForTerminalTest, InvalidUtf8BecomesHex) {
+  EXPECT_EQ(EscapeForTerminal("\xff\xfe"), "\\xff\\xfe");
+  EXPECT_EQ(EscapeForTerminal("ab\xc3"), "ab\\xc3");       // Truncated.
+  EXPECT_EQ(EscapeForTerminal("\xc3(x"), "\\xc3(x");       // Bad continuation.
+  EXPECT_EQ(EscapeForTerminal("\xc0\xaf"), "\\xc0\\xaf");  // Overlong "/".
+  EXPECT_EQ(EscapeForTerminal("\xe0\x80\xaf"), "\\xe0\\x80\\xaf");  // Overlong.
+  EXPECT_EQ(EscapeForTerminal("\xed\xa0\x80"),
+            "\\xed\\xa0\\x80");  // Surrogate.
+  EXPECT_EQ(EscapeForTerminal("\xf4\x90\x80\x80"),
+            "\\xf4\\x90\\x80\\x80");                  // Past U+10FFFF.
+  EXPECT_EQ(EscapeForTerminal("\x80ok"), "\\x80ok");  // Stray continuation.
+  // An escape hidden in a broken sequence is still caught.
+  EXPECT_EQ(EscapeForTerminal("\xe2\x1b[0m"), "\\xe2\\x1b[0m");
+}
+
+TEST(RenderTableTest, EscapesCellsAndKeepsOneLinePerRow) {
+  EXPECT_EQ(RenderTable({{"ID", "OWNER"},
+                         {"a\x1b]0;pwned\x07", "x"},
+                         {"b\nID   fake", "caf\xc3\xa9"},
+                         {"c", "d"}}),
+            "ID                  OWNER\n"
+            "a\\x1b]0;pwned\\x07   x\n"
+            "b\\x0aID   fake      caf\xc3\xa9\n"
+            "c                   d\n");
+  // Widths count characters, not bytes.
+  EXPECT_EQ(RenderTable({{"caf\xc3\xa9", "x"}, {"abcd", "y"}}),
+            "caf\xc3\xa9   x\n"
+            "abcd   y\n");
+}
+
 TEST(FormatTest, Bytes) {
   EXPECT_EQ(FormatBytes(0), "0 B");
   EXPECT_EQ(FormatBytes(1023), "1023 B");
@@ -42,14 +97,17 @@ TEST(VmTableTest, Columns) {
   vm.mutable_network()->set_guest_ip("172.16.0.2");
   vm.set_vmm_pid(4242);
   vm.mutable_created_at()->set_seconds(1714564800);
+  vm.set_owner("alice");
   v1::Vm stopped;
   stopped.set_vm_id("db");
   stopped.set_status(v1::STOPPED);
   EXPECT_EQ(VmTable(std::vector<v1::Vm>{vm, stopped}),
-            "ID      STATUS    VCPUS   MEM_MIB   IP           PID    CREATED\n"
+            "ID      STATUS    VCPUS   MEM_MIB   IP           PID    CREATED"
+            "                OWNER\n"
             "web-1   RUNNING   2       512       172.16.0.2   4242   "
-            "2024-05-01T12:00:00Z\n"
-            "db      STOPPED   0       0         -            -      -\n");
+            "2024-05-01T12:00:00Z   alice\n"
+            "db      STOPPED   0       0         -            -      -"
+            "                      -\n");
 }
 
 TEST(SnapshotTableTest, Columns) {
@@ -59,9 +117,12 @@ TEST(SnapshotTableTest, Columns) {
   s.set_size_bytes(3ull << 20);
   s.set_restored(true);
   s.set_restored_vm_id("web-2");
-  EXPECT_EQ(SnapshotTable(std::vector<v1::SnapshotInfo>{s}),
-            "ID     VM      SIZE      CREATED   RESTORED   RESTORED_VM\n"
-            "ckpt   web-1   3.0 MiB   -         yes        web-2\n");
+  s.set_owner("uid:1001");
+  EXPECT_EQ(
+      SnapshotTable(std::vector<v1::SnapshotInfo>{s}),
+      "ID     VM      SIZE      CREATED   RESTORED   RESTORED_VM   OWNER\n"
+      "ckpt   web-1   3.0 MiB   -         yes        web-2         "
+      "uid:1001\n");
 }
 
 // Field returns the value of the "name: value" line `name` of `details`.
@@ -138,6 +199,51 @@ TEST(VmDetailsTest, NetworkFields) {
   EXPECT_EQ(Field(details, "network.egress"), "off") << details;
   EXPECT_EQ(Field(details, "config.egress"), "open") << details;
   EXPECT_EQ(Field(details, "config.port_forwards"), "-") << details;
+}
+
+TEST(VmDetailsTest, OwnerAndEscapedError) {
+  v1::Vm vm;
+  vm.set_vm_id("web-1");
+  vm.set_owner("alice");
+  vm.set_error("boot failed: console tail:\n\x1b[2J\rlogin:");
+  const std::string details = VmDetails(vm);
+  EXPECT_EQ(Field(details, "owner"), "alice") << details;
+  EXPECT_EQ(Field(details, "error"),
+            "boot failed: console tail:\\x0a\\x1b[2J\\x0dlogin:")
+      << details;
+  EXPECT_EQ(details.find('\x1b'), std::string::npos);
+
+  v1::SnapshotInfo s;
+  s.set_snapshot_id("ckpt");
+  s.set_owner("uid:1001");
+  EXPECT_EQ(Field(SnapshotDetails(s), "owner"), "uid:1001");
+}
+
+TEST(JsonTest, OwnerAndControlCharactersAreEscaped) {
+  v1::Vm vm;
+  vm.set_vm_id("web-1");
+  vm.set_owner("alice");
+  vm.set_error("\x1b[2J\r\xc3\xa9");
+  absl::StatusOr<std::string> json = ToJson(vm);
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_NE(json->find("\"owner\": \"alice\""), std::string::npos) << *json;
+  EXPECT_EQ(json->find('\x1b'), std::string::npos) << *json;
+  EXPECT_EQ(json->find('\r'), std::string::npos) << *json;
+  EXPECT_NE(json->find("\\u001b[2J\\r"), std::string::npos) << *json;
+  EXPECT_NE(json->find("\xc3\xa9"), std::string::npos) << *json;  // é kept.
+}
+
+TEST(JsonTest, InvalidUtf8IsNoError) {
+  // Parsing would refuse this from the wire; a message built in-process
+  // can still hold it, and printing it must not fail or throw.
+  v1::ForkResult result;
+  result.set_vm_id("c-1");
+  result.set_error_message("bad \xff\xfe bytes \x1b");
+  absl::StatusOr<std::string> json = ToJsonArray({&result});
+  ASSERT_TRUE(json.ok()) << json.status();
+  EXPECT_EQ(json->find('\xff'), std::string::npos) << *json;
+  EXPECT_EQ(json->find('\x1b'), std::string::npos) << *json;
+  EXPECT_NE(json->find("c-1"), std::string::npos) << *json;
 }
 
 TEST(JsonTest, ProtoFieldNamesAndZeroFields) {

@@ -1,24 +1,37 @@
 // File: client/connection.h
 // -----------------------------------------------------------------------------
 //
-// The client side of the smolvmd socket: one gRPC channel to the daemon's Unix
-// socket plus the two service stubs (smolvm.v1.VmService and
-// smolvm.v1.SnapshotService), and `Connection::Call()`, which makes one unary
-// RPC with the configured deadline and returns an `absl::StatusOr`.
+// The client side of smolvmd's API: one gRPC channel to the daemon (its Unix
+// socket, or a TCP address with mutual TLS) plus the two service stubs
+// (smolvm.v1.VmService and smolvm.v1.SnapshotService), and
+// `Connection::Call()`, which makes one unary RPC with the configured deadline
+// and returns an `absl::StatusOr`.
 //
 // `SmolVM` and `SmolVMManager` (client/smolvm.h) are built on this; smolvmctl
 // uses it directly for the RPCs that have no SDK-style method. Streaming RPCs
 // (Exec, UploadFile, DownloadFile) are made on `vm_stub()` with a context
-// prepared by `SetDeadline()`, and their final status goes through
+// prepared by `PrepareContext()`, and their final status goes through
 // `Convert()`.
 //
-// Socket path resolution (see `ResolveSocketPath()`): the explicit option, else
-// the environment variable SMOLVMD_SOCKET, else /run/smolvmd/smolvmd.sock.
+// Endpoint resolution (see `ResolveEndpoint()`), first that is set wins:
+// ClientOptions::endpoint, ClientOptions::socket_path, $SMOLVMD_ENDPOINT,
+// $SMOLVMD_SOCKET, /run/smolvmd/smolvmd.sock. An endpoint is
+// "unix:///abs/path", "unix:/abs/path", "unix:rel/path" or a bare "/abs/path"
+// for a Unix socket, or "host:port" ("[v6addr]:port") for TCP, which always
+// uses mutual TLS with the client certificate, key and CA of
+// ClientOptions::tls_* or $SMOLVMD_TLS_CERT / $SMOLVMD_TLS_KEY /
+// $SMOLVMD_TLS_CA. A Unix socket's permissions are its access control.
 //
 // Errors: every RPC failure is returned as an `absl::Status` with the gRPC code
-// and message unchanged (client/status.h), except that when the daemon cannot
-// be reached (UNAVAILABLE while the channel is not connected) the message also
-// says "is smolvmd running? socket <path>".
+// and message unchanged (client/status.h), except that
+//  - when the daemon cannot be reached (UNAVAILABLE while the channel is not
+//    connected) the message also says "is smolvmd running?" and names the
+//    socket or endpoint;
+//  - a Connection whose options are unusable (a malformed endpoint or tenant:
+//    INVALID_ARGUMENT; a TCP endpoint without all three TLS files, or with one
+//    that cannot be read: FAILED_PRECONDITION naming the option and its
+//    environment variable) sends nothing and fails every call with that
+//    error.
 
 #ifndef SMOLVM_CLIENT_CONNECTION_H_
 #define SMOLVM_CLIENT_CONNECTION_H_
@@ -46,28 +59,61 @@ inline constexpr char kDefaultSocketPath[] = "/run/smolvmd/smolvmd.sock";
 // kSocketEnvVar names the environment variable that overrides the default
 // socket path for the daemon, the client library and smolvmctl alike.
 inline constexpr char kSocketEnvVar[] = "SMOLVMD_SOCKET";
+// kEndpointEnvVar names the environment variable with the client's default
+// endpoint; it wins over kSocketEnvVar (but not over explicit options).
+inline constexpr char kEndpointEnvVar[] = "SMOLVMD_ENDPOINT";
+// The environment variables with the default TLS files of TCP endpoints.
+inline constexpr char kTlsCertEnvVar[] = "SMOLVMD_TLS_CERT";
+inline constexpr char kTlsKeyEnvVar[] = "SMOLVMD_TLS_KEY";
+inline constexpr char kTlsCaEnvVar[] = "SMOLVMD_TLS_CA";
+// kTenantMetadataKey is the gRPC metadata with which an admin acts for a
+// tenant (ClientOptions::act_as_tenant).
+inline constexpr char kTenantMetadataKey[] = "x-smolvm-tenant";
 
-// ClientOptions says how to reach smolvmd.
+// ClientOptions says how to reach smolvmd. Empty strings mean "not set".
 struct ClientOptions {
-  // Path of the daemon's Unix socket. "" = $SMOLVMD_SOCKET if set and
-  // non-empty, else kDefaultSocketPath.
+  // Path of the daemon's Unix socket. Used when `endpoint` is empty; ""
+  // falls back to $SMOLVMD_ENDPOINT, $SMOLVMD_SOCKET, kDefaultSocketPath.
   std::string socket_path;
   // Deadline of each RPC, measured from when the call starts. Boots and
   // snapshots under TCG take seconds to minutes, hence the generous default.
   // absl::InfiniteDuration() (or any non-positive value) means no deadline.
   absl::Duration timeout = absl::Minutes(10);
+  // Where smolvmd listens: "unix:///abs/path", "unix:/abs/path" or
+  // "host:port". Wins over `socket_path`; see ResolveEndpoint().
+  std::string endpoint;
+  // PEM files of a TCP endpoint's mutual TLS: the client certificate (chain),
+  // its private key, and the CA that signed the daemon's certificate. Each
+  // "" = $SMOLVMD_TLS_CERT / $SMOLVMD_TLS_KEY / $SMOLVMD_TLS_CA. Read when
+  // the Connection is made; not used for Unix sockets.
+  std::string tls_cert;
+  std::string tls_key;
+  std::string tls_ca;
+  // Tenant an admin acts for: sent as metadata kTenantMetadataKey with every
+  // call ("" = none). The daemon refuses it (PERMISSION_DENIED) for callers
+  // that are not admins. Printable ASCII only.
+  std::string act_as_tenant;
 };
 
 // ResolveSocketPath returns `explicit_path` if non-empty, else $SMOLVMD_SOCKET
-// if set and non-empty, else kDefaultSocketPath.
+// if set and non-empty, else kDefaultSocketPath. (It ignores endpoints; a
+// Connection resolves with ResolveEndpoint().)
 std::string ResolveSocketPath(absl::string_view explicit_path);
+
+// ResolveEndpoint returns the endpoint `options` lead to, the first set of:
+// options.endpoint, options.socket_path, $SMOLVMD_ENDPOINT, $SMOLVMD_SOCKET,
+// kDefaultSocketPath, with socket paths written "unix:///abs/path" (or
+// "unix:rel/path"). The result is not checked (the Connection does that).
+std::string ResolveEndpoint(const ClientOptions& options);
 
 // Connection owns a channel to smolvmd and the stubs of both services.
 //
-// Constructing one does no I/O: the channel connects on the first RPC, so a
-// missing daemon shows up as an UNAVAILABLE status from `Call()`. RPCs fail
-// fast (no wait-for-ready): if the socket is not there, the call returns at
-// once instead of waiting for the deadline.
+// Constructing one reads the TLS files of a TCP endpoint and does no other
+// I/O: the channel connects on the first RPC, so a missing daemon shows up as
+// an UNAVAILABLE status from `Call()`. RPCs fail fast (no wait-for-ready): if
+// the socket is not there, the call returns at once instead of waiting for
+// the deadline. Unusable options (see the top of this file) never throw or
+// abort: they are the status of every call.
 //
 // Thread-safety: `Call()` may be used from several threads at once (gRPC stubs
 // and channels are thread-safe). Movable, not copyable; a moved-from
@@ -94,7 +140,7 @@ class Connection {
                                    Response*),
       const Request& request) const {
     grpc::ClientContext context;
-    PrepareContext(&context);
+    if (absl::Status s = PrepareContext(&context); !s.ok()) return s;
     Response response;
     grpc::Status status = (stub<Stub>().*method)(&context, request, &response);
     if (!status.ok()) return Convert(status);
@@ -102,23 +148,38 @@ class Connection {
   }
 
   // vm_stub is the VmService stub, for the streaming RPCs `Call()` does not
-  // make. Thread-safe like the stub itself.
+  // make; their context must come from `PrepareContext()`. Thread-safe like
+  // the stub itself. (When the options are unusable, its calls fail without
+  // sending anything.)
   v1::VmService::Stub& vm_stub() const { return *vm_stub_; }
 
-  // SetDeadline sets a deadline `timeout` from now on `context`; an infinite
-  // or non-positive `timeout` sets none.
-  static void SetDeadline(grpc::ClientContext* context, absl::Duration timeout);
+  // PrepareContext readies a new call's `context`: a deadline `timeout` from
+  // now (none if infinite or non-positive) and the tenant metadata. Returns
+  // the options' error, and then the call must not be made. Every call of
+  // this class goes through here.
+  absl::Status PrepareContext(grpc::ClientContext* context,
+                              absl::Duration timeout) const;
+  // PrepareContext with the configured per-RPC timeout.
+  absl::Status PrepareContext(grpc::ClientContext* context) const {
+    return PrepareContext(context, options_.timeout);
+  }
 
   // Convert maps a failed call's status to absl::Status (client/status.h) and
   // adds the "is smolvmd running?" hint when the daemon could not be reached.
   absl::Status Convert(const grpc::Status& status) const;
 
-  // socket_path is the resolved path of the daemon socket.
-  const std::string& socket_path() const { return socket_path_; }
+  // endpoint is the resolved endpoint: "unix:///abs/path" ("unix:rel/path")
+  // or "host:port" (as given, also when malformed).
+  const std::string& endpoint() const { return options_.endpoint; }
+  // socket_path is the resolved path of the daemon socket; "" for a TCP
+  // endpoint.
+  const std::string& socket_path() const { return options_.socket_path; }
   // timeout is the per-RPC deadline (see ClientOptions::timeout).
-  absl::Duration timeout() const { return timeout_; }
-  // options returns the options this connection was made with, resolved.
-  ClientOptions options() const { return {socket_path_, timeout_}; }
+  absl::Duration timeout() const { return options_.timeout; }
+  // options returns the options this connection was made with, resolved:
+  // `endpoint` and `socket_path` as above, the TLS files after the
+  // environment fallbacks (empty for Unix sockets).
+  const ClientOptions& options() const { return options_; }
 
  private:
   template <typename Stub>
@@ -133,13 +194,9 @@ class Connection {
     }
   }
 
-  // PrepareContext sets the configured deadline on a new call's context.
-  void PrepareContext(grpc::ClientContext* context) const {
-    SetDeadline(context, timeout_);
-  }
-
-  std::string socket_path_;
-  absl::Duration timeout_;
+  ClientOptions options_;  // Resolved.
+  // Why the options are unusable; OK if they are fine.
+  absl::Status setup_error_;
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::VmService::Stub> vm_stub_;
   std::unique_ptr<v1::SnapshotService::Stub> snapshot_stub_;

@@ -86,8 +86,11 @@ absl::StatusOr<ExecExit> SmolVM::StreamExec(
   request.set_timeout_ms(*timeout_ms);
 
   grpc::ClientContext context;
-  Connection::SetDeadline(&context,
-                          ExecDeadline(connection_.timeout(), options.timeout));
+  if (absl::Status s = connection_.PrepareContext(
+          &context, ExecDeadline(connection_.timeout(), options.timeout));
+      !s.ok()) {
+    return s;
+  }
   std::unique_ptr<grpc::ClientReader<v1::ExecResponse>> reader =
       connection_.vm_stub().Exec(&context, request);
 

@@ -310,7 +310,10 @@ absl::Status Upload(const Connection& connection,
   const std::string what =
       absl::StrCat("upload to vm ", header.vm_id(), ":", header.path());
   grpc::ClientContext context;
-  Connection::SetDeadline(&context, connection.timeout());
+  if (absl::Status s = connection.PrepareContext(&context); !s.ok()) {
+    source.Close(/*complete=*/false).IgnoreError();  // Stop tar, if any.
+    return s;
+  }
   v1::UploadFileResponse response;
   std::unique_ptr<grpc::ClientWriter<v1::UploadFileRequest>> writer =
       connection.vm_stub().UploadFile(&context, &response);
@@ -370,7 +373,7 @@ absl::StatusOr<DownloadEnd> Download(
   const std::string what =
       absl::StrCat("download from vm ", request.vm_id(), ":", request.path());
   grpc::ClientContext context;
-  Connection::SetDeadline(&context, connection.timeout());
+  if (absl::Status s = connection.PrepareContext(&context); !s.ok()) return s;
   std::unique_ptr<grpc::ClientReader<v1::DownloadFileResponse>> reader =
       connection.vm_stub().DownloadFile(&context, request);
 

@@ -34,6 +34,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "client/status.h"
+#include "client/test_env.h"
 #include "tests/testing/temp_dir.h"
 
 extern char** environ;
@@ -43,12 +44,16 @@ namespace {
 
 constexpr int kFakePageSize = 2;  // Small, so that lists take several pages.
 
+using ::smolvm::client_testing::NoClientEnv;
+using ::smolvm::client_testing::ScopedEnv;
+
 // FakeDaemon implements both services over two maps.
 class FakeDaemon final : public v1::VmService::Service,
                          public v1::SnapshotService::Service {
  public:
-  grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req,
-                        v1::Vm* resp) override {
+  grpc::Status CreateVm(grpc::ServerContext* ctx,
+                        const v1::CreateVmRequest* req, v1::Vm* resp) override {
+    RecordTenant(ctx);
     absl::MutexLock lock(&mu_);
     last_create_ = *req;
     ++create_calls_;
@@ -93,11 +98,17 @@ class FakeDaemon final : public v1::VmService::Service,
     if (vms_.erase(req->vm_id()) == 0) return NotFound("vm", req->vm_id());
     return grpc::Status::OK;
   }
-  grpc::Status GetVm(grpc::ServerContext*, const v1::GetVmRequest* req,
+  grpc::Status GetVm(grpc::ServerContext* ctx, const v1::GetVmRequest* req,
                      v1::Vm* resp) override {
+    RecordTenant(ctx);
     if (req->vm_id() == "busy") {
       return grpc::Status(grpc::StatusCode::UNAVAILABLE,
                           "get vm busy: qmp not up yet");
+    }
+    if (req->vm_id() == "evil") {
+      return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION,
+                          "get vm evil: console says \x1b[2J\x1b]0;owned\x07"
+                          "\r\ngone");
     }
     if (req->vm_id() == "slow") absl::SleepFor(absl::Milliseconds(300));
     absl::MutexLock lock(&mu_);
@@ -106,8 +117,9 @@ class FakeDaemon final : public v1::VmService::Service,
     *resp = it->second;
     return grpc::Status::OK;
   }
-  grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest* req,
+  grpc::Status ListVms(grpc::ServerContext* ctx, const v1::ListVmsRequest* req,
                        v1::ListVmsResponse* resp) override {
+    RecordTenant(ctx);
     absl::MutexLock lock(&mu_);
     int n = 0;
     for (auto it = vms_.upper_bound(req->page_token()); it != vms_.end();
@@ -153,9 +165,10 @@ class FakeDaemon final : public v1::VmService::Service,
     *resp = it->second;
     return grpc::Status::OK;
   }
-  grpc::Status ListSnapshots(grpc::ServerContext*,
+  grpc::Status ListSnapshots(grpc::ServerContext* ctx,
                              const v1::ListSnapshotsRequest* req,
                              v1::ListSnapshotsResponse* resp) override {
+    RecordTenant(ctx);
     absl::MutexLock lock(&mu_);
     int n = 0;
     for (auto it = snapshots_.upper_bound(req->page_token());
@@ -305,8 +318,9 @@ class FakeDaemon final : public v1::VmService::Service,
 
   // Exec plays the script set by SetExecScript (pausing exec_delay before
   // each message); without one it echoes stdin to stdout and exits 0.
-  grpc::Status Exec(grpc::ServerContext*, const v1::ExecRequest* req,
+  grpc::Status Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
                     grpc::ServerWriter<v1::ExecResponse>* writer) override {
+    RecordTenant(ctx);
     std::vector<v1::ExecResponse> script;
     absl::Duration delay;
     {
@@ -333,6 +347,7 @@ class FakeDaemon final : public v1::VmService::Service,
   grpc::Status UploadFile(grpc::ServerContext* ctx,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,
                           v1::UploadFileResponse* resp) override {
+    RecordTenant(ctx);
     Upload upload;
     v1::UploadFileRequest message;
     while (reader->Read(&message)) {
@@ -368,8 +383,9 @@ class FakeDaemon final : public v1::VmService::Service,
   // DownloadFile sends a stored file in 64 KiB chunks, then the eof message.
   // "/lying" claims one byte more than it sends.
   grpc::Status DownloadFile(
-      grpc::ServerContext*, const v1::DownloadFileRequest* req,
+      grpc::ServerContext* ctx, const v1::DownloadFileRequest* req,
       grpc::ServerWriter<v1::DownloadFileResponse>* writer) override {
+    RecordTenant(ctx);
     StoredFile file;
     {
       absl::MutexLock lock(&mu_);
@@ -422,6 +438,14 @@ class FakeDaemon final : public v1::VmService::Service,
   };
 
   // Test access.
+
+  // tenants returns the x-smolvm-tenant metadata of each call so far, in
+  // order ("-" for a call without it), and forgets them.
+  std::vector<std::string> TakeTenants() {
+    absl::MutexLock lock(&tenants_mu_);
+    return std::exchange(tenants_, {});
+  }
+
   void SetExecScript(std::vector<v1::ExecResponse> script,
                      absl::Duration delay = absl::ZeroDuration()) {
     absl::MutexLock lock(&mu_);
@@ -527,6 +551,17 @@ class FakeDaemon final : public v1::VmService::Service,
            ip_or_default(f.host_ip()) == ip_or_default(ip) &&
            proto_or_default(f.protocol()) == proto_or_default(protocol);
   }
+  void RecordTenant(grpc::ServerContext* ctx) {
+    const auto& metadata = ctx->client_metadata();
+    const size_t n = metadata.count(kTenantMetadataKey);
+    std::string tenant = "-";
+    if (auto it = metadata.find(kTenantMetadataKey); it != metadata.end()) {
+      tenant = std::string(it->second.data(), it->second.size());
+      if (n > 1) tenant += " (sent " + std::to_string(n) + " times)";
+    }
+    absl::MutexLock lock(&tenants_mu_);
+    tenants_.push_back(std::move(tenant));
+  }
   static grpc::Status NotFound(const std::string& kind, const std::string& id) {
     return grpc::Status(grpc::StatusCode::NOT_FOUND,
                         absl::StrCat("get ", kind, " ", id, ": not found"));
@@ -581,6 +616,8 @@ class FakeDaemon final : public v1::VmService::Service,
   std::map<std::string, StoredFile> files_ ABSL_GUARDED_BY(mu_);
   v1::DownloadFileRequest last_download_ ABSL_GUARDED_BY(mu_);
   std::atomic<int> start_calls_{0};
+  absl::Mutex tenants_mu_;
+  std::vector<std::string> tenants_ ABSL_GUARDED_BY(tenants_mu_);
 };
 
 class SmolVMTest : public ::testing::Test {
@@ -1252,6 +1289,118 @@ TEST_F(SmolVMExecTest, FailingTarCancelsTheUpload) {
   EXPECT_EQ(daemon_.cancelled_uploads(), 1);
 }
 
+// --- endpoints and tenants
+// ----------------------------------------------------
+
+TEST_F(SmolVMTest, UnixEndpointFormsReachTheDaemon) {
+  NoClientEnv env;
+  MakeVm("a", v1::RUNNING);
+  for (const std::string& endpoint :
+       {"unix://" + options_.socket_path, "unix:" + options_.socket_path,
+        options_.socket_path}) {
+    ClientOptions options;
+    options.endpoint = endpoint;
+    options.socket_path = "/nonexistent/smolvmd.sock";  // The endpoint wins.
+    Connection conn(options);
+    EXPECT_EQ(conn.endpoint(), "unix://" + options_.socket_path);
+    EXPECT_EQ(conn.socket_path(), options_.socket_path);
+    absl::StatusOr<v1::Vm> vm = SmolVMManager(options).get_vm("a");
+    EXPECT_TRUE(vm.ok()) << endpoint << ": " << vm.status();
+  }
+}
+
+TEST_F(SmolVMTest, ActAsTenantTravelsWithEveryCall) {
+  MakeVm("box", v1::RUNNING);
+  daemon_.PutFile("/root/f", "data", 0644);
+  const std::string local = dir_ + "/f";
+  ClientOptions options = options_;
+  options.act_as_tenant = "alice";
+
+  SmolVMManager manager(options);
+  ASSERT_TRUE(manager.list_vms().ok());                        // ListVms
+  ASSERT_TRUE(manager.list_snapshots().ok());                  // ListSnapshots
+  absl::StatusOr<SmolVM> vm = SmolVM::attach("box", options);  // GetVm
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  ASSERT_TRUE(vm->run("true").ok());                      // Exec
+  ASSERT_TRUE(vm->download_file("/root/f", local).ok());  // DownloadFile
+  ASSERT_TRUE(vm->upload_file(local, "/root/g").ok());    // UploadFile
+  EXPECT_EQ(daemon_.TakeTenants(), std::vector<std::string>(6, "alice"));
+
+  // Without it, nothing is sent.
+  ASSERT_TRUE(SmolVMManager(options_).get_vm("box").ok());
+  EXPECT_EQ(daemon_.TakeTenants(), std::vector<std::string>{"-"});
+}
+
+TEST_F(SmolVMTest, UnusableOptionsFailEveryCallWithoutSending) {
+  NoClientEnv env;
+  ClientOptions tcp;
+  tcp.endpoint = "127.0.0.1:7443";
+  {
+    Connection conn(tcp);
+    EXPECT_EQ(conn.endpoint(), "127.0.0.1:7443");
+    EXPECT_EQ(conn.socket_path(), "");
+    absl::StatusOr<std::vector<v1::Vm>> vms = SmolVMManager(tcp).list_vms();
+    ASSERT_EQ(vms.status().code(), absl::StatusCode::kFailedPrecondition)
+        << vms.status();
+    for (const char* name :
+         {"tls_cert (--tls-cert or $SMOLVMD_TLS_CERT)",
+          "tls_key (--tls-key or $SMOLVMD_TLS_KEY)",
+          "tls_ca (--tls-ca or $SMOLVMD_TLS_CA)", "127.0.0.1:7443"}) {
+      EXPECT_NE(vms.status().message().find(name), absl::string_view::npos)
+          << name << " in " << vms.status();
+    }
+    // The streaming RPCs prepare their context the same way.
+    grpc::ClientContext context;
+    EXPECT_EQ(conn.PrepareContext(&context), vms.status());
+    // A stub call that skips PrepareContext fails too, sending nothing.
+    grpc::ClientContext raw;
+    v1::Vm ignored;
+    EXPECT_FALSE(conn.vm_stub().GetVm(&raw, {}, &ignored).ok());
+  }
+
+  // Files from the environment count; only the missing ones are named.
+  const std::string cert = dir_ + "/cert.pem";
+  WriteFileOrDie(cert, "-----BEGIN CERTIFICATE-----\n");
+  {
+    ScopedEnv env_cert(kTlsCertEnvVar, cert.c_str());
+    ScopedEnv env_ca(kTlsCaEnvVar, cert.c_str());
+    absl::Status status = SmolVMManager(tcp).get_vm("x").status();
+    EXPECT_EQ(status.code(), absl::StatusCode::kFailedPrecondition);
+    EXPECT_NE(status.message().find("tls_key"), absl::string_view::npos)
+        << status;
+    EXPECT_EQ(status.message().find("tls_cert"), absl::string_view::npos)
+        << status;
+    EXPECT_EQ(Connection(tcp).options().tls_cert, cert);
+  }
+
+  // A file that cannot be read is named with its path.
+  tcp.tls_cert = tcp.tls_key = cert;
+  tcp.tls_ca = dir_ + "/missing-ca.pem";
+  absl::Status unreadable = SmolVMManager(tcp).get_vm("x").status();
+  EXPECT_EQ(unreadable.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(unreadable.message().find("tls_ca"), absl::string_view::npos)
+      << unreadable;
+  EXPECT_NE(unreadable.message().find(dir_ + "/missing-ca.pem"),
+            absl::string_view::npos)
+      << unreadable;
+
+  // Malformed endpoints and tenants are invalid arguments, not crashes.
+  for (const char* endpoint :
+       {"unix:", "unix://host/path", "localhost", "host:", "host:0",
+        "host:65536", "::1:7443", "[::1]7443", ":7443", "dns:///h:1"}) {
+    ClientOptions bad;
+    bad.endpoint = endpoint;
+    EXPECT_EQ(SmolVMManager(bad).get_vm("x").status().code(),
+              absl::StatusCode::kInvalidArgument)
+        << endpoint;
+  }
+  ClientOptions bad_tenant = options_;
+  bad_tenant.act_as_tenant = "al\nice";
+  absl::Status tenant = SmolVMManager(bad_tenant).get_vm("x").status();
+  EXPECT_EQ(tenant.code(), absl::StatusCode::kInvalidArgument) << tenant;
+  EXPECT_TRUE(daemon_.TakeTenants().empty());  // Nothing reached the daemon.
+}
+
 // --- smolvmctl ---------------------------------------------------------------
 
 struct CtlResult {
@@ -1571,6 +1720,69 @@ TEST_F(SmolvmctlTest, FilePutAndGet) {
   EXPECT_EQ(ReadFileOrDie(temp_.Join("copy/a/f")), "f");
 }
 
+TEST_F(SmolvmctlTest, DaemonTextIsEscaped) {
+  CtlResult r = Ctl({"vm", "get", "evil"});
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_EQ(r.err,
+            "smolvmctl: get vm evil: console says \\x1b[2J\\x1b]0;owned\\x07"
+            "\\x0d\ngone\n");
+
+  v1::Vm vm;
+  vm.set_vm_id("web");
+  vm.set_status(v1::RUNNING);
+  vm.set_owner("mallory\x1b[31m");
+  daemon_.PutVm(vm);
+  r = Ctl({"vm", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("OWNER"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("mallory\\x1b[31m"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  r = Ctl({"--json", "vm", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("\"owner\": \"mallory\\u001b[31m\""), std::string::npos)
+      << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+  r = Ctl({"vm", "get", "web"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("mallory\\x1b[31m"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find('\x1b'), std::string::npos) << r.out;
+}
+
+TEST_F(SmolvmctlTest, EndpointTlsAndTenantFlags) {
+  NoClientEnv env;
+  MakeVm("web", v1::RUNNING);
+  daemon_.TakeTenants();
+  // --endpoint wins over --socket (which Ctl always passes).
+  CtlResult r = Ctl({"--endpoint", "unix://" + options_.socket_path,
+                     "--as-tenant", "alice", "vm", "list"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("web"), std::string::npos) << r.out;
+  EXPECT_EQ(daemon_.TakeTenants(), std::vector<std::string>{"alice"});
+  r = Ctl({"vm", "exec", "web", "--as-tenant", "bob", "--", "true"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  // attach (GetVm), then Exec.
+  EXPECT_EQ(daemon_.TakeTenants(), (std::vector<std::string>{"bob", "bob"}));
+
+  r = Ctl(
+      {"--endpoint", "unix:///nonexistent/smolvmd-test.sock", "vm", "list"});
+  EXPECT_EQ(r.exit_code, 7) << r.err;
+  EXPECT_NE(r.err.find("is smolvmd running? socket "
+                       "/nonexistent/smolvmd-test.sock"),
+            std::string::npos)
+      << r.err;
+
+  r = Ctl(
+      {"--endpoint", "127.0.0.1:7443", "--tls-ca", "/ca.pem", "vm", "list"});
+  EXPECT_EQ(r.exit_code, 5) << r.err;
+  EXPECT_NE(r.err.find("--tls-cert"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--tls-key"), std::string::npos) << r.err;
+  EXPECT_EQ(r.err.find("--tls-ca"), std::string::npos) << r.err;
+
+  r = Ctl({"--endpoint", "nonsense", "vm", "list"});
+  EXPECT_EQ(r.exit_code, 2) << r.err;
+  EXPECT_TRUE(daemon_.TakeTenants().empty());
+}
+
 TEST(ConnectionTest, MissingDaemonSaysSoWithSocketPath) {
   ClientOptions options;
   options.socket_path = "/nonexistent/smolvmd-test/smolvmd.sock";
@@ -1600,6 +1812,43 @@ TEST(ConnectionTest, SocketPathResolution) {
   } else {
     unsetenv(kSocketEnvVar);
   }
+}
+
+TEST(ConnectionTest, EndpointResolutionOrder) {
+  NoClientEnv env;
+  ClientOptions options;
+  auto resolved = [&] { return Connection(options).endpoint(); };
+  EXPECT_EQ(resolved(), "unix:///run/smolvmd/smolvmd.sock");
+  EXPECT_EQ(Connection(options).socket_path(), "/run/smolvmd/smolvmd.sock");
+  ScopedEnv socket_env(kSocketEnvVar, "/tmp/env.sock");
+  EXPECT_EQ(resolved(), "unix:///tmp/env.sock");
+  ScopedEnv endpoint_env(kEndpointEnvVar, "unix:/tmp/env-endpoint.sock");
+  EXPECT_EQ(resolved(), "unix:///tmp/env-endpoint.sock");
+  EXPECT_EQ(Connection(options).socket_path(), "/tmp/env-endpoint.sock");
+  options.socket_path = "/tmp/flag.sock";
+  EXPECT_EQ(resolved(), "unix:///tmp/flag.sock");
+  options.endpoint = "smolvm.example:7443";
+  EXPECT_EQ(resolved(), "smolvm.example:7443");
+  EXPECT_EQ(Connection(options).socket_path(), "");
+  EXPECT_EQ(ResolveEndpoint(options), "smolvm.example:7443");
+  options.endpoint.clear();
+  EXPECT_EQ(ResolveEndpoint(options), "unix:///tmp/flag.sock");
+  options.socket_path = "//tmp/odd.sock";  // Still that path.
+  EXPECT_EQ(Connection(options).socket_path(), "//tmp/odd.sock");
+  options.socket_path = "rel.sock";
+  EXPECT_EQ(Connection(options).endpoint(), "unix:rel.sock");
+  EXPECT_EQ(Connection(options).socket_path(), "rel.sock");
+  options.socket_path = "/tmp/flag.sock";
+
+  // The TLS files fall back to the environment only for TCP endpoints.
+  ScopedEnv cert_env(kTlsCertEnvVar, "/tmp/env-cert.pem");
+  options.tls_key = "/tmp/key.pem";
+  EXPECT_EQ(Connection(options).options().tls_cert, "");
+  EXPECT_EQ(Connection(options).options().tls_key, "");
+  options.endpoint = "[::1]:7443";
+  EXPECT_EQ(Connection(options).options().tls_cert, "/tmp/env-cert.pem");
+  EXPECT_EQ(Connection(options).options().tls_key, "/tmp/key.pem");
+  EXPECT_EQ(Connection(options).options().tls_ca, "");
 }
 
 }  // namespace

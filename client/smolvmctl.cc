@@ -1,12 +1,23 @@
 // smolvmctl: command-line client of smolvmd.
 //
-//   smolvmctl [--socket PATH] [--json] [--timeout SECONDS] vm|snapshot|file ...
+//   smolvmctl [--endpoint unix:///PATH|HOST:PORT] [--socket PATH]
+//       [--tls-cert PEM --tls-key PEM --tls-ca PEM] [--as-tenant TENANT]
+//       [--json] [--timeout SECONDS] vm|snapshot|file ...
 //
 // Each command is one RPC (lists follow every page) made through the client
-// library (client/connection.h, client/smolvm.h). Results print as aligned
-// tables, or as protobuf JSON with --json. Errors print "smolvmctl: <message>"
-// on stderr and exit with ExitCodeFor(status) (client/status.h); command-line
-// usage errors exit 2.
+// library (client/connection.h, client/smolvm.h), which also resolves where
+// smolvmd is: --endpoint, else --socket, else $SMOLVMD_ENDPOINT, else
+// $SMOLVMD_SOCKET, else /run/smolvmd/smolvmd.sock. A HOST:PORT endpoint uses
+// mutual TLS with --tls-cert/--tls-key/--tls-ca ($SMOLVMD_TLS_CERT/_KEY/_CA).
+// --as-tenant lets an admin act for a tenant (metadata x-smolvm-tenant).
+//
+// Results print as aligned tables, or as protobuf JSON with --json. Errors
+// print "smolvmctl: <message>" on stderr and exit with ExitCodeFor(status)
+// (client/status.h); command-line usage errors exit 2. Text that comes from
+// the daemon or a guest (error messages with console tails, table cells) is
+// escaped so that it cannot carry terminal control sequences
+// (cli::EscapeForTerminal); exec output and downloaded files are data and
+// pass through unchanged.
 //
 //   smolvmctl vm exec ID [--env K=V]... [--cwd DIR] [--timeout-ms N] [--stdin]
 //       -- CMD [ARGS...]
@@ -128,14 +139,26 @@ class Printer {
   const bool& json_;  // Read at print time, after flags are parsed.
 };
 
-// Globals are the flags every command takes.
+// Globals are the flags every command takes. Unset ones fall back to the
+// environment inside the client library (ClientOptions).
 struct Globals {
   std::string socket;
+  std::string endpoint;
+  std::string tls_cert, tls_key, tls_ca;
+  std::string as_tenant;
   bool json = false;
   double timeout_seconds = 600;
 
   ClientOptions options() const {
-    return {socket, absl::Seconds(timeout_seconds)};
+    ClientOptions options;
+    options.socket_path = socket;
+    options.timeout = absl::Seconds(timeout_seconds);
+    options.endpoint = endpoint;
+    options.tls_cert = tls_cert;
+    options.tls_key = tls_key;
+    options.tls_ca = tls_ca;
+    options.act_as_tenant = as_tenant;
+    return options;
   }
 };
 
@@ -335,10 +358,30 @@ int Main(int argc, char** argv) {
   app.require_subcommand(1);
 
   Globals globals;
+  app.add_option("--endpoint", globals.endpoint,
+                 "where smolvmd listens: unix:///PATH or HOST:PORT (mutual "
+                 "TLS; needs --tls-cert, --tls-key and --tls-ca). Default: "
+                 "--socket, else $SMOLVMD_ENDPOINT, else $SMOLVMD_SOCKET, "
+                 "else unix:///run/smolvmd/smolvmd.sock")
+      ->type_name("ENDPOINT");
   app.add_option("--socket", globals.socket,
-                 "smolvmd socket (default: $SMOLVMD_SOCKET, else "
-                 "/run/smolvmd/smolvmd.sock)")
+                 "smolvmd Unix socket, when --endpoint is not given "
+                 "(default: $SMOLVMD_SOCKET, else /run/smolvmd/smolvmd.sock)")
       ->type_name("PATH");
+  app.add_option("--tls-cert", globals.tls_cert,
+                 "client certificate for a HOST:PORT endpoint (default: "
+                 "$SMOLVMD_TLS_CERT)")
+      ->type_name("PEM");
+  app.add_option("--tls-key", globals.tls_key,
+                 "private key of --tls-cert (default: $SMOLVMD_TLS_KEY)")
+      ->type_name("PEM");
+  app.add_option("--tls-ca", globals.tls_ca,
+                 "CA certificate(s) that signed smolvmd's certificate "
+                 "(default: $SMOLVMD_TLS_CA)")
+      ->type_name("PEM");
+  app.add_option("--as-tenant", globals.as_tenant,
+                 "act for this tenant (admins only): its objects, its quota")
+      ->type_name("TENANT");
   app.add_flag("--json", globals.json,
                "print protobuf JSON (proto field names) instead of tables");
   app.add_option("--timeout", globals.timeout_seconds, "deadline of each RPC")
@@ -787,8 +830,9 @@ int Main(int argc, char** argv) {
       }
       if (absl::Status s = out.Forks(results); !s.ok()) return s;
       if (failed > 0) {
-        std::cerr << "smolvmctl: fork snapshot " << snapshot_id << ": "
-                  << failed << " of " << results.size() << " clones failed\n";
+        std::cerr << "smolvmctl: fork snapshot "
+                  << cli::EscapeForTerminal(snapshot_id) << ": " << failed
+                  << " of " << results.size() << " clones failed\n";
         exit_code = 1;
       }
       return absl::OkStatus();
@@ -804,7 +848,10 @@ int Main(int argc, char** argv) {
 
   absl::Status status = action ? action() : absl::InternalError("no command");
   if (!status.ok()) {
-    std::cerr << "smolvmctl: " << status.message() << "\n";
+    // The message may carry a guest's console tail or other text of the
+    // daemon's: show it, but not as terminal control sequences.
+    std::cerr << "smolvmctl: " << cli::EscapeForTerminal(status.message())
+              << "\n";
     return ExitCodeFor(status);
   }
   return exit_code.value_or(0);

@@ -1,10 +1,24 @@
 #include "daemon/config.h"
 
+#include <limits.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+
 #include <cstdlib>
+#include <functional>
+#include <map>
+#include <utility>
 
 #include "CLI/CLI.hpp"
+#include "absl/strings/escaping.h"
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "daemon/config_file.h"
 #include "lib/base/file_util.h"
+#include "lib/base/ipv4.h"
 
 namespace smolvm::daemon {
 namespace {
@@ -13,56 +27,74 @@ void FromEnv(const char* name, std::string& field) {
   if (const char* v = std::getenv(name); v != nullptr && *v != '\0') field = v;
 }
 
-}  // namespace
-
-absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) {
-  DaemonConfig c;
-  FromEnv("SMOLVMD_SOCKET", c.socket_path);
-  FromEnv("SMOLVMD_STATE_DIR", c.state_dir);
-  FromEnv("SMOLVMD_RUN_DIR", c.run_dir);
-  FromEnv("SMOLVMD_ACCELERATOR", c.accelerator);
-  FromEnv("SMOLVMD_GUEST_RECIPE_DIR", c.guest_recipe_dir);
-  FromEnv("SMOLVMD_GUEST_KERNEL_DIR", c.guest_kernel_dir);
-  FromEnv("SMOLVMD_GUEST_AGENT", c.guest_agent);
-
-  CLI::App app{"smolvmd: the microVM sandbox daemon"};
-  app.add_option("--socket", c.socket_path, "Unix socket to serve the API on (env SMOLVMD_SOCKET)");
-  app.add_option("--state-dir", c.state_dir, "Database, disks, snapshots, images (env SMOLVMD_STATE_DIR)");
-  app.add_option("--run-dir", c.run_dir, "Runtime files and guest RAM; should be tmpfs (env SMOLVMD_RUN_DIR)");
-  app.add_option("--accelerator", c.accelerator, "auto, kvm or tcg (env SMOLVMD_ACCELERATOR)")
-      ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
-  app.add_option("--machine", c.machine, "QEMU machine type");
-  app.add_option("--qemu-binary", c.qemu_binary, "QEMU system emulator to run");
-  app.add_option("--guest-recipe-dir", c.guest_recipe_dir,
-                 "Directory with build-image.sh and fetch-kernel.sh (env SMOLVMD_GUEST_RECIPE_DIR)");
-  app.add_option("--guest-kernel-dir", c.guest_kernel_dir,
-                 "Extracted guest kernel; fetched from Debian's archive when missing "
-                 "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");
-  app.add_option("--guest-agent", c.guest_agent,
-                 "Static smolvm-agent binary put into the default image (env SMOLVMD_GUEST_AGENT)");
-  app.add_option("--boot-timeout-seconds", c.boot_timeout_seconds,
-                 "How long a booting guest has to become ready")
-      ->check(CLI::Range(1, 3600));
-  app.add_option("--network", c.network, "Give VMs a NIC on the daemon's bridge (true/false)");
-  app.add_option("--bridge", c.bridge, "Bridge device owned by smolvmd");
-  app.add_option("--subnet", c.subnet, "IPv4 subnet of the VMs; the bridge gets the first address");
-  app.add_option("--uplink", c.uplink,
-                 "Device for NAT to the outside: auto (default route), none, or a name");
-  app.add_option("--dns", c.dns, "Resolver for guests: auto (from /etc/resolv.conf), none, or an IPv4");
-  app.add_option("--log-level", c.log_level, "trace, debug, info, warn, error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
-  try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    *exit_code = e.get_exit_code();
-    std::string text = e.get_exit_code() == 0 ? app.help() : std::string(e.what());
-    return absl::InvalidArgumentError(text);
+// The flags, parsed into their own DaemonConfig and copied over the file
+// and environment afterwards, each only if it was given: that is what makes
+// a flag win without a file or environment value being mistaken for one.
+class FlagLayer {
+ public:
+  // `get` returns the setting's field in a DaemonConfig.
+  template <typename Get>
+  CLI::Option* Option(CLI::App& app, const std::string& name, Get get, const std::string& help) {
+    return Track(app.add_option(name, get(values_), help), get);
   }
-  if (c.guest_kernel_dir.empty()) c.guest_kernel_dir = JoinPath(c.state_dir, "kernel");
-  return c;
+  template <typename Get>
+  CLI::Option* Flag(CLI::App& app, const std::string& name, Get get, const std::string& help) {
+    return Track(app.add_flag(name, get(values_), help), get);
+  }
+
+  // Copies the given flags into `config`.
+  void ApplyTo(DaemonConfig& config) {
+    for (auto& copy : copies_) copy(config);
+  }
+
+  const DaemonConfig& values() const { return values_; }
+
+ private:
+  template <typename Get>
+  CLI::Option* Track(CLI::Option* option, Get get) {
+    copies_.push_back([this, option, get](DaemonConfig& to) {
+      if (option->count() > 0) get(to) = get(values_);
+    });
+    return option;
+  }
+
+  DaemonConfig values_;
+  std::vector<std::function<void(DaemonConfig&)>> copies_;
+};
+
+// An accessor for a DaemonConfig member, for FlagLayer.
+template <typename T>
+auto Field(T DaemonConfig::*member) {
+  return [member](DaemonConfig& c) -> T& { return c.*member; };
 }
 
-absl::Status CheckConfig(const DaemonConfig& c) {
+// Lexical normal form of an absolute path: no "//", no "." components, no
+// trailing "/". Callers reject "..".
+std::string NormalPath(const std::string& path) {
+  std::vector<absl::string_view> parts;
+  for (absl::string_view p : absl::StrSplit(path, '/', absl::SkipEmpty())) {
+    if (p != ".") parts.push_back(p);
+  }
+  return "/" + absl::StrJoin(parts, "/");
+}
+
+// Whether one of two normal paths is the other or inside it.
+bool Overlap(const std::string& a, const std::string& b) {
+  auto inside = [](const std::string& x, const std::string& dir) {
+    return dir == "/" || x == dir || absl::StartsWith(x, dir + "/");
+  };
+  return inside(a, b) || inside(b, a);
+}
+
+// The path with symlinks resolved, or the normal path if it does not exist
+// (yet: the daemon creates its state and run dirs after this check).
+std::string RealOrNormal(const std::string& path) {
+  char buf[PATH_MAX];
+  if (realpath(path.c_str(), buf) != nullptr) return buf;
+  return NormalPath(path);
+}
+
+absl::Status CheckDirs(const DaemonConfig& c) {
   for (const auto* dir : {&c.state_dir, &c.run_dir}) {
     if (dir->empty() || (*dir)[0] != '/') {
       return absl::InvalidArgumentError(absl::StrCat(
@@ -79,6 +111,273 @@ absl::Status CheckConfig(const DaemonConfig& c) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--run-dir \"", c.run_dir, "\" is too long for Unix socket paths: use at most ",
         108 - 5 - 64 - 12 - 1, " characters"));
+  }
+  return absl::OkStatus();
+}
+
+// Tenants may name files beneath these, so none may reach into the
+// daemon's own state (disks, database) or runtime files (sockets).
+absl::Status CheckAllowedDirs(const DaemonConfig& c) {
+  constexpr char kSetting[] = "[images] allowed_dirs";
+  for (const std::string& dir : c.host_paths.allowed_dirs) {
+    if (dir.empty() || dir[0] != '/') {
+      return absl::InvalidArgumentError(
+          absl::StrCat(kSetting, ": \"", dir, "\" must be an absolute path"));
+    }
+    for (absl::string_view part : absl::StrSplit(dir, '/')) {
+      if (part == "..") {
+        return absl::InvalidArgumentError(
+            absl::StrCat(kSetting, ": \"", dir, "\" must not contain \"..\""));
+      }
+    }
+    struct stat st;
+    if (stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          kSetting, ": \"", dir, "\" is not an existing directory; create it or remove it"));
+    }
+    std::string lexical = NormalPath(dir);
+    std::string real = RealOrNormal(dir);
+    for (const auto& [what, daemon_dir] :
+         {std::pair<const char*, const std::string*>{"state dir", &c.state_dir},
+          std::pair<const char*, const std::string*>{"run dir", &c.run_dir}}) {
+      if (Overlap(lexical, NormalPath(*daemon_dir)) || Overlap(real, RealOrNormal(*daemon_dir))) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            kSetting, ": \"", dir, "\" overlaps the daemon's ", what, " \"", *daemon_dir,
+            "\" (tenants could name its files); use a directory outside it that does not "
+            "contain it"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckListen(const DaemonConfig& c) {
+  if (c.listen_tcp.empty()) return absl::OkStatus();
+  size_t colon = c.listen_tcp.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos || colon == 0 ||
+      !absl::SimpleAtoi(absl::string_view(c.listen_tcp).substr(colon + 1), &port) || port < 1 ||
+      port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "[listen] tcp / --listen-tcp \"", c.listen_tcp,
+        "\" must be host:port with a port 1-65535 (e.g. 0.0.0.0:7443)"));
+  }
+  const std::pair<const char*, const std::string*> files[] = {
+      {"[tls] cert / --tls-cert", &c.tls_cert},
+      {"[tls] key / --tls-key", &c.tls_key},
+      {"[tls] client_ca / --tls-client-ca", &c.tls_client_ca},
+  };
+  for (const auto& [setting, path] : files) {
+    if (path->empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "[listen] tcp \"", c.listen_tcp, "\" is served only with mutual TLS: set ", setting));
+    }
+  }
+  for (const auto& [setting, path] : files) {
+    if (auto text = ReadFileToString(*path, 1 << 20); !text.ok()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(setting, ": cannot read it: ", text.status().message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckNetworkPolicy(const DaemonConfig& c) {
+  const PortPolicy& p = c.ports;
+  if (p.min_port < 1 || p.max_port > 65535 || p.min_port > p.max_port) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "[ports] min ", p.min_port, " / max ", p.max_port,
+        ": need 1 <= min <= max <= 65535"));
+  }
+  for (const std::string& ip : p.host_ips) {
+    if (!net::ParseIpv4(ip).ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "[ports] host_ips: \"", ip, "\" is not a dotted IPv4 address such as 127.0.0.1"));
+    }
+  }
+  for (const std::string& cidr : c.egress.deny_cidrs) {
+    if (!net::ParseCidr(cidr).ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "[network] egress_deny: \"", cidr, "\" is not an IPv4 CIDR such as 169.254.0.0/16"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckQuota(const QuotaLimits& q, const std::string& table) {
+  const std::pair<const char*, const std::optional<int64_t>*> fields[] = {
+      {"running_vms", &q.running_vms}, {"vcpus", &q.vcpus},
+      {"memory_mib", &q.memory_mib},   {"snapshots", &q.snapshots},
+      {"snapshot_bytes", &q.snapshot_bytes}, {"port_forwards", &q.port_forwards},
+  };
+  for (const auto& [key, value] : fields) {
+    if (value->has_value() && **value < 0) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "[", table, "] ", key, ": must be >= 0 (leave it out for no limit)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status CheckTenants(const DaemonConfig& c) {
+  if (auto s = CheckQuota(c.default_quota, "quotas"); !s.ok()) return s;
+  std::map<std::string, std::string> names;
+  std::map<uint32_t, std::string> uids;
+  std::map<std::string, std::string> subjects;
+  for (const TenantConfig& t : c.tenants) {
+    if (auto s = ValidateTenantName(t.name); !s.ok()) return s;
+    if (!names.emplace(t.name, t.name).second) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("[tenants.", t.name, "] is configured twice"));
+    }
+    for (uint32_t uid : t.uids) {
+      auto [it, added] = uids.emplace(uid, t.name);
+      if (!added && it->second != t.name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "uid ", uid, " is in the uids of both [tenants.", it->second, "] and [tenants.",
+            t.name, "]; a user can be only one tenant"));
+      }
+    }
+    for (const std::string& subject : t.tls_subjects) {
+      if (subject.empty()) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("[tenants.", t.name, "] tls_subjects: must not contain \"\""));
+      }
+      auto [it, added] = subjects.emplace(subject, t.name);
+      if (!added && it->second != t.name) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "TLS subject \"", subject, "\" is in the tls_subjects of both [tenants.",
+            it->second, "] and [tenants.", t.name, "]; a certificate can be only one tenant"));
+      }
+    }
+    if (auto s = CheckQuota(t.quota, absl::StrCat("tenants.", t.name, ".quotas")); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status ValidateTenantName(const std::string& name) {
+  bool ok = !name.empty() && name.size() <= 64;
+  for (char ch : name) {
+    if (!((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+          ch == '_' || ch == '.' || ch == '@' || ch == '-')) {
+      ok = false;
+    }
+  }
+  // Unreachable with the character set above, but "uid:*" names are
+  // reserved for unconfigured local users whatever the set becomes.
+  if (absl::StartsWith(name, "uid:")) ok = false;
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "tenant name \"", absl::CHexEscape(name),
+        "\" must be 1-64 characters of letters, digits, '_', '.', '@' and '-' "
+        "([tenants.NAME]; \"uid:<n>\" is reserved for unconfigured users)"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) {
+  FlagLayer flags;
+  CLI::App app{"smolvmd: the microVM sandbox daemon"};
+  CLI::Option* config_flag = flags.Option(
+      app, "--config", Field(&DaemonConfig::config_file),
+      absl::StrCat("Configuration file (env SMOLVMD_CONFIG; default ", kDefaultConfigFile,
+                   " if it exists; \"\" for none). Flags override environment, which "
+                   "overrides the file"));
+  flags.Option(app, "--socket", Field(&DaemonConfig::socket_path),
+               "Unix socket to serve the API on (env SMOLVMD_SOCKET)");
+  flags.Option(app, "--state-dir", Field(&DaemonConfig::state_dir),
+               "Database, disks, snapshots, images (env SMOLVMD_STATE_DIR)");
+  flags.Option(app, "--run-dir", Field(&DaemonConfig::run_dir),
+               "Runtime files and guest RAM; should be tmpfs (env SMOLVMD_RUN_DIR)");
+  flags.Option(app, "--accelerator", Field(&DaemonConfig::accelerator),
+               "auto, kvm or tcg (env SMOLVMD_ACCELERATOR)")
+      ->check(CLI::IsMember({"auto", "kvm", "tcg"}));
+  flags.Option(app, "--machine", Field(&DaemonConfig::machine), "QEMU machine type");
+  flags.Option(app, "--qemu-binary", Field(&DaemonConfig::qemu_binary),
+               "QEMU system emulator to run");
+  flags.Option(app, "--guest-recipe-dir", Field(&DaemonConfig::guest_recipe_dir),
+               "Directory with build-image.sh and fetch-kernel.sh (env SMOLVMD_GUEST_RECIPE_DIR)");
+  flags.Option(app, "--guest-kernel-dir", Field(&DaemonConfig::guest_kernel_dir),
+               "Extracted guest kernel; fetched from Debian's archive when missing "
+               "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");
+  flags.Option(app, "--guest-agent", Field(&DaemonConfig::guest_agent),
+               "Static smolvm-agent binary put into the default image (env SMOLVMD_GUEST_AGENT)");
+  flags.Option(app, "--boot-timeout-seconds", Field(&DaemonConfig::boot_timeout_seconds),
+               "How long a booting guest has to become ready")
+      ->check(CLI::Range(1, 3600));
+  flags.Option(app, "--network", Field(&DaemonConfig::network),
+               "Give VMs a NIC on the daemon's bridge (true/false)");
+  flags.Option(app, "--bridge", Field(&DaemonConfig::bridge), "Bridge device owned by smolvmd");
+  flags.Option(app, "--subnet", Field(&DaemonConfig::subnet),
+               "IPv4 subnet of the VMs; the bridge gets the first address");
+  flags.Option(app, "--uplink", Field(&DaemonConfig::uplink),
+               "Device for NAT to the outside: auto (default route), none, or a name");
+  flags.Option(app, "--dns", Field(&DaemonConfig::dns),
+               "Resolver for guests: auto (from /etc/resolv.conf), none, or an IPv4");
+  flags.Flag(app, "--egress-allow-lan",
+             [](DaemonConfig& c) -> bool& { return c.egress.allow_lan; },
+             "Let guests with open egress reach the host's directly connected subnets");
+  flags.Option(app, "--log-level", Field(&DaemonConfig::log_level),
+               "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
+  flags.Option(app, "--socket-group", Field(&DaemonConfig::socket_group),
+               "Group that may connect to the Unix socket (mode 0660 root:GROUP)");
+  flags.Option(app, "--admin-group", Field(&DaemonConfig::admin_group),
+               "Members of this group (and root) are admins: they see and act on every tenant");
+  flags.Option(app, "--listen-tcp", Field(&DaemonConfig::listen_tcp),
+               "Also serve on TCP host:port, with mutual TLS (needs --tls-cert, --tls-key, "
+               "--tls-client-ca)");
+  flags.Option(app, "--tls-cert", Field(&DaemonConfig::tls_cert),
+               "PEM server certificate chain for --listen-tcp");
+  flags.Option(app, "--tls-key", Field(&DaemonConfig::tls_key),
+               "PEM private key of --tls-cert");
+  flags.Option(app, "--tls-client-ca", Field(&DaemonConfig::tls_client_ca),
+               "PEM CA bundle that client certificates must chain to");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    *exit_code = e.get_exit_code();
+    std::string text = e.get_exit_code() == 0 ? app.help() : std::string(e.what());
+    return absl::InvalidArgumentError(text);
+  }
+
+  // Default < file < environment < flags.
+  DaemonConfig c;
+  std::string file;
+  if (config_flag->count() > 0) {
+    file = flags.values().config_file;
+  } else if (const char* env = std::getenv("SMOLVMD_CONFIG"); env != nullptr && *env != '\0') {
+    file = env;
+  } else if (PathExists(kDefaultConfigFile)) {
+    file = kDefaultConfigFile;
+  }
+  if (!file.empty()) {
+    if (auto s = ApplyConfigFile(file, c); !s.ok()) {
+      *exit_code = 1;
+      return s;
+    }
+  }
+  c.config_file = file;
+  FromEnv("SMOLVMD_SOCKET", c.socket_path);
+  FromEnv("SMOLVMD_STATE_DIR", c.state_dir);
+  FromEnv("SMOLVMD_RUN_DIR", c.run_dir);
+  FromEnv("SMOLVMD_ACCELERATOR", c.accelerator);
+  FromEnv("SMOLVMD_GUEST_RECIPE_DIR", c.guest_recipe_dir);
+  FromEnv("SMOLVMD_GUEST_KERNEL_DIR", c.guest_kernel_dir);
+  FromEnv("SMOLVMD_GUEST_AGENT", c.guest_agent);
+  flags.ApplyTo(c);
+  c.config_file = file;
+  if (c.guest_kernel_dir.empty()) c.guest_kernel_dir = JoinPath(c.state_dir, "kernel");
+  return c;
+}
+
+absl::Status CheckConfig(const DaemonConfig& c) {
+  for (auto check : {CheckDirs, CheckAllowedDirs, CheckListen, CheckNetworkPolicy, CheckTenants}) {
+    if (auto s = check(c); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

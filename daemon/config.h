@@ -1,12 +1,16 @@
 // File: config.h
 //
-// smolvmd's settings: command-line flags, each with an environment variable
-// fallback (flag > environment > default).
+// smolvmd's settings: command-line flags, environment variables and the
+// configuration file (/etc/smolvmd/smolvmd.toml; daemon/config_file.h).
+// Precedence: flag > environment > file > default.
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
+#include "lib/model/policy.h"
+#include "lib/model/tenant.h"
 
 namespace smolvm::daemon {
 
@@ -21,7 +25,7 @@ struct DaemonConfig {
   std::string guest_kernel_dir;  // SMOLVMD_GUEST_KERNEL_DIR; "" = <state>/kernel
   std::string guest_agent;       // SMOLVMD_GUEST_AGENT; "" = built-in
   int boot_timeout_seconds = 120;
-  // Networking (flags only): bridge, subnet, uplink ("auto" = the default
+  // Networking (flags or [network]): bridge, subnet, uplink ("auto" = the default
   // route's device, "none" = no NAT), dns ("auto" = the host's first
   // non-loopback resolver, "none").
   bool network = true;
@@ -30,13 +34,42 @@ struct DaemonConfig {
   std::string uplink = "auto";
   std::string dns = "auto";
   std::string log_level = "info";
+
+  // Access (issue 7). The configuration file; "" = /etc/smolvmd/smolvmd.toml
+  // if it exists, else none. SMOLVMD_CONFIG.
+  std::string config_file;
+  // Members of socket_group may connect to the Unix socket (0660
+  // root:socket_group); members of admin_group (and uid 0) are admins.
+  std::string socket_group = "smolvm";
+  std::string admin_group = "smolvm-admin";
+  // Optional TCP listener "host:port", served only with mutual TLS.
+  std::string listen_tcp;
+  std::string tls_cert;       // PEM server certificate (chain).
+  std::string tls_key;        // PEM private key.
+  std::string tls_client_ca;  // PEM CA bundle that signs client certificates.
+  std::vector<TenantConfig> tenants;
+  QuotaLimits default_quota;  // [quotas]
+  HostPathPolicy host_paths;  // [images] allowed_dirs
+  PortPolicy ports;           // [ports]
+  EgressDenyPolicy egress;    // [network] egress_deny, egress_allow_lan
 };
 
 // Parses argv; returns the exit code to use when parsing ends the program
-// (--help, bad flags) as an error with the text to print.
+// (--help, bad flags, an unreadable or invalid configuration file) as an
+// error with the text to print. Each setting comes from the first of: its
+// flag, its environment variable, the configuration file, the default. The
+// file is --config PATH (--config "" for none), else SMOLVMD_CONFIG, else
+// /etc/smolvmd/smolvmd.toml if it exists.
 absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code);
 
-// Refuses settings that cannot work, with the fix in the message.
+// Refuses settings that cannot work, with the setting and the fix in the
+// message: state/run dirs, [images] allowed_dirs (absolute, existing, not
+// overlapping state_dir or run_dir), [listen] tcp with all three readable
+// [tls] files, [ports], [network] egress_deny, tenant names, a uid or TLS
+// subject in two tenants, negative quotas.
 absl::Status CheckConfig(const DaemonConfig& config);
+
+// A [tenants.NAME] name: 1-64 of [A-Za-z0-9_.@-], so never "uid:<n>".
+absl::Status ValidateTenantName(const std::string& name);
 
 }  // namespace smolvm::daemon

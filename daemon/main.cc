@@ -2,6 +2,7 @@
 // and handles the process lifecycle. On SIGTERM/SIGINT the server drains and
 // the daemon exits; VMs keep running and are re-attached at the next start.
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -14,17 +15,23 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "daemon/caller_resolver.h"
 #include "daemon/config.h"
 #include "daemon/snapshot_service.h"
+#include "daemon/tls_credentials.h"
+#include "daemon/unix_listener.h"
 #include "daemon/vm_service.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/health_check_service_interface.h"
 #include "grpcpp/server_builder.h"
 #include "lib/base/file_util.h"
 #include "lib/base/unique_fd.h"
+#include "lib/core/tenant_directory.h"
 #include "lib/core/vm_manager.h"
+#include "lib/image/host_paths.h"
 #include "lib/image/image_cache.h"
 #include "lib/net/firewall.h"
+#include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
 #include "lib/net/link_backend.h"
 #include "lib/store/store.h"
@@ -67,6 +74,20 @@ std::string HostResolver() {
     }
   }
   return "";
+}
+
+// The gid of group `name`; NOT_FOUND naming the flag that set it.
+absl::StatusOr<gid_t> GroupId(const std::string& name, const char* setting) {
+  std::vector<char> buf(16384);
+  group entry{};
+  group* found = nullptr;
+  if (getgrnam_r(name.c_str(), &entry, buf.data(), buf.size(), &found) != 0 || !found) {
+    return absl::NotFoundError(absl::StrCat(
+        "group \"", name, "\" does not exist (", setting, "): create it with "
+        "`groupadd --system ", name, "` and add the users who may use smolvmd, or name "
+        "another group"));
+  }
+  return found->gr_gid;
 }
 
 // Resolves the networking flags; the link backend answers "auto".
@@ -159,7 +180,31 @@ int Run(int argc, char** argv) {
   auto network = NetworkOptionsFrom(config, *links);
   if (!network.ok()) return Fail("network", network.status());
 
+  // Who may connect, and who is who.
+  auto socket_gid = GroupId(config.socket_group, "--socket-group / [daemon] socket_group");
+  if (!socket_gid.ok()) return Fail("socket group", socket_gid.status());
+  std::optional<gid_t> admin_gid;
+  if (!config.admin_group.empty()) {
+    if (auto gid = GroupId(config.admin_group, "--admin-group"); gid.ok()) {
+      admin_gid = *gid;
+    } else {
+      spdlog::warn("admin group: {}; only uid 0 and admin tenants are admins",
+                   std::string(gid.status().message()));
+    }
+  }
+  core::TenantDirectory tenants(config.tenants, config.default_quota, admin_gid);
+  CallerResolver callers(&tenants);
+
   core::ManagerOptions options;
+  options.quota_for = [&tenants](const std::string& tenant) { return tenants.QuotaFor(tenant); };
+  options.ports = config.ports;
+  options.egress_deny = config.egress;
+  if (!config.host_paths.allowed_dirs.empty()) {
+    auto resolver = image::HostPathResolver::Create(config.host_paths,
+                                                    {config.state_dir, config.run_dir});
+    if (!resolver.ok()) return Fail("[images] allowed_dirs", resolver.status());
+    options.host_paths = std::make_shared<const image::HostPathResolver>(*std::move(resolver));
+  }
   options.network = *network;
   options.state_dir = config.state_dir;
   options.run_dir = config.run_dir;
@@ -167,7 +212,8 @@ int Run(int argc, char** argv) {
   core::VmManager manager(options, *std::move(store), *std::move(hypervisor),
                           std::move(images), std::move(links),
                           std::make_unique<net::NftFirewall>(std::vector<std::string>{},
-                                                             config.run_dir));
+                                                             config.run_dir),
+                          std::make_unique<net::IptablesHostFirewall>());
   if (auto s = manager.Reconcile(); !s.ok()) return Fail("reconcile state", s);
 
   // Build (or find) the default image now rather than on the first
@@ -181,13 +227,21 @@ int Run(int argc, char** argv) {
     }
   });
 
-  VmServiceImpl vm_service(&manager);
-  SnapshotServiceImpl snapshot_service(&manager);
+  VmServiceImpl vm_service(&manager, &callers);
+  SnapshotServiceImpl snapshot_service(&manager, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
-  unlink(config.socket_path.c_str());  // A stale socket of a previous run.
   grpc::ServerBuilder builder;
-  builder.AddListeningPort("unix:" + config.socket_path, grpc::InsecureServerCredentials());
+  // The Unix socket is accepted by UnixListener (peer credentials); gRPC
+  // listens itself only on TCP, and only with mutual TLS.
+  if (!config.listen_tcp.empty()) {
+    auto creds = MakeMutualTlsServerCredentials(config, &tenants);
+    if (!creds.ok()) {
+      image_warmup.join();
+      return Fail("[listen] tcp", creds.status());
+    }
+    builder.AddListeningPort(config.listen_tcp, *creds);
+  }
   builder.RegisterService(&vm_service);
   builder.RegisterService(&snapshot_service);
   // Exec stdin may be up to 16 MiB in one request.
@@ -196,16 +250,23 @@ int Run(int argc, char** argv) {
   if (!server) {
     image_warmup.join();
     return Fail("serve", absl::UnavailableError(absl::StrCat(
-                             "cannot listen on unix:", config.socket_path)));
+                             "cannot listen on ", config.listen_tcp, " (listen_tcp)")));
   }
-  // Root and the socket's group (e.g. via systemd's Group=) may connect.
-  chmod(config.socket_path.c_str(), 0660);
-  spdlog::info("smolvmd serving on unix:{} (state {}, run {})", config.socket_path,
+  auto listener = UnixListener::Create(config.socket_path, *socket_gid);
+  if (!listener.ok()) {
+    server->Shutdown();
+    image_warmup.join();
+    return Fail("listen on unix:" + config.socket_path, listener.status());
+  }
+  (*listener)->Serve(server.get());
+  spdlog::info("smolvmd serving on unix:{} (group {}){} (state {}, run {})", config.socket_path,
+               config.socket_group,
+               config.listen_tcp.empty() ? "" : " and tcp " + config.listen_tcp + " (mutual TLS)",
                config.state_dir, config.run_dir);
 
   // SIGTERM/SIGINT are blocked in every thread (set in main before any
   // thread starts) and taken here synchronously.
-  std::thread signal_thread([&server] {
+  std::thread signal_thread([&server, &listener] {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -213,12 +274,13 @@ int Run(int argc, char** argv) {
     int sig = 0;
     sigwait(&set, &sig);
     spdlog::info("received signal {}; shutting down (VMs keep running)", sig);
+    (*listener)->Stop();  // No new connections while draining.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   });
   server->Wait();
   signal_thread.join();
+  listener->reset();  // Removes the socket.
   image_warmup.join();
-  unlink(config.socket_path.c_str());
   spdlog::info("smolvmd stopped");
   return 0;
 }

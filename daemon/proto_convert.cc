@@ -107,6 +107,7 @@ void ToProto(const VmRecord& vm, v1::Vm* out) {
   out->set_error(vm.error);
   out->set_vmm_pid(vm.vmm_pid);
   out->set_restored_from_snapshot_id(vm.restored_from);
+  out->set_owner(vm.owner);
 }
 
 void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
@@ -122,6 +123,7 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   if (s.restored_vm_id) out->set_restored_vm_id(*s.restored_vm_id);
   out->set_size_bytes(s.size_bytes);
   out->set_accelerator(s.accelerator);
+  out->set_owner(s.owner);
 }
 
 absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req) {

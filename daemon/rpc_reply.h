@@ -1,13 +1,18 @@
 // File: rpc_reply.h
 //
-// Finishes an RPC from a lib result: converts the value to its proto, logs a
-// failure once (method, object id, code, message) and maps the status.
+// The frame of every RPC: resolve the caller from the transport, run the
+// handler body as that caller, log a failure once (method, object, code,
+// message), write the audit line of a mutating call, and map the status.
 // Lower layers only return errors; this is the one place that logs them.
 #pragma once
 
 #include <string>
+#include <utility>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/escaping.h"
+#include "daemon/audit.h"
+#include "daemon/caller_resolver.h"
 #include "daemon/grpc_status.h"
 #include "daemon/proto_convert.h"
 #include "spdlog/spdlog.h"
@@ -22,16 +27,32 @@ inline grpc::Status LogAndConvert(const char* method, const std::string& id,
                      ? spdlog::level::err
                      : spdlog::level::info;
     spdlog::log(level, "{} {}: {}: {}", method, id.empty() ? "-" : id,
-                absl::StatusCodeToString(status.code()), std::string(status.message()));
+                absl::StatusCodeToString(status.code()), absl::CHexEscape(status.message()));
   }
   return ToGrpcStatus(status);
 }
 
+// Whether an RPC changes anything (and is therefore audited).
+enum class Access { kRead, kMutate };
+
+// Runs `body(const Caller&) -> absl::Status` for the caller of `ctx`.
+template <typename Body>
+grpc::Status Serve(const CallerResolver& callers, const grpc::ServerContext& ctx,
+                   const char* method, Access access, const std::string& object,
+                   Body&& body) {
+  absl::StatusOr<Caller> caller = callers.Resolve(ctx);
+  absl::Status status = caller.ok() ? std::forward<Body>(body)(*caller) : caller.status();
+  if (access == Access::kMutate || !caller.ok()) {
+    Audit(caller.ok() ? *caller : Caller{"-", false, ctx.peer()}, method, object, status);
+  }
+  return LogAndConvert(method, object, status);
+}
+
+// Converts a lib result into `out` and passes its status on.
 template <typename Record, typename Proto>
-grpc::Status Reply(const char* method, const std::string& id,
-                   const absl::StatusOr<Record>& result, Proto* out) {
+absl::Status Fill(const absl::StatusOr<Record>& result, Proto* out) {
   if (result.ok()) ToProto(*result, out);
-  return LogAndConvert(method, id, result.status());
+  return result.status();
 }
 
 }  // namespace smolvm::daemon

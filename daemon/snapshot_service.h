@@ -3,6 +3,7 @@
 // smolvm.v1.SnapshotService: each RPC is one call into core::VmManager.
 #pragma once
 
+#include "daemon/caller_resolver.h"
 #include "lib/core/vm_manager.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 
@@ -10,23 +11,25 @@ namespace smolvm::daemon {
 
 class SnapshotServiceImpl final : public v1::SnapshotService::Service {
  public:
-  explicit SnapshotServiceImpl(core::VmManager* manager) : manager_(manager) {}
+  SnapshotServiceImpl(core::VmManager* manager, const CallerResolver* callers)
+      : manager_(manager), callers_(callers) {}
 
-  grpc::Status CreateSnapshot(grpc::ServerContext*, const v1::CreateSnapshotRequest* req,
+  grpc::Status CreateSnapshot(grpc::ServerContext* ctx, const v1::CreateSnapshotRequest* req,
                               v1::SnapshotInfo* resp) override;
-  grpc::Status GetSnapshot(grpc::ServerContext*, const v1::GetSnapshotRequest* req,
+  grpc::Status GetSnapshot(grpc::ServerContext* ctx, const v1::GetSnapshotRequest* req,
                            v1::SnapshotInfo* resp) override;
-  grpc::Status ListSnapshots(grpc::ServerContext*, const v1::ListSnapshotsRequest* req,
+  grpc::Status ListSnapshots(grpc::ServerContext* ctx, const v1::ListSnapshotsRequest* req,
                              v1::ListSnapshotsResponse* resp) override;
-  grpc::Status DeleteSnapshot(grpc::ServerContext*, const v1::DeleteSnapshotRequest* req,
+  grpc::Status DeleteSnapshot(grpc::ServerContext* ctx, const v1::DeleteSnapshotRequest* req,
                               v1::DeleteSnapshotResponse* resp) override;
-  grpc::Status ForkSnapshot(grpc::ServerContext*, const v1::ForkSnapshotRequest* req,
+  grpc::Status ForkSnapshot(grpc::ServerContext* ctx, const v1::ForkSnapshotRequest* req,
                             v1::ForkSnapshotResponse* resp) override;
-  grpc::Status RestoreSnapshot(grpc::ServerContext*, const v1::RestoreSnapshotRequest* req,
+  grpc::Status RestoreSnapshot(grpc::ServerContext* ctx, const v1::RestoreSnapshotRequest* req,
                                v1::Vm* resp) override;
 
  private:
   core::VmManager* const manager_;
+  const CallerResolver* const callers_;
 };
 
 }  // namespace smolvm::daemon

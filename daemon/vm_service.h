@@ -3,6 +3,7 @@
 // smolvm.v1.VmService: each RPC is one call into core::VmManager.
 #pragma once
 
+#include "daemon/caller_resolver.h"
 #include "lib/core/vm_manager.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -10,40 +11,42 @@ namespace smolvm::daemon {
 
 class VmServiceImpl final : public v1::VmService::Service {
  public:
-  explicit VmServiceImpl(core::VmManager* manager) : manager_(manager) {}
+  VmServiceImpl(core::VmManager* manager, const CallerResolver* callers)
+      : manager_(manager), callers_(callers) {}
 
-  grpc::Status CreateVm(grpc::ServerContext*, const v1::CreateVmRequest* req,
+  grpc::Status CreateVm(grpc::ServerContext* ctx, const v1::CreateVmRequest* req,
                         v1::Vm* resp) override;
-  grpc::Status StartVm(grpc::ServerContext*, const v1::StartVmRequest* req,
+  grpc::Status StartVm(grpc::ServerContext* ctx, const v1::StartVmRequest* req,
                        v1::Vm* resp) override;
-  grpc::Status StopVm(grpc::ServerContext*, const v1::StopVmRequest* req,
+  grpc::Status StopVm(grpc::ServerContext* ctx, const v1::StopVmRequest* req,
                       v1::Vm* resp) override;
-  grpc::Status PauseVm(grpc::ServerContext*, const v1::PauseVmRequest* req,
+  grpc::Status PauseVm(grpc::ServerContext* ctx, const v1::PauseVmRequest* req,
                        v1::Vm* resp) override;
-  grpc::Status ResumeVm(grpc::ServerContext*, const v1::ResumeVmRequest* req,
+  grpc::Status ResumeVm(grpc::ServerContext* ctx, const v1::ResumeVmRequest* req,
                         v1::Vm* resp) override;
-  grpc::Status DeleteVm(grpc::ServerContext*, const v1::DeleteVmRequest* req,
+  grpc::Status DeleteVm(grpc::ServerContext* ctx, const v1::DeleteVmRequest* req,
                         v1::DeleteVmResponse* resp) override;
-  grpc::Status GetVm(grpc::ServerContext*, const v1::GetVmRequest* req,
+  grpc::Status GetVm(grpc::ServerContext* ctx, const v1::GetVmRequest* req,
                      v1::Vm* resp) override;
-  grpc::Status ListVms(grpc::ServerContext*, const v1::ListVmsRequest* req,
+  grpc::Status ListVms(grpc::ServerContext* ctx, const v1::ListVmsRequest* req,
                        v1::ListVmsResponse* resp) override;
   grpc::Status Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
                     grpc::ServerWriter<v1::ExecResponse>* writer) override;
   grpc::Status UploadFile(grpc::ServerContext* ctx,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,
                           v1::UploadFileResponse* resp) override;
-  grpc::Status ExposePort(grpc::ServerContext*, const v1::ExposePortRequest* req,
+  grpc::Status ExposePort(grpc::ServerContext* ctx, const v1::ExposePortRequest* req,
                           v1::Vm* resp) override;
-  grpc::Status UnexposePort(grpc::ServerContext*, const v1::UnexposePortRequest* req,
+  grpc::Status UnexposePort(grpc::ServerContext* ctx, const v1::UnexposePortRequest* req,
                             v1::Vm* resp) override;
-  grpc::Status PingAgent(grpc::ServerContext*, const v1::PingAgentRequest* req,
+  grpc::Status PingAgent(grpc::ServerContext* ctx, const v1::PingAgentRequest* req,
                          v1::PingAgentResponse* resp) override;
   grpc::Status DownloadFile(grpc::ServerContext* ctx, const v1::DownloadFileRequest* req,
                             grpc::ServerWriter<v1::DownloadFileResponse>* writer) override;
 
  private:
   core::VmManager* const manager_;
+  const CallerResolver* const callers_;
 };
 
 }  // namespace smolvm::daemon

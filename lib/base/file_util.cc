@@ -5,9 +5,11 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <filesystem>
 #include <system_error>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "lib/base/unique_fd.h"
@@ -37,6 +39,83 @@ std::string DirOf(const std::string& path) {
   if (slash == std::string::npos) return ".";
   if (slash == 0) return "/";
   return path.substr(0, slash);
+}
+
+// Copies bytes [off, end) of `in` to the same offsets of `out` with
+// copy_file_range, or read/write where the kernel refuses (EXDEV across
+// filesystems of different types, or a filesystem without support).
+absl::Status CopyRange(int in, int out, off_t off, off_t end, const std::string& src,
+                       const std::string& dst) {
+  off_t in_off = off, out_off = off;
+  bool plain = false;
+  std::vector<char> buf;
+  while (in_off < end) {
+    if (!plain) {
+      ssize_t n = copy_file_range(in, &in_off, out, &out_off, end - in_off, 0);
+      if (n > 0) continue;
+      if (n == 0) return absl::OkStatus();  // Source shrank under us.
+      if (errno == EINTR) continue;
+      if (errno != EXDEV && errno != EINVAL && errno != EOPNOTSUPP && errno != ENOSYS) {
+        return PathError(errno, absl::StrCat("copy to ", dst, " from"), src);
+      }
+      plain = true;
+      buf.resize(1 << 20);
+    }
+    size_t want = std::min<off_t>(end - in_off, buf.size());
+    ssize_t n = pread(in, buf.data(), want, in_off);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PathError(errno, "read", src);
+    }
+    if (n == 0) return absl::OkStatus();  // Source shrank under us.
+    for (ssize_t done = 0; done < n;) {
+      ssize_t w = pwrite(out, buf.data() + done, n - done, out_off + done);
+      if (w < 0) {
+        if (errno == EINTR) continue;
+        return PathError(errno, "write", dst);
+      }
+      done += w;
+    }
+    in_off += n;
+    out_off += n;
+  }
+  return absl::OkStatus();
+}
+
+// The copy behind SparseCopyFile and SparseCopyFromFd; `src` names the
+// source in errors.
+absl::Status SparseCopy(int in, const std::string& src, const std::string& dst) {
+  struct stat st;
+  if (fstat(in, &st) != 0) return PathError(errno, "stat", src);
+  if (!S_ISREG(st.st_mode)) {
+    return absl::InvalidArgumentError(absl::StrCat("copy ", src, ": not a regular file"));
+  }
+  UniqueFd out(open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  if (!out.valid()) return PathError(errno, "create", dst);
+  auto fail = [&](absl::Status s) {
+    unlink(dst.c_str());
+    return s;
+  };
+  if (ftruncate(out.get(), st.st_size) != 0) {
+    return fail(PathError(errno, "truncate", dst));
+  }
+  off_t pos = 0;
+  while (pos < st.st_size) {
+    off_t data = lseek(in, pos, SEEK_DATA);
+    if (data < 0) {
+      if (errno == ENXIO) break;  // Only a hole remains.
+      return fail(PathError(errno, "seek data in", src));
+    }
+    off_t hole = lseek(in, data, SEEK_HOLE);
+    if (hole < 0) return fail(PathError(errno, "seek hole in", src));
+    // The size was fixed by ftruncate: bytes appended since are not copied.
+    hole = std::min<off_t>(hole, st.st_size);
+    if (data >= hole) break;
+    if (auto s = CopyRange(in, out.get(), data, hole, src, dst); !s.ok()) return fail(s);
+    pos = hole;
+  }
+  if (fsync(out.get()) != 0) return fail(PathError(errno, "fsync", dst));
+  return absl::OkStatus();
 }
 
 }  // namespace
@@ -108,40 +187,11 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& data,
 absl::Status SparseCopyFile(const std::string& src, const std::string& dst) {
   UniqueFd in(open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (!in.valid()) return PathError(errno, "open", src);
-  struct stat st;
-  if (fstat(in.get(), &st) != 0) return PathError(errno, "stat", src);
-  UniqueFd out(open(dst.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!out.valid()) return PathError(errno, "create", dst);
-  auto fail = [&](absl::Status s) {
-    unlink(dst.c_str());
-    return s;
-  };
-  if (ftruncate(out.get(), st.st_size) != 0) {
-    return fail(PathError(errno, "truncate", dst));
-  }
-  off_t pos = 0;
-  while (pos < st.st_size) {
-    off_t data = lseek(in.get(), pos, SEEK_DATA);
-    if (data < 0) {
-      if (errno == ENXIO) break;  // Only a hole remains.
-      return fail(PathError(errno, "seek data in", src));
-    }
-    off_t hole = lseek(in.get(), data, SEEK_HOLE);
-    if (hole < 0) return fail(PathError(errno, "seek hole in", src));
-    off_t in_off = data, out_off = data;
-    while (in_off < hole) {
-      ssize_t n = copy_file_range(in.get(), &in_off, out.get(), &out_off,
-                                  hole - in_off, 0);
-      if (n < 0) {
-        if (errno == EINTR) continue;
-        return fail(PathError(errno, absl::StrCat("copy to ", dst, " from"), src));
-      }
-      if (n == 0) break;  // Source shrank under us.
-    }
-    pos = hole;
-  }
-  if (fsync(out.get()) != 0) return fail(PathError(errno, "fsync", dst));
-  return absl::OkStatus();
+  return SparseCopy(in.get(), src, dst);
+}
+
+absl::Status SparseCopyFromFd(int src_fd, const std::string& dst) {
+  return SparseCopy(src_fd, absl::StrCat("source fd ", src_fd), dst);
 }
 
 absl::Status MakeDirs(const std::string& path, int mode) {

@@ -26,6 +26,12 @@ absl::Status WriteFileAtomic(const std::string& path, const std::string& data,
 // fsyncs `dst`. Fails with ALREADY_EXISTS if `dst` exists.
 absl::Status SparseCopyFile(const std::string& src, const std::string& dst);
 
+// SparseCopyFile from an already open regular file, so a caller that vetted
+// what it opened (lib/image/host_paths.h) copies exactly that file and not
+// whatever the name points to by now. Reads with explicit offsets except
+// for SEEK_DATA/SEEK_HOLE, which move `src_fd`'s file offset.
+absl::Status SparseCopyFromFd(int src_fd, const std::string& dst);
+
 // fsync()s a file or directory by path.
 absl::Status SyncPath(const std::string& path);
 

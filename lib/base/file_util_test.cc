@@ -172,6 +172,70 @@ TEST_F(FileUtilTest, SparseCopyOfAMissingSourceIsNotFoundAndNamesIt) {
   EXPECT_FALSE(PathExists(Path("dst")));
 }
 
+TEST_F(FileUtilTest, SparseCopyFromFdKeepsHolesAndContent) {
+  constexpr off_t kSize = 32 << 20;
+  std::string src = Path("src.img");
+  std::string dst = Path("dst.img");
+  const std::string data(8192, 'D');
+  WriteAt(src, 3 << 20, data);
+  ASSERT_EQ(truncate(src.c_str(), kSize), 0);
+  auto src_allocated = AllocatedBytes(src);
+  ASSERT_THAT(src_allocated, IsOk());
+  if (*src_allocated > (1 << 20)) {
+    GTEST_SKIP() << "the filesystem of " << dir_ << " does not keep holes";
+  }
+  UniqueFd in(open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  ASSERT_TRUE(in.valid());
+  // The name no longer matters once the fd is open.
+  ASSERT_EQ(unlink(src.c_str()), 0);
+
+  ASSERT_THAT(SparseCopyFromFd(in.get(), dst), IsOk());
+
+  struct stat st;
+  ASSERT_EQ(stat(dst.c_str(), &st), 0);
+  EXPECT_EQ(st.st_size, kSize);
+  EXPECT_LE(static_cast<uint64_t>(st.st_blocks) * 512, 256u << 10)
+      << "the copy is not sparse";
+  auto read = ReadFileToString(dst, kSize);
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ(read->substr(3 << 20, 8192), data);
+  EXPECT_EQ(read->find_first_not_of('\0'), static_cast<size_t>(3 << 20));
+  EXPECT_EQ(read->find_last_not_of('\0'), static_cast<size_t>((3 << 20) + 8191));
+}
+
+TEST_F(FileUtilTest, SparseCopyFromFdAcrossFilesystems) {
+  // /dev/shm is usually a tmpfs, another filesystem than /tmp's: the copy
+  // falls back to read/write where copy_file_range refuses (EXDEV).
+  UniqueFd in(open("/dev/shm", O_TMPFILE | O_RDWR | O_CLOEXEC, 0600));
+  if (!in.valid()) GTEST_SKIP() << "no /dev/shm with O_TMPFILE";
+  std::string data(300000, 'q');
+  ASSERT_EQ(pwrite(in.get(), data.data(), data.size(), 1 << 20),
+            static_cast<ssize_t>(data.size()));
+  ASSERT_THAT(SparseCopyFromFd(in.get(), Path("copy")), IsOk());
+  auto read = ReadFileToString(Path("copy"));
+  ASSERT_THAT(read, IsOk());
+  ASSERT_EQ(read->size(), (1u << 20) + data.size());
+  EXPECT_EQ(read->substr(1 << 20), data);
+}
+
+TEST_F(FileUtilTest, SparseCopyFromFdRefusesANonRegularFileAndAnExistingDestination) {
+  int fds[2];
+  ASSERT_EQ(pipe2(fds, O_CLOEXEC), 0);
+  UniqueFd r(fds[0]), w(fds[1]);
+  EXPECT_THAT(SparseCopyFromFd(r.get(), Path("dst")),
+              StatusIs(absl::StatusCode::kInvalidArgument, "not a regular file"));
+  EXPECT_FALSE(PathExists(Path("dst")));
+
+  ASSERT_THAT(WriteFileAtomic(Path("src"), "new"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(Path("dst"), "precious"), IsOk());
+  UniqueFd in(open(Path("src").c_str(), O_RDONLY | O_CLOEXEC));
+  EXPECT_THAT(SparseCopyFromFd(in.get(), Path("dst")),
+              StatusIs(absl::StatusCode::kAlreadyExists, Path("dst")));
+  auto read = ReadFileToString(Path("dst"));
+  ASSERT_THAT(read, IsOk());
+  EXPECT_EQ(*read, "precious");
+}
+
 TEST_F(FileUtilTest, RemoveTreeRemovesNestedContent) {
   ASSERT_THAT(MakeDirs(Path("a/b/c")), IsOk());
   ASSERT_THAT(WriteFileAtomic(Path("a/b/c/f"), "x"), IsOk());

@@ -4,8 +4,11 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
+#include "lib/net/port_probe.h"
+#include "lib/model/boot_args.h"
 #include "lib/model/validation.h"
 #include "spdlog/spdlog.h"
 
@@ -15,14 +18,54 @@ VmManager::VmManager(ManagerOptions options, std::unique_ptr<store::Store> store
                      std::unique_ptr<vmm::Hypervisor> hypervisor,
                      std::unique_ptr<image::ImageCache> images,
                      std::unique_ptr<net::LinkBackend> links,
-                     std::unique_ptr<net::Firewall> firewall)
+                     std::unique_ptr<net::Firewall> firewall,
+                     std::unique_ptr<net::HostFirewall> host_firewall)
     : options_(std::move(options)),
       store_(std::move(store)),
       hypervisor_(std::move(hypervisor)),
       images_(std::move(images)),
       accelerator_(hypervisor_->accelerator()),
       links_(std::move(links)),
-      firewall_(std::move(firewall)) {}
+      firewall_(std::move(firewall)),
+      host_firewall_(std::move(host_firewall)),
+      quota_([this](const std::string& tenant, const std::set<std::string>& skip) {
+        return StoredUsage(tenant, skip);
+      }) {}
+
+absl::Status VmManager::CheckAccess(const Caller& caller, const char* kind,
+                                    const std::string& id, const std::string& owner) {
+  if (caller.CanAccess(owner)) return absl::OkStatus();
+  // Exactly what the store says of an id nobody has.
+  return absl::NotFoundError(absl::StrCat(kind, " \"", id, "\" not found"));
+}
+
+absl::StatusOr<QuotaUsage> VmManager::StoredUsage(const std::string& tenant,
+                                                  const std::set<std::string>& skip) {
+  QuotaUsage total;
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
+  for (const auto& vm : vms) {
+    if (vm.owner != tenant || skip.count(VmQuotaKey(vm.vm_id))) continue;
+    bool live = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
+    total += VmUsage(vm, live);
+  }
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> snaps, store_->AllSnapshots());
+  for (const auto& snap : snaps) {
+    if (snap.owner != tenant || skip.count(SnapshotQuotaKey(snap.snapshot_id))) continue;
+    total += SnapshotUsage(snap.size_bytes);
+  }
+  return total;
+}
+
+absl::StatusOr<QuotaLedger::Claim> VmManager::ClaimQuota(const Caller& caller,
+                                                         const std::string& owner,
+                                                         const std::string& key,
+                                                         const QuotaUsage& usage) {
+  QuotaLimits limits;
+  if (!caller.admin && options_.quota_for) limits = options_.quota_for(owner);
+  // Admins are not limited, but their claim still keeps a concurrent
+  // tenant operation on the same object out.
+  return quota_.Reserve(owner, key, usage, limits);
+}
 
 std::shared_ptr<VmManager::VmSlot> VmManager::SlotFor(const std::string& vm_id) {
   absl::MutexLock lock(&mu_);
@@ -52,7 +95,28 @@ std::string VmManager::SnapshotDir(const std::string& id) const {
   return JoinPath(JoinPath(options_.state_dir, "snapshots"), id);
 }
 
-absl::Status VmManager::ResolveImage(VmConfig& config) {
+absl::Status VmManager::ResolveImage(VmConfig& config, UniqueFd& rootfs) {
+  const bool named = !config.kernel_path.empty() || !config.initrd_path.empty() ||
+                     !config.rootfs_path.empty();
+  if (named && !options_.host_paths) {
+    return absl::PermissionDeniedError(
+        "this daemon allows no host files in VMConfig (kernel_path, initrd_path, "
+        "rootfs_path): leave them empty for the default image, or ask the operator to "
+        "allow a directory ([images] allowed_dirs in smolvmd.toml)");
+  }
+  const std::string imported = JoinPath(JoinPath(options_.state_dir, "images"), "imported");
+  for (auto [path, field] : {std::pair{&config.kernel_path, "kernel_path"},
+                             std::pair{&config.initrd_path, "initrd_path"}}) {
+    if (path->empty()) continue;
+    SMOLVM_ASSIGN_OR_RETURN(image::OpenedHostFile file, options_.host_paths->Open(*path, field));
+    SMOLVM_RETURN_IF_ERROR(MakeDirs(imported));
+    SMOLVM_ASSIGN_OR_RETURN(*path, image::ImportFile(file, imported));
+  }
+  if (!config.rootfs_path.empty()) {
+    SMOLVM_ASSIGN_OR_RETURN(image::OpenedHostFile file,
+                            options_.host_paths->Open(config.rootfs_path, "rootfs_path"));
+    rootfs = std::move(file.fd);
+  }
   if (!config.kernel_path.empty() && !config.rootfs_path.empty()) {
     return absl::OkStatus();
   }
@@ -70,11 +134,34 @@ absl::Status VmManager::ResolveImage(VmConfig& config) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<VmRecord> VmManager::CreateVm(VmConfig config, bool start) {
+absl::Status VmManager::CheckForwardPolicy(const PortForward& f) const {
+  const PortPolicy& policy = options_.ports;
+  if (std::find(policy.host_ips.begin(), policy.host_ips.end(), f.host_ip) ==
+      policy.host_ips.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "port forward host_ip ", f.host_ip, " is not allowed on this host (allowed: ",
+        absl::StrJoin(policy.host_ips, ", "), "; [ports] host_ips in smolvmd.toml)"));
+  }
+  if (f.host_port < policy.min_port || f.host_port > policy.max_port) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "port forward host_port ", f.host_port, " is outside the allowed range ",
+        policy.min_port, "-", policy.max_port, " ([ports] min/max in smolvmd.toml)"));
+  }
+  return net::CheckHostPortFree(f.host_ip, f.host_port, f.protocol);
+}
+
+absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig config,
+                                             bool start) {
   if (config.vm_id.empty()) config.vm_id = GenerateId("vm");
   SMOLVM_RETURN_IF_ERROR(ValidateId(config.vm_id, "vm_id"));
   SMOLVM_RETURN_IF_ERROR(NormalizeVmConfig(config));
-  SMOLVM_RETURN_IF_ERROR(ResolveImage(config));
+  if (!caller.admin) SMOLVM_RETURN_IF_ERROR(ValidateTenantBootArgs(config.boot_args));
+  if (!config.port_forwards.empty() && !subnet_) {
+    return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
+  }
+  for (const auto& f : config.port_forwards) SMOLVM_RETURN_IF_ERROR(CheckForwardPolicy(f));
+  UniqueFd rootfs;
+  SMOLVM_RETURN_IF_ERROR(ResolveImage(config, rootfs));
   const std::string& id = config.vm_id;
 
   auto slot = SlotFor(id);
@@ -83,7 +170,14 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(VmConfig config, bool start) {
   vm.vm_id = id;
   vm.state = VmState::kCreated;
   vm.config = config;
+  vm.owner = caller.tenant;
   vm.created_at = vm.updated_at = absl::Now();
+  VmRecord counted = vm;
+  counted.network.port_forwards = config.port_forwards;
+  // Checked before anything exists; held until the VM is in the store as
+  // CREATED, or (with `start`) RUNNING or failed.
+  SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
+                          ClaimQuota(caller, vm.owner, VmQuotaKey(id), VmUsage(counted, start)));
   // The row reserves the id (ALREADY_EXISTS for a duplicate) before any file
   // is touched; the guard undoes both if a later step fails.
   SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
@@ -100,7 +194,9 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(VmConfig config, bool start) {
     SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   }
   SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(id)));
-  if (auto s = SparseCopyFile(config.rootfs_path, VmDiskPath(id)); !s.ok()) {
+  absl::Status copied = rootfs.valid() ? SparseCopyFromFd(rootfs.get(), VmDiskPath(id))
+                                       : SparseCopyFile(config.rootfs_path, VmDiskPath(id));
+  if (auto s = copied; !s.ok()) {
     if (absl::IsResourceExhausted(s) || s.message().find("No space") != std::string::npos) {
       return absl::ResourceExhaustedError(absl::StrCat("copy root disk for vm ", id, ": ",
                                                        s.message()));
@@ -226,8 +322,10 @@ absl::StatusOr<VmRecord> VmManager::RefreshLocked(VmSlot& slot, VmRecord vm) {
   return vm;
 }
 
-absl::StatusOr<VmRecord> VmManager::LoadLocked(VmSlot& slot, const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::LoadLocked(VmSlot& slot, const Caller& caller,
+                                               const std::string& vm_id) {
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
   return RefreshLocked(slot, std::move(vm));
 }
 
@@ -243,24 +341,26 @@ absl::StatusOr<VmRecord> VmManager::Refresh(VmRecord vm) {
   return RefreshLocked(*slot, std::move(fresh));
 }
 
-absl::StatusOr<VmRecord> VmManager::StartVm(const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::StartVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
   if (vm.state == VmState::kRunning || vm.state == VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "start vm ", vm_id, ": it is already ", VmStateName(vm.state),
         " (use ResumeVm for a paused VM)"));
   }
+  SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
+                          ClaimQuota(caller, vm.owner, VmQuotaKey(vm_id), VmUsage(vm, true)));
   return BootLocked(*slot, std::move(vm));
 }
 
-absl::StatusOr<VmRecord> VmManager::StopVm(const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::StopVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
   if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "stop vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running or paused"));
@@ -274,11 +374,11 @@ absl::StatusOr<VmRecord> VmManager::StopVm(const std::string& vm_id) {
   return store_->GetVm(vm_id);
 }
 
-absl::StatusOr<VmRecord> VmManager::PauseVm(const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::PauseVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
   if (vm.state != VmState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat(
         "pause vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running"));
@@ -290,11 +390,11 @@ absl::StatusOr<VmRecord> VmManager::PauseVm(const std::string& vm_id) {
   return store_->GetVm(vm_id);
 }
 
-absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::ResumeVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
   if (vm.state != VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "resume vm ", vm_id, ": it is ", VmStateName(vm.state), ", not paused"));
@@ -314,12 +414,17 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const std::string& vm_id) {
   return store_->GetVm(vm_id);
 }
 
-absl::Status VmManager::DeleteVm(const std::string& vm_id) {
+absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
+  bool hidden = false;
   absl::Status status = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     absl::MutexLock lock(&slot->mu);
     SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+    if (auto s = CheckAccess(caller, "vm", vm_id, vm.owner); !s.ok()) {
+      hidden = true;
+      return s;
+    }
     SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
     UnplugNetwork(vm);
     // Files go before the row: a crash in between leaves a row whose files
@@ -328,20 +433,23 @@ absl::Status VmManager::DeleteVm(const std::string& vm_id) {
     return store_->DeleteVm(vm_id);
   }();
   if (status.ok()) ReleaseNetwork(vm_id);
-  if (status.ok() || absl::IsNotFound(status)) DropSlot(vm_id);
+  // Another tenant's VM keeps its slot: it is not gone.
+  if (status.ok() || (absl::IsNotFound(status) && !hidden)) DropSlot(vm_id);
   if (status.ok()) spdlog::info("vm {}: deleted", vm_id);
   return status;
 }
 
-absl::StatusOr<VmRecord> VmManager::GetVm(const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::GetVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
   return Refresh(std::move(vm));
 }
 
 absl::StatusOr<store::Page<VmRecord>> VmManager::ListVms(
-    int page_size, const std::string& page_token) {
-  SMOLVM_ASSIGN_OR_RETURN(auto page, store_->ListVms(page_size, page_token));
+    const Caller& caller, int page_size, const std::string& page_token) {
+  SMOLVM_ASSIGN_OR_RETURN(auto page, store_->ListVms(page_size, page_token,
+                                                     caller.admin ? "" : caller.tenant));
   for (auto& vm : page.items) {
     SMOLVM_ASSIGN_OR_RETURN(vm, Refresh(std::move(vm)));
   }

@@ -20,7 +20,9 @@
 //                                         and `mem` (guest RAM, on tmpfs)
 #pragma once
 
+#include <functional>
 #include <map>
+#include <set>
 #include <optional>
 #include <memory>
 #include <string>
@@ -30,10 +32,16 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/agent/agent_client.h"
+#include "lib/core/quota.h"
+#include "lib/base/unique_fd.h"
+#include "lib/image/host_paths.h"
 #include "lib/image/image_cache.h"
 #include "lib/net/firewall.h"
+#include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
 #include "lib/net/link_backend.h"
+#include "lib/model/policy.h"
+#include "lib/model/tenant.h"
 #include "lib/model/vm.h"
 #include "lib/store/store.h"
 #include "lib/vmm/hypervisor.h"
@@ -63,6 +71,12 @@ struct ManagerOptions {
   NetworkOptions network;
   // Kernel arguments the default image needs; VMConfig.boot_args follow.
   std::string base_cmdline = "console=ttyS0 root=/dev/vda rw panic=-1";
+  // Access policy (issue 7). Quota of a tenant; unset = no quotas.
+  std::function<QuotaLimits(const std::string& tenant)> quota_for;
+  // Host files VMConfigs may name; unset = none (only the default image).
+  std::shared_ptr<const image::HostPathResolver> host_paths;
+  PortPolicy ports;
+  EgressDenyPolicy egress_deny;
 };
 
 class VmManager {
@@ -71,7 +85,8 @@ class VmManager {
             std::unique_ptr<vmm::Hypervisor> hypervisor,
             std::unique_ptr<image::ImageCache> images,
             std::unique_ptr<net::LinkBackend> links = nullptr,
-            std::unique_ptr<net::Firewall> firewall = nullptr);
+            std::unique_ptr<net::Firewall> firewall = nullptr,
+            std::unique_ptr<net::HostFirewall> host_firewall = nullptr);
   VmManager(const VmManager&) = delete;
   VmManager& operator=(const VmManager&) = delete;
 
@@ -81,64 +96,65 @@ class VmManager {
   // half-written snapshots and files of VMs that no longer exist.
   absl::Status Reconcile();
 
+  // Every operation below acts for `caller`: objects of other tenants are
+  // NOT_FOUND to it (with the message a missing object gets), new objects
+  // belong to caller.tenant, and quotas of the owner apply unless the
+  // caller is an admin.
+  //
   // Validates `config` (generating vm_id if empty), copies the root disk and
   // records the VM as CREATED; with `start`, boots it and returns once the
   // guest is ready. On a boot failure the VM is left in ERROR with the
   // reason and the VMM is gone; validation failures leave nothing behind.
-  absl::StatusOr<VmRecord> CreateVm(VmConfig config, bool start);
+  absl::StatusOr<VmRecord> CreateVm(const Caller& caller, VmConfig config, bool start);
   // CREATED/STOPPED/ERROR → RUNNING (cold boot from the VM's disk).
-  absl::StatusOr<VmRecord> StartVm(const std::string& vm_id);
+  absl::StatusOr<VmRecord> StartVm(const Caller& caller, const std::string& vm_id);
   // RUNNING/PAUSED → STOPPED.
-  absl::StatusOr<VmRecord> StopVm(const std::string& vm_id);
+  absl::StatusOr<VmRecord> StopVm(const Caller& caller, const std::string& vm_id);
   // RUNNING → PAUSED.
-  absl::StatusOr<VmRecord> PauseVm(const std::string& vm_id);
+  absl::StatusOr<VmRecord> PauseVm(const Caller& caller, const std::string& vm_id);
   // PAUSED → RUNNING.
-  absl::StatusOr<VmRecord> ResumeVm(const std::string& vm_id);
+  absl::StatusOr<VmRecord> ResumeVm(const Caller& caller, const std::string& vm_id);
   // Any state; ends the VMM, removes disk and record. Snapshots are kept.
-  absl::Status DeleteVm(const std::string& vm_id);
-  absl::StatusOr<VmRecord> GetVm(const std::string& vm_id);
-  absl::StatusOr<store::Page<VmRecord>> ListVms(int page_size,
+  absl::Status DeleteVm(const Caller& caller, const std::string& vm_id);
+  absl::StatusOr<VmRecord> GetVm(const Caller& caller, const std::string& vm_id);
+  absl::StatusOr<store::Page<VmRecord>> ListVms(const Caller& caller, int page_size,
                                                 const std::string& page_token);
 
   // RUNNING/PAUSED VM → snapshot; the VM is PAUSED afterwards unless
   // `resume_source`. Published atomically (complete and listed, or nothing).
-  absl::StatusOr<SnapshotRecord> CreateSnapshot(const std::string& vm_id,
+  absl::StatusOr<SnapshotRecord> CreateSnapshot(const Caller& caller, const std::string& vm_id,
                                                 std::string snapshot_id,
                                                 bool resume_source);
-  absl::StatusOr<SnapshotRecord> GetSnapshot(const std::string& snapshot_id);
-  absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(
-      int page_size, const std::string& page_token, const std::string& vm_id);
-  absl::Status DeleteSnapshot(const std::string& snapshot_id);
+  absl::StatusOr<SnapshotRecord> GetSnapshot(const Caller& caller, const std::string& snapshot_id);
+  absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(const Caller& caller, int page_size, const std::string& page_token, const std::string& vm_id);
+  absl::Status DeleteSnapshot(const Caller& caller, const std::string& snapshot_id);
   // Starts a VM from a snapshot (see RestoreSnapshotRequest in the proto).
-  absl::StatusOr<VmRecord> RestoreSnapshot(const std::string& snapshot_id,
+  absl::StatusOr<VmRecord> RestoreSnapshot(const Caller& caller, const std::string& snapshot_id,
                                            bool resume_vm, std::string vm_id);
 
   // Runs a command in a RUNNING VM's guest. `spec.env` is layered over the
   // VM's VMConfig.env. The handle streams output then the exit; dropping it
   // early kills the command's process group.
-  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(const std::string& vm_id,
+  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(const Caller& caller, const std::string& vm_id,
                                                                agent::ExecSpec spec);
   // Writes `path` in a RUNNING VM's guest from `next_chunk` ("" ends it).
-  absl::StatusOr<agent::FileInfo> UploadFile(
-      const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
+  absl::StatusOr<agent::FileInfo> UploadFile(const Caller& caller, const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
       bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk);
   // Reads `path` from a RUNNING VM's guest into `sink`.
-  absl::StatusOr<agent::FileInfo> DownloadFile(
-      const std::string& vm_id, const std::string& path, bool tar,
+  absl::StatusOr<agent::FileInfo> DownloadFile(const Caller& caller, const std::string& vm_id, const std::string& path, bool tar,
       const std::function<absl::Status(const std::string&)>& sink);
   // Exposes / removes a port forward of a VM (any state); the firewall is
   // updated before returning.
-  absl::StatusOr<VmRecord> ExposePort(const std::string& vm_id, PortForward forward);
-  absl::StatusOr<VmRecord> UnexposePort(const std::string& vm_id, PortForward forward);
+  absl::StatusOr<VmRecord> ExposePort(const Caller& caller, const std::string& vm_id, PortForward forward);
+  absl::StatusOr<VmRecord> UnexposePort(const Caller& caller, const std::string& vm_id, PortForward forward);
 
   // `count` clones of a snapshot named <prefix>-<n>, one result each.
   // INVALID_ARGUMENT / NOT_FOUND only for a bad request.
-  absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(
-      const std::string& snapshot_id, uint32_t count, bool resume_vm,
+  absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
       const std::string& vm_id_prefix);
 
   // `count` bare round trips over a RUNNING VM's agent channel.
-  absl::StatusOr<std::vector<absl::Duration>> PingAgent(const std::string& vm_id,
+  absl::StatusOr<std::vector<absl::Duration>> PingAgent(const Caller& caller, const std::string& vm_id,
                                                         uint32_t count);
 
   const std::string& accelerator() const { return accelerator_; }
@@ -166,8 +182,26 @@ class VmManager {
   std::string VmMemPath(const std::string& vm_id) const;
   std::string SnapshotDir(const std::string& snapshot_id) const;
 
-  // Fills empty image paths from the default image.
-  absl::Status ResolveImage(VmConfig& config);
+  // Fills empty image paths from the default image; named ones must be
+  // allowed host files (ManagerOptions::host_paths): kernel and initrd are
+  // imported into the daemon's store, the root disk is opened into
+  // `rootfs` for the copy. Nothing is read by a client-given name later.
+  absl::Status ResolveImage(VmConfig& config, UniqueFd& rootfs);
+  // NOT_FOUND, worded like a missing object, unless `caller` may access
+  // an object of `owner`.
+  static absl::Status CheckAccess(const Caller& caller, const char* kind,
+                                  const std::string& id, const std::string& owner);
+  // Claims `usage` for the object `key` of `owner` (see QuotaLedger);
+  // admins are not limited.
+  absl::StatusOr<QuotaLedger::Claim> ClaimQuota(const Caller& caller, const std::string& owner,
+                                                const std::string& key,
+                                                const QuotaUsage& usage);
+  // What `tenant` uses according to the store, without the objects `skip`.
+  absl::StatusOr<QuotaUsage> StoredUsage(const std::string& tenant,
+                                         const std::set<std::string>& skip);
+  // The operator's port policy for a forward the caller asks for: address
+  // and range allowed, and no host process holding the port.
+  absl::Status CheckForwardPolicy(const PortForward& forward) const;
   // Cold-boots `vm` and waits for readiness; on failure records ERROR.
   absl::StatusOr<VmRecord> BootLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
@@ -181,8 +215,10 @@ class VmManager {
   absl::StatusOr<VmRecord> RefreshLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   absl::StatusOr<VmRecord> Refresh(VmRecord vm);
-  // The stored VM, refreshed (a VMM that died is noticed).
-  absl::StatusOr<VmRecord> LoadLocked(VmSlot& slot, const std::string& vm_id)
+  // The stored VM if `caller` may access it, refreshed (a VMM that died is
+  // noticed).
+  absl::StatusOr<VmRecord> LoadLocked(VmSlot& slot, const Caller& caller,
+                                      const std::string& vm_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // Networking (vm_network.cc). No-ops when networking is disabled.
   absl::Status InitNetwork();
@@ -201,7 +237,11 @@ class VmManager {
                                  const std::vector<PortForward>& wanted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(net_mu_);
   // Re-renders the whole ruleset from the store and swaps it in atomically.
-  absl::Status ApplyFirewall();
+  // VMs whose rules cannot be rendered are left out and logged; the result
+  // is an error only if `vm_id` is one of them.
+  absl::Status ApplyFirewall(const std::string& vm_id = "");
+  // Removes the host-firewall accepts (HostFirewall) once no TAP is left.
+  void ReleaseHostFirewallIfIdle();
   // Removes TAPs and allocations of VMs that no longer exist or do not run.
   void ReconcileNetwork(const std::vector<VmRecord>& vms);
   std::string NetworkCmdline(const NetworkConfig& network) const;
@@ -211,7 +251,8 @@ class VmManager {
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
 
   // The agent connection of a RUNNING VM, connecting if needed.
-  absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const std::string& vm_id);
+  absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const Caller& caller,
+                                                               const std::string& vm_id);
   // Connects to the guest agent (greeting it) unless already connected.
   absl::Status ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
                                   absl::Duration timeout)
@@ -221,9 +262,9 @@ class VmManager {
   absl::Status FixUpRestoredLocked(VmSlot& slot, const std::string& vm_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // RestoreSnapshot's work once the snapshot is read-locked.
-  absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const SnapshotRecord& snap,
-                                         bool resume_vm, const std::string& vm_id,
-                                         bool own_identity)
+  absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const Caller& caller,
+                                         const SnapshotRecord& snap, bool resume_vm,
+                                         const std::string& vm_id, bool own_identity)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
 
   const ManagerOptions options_;
@@ -233,6 +274,7 @@ class VmManager {
   const std::string accelerator_;
   const std::unique_ptr<net::LinkBackend> links_;
   const std::unique_ptr<net::Firewall> firewall_;
+  const std::unique_ptr<net::HostFirewall> host_firewall_;
   std::optional<net::Subnet> subnet_;  // Set by InitNetwork when enabled.
   // Serializes firewall rebuilds and port-forward uniqueness checks.
   absl::Mutex net_mu_;
@@ -241,6 +283,7 @@ class VmManager {
   std::map<std::string, std::shared_ptr<VmSlot>> slots_ ABSL_GUARDED_BY(mu_);
   // Readers: snapshot create/restore; writer: snapshot delete.
   absl::Mutex snapshot_files_mu_;
+  QuotaLedger quota_;
 };
 
 }  // namespace smolvm::core

@@ -38,11 +38,11 @@ absl::Status VmManager::FixUpRestoredLocked(VmSlot& slot, const std::string& vm_
 }
 
 absl::StatusOr<std::shared_ptr<agent::AgentClient>> VmManager::AgentFor(
-    const std::string& vm_id) {
+    const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
   if (vm.state != VmState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat(
         "vm ", vm_id, " is ", VmStateName(vm.state),
@@ -55,14 +55,14 @@ absl::StatusOr<std::shared_ptr<agent::AgentClient>> VmManager::AgentFor(
 }
 
 absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
-    const std::string& vm_id, agent::ExecSpec spec) {
+    const Caller& caller, const std::string& vm_id, agent::ExecSpec spec) {
   if (spec.argv.empty() || spec.argv[0].empty()) {
     return absl::InvalidArgumentError("exec needs a command: set argv or command");
   }
   SMOLVM_RETURN_IF_ERROR(ValidateEnv(spec.env, "env"));
   if (!spec.cwd.empty()) SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(spec.cwd));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
   // The VM's env first, the request's on top.
   std::map<std::string, std::string> env = vm.config.env;
   for (auto& [k, v] : spec.env) env[k] = v;
@@ -73,13 +73,13 @@ absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
 }
 
 absl::StatusOr<agent::FileInfo> VmManager::UploadFile(
-    const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
+    const Caller& caller, const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
     bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk) {
   SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(path));
   if (mode > 07777) {
     return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not a permission mode"));
   }
-  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
   uint64_t total = 0;
   const uint64_t limit = options_.max_upload_bytes;
   auto bounded = [&]() -> absl::StatusOr<std::string> {
@@ -97,20 +97,21 @@ absl::StatusOr<agent::FileInfo> VmManager::UploadFile(
 }
 
 absl::StatusOr<agent::FileInfo> VmManager::DownloadFile(
-    const std::string& vm_id, const std::string& path, bool tar,
+    const Caller& caller, const std::string& vm_id, const std::string& path, bool tar,
     const std::function<absl::Status(const std::string&)>& sink) {
   SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(path));
-  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
   return client->ReadFile(path, tar, sink, absl::Hours(24));
 }
 
-absl::StatusOr<std::vector<absl::Duration>> VmManager::PingAgent(const std::string& vm_id,
+absl::StatusOr<std::vector<absl::Duration>> VmManager::PingAgent(const Caller& caller,
+                                                                 const std::string& vm_id,
                                                                  uint32_t count) {
   if (count == 0) count = 1;
   if (count > 10000) {
     return absl::InvalidArgumentError("ping count must be at most 10000");
   }
-  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
   std::vector<absl::Duration> times;
   times.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {

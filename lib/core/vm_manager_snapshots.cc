@@ -43,7 +43,8 @@ absl::Status CheckSpaceFor(const std::string& dir, const std::vector<std::string
 
 }  // namespace
 
-absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_id,
+absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
+                                                         const std::string& vm_id,
                                                          std::string snapshot_id,
                                                          bool resume_source) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
@@ -52,7 +53,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_i
   absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, vm_id));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
   if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
     return absl::FailedPreconditionError(absl::StrCat(
         "snapshot vm ", vm_id, ": it is ", VmStateName(vm.state),
@@ -70,6 +71,15 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_i
     return absl::AlreadyExistsError(absl::StrCat("snapshot \"", snapshot_id,
                                                  "\" already exists"));
   }
+  // The snapshot belongs to its creator; its size is estimated by what it
+  // will copy (touched RAM and disk) and recorded exactly once written.
+  uint64_t estimate = 0;
+  for (const auto& f : {VmMemPath(vm_id), VmDiskPath(vm_id)}) {
+    if (auto bytes = AllocatedBytes(f); bytes.ok()) estimate += *bytes;
+  }
+  SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
+                          ClaimQuota(caller, caller.tenant, SnapshotQuotaKey(snapshot_id),
+                                     SnapshotUsage(estimate)));
   const std::string snapshots_dir = JoinPath(options_.state_dir, "snapshots");
   SMOLVM_RETURN_IF_ERROR(MakeDirs(snapshots_dir));
   // A cold-booted VM's RAM is the shared file in its run dir; a restored
@@ -125,6 +135,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_i
   snap.network_config = vm.network;
   snap.created_at = absl::Now();
   snap.accelerator = accelerator_;
+  snap.owner = caller.tenant;
   for (const auto& f : {paths.vmstate, paths.mem, paths.disk, paths.manifest}) {
     if (auto bytes = AllocatedBytes(f); bytes.ok()) snap.size_bytes += *bytes;
   }
@@ -153,21 +164,26 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const std::string& vm_i
   return snap;
 }
 
-absl::StatusOr<SnapshotRecord> VmManager::GetSnapshot(const std::string& snapshot_id) {
+absl::StatusOr<SnapshotRecord> VmManager::GetSnapshot(const Caller& caller,
+                                                      const std::string& snapshot_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
-  return store_->GetSnapshot(snapshot_id);
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, store_->GetSnapshot(snapshot_id));
+  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "snapshot", snapshot_id, snap.owner));
+  return snap;
 }
 
 absl::StatusOr<store::Page<SnapshotRecord>> VmManager::ListSnapshots(
-    int page_size, const std::string& page_token, const std::string& vm_id) {
+    const Caller& caller, int page_size, const std::string& page_token,
+    const std::string& vm_id) {
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
-  return store_->ListSnapshots(page_size, page_token, vm_id);
+  return store_->ListSnapshots(page_size, page_token, vm_id,
+                               caller.admin ? "" : caller.tenant);
 }
 
-absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
+absl::Status VmManager::DeleteSnapshot(const Caller& caller, const std::string& snapshot_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   absl::MutexLock files_lock(&snapshot_files_mu_);
-  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, store_->GetSnapshot(snapshot_id));
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
   // The row goes first: a crash after it leaves an unlisted directory, which
   // Reconcile removes. VMs restored from it keep running: their private
   // mapping of mem.bin holds the file's pages.
@@ -177,12 +193,13 @@ absl::Status VmManager::DeleteSnapshot(const std::string& snapshot_id) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const std::string& snapshot_id,
+absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const Caller& caller,
+                                                    const std::string& snapshot_id,
                                                     bool resume_vm, std::string vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
-  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, store_->GetSnapshot(snapshot_id));
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
   if (snap.accelerator != accelerator_) {
     return absl::FailedPreconditionError(absl::StrCat(
         "restore snapshot ", snapshot_id, ": it was taken with accelerator ",
@@ -193,10 +210,10 @@ absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const std::string& snapshot_
   if (vm_id.empty()) vm_id = snap.vm_id;
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  return RestoreLocked(*slot, snap, resume_vm, vm_id, own_identity);
+  return RestoreLocked(*slot, caller, snap, resume_vm, vm_id, own_identity);
 }
 
-absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
+absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& caller,
                                                   const SnapshotRecord& snap,
                                                   bool resume_vm,
                                                   const std::string& vm_id,
@@ -207,7 +224,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
   auto existing = store_->GetVm(vm_id);
   if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
   if (existing.ok()) {
-    if (!own_identity) {
+    if (!own_identity || !caller.CanAccess(existing->owner)) {
       return absl::AlreadyExistsError(absl::StrCat(
           "restore snapshot ", snap.snapshot_id, " as vm ", vm_id,
           ": that vm already exists; pick another vm_id or delete it"));
@@ -223,6 +240,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
 
   VmRecord vm = existing.ok() ? *existing : VmRecord{};
   vm.vm_id = vm_id;
+  if (!existing.ok()) vm.owner = caller.tenant;
   vm.state = VmState::kCreated;
   vm.config = snap.vm_config;
   vm.config.vm_id = vm_id;
@@ -233,11 +251,18 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot,
     // Same TAP, address and MAC as at the snapshot, and the policy it had.
     vm.network = snap.network_config;
     vm.network.egress = snap.vm_config.egress;
+    // Host ports come back only if the operator's policy still allows them.
+    for (const auto& f : vm.network.port_forwards) {
+      SMOLVM_RETURN_IF_ERROR(CheckForwardPolicy(f));
+    }
   } else {
     // A clone gets a fresh identity; host ports stay with their owner.
     vm.network = NetworkConfig{};
     vm.config.port_forwards.clear();
   }
+  // A restored VM holds RAM and vCPUs whether it runs or is paused.
+  SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
+                          ClaimQuota(caller, vm.owner, VmQuotaKey(vm_id), VmUsage(vm, true)));
   if (!existing.ok()) {
     vm.created_at = vm.updated_at = absl::Now();
     SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));

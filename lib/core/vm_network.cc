@@ -3,6 +3,8 @@
 // and re-addressing of clones through the guest agent.
 #include <set>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lib/base/status_macros.h"
@@ -64,14 +66,37 @@ absl::Status VmManager::ReclaimNetwork(VmRecord& vm) {
 absl::Status VmManager::PlugNetwork(const VmRecord& vm) {
   if (!subnet_ || vm.network.tap_device.empty()) return absl::OkStatus();
   SMOLVM_RETURN_IF_ERROR(links_->CreateTap(vm.network.tap_device, options_.network.bridge));
+  // A foreign firewall's DROP (Docker, ufw) would cut the guest off however
+  // our own rules read; checked at every plug since Docker may start later.
+  if (host_firewall_) {
+    absl::MutexLock lock(&net_mu_);
+    auto done = host_firewall_->Ensure(options_.network.bridge);
+    if (!done.ok()) {
+      spdlog::warn("host firewall: {}", std::string(done.status().message()));
+    } else if (absl::StrContains(*done, "added")) {
+      spdlog::info("host firewall: {}", *done);
+    }
+  }
   // Rules go in before the guest can send a packet.
-  return ApplyFirewall();
+  return ApplyFirewall(vm.vm_id);
 }
 
 void VmManager::UnplugNetwork(const VmRecord& vm) {
   if (!subnet_ || vm.network.tap_device.empty()) return;
   if (auto s = links_->DeleteLink(vm.network.tap_device); !s.ok()) {
     spdlog::warn("vm {}: {}", vm.vm_id, std::string(s.message()));
+  }
+  ReleaseHostFirewallIfIdle();
+}
+
+void VmManager::ReleaseHostFirewallIfIdle() {
+  if (!host_firewall_) return;
+  absl::MutexLock lock(&net_mu_);
+  // TAPs exist exactly while VMs are plugged.
+  auto taps = links_->ListLinks(net::kTapPrefix);
+  if (!taps.ok() || !taps->empty()) return;
+  if (auto s = host_firewall_->Remove(options_.network.bridge); !s.ok()) {
+    spdlog::warn("host firewall: {}", std::string(s.message()));
   }
 }
 
@@ -85,7 +110,7 @@ void VmManager::ReleaseNetwork(const std::string& vm_id) {
   }
 }
 
-absl::Status VmManager::ApplyFirewall() {
+absl::Status VmManager::ApplyFirewall(const std::string& vm_id) {
   if (!subnet_) return absl::OkStatus();
   absl::MutexLock lock(&net_mu_);
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
@@ -95,6 +120,17 @@ absl::Status VmManager::ApplyFirewall() {
   state.bridge = options_.network.bridge;
   state.subnet = *subnet_;
   state.uplink = options_.network.uplink;
+  state.deny_cidrs = options_.egress_deny.deny_cidrs;
+  if (!options_.egress_deny.allow_lan) {
+    // Read each time: the host's LAN may change (DHCP, a new interface).
+    SMOLVM_ASSIGN_OR_RETURN(std::vector<std::string> lan,
+                            links_->ConnectedSubnets(options_.network.bridge));
+    state.deny_cidrs.insert(state.deny_cidrs.end(), lan.begin(), lan.end());
+  }
+  for (const std::string& ip : options_.ports.host_ips) {
+    if (auto addr = net::ParseIpv4(ip); addr.ok()) state.output_dnat_ips.push_back(*addr);
+  }
+  if (auto dns = net::ParseIpv4(options_.network.dns); dns.ok()) state.dns = *dns;
   for (const auto& vm : vms) {
     // Only VMs that hold their address: a stale config must not open a hole
     // for an address that now belongs to someone else.
@@ -102,21 +138,39 @@ absl::Status VmManager::ApplyFirewall() {
     if (vm.network.guest_ip.empty() || it == allocations.end() || it->second != vm.vm_id) {
       continue;
     }
-    SMOLVM_ASSIGN_OR_RETURN(uint32_t ip, net::ParseIpv4(vm.network.guest_ip));
+    auto ip = net::ParseIpv4(vm.network.guest_ip);
+    if (!ip.ok()) {
+      spdlog::error("firewall: vm {} left out: {}", vm.vm_id, std::string(ip.status().message()));
+      if (vm.vm_id == vm_id) return ip.status();
+      continue;
+    }
     net::VmFirewallEntry entry;
     entry.vm_id = vm.vm_id;
     entry.tap = vm.network.tap_device;
-    entry.ip = ip;
+    entry.ip = *ip;
     entry.mac = vm.network.guest_mac;
     entry.egress = vm.network.egress;
     entry.forwards = vm.network.port_forwards;
     state.vms.push_back(std::move(entry));
   }
-  return firewall_->Apply(state);
+  // A VM whose rules cannot be rendered is left out (its TAP sends
+  // nothing) and fails alone; every other VM's rules still apply.
+  SMOLVM_ASSIGN_OR_RETURN(auto rejected, firewall_->Apply(state));
+  absl::Status mine = absl::OkStatus();
+  for (const auto& [id, why] : rejected) {
+    if (id == vm_id) {
+      mine = absl::FailedPreconditionError(absl::StrCat(
+          "the firewall rules of vm ", id, " cannot be installed: ", why.message()));
+    } else {
+      spdlog::error("firewall: vm {} left out: {}", id, std::string(why.message()));
+    }
+  }
+  return mine;
 }
 
 void VmManager::ReconcileNetwork(const std::vector<VmRecord>& vms) {
   if (!subnet_) return;
+  auto release_host_firewall = absl::MakeCleanup([this] { ReleaseHostFirewallIfIdle(); });
   std::set<std::string> wanted_taps, known;
   for (const auto& vm : vms) {
     known.insert(vm.vm_id);
@@ -222,7 +276,8 @@ absl::Status VmManager::CheckForwardsFree(const std::string& vm_id,
   return absl::OkStatus();
 }
 
-absl::StatusOr<VmRecord> VmManager::ExposePort(const std::string& vm_id, PortForward forward) {
+absl::StatusOr<VmRecord> VmManager::ExposePort(const Caller& caller, const std::string& vm_id,
+                                               PortForward forward) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   SMOLVM_RETURN_IF_ERROR(NormalizePortForward(forward));
   if (!subnet_) {
@@ -231,6 +286,13 @@ absl::StatusOr<VmRecord> VmManager::ExposePort(const std::string& vm_id, PortFor
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
+  SMOLVM_RETURN_IF_ERROR(CheckForwardPolicy(forward));
+  VmRecord counted = vm;
+  counted.network.port_forwards.push_back(forward);
+  const bool live = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
+  SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
+                          ClaimQuota(caller, vm.owner, VmQuotaKey(vm_id), VmUsage(counted, live)));
   {
     absl::MutexLock net_lock(&net_mu_);
     std::vector<PortForward> wanted = vm.network.port_forwards;
@@ -239,7 +301,7 @@ absl::StatusOr<VmRecord> VmManager::ExposePort(const std::string& vm_id, PortFor
     vm.network.port_forwards = std::move(wanted);
     SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   }
-  if (auto s = ApplyFirewall(); !s.ok()) {
+  if (auto s = ApplyFirewall(vm_id); !s.ok()) {
     vm.network.port_forwards.pop_back();
     (void)store_->UpdateVm(vm);
     return s;
@@ -249,13 +311,15 @@ absl::StatusOr<VmRecord> VmManager::ExposePort(const std::string& vm_id, PortFor
   return store_->GetVm(vm_id);
 }
 
-absl::StatusOr<VmRecord> VmManager::UnexposePort(const std::string& vm_id, PortForward forward) {
+absl::StatusOr<VmRecord> VmManager::UnexposePort(const Caller& caller, const std::string& vm_id,
+                                                 PortForward forward) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   if (forward.guest_port == 0) forward.guest_port = 1;  // Not part of the key.
   SMOLVM_RETURN_IF_ERROR(NormalizePortForward(forward));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
   auto& forwards = vm.network.port_forwards;
   auto it = std::find_if(forwards.begin(), forwards.end(), [&](const PortForward& f) {
     return f.host_ip == forward.host_ip && f.host_port == forward.host_port &&
@@ -273,19 +337,19 @@ absl::StatusOr<VmRecord> VmManager::UnexposePort(const std::string& vm_id, PortF
 }
 
 absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>>
-VmManager::ForkSnapshot(const std::string& snapshot_id, uint32_t count, bool resume_vm,
-                        const std::string& vm_id_prefix) {
+VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, uint32_t count,
+                        bool resume_vm, const std::string& vm_id_prefix) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   if (count < 1 || count > 64) {
     return absl::InvalidArgumentError(absl::StrCat("fork count ", count, " must be 1-64"));
   }
   const std::string prefix = vm_id_prefix.empty() ? snapshot_id + "-fork" : vm_id_prefix;
   SMOLVM_RETURN_IF_ERROR(ValidateId(absl::StrCat(prefix, "-", count), "vm_id_prefix + \"-N\""));
-  SMOLVM_RETURN_IF_ERROR(store_->GetSnapshot(snapshot_id).status());
+  SMOLVM_RETURN_IF_ERROR(GetSnapshot(caller, snapshot_id).status());
   std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>> results;
   for (uint32_t i = 1; i <= count; ++i) {
     std::string id = absl::StrCat(prefix, "-", i);
-    results.emplace_back(id, RestoreSnapshot(snapshot_id, resume_vm, id));
+    results.emplace_back(id, RestoreSnapshot(caller, snapshot_id, resume_vm, id));
   }
   return results;
 }

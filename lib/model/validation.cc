@@ -1,38 +1,17 @@
 #include "lib/model/validation.h"
 
-#include <sys/stat.h>
-
-#include <cerrno>
 #include <random>
 
 #include "absl/strings/escaping.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "lib/base/ipv4.h"
 
 namespace smolvm {
 namespace {
 
 bool IsAlnumLower(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
-
-absl::Status ValidateImagePath(const std::string& path, const char* field) {
-  if (path.empty()) return absl::OkStatus();
-  if (path[0] != '/') {
-    return absl::InvalidArgumentError(absl::StrCat(
-        field, " \"", path, "\" must be an absolute path on the daemon's host"));
-  }
-  struct stat st;
-  if (stat(path.c_str(), &st) != 0) {
-    return absl::NotFoundError(absl::StrCat(
-        field, " \"", path, "\" does not exist on the daemon's host: ",
-        strerror(errno), "; pass an existing file or leave it empty for the default image"));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(field, " \"", path, "\" is not a regular file"));
-  }
-  return absl::OkStatus();
-}
 
 }  // namespace
 
@@ -50,6 +29,26 @@ absl::Status ValidateId(const std::string& id, const char* kind) {
 std::string GenerateId(const std::string& prefix) {
   static thread_local std::mt19937_64 rng{std::random_device{}()};
   return absl::StrFormat("%s-%08x", prefix, static_cast<uint32_t>(rng()));
+}
+
+absl::Status ValidateImagePath(const std::string& path, const char* field) {
+  if (path.empty()) return absl::OkStatus();
+  auto invalid = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        field, " \"", absl::CHexEscape(path.substr(0, 200)), path.size() > 200 ? "..." : "",
+        "\" ", why));
+  };
+  if (path[0] != '/') return invalid("must be an absolute path on the daemon's host");
+  if (path.size() > 4096) return invalid("is longer than 4096 bytes");
+  if (path.find('\0') != std::string::npos) return invalid("contains a NUL byte");
+  // Which file a path names is decided where it is opened (beneath an
+  // allowed directory, without following symlinks); here only the shape.
+  for (absl::string_view component : absl::StrSplit(path, '/')) {
+    if (component == "." || component == "..") {
+      return invalid("must not contain \".\" or \"..\" components");
+    }
+  }
+  return absl::OkStatus();
 }
 
 absl::Status NormalizeVmConfig(VmConfig& config) {
@@ -114,28 +113,6 @@ absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const ch
   return absl::OkStatus();
 }
 
-namespace {
-
-bool ParseIpv4Strict(const std::string& text) {
-  int parts = 0;
-  size_t i = 0;
-  while (i <= text.size()) {
-    size_t dot = text.find('.', i);
-    std::string part = text.substr(i, dot == std::string::npos ? std::string::npos : dot - i);
-    int value = 0;
-    if (part.empty() || part.size() > 3 || !absl::SimpleAtoi(part, &value) || value < 0 ||
-        value > 255 || part.find_first_not_of("0123456789") != std::string::npos) {
-      return false;
-    }
-    ++parts;
-    if (dot == std::string::npos) break;
-    i = dot + 1;
-  }
-  return parts == 4;
-}
-
-}  // namespace
-
 absl::Status ValidateEgress(const EgressPolicy& egress) {
   if (egress.mode != EgressMode::kRestricted && !egress.allow_cidrs.empty()) {
     return absl::InvalidArgumentError(
@@ -150,16 +127,10 @@ absl::Status ValidateEgress(const EgressPolicy& egress) {
     return absl::InvalidArgumentError("egress.allow_cidrs has more than 256 entries");
   }
   for (const auto& cidr : egress.allow_cidrs) {
-    auto slash = cidr.find('/');
-    std::string addr = cidr.substr(0, slash);
-    int prefix = 32;
-    bool ok = ParseIpv4Strict(addr);
-    if (ok && slash != std::string::npos) {
-      ok = absl::SimpleAtoi(cidr.substr(slash + 1), &prefix) && prefix >= 0 && prefix <= 32;
-    }
-    if (!ok) {
+    // The firewall's own parser: what passes here, the firewall renders.
+    if (!net::ParseCidr(cidr).ok()) {
       return absl::InvalidArgumentError(absl::StrCat(
-          "egress.allow_cidrs entry \"", absl::CHexEscape(cidr),
+          "egress.allow_cidrs entry \"", absl::CHexEscape(cidr.substr(0, 100)),
           "\" is not an IPv4 CIDR like 198.51.100.0/24 or 203.0.113.7"));
     }
   }
@@ -177,9 +148,9 @@ absl::Status NormalizePortForward(PortForward& f) {
     return absl::InvalidArgumentError(absl::StrCat(
         "port forward ", f.host_port, " -> ", f.guest_port, ": ports must be 1-65535"));
   }
-  if (!ParseIpv4Strict(f.host_ip)) {
+  if (!net::ParseIpv4(f.host_ip).ok()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "port forward host_ip \"", absl::CHexEscape(f.host_ip),
+        "port forward host_ip \"", absl::CHexEscape(f.host_ip.substr(0, 100)),
         "\" must be an IPv4 address of this host (or 0.0.0.0 for all)"));
   }
   return absl::OkStatus();

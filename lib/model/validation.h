@@ -1,8 +1,9 @@
 // File: validation.h
 //
-// Input rules of the API, in one place: ids, resource ranges and image paths.
-// Every error is INVALID_ARGUMENT (or NOT_FOUND for a missing file) with a
-// message that states the rule, so the caller knows the fix.
+// Input rules of the API, in one place: ids, resource ranges and the shape
+// of image paths (which file a path names is the daemon's host-path
+// policy's business, where it is opened). Every error is INVALID_ARGUMENT
+// with a message that states the rule, so the caller knows the fix.
 #pragma once
 
 #include <map>
@@ -20,10 +21,15 @@ absl::Status ValidateId(const std::string& id, const char* kind);
 // A fresh random id with the given prefix ("vm", "snap"): prefix-8 hex chars.
 std::string GenerateId(const std::string& prefix);
 
-// Fills defaults (vcpus, memory) and checks ranges and paths. Paths must be
-// absolute and name existing regular files. Does not resolve the default
-// image (empty paths stay empty).
+// Fills defaults (vcpus, memory) and checks ranges and the syntax of the
+// image paths (ValidateImagePath). Touches no file; does not resolve the
+// default image (empty paths stay empty).
 absl::Status NormalizeVmConfig(VmConfig& config);
+
+// A host path a VMConfig names (`field`: "kernel_path", ...), syntax only:
+// "" (the default image), or absolute, at most 4096 bytes, no NUL byte and
+// no "." or ".." component. Never looks at the file system.
+absl::Status ValidateImagePath(const std::string& path, const char* field);
 
 // Environment variables for the guest: names of [A-Za-z_][A-Za-z0-9_]*, at
 // most 256 variables and 64 KiB in all, no NUL bytes. `field` names the
@@ -31,11 +37,13 @@ absl::Status NormalizeVmConfig(VmConfig& config);
 absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const char* field);
 
 // Egress policy: restricted needs at least one CIDR; CIDRs are IPv4
-// "a.b.c.d/n" (or a bare address, meaning /32), only for restricted.
+// "a.b.c.d/n" (or a bare address, meaning /32) as net::ParseCidr reads
+// them, only for restricted.
 absl::Status ValidateEgress(const EgressPolicy& egress);
 
 // A port forward: ports 1-65535, protocol tcp or udp, host_ip an IPv4
-// address ("" becomes 127.0.0.1, "" protocol becomes tcp).
+// address as net::ParseIpv4 reads it ("" becomes 127.0.0.1, "" protocol
+// becomes tcp). Not whether the host allows it (that is PortPolicy's).
 absl::Status NormalizePortForward(PortForward& forward);
 
 // A path inside the guest: absolute, at most 4096 bytes, no NUL bytes.

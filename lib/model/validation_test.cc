@@ -5,6 +5,7 @@
 
 #include <set>
 #include <string>
+#include <vector>
 
 #include "absl/strings/escaping.h"
 #include "gmock/gmock.h"
@@ -194,25 +195,60 @@ TEST_F(NormalizeVmConfigTest, RelativePathIsInvalid) {
   }
 }
 
-TEST_F(NormalizeVmConfigTest, MissingFileIsNotFoundAndNamesThePath) {
-  std::string missing = JoinPath(dir_, "no-such-kernel");
+TEST_F(NormalizeVmConfigTest, PathsAreCheckedForShapeOnly) {
+  // Which file a path names is decided where the daemon opens it (beneath
+  // an allowed directory); validation never looks at the file system.
   VmConfig c;
-  c.kernel_path = missing;
-  EXPECT_THAT(NormalizeVmConfig(c), StatusIs(absl::StatusCode::kNotFound, missing));
-  EXPECT_THAT(NormalizeVmConfig(c), StatusIs(absl::StatusCode::kNotFound, "kernel_path"));
-
-  VmConfig r;
-  r.rootfs_path = JoinPath(dir_, "no-such-rootfs");
-  EXPECT_THAT(NormalizeVmConfig(r),
-              StatusIs(absl::StatusCode::kNotFound, "rootfs_path \"" + r.rootfs_path));
+  c.kernel_path = JoinPath(dir_, "no-such-kernel");
+  c.rootfs_path = dir_;  // A directory: also for the opener to refuse.
+  EXPECT_THAT(NormalizeVmConfig(c), IsOk());
 }
 
-TEST_F(NormalizeVmConfigTest, DirectoryIsInvalid) {
+TEST(ValidateImagePathTest, AcceptsAbsolutePathsWithoutDotComponents) {
+  for (const std::string& path :
+       {std::string(""), std::string("/srv/images/vmlinux"), std::string("/a"),
+        std::string("/srv//images/rootfs.ext4"), std::string("/srv/images/.hidden"),
+        std::string("/srv/images/..x"), std::string("/srv/images/x..")}) {
+    EXPECT_THAT(ValidateImagePath(path, "kernel_path"), IsOk()) << path;
+  }
+  EXPECT_THAT(ValidateImagePath("/" + std::string(4095, 'x'), "kernel_path"), IsOk());
+}
+
+TEST(ValidateImagePathTest, RefusesMalformedPaths) {
+  struct Case {
+    std::string path;
+    const char* rule;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"vmlinux", "must be an absolute path"},
+           {"./vmlinux", "must be an absolute path"},
+           {"/srv/images/../../etc/shadow", "\"..\" components"},
+           {"/srv/images/..", "\"..\" components"},
+           {"/..", "\"..\" components"},
+           {"/srv/./images/vmlinux", "\".\" or"},
+           {"/srv/images/.", "\".\" or"},
+           {std::string("/srv/images/a\0b", 15), "NUL byte"},
+           {"/" + std::string(4096, 'x'), "longer than 4096 bytes"},
+       }) {
+    EXPECT_THAT(ValidateImagePath(c.path, "rootfs_path"),
+                StatusIs(absl::StatusCode::kInvalidArgument, c.rule))
+        << absl::CHexEscape(c.path.substr(0, 60));
+    EXPECT_THAT(ValidateImagePath(c.path, "rootfs_path"),
+                StatusIs(absl::StatusCode::kInvalidArgument, "rootfs_path \""));
+  }
+  // Shown escaped and shortened.
+  absl::Status s = ValidateImagePath(std::string("/a\0\n", 4), "kernel_path");
+  EXPECT_THAT(std::string(s.message()), HasSubstr(R"(/a\x00\n)"));
+  s = ValidateImagePath("/" + std::string(10000, 'x'), "kernel_path");
+  EXPECT_LT(s.message().size(), 400u);
+}
+
+TEST_F(NormalizeVmConfigTest, MalformedPathIsInvalid) {
   VmConfig c;
-  c.rootfs_path = dir_;
+  c.kernel_path = kernel_;
+  c.initrd_path = "/srv/../etc/initrd";
   EXPECT_THAT(NormalizeVmConfig(c),
-              StatusIs(absl::StatusCode::kInvalidArgument, "is not a regular file"));
-  EXPECT_THAT(NormalizeVmConfig(c), StatusIs(absl::StatusCode::kInvalidArgument, dir_));
+              StatusIs(absl::StatusCode::kInvalidArgument, "initrd_path \"/srv/../etc/initrd\""));
 }
 
 TEST_F(NormalizeVmConfigTest, InitrdWithoutKernelIsInvalid) {
@@ -235,6 +271,78 @@ TEST_F(NormalizeVmConfigTest, BootArgsMustBeOneLine) {
   VmConfig ok;
   ok.boot_args = std::string(2048, 'x');
   EXPECT_THAT(NormalizeVmConfig(ok), IsOk());
+}
+
+}  // namespace
+}  // namespace smolvm
+
+namespace smolvm {
+namespace {
+
+TEST(ValidateEgressTest, AcceptsWhatTheFirewallRenders) {
+  for (const char* cidr : {"198.51.100.0/24", "203.0.113.7", "10.1.2.3/8", "0.0.0.0/0",
+                                  "1.2.3.4/32"}) {
+    EgressPolicy egress{EgressMode::kRestricted, {cidr}};
+    EXPECT_THAT(ValidateEgress(egress), IsOk()) << cidr;
+  }
+}
+
+TEST(ValidateEgressTest, RefusesWhatTheFirewallCannotRender) {
+  for (const char* cidr :
+       {"010.0.0.1", "/+8", "1.2.3.4/33", " 1.2.3.4", "1.2.3.4 ", "1.2.3.4/ 8", "1.2.3.4/+8",
+        "1.2.3.4/08", "1.2.3.4/", "1.2.3.4/-1", "01.2.3.4/8", "example.com", "1.2.3.4 } accept",
+        "::/0", ""}) {
+    EgressPolicy egress{EgressMode::kRestricted, {cidr}};
+    EXPECT_THAT(ValidateEgress(egress),
+                StatusIs(absl::StatusCode::kInvalidArgument, "is not an IPv4 CIDR"))
+        << cidr;
+  }
+}
+
+TEST(ValidateEgressTest, ModesAndCidrsGoTogether) {
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}}), IsOk());
+  EXPECT_THAT(ValidateEgress({EgressMode::kOff, {}}), IsOk());
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {"1.2.3.4"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "only meaningful"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kRestricted, {}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "at least one entry"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kRestricted, std::vector<std::string>(257, "1.2.3.4")}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "more than 256"));
+}
+
+TEST(NormalizePortForwardTest, FillsDefaults) {
+  PortForward f;
+  f.host_ip = "";
+  f.protocol = "";
+  f.host_port = 10022;
+  f.guest_port = 22;
+  ASSERT_THAT(NormalizePortForward(f), IsOk());
+  EXPECT_EQ(f.host_ip, "127.0.0.1");
+  EXPECT_EQ(f.protocol, "tcp");
+}
+
+TEST(NormalizePortForwardTest, HostIpIsWhatTheFirewallRenders) {
+  for (const char* ip : {"127.0.0.1", "0.0.0.0", "192.0.2.10"}) {
+    PortForward f{ip, 10022, 22, "udp"};
+    EXPECT_THAT(NormalizePortForward(f), IsOk()) << ip;
+  }
+  for (const char* ip : {"010.0.0.1", " 127.0.0.1", "127.0.0.1 ", "127.1", "localhost",
+                                "127.0.0.1/32", "::1", "0x7f.0.0.1"}) {
+    PortForward f{ip, 10022, 22, "tcp"};
+    EXPECT_THAT(NormalizePortForward(f),
+                StatusIs(absl::StatusCode::kInvalidArgument, "must be an IPv4 address"))
+        << ip;
+  }
+}
+
+TEST(NormalizePortForwardTest, PortsAndProtocol) {
+  PortForward f{"127.0.0.1", 0, 22, "tcp"};
+  EXPECT_THAT(NormalizePortForward(f), StatusIs(absl::StatusCode::kInvalidArgument, "1-65535"));
+  f = {"127.0.0.1", 10022, 65536, "tcp"};
+  EXPECT_THAT(NormalizePortForward(f), StatusIs(absl::StatusCode::kInvalidArgument, "1-65535"));
+  f = {"127.0.0.1", 10022, 22, "TCP"};
+  EXPECT_THAT(NormalizePortForward(f),
+              StatusIs(absl::StatusCode::kInvalidArgument, "must be tcp or udp"));
 }
 
 }  // namespace

@@ -90,6 +90,7 @@ struct VmRecord {
   std::string error;          // Why the VM is in kError.
   int64_t vmm_pid = 0;        // VMM process while running or paused.
   std::string restored_from;  // Snapshot id, "" for cold-booted VMs.
+  std::string owner;          // Tenant (lib/model/tenant.h).
 
   bool operator==(const VmRecord&) const = default;
 };
@@ -108,6 +109,7 @@ struct SnapshotRecord {
   std::optional<std::string> restored_vm_id;
   uint64_t size_bytes = 0;
   std::string accelerator;  // "kvm" | "tcg"
+  std::string owner;        // Tenant (lib/model/tenant.h).
 
   bool operator==(const SnapshotRecord&) const = default;
 };

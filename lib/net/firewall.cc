@@ -89,17 +89,21 @@ absl::StatusOr<Forward> CheckForward(const std::string& vm_id, const PortForward
   return f;
 }
 
-// The allowed destinations of a restricted VM, canonical, without entries
-// that another entry already covers (older nft rejects overlapping
-// elements of an anonymous set).
-absl::StatusOr<std::vector<std::string>> CheckCidrs(const std::string& vm_id,
+bool Overlaps(const Forward& a, const Forward& b) {
+  return a.protocol == b.protocol && a.host_port == b.host_port &&
+         (a.host_ip == b.host_ip || a.any_host_ip || b.any_host_ip);
+}
+
+// CIDRs in canonical form, without entries that another entry already
+// covers (older nft rejects overlapping elements of an anonymous set).
+// `what` prefixes the error ("egress allow_cidrs of vm X").
+absl::StatusOr<std::vector<std::string>> CheckCidrs(const std::string& what,
                                                     const std::vector<std::string>& cidrs) {
   std::vector<std::pair<int, uint32_t>> parsed;  // (prefix, network): widest first.
   for (const std::string& text : cidrs) {
     auto cidr = ParseCidr(text);
     if (!cidr.ok()) {
-      return absl::InvalidArgumentError(
-          absl::StrCat("egress allow_cidrs of vm ", vm_id, ": ", cidr.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(what, ": ", cidr.status().message()));
     }
     parsed.emplace_back(cidr->second, cidr->first);
   }
@@ -124,11 +128,13 @@ absl::StatusOr<std::vector<std::string>> CheckCidrs(const std::string& vm_id,
 
 std::string Quoted(const std::string& s) { return absl::StrCat("\"", s, "\""); }
 
-}  // namespace
+// What the rules of the whole ruleset need, checked.
+struct CheckedGlobals {
+  std::vector<std::string> deny;  // Canonical deny_cidrs.
+  std::set<uint32_t> output_dnat_ips;
+};
 
-std::string EgressChainName(uint32_t ip) { return absl::StrFormat("egress_%08x", ip); }
-
-absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
+absl::StatusOr<CheckedGlobals> CheckGlobals(const FirewallState& state) {
   SMOLVM_RETURN_IF_ERROR(ValidateTableName(state.table));
   SMOLVM_RETURN_IF_ERROR(ValidateInterfaceName(state.bridge, "bridge name"));
   if (!state.uplink.empty()) {
@@ -142,36 +148,86 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
     return absl::InvalidArgumentError(absl::StrCat(
         "firewall subnet ", state.subnet.ToString(), " is not a valid vm subnet"));
   }
+  CheckedGlobals globals;
+  SMOLVM_ASSIGN_OR_RETURN(globals.deny, CheckCidrs("firewall deny_cidrs", state.deny_cidrs));
+  globals.output_dnat_ips.insert(state.output_dnat_ips.begin(), state.output_dnat_ips.end());
+  return globals;
+}
 
+// A VM entry that passed every check, with canonical fields.
+struct CheckedVm {
+  const VmFirewallEntry* vm = nullptr;
+  std::string mac;
+  std::vector<std::string> allow;  // kRestricted: canonical allow_cidrs.
+  std::vector<Forward> forwards;
+};
+
+// What the entries accepted so far hold.
+struct Taken {
+  std::set<uint32_t> ips;
+  std::set<std::string> taps;
+  std::vector<Forward> forwards;
+};
+
+// Checks one VM entry against the state and the entries accepted before it.
+absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEntry& vm,
+                                  const Taken& taken) {
+  SMOLVM_RETURN_IF_ERROR(ValidateVmId(vm.vm_id));
+  const std::string where = absl::StrCat("firewall entry of vm ", vm.vm_id);
+  if (absl::Status s = ValidateInterfaceName(vm.tap, "tap name"); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
+  }
+  if (!state.subnet.IsGuestAddress(vm.ip)) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ip ", IpToString(vm.ip),
+                                                   " is not a guest address of ",
+                                                   state.subnet.ToString()));
+  }
+  if (taken.ips.count(vm.ip) != 0 || taken.taps.count(vm.tap) != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        where, ": ip ", IpToString(vm.ip), " or tap ", vm.tap, " is used twice"));
+  }
+  CheckedVm checked;
+  checked.vm = &vm;
+  checked.mac = vm.mac.empty() ? MacFor(vm.ip) : absl::AsciiStrToLower(vm.mac);
+  if (absl::Status s = ValidateMac(checked.mac); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
+  }
+  if (vm.egress.mode == EgressMode::kRestricted) {
+    SMOLVM_ASSIGN_OR_RETURN(
+        checked.allow,
+        CheckCidrs(absl::StrCat("egress allow_cidrs of vm ", vm.vm_id), vm.egress.allow_cidrs));
+  }
+  for (const PortForward& pf : vm.forwards) {
+    SMOLVM_ASSIGN_OR_RETURN(Forward f, CheckForward(vm.vm_id, pf));
+    bool clash = std::any_of(taken.forwards.begin(), taken.forwards.end(),
+                             [&](const Forward& o) { return Overlaps(o, f); }) ||
+                 std::any_of(checked.forwards.begin(), checked.forwards.end(),
+                             [&](const Forward& o) { return Overlaps(o, f); });
+    if (clash) {
+      return absl::AlreadyExistsError(absl::StrCat(
+          "port forward ", pf.host_ip, ":", f.host_port, "/", f.protocol, " of vm ", vm.vm_id,
+          ": the host port is forwarded already"));
+    }
+    checked.forwards.push_back(std::move(f));
+  }
+  return checked;
+}
+
+// The script of checked globals and VMs (everything in it is valid).
+std::string RenderScript(const FirewallState& state, const CheckedGlobals& globals,
+                         const std::vector<CheckedVm>& vms) {
   const std::string br = Quoted(state.bridge);
   const std::string subnet = state.subnet.ToString();
   std::vector<std::string> bridge_rules;  // table bridge, chain prerouting.
-  std::vector<std::string> dnat_rules;    // nat prerouting and output.
+  std::vector<std::string> dnat_rules;    // nat prerouting.
+  std::vector<std::string> output_rules;  // nat output.
   std::vector<std::string> from_bridge;   // forward, iifname BR.
   std::vector<std::string> to_bridge;     // forward, oifname BR.
   std::vector<std::pair<std::string, std::vector<std::string>>> egress_chains;
-  std::set<uint32_t> ips;
-  std::set<std::string> taps;
-  std::vector<Forward> all_forwards;
 
-  for (const VmFirewallEntry& vm : state.vms) {
-    SMOLVM_RETURN_IF_ERROR(ValidateVmId(vm.vm_id));
-    const std::string where = absl::StrCat("firewall entry of vm ", vm.vm_id);
-    if (absl::Status s = ValidateInterfaceName(vm.tap, "tap name"); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
-    }
-    if (!state.subnet.IsGuestAddress(vm.ip)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": ip ", IpToString(vm.ip), " is not a guest address of ", subnet));
-    }
-    if (!ips.insert(vm.ip).second || !taps.insert(vm.tap).second) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          where, ": ip ", IpToString(vm.ip), " or tap ", vm.tap, " is used twice"));
-    }
-    const std::string mac = vm.mac.empty() ? MacFor(vm.ip) : absl::AsciiStrToLower(vm.mac);
-    if (absl::Status s = ValidateMac(mac); !s.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
-    }
+  for (const CheckedVm& checked : vms) {
+    const VmFirewallEntry& vm = *checked.vm;
+    const std::string& mac = checked.mac;
     const std::string ip = IpToString(vm.ip);
     const std::string tap = Quoted(vm.tap);
     const std::string comment = absl::StrCat(" comment \"vm ", vm.vm_id, "\"");
@@ -194,6 +250,17 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
         // gateway; the host's other addresses are guarded by chain input.
         absl::StrCat("ip daddr ", subnet, " drop"),
     };
+    // Closed whatever the mode: a restricted VM's allow list cannot open
+    // what the operator denies.
+    if (state.dns != 0 && vm.egress.mode == EgressMode::kOpen) {
+      for (const char* proto : {"udp", "tcp"}) {
+        egress.push_back(
+            absl::StrCat("ip daddr ", IpToString(state.dns), " ", proto, " dport 53 accept"));
+      }
+    }
+    if (!globals.deny.empty()) {
+      egress.push_back(absl::StrCat("ip daddr { ", absl::StrJoin(globals.deny, ", "), " } drop"));
+    }
     switch (vm.egress.mode) {
       case EgressMode::kOpen:
         egress.push_back("accept");
@@ -201,41 +268,34 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
       case EgressMode::kOff:
         egress.push_back("drop");
         break;
-      case EgressMode::kRestricted: {
-        SMOLVM_ASSIGN_OR_RETURN(std::vector<std::string> cidrs,
-                                CheckCidrs(vm.vm_id, vm.egress.allow_cidrs));
-        if (!cidrs.empty()) {
+      case EgressMode::kRestricted:
+        if (!checked.allow.empty()) {
           egress.push_back(
-              absl::StrCat("ip daddr { ", absl::StrJoin(cidrs, ", "), " } accept"));
+              absl::StrCat("ip daddr { ", absl::StrJoin(checked.allow, ", "), " } accept"));
         }
         egress.push_back("drop");
         break;
-      }
     }
     egress_chains.emplace_back(chain, std::move(egress));
 
-    for (const PortForward& pf : vm.forwards) {
-      SMOLVM_ASSIGN_OR_RETURN(Forward f, CheckForward(vm.vm_id, pf));
-      for (const Forward& other : all_forwards) {
-        if (other.protocol == f.protocol && other.host_port == f.host_port &&
-            (other.host_ip == f.host_ip || other.any_host_ip || f.any_host_ip)) {
-          return absl::AlreadyExistsError(absl::StrCat(
-              "port forward ", pf.host_ip, ":", f.host_port, "/", f.protocol, " of vm ",
-              vm.vm_id, ": the host port is forwarded already"));
-        }
-      }
-      all_forwards.push_back(f);
+    for (const Forward& f : checked.forwards) {
       const std::string match =
           f.any_host_ip ? "meta nfproto ipv4 fib daddr type local"
                         : absl::StrCat("ip daddr ", IpToString(f.host_ip));
-      dnat_rules.push_back(absl::StrCat(match, " ", f.protocol, " dport ", f.host_port,
-                                        " dnat ip to ", ip, ":", f.guest_port, comment));
+      std::string dnat = absl::StrCat(match, " ", f.protocol, " dport ", f.host_port,
+                                      " dnat ip to ", ip, ":", f.guest_port, comment);
+      // Connections made on the host only to the addresses the port policy
+      // allows: elsewhere a forward must not capture the host's own
+      // traffic (a tenant's 0.0.0.0 forward would take 127.0.0.1:PORT).
+      if (globals.output_dnat_ips.count(f.host_ip) != 0) output_rules.push_back(dnat);
+      dnat_rules.push_back(std::move(dnat));
       to_bridge.push_back(absl::StrCat("oifname ", br, " ip daddr ", ip, " ", f.protocol,
                                        " dport ", f.guest_port, " ct status dnat accept",
                                        comment));
     }
   }
-  // Ports of the bridge that no VM owns (yet, or any more) send nothing.
+  // Ports of the bridge that no VM owns (yet, or any more, or whose entry
+  // was rejected) send nothing.
   if (!state.tap_prefix.empty()) {
     bridge_rules.push_back(absl::StrCat("iifname \"", state.tap_prefix, "*\" drop"));
   }
@@ -280,7 +340,7 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
          absl::StrCat("iifname ", br, " drop")});
   chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", dnat_rules);
   // Connections made on the host itself (to 127.0.0.1 or a local address).
-  chain("output", "type nat hook output priority -100; policy accept;", dnat_rules);
+  chain("output", "type nat hook output priority -100; policy accept;", output_rules);
   std::vector<std::string> snat;
   if (!state.uplink.empty()) {
     snat.push_back(absl::StrCat("ip saddr ", subnet, " oifname ", Quoted(state.uplink),
@@ -292,6 +352,42 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
   chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", snat);
   absl::StrAppend(&out, "}\n");
   return out;
+}
+
+}  // namespace
+
+std::string EgressChainName(uint32_t ip) { return absl::StrFormat("egress_%08x", ip); }
+
+absl::StatusOr<RenderedRuleset> RenderNftRulesetLenient(const FirewallState& state) {
+  SMOLVM_ASSIGN_OR_RETURN(CheckedGlobals globals, CheckGlobals(state));
+  RenderedRuleset rendered;
+  std::vector<CheckedVm> accepted;
+  Taken taken;
+  for (const VmFirewallEntry& vm : state.vms) {
+    absl::StatusOr<CheckedVm> checked = CheckVm(state, vm, taken);
+    if (!checked.ok()) {
+      rendered.rejected.emplace(vm.vm_id, checked.status());
+      continue;
+    }
+    taken.ips.insert(vm.ip);
+    taken.taps.insert(vm.tap);
+    taken.forwards.insert(taken.forwards.end(), checked->forwards.begin(),
+                          checked->forwards.end());
+    accepted.push_back(*std::move(checked));
+  }
+  rendered.script = RenderScript(state, globals, accepted);
+  return rendered;
+}
+
+absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
+  SMOLVM_ASSIGN_OR_RETURN(RenderedRuleset rendered, RenderNftRulesetLenient(state));
+  // The first rejected entry in the state's order.
+  for (const VmFirewallEntry& vm : state.vms) {
+    if (auto it = rendered.rejected.find(vm.vm_id); it != rendered.rejected.end()) {
+      return it->second;
+    }
+  }
+  return std::move(rendered.script);
 }
 
 NftFirewall::NftFirewall(std::vector<std::string> command_prefix, std::string temp_dir)
@@ -330,9 +426,12 @@ absl::Status NftFirewall::RunScript(const std::string& script, const std::string
   return absl::OkStatus();
 }
 
-absl::Status NftFirewall::Apply(const FirewallState& state) {
-  SMOLVM_ASSIGN_OR_RETURN(std::string script, RenderNftRuleset(state));
-  return RunScript(script, absl::StrCat("apply firewall table ", state.table));
+absl::StatusOr<std::map<std::string, absl::Status>> NftFirewall::Apply(
+    const FirewallState& state) {
+  SMOLVM_ASSIGN_OR_RETURN(RenderedRuleset rendered, RenderNftRulesetLenient(state));
+  SMOLVM_RETURN_IF_ERROR(
+      RunScript(rendered.script, absl::StrCat("apply firewall table ", state.table)));
+  return std::move(rendered.rejected);
 }
 
 absl::Status NftFirewall::Remove(const std::string& table) {

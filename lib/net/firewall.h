@@ -12,14 +12,22 @@
 //  * VMs never reach each other (also not routed via the gateway) nor the
 //    host itself (table inet, input), apart from replies;
 //  * egress per VM: open, off, or restricted to CIDRs; NAT out of `uplink`;
+//  * destinations no guest reaches whatever its egress mode (deny_cidrs:
+//    cloud metadata, the host's LANs);
 //  * port forwards host_ip:host_port -> guest_ip:guest_port, also for
-//    connections made on the host (127.0.0.1 works: see route_localnet in
-//    link_backend.h), and nothing else reaches a guest from outside.
+//    connections made on the host to the addresses the port policy allows
+//    (127.0.0.1 works: see route_localnet in link_backend.h), and nothing
+//    else reaches a guest from outside.
+//
+// One VM's bad entry never blocks the others: rendering leaves that entry
+// out (its TAP then sends nothing) and reports it; only a bad global
+// setting fails the whole ruleset.
 //
 // Rendering is pure; NftFirewall only runs `nft -f` on the result.
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,16 +55,46 @@ struct FirewallState {
   // Bridge ports whose name starts with this and that `vms` does not list
   // send nothing (a TAP created before its rules, or a leftover); "" = off.
   std::string tap_prefix = kTapPrefix;
+  // IPv4 CIDRs ("a.b.c.d/n" or a bare address) no guest may reach, in every
+  // egress mode (restricted allow_cidrs included): dropped in each VM's
+  // egress chain before anything is accepted. Replies to connections made
+  // to a guest (port forwards) are not affected.
+  std::vector<std::string> deny_cidrs;
+  // Host addresses for which connections made on the host itself (nat
+  // output chain) are forwarded too: a forward gets an output DNAT rule
+  // only if its host_ip is listed (a 0.0.0.0 forward only if 0 is). Others
+  // forward only what arrives from outside (prerouting). Empty = none.
+  std::vector<uint32_t> output_dnat_ips;
+  // The guests' resolver (0 = none): open-egress VMs may reach it on port
+  // 53 even when it lies in a denied range (a resolver on the host's LAN).
+  uint32_t dns = 0;
   std::vector<VmFirewallEntry> vms;
+};
+
+// A ruleset and the VM entries left out of it.
+struct RenderedRuleset {
+  std::string script;
+  // vm_id -> why its entry was left out.
+  std::map<std::string, absl::Status> rejected;
 };
 
 // The nft script that replaces tables `inet TABLE` and `bridge TABLE` with
 // the rules of `state` in one transaction, whether they existed or not.
-// INVALID_ARGUMENT (naming the VM and the field) for a bad table or
-// interface name, a VM address outside the subnet's guest range, duplicate
-// VM addresses or TAPs, a bad CIDR, protocol, port or host_ip, and
-// ALREADY_EXISTS for two forwards of the same host address/port/protocol
-// (0.0.0.0 overlaps every address). Nothing invalid ever reaches nft.
+// Nothing invalid ever reaches nft:
+//  * a bad global setting (table, bridge, uplink or tap prefix name, the
+//    subnet, a deny_cidrs entry) fails the whole render, INVALID_ARGUMENT;
+//  * a VM entry that cannot be rendered is left out, with the reason in
+//    `rejected` (keyed by vm_id): INVALID_ARGUMENT naming the VM and the
+//    field for a bad vm_id, TAP, MAC or CIDR, an address outside the
+//    subnet's guest range, a bad protocol, port or host_ip, or an address or
+//    TAP used by an earlier entry; ALREADY_EXISTS for a forward of a host
+//    address/port/protocol an earlier entry (or the same one) forwards
+//    already (0.0.0.0 overlaps every address). Entries are taken in order,
+//    so the earlier of two clashing entries keeps its rules.
+absl::StatusOr<RenderedRuleset> RenderNftRulesetLenient(const FirewallState& state);
+
+// The same, strict: the first VM entry that cannot be rendered fails the
+// whole render with its status.
 absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state);
 
 // The egress chain of a guest: "egress_" + 8 hex digits of its address.
@@ -67,8 +105,11 @@ class Firewall {
   virtual ~Firewall() = default;
 
   // Makes the rules those of `state`, atomically: on error the previous
-  // rules stay in force.
-  virtual absl::Status Apply(const FirewallState& state) = 0;
+  // rules stay in force. VM entries that cannot be rendered are left out
+  // (see RenderNftRulesetLenient: their TAPs send nothing) and returned,
+  // vm_id -> reason; the rest is applied.
+  virtual absl::StatusOr<std::map<std::string, absl::Status>> Apply(
+      const FirewallState& state) = 0;
 
   // Deletes the tables of Apply(state with table = `table`); OK if absent.
   virtual absl::Status Remove(const std::string& table) = 0;
@@ -84,7 +125,8 @@ class NftFirewall : public Firewall {
   explicit NftFirewall(std::vector<std::string> command_prefix = {},
                        std::string temp_dir = "/tmp");
 
-  absl::Status Apply(const FirewallState& state) override;
+  absl::StatusOr<std::map<std::string, absl::Status>> Apply(
+      const FirewallState& state) override;
   absl::Status Remove(const std::string& table) override;
 
  private:

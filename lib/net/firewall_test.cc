@@ -139,6 +139,7 @@ TEST(RenderNftRulesetTest, PortForwards) {
   FirewallState state = TwoVms();
   state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
   state.vms[1].forwards.push_back({"0.0.0.0", 5353, 53, "udp"});
+  state.output_dnat_ips = {0x7f000001};  // 127.0.0.1
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
   const std::string dnat1 =
@@ -146,10 +147,11 @@ TEST(RenderNftRulesetTest, PortForwards) {
   const std::string dnat2 =
       "meta nfproto ipv4 fib daddr type local udp dport 5353 dnat ip to 10.200.0.3:53 "
       "comment \"vm vm-b\"";
-  for (const char* chain : {"prerouting", "output"}) {
-    EXPECT_THAT(ChainOf(*script, "inet", chain), HasSubstr(dnat1)) << chain;
-    EXPECT_THAT(ChainOf(*script, "inet", chain), HasSubstr(dnat2)) << chain;
-  }
+  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"), HasSubstr(dnat1));
+  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"), HasSubstr(dnat2));
+  // Connections made on the host: only to the listed addresses.
+  EXPECT_THAT(ChainOf(*script, "inet", "output"), HasSubstr(dnat1));
+  EXPECT_THAT(ChainOf(*script, "inet", "output"), Not(HasSubstr("dport 5353")));
   EXPECT_THAT(ChainOf(*script, "inet", "prerouting"),
               HasSubstr("type nat hook prerouting priority dstnat; policy accept;"));
   EXPECT_THAT(ChainOf(*script, "inet", "output"),
@@ -161,6 +163,121 @@ TEST(RenderNftRulesetTest, PortForwards) {
                                  "ct status dnat accept"));
   // The accepts come before the bridge's catch-all drop.
   EXPECT_LT(forward.find("tcp dport 80"), forward.find("oifname \"smolbr0\" drop"));
+}
+
+TEST(RenderNftRulesetTest, OutputDnatFollowsTheListedHostAddresses) {
+  FirewallState state = TwoVms();
+  state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
+  state.vms[0].forwards.push_back({"192.0.2.7", 8080, 80, "tcp"});
+  state.vms[1].forwards.push_back({"0.0.0.0", 5353, 53, "udp"});
+  auto output_of = [&](std::vector<uint32_t> ips) {
+    state.output_dnat_ips = std::move(ips);
+    auto script = RenderNftRuleset(state);
+    EXPECT_THAT(script, IsOk());
+    return script.ok() ? ChainOf(*script, "inet", "output") : "";
+  };
+  // None listed: no output DNAT at all; prerouting is unaffected.
+  std::string output = output_of({});
+  EXPECT_THAT(output, Not(HasSubstr("dnat")));
+  // 0.0.0.0 forwards only when 0 is listed; a listed 0 does not make other
+  // addresses' forwards capture the host's traffic.
+  output = output_of({0});
+  EXPECT_THAT(output, HasSubstr("fib daddr type local udp dport 5353"));
+  EXPECT_THAT(output, Not(HasSubstr("ip daddr 127.0.0.1")));
+  output = output_of({0xc0000207, 0x7f000001});
+  EXPECT_THAT(output, HasSubstr("ip daddr 127.0.0.1 tcp dport 8080"));
+  EXPECT_THAT(output, HasSubstr("ip daddr 192.0.2.7 tcp dport 8080"));
+  EXPECT_THAT(output, Not(HasSubstr("5353")));
+  auto script = RenderNftRuleset(state);
+  ASSERT_THAT(script, IsOk());
+  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"), HasSubstr("udp dport 5353"));
+}
+
+TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
+  FirewallState state = TwoVms();
+  VmFirewallEntry restricted = Vm("vm-c", 0x0ac80004, EgressMode::kRestricted);
+  restricted.egress.allow_cidrs = {"169.254.169.254", "8.8.8.8"};
+  state.vms.push_back(restricted);
+  state.deny_cidrs = {"169.254.0.0/16", "192.168.1.77/24", "169.254.169.254", "10.9.9.9"};
+  auto script = RenderNftRuleset(state);
+  ASSERT_THAT(script, IsOk());
+  const std::string isolate = "    ip daddr 10.200.0.0/24 drop\n";
+  // Canonical, covered entries dropped, before anything is accepted.
+  const std::string deny = "    ip daddr { 10.9.9.9, 169.254.0.0/16, 192.168.1.0/24 } drop\n";
+  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80002"),
+            "  chain egress_0ac80002 {\n" + isolate + deny + "    accept");
+  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80003"),
+            "  chain egress_0ac80003 {\n" + isolate + deny + "    drop");
+  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80004"),
+            "  chain egress_0ac80004 {\n" + isolate + deny +
+                "    ip daddr { 8.8.8.8, 169.254.169.254 } accept\n    drop");
+
+  // A bad deny entry is the operator's: nothing is rendered.
+  for (const char* bad : {"169.254.0.0/33", "010.0.0.0/8", " 1.2.3.4", "fe80::/10"}) {
+    state.deny_cidrs = {bad};
+    EXPECT_THAT(RenderNftRulesetLenient(state),
+                StatusIs(absl::StatusCode::kInvalidArgument, "firewall deny_cidrs"))
+        << bad;
+  }
+}
+
+TEST(RenderNftRulesetTest, BadEntriesAreLeftOutAndReported) {
+  FirewallState state = TwoVms();
+  state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
+  VmFirewallEntry bad_cidr = Vm("vm-c", 0x0ac80004, EgressMode::kRestricted);
+  bad_cidr.egress.allow_cidrs = {"1.2.3.4/33"};
+  VmFirewallEntry same_ip = Vm("vm-d", kVm1, EgressMode::kOpen);  // vm-a's address.
+  same_ip.tap = "smvother";
+  VmFirewallEntry same_port = Vm("vm-e", 0x0ac80006, EgressMode::kOpen);
+  same_port.forwards.push_back({"0.0.0.0", 8080, 81, "tcp"});  // vm-a forwards it.
+  VmFirewallEntry own_clash = Vm("vm-f", 0x0ac80007, EgressMode::kOpen);
+  own_clash.forwards = {{"127.0.0.1", 9000, 80, "udp"}, {"127.0.0.1", 9000, 81, "udp"}};
+  VmFirewallEntry bad_mac = Vm("vm-g", 0x0ac80008, EgressMode::kOpen);
+  bad_mac.mac = "zz:53:0a:c8:00:08";
+  VmFirewallEntry good = Vm("vm-h", 0x0ac80009, EgressMode::kOpen);
+  good.forwards.push_back({"127.0.0.1", 9000, 80, "udp"});  // vm-f's was not taken.
+  for (auto* vm : {&bad_cidr, &same_ip, &same_port, &own_clash, &bad_mac, &good}) {
+    state.vms.push_back(*vm);
+  }
+
+  auto rendered = RenderNftRulesetLenient(state);
+  ASSERT_THAT(rendered, IsOk());
+  const auto& rejected = rendered->rejected;
+  EXPECT_EQ(rejected.size(), 5u);
+  EXPECT_THAT(rejected.at("vm-c"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "egress allow_cidrs of vm vm-c"));
+  EXPECT_THAT(rejected.at("vm-d"), StatusIs(absl::StatusCode::kInvalidArgument, "used twice"));
+  EXPECT_THAT(rejected.at("vm-e"),
+              StatusIs(absl::StatusCode::kAlreadyExists, "0.0.0.0:8080/tcp of vm vm-e"));
+  EXPECT_THAT(rejected.at("vm-f"),
+              StatusIs(absl::StatusCode::kAlreadyExists, "127.0.0.1:9000/udp of vm vm-f"));
+  EXPECT_THAT(rejected.at("vm-g"), StatusIs(absl::StatusCode::kInvalidArgument, "invalid mac"));
+
+  // The others are rendered in full; nothing of the rejected ones is.
+  const std::string& script = rendered->script;
+  for (const char* chain : {"egress_0ac80002", "egress_0ac80003", "egress_0ac80009"}) {
+    EXPECT_THAT(script, HasSubstr(std::string("chain ") + chain)) << chain;
+  }
+  for (const char* id : {"vm-c", "vm-d", "vm-e", "vm-f", "vm-g"}) {
+    EXPECT_THAT(script, Not(HasSubstr(std::string("\"vm ") + id + "\""))) << id;
+  }
+  for (const char* chain : {"egress_0ac80004", "egress_0ac80006", "egress_0ac80007",
+                            "egress_0ac80008"}) {
+    EXPECT_THAT(script, Not(HasSubstr(chain))) << chain;
+  }
+  EXPECT_THAT(script, HasSubstr("tcp dport 8080 dnat ip to 10.200.0.2:80"));
+  EXPECT_THAT(script, HasSubstr("udp dport 9000 dnat ip to 10.200.0.9:80"));
+  // Rejected VMs' TAPs fall through to the catch-all drop.
+  EXPECT_TRUE(absl::EndsWith(ChainOf(script, "bridge", "prerouting"),
+                             "    iifname \"smv*\" drop"));
+
+  // The strict render fails with the first rejected entry.
+  EXPECT_THAT(RenderNftRuleset(state),
+              StatusIs(absl::StatusCode::kInvalidArgument, "egress allow_cidrs of vm vm-c"));
+  // Global problems fail the lenient render too.
+  state.bridge = "bad bridge";
+  EXPECT_THAT(RenderNftRulesetLenient(state),
+              StatusIs(absl::StatusCode::kInvalidArgument, "invalid bridge name"));
 }
 
 TEST(RenderNftRulesetTest, Masquerade) {
@@ -286,7 +403,9 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   restricted.egress.allow_cidrs = {"8.8.8.8", "10.0.0.0/8"};
   state.vms.push_back(restricted);
 
-  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  auto applied = firewall_->Apply(state);
+  ASSERT_THAT(applied, IsOk());
+  EXPECT_TRUE(applied->empty());
   std::string first = ListTable("inet");
   for (const char* chain : {"chain forward", "chain input", "chain prerouting",
                             "chain output", "chain postrouting", "chain egress_0ac80002",
@@ -304,11 +423,39 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   ASSERT_THAT(firewall_->Apply(state), IsOk());
   EXPECT_THAT(ListTable("inet"), Not(HasSubstr("egress_0ac80004")));
 
-  // An invalid state never reaches nft: the rules in force stay.
+  // A bad entry never reaches nft, and does not hold back the others.
   FirewallState bad = state;
   bad.vms[0].egress = {EgressMode::kRestricted, {"300.1.1.1/8"}};
+  bad.vms[1].egress = {EgressMode::kOpen, {}};
+  auto rejected = firewall_->Apply(bad);
+  ASSERT_THAT(rejected, IsOk());
+  ASSERT_EQ(rejected->size(), 1u);
+  EXPECT_THAT(rejected->at("vm-a"), StatusIs(absl::StatusCode::kInvalidArgument, "300.1.1.1"));
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("chain egress_0ac80002")));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("chain egress_0ac80003"));
+  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("10.200.0.2")));
+
+  // A bad global setting fails the whole apply: the rules in force stay.
+  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  std::string before = ListTable("inet");
+  bad = state;
+  bad.deny_cidrs = {"169.254.0.0/99"};
   EXPECT_THAT(firewall_->Apply(bad), StatusIs(absl::StatusCode::kInvalidArgument));
-  EXPECT_THAT(ListTable("inet"), HasSubstr("chain egress_0ac80002"));
+  EXPECT_EQ(ListTable("inet"), before);
+
+  // What nft sees of deny_cidrs and output DNAT.
+  state.deny_cidrs = {"169.254.0.0/16", "192.168.0.0/16"};
+  state.output_dnat_ips = {0x7f000001};
+  auto with_deny = firewall_->Apply(state);
+  ASSERT_THAT(with_deny, IsOk());
+  EXPECT_TRUE(with_deny->empty());
+  std::string listed = ListTable("inet");
+  EXPECT_THAT(listed, HasSubstr("ip daddr { 169.254.0.0/16, 192.168.0.0/16 } drop"));
+  size_t output = listed.find("chain output {");
+  ASSERT_NE(output, std::string::npos) << listed;
+  std::string output_chain = listed.substr(output, listed.find("}", output) - output);
+  EXPECT_THAT(output_chain, HasSubstr("tcp dport 8080 dnat ip to 10.200.0.2:80"));
+  EXPECT_THAT(output_chain, Not(HasSubstr("5353")));
 
   ASSERT_THAT(firewall_->Remove("smolvmd"), IsOk());
   auto tables = netns_->Exec({"nft", "list", "tables"});
@@ -320,7 +467,7 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
 TEST_F(NftFirewallTest, FailuresNameTheTableAndCarryStderr) {
   // nft cannot be found: the error says what failed and why.
   NftFirewall broken({"ip", "netns", "exec", netns_->name(), "env", "PATH=/nonexistent"});
-  absl::Status status = broken.Apply(TwoVms());
+  absl::Status status = broken.Apply(TwoVms()).status();
   EXPECT_THAT(status, StatusIs(absl::StatusCode::kInternal, "apply firewall table smolvmd"));
   EXPECT_THAT(status.message(), HasSubstr("nft"));
   EXPECT_THAT(status.message(), HasSubstr("No such file or directory"));

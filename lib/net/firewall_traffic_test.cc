@@ -210,6 +210,13 @@ class FirewallTrafficTest : public ::testing::Test {
     firewall_ = std::make_unique<NftFirewall>(host_->prefix());
   }
 
+  // Applies state_, which must have no rejected entries.
+  void Apply() {
+    auto rejected = firewall_->Apply(state_);
+    ASSERT_THAT(rejected, IsOk());
+    ASSERT_TRUE(rejected->empty()) << rejected->begin()->second;
+  }
+
   void In(const ScopedNetns& netns, const std::vector<std::string>& argv) {
     ASSERT_THAT(netns.Exec(argv), IsOk());
   }
@@ -247,7 +254,7 @@ class FirewallTrafficTest : public ::testing::Test {
 
 TEST_F(FirewallTrafficTest, IsolationAndEgress) {
   state_.vms[1].egress.mode = EgressMode::kOff;
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   auto remote = Listen(*internet_, 7000);
   auto on_b = Listen(*vm_b_, 7001);
   auto on_host = Listen(*host_, 7002);
@@ -274,22 +281,37 @@ TEST_F(FirewallTrafficTest, IsolationAndEgress) {
 
   // Restricted egress: only the allowed destinations.
   state_.vms[0].egress = {EgressMode::kRestricted, {absl::StrCat(kRemote1, "/32")}};
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
   EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
   EXPECT_FALSE(Connect(*vm_a_, kRemote2, 7000).ok());
+
+  // Denied destinations stay closed in every mode, also when a restricted
+  // VM's allow list names them.
+  state_.deny_cidrs = {absl::StrCat(kRemote2, "/32")};
+  state_.vms[0].egress = {EgressMode::kRestricted, {"198.51.100.0/24"}};
+  state_.vms[1].egress = {EgressMode::kOpen, {}};
+  ASSERT_NO_FATAL_FAILURE(Apply());
+  EXPECT_FALSE(Connect(*vm_a_, kRemote2, 7000).ok());
+  EXPECT_FALSE(Connect(*vm_b_, kRemote2, 7000).ok());
+  EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+  EXPECT_THAT(Connect(*vm_b_, kRemote1, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+  state_.deny_cidrs.clear();
+  state_.vms[1].egress = {EgressMode::kOff, {}};
 
   // Without an uplink nothing is masqueraded (this "internet" happens to
   // have a route back to the VM subnet).
   state_.vms[0].egress = {EgressMode::kOpen, {}};
   state_.uplink = "";
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   EXPECT_THAT(Connect(*vm_a_, kRemote2, 7000, "", 3000), IsOk());
   EXPECT_EQ(AcceptedFrom(*remote), IpToString(kVmA));
 }
 
 TEST_F(FirewallTrafficTest, Spoofing) {
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   auto remote = UdpReceiver(*internet_, 7000);
   ASSERT_THAT(remote, IsOk());
   const std::string a = IpToString(kVmA), b = IpToString(kVmB);
@@ -319,7 +341,7 @@ TEST_F(FirewallTrafficTest, Spoofing) {
   EXPECT_EQ(UdpArrivesFrom(**rogue, b, kRemote1, 7000, *remote), "");
   // Once listed, it works.
   state_.vms.push_back(Entry("vm-c", kRogue, EgressMode::kOpen));
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   EXPECT_EQ(UdpArrivesFrom(**rogue, IpToString(kRogue), kRemote1, 7000, *remote, 3000),
             kHostUplinkIp);
 }
@@ -327,12 +349,21 @@ TEST_F(FirewallTrafficTest, Spoofing) {
 TEST_F(FirewallTrafficTest, PortForwards) {
   state_.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
   state_.vms[1].forwards.push_back({"0.0.0.0", 8081, 80, "tcp"});
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   auto on_a = Listen(*vm_a_, 80);
   auto on_b = Listen(*vm_b_, 80);
   ASSERT_THAT(on_a, IsOk());
   ASSERT_THAT(on_b, IsOk());
   const std::string gateway = IpToString(subnet_.gateway());
+
+  // Connections made on the host are forwarded only for the host addresses
+  // listed in output_dnat_ips; from outside, 0.0.0.0 works regardless.
+  EXPECT_FALSE(Connect(*host_, "127.0.0.1", 8080).ok());
+  EXPECT_FALSE(Connect(*host_, "127.0.0.1", 8081).ok());
+  EXPECT_THAT(Connect(*internet_, kHostUplinkIp, 8081, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*on_b), gateway);
+  state_.output_dnat_ips = {0x7f000001, 0};
+  ASSERT_NO_FATAL_FAILURE(Apply());
 
   // 127.0.0.1 on the host (needs route_localnet and the masquerade).
   EXPECT_THAT(Connect(*host_, "127.0.0.1", 8080, "", 3000), IsOk());
@@ -356,7 +387,7 @@ TEST_F(FirewallTrafficTest, PortForwards) {
 
   // Removing the forward closes the port.
   state_.vms[1].forwards.clear();
-  ASSERT_THAT(firewall_->Apply(state_), IsOk());
+  ASSERT_NO_FATAL_FAILURE(Apply());
   EXPECT_FALSE(Connect(*internet_, kHostUplinkIp, 8081).ok());
 }
 

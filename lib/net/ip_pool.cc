@@ -10,65 +10,6 @@
 
 namespace smolvm::net {
 
-std::string IpToString(uint32_t ip) {
-  return absl::StrFormat("%u.%u.%u.%u", ip >> 24, (ip >> 16) & 0xff, (ip >> 8) & 0xff,
-                         ip & 0xff);
-}
-
-absl::StatusOr<uint32_t> ParseIpv4(absl::string_view text) {
-  std::vector<absl::string_view> parts = absl::StrSplit(text, '.');
-  uint32_t ip = 0;
-  bool ok = parts.size() == 4;
-  for (size_t i = 0; ok && i < parts.size(); ++i) {
-    absl::string_view part = parts[i];
-    // SimpleAtoi accepts signs and spaces; an octet is 1-3 plain digits.
-    // No leading zeros either: "010" is octal to inet_aton.
-    ok = !part.empty() && part.size() <= 3 && (part.size() == 1 || part[0] != '0');
-    for (char c : part) ok = ok && absl::ascii_isdigit(static_cast<unsigned char>(c));
-    uint32_t octet = 0;
-    ok = ok && absl::SimpleAtoi(part, &octet) && octet <= 255;
-    ip = (ip << 8) | octet;
-  }
-  if (!ok) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "parse ipv4 address \"", text,
-        "\": want four decimal octets 0-255 without leading zeros, like 10.0.0.1"));
-  }
-  return ip;
-}
-
-uint32_t PrefixToMask(int prefix) {
-  if (prefix <= 0) return 0;
-  if (prefix >= 32) return 0xffffffffu;
-  return ~((uint32_t{1} << (32 - prefix)) - 1);
-}
-
-std::string CidrToString(uint32_t network, int prefix) {
-  return absl::StrCat(IpToString(network), "/", prefix);
-}
-
-absl::StatusOr<std::pair<uint32_t, int>> ParseCidr(absl::string_view text) {
-  std::pair<absl::string_view, absl::string_view> parts =
-      absl::StrSplit(text, absl::MaxSplits('/', 1));
-  auto invalid = [&](absl::string_view why) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("parse cidr \"", text, "\": ", why));
-  };
-  auto ip = ParseIpv4(parts.first);
-  if (!ip.ok()) return invalid("want an ipv4 address with an optional /0-32, like 10.0.0.0/8");
-  int prefix = 32;
-  if (text.find('/') != absl::string_view::npos) {
-    bool digits = !parts.second.empty() && parts.second.size() <= 2;
-    for (char c : parts.second) {
-      digits = digits && absl::ascii_isdigit(static_cast<unsigned char>(c));
-    }
-    if (!digits || !absl::SimpleAtoi(parts.second, &prefix) || prefix > 32) {
-      return invalid("the prefix length must be 0-32");
-    }
-  }
-  return std::make_pair(*ip & PrefixToMask(prefix), prefix);
-}
-
 absl::StatusOr<Subnet> Subnet::Parse(absl::string_view cidr) {
   auto invalid = [&](absl::string_view why) {
     return absl::InvalidArgumentError(absl::StrCat("parse subnet \"", cidr, "\": ", why));

@@ -1,9 +1,10 @@
 // File: ip_pool.h
 //
 // Pure IPv4 arithmetic for the VM network: the subnet the guests live in
-// (gateway = first host, guests = the hosts after it), address and CIDR
-// parsing, and the names derived from a guest address (TAP device, MAC), so
-// that everything about a VM's network identity follows from its IP.
+// (gateway = first host, guests = the hosts after it) and the names derived
+// from a guest address (TAP device, MAC), so that everything about a VM's
+// network identity follows from its IP. Addresses and CIDRs are parsed by
+// lib/base/ipv4.h (included here for the callers).
 // No side effects; every function is thread-safe.
 #pragma once
 
@@ -15,27 +16,9 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
+#include "lib/base/ipv4.h"
 
 namespace smolvm::net {
-
-// Addresses are host-order uint32_t: 10.200.0.1 == 0x0ac80001.
-
-// "10.200.0.5".
-std::string IpToString(uint32_t ip);
-
-// Dotted quad with exactly four decimal octets 0-255 ("10.200.0.5");
-// INVALID_ARGUMENT otherwise.
-absl::StatusOr<uint32_t> ParseIpv4(absl::string_view text);
-
-// "a.b.c.d/n" with n in 0..32 (a bare "a.b.c.d" means /32). Host bits are
-// masked off: "10.1.2.3/8" -> {10.0.0.0, 8}. INVALID_ARGUMENT otherwise.
-absl::StatusOr<std::pair<uint32_t, int>> ParseCidr(absl::string_view text);
-
-// "a.b.c.d/n" of a (network, prefix) pair.
-std::string CidrToString(uint32_t network, int prefix);
-
-// The netmask of a prefix length 0..32 (24 -> 0xffffff00).
-uint32_t PrefixToMask(int prefix);
 
 // The VM subnet.
 struct Subnet {

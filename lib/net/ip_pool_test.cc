@@ -14,73 +14,7 @@ using ::smolvm_testing::IsOk;
 using ::smolvm_testing::StatusIs;
 using ::testing::ElementsAre;
 
-TEST(IpPoolTest, ParseIpv4) {
-  struct Case {
-    std::string text;
-    bool ok;
-    uint32_t ip;
-  };
-  for (const Case& c : std::vector<Case>{
-           {"10.200.0.5", true, 0x0ac80005},
-           {"0.0.0.0", true, 0},
-           {"255.255.255.255", true, 0xffffffff},
-           {"127.0.0.1", true, 0x7f000001},
-           {"", false, 0},
-           {"1.2.3", false, 0},
-           {"1.2.3.4.5", false, 0},
-           {"1.2.3.256", false, 0},
-           {"1.2.3.-1", false, 0},
-           {"1.2.3.+1", false, 0},
-           {"1..3.4", false, 0},
-           {"1.2.3.4.", false, 0},
-           {" 1.2.3.4", false, 0},
-           {"01.2.3.4", false, 0},
-           {"1.2.3.0x1", false, 0},
-           {"1.2.3.4/32", false, 0},
-       }) {
-    auto ip = ParseIpv4(c.text);
-    if (c.ok) {
-      ASSERT_THAT(ip, IsOk()) << c.text;
-      EXPECT_EQ(*ip, c.ip) << c.text;
-      EXPECT_EQ(IpToString(*ip), c.text);
-    } else {
-      EXPECT_THAT(ip, StatusIs(absl::StatusCode::kInvalidArgument, "four decimal octets"))
-          << c.text;
-    }
-  }
-}
-
-TEST(IpPoolTest, ParseCidr) {
-  struct Case {
-    std::string text;
-    bool ok;
-    uint32_t network;
-    int prefix;
-  };
-  for (const Case& c : std::vector<Case>{
-           {"1.2.3.4/32", true, 0x01020304, 32},
-           {"1.2.3.4", true, 0x01020304, 32},
-           {"10.1.2.3/8", true, 0x0a000000, 8},  // Host bits masked off.
-           {"0.0.0.0/0", true, 0, 0},
-           {"192.168.1.0/24", true, 0xc0a80100, 24},
-           {"1.2.3.4/33", false, 0, 0},
-           {"1.2.3.4/", false, 0, 0},
-           {"1.2.3.4/-1", false, 0, 0},
-           {"1.2.3.4/8/8", false, 0, 0},
-           {"1.2.3/8", false, 0, 0},
-           {"/8", false, 0, 0},
-           {"example.com/32", false, 0, 0},
-       }) {
-    auto cidr = ParseCidr(c.text);
-    if (c.ok) {
-      ASSERT_THAT(cidr, IsOk()) << c.text;
-      EXPECT_EQ(cidr->first, c.network) << c.text;
-      EXPECT_EQ(cidr->second, c.prefix) << c.text;
-    } else {
-      EXPECT_THAT(cidr, StatusIs(absl::StatusCode::kInvalidArgument, c.text)) << c.text;
-    }
-  }
-}
+// ParseIpv4 / ParseCidr: lib/base/ipv4_test.cc.
 
 TEST(IpPoolTest, SubnetParse) {
   struct Case {

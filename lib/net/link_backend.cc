@@ -1,6 +1,7 @@
 #include "lib/net/link_backend.h"
 
 #include <algorithm>
+#include <set>
 #include <utility>
 
 #include "absl/strings/match.h"
@@ -261,6 +262,37 @@ absl::StatusOr<std::string> IpCommandLinkBackend::DefaultRouteInterface() {
         "add a default route");
   }
   return best_dev;
+}
+
+absl::StatusOr<std::vector<std::string>> IpCommandLinkBackend::ConnectedSubnets(
+    const std::string& exclude_bridge) {
+  auto result = Run({"ip", "-j", "-4", "addr", "show"});
+  if (!result.ok()) return Annotate(result.status(), "list connected subnets");
+  auto json = ParseJson(result->stdout_text, "ip addr show");
+  if (!json.ok()) return Annotate(json.status(), "list connected subnets");
+  std::set<std::pair<uint32_t, int>> subnets;  // (network, prefix), in order.
+  for (const auto& link : *json) {
+    if (!link.is_object()) continue;
+    const std::string name = JsonString(link, "ifname");
+    if (name.empty() || name == "lo" || name == exclude_bridge ||
+        absl::StartsWith(name, kTapPrefix)) {
+      continue;
+    }
+    auto infos = link.find("addr_info");
+    if (infos == link.end() || !infos->is_array()) continue;
+    for (const auto& info : *infos) {
+      if (!info.is_object() || JsonString(info, "family") != "inet") continue;
+      auto ip = ParseIpv4(JsonString(info, "local"));
+      auto len = info.find("prefixlen");
+      if (!ip.ok() || len == info.end() || !len->is_number_integer()) continue;
+      int prefix = len->get<int>();
+      if (prefix < 0 || prefix > 32) continue;
+      subnets.emplace(*ip & PrefixToMask(prefix), prefix);
+    }
+  }
+  std::vector<std::string> out;
+  for (const auto& [network, prefix] : subnets) out.push_back(CidrToString(network, prefix));
+  return out;
 }
 
 }  // namespace smolvm::net

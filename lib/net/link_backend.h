@@ -51,6 +51,14 @@ class LinkBackend {
   // The device of the IPv4 default route (the lowest metric one if there are
   // several), for masquerading guest traffic. NOT_FOUND if there is none.
   virtual absl::StatusOr<std::string> DefaultRouteInterface() = 0;
+
+  // The IPv4 subnets the host is directly connected to ("192.168.1.0/24":
+  // network/prefix, in address order, without duplicates), from the
+  // addresses of every interface except lo, `exclude_bridge` and the TAPs
+  // (kTapPrefix): the LANs guests must not reach unless the operator
+  // allows it.
+  virtual absl::StatusOr<std::vector<std::string>> ConnectedSubnets(
+      const std::string& exclude_bridge) = 0;
 };
 
 // LinkBackend on iproute2. Stateless; calls may run concurrently, but two
@@ -68,6 +76,8 @@ class IpCommandLinkBackend : public LinkBackend {
   absl::Status DeleteLink(const std::string& name) override;
   absl::StatusOr<std::vector<std::string>> ListLinks(const std::string& prefix) override;
   absl::StatusOr<std::string> DefaultRouteInterface() override;
+  absl::StatusOr<std::vector<std::string>> ConnectedSubnets(
+      const std::string& exclude_bridge) override;
 
  private:
   struct LinkInfo {

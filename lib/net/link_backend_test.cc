@@ -160,6 +160,34 @@ TEST_F(IpCommandLinkBackendTest, DefaultRouteInterface) {
   EXPECT_EQ(*dev, "svup1");
 }
 
+TEST_F(IpCommandLinkBackendTest, ConnectedSubnets) {
+  auto subnets = backend_->ConnectedSubnets("svbr0");
+  ASSERT_THAT(subnets, IsOk());
+  EXPECT_THAT(*subnets, IsEmpty());  // Only lo, which is not a LAN.
+
+  Exec({"ip", "link", "add", "svlan0", "type", "veth", "peer", "name", "svlan1"});
+  Exec({"ip", "addr", "add", "192.0.2.77/24", "dev", "svlan0"});
+  Exec({"ip", "addr", "add", "198.51.100.9/25", "dev", "svlan0"});
+  Exec({"ip", "addr", "add", "192.0.2.78/24", "dev", "svlan1"});  // The same subnet again.
+  Exec({"ip", "addr", "add", "203.0.113.5/32", "dev", "svlan1"});
+  Exec({"ip", "-6", "addr", "add", "2001:db8::1/64", "dev", "svlan1"});
+  Exec({"ip", "addr", "add", "127.0.0.2/8", "dev", "lo"});
+  // Ours: the bridge and the TAPs.
+  ASSERT_THAT(backend_->EnsureBridge("svbr0", kGateway, 24), IsOk());
+  const std::string tap = TapNameFor(kGateway + 1);
+  ASSERT_THAT(backend_->CreateTap(tap, "svbr0"), IsOk());
+  Exec({"ip", "addr", "add", "100.64.0.1/10", "dev", tap});
+
+  subnets = backend_->ConnectedSubnets("svbr0");
+  ASSERT_THAT(subnets, IsOk());
+  EXPECT_THAT(*subnets, ElementsAre("192.0.2.0/24", "198.51.100.0/25", "203.0.113.5/32"));
+  // Another bridge's subnet is a LAN like any other.
+  subnets = backend_->ConnectedSubnets("svother");
+  ASSERT_THAT(subnets, IsOk());
+  EXPECT_THAT(*subnets, ElementsAre("10.200.0.0/24", "192.0.2.0/24", "198.51.100.0/25",
+                                    "203.0.113.5/32"));
+}
+
 TEST_F(IpCommandLinkBackendTest, DeleteLinkOfNothingIsOk) {
   EXPECT_THAT(backend_->DeleteLink("svnothing"), IsOk());
   EXPECT_THAT(backend_->DeleteLink("a/b"), StatusIs(absl::StatusCode::kInvalidArgument));

@@ -71,6 +71,14 @@ CREATE TABLE ip_allocations (
   vm_id TEXT NOT NULL UNIQUE
 );
 )sql",
+    // 3: tenants. Every VM and snapshot has an owner; rows from before
+    // tenants existed belong to root's tenant (an admin).
+    R"sql(
+ALTER TABLE vms ADD COLUMN owner TEXT NOT NULL DEFAULT 'uid:0';
+ALTER TABLE snapshots ADD COLUMN owner TEXT NOT NULL DEFAULT 'uid:0';
+CREATE INDEX vms_owner ON vms (owner);
+CREATE INDEX snapshots_owner ON snapshots (owner);
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -79,29 +87,30 @@ static_assert(std::size(kMigrations) == kSchemaVersion,
 // functions depend on their order.
 constexpr absl::string_view kSelectVms =
     "SELECT vm_id, state, config, network, created_at, updated_at, error, "
-    "vmm_pid, restored_from FROM vms ";
+    "vmm_pid, restored_from, owner FROM vms ";
 constexpr const char* kInsertVm =
     "INSERT INTO vms (vm_id, state, config, network, created_at, updated_at, "
-    "error, vmm_pid, restored_from) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+    "error, vmm_pid, restored_from, owner) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
 constexpr const char* kUpdateVm =
     "UPDATE vms SET state = ?2, config = ?3, network = ?4, created_at = ?5, "
-    "updated_at = ?6, error = ?7, vmm_pid = ?8, restored_from = ?9 "
+    "updated_at = ?6, error = ?7, vmm_pid = ?8, restored_from = ?9, owner = ?10 "
     "WHERE vm_id = ?1";
 
 constexpr absl::string_view kSelectSnapshots =
     "SELECT snapshot_id, vm_id, snapshot_path, mem_file_path, disk_path, "
     "vm_config, network_config, created_at, restored, restored_vm_id, "
-    "size_bytes, accelerator FROM snapshots ";
+    "size_bytes, accelerator, owner FROM snapshots ";
 constexpr const char* kInsertSnapshot =
     "INSERT INTO snapshots (snapshot_id, vm_id, snapshot_path, mem_file_path, "
     "disk_path, vm_config, network_config, created_at, restored, "
-    "restored_vm_id, size_bytes, accelerator) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
+    "restored_vm_id, size_bytes, accelerator, owner) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
 constexpr const char* kUpdateSnapshot =
     "UPDATE snapshots SET vm_id = ?2, snapshot_path = ?3, mem_file_path = ?4, "
     "disk_path = ?5, vm_config = ?6, network_config = ?7, created_at = ?8, "
-    "restored = ?9, restored_vm_id = ?10, size_bytes = ?11, accelerator = ?12 "
-    "WHERE snapshot_id = ?1";
+    "restored = ?9, restored_vm_id = ?10, size_bytes = ?11, accelerator = ?12, "
+    "owner = ?13 WHERE snapshot_id = ?1";
 
 struct DbCloser {
   void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
@@ -469,6 +478,7 @@ absl::StatusOr<VmRecord> ReadVmRow(sqlite3_stmt* stmt) {
   vm.error = ColumnString(stmt, 6);
   vm.vmm_pid = sqlite3_column_int64(stmt, 7);
   vm.restored_from = ColumnString(stmt, 8);
+  vm.owner = ColumnString(stmt, 9);
   return vm;
 }
 
@@ -480,7 +490,7 @@ absl::StatusOr<Stmt> PrepareVmWrite(sqlite3* db, const char* sql,
   return Prepare(db, sql, what, vm.vm_id, std::string(VmStateName(vm.state)),
                  config, network, absl::ToUnixMicros(vm.created_at),
                  absl::ToUnixMicros(updated_at), vm.error, vm.vmm_pid,
-                 vm.restored_from);
+                 vm.restored_from, vm.owner);
 }
 
 absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {
@@ -505,6 +515,7 @@ absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {
   // SQLite integers are signed; the cast round-trips every uint64_t.
   snapshot.size_bytes = static_cast<uint64_t>(sqlite3_column_int64(stmt, 10));
   snapshot.accelerator = ColumnString(stmt, 11);
+  snapshot.owner = ColumnString(stmt, 12);
   return snapshot;
 }
 
@@ -521,7 +532,7 @@ absl::StatusOr<Stmt> PrepareSnapshotWrite(sqlite3* db, const char* sql,
                  absl::ToUnixMicros(snapshot.created_at),
                  int64_t{snapshot.restored ? 1 : 0}, snapshot.restored_vm_id,
                  static_cast<int64_t>(snapshot.size_bytes),
-                 snapshot.accelerator);
+                 snapshot.accelerator, snapshot.owner);
 }
 
 // Looks up one row by primary key (bound as ?1).
@@ -621,16 +632,20 @@ absl::Status Store::DeleteVm(const std::string& vm_id) {
 }
 
 absl::StatusOr<Page<VmRecord>> Store::ListVms(int page_size,
-                                              const std::string& page_token) {
+                                              const std::string& page_token,
+                                              const std::string& owner) {
   SMOLVM_ASSIGN_OR_RETURN(int limit, PageLimit(page_size, page_token));
   constexpr absl::string_view what = "list vms";
   absl::MutexLock lock(&mu_);
-  // Ids are non-empty, so the first page's token "" sorts before all of them.
+  // Ids are non-empty, so the first page's token "" sorts before all of them;
+  // owner "" matches every row.
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt,
       Prepare(db_,
-              absl::StrCat(kSelectVms, "WHERE vm_id > ?1 ORDER BY vm_id LIMIT ?2"),
-              what, page_token, int64_t{limit} + 1));
+              absl::StrCat(kSelectVms,
+                           "WHERE vm_id > ?1 AND (?2 = '' OR owner = ?2) "
+                           "ORDER BY vm_id LIMIT ?3"),
+              what, page_token, owner, int64_t{limit} + 1));
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> rows,
                           ReadRows(db_, stmt.get(), what, &ReadVmRow));
   return MakePage(std::move(rows), limit, &VmRecord::vm_id);
@@ -680,26 +695,21 @@ absl::Status Store::DeleteSnapshot(const std::string& snapshot_id) {
 }
 
 absl::StatusOr<Page<SnapshotRecord>> Store::ListSnapshots(
-    int page_size, const std::string& page_token, const std::string& vm_id) {
+    int page_size, const std::string& page_token, const std::string& vm_id,
+    const std::string& owner) {
   SMOLVM_ASSIGN_OR_RETURN(int limit, PageLimit(page_size, page_token));
   constexpr absl::string_view what = "list snapshots";
-  const int64_t fetch = int64_t{limit} + 1;
   absl::MutexLock lock(&mu_);
-  absl::StatusOr<Stmt> stmt =
-      vm_id.empty()
-          ? Prepare(db_,
-                    absl::StrCat(kSelectSnapshots,
-                                 "WHERE snapshot_id > ?1 "
-                                 "ORDER BY snapshot_id LIMIT ?2"),
-                    what, page_token, fetch)
-          : Prepare(db_,
-                    absl::StrCat(kSelectSnapshots,
-                                 "WHERE snapshot_id > ?1 AND vm_id = ?2 "
-                                 "ORDER BY snapshot_id LIMIT ?3"),
-                    what, page_token, vm_id, fetch);
-  if (!stmt.ok()) return stmt.status();
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Prepare(db_,
+              absl::StrCat(kSelectSnapshots,
+                           "WHERE snapshot_id > ?1 AND (?2 = '' OR vm_id = ?2) "
+                           "AND (?3 = '' OR owner = ?3) "
+                           "ORDER BY snapshot_id LIMIT ?4"),
+              what, page_token, vm_id, owner, int64_t{limit} + 1));
   SMOLVM_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> rows,
-                          ReadRows(db_, stmt->get(), what, &ReadSnapshotRow));
+                          ReadRows(db_, stmt.get(), what, &ReadSnapshotRow));
   return MakePage(std::move(rows), limit, &SnapshotRecord::snapshot_id);
 }
 

@@ -29,7 +29,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 2;
+inline constexpr int kSchemaVersion = 3;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -52,18 +52,21 @@ class Store {
   absl::Status UpdateVm(const VmRecord& vm);
   absl::StatusOr<VmRecord> GetVm(const std::string& vm_id);
   absl::Status DeleteVm(const std::string& vm_id);
-  // Ordered by vm_id. page_size 0 means 100; capped at 1000.
+  // Ordered by vm_id. page_size 0 means 100; capped at 1000. `owner` ""
+  // means every tenant's.
   absl::StatusOr<Page<VmRecord>> ListVms(int page_size,
-                                         const std::string& page_token);
+                                         const std::string& page_token,
+                                         const std::string& owner = "");
   absl::StatusOr<std::vector<VmRecord>> AllVms();
 
   absl::Status InsertSnapshot(const SnapshotRecord& snapshot);
   absl::Status UpdateSnapshot(const SnapshotRecord& snapshot);
   absl::StatusOr<SnapshotRecord> GetSnapshot(const std::string& snapshot_id);
   absl::Status DeleteSnapshot(const std::string& snapshot_id);
-  // Ordered by snapshot_id; `vm_id` "" means all.
+  // Ordered by snapshot_id; `vm_id` "" and `owner` "" mean all.
   absl::StatusOr<Page<SnapshotRecord>> ListSnapshots(
-      int page_size, const std::string& page_token, const std::string& vm_id);
+      int page_size, const std::string& page_token, const std::string& vm_id,
+      const std::string& owner = "");
   absl::StatusOr<std::vector<SnapshotRecord>> AllSnapshots();
 
   // Guest addresses. AllocateAddress gives `vm_id` the first of

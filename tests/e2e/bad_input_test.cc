@@ -21,7 +21,9 @@ class BadInputTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     daemon_ = new TestDaemon();
-    auto s = daemon_->Start();
+    // Named image files must come from an allow-listed directory.
+    std::filesystem::create_directories(ImageDir());
+    auto s = daemon_->Start({}, "[images]\nallowed_dirs = [\"" + ImageDir() + "\"]\n");
     ASSERT_TRUE(s.ok()) << s;
     auto channel = grpc::CreateChannel("unix:" + daemon_->socket_path(),
                                        grpc::InsecureChannelCredentials());
@@ -49,6 +51,7 @@ class BadInputTest : public ::testing::Test {
     }
   }
 
+  static std::string ImageDir() { return daemon_->dir() + "/images"; }
   static grpc::Status Create(const v1::VMConfig& config, bool start, v1::Vm* out = nullptr) {
     grpc::ClientContext ctx;
     v1::CreateVmRequest req;
@@ -139,10 +142,16 @@ TEST_F(BadInputTest, OutOfRangeResources) {
 
 TEST_F(BadInputTest, MissingImageFiles) {
   auto c = Config("nofile");
-  c.set_kernel_path("/nonexistent/vmlinuz");
+  const std::string missing = ImageDir() + "/nonexistent-vmlinuz";
+  c.set_kernel_path(missing);
   auto s = Create(c, true);
-  EXPECT_EQ(s.error_code(), StatusCode::NOT_FOUND);
-  EXPECT_NE(s.error_message().find("/nonexistent/vmlinuz"), std::string::npos);
+  EXPECT_EQ(s.error_code(), StatusCode::NOT_FOUND) << s.error_message();
+  EXPECT_NE(s.error_message().find(missing), std::string::npos) << s.error_message();
+  // Outside the allowed directories it does not matter whether it exists.
+  c.set_kernel_path("/nonexistent/vmlinuz");
+  s = Create(c, true);
+  EXPECT_EQ(s.error_code(), StatusCode::PERMISSION_DENIED) << s.error_message();
+  EXPECT_NE(s.error_message().find("allowed_dirs"), std::string::npos) << s.error_message();
   c.clear_kernel_path();
   c.set_rootfs_path("relative/rootfs.ext4");
   EXPECT_EQ(Create(c, true).error_code(), StatusCode::INVALID_ARGUMENT);
@@ -199,7 +208,7 @@ TEST_F(BadInputTest, InvalidPageTokens) {
 
 // A QEMU whose guest dies at boot: ERROR with the console tail, VMM gone.
 TEST_F(BadInputTest, GuestThatDiesAtBootIsErrorWithConsoleTail) {
-  std::string garbage = daemon_->dir() + "/garbage.img";
+  std::string garbage = ImageDir() + "/garbage.img";
   {
     std::ofstream f(garbage, std::ios::binary);
     std::string junk(8 << 20, 'x');

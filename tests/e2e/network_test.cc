@@ -1,7 +1,10 @@
 // Networking end to end, inside the test's own namespaces (see
 // test_daemon.h): real bridge, TAPs, nftables and NAT; an "internet"
-// namespace with HTTP servers on 198.51.100.2 and 203.0.113.5. Checks are
-// made from inside real guests through the agent.
+// namespace with HTTP servers on 203.0.113.5 and 203.0.113.6. Checks are
+// made from inside real guests through the agent. The daemon's port policy
+// is widened to 0.0.0.0 here (the default is 127.0.0.1 only) to test
+// forwards reached from outside the host; network_policy_test.cc covers the
+// default policies.
 #include <algorithm>
 #include <set>
 #include <thread>
@@ -22,7 +25,7 @@ class NetworkTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     daemon_ = new TestDaemon();
-    auto s = daemon_->Start();
+    auto s = daemon_->Start({}, "[ports]\nhost_ips = [\"127.0.0.1\", \"0.0.0.0\"]\n");
     ASSERT_TRUE(s.ok()) << s;
   }
   static void TearDownTestSuite() { delete daemon_; }

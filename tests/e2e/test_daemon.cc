@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -46,6 +47,9 @@ TestDaemon::TestDaemon() {
   // Short, unique and under /tmp: socket paths must stay below 108 bytes.
   char tmpl[] = "/tmp/svt-XXXXXX";
   dir_ = mkdtemp(tmpl);
+  // Other users (test_users.h) must reach the socket inside; nothing here
+  // is listable or writable for them.
+  chmod(dir_.c_str(), 0711);
   std::string tag = dir_.substr(dir_.size() - 6);
   netns_host_ = "svt-" + tag + "-h";
   netns_inet_ = "svt-" + tag + "-i";
@@ -80,10 +84,12 @@ absl::Status TestDaemon::SetUpNetwork() {
       "ip -n " + h + " addr add " + kHostUplinkIp + "/24 dev up0",
       "ip -n " + h + " link set up0 up",
       "ip -n " + h + " link set lo up",
-      "ip -n " + h + " route add default via " + kInternetIp,
+      "ip -n " + h + " route add default via " + kLanHostIp,
       "ip -n " + i + " link set " + vi + " name eth0",
-      "ip -n " + i + " addr add " + kInternetIp + "/24 dev eth0",
+      "ip -n " + i + " addr add " + kLanHostIp + "/24 dev eth0",
+      "ip -n " + i + " addr add " + std::string(kInternetIp) + "/32 dev eth0",
       "ip -n " + i + " addr add " + std::string(kOtherInternetIp) + "/32 dev eth0",
+      "ip -n " + i + " addr add " + std::string(kMetadataIp) + "/32 dev eth0",
       "ip -n " + i + " link set eth0 up",
       "ip -n " + i + " link set lo up",
   };
@@ -94,19 +100,18 @@ absl::Status TestDaemon::SetUpNetwork() {
   }
   std::filesystem::create_directories(InternetWwwDir());
   std::ofstream(InternetWwwDir() + "/hello.txt") << "hello from the internet\n";
-  for (const char* ip : {kInternetIp, kOtherInternetIp}) {
-    pid_t pid = fork();
-    if (pid == 0) {
-      int null = open("/dev/null", O_RDWR);
-      dup2(null, 0);
-      dup2(null, 1);
-      dup2(null, 2);
-      execlp("ip", "ip", "netns", "exec", i.c_str(), "busybox", "httpd", "-f", "-p",
-             (std::string(ip) + ":8080").c_str(), "-h", InternetWwwDir().c_str(), nullptr);
-      _exit(127);
-    }
-    servers_.push_back(pid);
+  // One server on every address of the internet namespace.
+  pid_t pid = fork();
+  if (pid == 0) {
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    execlp("ip", "ip", "netns", "exec", i.c_str(), "busybox", "httpd", "-f", "-p", "8080", "-h",
+           InternetWwwDir().c_str(), nullptr);
+    _exit(127);
   }
+  servers_.push_back(pid);
   return absl::OkStatus();
 }
 
@@ -138,7 +143,10 @@ TestDaemon::~TestDaemon() {
   }
 }
 
-absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args) {
+absl::Status TestDaemon::PrepareNetwork() { return SetUpNetwork(); }
+
+absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
+                               const std::string& config_toml) {
   if (auto s = SetUpNetwork(); !s.ok()) return s;
   // `ip netns exec` execs the daemon in place: pid_ is the daemon's pid.
   std::vector<std::string> args = {"/usr/bin/ip", "netns", "exec", netns_host_,
@@ -153,6 +161,19 @@ absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args) {
                                    "--guest-kernel-dir", KernelDir(),
                                    "--guest-recipe-dir", SMOLVM_SOURCE_GUEST_DIR,
                                    "--log-level", "debug"};
+  if (!config_toml.empty()) {
+    std::ofstream(config_path(), std::ios::trunc) << config_toml;
+    args.push_back("--config");
+    args.push_back(config_path());
+  }
+  bool has_group = false;
+  for (const auto& a : extra_args) {
+    has_group |= a == "--socket-group" || a.rfind("--socket-group=", 0) == 0;
+  }
+  if (!has_group) {
+    args.push_back("--socket-group");
+    args.push_back("root");
+  }
   args.insert(args.end(), extra_args.begin(), extra_args.end());
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
@@ -215,6 +236,38 @@ std::string TestDaemon::ConsoleLog(const std::string& vm_id) const {
 }
 
 std::string TestDaemon::DaemonLog() const { return ReadAll(log_path()); }
+
+std::vector<std::string> AsUser(std::optional<RunAs> as) {
+  if (!as) return {};
+  return {"setpriv", absl::StrCat("--reuid=", as->uid), absl::StrCat("--regid=", as->gid),
+          "--init-groups", "--"};
+}
+
+ProcResult TestDaemon::Ctl(const std::vector<std::string>& args, std::optional<RunAs> as) const {
+  std::vector<std::string> argv = AsUser(as);
+  argv.insert(argv.end(), {SMOLVMCTL_BINARY, "--socket", socket_path(), "--json"});
+  argv.insert(argv.end(), args.begin(), args.end());
+  // No endpoint from our environment may win over --socket.
+  return RunProcess(argv, {"SMOLVMD_ENDPOINT="});
+}
+
+ProcResult TestDaemon::RunInHostNetns(const std::vector<std::string>& command,
+                                      std::optional<RunAs> as,
+                                      const std::vector<std::string>& env) const {
+  std::vector<std::string> argv = {"ip", "netns", "exec", netns_host_};
+  std::vector<std::string> user = AsUser(as);
+  argv.insert(argv.end(), user.begin(), user.end());
+  argv.insert(argv.end(), command.begin(), command.end());
+  return RunProcess(argv, env);
+}
+
+ProcResult TestDaemon::CtlInHostNetns(const std::vector<std::string>& args,
+                                      std::optional<RunAs> as,
+                                      const std::vector<std::string>& env) const {
+  std::vector<std::string> argv = {SMOLVMCTL_BINARY};
+  argv.insert(argv.end(), args.begin(), args.end());
+  return RunInHostNetns(argv, as, env);
+}
 
 std::vector<pid_t> TestDaemon::QemuPids() const {
   std::vector<pid_t> pids;
