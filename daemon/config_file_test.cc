@@ -235,5 +235,15 @@ TEST(ConfigFileTest, FromFile) {
               StatusIs(absl::StatusCode::kNotFound, "missing.toml"));
 }
 
+
+// The example shipped beside the systemd unit always parses.
+TEST(ConfigFileTest, ShippedExampleParses) {
+  DaemonConfig config;
+  ASSERT_THAT(ApplyConfigFile(SMOLVM_SOURCE_DIR "/systemd/smolvmd.toml.example", config), IsOk());
+  EXPECT_EQ(config.socket_group, "smolvm");
+  EXPECT_EQ(config.default_quota.running_vms, 8);
+  EXPECT_EQ(config.ports.min_port, 10000u);
+}
+
 }  // namespace
 }  // namespace smolvm::daemon

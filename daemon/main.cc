@@ -182,6 +182,13 @@ int Run(int argc, char** argv) {
 
   // Who may connect, and who is who.
   auto socket_gid = GroupId(config.socket_group, "--socket-group / [daemon] socket_group");
+  if (!socket_gid.ok() && config.socket_group == DaemonConfig().socket_group) {
+    // A fresh install without the group (systemd/smolvmd.sysusers.conf
+    // makes it) still starts, closed to all but root.
+    spdlog::warn("{}; until then only root can use the socket",
+                 std::string(socket_gid.status().message()));
+    socket_gid = 0;
+  }
   if (!socket_gid.ok()) return Fail("socket group", socket_gid.status());
   std::optional<gid_t> admin_gid;
   if (!config.admin_group.empty()) {

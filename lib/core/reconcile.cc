@@ -108,6 +108,24 @@ absl::Status VmManager::Reconcile() {
   // TAPs of VMs that do not run, allocations of VMs that are gone, and a
   // firewall rebuilt from what exists.
   SMOLVM_ASSIGN_OR_RETURN(vms, store_->AllVms());
+
+  // Imported kernels and initrds nothing refers to any more, and imports a
+  // crash interrupted. Safe here: no request is served yet.
+  std::set<std::string> referenced;
+  for (const auto& vm : vms) {
+    referenced.insert({vm.config.kernel_path, vm.config.initrd_path});
+  }
+  for (const auto& snap : snaps) {
+    referenced.insert({snap.vm_config.kernel_path, snap.vm_config.initrd_path});
+  }
+  const std::string imported = JoinPath(JoinPath(options_.state_dir, "images"), "imported");
+  for (const auto& name : EntriesOf(imported)) {
+    const std::string path = JoinPath(imported, name);
+    if (referenced.count(path)) continue;
+    spdlog::info("removing unreferenced imported image file {}", name);
+    (void)RemoveTree(path);
+  }
+
   ReconcileNetwork(vms);
   spdlog::info("reconciled: {} vms ({} re-attached, {} lost), {} snapshots", vms.size(),
                adopted, lost, snaps.size());

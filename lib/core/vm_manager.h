@@ -123,10 +123,11 @@ class VmManager {
   // RUNNING/PAUSED VM → snapshot; the VM is PAUSED afterwards unless
   // `resume_source`. Published atomically (complete and listed, or nothing).
   absl::StatusOr<SnapshotRecord> CreateSnapshot(const Caller& caller, const std::string& vm_id,
-                                                std::string snapshot_id,
-                                                bool resume_source);
+                                                std::string snapshot_id, bool resume_source);
   absl::StatusOr<SnapshotRecord> GetSnapshot(const Caller& caller, const std::string& snapshot_id);
-  absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(const Caller& caller, int page_size, const std::string& page_token, const std::string& vm_id);
+  absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(const Caller& caller, int page_size,
+                                                            const std::string& page_token,
+                                                            const std::string& vm_id);
   absl::Status DeleteSnapshot(const Caller& caller, const std::string& snapshot_id);
   // Starts a VM from a snapshot (see RestoreSnapshotRequest in the proto).
   absl::StatusOr<VmRecord> RestoreSnapshot(const Caller& caller, const std::string& snapshot_id,
@@ -135,27 +136,33 @@ class VmManager {
   // Runs a command in a RUNNING VM's guest. `spec.env` is layered over the
   // VM's VMConfig.env. The handle streams output then the exit; dropping it
   // early kills the command's process group.
-  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(const Caller& caller, const std::string& vm_id,
+  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(const Caller& caller,
+                                                               const std::string& vm_id,
                                                                agent::ExecSpec spec);
   // Writes `path` in a RUNNING VM's guest from `next_chunk` ("" ends it).
-  absl::StatusOr<agent::FileInfo> UploadFile(const Caller& caller, const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
-      bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk);
+  absl::StatusOr<agent::FileInfo> UploadFile(
+      const Caller& caller, const std::string& vm_id, const std::string& path, uint32_t mode,
+      bool tar, bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk);
   // Reads `path` from a RUNNING VM's guest into `sink`.
-  absl::StatusOr<agent::FileInfo> DownloadFile(const Caller& caller, const std::string& vm_id, const std::string& path, bool tar,
+  absl::StatusOr<agent::FileInfo> DownloadFile(
+      const Caller& caller, const std::string& vm_id, const std::string& path, bool tar,
       const std::function<absl::Status(const std::string&)>& sink);
   // Exposes / removes a port forward of a VM (any state); the firewall is
   // updated before returning.
-  absl::StatusOr<VmRecord> ExposePort(const Caller& caller, const std::string& vm_id, PortForward forward);
-  absl::StatusOr<VmRecord> UnexposePort(const Caller& caller, const std::string& vm_id, PortForward forward);
+  absl::StatusOr<VmRecord> ExposePort(const Caller& caller, const std::string& vm_id,
+                                      PortForward forward);
+  absl::StatusOr<VmRecord> UnexposePort(const Caller& caller, const std::string& vm_id,
+                                        PortForward forward);
 
   // `count` clones of a snapshot named <prefix>-<n>, one result each.
   // INVALID_ARGUMENT / NOT_FOUND only for a bad request.
-  absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
+  absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(
+      const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
       const std::string& vm_id_prefix);
 
   // `count` bare round trips over a RUNNING VM's agent channel.
-  absl::StatusOr<std::vector<absl::Duration>> PingAgent(const Caller& caller, const std::string& vm_id,
-                                                        uint32_t count);
+  absl::StatusOr<std::vector<absl::Duration>> PingAgent(const Caller& caller,
+                                                        const std::string& vm_id, uint32_t count);
 
   const std::string& accelerator() const { return accelerator_; }
 
