@@ -3,6 +3,7 @@
 #include <unistd.h>
 
 #include "absl/cleanup/cleanup.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lib/base/file_util.h"
@@ -188,7 +189,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   });
   {
     absl::MutexLock net_lock(&net_mu_);
-    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(id, config.port_forwards));
+    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(id, vm.owner, config.port_forwards));
     SMOLVM_RETURN_IF_ERROR(AssignNetwork(vm));
     vm.network.port_forwards = config.port_forwards;
     SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
@@ -300,7 +301,9 @@ absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
 
 absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
                                      const absl::Status& cause) {
-  spdlog::warn("vm {}: error: {}", vm.vm_id, std::string(cause.message()));
+  // The cause may carry the guest's console: escaped, so a guest cannot
+  // write lines (or terminal escapes) into the daemon's log.
+  spdlog::warn("vm {}: error: {}", vm.vm_id, absl::CHexEscape(cause.message()));
   absl::Status teardown = TearDownLocked(slot, vm.vm_id);
   UnplugNetwork(vm);
   vm.state = VmState::kError;

@@ -240,7 +240,8 @@ class VmManager {
   // Address released and rules removed: the VM is gone.
   void ReleaseNetwork(const std::string& vm_id);
   // ALREADY_EXISTS if another VM forwards one of `wanted`'s host ports.
-  absl::Status CheckForwardsFree(const std::string& vm_id,
+  // Another tenant's VM is not named in the message.
+  absl::Status CheckForwardsFree(const std::string& vm_id, const std::string& owner,
                                  const std::vector<PortForward>& wanted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(net_mu_);
   // Re-renders the whole ruleset from the store and swaps it in atomically.

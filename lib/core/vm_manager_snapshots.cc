@@ -301,7 +301,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
     absl::MutexLock net_lock(&net_mu_);
     if (own_identity) {
       SMOLVM_RETURN_IF_ERROR(ReclaimNetwork(vm));
-      SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, vm.network.port_forwards));
+      SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, vm.owner, vm.network.port_forwards));
     } else {
       SMOLVM_RETURN_IF_ERROR(AssignNetwork(vm));
     }

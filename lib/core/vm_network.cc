@@ -245,7 +245,7 @@ absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
   }
 }
 
-absl::Status VmManager::CheckForwardsFree(const std::string& vm_id,
+absl::Status VmManager::CheckForwardsFree(const std::string& vm_id, const std::string& owner,
                                           const std::vector<PortForward>& wanted) {
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> all, store_->AllVms());
   for (size_t i = 0; i < wanted.size(); ++i) {
@@ -266,9 +266,13 @@ absl::Status VmManager::CheckForwardsFree(const std::string& vm_id,
       if (other.vm_id == vm_id) continue;
       for (const auto& f : other.network.port_forwards) {
         if (clash(f)) {
+          // Host ports are shared by all tenants; another tenant's VM is
+          // not named.
           return absl::AlreadyExistsError(absl::StrCat(
               "host port ", forward.protocol, " ", forward.host_ip, ":", forward.host_port,
-              " is already forwarded to vm ", other.vm_id, "; pick another host port"));
+              " is already forwarded to ",
+              other.owner == owner ? "vm " + other.vm_id : std::string("another vm"),
+              "; pick another host port"));
         }
       }
     }
@@ -297,7 +301,7 @@ absl::StatusOr<VmRecord> VmManager::ExposePort(const Caller& caller, const std::
     absl::MutexLock net_lock(&net_mu_);
     std::vector<PortForward> wanted = vm.network.port_forwards;
     wanted.push_back(forward);
-    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, wanted));
+    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, vm.owner, wanted));
     vm.network.port_forwards = std::move(wanted);
     SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   }
