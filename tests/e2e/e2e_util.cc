@@ -82,8 +82,7 @@ std::string Diff(const HostPicture& a, const HostPicture& b) {
                   SetDiff("snapshot rows", a.snapshot_ids, b.snapshot_ids) +
                   SetDiff("<state>/vms", a.vm_dirs, b.vm_dirs) +
                   SetDiff("<state>/snapshots", a.snapshot_dirs, b.snapshot_dirs) +
-                  SetDiff("<run>/vms", a.run_dirs, b.run_dirs) +
-                  SetDiff("links", a.links, b.links);
+                  SetDiff("<run>/vms", a.run_dirs, b.run_dirs) + SetDiff("links", a.links, b.links);
   std::set<std::string> pa, pb;
   for (pid_t pid : a.qemu_pids) pa.insert(std::to_string(pid));
   for (pid_t pid : b.qemu_pids) pb.insert(std::to_string(pid));

@@ -11,10 +11,26 @@ namespace {
 // A key and a self-signed CA certificate.
 absl::Status MakeCa(const std::string& dir, const std::string& name, const std::string& cn) {
   std::string error;
-  if (!RunOk({"openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-              "-nodes", "-keyout", dir + "/" + name + ".key", "-out", dir + "/" + name + ".pem",
-              "-days", "2", "-subj", "/CN=" + cn, "-addext", "basicConstraints=critical,CA:TRUE",
-              "-addext", "keyUsage=critical,keyCertSign,cRLSign"},
+  if (!RunOk({"openssl",
+              "req",
+              "-x509",
+              "-newkey",
+              "ec",
+              "-pkeyopt",
+              "ec_paramgen_curve:P-256",
+              "-nodes",
+              "-keyout",
+              dir + "/" + name + ".key",
+              "-out",
+              dir + "/" + name + ".pem",
+              "-days",
+              "2",
+              "-subj",
+              "/CN=" + cn,
+              "-addext",
+              "basicConstraints=critical,CA:TRUE",
+              "-addext",
+              "keyUsage=critical,keyCertSign,cRLSign"},
              &error)) {
     return absl::InternalError(error);
   }
@@ -67,6 +83,7 @@ absl::StatusOr<TestCerts> TestCerts::Make(const std::string& dir) {
       {&c.alice, "ca", "alice", "alice", client},
       {&c.bob, "ca", "bob", "bob-host", client + "subjectAltName=URI:spiffe://test/bob\n"},
       {&c.mallory, "ca", "mallory", "mallory", client},
+      {&c.dns_alice, "ca", "dns-alice", "dns-only", client + "subjectAltName=DNS:alice\n"},
       {&c.other_alice, "other-ca", "other-alice", "alice", client},
   };
   for (const Leaf& leaf : leaves) {

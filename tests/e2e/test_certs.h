@@ -25,6 +25,8 @@ struct TestCerts {
   CertPair alice;        // CN=alice, signed by `ca`.
   CertPair bob;          // CN=bob-host, SAN URI:spiffe://test/bob, signed by `ca`.
   CertPair mallory;      // CN=mallory (mapped to no tenant), signed by `ca`.
+  CertPair dns_alice;    // CN=dns-only, SAN DNS:alice (neither CN nor URI SAN
+                         // maps), signed by `ca`.
   std::string other_ca;  // A second CA.
   CertPair other_alice;  // CN=alice, signed by `other_ca`.
 

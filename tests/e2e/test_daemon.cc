@@ -237,6 +237,8 @@ std::string TestDaemon::ConsoleLog(const std::string& vm_id) const {
 
 std::string TestDaemon::DaemonLog() const { return ReadAll(log_path()); }
 
+std::string SmolvmctlPath() { return SMOLVMCTL_BINARY; }
+
 std::vector<std::string> AsUser(std::optional<RunAs> as) {
   if (!as) return {};
   return {"setpriv", absl::StrCat("--reuid=", as->uid), absl::StrCat("--regid=", as->gid),

@@ -125,6 +125,9 @@ class TestDaemon {
   std::vector<std::string> last_args_;
 };
 
+// The smolvmctl binary the harness runs.
+std::string SmolvmctlPath();
+
 // The argv prefix that runs a command as `as` ({} for root).
 std::vector<std::string> AsUser(std::optional<RunAs> as);
 

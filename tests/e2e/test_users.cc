@@ -34,29 +34,34 @@ ProcResult RunRetrying(const std::vector<std::string>& argv) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<TestUsers>> TestUsers::Create(int members, int outsiders) {
+absl::StatusOr<std::unique_ptr<TestUsers>> TestUsers::Create(int members, int outsiders,
+                                                             int admins) {
   std::unique_ptr<TestUsers> users(new TestUsers());
   const std::string tag = RandomTag();
   users->group_ = "svg-" + tag;
-  ProcResult r = RunRetrying({"groupadd", "--system", users->group_});
-  if (r.exit_code != 0) return absl::InternalError("groupadd: " + r.Describe());
-  users->group_created_ = true;
+  users->admin_group_ = "sva-" + tag;
+  for (const std::string& name : {users->group_, users->admin_group_}) {
+    ProcResult r = RunRetrying({"groupadd", "--system", name});
+    if (r.exit_code != 0) return absl::InternalError("groupadd: " + r.Describe());
+    users->groups_created_.push_back(name);
+  }
   if (struct group* g = getgrnam(users->group_.c_str()); g != nullptr) {
     users->group_gid_ = g->gr_gid;
   } else {
     return absl::InternalError("group " + users->group_ + " vanished");
   }
-  for (int i = 0; i < members + outsiders; ++i) {
+  for (int i = 0; i < members + admins + outsiders; ++i) {
     TestUser user;
     user.name = absl::StrCat("svu-", tag, "-", i);
-    std::vector<std::string> argv = {"useradd", "--system", "--no-create-home",
-                                     "--shell", "/usr/sbin/nologin"};
+    std::vector<std::string> argv = {"useradd", "--system", "--no-create-home", "--shell",
+                                     "/usr/sbin/nologin"};
     if (i < members) {
-      argv.push_back("-G");
-      argv.push_back(users->group_);
+      argv.insert(argv.end(), {"-G", users->group_});
+    } else if (i < members + admins) {
+      argv.insert(argv.end(), {"-G", users->group_ + "," + users->admin_group_});
     }
     argv.push_back(user.name);
-    r = RunRetrying(argv);
+    ProcResult r = RunRetrying(argv);
     if (r.exit_code != 0) return absl::InternalError("useradd: " + r.Describe());
     struct passwd* pw = getpwnam(user.name.c_str());
     if (pw == nullptr) {
@@ -74,7 +79,7 @@ absl::StatusOr<std::unique_ptr<TestUsers>> TestUsers::Create(int members, int ou
 TestUsers::~TestUsers() {
   // userdel also removes each user's private group.
   for (const TestUser& user : users_) RunRetrying({"userdel", user.name});
-  if (group_created_) RunRetrying({"groupdel", group_});
+  for (const std::string& group : groups_created_) RunRetrying({"groupdel", group});
 }
 
 }  // namespace smolvm::testing
