@@ -266,6 +266,27 @@ std::string ForkTable(absl::Span<const v1::ForkResult> results) {
   return RenderTable(rows);
 }
 
+std::string VerifyTable(const v1::VerifySnapshotResponse& r) {
+  std::vector<std::vector<std::string>> rows = {
+      {"FILE", "STATUS", "CHECKSUM", "EXPECTED", "PATH"}};
+  for (const v1::FileCheck& f : r.files()) {
+    const char* status = r.legacy() ? "unverifiable" : f.ok() ? "ok" : "MISMATCH";
+    const bool same = f.expected().empty() || f.expected() == f.actual();
+    rows.push_back({Dash(f.name()), status, Dash(f.actual()), same ? "-" : f.expected(),
+                    Dash(f.path())});
+  }
+  std::string summary;
+  if (r.legacy()) {
+    summary = absl::StrCat("snapshot ", r.snapshot_id(),
+                           ": taken before checksums were recorded; it cannot be verified");
+  } else {
+    summary = absl::StrCat("snapshot ", r.snapshot_id(), ": ",
+                           r.ok() ? "ok" : "CORRUPT", ", ", r.files_size(), " files read in ",
+                           r.duration_ms(), " ms (", FormatBytes(r.bytes_read()), ")");
+  }
+  return absl::StrCat(RenderTable(rows), EscapeForTerminal(summary), "\n");
+}
+
 std::string VmDetails(const v1::Vm& vm) {
   std::vector<std::pair<std::string, std::string>> kv = {
       {"vm_id", vm.vm_id()},

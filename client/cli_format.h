@@ -57,6 +57,12 @@ std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots);
 // ERROR "<CODE>: <message>" (e.g. "RESOURCE_EXHAUSTED: no free address").
 std::string ForkTable(absl::Span<const v1::ForkResult> results);
 
+// VerifyTable renders a VerifySnapshot answer with the columns
+// FILE STATUS CHECKSUM EXPECTED PATH, then one summary line. STATUS is "ok",
+// "MISMATCH", or "unverifiable" for a legacy snapshot; EXPECTED is "-" when
+// it equals CHECKSUM or nothing was recorded.
+std::string VerifyTable(const v1::VerifySnapshotResponse& response);
+
 // VmDetails renders every field of `vm` as "name: value" lines, named as in
 // the proto (and the JSON output). Port forwards and egress policies are one
 // line each (FormatPortForwards, FormatEgress). Values are escaped as table

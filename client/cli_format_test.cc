@@ -155,6 +155,43 @@ TEST(ForkTableTest, ClonesAndFailures) {
             "c-3   FAILED    -          -                   -      CODE_99\n");
 }
 
+TEST(VerifyTableTest, OkMismatchAndLegacy) {
+  v1::VerifySnapshotResponse r;
+  r.set_snapshot_id("s1");
+  r.set_duration_ms(12);
+  r.set_bytes_read(3 << 20);
+  auto* a = r.add_files();
+  a->set_name("mem.bin");
+  a->set_path("/s/mem.bin");
+  a->set_expected("xxh3-128:aa");
+  a->set_actual("xxh3-128:aa");
+  a->set_ok(true);
+  auto* b = r.add_files();
+  b->set_name("disk.ext4");
+  b->set_path("/s/disk.ext4");
+  b->set_expected("xxh3-128:bb");
+  b->set_actual("xxh3-128:cc");
+  EXPECT_EQ(VerifyTable(r),
+            "FILE        STATUS     CHECKSUM      EXPECTED      PATH\n"
+            "mem.bin     ok         xxh3-128:aa   -             /s/mem.bin\n"
+            "disk.ext4   MISMATCH   xxh3-128:cc   xxh3-128:bb   /s/disk.ext4\n"
+            "snapshot s1: CORRUPT, 2 files read in 12 ms (3.0 MiB)\n");
+  r.set_ok(true);
+  r.mutable_files()->RemoveLast();
+  EXPECT_EQ(VerifyTable(r),
+            "FILE      STATUS   CHECKSUM      EXPECTED   PATH\n"
+            "mem.bin   ok       xxh3-128:aa   -          /s/mem.bin\n"
+            "snapshot s1: ok, 1 files read in 12 ms (3.0 MiB)\n");
+  r.set_ok(false);
+  r.set_legacy(true);
+  r.mutable_files(0)->set_expected("");
+  r.mutable_files(0)->set_ok(false);
+  EXPECT_EQ(VerifyTable(r),
+            "FILE      STATUS         CHECKSUM      EXPECTED   PATH\n"
+            "mem.bin   unverifiable   xxh3-128:aa   -          /s/mem.bin\n"
+            "snapshot s1: taken before checksums were recorded; it cannot be verified\n");
+}
+
 TEST(FormatTest, PortForwardsAndEgress) {
   v1::PortForward f;
   f.set_host_port(8080);

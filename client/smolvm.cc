@@ -244,6 +244,13 @@ absl::Status SmolVMManager::delete_snapshot(const std::string& id) const {
   return connection_.Call(&SnapshotStub::DeleteSnapshot, request).status();
 }
 
+absl::StatusOr<v1::VerifySnapshotResponse> SmolVMManager::verify_snapshot(
+    const std::string& id) const {
+  v1::VerifySnapshotRequest request;
+  request.set_snapshot_id(id);
+  return connection_.Call(&SnapshotStub::VerifySnapshot, request);
+}
+
 absl::StatusOr<std::vector<v1::Vm>> SmolVMManager::list_vms() const {
   std::vector<v1::Vm> vms;
   v1::ListVmsRequest request;

@@ -50,6 +50,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/connection.h"
+#include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 #include "smolvm/v1/vm_service.pb.h"
 
@@ -117,6 +118,18 @@ struct CommandResult {
   // output is stdout without leading and trailing whitespace (the Python
   // SDK's `result.output`).
   std::string output() const;
+};
+
+// DirDownload is what `SmolVM::download_dir()` left out. The download
+// succeeded; these entries of the guest's archive were skipped as unsafe or
+// impossible to write (see download_dir).
+struct DirDownload {
+  // The first 1000 refused entries, in archive order, each as
+  // "<path in the archive>: <reason>". The text comes from the guest: escape
+  // it before printing it to a terminal.
+  std::vector<std::string> refused;
+  // Every refused entry counted (refused.size() or more).
+  uint64_t refused_count = 0;
 };
 
 // ExecStream names the output stream of a chunk passed to an exec() callback.
@@ -284,11 +297,18 @@ class SmolVM {
 
   // download_dir copies the contents of the guest directory `guest_dir` into
   // `local_dir` (created with its parents if missing; existing files are
-  // kept unless overwritten), streaming DownloadFile's tar mode into the
-  // host's `tar -x`. Not atomic: on failure some files may have been
-  // written. When run as root, tar keeps the guest's owners.
-  absl::Status download_dir(const std::string& guest_dir,
-                            const std::string& local_dir);
+  // kept unless an entry replaces them), streaming DownloadFile's tar mode
+  // into an in-process extractor that treats the archive as hostile
+  // (client/safe_extract.h): files get the caller as owner and their
+  // permission bits without setuid, setgid and sticky; nothing is written
+  // through a symlink or outside `local_dir`. Device nodes, FIFOs, sockets,
+  // absolute paths, `..` components, symlinks leaving `local_dir` and hard
+  // links to anything but a regular file inside it are refused: skipped and
+  // listed in the result, the rest extracted. Each file appears complete or
+  // not at all; the directory as a whole is not atomic: on failure some
+  // files may have been written.
+  absl::StatusOr<DirDownload> download_dir(const std::string& guest_dir,
+                                           const std::string& local_dir);
 
   // attach returns a handle on the existing VM `vm_id` (GetVm).
   static absl::StatusOr<SmolVM> attach(const std::string& vm_id,
@@ -359,6 +379,12 @@ class SmolVMManager {
   // delete_snapshot removes snapshot `id` (DeleteSnapshot); NOT_FOUND if
   // there is none.
   absl::Status delete_snapshot(const std::string& id) const;
+  // verify_snapshot reads every file of snapshot `id` and compares it with
+  // the checksum recorded when it was taken (VerifySnapshot). DATA_LOSS,
+  // naming the first bad file, if one differs; a snapshot taken before
+  // checksums existed comes back with legacy() set and ok() false.
+  absl::StatusOr<v1::VerifySnapshotResponse> verify_snapshot(
+      const std::string& id) const;
   // list_vms returns all VMs ordered by vm_id.
   absl::StatusOr<std::vector<v1::Vm>> list_vms() const;
   // get_vm returns VM `id`; NOT_FOUND if there is none.

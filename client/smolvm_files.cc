@@ -1,9 +1,11 @@
 // SmolVM::upload_file / download_file / upload_dir / download_dir: file
 // transfers over the streaming UploadFile and DownloadFile RPCs
-// (proto/smolvm/v1/vm_service.proto). Directories travel as tar streams made
-// and unpacked by the host's `tar` binary, started with posix_spawnp (a
-// fork/exec that is safe in this multi-threaded process) and connected by
-// pipes; nothing goes through a shell.
+// (proto/smolvm/v1/vm_service.proto). Directories travel as tar streams:
+// uploads are made by the host's `tar -c`, started with posix_spawnp (a
+// fork/exec that is safe in this multi-threaded process) and connected by a
+// pipe, nothing going through a shell; downloads come from the guest, so
+// they are unpacked in process by SafeExtractTar (client/safe_extract.h),
+// which a thread runs on the read end of a pipe that the download fills.
 
 #include <errno.h>
 #include <fcntl.h>
@@ -23,6 +25,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -30,6 +33,7 @@
 #include "absl/functional/function_ref.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "client/safe_extract.h"
 #include "client/smolvm.h"
 
 extern char** environ;
@@ -119,8 +123,8 @@ absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what) {
 }
 
 // ScopedSigpipeBlock blocks SIGPIPE in this thread, so that writing to a pipe
-// whose reader (tar) died fails with EPIPE instead of killing the process,
-// and discards a SIGPIPE raised meanwhile.
+// whose reader (the extractor) stopped fails with EPIPE instead of killing the
+// process, and discards a SIGPIPE raised meanwhile.
 class ScopedSigpipeBlock {
  public:
   ScopedSigpipeBlock() {
@@ -152,30 +156,23 @@ class ScopedSigpipeBlock {
   bool was_pending_ = false;
 };
 
-// TarProcess is a running host `tar` whose stdin (extract) or stdout (create)
-// is a pipe to this process; its stderr goes to an in-memory file read back
-// for error messages.
+// TarProcess is a running host `tar -c` whose stdout is a pipe to this
+// process; its stderr goes to an in-memory file read back for error
+// messages.
 class TarProcess {
  public:
-  enum class Mode { kCreate, kExtract };
-
-  // Start runs `tar -c -f - -C dir .` (kCreate) or `tar -x -f - -C dir`
-  // (kExtract).
+  // Start runs `tar -c -f - -C dir .`.
   static absl::StatusOr<std::unique_ptr<TarProcess>> Start(
-      Mode mode, const std::string& dir) {
+      const std::string& dir) {
     auto tar = std::unique_ptr<TarProcess>(new TarProcess);
-    tar->what_ =
-        absl::StrCat(mode == Mode::kCreate ? "tar -c -C " : "tar -x -C ", dir);
+    tar->what_ = absl::StrCat("tar -c -C ", dir);
     int fds[2];
     if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
     UniqueFd read_end(fds[0]), write_end(fds[1]);
     tar->stderr_ = UniqueFd(::memfd_create("smolvm-tar-stderr", MFD_CLOEXEC));
     if (!tar->stderr_.valid()) return ErrnoStatus("memfd_create", errno);
 
-    std::vector<std::string> args =
-        mode == Mode::kCreate
-            ? std::vector<std::string>{"tar", "-c", "-f", "-", "-C", dir, "."}
-            : std::vector<std::string>{"tar", "-x", "-f", "-", "-C", dir};
+    std::vector<std::string> args = {"tar", "-c", "-f", "-", "-C", dir, "."};
     std::vector<char*> argv;
     for (std::string& arg : args) argv.push_back(arg.data());
     argv.push_back(nullptr);
@@ -187,21 +184,15 @@ class TarProcess {
     };
     // The pipe ends and the memfd are close-on-exec; dup2 makes inheritable
     // copies on 0-2 only.
-    if (mode == Mode::kCreate) {
-      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-      posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
-    } else {
-      posix_spawn_file_actions_adddup2(&actions, read_end.get(), 0);
-      posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-    }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+    posix_spawn_file_actions_adddup2(&actions, write_end.get(), 1);
     posix_spawn_file_actions_adddup2(&actions, tar->stderr_.get(), 2);
     if (int err = ::posix_spawnp(&tar->pid_, "tar", &actions, nullptr,
                                  argv.data(), environ);
         err != 0) {
       return ErrnoStatus(absl::StrCat("start ", tar->what_), err);
     }
-    tar->pipe_ =
-        mode == Mode::kCreate ? std::move(read_end) : std::move(write_end);
+    tar->pipe_ = std::move(read_end);
     return tar;
   }
 
@@ -209,13 +200,13 @@ class TarProcess {
     if (pid_ > 0) Kill().IgnoreError();
   }
 
-  // pipe is tar's stdout (kCreate) or stdin (kExtract).
+  // pipe is tar's stdout.
   int pipe() const { return pipe_.get(); }
   const std::string& what() const { return what_; }
 
-  // Wait closes the pipe (for kExtract: the end of the archive), waits for
-  // tar to exit and returns an error naming its exit status and stderr unless
-  // it exited 0. Later calls return the same result.
+  // Wait closes the pipe, waits for tar to exit and returns an error naming its
+  // exit status and stderr unless it exited 0. Later calls return the same
+  // result.
   absl::Status Wait() {
     pipe_.Reset();
     if (pid_ <= 0) return result_;
@@ -504,7 +495,7 @@ absl::Status SmolVM::upload_dir(const std::string& local_dir,
                     absl::StrCat("upload ", local_dir, ": not a directory"));
   }
   absl::StatusOr<std::unique_ptr<TarProcess>> tar =
-      TarProcess::Start(TarProcess::Mode::kCreate, local_dir);
+      TarProcess::Start(local_dir);
   if (!tar.ok()) return tar.status();
   v1::UploadFileHeader header;
   header.set_vm_id(vm_id());
@@ -515,8 +506,8 @@ absl::Status SmolVM::upload_dir(const std::string& local_dir,
   return Upload(connection_, header, source);
 }
 
-absl::Status SmolVM::download_dir(const std::string& guest_dir,
-                                  const std::string& local_dir) {
+absl::StatusOr<DirDownload> SmolVM::download_dir(const std::string& guest_dir,
+                                                 const std::string& local_dir) {
   if (absl::Status s = CheckStarted("download from"); !s.ok()) return s;
   std::error_code ec;
   std::filesystem::create_directories(local_dir, ec);
@@ -524,9 +515,22 @@ absl::Status SmolVM::download_dir(const std::string& guest_dir,
     return ErrnoStatus(absl::StrCat("create directory ", local_dir),
                        ec.value());
   }
-  absl::StatusOr<std::unique_ptr<TarProcess>> tar =
-      TarProcess::Start(TarProcess::Mode::kExtract, local_dir);
-  if (!tar.ok()) return tar.status();
+  int fds[2];
+  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
+  UniqueFd read_end(fds[0]), write_end(fds[1]);
+  // The extractor reads the pipe to its end unless it fails; then it closes
+  // its end, and the next write here fails with EPIPE.
+  absl::StatusOr<TarExtraction> extracted;
+  std::thread extractor([&] {
+    extracted = SafeExtractTar(read_end.get(), local_dir);
+    read_end.Reset();
+  });
+  // Finish ends the archive (EOF) and waits for the extractor.
+  auto finish = [&] {
+    write_end.Reset();
+    if (extractor.joinable()) extractor.join();
+  };
+  absl::Cleanup always_finish = finish;
 
   v1::DownloadFileRequest request;
   request.set_vm_id(vm_id());
@@ -534,25 +538,28 @@ absl::Status SmolVM::download_dir(const std::string& guest_dir,
   request.set_tar(true);
   absl::StatusOr<DownloadEnd> end;
   {
-    ScopedSigpipeBlock no_sigpipe;  // tar may die while we write to it.
+    ScopedSigpipeBlock no_sigpipe;  // The extractor may stop reading.
     end = Download(connection_, request, [&](absl::string_view data) {
-      absl::Status written = WriteAll(
-          (*tar)->pipe(), data, absl::StrCat("input of ", (*tar)->what()));
-      // EPIPE: tar exited early; its own error says why.
+      absl::Status written =
+          WriteAll(write_end.get(), data,
+                   absl::StrCat("the tar stream into ", local_dir));
+      // EPIPE: the extractor stopped early; its own error says why.
       if (!written.ok()) {
-        absl::Status exited = (*tar)->Wait();
-        return exited.ok() ? written : exited;
+        finish();
+        return extracted.ok() ? written : extracted.status();
       }
       return written;
     });
   }
-  if (!end.ok()) {
-    // A truncated archive must not be mistaken for a complete one: kill tar
-    // rather than letting it read EOF.
-    (*tar)->Kill().IgnoreError();
-    return end.status();
-  }
-  return (*tar)->Wait();
+  finish();
+  // A failed download ends the archive early: a file cut short is dropped
+  // by the extractor, and the download's error is the news.
+  if (!end.ok()) return end.status();
+  if (!extracted.ok()) return extracted.status();
+  DirDownload result;
+  result.refused = std::move(extracted->refused);
+  result.refused_count = extracted->refused_count;
+  return result;
 }
 
 }  // namespace smolvm

@@ -1245,7 +1245,9 @@ TEST_F(SmolVMExecTest, DirectoriesTravelAsTar) {
 
   // The fake hands the same tar stream back.
   const std::string dst = temp_.Join("dst/nested");
-  ASSERT_TRUE(vm_->download_dir("/srv/app", dst).ok());
+  absl::StatusOr<DirDownload> down = vm_->download_dir("/srv/app", dst);
+  ASSERT_TRUE(down.ok()) << down.status();
+  EXPECT_TRUE(down->refused.empty());
   EXPECT_TRUE(daemon_.last_download().tar());
   EXPECT_EQ(ReadFileOrDie(dst + "/top.txt"), "top");
   EXPECT_TRUE(ReadFileOrDie(dst + "/sub/deeper/big.bin") == Pattern(3 << 20));
@@ -1258,11 +1260,42 @@ TEST_F(SmolVMExecTest, DirectoriesTravelAsTar) {
             absl::StatusCode::kNotFound);
   EXPECT_EQ(vm_->upload_dir(src + "/top.txt", "/srv").code(),
             absl::StatusCode::kInvalidArgument);
-  // Not a tar stream: the host's tar says so.
+  // Not a tar stream: the extractor says so.
   daemon_.PutFile("/junk", "this is not a tar archive", 0644);
-  absl::Status junk = vm_->download_dir("/junk", temp_.Join("junk"));
-  EXPECT_FALSE(junk.ok());
-  EXPECT_NE(junk.message().find("tar -x -C"), absl::string_view::npos) << junk;
+  absl::StatusOr<DirDownload> junk =
+      vm_->download_dir("/junk", temp_.Join("junk"));
+  EXPECT_EQ(junk.status().code(), absl::StatusCode::kDataLoss) << junk.status();
+  EXPECT_NE(junk.status().message().find("extract into " + temp_.Join("junk")),
+            absl::string_view::npos)
+      << junk.status();
+}
+
+// A directory download unpacks what the guest sent as hostile (the unit
+// tests of client/safe_extract.h cover every case): no setuid bit, no FIFO,
+// the refusals reported, the rest extracted.
+TEST_F(SmolVMExecTest, DirectoryDownloadsAreExtractedSafely) {
+  const std::string src = temp_.Join("src");
+  std::filesystem::create_directories(src);
+  WriteFileOrDie(src + "/suid", "x");
+  ASSERT_EQ(chmod((src + "/suid").c_str(), 04755), 0);
+  ASSERT_EQ(mkfifo((src + "/fifo").c_str(), 0644), 0);
+  std::filesystem::create_symlink("/etc", src + "/etc");
+  ASSERT_TRUE(vm_->upload_dir(src, "/srv/evil").ok());  // Host tar keeps all.
+
+  const std::string dst = temp_.Join("dst");
+  absl::StatusOr<DirDownload> down = vm_->download_dir("/srv/evil", dst);
+  ASSERT_TRUE(down.ok()) << down.status();
+  std::vector<std::string> refused = down->refused;
+  std::sort(refused.begin(), refused.end());
+  EXPECT_EQ(refused, (std::vector<std::string>{
+                         "./etc: symlink to /etc leaves the directory",
+                         "./fifo: FIFO"}));
+  EXPECT_EQ(down->refused_count, 2u);
+  struct stat st;
+  ASSERT_EQ(lstat((dst + "/suid").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode, S_IFREG | 0755u);
+  EXPECT_NE(lstat((dst + "/fifo").c_str(), &st), 0);
+  EXPECT_NE(lstat((dst + "/etc").c_str(), &st), 0);
 }
 
 // With a `tar` that fails, the upload is cancelled rather than committed.
@@ -1717,7 +1750,18 @@ TEST_F(SmolvmctlTest, FilePutAndGet) {
   EXPECT_EQ(r.exit_code, 0) << r.err;
   r = Ctl({"file", "get", "box", "--dir", "/srv/tree", temp_.Join("copy")});
   EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");
   EXPECT_EQ(ReadFileOrDie(temp_.Join("copy/a/f")), "f");
+
+  // Refused entries are warnings, their guest-chosen names escaped; the rest
+  // is copied.
+  ASSERT_EQ(mkfifo(temp_.Join("tree/evil\x1b]0;owned\x07").c_str(), 0644), 0);
+  r = Ctl({"file", "put", "box", temp_.Join("tree"), "/srv/tree"});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  r = Ctl({"file", "get", "box", "--dir", "/srv/tree", temp_.Join("copy2")});
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "smolvmctl: refused ./evil\\x1b]0;owned\\x07: FIFO\n");
+  EXPECT_EQ(ReadFileOrDie(temp_.Join("copy2/a/f")), "f");
 }
 
 TEST_F(SmolvmctlTest, DaemonTextIsEscaped) {

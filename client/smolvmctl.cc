@@ -43,6 +43,12 @@
 // the protocol to tcp); --allow alone implies --egress restricted. A
 // malformed spec is a usage error (exit 2) and sends nothing.
 //
+//   smolvmctl snapshot verify ID
+// reads every file of a snapshot and prints its checksum beside the one
+// recorded when it was taken; a corrupt file fails with DATA_LOSS naming
+// it (exit 1), and so does a snapshot taken before checksums existed (after
+// printing the table).
+//
 //   smolvmctl snapshot fork SNAP_ID --count N [--prefix P] [--paused]
 // restores N clones in one call and prints one row per clone (VM STATUS IP
 // MAC TAP ERROR); it exits 1, after printing them all, if any clone failed.
@@ -103,6 +109,9 @@ class Printer {
   }
   absl::Status SnapshotDetails(const v1::SnapshotInfo& snap) const {
     return json_ ? WriteJson(snap) : Write(cli::SnapshotDetails(snap));
+  }
+  absl::Status Verification(const v1::VerifySnapshotResponse& response) const {
+    return json_ ? WriteJson(response) : Write(cli::VerifyTable(response));
   }
   absl::Status Forks(const std::vector<v1::ForkResult>& results) const {
     if (!json_) return Write(cli::ForkTable(results));
@@ -693,8 +702,21 @@ int Main(int argc, char** argv) {
       absl::StatusOr<SmolVM> target =
           SmolVM::attach(file_vm, globals.options());
       if (!target.ok()) return target.status();
-      return file_dir ? target->download_dir(file_src, local)
-                      : target->download_file(file_src, local);
+      if (!file_dir) return target->download_file(file_src, local);
+      absl::StatusOr<DirDownload> got = target->download_dir(file_src, local);
+      if (!got.ok()) return got.status();
+      // Entries the guest sent that were not extracted: a warning each (the
+      // copy itself succeeded). Their names are the guest's bytes.
+      for (const std::string& refused : got->refused) {
+        std::cerr << "smolvmctl: refused " << cli::EscapeForTerminal(refused)
+                  << "\n";
+      }
+      if (got->refused_count > got->refused.size()) {
+        std::cerr << "smolvmctl: refused "
+                  << got->refused_count - got->refused.size()
+                  << " more entries\n";
+      }
+      return absl::OkStatus();
     };
   });
 
@@ -751,6 +773,28 @@ int Main(int argc, char** argv) {
               .Call(&SnapshotStub::DeleteSnapshot, request);
       if (!response.ok()) return response.status();
       return out.Deleted("snapshot", snapshot_id, *response);
+    };
+  });
+
+  CLI::App* snap_verify = snapshot->add_subcommand(
+      "verify",
+      "read every file of a snapshot and compare it with the checksum recorded "
+      "when it was taken; exits 1 if the snapshot predates checksums");
+  snap_verify->add_option("ID", snapshot_id, "snapshot id")->required();
+  snap_verify->callback([&] {
+    action = [&]() -> absl::Status {
+      // A corrupt file is an error (DATA_LOSS, naming it), not a table.
+      absl::StatusOr<v1::VerifySnapshotResponse> verified =
+          SmolVMManager(globals.options()).verify_snapshot(snapshot_id);
+      if (!verified.ok()) return verified.status();
+      if (absl::Status s = out.Verification(*verified); !s.ok()) return s;
+      if (verified->legacy()) {
+        std::cerr << "smolvmctl: snapshot " << cli::EscapeForTerminal(snapshot_id)
+                  << " was taken before checksums were recorded: it cannot be "
+                     "verified\n";
+        exit_code = 1;
+      }
+      return absl::OkStatus();
     };
   });
 

@@ -306,6 +306,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
                "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");
   flags.Option(app, "--guest-agent", Field(&DaemonConfig::guest_agent),
                "Static smolvm-agent binary put into the default image (env SMOLVMD_GUEST_AGENT)");
+  flags.Option(app, "--console-log-max-bytes", Field(&DaemonConfig::console_log_max_bytes),
+               "Guest console kept on disk per VM (older output is dropped)")
+      ->check(CLI::Range(int64_t{8192}, int64_t{1} << 32));
   flags.Option(app, "--boot-timeout-seconds", Field(&DaemonConfig::boot_timeout_seconds),
                "How long a booting guest has to become ready")
       ->check(CLI::Range(1, 3600));

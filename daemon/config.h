@@ -25,6 +25,8 @@ struct DaemonConfig {
   std::string guest_kernel_dir;  // SMOLVMD_GUEST_KERNEL_DIR; "" = <state>/kernel
   std::string guest_agent;       // SMOLVMD_GUEST_AGENT; "" = built-in
   int boot_timeout_seconds = 120;
+  // Guest console kept per VM (console.log + console.log.1), in bytes.
+  int64_t console_log_max_bytes = 4 << 20;
   // Networking (flags or [network]): bridge, subnet, uplink ("auto" = the default
   // route's device, "none" = no NAT), dns ("auto" = the host's first
   // non-loopback resolver, "none").

@@ -158,6 +158,7 @@ int Run(int argc, char** argv) {
   qemu.binary = config.qemu_binary;
   qemu.accelerator = accel->name;
   qemu.machine = config.machine;
+  qemu.console_log_max_bytes = static_cast<uint64_t>(config.console_log_max_bytes);
   auto hypervisor = vmm::QemuHypervisor::Create(qemu);
   if (!hypervisor.ok()) return Fail("vmm", hypervisor.status());
   spdlog::info("vmm: {}", (*hypervisor)->version());

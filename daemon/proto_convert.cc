@@ -126,6 +126,22 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   out->set_owner(s.owner);
 }
 
+void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* out) {
+  out->set_snapshot_id(report.snapshot_id);
+  for (const snapshot::FileCheck& f : report.files) {
+    v1::FileCheck* file = out->add_files();
+    file->set_name(f.name);
+    file->set_path(f.path);
+    file->set_expected(f.expected);
+    file->set_actual(f.actual);
+    file->set_ok(f.ok);
+  }
+  out->set_ok(report.ok);
+  out->set_duration_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(report.duration)));
+  out->set_legacy(report.legacy);
+  out->set_bytes_read(report.bytes_read);
+}
+
 absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req) {
   agent::ExecSpec spec;
   if (req.argv_size() > 0 && !req.command().empty()) {

@@ -57,6 +57,17 @@ grpc::Status SnapshotServiceImpl::RestoreSnapshot(grpc::ServerContext* ctx,
                });
 }
 
+grpc::Status SnapshotServiceImpl::VerifySnapshot(grpc::ServerContext* ctx,
+                                                 const v1::VerifySnapshotRequest* req,
+                                                 v1::VerifySnapshotResponse* resp) {
+  // Read access: it records the stamps of a verification, nothing a caller
+  // could observe but the cost of a later restore.
+  return Serve(*callers_, *ctx, "VerifySnapshot", Access::kRead, req->snapshot_id(),
+               [&](const Caller& c) {
+                 return Fill(manager_->VerifySnapshot(c, req->snapshot_id()), resp);
+               });
+}
+
 grpc::Status SnapshotServiceImpl::ForkSnapshot(grpc::ServerContext* ctx,
                                                const v1::ForkSnapshotRequest* req,
                                                v1::ForkSnapshotResponse* resp) {

@@ -26,6 +26,8 @@ class SnapshotServiceImpl final : public v1::SnapshotService::Service {
                             v1::ForkSnapshotResponse* resp) override;
   grpc::Status RestoreSnapshot(grpc::ServerContext* ctx, const v1::RestoreSnapshotRequest* req,
                                v1::Vm* resp) override;
+  grpc::Status VerifySnapshot(grpc::ServerContext* ctx, const v1::VerifySnapshotRequest* req,
+                              v1::VerifySnapshotResponse* resp) override;
 
  private:
   core::VmManager* const manager_;

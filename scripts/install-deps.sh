@@ -7,7 +7,7 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
-  libtomlplusplus-dev openssl
+  libtomlplusplus-dev libarchive-dev libxxhash-dev openssl
   libgtest-dev libgmock-dev grpc-proto python3-grpcio
   qemu-system-x86 busybox-static e2fsprogs cpio gzip kmod
   iproute2 nftables iptables

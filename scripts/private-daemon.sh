@@ -10,9 +10,11 @@
 #   private_daemon_start ARGS...   smolvmd in $netns with extra ARGS; waits
 #                                  until it answers ($daemon_pid)
 #   private_daemon_on_stop         define it to add teardown steps
-# The EXIT trap is set by private_daemon_init.
+# The EXIT trap is set by private_daemon_init. Binaries come from
+# $SMOLVM_BUILD_DIR (default build/), kept in $build_dir.
 
 private_daemon_init() {
+  build_dir="${SMOLVM_BUILD_DIR:-build}"
   kernel_dir="$PWD/build/guest-kernel"
   guest/fetch-kernel.sh "$kernel_dir" >/dev/null
   work=$(mktemp -d "/tmp/$1-XXXXXX")
@@ -24,11 +26,11 @@ private_daemon_init() {
 }
 
 private_daemon_start() {
-  ip netns exec "$netns" build/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
+  ip netns exec "$netns" "$build_dir"/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
     --guest-kernel-dir "$kernel_dir" "$@" >"$work/smolvmd.log" 2>&1 &
   daemon_pid=$!
   for _ in $(seq 1 150); do
-    build/client/smolvmctl vm list >/dev/null 2>&1 && return 0
+    "$build_dir"/client/smolvmctl vm list >/dev/null 2>&1 && return 0
     kill -0 "$daemon_pid" 2>/dev/null || break
     sleep 0.2
   done

@@ -5,24 +5,27 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "lib/agent/frame_codec.h"
+#include "lib/base/status_macros.h"
 
 namespace smolvm::agent {
 namespace {
 
 constexpr char kLegacyReady[] = "SMOLVM_READY";
 
-size_t FrameBytes(const v1::Frame& f) {
-  switch (f.msg_case()) {
-    case v1::Frame::kExecOutput: return f.exec_output().data().size();
-    case v1::Frame::kFileData: return f.file_data().data().size();
-    default: return 64;
-  }
+// What a queued frame counts against the bounds: its full encoded size
+// (unknown fields included) plus the bookkeeping around it.
+size_t QueuedSize(const v1::Frame& f) { return f.ByteSizeLong() + kQueuedFrameOverhead; }
+
+absl::Status Annotated(const absl::Status& s, const std::string& what) {
+  return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
 
 absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
@@ -44,49 +47,100 @@ absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
 
 // ---- OpChannel ----
 
+OpChannel::~OpChannel() {
+  absl::MutexLock lock(&budget_->mu);
+  ClearLocked();
+}
+
+void OpChannel::ClearLocked() {
+  budget_->queued -= queued_bytes_;
+  queued_bytes_ = 0;
+  std::deque<std::pair<v1::Frame, size_t>>().swap(queue_);
+}
+
+absl::StatusOr<v1::Frame> OpChannel::PopLocked() {
+  v1::Frame f = std::move(queue_.front().first);
+  size_t bytes = queue_.front().second;
+  queue_.pop_front();
+  queued_bytes_ -= bytes;
+  budget_->queued -= bytes;
+  return f;
+}
+
 absl::StatusOr<v1::Frame> OpChannel::Next(absl::Time deadline) {
-  absl::MutexLock lock(&mu_);
-  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+  absl::MutexLock lock(&budget_->mu);
+  auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(budget_->mu) {
     return !queue_.empty() || !broken_.ok();
   };
-  mu_.AwaitWithDeadline(absl::Condition(&ready), deadline);
-  if (!queue_.empty()) {
-    v1::Frame f = std::move(queue_.front());
-    queue_.pop_front();
-    queued_bytes_ -= FrameBytes(f);
-    return f;
-  }
+  budget_->mu.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  if (!queue_.empty()) return PopLocked();
   if (!broken_.ok()) return broken_;
   return absl::DeadlineExceededError("no answer from the guest agent in time");
 }
 
+absl::StatusOr<std::optional<v1::Frame>> OpChannel::TryNext() {
+  absl::MutexLock lock(&budget_->mu);
+  if (!queue_.empty()) return PopLocked();
+  if (!broken_.ok()) return broken_;
+  return std::nullopt;
+}
+
 void OpChannel::Push(v1::Frame frame) {
-  absl::MutexLock lock(&mu_);
-  // Back-pressure: a consumer that is behind stalls this VM's reader, which
-  // stalls the guest's writes; nothing is dropped and nothing grows.
-  auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return queued_bytes_ < kMaxQueuedBytes || abandoned_ || !broken_.ok();
-  };
-  mu_.Await(absl::Condition(&room));
+  const size_t bytes = QueuedSize(frame);
+  absl::MutexLock lock(&budget_->mu);
   if (abandoned_ || !broken_.ok()) return;
-  queued_bytes_ += FrameBytes(frame);
-  queue_.push_back(std::move(frame));
+  if (mode_ == Mode::kResult) {
+    // Nobody may be draining this queue (an upload sending its data): never
+    // wait for room, fail the operation instead.
+    if (queued_bytes_ + bytes > kMaxResultQueuedBytes) {
+      broken_ = absl::ResourceExhaustedError(
+          absl::StrCat("the guest agent sent more than ", kMaxResultQueuedBytes,
+                       " bytes this operation had not read"));
+      ClearLocked();
+      return;
+    }
+  } else {
+    // Back-pressure: a consumer that is behind stalls this VM's reader,
+    // which stalls the guest's writes; nothing is dropped and nothing grows.
+    // A frame is at most kMaxFrameBytes + overhead, less than either bound,
+    // so the wait ends once the consumers drain.
+    auto room = [this, bytes]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(budget_->mu) {
+      return abandoned_ || !broken_.ok() ||
+             (queued_bytes_ + bytes <= kMaxQueuedBytes &&
+              budget_->queued + bytes <= kMaxConnectionQueuedBytes);
+    };
+    budget_->mu.Await(absl::Condition(&room));
+    if (abandoned_ || !broken_.ok()) return;
+  }
+  queued_bytes_ += bytes;
+  budget_->queued += bytes;
+  budget_->peak = std::max(budget_->peak, budget_->queued);
+  queue_.emplace_back(std::move(frame), bytes);
 }
 
 void OpChannel::Fail(absl::Status status) {
-  absl::MutexLock lock(&mu_);
+  absl::MutexLock lock(&budget_->mu);
   if (broken_.ok()) broken_ = std::move(status);
+}
+
+void OpChannel::Abandon() {
+  absl::MutexLock lock(&budget_->mu);
+  abandoned_ = true;
+  if (broken_.ok()) broken_ = absl::CancelledError("the operation ended");
+  ClearLocked();
 }
 
 // ---- ExecHandle ----
 
 ExecHandle::~ExecHandle() {
+  // Free the queue first (and let a reader waiting for room in it move on),
+  // then tell the guest; the cancel is bounded by the send deadline.
+  client_->Unregister(id_);
   if (!done_ && client_->healthy()) {
     v1::Frame cancel;
     cancel.mutable_exec_cancel()->set_id(id_);
     (void)client_->Send(cancel);
   }
-  client_->Unregister(id_);
 }
 
 absl::StatusOr<ExecEvent> ExecHandle::Next(absl::Time deadline) {
@@ -114,23 +168,33 @@ absl::StatusOr<ExecEvent> ExecHandle::Next(absl::Time deadline) {
       ev.timed_out = e.timed_out();
       return ev;
     }
-    // Anything else for this id is a confused guest; ignore it.
+    // Anything else for this id is a confused guest; drop it.
   }
 }
 
 // ---- AgentClient ----
 
-AgentClient::AgentClient(UniqueFd fd) : fd_(std::move(fd)) {}
+AgentClient::AgentClient(UniqueFd fd, const AgentClientOptions& options)
+    : options_(options), fd_(std::move(fd)) {}
 
 AgentClient::~AgentClient() {
   Close(absl::UnavailableError("agent connection closed"));
-  shutdown(fd_.get(), SHUT_RDWR);
   if (reader_.joinable()) reader_.join();
+}
+
+size_t AgentClient::queued_bytes() const {
+  absl::MutexLock lock(&budget_->mu);
+  return budget_->queued;
+}
+
+size_t AgentClient::peak_queued_bytes() const {
+  absl::MutexLock lock(&budget_->mu);
+  return budget_->peak;
 }
 
 absl::StatusOr<std::shared_ptr<AgentClient>> AgentClient::Connect(
     const std::string& socket_path, absl::Duration timeout,
-    const std::function<absl::Status()>& abort_check) {
+    const std::function<absl::Status()>& abort_check, const AgentClientOptions& options) {
   absl::Time deadline = absl::Now() + timeout;
   absl::StatusOr<UniqueFd> fd;
   while (true) {
@@ -142,12 +206,25 @@ absl::StatusOr<std::shared_ptr<AgentClient>> AgentClient::Connect(
     if (absl::Now() > deadline) return fd.status();
     absl::SleepFor(absl::Milliseconds(20));
   }
-  std::shared_ptr<AgentClient> client(new AgentClient(*std::move(fd)));
+  auto client = ConnectFd(*std::move(fd), deadline - absl::Now(), abort_check, options);
+  if (absl::IsUnavailable(client.status())) {
+    return absl::UnavailableError(absl::StrCat("agent on ", socket_path, ": ",
+                                               client.status().message()));
+  }
+  return client;
+}
+
+absl::StatusOr<std::shared_ptr<AgentClient>> AgentClient::ConnectFd(
+    UniqueFd fd, absl::Duration timeout, const std::function<absl::Status()>& abort_check,
+    const AgentClientOptions& options) {
+  absl::Time deadline = absl::Now() + timeout;
+  std::shared_ptr<AgentClient> client(new AgentClient(std::move(fd), options));
   client->reader_ = std::thread([c = client.get()] { c->ReaderLoop(); });
   v1::Frame hello;
   hello.mutable_hello_request()->set_host_protocol_version(v1::PROTOCOL_VERSION);
   while (true) {
-    if (auto s = client->Send(hello); !s.ok()) return s;
+    absl::Status sent = client->Send(hello, deadline);
+    if (!sent.ok() && !absl::IsDeadlineExceeded(sent)) return sent;
     {
       absl::MutexLock lock(&client->mu_);
       auto greeted = [c = client.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
@@ -161,8 +238,7 @@ absl::StatusOr<std::shared_ptr<AgentClient>> AgentClient::Connect(
       if (client->legacy_ready_) return client;
     }
     if (client->broken_) {
-      return absl::UnavailableError(absl::StrCat("agent on ", socket_path,
-                                                 " closed the connection during the greeting"));
+      return absl::UnavailableError("the agent closed the connection during the greeting");
     }
     if (abort_check) {
       if (auto s = abort_check(); !s.ok()) return s;
@@ -175,13 +251,25 @@ absl::StatusOr<std::shared_ptr<AgentClient>> AgentClient::Connect(
 }
 
 void AgentClient::Close(absl::Status why) {
-  broken_ = true;
   std::map<uint64_t, std::shared_ptr<OpChannel>> ops;
   {
     absl::MutexLock lock(&mu_);
+    if (!broken_) close_reason_ = why;
+    broken_ = true;
     ops = ops_;
   }
+  // Wakes the reader (its read() returns 0, it exits) and any writer in
+  // poll(); the fd itself stays open until the destructor.
+  shutdown(fd_.get(), SHUT_RDWR);
   for (auto& [id, op] : ops) op->Fail(why);
+  // Senders waiting for their turn re-check broken_.
+  absl::MutexLock lock(&write_mu_);
+}
+
+absl::Status AgentClient::ClosedError() {
+  absl::MutexLock lock(&mu_);
+  return absl::UnavailableError(
+      absl::StrCat("the guest agent connection is closed (", close_reason_.message(), ")"));
 }
 
 void AgentClient::ReaderLoop() {
@@ -205,8 +293,8 @@ void AgentClient::ReaderLoop() {
       }
     }
     decoder.Feed(buf, n);
-    v1::Frame frame;
-    while (true) {
+    while (!broken_) {
+      v1::Frame frame;
       auto r = decoder.Next(&frame);
       if (r == FrameDecoder::Result::kNeedMore) break;
       if (r == FrameDecoder::Result::kError) {
@@ -228,7 +316,7 @@ void AgentClient::ReaderLoop() {
         case v1::Frame::kExecExit: id = frame.exec_exit().id(); break;
         case v1::Frame::kFileData: id = frame.file_data().id(); break;
         case v1::Frame::kOpResult: id = frame.op_result().id(); break;
-        default: continue;  // Not something a guest sends; ignore.
+        default: continue;  // Not something a guest sends; drop it.
       }
       std::shared_ptr<OpChannel> op;
       {
@@ -241,36 +329,104 @@ void AgentClient::ReaderLoop() {
   }
 }
 
-absl::Status AgentClient::Send(const v1::Frame& frame) {
-  if (broken_) return absl::UnavailableError("the guest agent connection is closed");
+absl::Status AgentClient::Send(const v1::Frame& frame, absl::Time deadline) {
+  if (broken_) return ClosedError();
   std::string bytes;
   if (!EncodeFrame(frame, &bytes)) return absl::InvalidArgumentError("agent frame too large");
-  absl::MutexLock lock(&write_mu_);
+  const absl::Time stall_deadline = absl::Now() + options_.send_timeout;
+  const bool op_deadline_first = deadline < stall_deadline;
+  const absl::Time until = std::min(deadline, stall_deadline);
+  auto stalled = [&]() {
+    return absl::UnavailableError(absl::StrCat(
+        "the guest agent stopped reading: a frame of ", bytes.size(),
+        " bytes was not taken within ", absl::FormatDuration(options_.send_timeout)));
+  };
+  enum class Turn { kMine, kClosed, kTimedOut } turn;
+  {
+    // Wait for the turn to write; the writer before is bounded the same way.
+    absl::MutexLock lock(&write_mu_);
+    auto my_turn = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(write_mu_) {
+      return !writing_ || broken_.load();
+    };
+    write_mu_.AwaitWithDeadline(absl::Condition(&my_turn), until);
+    if (broken_) {
+      turn = Turn::kClosed;
+    } else if (writing_) {
+      turn = Turn::kTimedOut;
+    } else {
+      writing_ = true;
+      turn = Turn::kMine;
+    }
+  }
+  if (turn == Turn::kClosed) return ClosedError();
+  if (turn == Turn::kTimedOut) {
+    // Nothing of this frame was written: the stream is intact, and the
+    // writer ahead closes the connection if the guest stopped reading.
+    if (op_deadline_first) {
+      return absl::DeadlineExceededError("the guest agent did not take earlier frames in time");
+    }
+    return stalled();
+  }
+  absl::Cleanup give_turn = [this] {
+    absl::MutexLock lock(&write_mu_);
+    writing_ = false;
+  };
   size_t off = 0;
   while (off < bytes.size()) {
-    ssize_t n = send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      Close(absl::UnavailableError(absl::StrCat("write to the guest agent: ", strerror(errno))));
-      return absl::UnavailableError("the guest agent connection is closed");
+    ssize_t n = send(fd_.get(), bytes.data() + off, bytes.size() - off,
+                     MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      off += static_cast<size_t>(n);
+      continue;
     }
-    off += n;
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      absl::Duration left = until - absl::Now();
+      if (left <= absl::ZeroDuration()) {
+        if (op_deadline_first && off == 0) {
+          return absl::DeadlineExceededError("the guest agent did not take the frame in time");
+        }
+        // A frame cut off midway leaves the stream unusable.
+        absl::Status why = op_deadline_first
+                               ? absl::UnavailableError(
+                                     "a frame to the guest agent was cut off at the deadline")
+                               : stalled();
+        Close(why);
+        return op_deadline_first ? absl::DeadlineExceededError(why.message()) : why;
+      }
+      pollfd p{fd_.get(), POLLOUT, 0};
+      int ms = static_cast<int>(
+          std::min<int64_t>(absl::ToInt64Milliseconds(absl::Ceil(left, absl::Milliseconds(1))),
+                            60 * 1000));
+      if (poll(&p, 1, std::max(ms, 1)) < 0 && errno != EINTR) {
+        Close(absl::UnavailableError(absl::StrCat("poll the guest agent: ", strerror(errno))));
+        return ClosedError();
+      }
+      continue;
+    }
+    Close(absl::UnavailableError(absl::StrCat(
+        "write to the guest agent: ", n < 0 ? strerror(errno) : "nothing written")));
+    return ClosedError();
   }
   return absl::OkStatus();
 }
 
-std::pair<uint64_t, std::shared_ptr<OpChannel>> AgentClient::Register() {
-  auto op = std::make_shared<OpChannel>();
+absl::StatusOr<std::pair<uint64_t, std::shared_ptr<OpChannel>>> AgentClient::Register(
+    OpChannel::Mode mode) {
+  auto op = std::make_shared<OpChannel>(budget_, mode);
   absl::MutexLock lock(&mu_);
+  if (ops_.size() >= kMaxOperations) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "too many concurrent operations on this VM's guest agent (at most ", kMaxOperations,
+        ")"));
+  }
   uint64_t id = next_id_++;
   ops_[id] = op;
-  if (broken_) op->Fail(absl::UnavailableError("the guest agent connection is closed"));
-  return {id, op};
-}
-
-AgentClient::OpLease AgentClient::Lease() {
-  auto [id, channel] = Register();
-  return OpLease(this, id, std::move(channel));
+  if (broken_) {
+    op->Fail(absl::UnavailableError(
+        absl::StrCat("the guest agent connection is closed (", close_reason_.message(), ")")));
+  }
+  return std::make_pair(id, std::move(op));
 }
 
 void AgentClient::Unregister(uint64_t id) {
@@ -284,8 +440,7 @@ void AgentClient::Unregister(uint64_t id) {
   }
   // Frames still queued or in flight for it are dropped, and a reader
   // waiting for room in its queue moves on.
-  absl::MutexLock lock(&op->mu_);
-  op->abandoned_ = true;
+  op->Abandon();
 }
 
 absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpec& spec) {
@@ -293,7 +448,8 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
     return absl::FailedPreconditionError(
         "the guest has no smolvm agent (custom image?); exec needs the default image's agent");
   }
-  auto [id, op] = Register();
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  auto [id, op] = std::move(reg);
   std::unique_ptr<ExecHandle> handle(new ExecHandle(shared_from_this(), id, op));
   v1::Frame start;
   auto* s = start.mutable_exec_start();
@@ -321,15 +477,11 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
   return handle;
 }
 
-absl::StatusOr<v1::OpResult> AgentClient::AwaitResult(OpChannel& channel, uint64_t id,
-                                                      absl::Time deadline,
+absl::StatusOr<v1::OpResult> AgentClient::AwaitResult(OpChannel& channel, absl::Time deadline,
                                                       const std::string& what) {
   while (true) {
     auto frame = channel.Next(deadline);
-    if (!frame.ok()) {
-      return absl::Status(frame.status().code(),
-                          absl::StrCat(what, ": ", frame.status().message()));
-    }
+    if (!frame.ok()) return Annotated(frame.status(), what);
     if (!frame->has_op_result()) continue;
     if (!frame->op_result().error().empty()) {
       return absl::FailedPreconditionError(
@@ -343,9 +495,11 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
     const std::string& path, uint32_t mode, bool tar, bool make_parents,
     const std::function<absl::StatusOr<std::string>()>& next_chunk, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  OpLease lease = Lease();
-  const uint64_t id = lease.id;
-  OpChannel* op = lease.channel.get();
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kResult));
+  const uint64_t id = reg.first;
+  std::shared_ptr<OpChannel> op = std::move(reg.second);
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
+  const std::string what = absl::StrCat("upload ", path);
   absl::Time deadline = absl::Now() + timeout;
   v1::Frame start;
   auto* s = start.mutable_file_write_start();
@@ -354,16 +508,34 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
   s->set_mode(mode);
   s->set_tar(tar);
   s->set_make_parents(make_parents);
-  if (auto st = Send(start); !st.ok()) return st;
+  if (auto st = Send(start, deadline); !st.ok()) return Annotated(st, what);
+  // Drains what the guest sent while the data goes out: nothing legitimate
+  // but an early error (the agent could not write the file), which ends the
+  // upload; the operation failed if the guest overflowed the queue.
+  auto drain = [&]() -> absl::Status {
+    while (true) {
+      auto frame = op->TryNext();
+      if (!frame.ok()) return Annotated(frame.status(), what);
+      if (!frame->has_value()) return absl::OkStatus();
+      if (!(*frame)->has_op_result()) continue;
+      const v1::OpResult& r = (*frame)->op_result();
+      if (!r.error().empty()) return absl::FailedPreconditionError(absl::StrCat(what, ": ", r.error()));
+      return absl::InternalError(
+          absl::StrCat(what, ": the guest agent reported success before the data ended"));
+    }
+  };
   while (true) {
+    SMOLVM_RETURN_IF_ERROR(drain());
     auto chunk = next_chunk();
     if (!chunk.ok()) {
-      // Tell the agent the upload ended so it drops its temp file; the
-      // caller's error wins.
+      // The caller gave up (e.g. CANCELLED): free the queue now, then tell
+      // the agent the upload ended so it drops its temp file; the caller's
+      // error wins.
+      Unregister(id);
       v1::Frame end;
       end.mutable_file_data()->set_id(id);
       end.mutable_file_data()->set_eof(true);
-      (void)Send(end);
+      (void)Send(end, deadline);
       return chunk.status();
     }
     // Split caller chunks to the protocol's chunk size.
@@ -376,35 +548,34 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
       d->set_data(chunk->substr(off, len));
       off += len;
       d->set_eof(chunk->empty());
-      if (auto st = Send(data); !st.ok()) return st;
+      if (auto st = Send(data, deadline); !st.ok()) return Annotated(st, what);
+      if (off < chunk->size()) SMOLVM_RETURN_IF_ERROR(drain());
     } while (off < chunk->size());
     if (chunk->empty()) break;
   }
-  auto result = AwaitResult(*op, id, deadline, absl::StrCat("upload ", path));
-  if (!result.ok()) return result.status();
-  return FileInfo{result->bytes(), result->mode()};
+  SMOLVM_ASSIGN_OR_RETURN(v1::OpResult result, AwaitResult(*op, deadline, what));
+  return FileInfo{result.bytes(), result.mode()};
 }
 
 absl::StatusOr<FileInfo> AgentClient::ReadFile(
     const std::string& path, bool tar,
     const std::function<absl::Status(const std::string&)>& sink, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  OpLease lease = Lease();
-  const uint64_t id = lease.id;
-  OpChannel* op = lease.channel.get();
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  const uint64_t id = reg.first;
+  std::shared_ptr<OpChannel> op = std::move(reg.second);
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
   absl::Time deadline = absl::Now() + timeout;
+  const std::string what = absl::StrCat("download ", path);
   v1::Frame start;
   auto* s = start.mutable_file_read_start();
   s->set_id(id);
   s->set_path(path);
   s->set_tar(tar);
-  if (auto st = Send(start); !st.ok()) return st;
-  const std::string what = absl::StrCat("download ", path);
+  if (auto st = Send(start, deadline); !st.ok()) return Annotated(st, what);
   while (true) {
     auto frame = op->Next(deadline);
-    if (!frame.ok()) {
-      return absl::Status(frame.status().code(), absl::StrCat(what, ": ", frame.status().message()));
-    }
+    if (!frame.ok()) return Annotated(frame.status(), what);
     if (frame->has_file_data()) {
       if (!frame->file_data().data().empty()) {
         if (auto st = sink(frame->file_data().data()); !st.ok()) return st;
@@ -422,40 +593,35 @@ absl::StatusOr<FileInfo> AgentClient::ReadFile(
 
 absl::StatusOr<absl::Time> AgentClient::SetClock(absl::Time now, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  OpLease lease = Lease();
-  const uint64_t id = lease.id;
-  OpChannel* op = lease.channel.get();
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kResult));
+  const uint64_t id = reg.first;
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string what = "set the guest clock";
   v1::Frame f;
   f.mutable_set_clock()->set_id(id);
   f.mutable_set_clock()->set_unix_time_ns(absl::ToUnixNanos(now));
-  absl::StatusOr<v1::OpResult> r = absl::UnknownError("not sent");
-  if (absl::Status sent = Send(f); !sent.ok()) {
-    r = sent;
-  } else {
-    r = AwaitResult(*op, id, absl::Now() + timeout, "set the guest clock");
-  }
-  if (!r.ok()) return r.status();
-  return absl::FromUnixNanos(r->guest_time_ns());
+  if (absl::Status sent = Send(f, deadline); !sent.ok()) return Annotated(sent, what);
+  SMOLVM_ASSIGN_OR_RETURN(v1::OpResult r, AwaitResult(*reg.second, deadline, what));
+  return absl::FromUnixNanos(r.guest_time_ns());
 }
 
 absl::Status AgentClient::AddEntropy(const std::string& seed, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
-  OpLease lease = Lease();
-  const uint64_t id = lease.id;
-  OpChannel* op = lease.channel.get();
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kResult));
+  const uint64_t id = reg.first;
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string what = "reseed the guest's entropy";
   v1::Frame f;
   f.mutable_add_entropy()->set_id(id);
   f.mutable_add_entropy()->set_seed(seed);
-  absl::StatusOr<v1::OpResult> r = absl::UnknownError("not sent");
-  if (absl::Status sent = Send(f); !sent.ok()) {
-    r = sent;
-  } else {
-    r = AwaitResult(*op, id, absl::Now() + timeout, "reseed the guest's entropy");
-  }
-  return r.status();
+  if (absl::Status sent = Send(f, deadline); !sent.ok()) return Annotated(sent, what);
+  return AwaitResult(*reg.second, deadline, what).status();
 }
 
 absl::Status AgentClient::Ping(absl::Duration timeout) {
+  const absl::Time deadline = absl::Now() + timeout;
   uint64_t before;
   {
     absl::MutexLock lock(&mu_);
@@ -463,12 +629,12 @@ absl::Status AgentClient::Ping(absl::Duration timeout) {
   }
   v1::Frame f;
   f.mutable_hello_request()->set_host_protocol_version(v1::PROTOCOL_VERSION);
-  if (auto s = Send(f); !s.ok()) return s;
+  if (auto s = Send(f, deadline); !s.ok()) return s;
   absl::MutexLock lock(&mu_);
   auto answered = [this, before]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return hellos_ > before || broken_.load();
   };
-  if (!mu_.AwaitWithTimeout(absl::Condition(&answered), timeout)) {
+  if (!mu_.AwaitWithDeadline(absl::Condition(&answered), deadline)) {
     return absl::DeadlineExceededError("agent ping timed out");
   }
   if (hellos_ == before) return absl::UnavailableError("the guest agent connection is closed");

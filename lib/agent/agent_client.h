@@ -5,12 +5,43 @@
 // One connection carries many concurrent operations (execs, file transfers,
 // clock and entropy fixes), told apart by id.
 //
-// Safety against a hostile guest: frames are bounded (1 MiB), every
-// operation's inbound queue is bounded (kMaxQueuedBytes) and a full queue
-// only slows this VM's connection (back-pressure through virtio-serial),
-// frames for unknown operations are dropped, and a corrupt stream closes
-// the connection (every pending operation fails with UNAVAILABLE). Nothing
-// the guest sends can throw, crash the daemon or block another VM.
+// Safety against a hostile guest. Nothing the guest sends can throw, crash
+// the daemon, block another VM or make the daemon hold unbounded memory:
+//   - Frames are bounded (kMaxFrameBytes, 1 MiB); an oversized or
+//     unparsable frame closes the connection (every pending operation fails
+//     with UNAVAILABLE; the daemon reconnects for the next one).
+//   - Every queued inbound frame counts its full encoded size
+//     (ByteSizeLong(), unknown fields included) plus kQueuedFrameOverhead.
+//   - Streaming operations (exec output, downloads), whose consumer drains
+//     the queue as it goes: an operation holds at most kMaxQueuedBytes and
+//     the connection's streaming operations together at most
+//     kMaxConnectionQueuedBytes; a full queue makes this VM's reader wait
+//     for the consumer (back-pressure through virtio-serial: the guest's
+//     writes block), nothing is dropped.
+//   - Request/result operations (uploads, clock, entropy) expect one small
+//     OpResult. An upload drains its queue between the chunks it sends; a
+//     guest that queues more than kMaxResultQueuedBytes for one of them
+//     fails that operation with RESOURCE_EXHAUSTED at once (its queue is
+//     freed); the reader never waits for them.
+//   - Frames for unknown or finished operations are dropped.
+//   - At most kMaxOperations operations run at once per connection
+//     (RESOURCE_EXHAUSTED beyond).
+//   - Every send has a deadline: a frame the guest does not take within
+//     AgentClientOptions::send_timeout (it stopped reading) closes the
+//     connection: that VM's operations fail with UNAVAILABLE, the socket is
+//     shut down so the reader thread exits, and no thread stays in a write
+//     (the socket is written with MSG_DONTWAIT and poll()).
+//   - Dropping an ExecHandle (client cancel), or an upload whose data source
+//     fails (e.g. CANCELLED), frees that operation's queue at once.
+//
+// Memory held for one VM's inbound traffic is therefore at most
+//   kMaxConnectionQueuedBytes (16 MiB, streaming queues)
+//   + kMaxOperations x kMaxResultQueuedBytes (64 x 64 KiB = 4 MiB)
+//   + the reader's buffers: decoder <= 2 x (kMaxFrameBytes + 64 KiB) with
+//     string growth, one decoded frame <= kMaxFrameBytes, a 64 KiB read
+//     buffer
+//   ~= 23.2 MiB, whatever the guest sends. (Outbound, each sending thread
+// holds one encoded frame of at most kMaxFrameBytes.)
 //
 // Thread-safety: all methods are thread-safe.
 #pragma once
@@ -34,9 +65,27 @@
 
 namespace smolvm::agent {
 
-// Bytes an operation may have queued from the guest before the reader
-// waits for the consumer.
-inline constexpr size_t kMaxQueuedBytes = 8 << 20;
+// Bytes one streaming operation (exec, download) may have queued from the
+// guest before the reader waits for its consumer.
+inline constexpr size_t kMaxQueuedBytes = 4 << 20;
+// Bytes all streaming operations of one connection may have queued together.
+inline constexpr size_t kMaxConnectionQueuedBytes = 16 << 20;
+// Bytes a request/result operation (upload, clock, entropy) may have queued
+// before it fails with RESOURCE_EXHAUSTED. Its one legitimate answer, an
+// OpResult, is a few hundred bytes.
+inline constexpr size_t kMaxResultQueuedBytes = 64 << 10;
+// Counted per queued frame on top of its encoded size: the Frame and
+// submessage objects, the deque slot, allocator headers.
+inline constexpr size_t kQueuedFrameOverhead = 256;
+// Concurrent operations per connection.
+inline constexpr size_t kMaxOperations = 64;
+
+struct AgentClientOptions {
+  // A frame the guest has not taken within this long (after it was this
+  // frame's turn to be written, or since the send began when waiting for an
+  // earlier frame) closes the connection with UNAVAILABLE.
+  absl::Duration send_timeout = absl::Seconds(30);
+};
 
 struct ExecSpec {
   std::vector<std::string> argv;
@@ -62,28 +111,55 @@ struct FileInfo {
 
 class AgentClient;
 
+// The queued bytes of one connection's operations, shared by its channels
+// under one mutex (so a reader waiting for room sees any consumer's pop).
+struct QueueBudget {
+  absl::Mutex mu;
+  size_t queued ABSL_GUARDED_BY(mu) = 0;
+  size_t peak ABSL_GUARDED_BY(mu) = 0;
+};
+
 // The inbound side of one operation. Internal to AgentClient but exposed so
 // exec handles can hold it.
 class OpChannel {
  public:
+  enum class Mode {
+    kStream,  // Drained by its consumer; a full queue makes the reader wait.
+    kResult,  // One small answer expected; over kMaxResultQueuedBytes fails.
+  };
+  OpChannel(std::shared_ptr<QueueBudget> budget, Mode mode)
+      : budget_(std::move(budget)), mode_(mode) {}
+  ~OpChannel();
+  OpChannel(const OpChannel&) = delete;
+  OpChannel& operator=(const OpChannel&) = delete;
+
   // Waits for the next frame of this operation. UNAVAILABLE when the
-  // connection broke, DEADLINE_EXCEEDED at `deadline`.
+  // connection broke, RESOURCE_EXHAUSTED when the guest overflowed a
+  // kResult queue, DEADLINE_EXCEEDED at `deadline`.
   absl::StatusOr<v1::Frame> Next(absl::Time deadline);
+  // The next queued frame without waiting: nullopt when none is queued.
+  absl::StatusOr<std::optional<v1::Frame>> TryNext();
 
  private:
   friend class AgentClient;
-  // Called by the reader; waits while the queue is full.
+  // Called by the reader. kStream: waits while the queue is full.
   void Push(v1::Frame frame);
   void Fail(absl::Status status);
-  absl::Mutex mu_;
-  std::deque<v1::Frame> queue_ ABSL_GUARDED_BY(mu_);
-  size_t queued_bytes_ ABSL_GUARDED_BY(mu_) = 0;
-  absl::Status broken_ ABSL_GUARDED_BY(mu_);
-  bool abandoned_ ABSL_GUARDED_BY(mu_) = false;
+  // The operation is over: drops the queue (and any later frame) at once.
+  void Abandon();
+  void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(budget_->mu);
+  absl::StatusOr<v1::Frame> PopLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(budget_->mu);
+
+  const std::shared_ptr<QueueBudget> budget_;
+  const Mode mode_;
+  std::deque<std::pair<v1::Frame, size_t>> queue_ ABSL_GUARDED_BY(budget_->mu);
+  size_t queued_bytes_ ABSL_GUARDED_BY(budget_->mu) = 0;
+  absl::Status broken_ ABSL_GUARDED_BY(budget_->mu);
+  bool abandoned_ ABSL_GUARDED_BY(budget_->mu) = false;
 };
 
 // A running exec. Destroying it before the exit cancels the exec (kills its
-// process group in the guest).
+// process group in the guest) and frees its queue at once.
 class ExecHandle {
  public:
   ~ExecHandle();
@@ -110,7 +186,14 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   // VMM died). DEADLINE_EXCEEDED after `timeout`.
   static absl::StatusOr<std::shared_ptr<AgentClient>> Connect(
       const std::string& socket_path, absl::Duration timeout,
-      const std::function<absl::Status()>& abort_check = nullptr);
+      const std::function<absl::Status()>& abort_check = nullptr,
+      const AgentClientOptions& options = AgentClientOptions());
+  // The same greeting over an already-connected stream socket (tests use a
+  // socketpair). Takes ownership of `fd`.
+  static absl::StatusOr<std::shared_ptr<AgentClient>> ConnectFd(
+      UniqueFd fd, absl::Duration timeout,
+      const std::function<absl::Status()>& abort_check = nullptr,
+      const AgentClientOptions& options = AgentClientOptions());
   ~AgentClient();
   AgentClient(const AgentClient&) = delete;
   AgentClient& operator=(const AgentClient&) = delete;
@@ -119,9 +202,16 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   bool healthy() const { return !broken_.load(); }
   const std::string& agent_version() const { return agent_version_; }
 
+  // Bytes of guest frames queued now for this connection's operations, and
+  // the most ever queued at once (as counted against the bounds above).
+  size_t queued_bytes() const;
+  size_t peak_queued_bytes() const;
+
   absl::StatusOr<std::unique_ptr<ExecHandle>> StartExec(const ExecSpec& spec);
 
   // Uploads: `next_chunk` returns the next piece of data, "" at the end.
+  // An error the agent reports while the data is still being sent ends the
+  // upload early (FAILED_PRECONDITION).
   absl::StatusOr<FileInfo> WriteFile(
       const std::string& path, uint32_t mode, bool tar, bool make_parents,
       const std::function<absl::StatusOr<std::string>()>& next_chunk,
@@ -140,43 +230,42 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   absl::Status Ping(absl::Duration timeout);
 
  private:
-  explicit AgentClient(UniqueFd fd);
+  AgentClient(UniqueFd fd, const AgentClientOptions& options);
   void ReaderLoop();
-  absl::Status Send(const v1::Frame& frame);
-  // An operation's registration for the length of a call: unregistered
-  // (and its late frames dropped) when the lease goes out of scope.
-  struct OpLease {
-    OpLease(AgentClient* c, uint64_t i, std::shared_ptr<OpChannel> ch)
-        : client(c), id(i), channel(std::move(ch)) {}
-    ~OpLease() { client->Unregister(id); }
-    OpLease(const OpLease&) = delete;
-    OpLease& operator=(const OpLease&) = delete;
-    AgentClient* client;
-    uint64_t id;
-    std::shared_ptr<OpChannel> channel;
-  };
-  std::pair<uint64_t, std::shared_ptr<OpChannel>> Register();
-  OpLease Lease();
+  // Writes one whole frame, by `deadline` and within options_.send_timeout.
+  // A frame the guest does not take in time closes the connection
+  // (UNAVAILABLE); DEADLINE_EXCEEDED when `deadline` passed before any of
+  // the frame was written (the connection stays up).
+  absl::Status Send(const v1::Frame& frame, absl::Time deadline = absl::InfiniteFuture());
+  absl::Status ClosedError();
+  absl::StatusOr<std::pair<uint64_t, std::shared_ptr<OpChannel>>> Register(OpChannel::Mode mode);
+  // Ends an operation: its late frames are dropped and its queue is freed.
+  // Idempotent.
   void Unregister(uint64_t id);
-  // Waits for an OpResult (skipping nothing else).
-  absl::StatusOr<v1::OpResult> AwaitResult(OpChannel& channel, uint64_t id,
-                                           absl::Time deadline, const std::string& what);
+  // Waits for an OpResult (skipping anything else).
+  absl::StatusOr<v1::OpResult> AwaitResult(OpChannel& channel, absl::Time deadline,
+                                           const std::string& what);
   void Close(absl::Status why);
   friend class ExecHandle;
 
+  const AgentClientOptions options_;
   UniqueFd fd_;
+  // One frame is written at a time: `writing_` is the turn, taken and
+  // given back under write_mu_ (never held while writing).
   absl::Mutex write_mu_;
+  bool writing_ ABSL_GUARDED_BY(write_mu_) = false;
   std::atomic<bool> broken_{false};
   bool has_agent_ = false;
   std::string agent_version_;
+  const std::shared_ptr<QueueBudget> budget_ = std::make_shared<QueueBudget>();
 
-  absl::Mutex mu_;
+  mutable absl::Mutex mu_;
+  absl::Status close_reason_ ABSL_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<OpChannel>> ops_ ABSL_GUARDED_BY(mu_);
   uint64_t next_id_ ABSL_GUARDED_BY(mu_) = 1;
   // Greeting state, guarded by mu_.
   bool hello_seen_ ABSL_GUARDED_BY(mu_) = false;
   bool legacy_ready_ ABSL_GUARDED_BY(mu_) = false;
-  int hello_waiters_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t hellos_ ABSL_GUARDED_BY(mu_) = 0;
   std::thread reader_;
 };

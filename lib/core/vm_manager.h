@@ -40,6 +40,7 @@
 #include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
 #include "lib/net/link_backend.h"
+#include "lib/snapshot/snapshot_files.h"
 #include "lib/model/policy.h"
 #include "lib/model/tenant.h"
 #include "lib/model/vm.h"
@@ -129,7 +130,20 @@ class VmManager {
                                                             const std::string& page_token,
                                                             const std::string& vm_id);
   absl::Status DeleteSnapshot(const Caller& caller, const std::string& snapshot_id);
+  // Checks a snapshot's content as a restore would, but always hashes its
+  // files (whatever their recorded stamps say): the manifest must describe
+  // this snapshot and this host's VMM, and each file must match the
+  // checksum recorded when the snapshot was taken. DATA_LOSS naming the
+  // first bad file (or manifest field); on success the files' stamps are
+  // recorded, so that the next restore does not hash them again. A legacy
+  // snapshot (taken before checksums existed) is a report with `legacy`
+  // set and `ok` false.
+  absl::StatusOr<snapshot::VerifyReport> VerifySnapshot(const Caller& caller,
+                                                        const std::string& snapshot_id);
   // Starts a VM from a snapshot (see RestoreSnapshotRequest in the proto).
+  // Before anything is started the snapshot's integrity is checked as in
+  // VerifySnapshot, except that files whose stamps are those of their last
+  // verification are not hashed again; a mismatch is DATA_LOSS.
   absl::StatusOr<VmRecord> RestoreSnapshot(const Caller& caller, const std::string& snapshot_id,
                                            bool resume_vm, std::string vm_id);
 
@@ -273,7 +287,18 @@ class VmManager {
   absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const Caller& caller,
                                          const SnapshotRecord& snap, bool resume_vm,
                                          const std::string& vm_id, bool own_identity)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu) ABSL_SHARED_LOCKS_REQUIRED(snapshot_files_mu_);
+  // The integrity checks of a restore and of VerifySnapshot: `manifest`
+  // (read from `paths`) describes `snap` and this host's VMM; then the
+  // files are hashed and compared with the recorded checksums, unless
+  // `force` is false and they still have the stamps of their last
+  // verification (or the snapshot is legacy: nothing to compare). Records
+  // the new stamps after a successful hash. DATA_LOSS on any mismatch.
+  absl::StatusOr<snapshot::VerifyReport> CheckIntegrity(const SnapshotRecord& snap,
+                                                        const snapshot::SnapshotPaths& paths,
+                                                        const snapshot::Manifest& manifest,
+                                                        bool force)
+      ABSL_SHARED_LOCKS_REQUIRED(snapshot_files_mu_);
 
   const ManagerOptions options_;
   const std::unique_ptr<store::Store> store_;

@@ -41,7 +41,96 @@ absl::Status CheckSpaceFor(const std::string& dir, const std::vector<std::string
   return absl::OkStatus();
 }
 
+// DATA_LOSS unless the manifest at `manifest_path` describes the snapshot
+// `snap` of the store, taken with the VMM this host runs: a manifest copied
+// from another snapshot, or edited, is not restored.
+absl::Status CheckManifestMatches(const SnapshotRecord& snap, const snapshot::Manifest& m,
+                                  const std::string& manifest_path, const std::string& vmm,
+                                  const std::string& vmm_version) {
+  auto mismatch = [&](const char* field, const std::string& got, const std::string& want,
+                      const char* fix) {
+    return absl::DataLossError(absl::StrCat("snapshot manifest ", manifest_path, ": ", field,
+                                            " is \"", got, "\", expected \"", want, "\"; ",
+                                            fix));
+  };
+  constexpr char kForeign[] =
+      "the manifest is not this snapshot's; delete the snapshot or restore it from a backup";
+  if (m.snapshot_id != snap.snapshot_id) {
+    return mismatch("snapshot_id", m.snapshot_id, snap.snapshot_id, kForeign);
+  }
+  if (m.vm_id != snap.vm_id) return mismatch("vm_id", m.vm_id, snap.vm_id, kForeign);
+  if (m.accelerator != snap.accelerator) {
+    return mismatch("accelerator", m.accelerator, snap.accelerator, kForeign);
+  }
+  if (m.memory_mib != snap.vm_config.memory_mib) {
+    return mismatch("memory_mib", absl::StrCat(m.memory_mib),
+                    absl::StrCat(snap.vm_config.memory_mib), kForeign);
+  }
+  if (m.checksums != snap.checksums) {
+    auto text = [](const std::optional<SnapshotChecksums>& c) {
+      return c ? absl::StrCat(c->vmstate, ",", c->mem, ",", c->disk) : std::string("none");
+    };
+    return mismatch("checksums", text(m.checksums), text(snap.checksums), kForeign);
+  }
+  constexpr char kOtherVmm[] =
+      "the snapshot was taken with another VMM; restore it on a host that runs that one";
+  if (m.vmm != vmm) return mismatch("vmm", m.vmm, vmm, kOtherVmm);
+  if (m.vmm_version != vmm_version) {
+    return mismatch("vmm_version", m.vmm_version, vmm_version, kOtherVmm);
+  }
+  return absl::OkStatus();
+}
+
+double MiB(uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
 }  // namespace
+
+absl::StatusOr<snapshot::VerifyReport> VmManager::CheckIntegrity(
+    const SnapshotRecord& snap, const snapshot::SnapshotPaths& paths,
+    const snapshot::Manifest& manifest, bool force) {
+  SMOLVM_RETURN_IF_ERROR(CheckManifestMatches(snap, manifest, paths.manifest,
+                                              hypervisor_->name(), hypervisor_->version()));
+  const absl::Time start = absl::Now();
+  snapshot::VerifyReport report;
+  if (!force && !snap.checksums) {
+    spdlog::warn("snapshot {}: taken before checksums were recorded; restored unverified",
+                 snap.snapshot_id);
+    report.snapshot_id = snap.snapshot_id;
+    report.legacy = true;
+    return report;
+  }
+  // Unchanged since the last verification (same inode, size, mtime and
+  // ctime): hashing again would only read what was already checked.
+  if (!force && snap.verified_stamps) {
+    if (auto now = snapshot::StampFiles(paths); now.ok() && *now == *snap.verified_stamps) {
+      report.snapshot_id = snap.snapshot_id;
+      report.ok = true;
+      report.stamps = *now;
+      report.duration = absl::Now() - start;
+      return report;
+    }
+  }
+  SMOLVM_ASSIGN_OR_RETURN(report, snapshot::VerifyFiles(paths, snap.checksums));
+  report.snapshot_id = snap.snapshot_id;
+  if (report.legacy) return report;
+  SMOLVM_RETURN_IF_ERROR(snapshot::CorruptionError(report));
+  // Concurrent restores and verifications may record at once: the store
+  // serializes them and any of them is right (the files did not change).
+  SMOLVM_RETURN_IF_ERROR(store_->SetSnapshotVerified(snap.snapshot_id, report.stamps));
+  spdlog::info("snapshot {}: verified 3 files in {} ({:.1f} MiB read)", snap.snapshot_id,
+               absl::FormatDuration(report.duration), MiB(report.bytes_read));
+  return report;
+}
+
+absl::StatusOr<snapshot::VerifyReport> VmManager::VerifySnapshot(
+    const Caller& caller, const std::string& snapshot_id) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
+  auto paths = snapshot::PathsIn(SnapshotDir(snapshot_id));
+  SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
+  return CheckIntegrity(snap, paths, manifest, /*force=*/true);
+}
 
 absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
                                                          const std::string& vm_id,
@@ -112,6 +201,11 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   }
   // Copied while the source is still paused, so disk and RAM agree.
   SMOLVM_RETURN_IF_ERROR(SparseCopyFile(VmDiskPath(vm_id), tmp.disk));
+  // Content checksums, for the manifest and the row; the stamps of the
+  // files as hashed make this their first verification.
+  absl::Time t_sum = absl::Now();
+  SMOLVM_ASSIGN_OR_RETURN(snapshot::ChecksummedFiles sums, snapshot::ChecksumFiles(tmp));
+  const absl::Duration checksum_time = absl::Now() - t_sum;
   snapshot::Manifest manifest;
   manifest.snapshot_id = snapshot_id;
   manifest.vm_id = vm_id;
@@ -120,6 +214,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   manifest.accelerator = accelerator_;
   manifest.memory_mib = vm.config.memory_mib;
   manifest.ram_in_vmstate = !ram_shared;
+  manifest.checksums = sums.checksums;
   SMOLVM_RETURN_IF_ERROR(snapshot::WriteManifest(tmp, manifest));
 
   const std::string final_dir = SnapshotDir(snapshot_id);
@@ -136,6 +231,8 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   snap.created_at = absl::Now();
   snap.accelerator = accelerator_;
   snap.owner = caller.tenant;
+  snap.checksums = sums.checksums;
+  snap.verified_stamps = sums.stamps;  // Renaming the directory keeps them.
   for (const auto& f : {paths.vmstate, paths.mem, paths.disk, paths.manifest}) {
     if (auto bytes = AllocatedBytes(f); bytes.ok()) snap.size_bytes += *bytes;
   }
@@ -157,10 +254,12 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
     vm.state = VmState::kPaused;
   }
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  spdlog::info("snapshot {}: created from vm {} in {} (device state {}), {} MiB, vm {}",
-               snapshot_id, vm_id, absl::FormatDuration(absl::Now() - t0),
-               absl::FormatDuration(t_state - t0), snap.size_bytes >> 20,
-               VmStateName(vm.state));
+  spdlog::info(
+      "snapshot {}: created from vm {} in {} (device state {}, checksums {} for {:.1f} MiB "
+      "read), {} MiB, vm {}",
+      snapshot_id, vm_id, absl::FormatDuration(absl::Now() - t0),
+      absl::FormatDuration(t_state - t0), absl::FormatDuration(checksum_time),
+      MiB(sums.bytes_read), snap.size_bytes >> 20, VmStateName(vm.state));
   return snap;
 }
 
@@ -220,6 +319,10 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
                                                   bool own_identity) {
   auto paths = snapshot::PathsIn(SnapshotDir(snap.snapshot_id));
   SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
+  // Before anything is recorded or started: a corrupt or foreign snapshot
+  // leaves nothing behind.
+  SMOLVM_ASSIGN_OR_RETURN(snapshot::VerifyReport integrity,
+                          CheckIntegrity(snap, paths, manifest, /*force=*/false));
 
   auto existing = store_->GetVm(vm_id);
   if (!existing.ok() && !absl::IsNotFound(existing.status())) return existing.status();
@@ -363,6 +466,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
 
   SnapshotRecord updated = snap;
+  if (integrity.hashed) updated.verified_stamps = integrity.stamps;
   updated.restored = true;
   updated.restored_vm_id = vm_id;
   SMOLVM_RETURN_IF_ERROR(store_->UpdateSnapshot(updated));

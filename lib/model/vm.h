@@ -95,6 +95,37 @@ struct VmRecord {
   bool operator==(const VmRecord&) const = default;
 };
 
+// Content checksums of a snapshot's three files, "xxh3-128:<32 hex>" each
+// (lib/snapshot/checksum.h).
+struct SnapshotChecksums {
+  std::string vmstate;
+  std::string mem;
+  std::string disk;
+
+  bool operator==(const SnapshotChecksums&) const = default;
+};
+
+// What fstat says about a file, to notice that it changed without reading
+// it: any write, truncation, chmod or replacement changes ctime (or the
+// inode). Times in nanoseconds since the epoch.
+struct FileStamp {
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+
+  bool operator==(const FileStamp&) const = default;
+};
+
+// The stamps of a snapshot's three files.
+struct SnapshotStamps {
+  FileStamp vmstate;
+  FileStamp mem;
+  FileStamp disk;
+
+  bool operator==(const SnapshotStamps&) const = default;
+};
+
 // A snapshot as persisted by the store (SmolVM's SnapshotInfo plus extras).
 struct SnapshotRecord {
   std::string snapshot_id;
@@ -110,6 +141,14 @@ struct SnapshotRecord {
   uint64_t size_bytes = 0;
   std::string accelerator;  // "kvm" | "tcg"
   std::string owner;        // Tenant (lib/model/tenant.h).
+  // Checksums computed when the snapshot was taken (also in its manifest);
+  // nullopt for snapshots taken before checksums existed, which cannot be
+  // verified.
+  std::optional<SnapshotChecksums> checksums;
+  // The files' stamps at their last successful verification (or at
+  // creation): while the files still have them, a restore need not hash
+  // them again. nullopt = never verified.
+  std::optional<SnapshotStamps> verified_stamps;
 
   bool operator==(const SnapshotRecord&) const = default;
 };

@@ -3,12 +3,16 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <array>
 #include <cerrno>
 #include <cstdio>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
+#include "lib/snapshot/checksum.h"
 #include "nlohmann/json.hpp"
 
 namespace smolvm::snapshot {
@@ -24,6 +28,33 @@ absl::StatusOr<uint64_t> FileSize(const std::string& path) {
   }
   return static_cast<uint64_t>(st.st_size);
 }
+
+// A checksum as ChecksumFile writes it: the prefix and 32 lower-case hex.
+bool IsChecksum(const std::string& s) {
+  constexpr size_t kPrefix = sizeof(kChecksumPrefix) - 1;
+  if (s.size() != kPrefix + 32 || !absl::StartsWith(s, kChecksumPrefix)) return false;
+  for (size_t i = kPrefix; i < s.size(); ++i) {
+    if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
+  }
+  return true;
+}
+
+// The three content files in report order, with the checksum of each.
+struct NamedFile {
+  const char* name;
+  const std::string* path;
+};
+std::array<NamedFile, 3> ContentFiles(const SnapshotPaths& p) {
+  return {NamedFile{"vmstate.bin", &p.vmstate}, NamedFile{"mem.bin", &p.mem},
+          NamedFile{"disk.ext4", &p.disk}};
+}
+std::array<const std::string*, 3> Fields(const SnapshotChecksums& c) {
+  return {&c.vmstate, &c.mem, &c.disk};
+}
+std::array<std::string*, 3> Fields(SnapshotChecksums& c) {
+  return {&c.vmstate, &c.mem, &c.disk};
+}
+std::array<FileStamp*, 3> Fields(SnapshotStamps& s) { return {&s.vmstate, &s.mem, &s.disk}; }
 
 }  // namespace
 
@@ -41,6 +72,11 @@ absl::Status WriteManifest(const SnapshotPaths& paths, Manifest m) {
             {"accelerator", m.accelerator}, {"memory_mib", m.memory_mib},
             {"ram_in_vmstate", m.ram_in_vmstate}, {"vmstate_bytes", m.vmstate_bytes},
             {"mem_bytes", m.mem_bytes}, {"disk_bytes", m.disk_bytes}};
+  if (m.checksums) {
+    j["checksums"] = {{"vmstate", m.checksums->vmstate},
+                      {"mem", m.checksums->mem},
+                      {"disk", m.checksums->disk}};
+  }
   return WriteFileAtomic(paths.manifest, j.dump(2) + "\n");
 }
 
@@ -68,6 +104,20 @@ absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
     m.vmstate_bytes = j.at("vmstate_bytes").get<uint64_t>();
     m.mem_bytes = j.at("mem_bytes").get<uint64_t>();
     m.disk_bytes = j.at("disk_bytes").get<uint64_t>();
+    // Optional: absent in manifests written before checksums existed.
+    if (auto it = j.find("checksums"); it != j.end()) {
+      SnapshotChecksums c;
+      c.vmstate = it->at("vmstate").get<std::string>();
+      c.mem = it->at("mem").get<std::string>();
+      c.disk = it->at("disk").get<std::string>();
+      for (const std::string* sum : Fields(c)) {
+        if (!IsChecksum(*sum)) {
+          return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
+                                                  " has a malformed checksum"));
+        }
+      }
+      m.checksums = std::move(c);
+    }
   } catch (const json::exception& e) {
     return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
                                             " is incomplete: ", e.what()));
@@ -87,6 +137,72 @@ absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
     }
   }
   return m;
+}
+
+absl::StatusOr<ChecksummedFiles> ChecksumFiles(const SnapshotPaths& paths) {
+  ChecksummedFiles out;
+  auto files = ContentFiles(paths);
+  auto sums = Fields(out.checksums);
+  auto stamps = Fields(out.stamps);
+  for (size_t i = 0; i < files.size(); ++i) {
+    SMOLVM_ASSIGN_OR_RETURN(FileChecksum c, ChecksumFile(*files[i].path));
+    *sums[i] = std::move(c.checksum);
+    *stamps[i] = c.stamp;
+    out.bytes_read += c.bytes_read;
+  }
+  return out;
+}
+
+absl::StatusOr<SnapshotStamps> StampFiles(const SnapshotPaths& paths) {
+  SnapshotStamps out;
+  auto files = ContentFiles(paths);
+  auto stamps = Fields(out);
+  for (size_t i = 0; i < files.size(); ++i) {
+    SMOLVM_ASSIGN_OR_RETURN(*stamps[i], StampFile(*files[i].path));
+  }
+  return out;
+}
+
+absl::StatusOr<VerifyReport> VerifyFiles(const SnapshotPaths& paths,
+                                         const std::optional<SnapshotChecksums>& expected) {
+  const absl::Time start = absl::Now();
+  SMOLVM_ASSIGN_OR_RETURN(ChecksummedFiles got, ChecksumFiles(paths));
+  VerifyReport report;
+  report.legacy = !expected.has_value();
+  report.hashed = true;
+  report.bytes_read = got.bytes_read;
+  report.stamps = got.stamps;
+  report.ok = !report.legacy;
+  auto files = ContentFiles(paths);
+  auto actual = Fields(got.checksums);
+  for (size_t i = 0; i < files.size(); ++i) {
+    FileCheck& f = report.files.emplace_back();
+    f.name = files[i].name;
+    f.path = *files[i].path;
+    f.actual = *actual[i];
+    if (expected) f.expected = *Fields(*expected)[i];
+    f.ok = !report.legacy && f.actual == f.expected;
+    report.ok = report.ok && f.ok;
+  }
+  report.duration = absl::Now() - start;
+  return report;
+}
+
+absl::Status CorruptionError(const VerifyReport& report) {
+  if (report.ok || report.legacy) return absl::OkStatus();
+  const FileCheck* first = nullptr;
+  int bad = 0;
+  for (const FileCheck& f : report.files) {
+    if (f.ok) continue;
+    if (first == nullptr) first = &f;
+    ++bad;
+  }
+  if (first == nullptr) return absl::OkStatus();
+  return absl::DataLossError(absl::StrCat(
+      "snapshot file ", first->path, " is corrupt: checksum ", first->actual, ", expected ",
+      first->expected,
+      bad > 1 ? absl::StrCat(" (and ", bad - 1, " more of its files differ)") : "",
+      "; delete the snapshot or restore it from a backup"));
 }
 
 absl::Status PublishDir(const SnapshotPaths& tmp, const std::string& final_dir) {

@@ -92,6 +92,109 @@ TEST_F(SnapshotFilesTest, WriteManifestThenReadAndVerifyRoundTrips) {
   EXPECT_FALSE(PathExists(tmp_.manifest + ".tmp." + std::to_string(getpid())));
 }
 
+TEST_F(SnapshotFilesTest, ChecksumsRoundTripThroughTheManifest) {
+  auto sums = ChecksumFiles(tmp_);
+  ASSERT_THAT(sums, IsOk());
+  Manifest written = SampleManifest();
+  written.checksums = sums->checksums;
+  ASSERT_THAT(WriteManifest(tmp_, written), IsOk());
+  auto m = ReadAndVerify(tmp_);
+  ASSERT_THAT(m, IsOk());
+  ASSERT_TRUE(m->checksums.has_value());
+  EXPECT_EQ(*m->checksums, sums->checksums);
+  EXPECT_NE(m->checksums->vmstate, m->checksums->mem);
+  EXPECT_EQ(sums->bytes_read, 1000u + 4096u + 3333u);
+  auto stamps = StampFiles(tmp_);
+  ASSERT_THAT(stamps, IsOk());
+  EXPECT_EQ(*stamps, sums->stamps);
+}
+
+TEST_F(SnapshotFilesTest, ManifestWithoutChecksumsIsLegacy) {
+  // SampleManifest has none, as manifests written before checksums existed.
+  ASSERT_THAT(WriteManifest(tmp_, SampleManifest()), IsOk());
+  auto text = ReadFileToString(tmp_.manifest);
+  ASSERT_THAT(text, IsOk());
+  EXPECT_FALSE(json::parse(*text).contains("checksums"));
+  auto m = ReadAndVerify(tmp_);
+  ASSERT_THAT(m, IsOk());
+  EXPECT_FALSE(m->checksums.has_value());
+}
+
+TEST_F(SnapshotFilesTest, MalformedChecksumsAreDataLoss) {
+  Manifest written = SampleManifest();
+  written.checksums = SnapshotChecksums{"xxh3-128:00000000000000000000000000000000",
+                                        "xxh3-128:00000000000000000000000000000000",
+                                        "xxh3-128:00000000000000000000000000000000"};
+  for (auto edit : std::vector<void (*)(json&)>{
+           [](json& j) { j["checksums"].erase("mem"); },
+           [](json& j) { j["checksums"]["disk"] = 7; },
+           [](json& j) { j["checksums"]["disk"] = "md5:0123"; },
+           [](json& j) { j["checksums"]["vmstate"] = "xxh3-128:0000000000000000000000000000000G"; },
+           [](json& j) { j["checksums"] = "none"; }}) {
+    ASSERT_THAT(WriteManifest(tmp_, written), IsOk());
+    EditManifest(edit);
+    EXPECT_THAT(ReadAndVerify(tmp_), StatusIs(absl::StatusCode::kDataLoss, tmp_.manifest));
+  }
+}
+
+TEST_F(SnapshotFilesTest, VerifyFilesReportsEachFileAndNamesTheFirstBadOne) {
+  auto sums = ChecksumFiles(tmp_);
+  ASSERT_THAT(sums, IsOk());
+  auto report = VerifyFiles(tmp_, sums->checksums);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_TRUE(report->ok);
+  EXPECT_FALSE(report->legacy);
+  EXPECT_TRUE(report->hashed);
+  ASSERT_EQ(report->files.size(), 3u);
+  EXPECT_EQ(report->files[0].name, "vmstate.bin");
+  EXPECT_EQ(report->files[1].name, "mem.bin");
+  EXPECT_EQ(report->files[2].name, "disk.ext4");
+  EXPECT_EQ(report->files[1].path, tmp_.mem);
+  EXPECT_EQ(report->files[1].expected, sums->checksums.mem);
+  EXPECT_EQ(report->files[1].actual, sums->checksums.mem);
+  EXPECT_THAT(CorruptionError(*report), IsOk());
+
+  // Same size, one byte different: only the checksum notices.
+  ASSERT_THAT(WriteFileAtomic(tmp_.mem, std::string(4095, 'm') + "M"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(tmp_.disk, std::string(3332, 'd') + "D"), IsOk());
+  report = VerifyFiles(tmp_, sums->checksums);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_FALSE(report->ok);
+  EXPECT_TRUE(report->files[0].ok);
+  EXPECT_FALSE(report->files[1].ok);
+  EXPECT_FALSE(report->files[2].ok);
+  EXPECT_NE(report->stamps, sums->stamps);
+  absl::Status corrupt = CorruptionError(*report);
+  EXPECT_THAT(corrupt, StatusIs(absl::StatusCode::kDataLoss,
+                                "snapshot file " + tmp_.mem + " is corrupt: checksum " +
+                                    report->files[1].actual + ", expected " +
+                                    sums->checksums.mem));
+  EXPECT_THAT(corrupt, StatusIs(absl::StatusCode::kDataLoss, "1 more"));
+  EXPECT_THAT(corrupt, StatusIs(absl::StatusCode::kDataLoss, "restore it from a backup"));
+}
+
+TEST_F(SnapshotFilesTest, VerifyFilesOfALegacySnapshotHashesButComparesNothing) {
+  auto report = VerifyFiles(tmp_, std::nullopt);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_TRUE(report->legacy);
+  EXPECT_FALSE(report->ok);
+  for (const FileCheck& f : report->files) {
+    EXPECT_EQ(f.expected, "");
+    EXPECT_NE(f.actual, "");
+    EXPECT_FALSE(f.ok);
+  }
+  EXPECT_THAT(CorruptionError(*report), IsOk());
+}
+
+TEST_F(SnapshotFilesTest, VerifyFilesOfAMissingFileIsDataLoss) {
+  auto sums = ChecksumFiles(tmp_);
+  ASSERT_THAT(sums, IsOk());
+  ASSERT_EQ(unlink(tmp_.disk.c_str()), 0);
+  EXPECT_THAT(VerifyFiles(tmp_, sums->checksums),
+              StatusIs(absl::StatusCode::kDataLoss, tmp_.disk));
+  EXPECT_THAT(StampFiles(tmp_), StatusIs(absl::StatusCode::kDataLoss, tmp_.disk));
+}
+
 TEST_F(SnapshotFilesTest, WriteManifestNeedsAllFiles) {
   ASSERT_EQ(unlink(tmp_.disk.c_str()), 0);
   EXPECT_THAT(WriteManifest(tmp_, SampleManifest()),

@@ -79,6 +79,13 @@ ALTER TABLE snapshots ADD COLUMN owner TEXT NOT NULL DEFAULT 'uid:0';
 CREATE INDEX vms_owner ON vms (owner);
 CREATE INDEX snapshots_owner ON snapshots (owner);
 )sql",
+    // 4: snapshot integrity. A JSON object with the content checksums taken
+    // at creation ("checksums") and the file stamps of the last successful
+    // verification ("verified"); rows from before have neither: legacy
+    // snapshots, restored unverified.
+    R"sql(
+ALTER TABLE snapshots ADD COLUMN integrity TEXT NOT NULL DEFAULT '{}';
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -100,17 +107,17 @@ constexpr const char* kUpdateVm =
 constexpr absl::string_view kSelectSnapshots =
     "SELECT snapshot_id, vm_id, snapshot_path, mem_file_path, disk_path, "
     "vm_config, network_config, created_at, restored, restored_vm_id, "
-    "size_bytes, accelerator, owner FROM snapshots ";
+    "size_bytes, accelerator, owner, integrity FROM snapshots ";
 constexpr const char* kInsertSnapshot =
     "INSERT INTO snapshots (snapshot_id, vm_id, snapshot_path, mem_file_path, "
     "disk_path, vm_config, network_config, created_at, restored, "
-    "restored_vm_id, size_bytes, accelerator, owner) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)";
+    "restored_vm_id, size_bytes, accelerator, owner, integrity) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
 constexpr const char* kUpdateSnapshot =
     "UPDATE snapshots SET vm_id = ?2, snapshot_path = ?3, mem_file_path = ?4, "
     "disk_path = ?5, vm_config = ?6, network_config = ?7, created_at = ?8, "
     "restored = ?9, restored_vm_id = ?10, size_bytes = ?11, accelerator = ?12, "
-    "owner = ?13 WHERE snapshot_id = ?1";
+    "owner = ?13, integrity = ?14 WHERE snapshot_id = ?1";
 
 struct DbCloser {
   void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
@@ -455,6 +462,76 @@ absl::StatusOr<NetworkConfig> DecodeNetworkConfig(const std::string& text,
   return BadColumn(kind, id, column, "is not a NetworkConfig JSON object");
 }
 
+// The integrity column: {"checksums": {"vmstate", "mem", "disk"},
+// "verified": {"vmstate": stamp, "mem": stamp, "disk": stamp}}, each key
+// present only when known; a stamp is {"ino", "size", "mtime_ns",
+// "ctime_ns"}.
+
+Json ToJson(const FileStamp& stamp) {
+  return Json{{"ino", stamp.ino},
+              {"size", stamp.size},
+              {"mtime_ns", stamp.mtime_ns},
+              {"ctime_ns", stamp.ctime_ns}};
+}
+
+Json IntegrityJson(const SnapshotRecord& snapshot) {
+  Json json = Json::object();
+  if (snapshot.checksums) {
+    json["checksums"] = Json{{"vmstate", snapshot.checksums->vmstate},
+                             {"mem", snapshot.checksums->mem},
+                             {"disk", snapshot.checksums->disk}};
+  }
+  if (snapshot.verified_stamps) {
+    json["verified"] = Json{{"vmstate", ToJson(snapshot.verified_stamps->vmstate)},
+                            {"mem", ToJson(snapshot.verified_stamps->mem)},
+                            {"disk", ToJson(snapshot.verified_stamps->disk)}};
+  }
+  return json;
+}
+
+bool ReadStamp(const Json& object, const char* key, FileStamp* out) {
+  auto it = object.find(key);
+  if (it == object.end() || !it->is_object()) return false;
+  for (const char* field : {"ino", "size", "mtime_ns", "ctime_ns"}) {
+    auto f = it->find(field);
+    if (f == it->end() || !f->is_number_integer()) return false;
+  }
+  if (!it->at("ino").is_number_unsigned() || !it->at("size").is_number_unsigned()) {
+    return false;
+  }
+  out->ino = it->at("ino").get<uint64_t>();
+  out->size = it->at("size").get<uint64_t>();
+  out->mtime_ns = it->at("mtime_ns").get<int64_t>();
+  out->ctime_ns = it->at("ctime_ns").get<int64_t>();
+  return true;
+}
+
+absl::Status DecodeIntegrity(const std::string& text, const std::string& id,
+                             SnapshotRecord* out) {
+  Json json = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!json.is_object()) {
+    return BadColumn("snapshot", id, "integrity", "is not a JSON object");
+  }
+  if (auto it = json.find("checksums"); it != json.end()) {
+    SnapshotChecksums c;
+    if (!it->is_object() || !it->contains("vmstate") || !it->contains("mem") ||
+        !it->contains("disk") || !ReadField(*it, "vmstate", &c.vmstate) ||
+        !ReadField(*it, "mem", &c.mem) || !ReadField(*it, "disk", &c.disk)) {
+      return BadColumn("snapshot", id, "integrity", "has malformed checksums");
+    }
+    out->checksums = std::move(c);
+  }
+  if (auto it = json.find("verified"); it != json.end()) {
+    SnapshotStamps s;
+    if (!it->is_object() || !ReadStamp(*it, "vmstate", &s.vmstate) ||
+        !ReadStamp(*it, "mem", &s.mem) || !ReadStamp(*it, "disk", &s.disk)) {
+      return BadColumn("snapshot", id, "integrity", "has malformed file stamps");
+    }
+    out->verified_stamps = s;
+  }
+  return absl::OkStatus();
+}
+
 // Row codecs; the column order is that of kSelect*, kInsert* and kUpdate*.
 
 absl::StatusOr<VmRecord> ReadVmRow(sqlite3_stmt* stmt) {
@@ -516,6 +593,7 @@ absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {
   snapshot.size_bytes = static_cast<uint64_t>(sqlite3_column_int64(stmt, 10));
   snapshot.accelerator = ColumnString(stmt, 11);
   snapshot.owner = ColumnString(stmt, 12);
+  SMOLVM_RETURN_IF_ERROR(DecodeIntegrity(ColumnString(stmt, 13), id, &snapshot));
   return snapshot;
 }
 
@@ -526,13 +604,14 @@ absl::StatusOr<Stmt> PrepareSnapshotWrite(sqlite3* db, const char* sql,
                           Dump(ToJson(snapshot.vm_config), what));
   SMOLVM_ASSIGN_OR_RETURN(std::string network_config,
                           Dump(ToJson(snapshot.network_config), what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string integrity, Dump(IntegrityJson(snapshot), what));
   return Prepare(db, sql, what, snapshot.snapshot_id, snapshot.vm_id,
                  snapshot.snapshot_path, snapshot.mem_file_path,
                  snapshot.disk_path, vm_config, network_config,
                  absl::ToUnixMicros(snapshot.created_at),
                  int64_t{snapshot.restored ? 1 : 0}, snapshot.restored_vm_id,
                  static_cast<int64_t>(snapshot.size_bytes),
-                 snapshot.accelerator, snapshot.owner);
+                 snapshot.accelerator, snapshot.owner, integrity);
 }
 
 // Looks up one row by primary key (bound as ?1).
@@ -675,6 +754,23 @@ absl::Status Store::UpdateSnapshot(const SnapshotRecord& snapshot) {
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt, PrepareSnapshotWrite(db_, kUpdateSnapshot, snapshot, what));
   return StepWrite(db_, stmt.get(), "snapshot", snapshot.snapshot_id, what);
+}
+
+absl::Status Store::SetSnapshotVerified(const std::string& snapshot_id,
+                                        const SnapshotStamps& stamps) {
+  const std::string what =
+      absl::StrCat("record the verification of ", Quoted("snapshot", snapshot_id));
+  absl::MutexLock lock(&mu_);
+  // Read, change, write under one lock: no other write of this store lands
+  // in between, so only the stamps change.
+  SMOLVM_ASSIGN_OR_RETURN(
+      SnapshotRecord snapshot,
+      GetRow(db_, absl::StrCat(kSelectSnapshots, "WHERE snapshot_id = ?1"),
+             "snapshot", snapshot_id, &ReadSnapshotRow));
+  snapshot.verified_stamps = stamps;
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, PrepareSnapshotWrite(db_, kUpdateSnapshot, snapshot, what));
+  return StepWrite(db_, stmt.get(), "snapshot", snapshot_id, what);
 }
 
 absl::StatusOr<SnapshotRecord> Store::GetSnapshot(

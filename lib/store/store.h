@@ -29,7 +29,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 3;
+inline constexpr int kSchemaVersion = 4;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -61,6 +61,12 @@ class Store {
 
   absl::Status InsertSnapshot(const SnapshotRecord& snapshot);
   absl::Status UpdateSnapshot(const SnapshotRecord& snapshot);
+  // Sets only `verified_stamps` of an existing snapshot (NOT_FOUND if
+  // absent), atomically with respect to every other write of this store:
+  // concurrent verifications and restores of one snapshot cannot undo each
+  // other's other fields.
+  absl::Status SetSnapshotVerified(const std::string& snapshot_id,
+                                   const SnapshotStamps& stamps);
   absl::StatusOr<SnapshotRecord> GetSnapshot(const std::string& snapshot_id);
   absl::Status DeleteSnapshot(const std::string& snapshot_id);
   // Ordered by snapshot_id; `vm_id` "" and `owner` "" mean all.

@@ -65,6 +65,16 @@ SnapshotRecord MakeSnapshot(const std::string& snapshot_id,
   snapshot.restored_vm_id = "vm-restored";
   snapshot.size_bytes = uint64_t{5} << 32;  // Does not fit in 32 bits.
   snapshot.accelerator = "tcg";
+  snapshot.checksums = SnapshotChecksums{
+      .vmstate = "xxh3-128:00112233445566778899aabbccddeeff",
+      .mem = "xxh3-128:0123456789abcdef0123456789abcdef",
+      .disk = "xxh3-128:fedcba9876543210fedcba9876543210"};
+  snapshot.verified_stamps = SnapshotStamps{
+      .vmstate = {.ino = 12, .size = 4096, .mtime_ns = 1700000002000000001,
+                  .ctime_ns = 1700000002000000002},
+      .mem = {.ino = uint64_t{1} << 63,  // Does not fit in int64.
+              .size = uint64_t{2} << 30, .mtime_ns = -5, .ctime_ns = 7},
+      .disk = {.ino = 14, .size = 0, .mtime_ns = 0, .ctime_ns = 0}};
   return snapshot;
 }
 
@@ -136,6 +146,33 @@ TEST_F(StoreTest, SnapshotRoundTripsEveryField) {
   EXPECT_EQ(*got, snapshot);
   EXPECT_EQ(got->restored_vm_id, std::optional<std::string>("vm-restored"));
   EXPECT_EQ(got->size_bytes, uint64_t{5} << 32);
+}
+
+TEST_F(StoreTest, SnapshotWithoutChecksumsRoundTrips) {
+  SnapshotRecord snapshot = MakeSnapshot("snap-legacy", "vm-1");
+  snapshot.checksums.reset();
+  snapshot.verified_stamps.reset();
+  ASSERT_TRUE(store_->InsertSnapshot(snapshot).ok());
+  auto got = store_->GetSnapshot("snap-legacy");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, snapshot);
+}
+
+TEST_F(StoreTest, SetSnapshotVerifiedChangesOnlyTheStamps) {
+  SnapshotRecord snapshot = MakeSnapshot("snap-1", "vm-1");
+  snapshot.verified_stamps.reset();
+  ASSERT_TRUE(store_->InsertSnapshot(snapshot).ok());
+  SnapshotStamps stamps;
+  stamps.vmstate = {.ino = 1, .size = 2, .mtime_ns = 3, .ctime_ns = 4};
+  stamps.mem = {.ino = 5, .size = 6, .mtime_ns = 7, .ctime_ns = 8};
+  stamps.disk = {.ino = 9, .size = 10, .mtime_ns = 11, .ctime_ns = 12};
+  ASSERT_TRUE(store_->SetSnapshotVerified("snap-1", stamps).ok());
+  auto got = store_->GetSnapshot("snap-1");
+  ASSERT_TRUE(got.ok()) << got.status();
+  snapshot.verified_stamps = stamps;
+  EXPECT_EQ(*got, snapshot);
+  EXPECT_EQ(store_->SetSnapshotVerified("snap-none", stamps).code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(StoreTest, SnapshotWithoutRestoredVmIdRoundTrips) {
@@ -519,6 +556,69 @@ TEST_F(FileStoreTest, UndecodableRowsAreDataLoss) {
   EXPECT_EQ(snapshot.status().code(), absl::StatusCode::kDataLoss);
   EXPECT_THAT(snapshot.status().message(), HasSubstr("snapshot \"snap-1\""));
   EXPECT_THAT(snapshot.status().message(), HasSubstr("vm_config"));
+}
+
+// A database as schema version 3 left it (the tables of migrations 1-3),
+// with one snapshot, migrated to the current version on open.
+TEST_F(FileStoreTest, MigratesSchema3SnapshotsToLegacyWithoutChecksums) {
+  RawQuery(R"sql(CREATE TABLE snapshots (
+  snapshot_id TEXT NOT NULL PRIMARY KEY, vm_id TEXT NOT NULL,
+  snapshot_path TEXT NOT NULL, mem_file_path TEXT NOT NULL, disk_path TEXT NOT NULL,
+  vm_config TEXT NOT NULL, network_config TEXT NOT NULL, created_at INTEGER NOT NULL,
+  restored INTEGER NOT NULL CHECK (restored IN (0, 1)), restored_vm_id TEXT,
+  size_bytes INTEGER NOT NULL, accelerator TEXT NOT NULL,
+  owner TEXT NOT NULL DEFAULT 'uid:0'))sql");
+  RawQuery(R"sql(CREATE TABLE vms (
+  vm_id TEXT NOT NULL PRIMARY KEY, state TEXT NOT NULL, config TEXT NOT NULL,
+  network TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+  error TEXT NOT NULL, vmm_pid INTEGER NOT NULL, restored_from TEXT NOT NULL,
+  owner TEXT NOT NULL DEFAULT 'uid:0'))sql");
+  RawQuery("CREATE TABLE ip_allocations (ip TEXT NOT NULL PRIMARY KEY, "
+           "vm_id TEXT NOT NULL UNIQUE)");
+  RawQuery(R"sql(INSERT INTO snapshots VALUES ('snap-old', 'vm-1',
+  '/s/snap-old/vmstate.bin', '/s/snap-old/mem.bin', '/s/snap-old/disk.ext4',
+  '{"vm_id":"vm-1","memory_mib":256}', '{}', 1700000000000000, 0, NULL, 4096,
+  'tcg', 'uid:1000'))sql");
+  RawQuery("PRAGMA user_version = 3");
+
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  auto version = store->SchemaVersion();
+  ASSERT_TRUE(version.ok()) << version.status();
+  EXPECT_EQ(*version, 4);
+  auto old = store->GetSnapshot("snap-old");
+  ASSERT_TRUE(old.ok()) << old.status();
+  EXPECT_EQ(old->vm_config.memory_mib, 256u);
+  EXPECT_EQ(old->owner, "uid:1000");
+  EXPECT_FALSE(old->checksums.has_value()) << "a legacy snapshot";
+  EXPECT_FALSE(old->verified_stamps.has_value());
+
+  // The new column takes checksums and stamps from now on.
+  SnapshotRecord updated = *old;
+  updated.checksums = MakeSnapshot("x", "y").checksums;
+  updated.verified_stamps = MakeSnapshot("x", "y").verified_stamps;
+  ASSERT_TRUE(store->UpdateSnapshot(updated).ok());
+  auto got = store->GetSnapshot("snap-old");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, updated);
+}
+
+TEST_F(FileStoreTest, MalformedIntegrityIsDataLoss) {
+  std::unique_ptr<Store> store = OpenStore();
+  ASSERT_NE(store, nullptr);
+  ASSERT_TRUE(store->InsertSnapshot(MakeSnapshot("snap-1", "vm-1")).ok());
+  for (const char* bad :
+       {"not json", "[]", R"({"checksums": {"vmstate": "x"}})",
+        R"({"checksums": {"vmstate": 1, "mem": "m", "disk": "d"}})",
+        R"({"verified": {"vmstate": {"ino": 1}}})",
+        R"({"verified": {"vmstate": {"ino": -1, "size": 1, "mtime_ns": 1, "ctime_ns": 1},
+            "mem": {"ino": 1, "size": 1, "mtime_ns": 1, "ctime_ns": 1},
+            "disk": {"ino": 1, "size": 1, "mtime_ns": 1, "ctime_ns": 1}}})"}) {
+    RawQuery(absl::StrCat("UPDATE snapshots SET integrity = '", bad, "'"));
+    auto snapshot = store->GetSnapshot("snap-1");
+    EXPECT_EQ(snapshot.status().code(), absl::StatusCode::kDataLoss) << bad;
+    EXPECT_THAT(snapshot.status().message(), HasSubstr("integrity")) << bad;
+  }
 }
 
 TEST_F(FileStoreTest, OpenInMissingDirectoryFails) {

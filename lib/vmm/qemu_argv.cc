@@ -8,6 +8,9 @@ namespace smolvm::vmm {
 std::string QmpSocketPath(const std::string& run_dir) { return JoinPath(run_dir, "qmp.sock"); }
 std::string AgentSocketPath(const std::string& run_dir) { return JoinPath(run_dir, "agent.sock"); }
 std::string ConsoleLogPath(const std::string& run_dir) { return JoinPath(run_dir, "console.log"); }
+std::string ConsoleSocketPath(const std::string& run_dir) {
+  return JoinPath(run_dir, "console.sock");
+}
 std::string PidFilePath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.pid"); }
 std::string VmmLogPath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.log"); }
 std::string QemuProcessName(const std::string& vm_id) { return "smolvm-" + vm_id; }
@@ -51,7 +54,11 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
                                ",server=on,wait=off"),
       "-device", "virtserialport,bus=vser0.0,chardev=agent,name=org.smolvm.agent",
       "-device", "virtio-rng-pci",
-      "-serial", absl::StrCat("file:", ConsoleLogPath(spec.run_dir)),
+      // The console goes to a socket the daemon reads into a capped log
+      // (console_recorder.h); unread output is dropped, never stored.
+      "-chardev", absl::StrCat("socket,id=console,path=", ConsoleSocketPath(spec.run_dir),
+                               ",server=on,wait=off"),
+      "-serial", "chardev:console",
       "-qmp", absl::StrCat("unix:", QmpSocketPath(spec.run_dir), ",server=on,wait=off"),
       "-pidfile", PidFilePath(spec.run_dir),
       // With a log file, a daemonized QEMU keeps its stderr (which the

@@ -6,6 +6,7 @@
 // only the RAM mapping and -incoming differ.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -19,12 +20,16 @@ struct QemuSettings {
   std::string machine = "q35";
   // Translation-block cache for TCG, in MiB; bounds QEMU's RSS per VM.
   int tcg_tb_size_mib = 64;
+  // The guest console kept on disk per VM (console.log + console.log.1).
+  uint64_t console_log_max_bytes = 4 << 20;
 };
 
 // Well-known files inside LaunchSpec::run_dir.
 std::string QmpSocketPath(const std::string& run_dir);
 std::string AgentSocketPath(const std::string& run_dir);
 std::string ConsoleLogPath(const std::string& run_dir);
+// QEMU serves the serial console here; ConsoleRecorder writes the log.
+std::string ConsoleSocketPath(const std::string& run_dir);
 std::string PidFilePath(const std::string& run_dir);
 // QEMU's stderr (error reports, e.g. why a migration failed).
 std::string VmmLogPath(const std::string& run_dir);

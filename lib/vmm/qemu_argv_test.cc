@@ -151,7 +151,9 @@ TEST_P(BuildQemuArgvTest, BuildsTheCommandLine) {
   EXPECT_EQ(ValueOf(argv, "-qmp"), "unix:" + run_dir + "/qmp.sock,server=on,wait=off");
   EXPECT_EQ(ValueOf(argv, "-chardev"),
             "socket,id=agent,path=" + run_dir + "/agent.sock,server=on,wait=off");
-  EXPECT_EQ(ValueOf(argv, "-serial"), "file:" + run_dir + "/console.log");
+  EXPECT_EQ(ValueOf(argv, "-serial"), "chardev:console");
+  EXPECT_THAT(argv, Contains("socket,id=console,path=" + run_dir + "/console.sock,server=on,"
+                             "wait=off"));
   EXPECT_EQ(ValueOf(argv, "-pidfile"), run_dir + "/qemu.pid");
   EXPECT_EQ(ValueOf(argv, "-pidfile"), PidFilePath(run_dir));
   EXPECT_THAT(argv, Contains("-daemonize"));

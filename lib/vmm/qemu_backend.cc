@@ -17,6 +17,7 @@
 #include "lib/base/status_macros.h"
 #include "lib/base/subprocess.h"
 #include "lib/base/unique_fd.h"
+#include "lib/vmm/console_recorder.h"
 #include "lib/vmm/qmp_client.h"
 
 namespace smolvm::vmm {
@@ -50,9 +51,11 @@ std::string FileTail(const std::string& path, size_t max_bytes) {
 class QemuInstance : public VmInstance {
  public:
   QemuInstance(std::string vm_id, int64_t pid, std::string run_dir,
-               std::unique_ptr<QmpClient> qmp)
+               std::unique_ptr<QmpClient> qmp, uint64_t console_log_max_bytes)
       : vm_id_(std::move(vm_id)), pid_(pid), run_dir_(std::move(run_dir)),
-        qmp_(std::move(qmp)) {}
+        qmp_(std::move(qmp)),
+        console_(ConsoleSocketPath(run_dir_), ConsoleLogPath(run_dir_),
+                 console_log_max_bytes) {}
 
   int64_t pid() const override { return pid_; }
   bool IsAlive() const override { return IsQemuOf(pid_, vm_id_); }
@@ -102,7 +105,7 @@ class QemuInstance : public VmInstance {
   }
 
   std::string ConsoleTail(size_t max_bytes) const override {
-    return FileTail(ConsoleLogPath(run_dir_), max_bytes);
+    return TailOf(console_.Tail(max_bytes, !IsAlive()), max_bytes);
   }
 
  private:
@@ -110,6 +113,7 @@ class QemuInstance : public VmInstance {
   int64_t pid_;
   std::string run_dir_;
   std::unique_ptr<QmpClient> qmp_;
+  ConsoleRecorder console_;
 };
 
 }  // namespace
@@ -147,7 +151,8 @@ absl::StatusOr<std::unique_ptr<VmInstance>> QemuHypervisor::Launch(
   SMOLVM_RETURN_IF_ERROR(MakeDirs(spec.run_dir));
   for (const auto& stale : {QmpSocketPath(spec.run_dir), AgentSocketPath(spec.run_dir),
                             PidFilePath(spec.run_dir), ConsoleLogPath(spec.run_dir),
-                            VmmLogPath(spec.run_dir)}) {
+                            ConsoleLogPath(spec.run_dir) + ".1",
+                            ConsoleSocketPath(spec.run_dir), VmmLogPath(spec.run_dir)}) {
     unlink(stale.c_str());
   }
   SubprocessOptions opts;
@@ -174,7 +179,8 @@ absl::StatusOr<std::unique_ptr<VmInstance>> QemuHypervisor::Launch(
   SMOLVM_ASSIGN_OR_RETURN(auto qmp, QmpClient::Connect(QmpSocketPath(spec.run_dir),
                                                        absl::Seconds(30)));
   auto instance = std::make_unique<QemuInstance>(spec.vm_id, pid, spec.run_dir,
-                                                 std::move(qmp));
+                                                 std::move(qmp),
+                                                 settings_.console_log_max_bytes);
   if (spec.incoming_state_path) {
     SMOLVM_RETURN_IF_ERROR(instance->LoadDeviceState(*spec.incoming_state_path));
   }
@@ -190,7 +196,8 @@ absl::StatusOr<std::unique_ptr<VmInstance>> QemuHypervisor::Attach(
   }
   SMOLVM_ASSIGN_OR_RETURN(auto qmp,
                           QmpClient::Connect(QmpSocketPath(run_dir), absl::Seconds(10)));
-  return std::make_unique<QemuInstance>(vm_id, pid, run_dir, std::move(qmp));
+  return std::make_unique<QemuInstance>(vm_id, pid, run_dir, std::move(qmp),
+                                        settings_.console_log_max_bytes);
 }
 
 void QemuHypervisor::EndStrayProcess(const std::string& vm_id,

@@ -48,7 +48,9 @@ class GuestAgentTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     daemon_ = new TestDaemon();
-    auto s = daemon_->Start();
+    // A small console cap, so that the console flood below passes it many
+    // times over.
+    auto s = daemon_->Start({"--console-log-max-bytes", std::to_string(kConsoleCap)});
     ASSERT_TRUE(s.ok()) << s;
     v1::VMConfig config;
     config.set_vm_id("agent-vm");
@@ -69,6 +71,7 @@ class GuestAgentTest : public ::testing::Test {
     EXPECT_TRUE(r.ok()) << cmd << ": " << r.status();
     return r.ok() ? *r : CommandResult{};
   }
+  static constexpr uint64_t kConsoleCap = 64 << 10;
   static TestDaemon* daemon_;
   static SmolVM* vm_;
 };
@@ -228,6 +231,38 @@ TEST_F(GuestAgentTest, GarbageFromTheGuestDoesNotHurtTheDaemon) {
   EXPECT_EQ(alive->stdout_text, "alive\n");
   EXPECT_TRUE(daemon_->running());
   EXPECT_TRUE(SmolVMManager(daemon_->client_options()).list_vms().ok());
+}
+
+// A guest writing to its serial console without end: the console log on
+// the host stays within its cap (the run dir is tmpfs, shared with every
+// guest's RAM), its newest output is kept, and the VM and daemon carry on.
+TEST_F(GuestAgentTest, ConsoleFloodStaysWithinTheCap) {
+  const std::string log = daemon_->run_dir() + "/vms/agent-vm/console.log";
+  auto size = [](const std::string& path) -> uint64_t {
+    struct stat st;
+    return stat(path.c_str(), &st) == 0 ? st.st_size : 0;
+  };
+  RunOptions opts;
+  opts.timeout = absl::Seconds(60);
+  // About 800 KiB, 12 times the cap, then a marker.
+  auto flood = vm_->run(
+      "i=0; while [ $i -lt 200 ]; do head -c 4000 /dev/zero | tr '\\0' x > /dev/console; "
+      "i=$((i+1)); done; echo CONSOLE-FLOOD-END > /dev/console",
+      opts);
+  ASSERT_TRUE(flood.ok()) << flood.status();
+  EXPECT_EQ(flood->exit_code, 0) << flood->stderr_text;
+  // The recorder writes what it read; give it a moment for the last bytes.
+  absl::Time until = absl::Now() + absl::Seconds(10);
+  while (daemon_->ConsoleLog("agent-vm").find("CONSOLE-FLOOD-END") == std::string::npos &&
+         absl::Now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_NE(daemon_->ConsoleLog("agent-vm").find("CONSOLE-FLOOD-END"), std::string::npos);
+  EXPECT_LE(size(log) + size(log + ".1"), kConsoleCap);
+  EXPECT_GT(size(log + ".1"), 0u) << "the log never rotated";
+  auto alive = vm_->run("echo alive");
+  ASSERT_TRUE(alive.ok()) << alive.status();
+  EXPECT_EQ(alive->stdout_text, "alive\n");
 }
 
 // Clones of one snapshot: each gets its clock set to the host's and fresh

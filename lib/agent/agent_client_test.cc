@@ -1,0 +1,629 @@
+// Unit tests of AgentClient against a fake guest agent on a socketpair:
+// normal exec/upload traffic, and a hostile guest that floods, overflows or
+// stops reading (issue 8, "hostile agent, fully bounded").
+#include "lib/agent/agent_client.h"
+
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <functional>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "absl/synchronization/mutex.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "lib/agent/frame_codec.h"
+#include "lib/base/unique_fd.h"
+#include "tests/testing/status_matchers.h"
+
+namespace smolvm::agent {
+namespace {
+
+using ::smolvm_testing::IsOk;
+using ::smolvm_testing::StatusIs;
+
+// The most one connection may hold queued, whatever the guest sends.
+constexpr size_t kConnectionBound =
+    kMaxConnectionQueuedBytes + kMaxOperations * kMaxResultQueuedBytes;
+
+// A length-prefixed frame from raw serialized bytes.
+std::string RawFrame(const std::string& body) {
+  std::string out;
+  size_t n = body.size();
+  out.push_back(static_cast<char>((n >> 24) & 0xff));
+  out.push_back(static_cast<char>((n >> 16) & 0xff));
+  out.push_back(static_cast<char>((n >> 8) & 0xff));
+  out.push_back(static_cast<char>(n & 0xff));
+  return out + body;
+}
+
+void AppendVarint(uint64_t v, std::string* out) {
+  while (v >= 0x80) {
+    out->push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out->push_back(static_cast<char>(v));
+}
+
+// `frame` plus an unknown length-delimited field (number 1000) of `n` bytes.
+std::string WithUnknownField(const v1::Frame& frame, size_t n) {
+  std::string body = frame.SerializeAsString();
+  AppendVarint((1000u << 3) | 2, &body);
+  AppendVarint(n, &body);
+  body.append(n, 'u');
+  return RawFrame(body);
+}
+
+std::string Encoded(const v1::Frame& frame) {
+  std::string out;
+  EXPECT_TRUE(EncodeFrame(frame, &out));
+  return out;
+}
+
+v1::Frame Output(uint64_t id, std::string data) {
+  v1::Frame f;
+  f.mutable_exec_output()->set_id(id);
+  f.mutable_exec_output()->set_data(std::move(data));
+  return f;
+}
+
+v1::Frame Exit(uint64_t id, int code) {
+  v1::Frame f;
+  f.mutable_exec_exit()->set_id(id);
+  f.mutable_exec_exit()->set_exit_code(code);
+  return f;
+}
+
+v1::Frame Result(uint64_t id, uint64_t bytes, std::string error = "") {
+  v1::Frame f;
+  f.mutable_op_result()->set_id(id);
+  f.mutable_op_result()->set_bytes(bytes);
+  f.mutable_op_result()->set_error(std::move(error));
+  return f;
+}
+
+// The guest's end of the agent socket. Its reader thread answers
+// HelloRequest with Hello and hands every other frame to `handler` (on the
+// reader thread, which does not read while the handler runs). Writes block
+// like a guest's: a host that does not read stalls them.
+class FakeAgent {
+ public:
+  using Handler = std::function<void(FakeAgent&, const v1::Frame&)>;
+
+  explicit FakeAgent(Handler handler) : handler_(std::move(handler)) {
+    int sv[2];
+    EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
+    host_fd_.Reset(sv[0]);
+    fd_.Reset(sv[1]);
+    reader_ = std::thread([this] { ReadLoop(); });
+  }
+  ~FakeAgent() {
+    shutdown(fd_.get(), SHUT_RDWR);
+    {
+      absl::MutexLock lock(&mu_);
+      stopping_ = true;
+    }
+    reader_.join();
+    for (auto& t : writers_) t.join();
+  }
+
+  UniqueFd TakeHostFd() { return std::move(host_fd_); }
+
+  // Blocking write of raw bytes; false once the host is gone.
+  bool WriteRaw(const std::string& bytes) {
+    absl::MutexLock lock(&write_mu_);
+    size_t off = 0;
+    while (off < bytes.size()) {
+      ssize_t n = send(fd_.get(), bytes.data() + off, bytes.size() - off, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      off += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  bool Write(const v1::Frame& frame) { return WriteRaw(Encoded(frame)); }
+
+  // Runs `fn` on a thread of its own (joined at destruction).
+  void Spawn(std::function<void()> fn) { writers_.emplace_back(std::move(fn)); }
+
+  // The reader stops reading for good (a guest that hangs).
+  void StopReading() {
+    absl::MutexLock lock(&mu_);
+    reading_ = false;
+  }
+  void ResumeReading() {
+    absl::MutexLock lock(&mu_);
+    reading_ = true;
+  }
+
+  // Frames seen so far other than HelloRequest and FileData without eof,
+  // and the bytes of FileData.
+  std::vector<v1::Frame> frames() {
+    absl::MutexLock lock(&mu_);
+    return frames_;
+  }
+  size_t file_bytes() {
+    absl::MutexLock lock(&mu_);
+    return file_bytes_;
+  }
+  bool WaitFor(const std::function<bool(const v1::Frame&)>& pred, absl::Duration timeout) {
+    absl::MutexLock lock(&mu_);
+    auto seen = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& f : frames_) {
+        if (pred(f)) return true;
+      }
+      return false;
+    };
+    return mu_.AwaitWithTimeout(absl::Condition(&seen), timeout);
+  }
+  // True once the host shut the connection down (POLLHUP on this end).
+  bool WaitForHangUp(absl::Duration timeout) {
+    absl::Time until = absl::Now() + timeout;
+    while (absl::Now() < until) {
+      pollfd p{fd_.get(), 0, 0};
+      if (poll(&p, 1, 10) == 1 && (p.revents & POLLHUP)) return true;
+    }
+    return false;
+  }
+
+ private:
+  void ReadLoop() {
+    FrameDecoder decoder;
+    char buf[65536];
+    while (true) {
+      {
+        absl::MutexLock lock(&mu_);
+        auto go = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return reading_ || stopping_; };
+        mu_.Await(absl::Condition(&go));
+        if (stopping_ && !reading_) return;
+      }
+      ssize_t n = read(fd_.get(), buf, sizeof(buf));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return;
+      decoder.Feed(buf, static_cast<size_t>(n));
+      v1::Frame frame;
+      while (decoder.Next(&frame) == FrameDecoder::Result::kFrame) {
+        if (frame.has_hello_request()) {
+          v1::Frame hello;
+          hello.mutable_hello()->set_protocol_version(1);
+          hello.mutable_hello()->set_agent_version("fake");
+          Write(hello);
+          continue;
+        }
+        {
+          absl::MutexLock lock(&mu_);
+          if (frame.has_file_data()) file_bytes_ += frame.file_data().data().size();
+          // Data chunks are counted, not kept.
+          if (!frame.has_file_data() || frame.file_data().eof()) frames_.push_back(frame);
+        }
+        if (handler_) handler_(*this, frame);
+      }
+    }
+  }
+
+  Handler handler_;
+  UniqueFd host_fd_;
+  UniqueFd fd_;
+  absl::Mutex write_mu_;
+  absl::Mutex mu_;
+  bool reading_ ABSL_GUARDED_BY(mu_) = true;
+  bool stopping_ ABSL_GUARDED_BY(mu_) = false;
+  std::vector<v1::Frame> frames_ ABSL_GUARDED_BY(mu_);
+  size_t file_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  std::thread reader_;
+  std::vector<std::thread> writers_;
+};
+
+std::shared_ptr<AgentClient> ConnectTo(FakeAgent& fake, AgentClientOptions options = {}) {
+  auto client = AgentClient::ConnectFd(fake.TakeHostFd(), absl::Seconds(5), nullptr, options);
+  EXPECT_THAT(client.status(), IsOk());
+  if (!client.ok()) return nullptr;
+  EXPECT_TRUE((*client)->has_agent());
+  return *std::move(client);
+}
+
+// An endless upload source: `chunk` bytes per call, `total` bytes at most.
+std::function<absl::StatusOr<std::string>()> Source(size_t chunk, size_t total,
+                                                    std::atomic<size_t>* pulled = nullptr) {
+  auto sent = std::make_shared<size_t>(0);
+  return [=]() -> absl::StatusOr<std::string> {
+    if (*sent >= total) return std::string();
+    size_t n = std::min(chunk, total - *sent);
+    *sent += n;
+    if (pulled) *pulled += n;
+    return std::string(n, 'd');
+  };
+}
+
+// ---- Normal traffic ----
+
+TEST(AgentClientTest, StreamsALargeExecWithinThePerOperationBound) {
+  constexpr size_t kTotal = 20 << 20;
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (!frame.has_exec_start()) return;
+    uint64_t id = frame.exec_start().id();
+    f.Spawn([&f, id] {
+      for (size_t sent = 0; sent < kTotal; sent += kMaxChunkBytes) {
+        if (!f.Write(Output(id, std::string(kMaxChunkBytes, 'o')))) return;
+      }
+      f.Write(Exit(id, 7));
+    });
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  auto exec = client->StartExec(ExecSpec{{"cat"}});
+  ASSERT_THAT(exec.status(), IsOk());
+  size_t got = 0;
+  absl::SleepFor(absl::Milliseconds(200));  // let the queue fill up first
+  while (true) {
+    auto ev = (*exec)->Next(absl::Now() + absl::Seconds(20));
+    ASSERT_THAT(ev.status(), IsOk());
+    if (ev->kind == ExecEvent::Kind::kExit) {
+      EXPECT_EQ(ev->exit_code, 7);
+      break;
+    }
+    got += ev->data.size();
+  }
+  EXPECT_EQ(got, kTotal);
+  EXPECT_GT(client->peak_queued_bytes(), kMaxQueuedBytes / 2);
+  EXPECT_LE(client->peak_queued_bytes(), kMaxQueuedBytes);
+  EXPECT_EQ(client->queued_bytes(), 0u);
+}
+
+TEST(AgentClientTest, ConcurrentExecsShareTheConnectionBound) {
+  constexpr int kExecs = 6;
+  constexpr size_t kEach = 6 << 20;  // 36 MiB in all, more than the bound
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (!frame.has_exec_start()) return;
+    uint64_t id = frame.exec_start().id();
+    f.Spawn([&f, id] {
+      for (size_t sent = 0; sent < kEach; sent += kMaxChunkBytes) {
+        if (!f.Write(Output(id, std::string(kMaxChunkBytes, 'o')))) return;
+      }
+      f.Write(Exit(id, 0));
+    });
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::unique_ptr<ExecHandle>> execs;
+  for (int i = 0; i < kExecs; ++i) {
+    auto exec = client->StartExec(ExecSpec{{"cat"}});
+    ASSERT_THAT(exec.status(), IsOk());
+    execs.push_back(*std::move(exec));
+  }
+  // Nobody reads yet: the queues fill (until one exec's queue or the
+  // connection's bound is full) and stop.
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_LE(client->queued_bytes(), kMaxConnectionQueuedBytes);
+  EXPECT_GE(client->queued_bytes(), kMaxQueuedBytes - kMaxChunkBytes - kQueuedFrameOverhead);
+  std::vector<std::thread> readers;
+  std::vector<size_t> got(kExecs, 0);
+  for (int i = 0; i < kExecs; ++i) {
+    readers.emplace_back([&, i] {
+      while (true) {
+        auto ev = execs[i]->Next(absl::Now() + absl::Seconds(30));
+        if (!ev.ok() || ev->kind == ExecEvent::Kind::kExit) return;
+        got[i] += ev->data.size();
+      }
+    });
+  }
+  for (auto& t : readers) t.join();
+  for (int i = 0; i < kExecs; ++i) EXPECT_EQ(got[i], kEach) << "exec " << i;
+  EXPECT_LE(client->peak_queued_bytes(), kMaxConnectionQueuedBytes);
+}
+
+TEST(AgentClientTest, UploadsAndReportsTheResult) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_file_data() && frame.file_data().eof()) {
+      f.Write(Result(frame.file_data().id(), f.file_bytes()));
+    }
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  auto info = client->WriteFile("/x", 0644, false, false, Source(100000, 5 << 20),
+                                absl::Seconds(30));
+  ASSERT_THAT(info.status(), IsOk());
+  EXPECT_EQ(info->bytes, 5u << 20);
+  EXPECT_EQ(fake.file_bytes(), 5u << 20);
+  EXPECT_EQ(client->queued_bytes(), 0u);
+}
+
+TEST(AgentClientTest, AnEarlyErrorFromTheAgentEndsTheUpload) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_file_write_start()) {
+      f.Write(Result(frame.file_write_start().id(), 0, "open /x: Permission denied"));
+    }
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  std::atomic<size_t> pulled{0};
+  constexpr size_t kTotal = size_t{1} << 30;
+  auto info = client->WriteFile("/x", 0644, false, false, Source(kMaxChunkBytes, kTotal, &pulled),
+                                absl::Seconds(30));
+  EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                      "upload /x: open /x: Permission denied"));
+  EXPECT_LT(pulled.load(), kTotal);
+  EXPECT_TRUE(client->healthy());
+}
+
+TEST(AgentClientTest, TooManyOperationsAreRefused) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::unique_ptr<ExecHandle>> execs;
+  for (size_t i = 0; i < kMaxOperations; ++i) {
+    auto exec = client->StartExec(ExecSpec{{"sleep", "1"}});
+    ASSERT_THAT(exec.status(), IsOk());
+    execs.push_back(*std::move(exec));
+  }
+  EXPECT_THAT(client->StartExec(ExecSpec{{"sleep", "1"}}).status(),
+              StatusIs(absl::StatusCode::kResourceExhausted));
+  execs.pop_back();
+  EXPECT_THAT(client->StartExec(ExecSpec{{"sleep", "1"}}).status(), IsOk());
+}
+
+// ---- (a) A guest that floods an upload with frames it never asked for ----
+
+// While an upload is sending, the fake stops reading and sends `flood`
+// (frames for the upload's id), then reads again.
+void ExpectFloodFailsTheUpload(const std::function<std::string(uint64_t id)>& flood) {
+  absl::Notification flooded;
+  FakeAgent fake([&](FakeAgent& f, const v1::Frame& frame) {
+    if (!frame.has_file_write_start()) return;
+    // On the reader thread: the host's data piles up unread meanwhile. The
+    // host's reader must take all of it without waiting for anybody.
+    EXPECT_TRUE(f.WriteRaw(flood(frame.file_write_start().id())));
+    flooded.Notify();
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  std::atomic<size_t> pulled{0};
+  constexpr size_t kTotal = size_t{4} << 30;
+  absl::Time t0 = absl::Now();
+  auto info = client->WriteFile("/x", 0644, false, false,
+                                Source(kMaxChunkBytes, kTotal, &pulled), absl::Seconds(60));
+  absl::Duration took = absl::Now() - t0;
+  EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kResourceExhausted,
+                                      "upload /x: the guest agent sent more than 65536 bytes "
+                                      "this operation had not read"));
+  // The host's reader took the whole flood without waiting for anybody.
+  EXPECT_TRUE(flooded.WaitForNotificationWithTimeout(absl::Seconds(10)));
+  EXPECT_LT(took, absl::Seconds(10));
+  EXPECT_LT(pulled.load(), kTotal);
+  EXPECT_LE(client->peak_queued_bytes(), kMaxResultQueuedBytes);
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  // The connection, and everything else on it, carries on.
+  EXPECT_TRUE(client->healthy());
+  EXPECT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+}
+
+TEST(AgentClientTest, OversizedFramesDuringAnUploadFailItPromptly) {
+  ExpectFloodFailsTheUpload([](uint64_t id) {
+    std::string out;
+    // Data-carrying and plain result frames of up to ~1 MiB, 16 MiB in all.
+    for (int i = 0; i < 16; ++i) {
+      v1::Frame data;
+      data.mutable_file_data()->set_id(id);
+      data.mutable_file_data()->set_data(std::string(kMaxFrameBytes - 64, 'x'));
+      out += Encoded(i % 2 ? data : Result(id, 0, std::string(kMaxFrameBytes - 64, 'e')));
+    }
+    return out;
+  });
+}
+
+TEST(AgentClientTest, UnknownFieldsCountAgainstTheBound) {
+  ExpectFloodFailsTheUpload([](uint64_t id) {
+    std::string out;
+    // 512 KiB in 64 small frames that are mostly unknown fields: each
+    // counts its full size (a flat 64 bytes each would stay under the bound).
+    for (int i = 0; i < 64; ++i) out += WithUnknownField(Exit(id, 0), 8192);
+    return out;
+  });
+}
+
+TEST(AgentClientTest, ManyTinyFramesCountTheirOverhead) {
+  ExpectFloodFailsTheUpload([](uint64_t id) {
+    std::string out;
+    for (int i = 0; i < 100000; ++i) out += Encoded(Output(id, ""));
+    return out;
+  });
+}
+
+// ---- (b) A guest that stops reading ----
+
+TEST(AgentClientTest, AGuestThatStopsReadingFailsTheSendAndTheConnection) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_file_write_start()) f.StopReading();
+  });
+  AgentClientOptions options;
+  options.send_timeout = absl::Milliseconds(300);
+  auto client = ConnectTo(fake, options);
+  ASSERT_NE(client, nullptr);
+
+  // A second operation started while the upload is stuck fails too, within
+  // the send deadline, instead of waiting for the upload (or its own 60 s).
+  absl::StatusOr<absl::Time> clock = absl::UnknownError("not run");
+  absl::Duration clock_took;
+  std::thread second([&] {
+    absl::SleepFor(absl::Milliseconds(100));
+    absl::Time t0 = absl::Now();
+    clock = client->SetClock(absl::Now(), absl::Seconds(60));
+    clock_took = absl::Now() - t0;
+  });
+  absl::Time t0 = absl::Now();
+  auto info = client->WriteFile("/x", 0644, false, false, Source(1 << 20, 256 << 20),
+                                absl::Seconds(60));
+  absl::Duration took = absl::Now() - t0;
+  second.join();
+  EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(std::string(info.status().message()), testing::HasSubstr("stopped reading"));
+  EXPECT_LT(took, absl::Seconds(3));
+  EXPECT_THAT(clock.status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_LT(clock_took, absl::Seconds(3));
+  EXPECT_FALSE(client->healthy());
+
+  // Every later operation fails at once.
+  t0 = absl::Now();
+  EXPECT_THAT(client->StartExec(ExecSpec{{"true"}}).status(),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT(client->Ping(absl::Seconds(10)), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_LT(absl::Now() - t0, absl::Milliseconds(500));
+
+  // The connection was shut down (the guest's end sees the hang-up), and
+  // the client goes away at once: no thread is left in a read or write.
+  EXPECT_TRUE(fake.WaitForHangUp(absl::Seconds(2)));
+  t0 = absl::Now();
+  client.reset();
+  EXPECT_LT(absl::Now() - t0, absl::Milliseconds(500));
+}
+
+TEST(AgentClientTest, ExecStdinToAGuestThatStopsReadingFails) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_exec_start()) f.StopReading();
+  });
+  AgentClientOptions options;
+  options.send_timeout = absl::Milliseconds(300);
+  auto client = ConnectTo(fake, options);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"cat"}};
+  spec.stdin_data = std::string(16 << 20, 'i');
+  absl::Time t0 = absl::Now();
+  EXPECT_THAT(client->StartExec(spec).status(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(3));
+  EXPECT_FALSE(client->healthy());
+}
+
+TEST(AgentClientTest, AnUploadsDeadlineBoundsItsSends) {
+  absl::Notification resume;
+  FakeAgent fake([&](FakeAgent& f, const v1::Frame& frame) {
+    // Stops reading until the end of the test.
+    if (frame.has_file_write_start()) resume.WaitForNotificationWithTimeout(absl::Seconds(10));
+  });
+  auto client = ConnectTo(fake);  // the default 30 s send deadline
+  ASSERT_NE(client, nullptr);
+  absl::Time t0 = absl::Now();
+  auto info = client->WriteFile("/x", 0644, false, false, Source(1 << 20, 256 << 20),
+                                absl::Milliseconds(300));
+  EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(3));
+  resume.Notify();
+}
+
+// ---- (c) Cancel frees everything at once ----
+
+TEST(AgentClientTest, DroppingAnExecFreesItsQueueAtOnce) {
+  constexpr size_t kFlood = 12 << 20;  // more than the exec's bound
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (!frame.has_exec_start()) return;
+    uint64_t id = frame.exec_start().id();
+    f.Spawn([&f, id] {
+      for (size_t sent = 0; sent < kFlood; sent += kMaxChunkBytes) {
+        if (!f.Write(Output(id, std::string(kMaxChunkBytes, 'o')))) return;
+      }
+    });
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  auto exec = client->StartExec(ExecSpec{{"yes"}});
+  ASSERT_THAT(exec.status(), IsOk());
+  uint64_t id = 0;
+  ASSERT_TRUE(fake.WaitFor([&](const v1::Frame& f) {
+    if (f.has_exec_start()) id = f.exec_start().id();
+    return f.has_exec_start();
+  }, absl::Seconds(5)));
+  // The queue fills to its bound and the reader waits (back-pressure).
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (client->queued_bytes() < kMaxQueuedBytes - 2 * kMaxChunkBytes && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_GE(client->queued_bytes(), kMaxQueuedBytes - 2 * kMaxChunkBytes);
+  EXPECT_LE(client->queued_bytes(), kMaxQueuedBytes);
+  // The client goes away: everything queued is freed before the handle's
+  // destructor returns, and the guest is told.
+  exec->reset();
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  EXPECT_TRUE(fake.WaitFor([&](const v1::Frame& f) {
+    return f.has_exec_cancel() && f.exec_cancel().id() == id;
+  }, absl::Seconds(5)));
+  // The reader moved on: the rest of the flood is dropped, nothing queues,
+  // and the connection still answers.
+  EXPECT_THAT(client->Ping(absl::Seconds(10)), IsOk());
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  EXPECT_LE(client->peak_queued_bytes(), kMaxQueuedBytes);
+}
+
+TEST(AgentClientTest, ACancelledUploadFreesItsQueue) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_file_data()) {
+      // A while after the first data, something unasked-for under the
+      // bound: it stays queued until the upload drains it.
+      absl::SleepFor(absl::Milliseconds(200));
+      f.Write(Output(frame.file_data().id(), std::string(30000, 'z')));
+    }
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  int calls = 0;
+  auto source = [&]() -> absl::StatusOr<std::string> {
+    if (++calls == 1) return std::string(1000, 'd');
+    absl::Time until = absl::Now() + absl::Seconds(5);
+    while (client->queued_bytes() == 0 && absl::Now() < until) {
+      absl::SleepFor(absl::Milliseconds(5));
+    }
+    EXPECT_GT(client->queued_bytes(), 30000u);
+    return absl::CancelledError("the client went away");
+  };
+  EXPECT_THAT(client->WriteFile("/x", 0644, false, false, source, absl::Seconds(30)).status(),
+              StatusIs(absl::StatusCode::kCancelled));
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  EXPECT_TRUE(client->healthy());
+}
+
+TEST(AgentClientTest, AHostileGuestNeverExceedsTheConnectionBound) {
+  // Large frames that are mostly unknown fields, for live execs nobody
+  // reads and for ids that do not exist.
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (!frame.has_exec_start()) return;
+    uint64_t id = frame.exec_start().id();
+    f.Spawn([&f, id] {
+      for (int i = 0; i < 24; ++i) {
+        if (!f.WriteRaw(WithUnknownField(Output(id, std::string(1000, 'o')), 500000))) return;
+        if (!f.WriteRaw(WithUnknownField(Output(id + 1000, ""), 500000))) return;
+      }
+    });
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  std::vector<std::unique_ptr<ExecHandle>> execs;
+  for (int i = 0; i < 8; ++i) {
+    auto exec = client->StartExec(ExecSpec{{"cat"}});
+    ASSERT_THAT(exec.status(), IsOk());
+    execs.push_back(*std::move(exec));
+  }
+  // The queues fill until one exec's queue or the connection's bound is full.
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (client->queued_bytes() < kMaxQueuedBytes - (1 << 20) && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  absl::SleepFor(absl::Milliseconds(300));
+  EXPECT_GE(client->queued_bytes(), kMaxQueuedBytes - (1 << 20));
+  EXPECT_LE(client->queued_bytes(), kMaxConnectionQueuedBytes);
+  EXPECT_LE(client->peak_queued_bytes(), kConnectionBound);
+  EXPECT_LE(client->peak_queued_bytes(), kMaxConnectionQueuedBytes);
+  // The clients go away: everything is freed and the connection goes on.
+  execs.clear();
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  EXPECT_THAT(client->Ping(absl::Seconds(20)), IsOk());
+  EXPECT_EQ(client->queued_bytes(), 0u);
+}
+
+}  // namespace
+}  // namespace smolvm::agent

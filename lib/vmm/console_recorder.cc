@@ -1,0 +1,125 @@
+#include "lib/vmm/console_recorder.h"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace smolvm::vmm {
+namespace {
+
+UniqueFd OpenLog(const std::string& path, bool truncate) {
+  return UniqueFd(open(path.c_str(),
+                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0),
+                       0600));
+}
+
+std::string ReadTail(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "";
+  off_t size = lseek(fd.get(), 0, SEEK_END);
+  if (size <= 0) return "";
+  off_t start = size > static_cast<off_t>(max_bytes) ? size - max_bytes : 0;
+  std::string out(size - start, '\0');
+  ssize_t n = pread(fd.get(), out.data(), out.size(), start);
+  out.resize(n < 0 ? 0 : n);
+  return out;
+}
+
+}  // namespace
+
+ConsoleRecorder::ConsoleRecorder(std::string socket_path, std::string log_path,
+                                 uint64_t max_bytes)
+    : socket_path_(std::move(socket_path)),
+      log_path_(std::move(log_path)),
+      half_(std::max<uint64_t>(max_bytes, 8192) / 2),
+      wake_(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  // Re-attaching after a daemon restart continues the existing log.
+  log_ = OpenLog(log_path_, /*truncate=*/false);
+  struct stat st;
+  if (log_.valid() && fstat(log_.get(), &st) == 0) log_bytes_ = st.st_size;
+  thread_ = std::thread([this] { Run(); });
+}
+
+ConsoleRecorder::~ConsoleRecorder() {
+  uint64_t one = 1;
+  (void)!write(wake_.get(), &one, sizeof(one));
+  thread_.join();
+}
+
+void ConsoleRecorder::Append(const char* data, size_t n) {
+  while (n > 0) {
+    if (log_bytes_ >= half_) {
+      // Rotate: the previous half goes to .1, a fresh file takes over.
+      (void)rename(log_path_.c_str(), (log_path_ + ".1").c_str());
+      log_ = OpenLog(log_path_, /*truncate=*/true);
+      log_bytes_ = 0;
+    }
+    size_t take = std::min<uint64_t>(n, half_ - log_bytes_);
+    if (log_.valid()) (void)!write(log_.get(), data, take);
+    log_bytes_ += take;
+    data += take;
+    n -= take;
+  }
+}
+
+void ConsoleRecorder::Run() {
+  UniqueFd sock;
+  // Connect: QEMU creates the socket while starting; retry until then.
+  while (!sock.valid()) {
+    UniqueFd s(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    if (socket_path_.size() < sizeof(addr.sun_path)) {
+      std::memcpy(addr.sun_path, socket_path_.c_str(), socket_path_.size() + 1);
+      if (s.valid() && connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) {
+        sock = std::move(s);
+        break;
+      }
+    }
+    pollfd wake{wake_.get(), POLLIN, 0};
+    if (poll(&wake, 1, 50) > 0) return;
+    // A socket that never appears (the VMM died before creating it) stops
+    // mattering once the owner destroys us.
+  }
+  char buf[16384];
+  while (true) {
+    pollfd fds[2] = {{sock.get(), POLLIN, 0}, {wake_.get(), POLLIN, 0}};
+    if (poll(fds, 2, -1) < 0) {
+      if (errno == EINTR) continue;
+      break;
+    }
+    if (fds[0].revents != 0) {
+      ssize_t n = read(sock.get(), buf, sizeof(buf));
+      if (n > 0) {
+        Append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && (errno == EINTR || errno == EAGAIN)) continue;
+      break;  // EOF: the VMM is gone.
+    }
+    if (fds[1].revents != 0) return;
+  }
+  eof_ = true;
+}
+
+std::string ConsoleRecorder::Tail(size_t max_bytes, bool vmm_gone,
+                                  std::chrono::milliseconds drain) const {
+  if (vmm_gone) {
+    auto until = std::chrono::steady_clock::now() + drain;
+    while (!eof_ && std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  std::string current = ReadTail(log_path_, max_bytes);
+  if (current.size() >= max_bytes) return current;
+  return ReadTail(log_path_ + ".1", max_bytes - current.size()) + current;
+}
+
+}  // namespace smolvm::vmm
