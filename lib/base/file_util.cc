@@ -131,6 +131,18 @@ bool PathExists(const std::string& path) {
   return lstat(path.c_str(), &st) == 0;
 }
 
+std::string ReadFileTail(const std::string& path, size_t max_bytes) {
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd.valid()) return "";
+  off_t size = lseek(fd.get(), 0, SEEK_END);
+  if (size <= 0) return "";
+  off_t start = size > static_cast<off_t>(max_bytes) ? size - max_bytes : 0;
+  std::string out(size - start, '\0');
+  ssize_t n = pread(fd.get(), out.data(), out.size(), start);
+  out.resize(n < 0 ? 0 : n);
+  return out;
+}
+
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              size_t max_bytes) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));

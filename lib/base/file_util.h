@@ -16,6 +16,10 @@ namespace smolvm {
 absl::StatusOr<std::string> ReadFileToString(const std::string& path,
                                              size_t max_bytes = 16 << 20);
 
+// The last `max_bytes` bytes of a file, read without reading the rest; ""
+// if it is missing or empty.
+std::string ReadFileTail(const std::string& path, size_t max_bytes);
+
 // Writes `data` to `path` atomically and durably: a reader sees the old
 // content or the new one, never a mix, also after a crash.
 absl::Status WriteFileAtomic(const std::string& path, const std::string& data,

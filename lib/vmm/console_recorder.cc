@@ -11,6 +11,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "lib/base/file_util.h"
+
 namespace smolvm::vmm {
 namespace {
 
@@ -18,18 +20,6 @@ UniqueFd OpenLog(const std::string& path, bool truncate) {
   return UniqueFd(open(path.c_str(),
                        O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0),
                        0600));
-}
-
-std::string ReadTail(const std::string& path, size_t max_bytes) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return "";
-  off_t size = lseek(fd.get(), 0, SEEK_END);
-  if (size <= 0) return "";
-  off_t start = size > static_cast<off_t>(max_bytes) ? size - max_bytes : 0;
-  std::string out(size - start, '\0');
-  ssize_t n = pread(fd.get(), out.data(), out.size(), start);
-  out.resize(n < 0 ? 0 : n);
-  return out;
 }
 
 }  // namespace
@@ -117,9 +107,9 @@ std::string ConsoleRecorder::Tail(size_t max_bytes, bool vmm_gone,
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
   }
-  std::string current = ReadTail(log_path_, max_bytes);
+  std::string current = ReadFileTail(log_path_, max_bytes);
   if (current.size() >= max_bytes) return current;
-  return ReadTail(log_path_ + ".1", max_bytes - current.size()) + current;
+  return ReadFileTail(log_path_ + ".1", max_bytes - current.size()) + current;
 }
 
 }  // namespace smolvm::vmm

@@ -34,20 +34,6 @@ bool ProcessExists(int64_t pid) {
   return state != 'Z' && state != 'X';
 }
 
-// The tail of a file without reading all of it.
-std::string FileTail(const std::string& path, size_t max_bytes) {
-  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return "";
-  off_t size = lseek(fd.get(), 0, SEEK_END);
-  if (size <= 0) return "";
-  off_t start = size > static_cast<off_t>(max_bytes) ? size - max_bytes : 0;
-  std::string out(size - start, '\0');
-  ssize_t n = pread(fd.get(), out.data(), out.size(), start);
-  if (n < 0) return "";
-  out.resize(n);
-  return TailOf(out, max_bytes);
-}
-
 class QemuInstance : public VmInstance {
  public:
   QemuInstance(std::string vm_id, int64_t pid, std::string run_dir,
@@ -99,7 +85,7 @@ class QemuInstance : public VmInstance {
   // just "failed".
   absl::Status WithVmmLog(absl::Status s) const {
     if (s.ok()) return s;
-    std::string log = FileTail(VmmLogPath(run_dir_), 1000);
+    std::string log = TailOf(ReadFileTail(VmmLogPath(run_dir_), 1000), 1000);
     if (log.empty()) return s;
     return absl::Status(s.code(), absl::StrCat(s.message(), "; qemu: ", log));
   }
