@@ -293,6 +293,7 @@ std::string VmDetails(const v1::Vm& vm) {
       {"owner", vm.owner()},
       {"status", StatusName(vm.status())},
       {"vmm_pid", vm.vmm_pid() == 0 ? "" : absl::StrCat(vm.vmm_pid())},
+      {"vmm_uid", vm.vmm_uid() == 0 ? "" : absl::StrCat(vm.vmm_uid())},
       {"created_at", FormatTimestamp(vm.created_at())},
       {"updated_at", FormatTimestamp(vm.updated_at())},
       {"restored_from_snapshot_id", vm.restored_from_snapshot_id()},

@@ -287,10 +287,12 @@ TEST(JsonTest, ProtoFieldNamesAndZeroFields) {
   v1::Vm vm;
   vm.set_vm_id("web-1");
   vm.set_vmm_pid(7);
+  vm.set_vmm_uid(1879048193);
   absl::StatusOr<std::string> json = ToJson(vm);
   ASSERT_TRUE(json.ok()) << json.status();
   EXPECT_NE(json->find("\"vm_id\": \"web-1\""), std::string::npos) << *json;
   EXPECT_NE(json->find("\"vmm_pid\": \"7\""), std::string::npos) << *json;
+  EXPECT_NE(json->find("\"vmm_uid\": 1879048193"), std::string::npos) << *json;
   EXPECT_NE(json->find("\"status\": \"VM_STATUS_UNSPECIFIED\""),
             std::string::npos)
       << *json;

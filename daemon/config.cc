@@ -309,6 +309,25 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--console-log-max-bytes", Field(&DaemonConfig::console_log_max_bytes),
                "Guest console kept on disk per VM (older output is dropped)")
       ->check(CLI::Range(int64_t{8192}, int64_t{1} << 32));
+  flags.Option(app, "--vmm-confinement", Field(&DaemonConfig::vmm_confinement),
+               "on: every VMM runs as its own uid in an empty mount namespace, under "
+               "seccomp and in its own cgroup; off: only to measure that cost")
+      ->check(CLI::IsMember({"on", "off"}));
+  flags.Option(app, "--vmm-uid-base", Field(&DaemonConfig::vmm_uid_base),
+               "First uid (and gid) VMMs run as, one per VM")
+      ->check(CLI::Range(int64_t{1000}, int64_t{4294000000}));
+  flags.Option(app, "--vmm-uid-count", Field(&DaemonConfig::vmm_uid_count),
+               "How many uids from --vmm-uid-base (the most VMs that can exist)")
+      ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
+  flags.Option(app, "--cgroup-parent", Field(&DaemonConfig::cgroup_parent),
+               "cgroup of the VMs' groups (default: smolvm on cgroup v1, the daemon's "
+               "delegated cgroup on v2)");
+  flags.Option(app, "--vmm-memory-overhead-mib", Field(&DaemonConfig::vmm_memory_overhead_mib),
+               "A VM's cgroup memory limit is its RAM plus this much")
+      ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));
+  flags.Option(app, "--vmm-pids-max", Field(&DaemonConfig::vmm_pids_max),
+               "Most tasks (threads) one VMM may have")
+      ->check(CLI::Range(int64_t{16}, int64_t{1} << 22));
   flags.Option(app, "--boot-timeout-seconds", Field(&DaemonConfig::boot_timeout_seconds),
                "How long a booting guest has to become ready")
       ->check(CLI::Range(1, 3600));

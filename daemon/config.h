@@ -49,6 +49,19 @@ struct DaemonConfig {
   std::string tls_cert;       // PEM server certificate (chain).
   std::string tls_key;        // PEM private key.
   std::string tls_client_ca;  // PEM CA bundle that signs client certificates.
+  // Confinement of the VMMs (issue 8; [vmm]). "on" in production; "off" only
+  // to measure its cost or debug a VMM by hand.
+  std::string vmm_confinement = "on";
+  // VMMs run as uids (= gids) uid_base .. uid_base + uid_count - 1, one per
+  // VM. The default is in the range systemd leaves unused (docs/decisions.md).
+  int64_t vmm_uid_base = 1879048192;
+  int64_t vmm_uid_count = 65536;
+  // cgroup parent of the VMs' groups: "" = "smolvm" on cgroup v1, the
+  // daemon's delegated cgroup on v2.
+  std::string cgroup_parent;
+  // Each VM's cgroup memory limit is its RAM plus this much for QEMU.
+  int64_t vmm_memory_overhead_mib = 256;
+  int64_t vmm_pids_max = 512;
   std::vector<TenantConfig> tenants;
   QuotaLimits default_quota;  // [quotas]
   HostPathPolicy host_paths;  // [images] allowed_dirs

@@ -280,6 +280,17 @@ absl::Status ApplyRoot(const Reader& r, const toml::table& root, DaemonConfig& c
                  {"guest_kernel_dir", String(&c.guest_kernel_dir), nullptr},
                  {"guest_agent", String(&c.guest_agent), nullptr},
              })},
+      {"vmm", nullptr,
+       Table("vmm",
+             {
+                 {"confinement", OneOf(&c.vmm_confinement, {"on", "off"}), nullptr},
+                 {"uid_base", Integer(&c.vmm_uid_base, 1000, int64_t{4294000000}), nullptr},
+                 {"uid_count", Integer(&c.vmm_uid_count, 1, int64_t{1} << 24), nullptr},
+                 {"cgroup_parent", String(&c.cgroup_parent), nullptr},
+                 {"memory_overhead_mib",
+                  Integer(&c.vmm_memory_overhead_mib, 0, int64_t{1} << 20), nullptr},
+                 {"pids_max", Integer(&c.vmm_pids_max, 16, int64_t{1} << 22), nullptr},
+             })},
       {"network", nullptr,
        Table("network",
              {
@@ -319,7 +330,7 @@ absl::Status ApplyRoot(const Reader& r, const toml::table& root, DaemonConfig& c
     if (field == nullptr) {
       std::string what =
           node.is_table()
-              ? "unknown table; the tables are [daemon], [network], [ports], [images], "
+              ? "unknown table; the tables are [daemon], [vmm], [network], [ports], [images], "
                 "[listen], [tls], [quotas] and [tenants.NAME]"
               : "unknown top-level key; settings go in a table such as [daemon]";
       if (node.is_table()) return r.Error(key.source(), KeyLabel(KeyStr(key)), "", what);

@@ -159,9 +159,28 @@ int Run(int argc, char** argv) {
   qemu.accelerator = accel->name;
   qemu.machine = config.machine;
   qemu.console_log_max_bytes = static_cast<uint64_t>(config.console_log_max_bytes);
+  qemu.confine = config.vmm_confinement == "on";
+  qemu.jail_mount_point = JoinPath(config.run_dir, "jail");
+  qemu.cgroup_parent = config.cgroup_parent;
+  qemu.vmm_memory_overhead_mib = static_cast<uint64_t>(config.vmm_memory_overhead_mib);
+  qemu.vmm_pids_max = static_cast<uint64_t>(config.vmm_pids_max);
+  if (config.vmm_uid_base + config.vmm_uid_count > int64_t{4294967294}) {
+    return Fail("configuration", absl::InvalidArgumentError(
+                                     "--vmm-uid-base + --vmm-uid-count passes the largest uid"));
+  }
+  // Snapshot RAM files that clones map are reachable only because this
+  // directory is root-only (see StartConfined in lib/vmm/qemu_backend.cc).
+  if (struct stat st; stat(config.state_dir.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
+    spdlog::warn("state dir {} was mode {:o}; making it 0700", config.state_dir,
+                 st.st_mode & 07777);
+    if (chmod(config.state_dir.c_str(), 0700) != 0) {
+      return Fail("chmod " + config.state_dir, absl::ErrnoToStatus(errno, "chmod"));
+    }
+  }
   auto hypervisor = vmm::QemuHypervisor::Create(qemu);
   if (!hypervisor.ok()) return Fail("vmm", hypervisor.status());
   spdlog::info("vmm: {}", (*hypervisor)->version());
+  spdlog::info("vmm confinement: {}", (*hypervisor)->DescribeConfinement());
 
   std::string db_path = JoinPath(config.state_dir, "smolvmd.db");
   auto store = store::Store::Open(db_path);
@@ -217,6 +236,8 @@ int Run(int argc, char** argv) {
   options.state_dir = config.state_dir;
   options.run_dir = config.run_dir;
   options.boot_timeout = absl::Seconds(config.boot_timeout_seconds);
+  options.vmm_uid_base = static_cast<uint32_t>(config.vmm_uid_base);
+  options.vmm_uid_count = qemu.confine ? static_cast<uint32_t>(config.vmm_uid_count) : 0;
   core::VmManager manager(options, *std::move(store), *std::move(hypervisor),
                           std::move(images), std::move(links),
                           std::make_unique<net::NftFirewall>(std::vector<std::string>{},

@@ -106,6 +106,7 @@ void ToProto(const VmRecord& vm, v1::Vm* out) {
   SetTimestamp(vm.updated_at, out->mutable_updated_at());
   out->set_error(vm.error);
   out->set_vmm_pid(vm.vmm_pid);
+  out->set_vmm_uid(vm.vmm_uid);
   out->set_restored_from_snapshot_id(vm.restored_from);
   out->set_owner(vm.owner);
 }

@@ -23,3 +23,4 @@ smolvm_unit_test(tenant_directory_test core/tenant_directory_test.cc smolvm_core
 smolvm_unit_test(quota_test core/quota_test.cc smolvm_core)
 smolvm_unit_test(agent_client_test agent/agent_client_test.cc smolvm_agent_client)
 smolvm_unit_test(console_recorder_test vmm/console_recorder_test.cc smolvm_vmm)
+smolvm_unit_test(vm_cgroups_test vmm/vm_cgroups_test.cc smolvm_vmm)

@@ -26,7 +26,8 @@ private_daemon_init() {
 }
 
 private_daemon_start() {
-  ip netns exec "$netns" "$build_dir"/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
+  # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups.
+  nsenter --net="/run/netns/$netns" -- "$build_dir"/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
     --guest-kernel-dir "$kernel_dir" "$@" >"$work/smolvmd.log" 2>&1 &
   daemon_pid=$!
   for _ in $(seq 1 150); do

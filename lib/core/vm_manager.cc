@@ -227,6 +227,11 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   spec.mem_shared = true;
   absl::StrAppend(&spec.kernel_cmdline, NetworkCmdline(vm.network));
   FillLaunchNetwork(vm, spec);
+  if (auto s = AssignVmmUid(vm); !s.ok()) {
+    (void)FailVmLocked(slot, vm, s);
+    return s;
+  }
+  spec.vmm_uid = vm.vmm_uid;
   absl::Time t0 = absl::Now();
   if (auto s = PlugNetwork(vm); !s.ok()) {
     (void)FailVmLocked(slot, vm, s);
@@ -257,6 +262,13 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   return store_->GetVm(id);
 }
 
+absl::Status VmManager::AssignVmmUid(VmRecord& vm) {
+  if (options_.vmm_uid_count == 0) return absl::OkStatus();
+  SMOLVM_ASSIGN_OR_RETURN(vm.vmm_uid, store_->AllocateVmmUid(vm.vm_id, options_.vmm_uid_base,
+                                                             options_.vmm_uid_count));
+  return absl::OkStatus();
+}
+
 absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
                                          absl::Duration timeout) {
   if (slot.agent && slot.agent->healthy()) return absl::OkStatus();
@@ -264,9 +276,10 @@ absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_i
   vmm::VmInstance* instance = slot.instance.get();
   auto dead = [&]() -> absl::Status {
     if (instance->IsAlive()) return absl::OkStatus();
+    std::string cause = instance->ExitCause();
     return absl::InternalError(absl::StrCat(
-        "vm ", vm_id, ": qemu exited before the guest became ready; console tail:\n",
-        instance->ConsoleTail(2000)));
+        "vm ", vm_id, ": qemu exited before the guest became ready",
+        cause.empty() ? "" : ": ", cause, "; console tail:\n", instance->ConsoleTail(2000)));
   };
   auto client = agent::AgentClient::Connect(instance->agent_socket_path(), timeout, dead);
   if (!client.ok() && !absl::IsDeadlineExceeded(client.status())) {
@@ -318,10 +331,12 @@ absl::StatusOr<VmRecord> VmManager::RefreshLocked(VmSlot& slot, VmRecord vm) {
   if (!live_state) return vm;
   if (slot.instance && slot.instance->IsAlive()) return vm;
   std::string tail = slot.instance ? slot.instance->ConsoleTail(2000) : "";
+  std::string cause = slot.instance ? slot.instance->ExitCause() : "";
   SMOLVM_RETURN_IF_ERROR(FailVmLocked(
       slot, vm,
-      absl::InternalError(absl::StrCat("the vmm process ", vm.vmm_pid,
-                                       " exited unexpectedly; console tail:\n", tail))));
+      absl::InternalError(absl::StrCat("the vmm process ", vm.vmm_pid, " exited unexpectedly",
+                                       cause.empty() ? "" : ": ", cause,
+                                       "; console tail:\n", tail))));
   return vm;
 }
 

@@ -78,6 +78,10 @@ struct ManagerOptions {
   std::shared_ptr<const image::HostPathResolver> host_paths;
   PortPolicy ports;
   EgressDenyPolicy egress_deny;
+  // The range of unprivileged uids (and equal gids) VMMs run as, one per VM
+  // (issue 8). count 0: VMMs are not confined (measurement only).
+  uint32_t vmm_uid_base = 1879048192;  // 0x70000000, see docs/decisions.md
+  uint32_t vmm_uid_count = 65536;
 };
 
 class VmManager {
@@ -299,6 +303,9 @@ class VmManager {
                                                         const snapshot::Manifest& manifest,
                                                         bool force)
       ABSL_SHARED_LOCKS_REQUIRED(snapshot_files_mu_);
+
+  // Gives `vm` its VMM uid (allocated once, kept until the VM is deleted).
+  absl::Status AssignVmmUid(VmRecord& vm);
 
   const ManagerOptions options_;
   const std::unique_ptr<store::Store> store_;

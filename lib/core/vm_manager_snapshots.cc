@@ -445,6 +445,8 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   spec.incoming_state_path = paths.vmstate;
   absl::StrAppend(&spec.kernel_cmdline, NetworkCmdline(vm.network));
   FillLaunchNetwork(vm, spec);
+  SMOLVM_RETURN_IF_ERROR(AssignVmmUid(vm));
+  spec.vmm_uid = vm.vmm_uid;
   // The TAP and the VM's rules (its egress policy among them) are in place
   // before the restored guest runs a single instruction.
   SMOLVM_RETURN_IF_ERROR(PlugNetwork(vm));

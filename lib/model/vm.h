@@ -91,6 +91,7 @@ struct VmRecord {
   int64_t vmm_pid = 0;        // VMM process while running or paused.
   std::string restored_from;  // Snapshot id, "" for cold-booted VMs.
   std::string owner;          // Tenant (lib/model/tenant.h).
+  uint32_t vmm_uid = 0;       // The VMM's unprivileged uid (Store::AllocateVmmUid).
 
   bool operator==(const VmRecord&) const = default;
 };

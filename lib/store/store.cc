@@ -86,6 +86,13 @@ CREATE INDEX snapshots_owner ON snapshots (owner);
     R"sql(
 ALTER TABLE snapshots ADD COLUMN integrity TEXT NOT NULL DEFAULT '{}';
 )sql",
+    // 5: the unprivileged uid each VM's VMM runs as (0: none yet, or a VM
+    // from before confinement). Unique, so two VMs never share one; freed
+    // with the row.
+    R"sql(
+ALTER TABLE vms ADD COLUMN vmm_uid INTEGER NOT NULL DEFAULT 0;
+CREATE UNIQUE INDEX vms_vmm_uid ON vms (vmm_uid) WHERE vmm_uid != 0;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -94,7 +101,7 @@ static_assert(std::size(kMigrations) == kSchemaVersion,
 // functions depend on their order.
 constexpr absl::string_view kSelectVms =
     "SELECT vm_id, state, config, network, created_at, updated_at, error, "
-    "vmm_pid, restored_from, owner FROM vms ";
+    "vmm_pid, restored_from, owner, vmm_uid FROM vms ";
 constexpr const char* kInsertVm =
     "INSERT INTO vms (vm_id, state, config, network, created_at, updated_at, "
     "error, vmm_pid, restored_from, owner) "
@@ -556,6 +563,7 @@ absl::StatusOr<VmRecord> ReadVmRow(sqlite3_stmt* stmt) {
   vm.vmm_pid = sqlite3_column_int64(stmt, 7);
   vm.restored_from = ColumnString(stmt, 8);
   vm.owner = ColumnString(stmt, 9);
+  vm.vmm_uid = static_cast<uint32_t>(sqlite3_column_int64(stmt, 10));
   return vm;
 }
 
@@ -842,6 +850,42 @@ absl::StatusOr<std::string> Store::AllocateAddress(
   return absl::ResourceExhaustedError(absl::StrCat(
       what, ": all ", candidates.size(),
       " addresses of the pool are in use; delete VMs or configure a larger --subnet"));
+}
+
+absl::StatusOr<uint32_t> Store::AllocateVmmUid(const std::string& vm_id, uint32_t base,
+                                              uint32_t count) {
+  const std::string what = absl::StrCat("allocate a vmm uid for ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(Stmt held,
+                          Prepare(db_, "SELECT vmm_uid FROM vms WHERE vm_id = ?1", what, vm_id));
+  int rc = sqlite3_step(held.get());
+  if (rc == SQLITE_DONE) return absl::NotFoundError(absl::StrCat(what, ": no such vm"));
+  if (rc != SQLITE_ROW) return SqliteError(db_, what);
+  int64_t current = sqlite3_column_int64(held.get(), 0);
+  const int64_t first = base, last = int64_t{base} + count - 1;
+  if (current >= first && current <= last) return static_cast<uint32_t>(current);
+  // The lowest free uid of the range: the rows are ordered, so the first gap.
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt taken, Prepare(db_,
+                          "SELECT vmm_uid FROM vms WHERE vmm_uid BETWEEN ?1 AND ?2 "
+                          "ORDER BY vmm_uid",
+                          what, first, last));
+  int64_t candidate = first;
+  while ((rc = sqlite3_step(taken.get())) == SQLITE_ROW) {
+    if (sqlite3_column_int64(taken.get(), 0) != candidate) break;
+    ++candidate;
+  }
+  if (rc != SQLITE_ROW && rc != SQLITE_DONE) return SqliteError(db_, what);
+  if (candidate > last) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        what, ": all ", count, " uids of the range ", first, "-", last,
+        " are in use; delete VMs or widen [vmm] uid_count"));
+  }
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt update,
+      Prepare(db_, "UPDATE vms SET vmm_uid = ?2 WHERE vm_id = ?1", what, vm_id, candidate));
+  if (sqlite3_step(update.get()) != SQLITE_DONE) return SqliteError(db_, what);
+  return static_cast<uint32_t>(candidate);
 }
 
 absl::Status Store::ReserveAddress(const std::string& vm_id, const std::string& ip) {

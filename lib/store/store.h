@@ -29,7 +29,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 4;
+inline constexpr int kSchemaVersion = 5;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -86,6 +86,14 @@ class Store {
   absl::Status ReleaseAddress(const std::string& vm_id);
   // ip → vm_id.
   absl::StatusOr<std::map<std::string, std::string>> AddressAllocations();
+
+  // The unprivileged uid of the VM's VMM: the one it holds if inside
+  // [base, base + count), else the lowest free one there (freed when the VM
+  // row is deleted). RESOURCE_EXHAUSTED when all are taken; NOT_FOUND for an
+  // unknown VM. Only this call writes the column: UpdateVm leaves it alone,
+  // so a stale VmRecord can never give a uid back.
+  absl::StatusOr<uint32_t> AllocateVmmUid(const std::string& vm_id, uint32_t base,
+                                          uint32_t count);
 
   // The schema version of the open database (for tests and logs).
   absl::StatusOr<int> SchemaVersion();

@@ -15,12 +15,14 @@
 #include "absl/time/time.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "tests/testing/status_matchers.h"
 #include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
 
 namespace smolvm::store {
 namespace {
 
+using ::smolvm_testing::StatusIs;
 using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::IsEmpty;
@@ -93,6 +95,33 @@ TEST_F(StoreTest, FreshDatabaseHasCurrentSchemaVersion) {
   auto version = store_->SchemaVersion();
   ASSERT_TRUE(version.ok()) << version.status();
   EXPECT_EQ(*version, kSchemaVersion);
+}
+
+TEST_F(StoreTest, VmmUidsAreUniqueKeptAndReusedAfterDelete) {
+  for (const char* id : {"a", "b", "c"}) ASSERT_TRUE(store_->InsertVm(MakeVm(id)).ok());
+  auto alloc = [&](const std::string& id) -> uint32_t {
+    auto uid = store_->AllocateVmmUid(id, 5000, 3);
+    EXPECT_TRUE(uid.ok()) << uid.status();
+    return uid.ok() ? *uid : 0;
+  };
+  EXPECT_EQ(alloc("a"), 5000u);
+  EXPECT_EQ(alloc("b"), 5001u);
+  // A VM keeps its uid; asking again changes nothing.
+  EXPECT_EQ(alloc("a"), 5000u);
+  // UpdateVm with a record that never saw the uid does not give it back.
+  VmRecord stale = MakeVm("a");
+  stale.vmm_uid = 0;
+  ASSERT_TRUE(store_->UpdateVm(stale).ok());
+  EXPECT_EQ(store_->GetVm("a")->vmm_uid, 5000u);
+  // The first gap is reused after a delete.
+  ASSERT_TRUE(store_->DeleteVm("a").ok());
+  EXPECT_EQ(alloc("c"), 5000u);
+  ASSERT_TRUE(store_->InsertVm(MakeVm("d")).ok());
+  ASSERT_TRUE(store_->InsertVm(MakeVm("e")).ok());
+  EXPECT_EQ(alloc("d"), 5002u);
+  EXPECT_THAT(store_->AllocateVmmUid("e", 5000, 3),
+              StatusIs(absl::StatusCode::kResourceExhausted, "5000-5002"));
+  EXPECT_THAT(store_->AllocateVmmUid("nope", 5000, 3), StatusIs(absl::StatusCode::kNotFound));
 }
 
 TEST_F(StoreTest, VmRoundTripsEveryField) {
@@ -585,7 +614,7 @@ TEST_F(FileStoreTest, MigratesSchema3SnapshotsToLegacyWithoutChecksums) {
   ASSERT_NE(store, nullptr);
   auto version = store->SchemaVersion();
   ASSERT_TRUE(version.ok()) << version.status();
-  EXPECT_EQ(*version, 4);
+  EXPECT_EQ(*version, kSchemaVersion);
   auto old = store->GetSnapshot("snap-old");
   ASSERT_TRUE(old.ok()) << old.status();
   EXPECT_EQ(old->vm_config.memory_mib, 256u);

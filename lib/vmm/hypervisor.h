@@ -40,6 +40,9 @@ struct LaunchSpec {
   // The VM's NIC: a TAP the daemon created, and the NIC's MAC. Empty: no NIC.
   std::string tap_device;
   std::string guest_mac;
+  // The unprivileged uid (and gid) the VMM runs as; the manager allocates
+  // one per VM. The backend gives it the VM's files.
+  uint32_t vmm_uid = 0;
   // When set, the VMM starts paused and loads device state from this file
   // (a snapshot's vmstate.bin) instead of booting.
   std::optional<std::string> incoming_state_path;
@@ -72,6 +75,9 @@ class VmInstance {
   virtual absl::Status Shutdown(absl::Duration grace) = 0;
   // The last `max_bytes` of the guest console (for error messages).
   virtual std::string ConsoleTail(size_t max_bytes) const = 0;
+  // Why a VMM that is gone ended, when the host knows (e.g. the kernel's OOM
+  // killer, seen in its cgroup); "" otherwise.
+  virtual std::string ExitCause() const = 0;
 };
 
 class Hypervisor {

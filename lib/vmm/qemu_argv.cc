@@ -64,16 +64,28 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
       // With a log file, a daemonized QEMU keeps its stderr (which the
       // launcher points at the same file) instead of closing it.
       "-D", VmmLogPath(spec.run_dir),
-      // Detached from the daemon so VMs survive a daemon restart; QEMU's
-      // parent exits only once initialization succeeded (or failed).
-      "-daemonize",
   });
+  if (settings.confine) {
+    // QEMU's own seccomp filter on top of the jail (vmm_jail.h), which
+    // already detached it: -daemonize forks and calls setsid after the
+    // filter is in place, which spawn/elevateprivileges=deny forbid.
+    argv.insert(argv.end(), {"-sandbox",
+                             "on,obsolete=deny,elevateprivileges=deny,spawn=deny,"
+                             "resourcecontrol=deny"});
+  } else {
+    // Detached from the daemon so VMs survive a daemon restart; QEMU's
+    // parent exits only once initialization succeeded (or failed).
+    argv.push_back("-daemonize");
+  }
   if (!spec.tap_device.empty()) {
-    // The daemon owns the TAP (created persistent, enslaved to its bridge);
-    // QEMU only opens it, and runs no scripts.
+    // The daemon owns the TAP (created persistent, enslaved to its bridge).
+    // A confined QEMU gets it already open; otherwise QEMU opens it by name.
+    // No scripts either way.
     argv.insert(argv.end(), {
-        "-netdev", absl::StrCat("tap,id=net0,ifname=", spec.tap_device,
-                                ",script=no,downscript=no"),
+        "-netdev", settings.confine
+                       ? absl::StrCat("tap,id=net0,fd=", kTapFdInVmm)
+                       : absl::StrCat("tap,id=net0,ifname=", spec.tap_device,
+                                      ",script=no,downscript=no"),
         "-device", absl::StrCat("virtio-net-pci,netdev=net0,mac=", spec.guest_mac),
     });
   }

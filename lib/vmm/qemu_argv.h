@@ -22,7 +22,26 @@ struct QemuSettings {
   int tcg_tb_size_mib = 64;
   // The guest console kept on disk per VM (console.log + console.log.1).
   uint64_t console_log_max_bytes = 4 << 20;
+  // Confinement (issue 8; vmm_jail.h, vm_cgroups.h). Off only to measure
+  // its cost (bench/) or to debug a VMM by hand.
+  bool confine = true;
+  // An empty directory the jail's root is mounted on (in the VMM's own
+  // mount namespace only).
+  std::string jail_mount_point;
+  // cgroup filesystem and the parent group of the VMs' groups ("" = auto:
+  // "smolvm" on v1, the daemon's delegated cgroup on v2).
+  std::string cgroup_fs_root = "/sys/fs/cgroup";
+  std::string cgroup_parent;
+  // memory limit = guest RAM + this (QEMU itself, its TCG translation cache,
+  // device buffers).
+  uint64_t vmm_memory_overhead_mib = 256;
+  uint64_t vmm_pids_max = 512;
+  uint32_t vmm_io_weight = 100;
 };
+
+// The descriptor number of the VM's TAP inside a confined VMM (the daemon
+// opens the TAP; QEMU never needs the privilege to).
+inline constexpr int kTapFdInVmm = 3;
 
 // Well-known files inside LaunchSpec::run_dir.
 std::string QmpSocketPath(const std::string& run_dir);

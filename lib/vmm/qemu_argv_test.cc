@@ -156,7 +156,11 @@ TEST_P(BuildQemuArgvTest, BuildsTheCommandLine) {
                              "wait=off"));
   EXPECT_EQ(ValueOf(argv, "-pidfile"), run_dir + "/qemu.pid");
   EXPECT_EQ(ValueOf(argv, "-pidfile"), PidFilePath(run_dir));
-  EXPECT_THAT(argv, Contains("-daemonize"));
+  // Confined by default: QEMU's seccomp filter with every option, and not
+  // self-daemonizing (its fork and setsid would break that filter).
+  EXPECT_EQ(ValueOf(argv, "-sandbox"),
+            "on,obsolete=deny,elevateprivileges=deny,spawn=deny,resourcecontrol=deny");
+  EXPECT_THAT(argv, Not(Contains("-daemonize")));
   EXPECT_THAT(argv, Contains("-no-reboot"));
   EXPECT_TRUE(HasSequence(argv, {"-nodefaults", "-no-user-config"}));
   EXPECT_TRUE(HasSequence(argv, {"-display", "none"}));
@@ -189,6 +193,23 @@ INSTANTIATE_TEST_SUITE_P(
                       ArgvCase{"kvm_restore", "kvm", false, true, true},
                       ArgvCase{"kvm_restore_no_initrd", "kvm", false, false, true}),
     [](const auto& info) { return std::string(info.param.label); });
+
+TEST(BuildQemuArgvNetworkTest, ConfinedVmmGetsTheTapAsADescriptor) {
+  LaunchSpec spec = ColdBootSpec();
+  spec.tap_device = "smolvm-tap1";
+  spec.guest_mac = "02:00:0a:c8:00:02";
+  QemuSettings settings;
+  Argv argv = BuildQemuArgv(settings, spec);
+  EXPECT_EQ(ValueOf(argv, "-netdev"), "tap,id=net0,fd=3");
+  EXPECT_THAT(argv, Contains("virtio-net-pci,netdev=net0,mac=02:00:0a:c8:00:02"));
+  // Unconfined (measurement only): QEMU opens the TAP by name, daemonizes,
+  // and has no seccomp filter.
+  settings.confine = false;
+  argv = BuildQemuArgv(settings, spec);
+  EXPECT_EQ(ValueOf(argv, "-netdev"), "tap,id=net0,ifname=smolvm-tap1,script=no,downscript=no");
+  EXPECT_THAT(argv, Contains("-daemonize"));
+  EXPECT_THAT(argv, Not(Contains("-sandbox")));
+}
 
 TEST(BuildQemuArgvInvariantTest, RestoreHasTheColdBootDeviceModel) {
   // QEMU migration requires the destination to be started with the same

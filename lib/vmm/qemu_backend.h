@@ -9,15 +9,20 @@
 #include <memory>
 #include <string>
 
+#include "lib/base/unique_fd.h"
+
 #include "lib/vmm/hypervisor.h"
 #include "lib/vmm/qemu_argv.h"
+#include "lib/vmm/vm_cgroups.h"
 
 namespace smolvm::vmm {
 
 class QemuHypervisor : public Hypervisor {
  public:
   // Probes the QEMU binary (its version) and fails with FAILED_PRECONDITION
-  // naming the package to install if it is missing.
+  // naming the package to install if it is missing. With confinement, also
+  // opens the cgroup hierarchy (vm_cgroups.h) and checks the jail's mount
+  // point.
   static absl::StatusOr<std::unique_ptr<QemuHypervisor>> Create(
       QemuSettings settings);
 
@@ -30,12 +35,26 @@ class QemuHypervisor : public Hypervisor {
       const std::string& vm_id, int64_t pid, const std::string& run_dir) override;
   void EndStrayProcess(const std::string& vm_id, const std::string& run_dir) override;
 
+  // "cgroup v1 under ..." / "unconfined", for the startup log.
+  std::string DescribeConfinement() const;
+
  private:
-  QemuHypervisor(QemuSettings settings, std::string version)
-      : settings_(std::move(settings)), version_(std::move(version)) {}
+  QemuHypervisor(QemuSettings settings, std::string version, std::string binary_path,
+                 std::unique_ptr<VmCgroups> cgroups)
+      : settings_(std::move(settings)), version_(std::move(version)),
+        binary_path_(std::move(binary_path)), cgroups_(std::move(cgroups)) {}
+  absl::StatusOr<int64_t> StartConfined(const LaunchSpec& spec);
+  absl::StatusOr<int64_t> StartUnconfined(const LaunchSpec& spec);
+
   QemuSettings settings_;
   std::string version_;
+  std::string binary_path_;  // Absolute: the jail has no PATH lookup.
+  std::unique_ptr<VmCgroups> cgroups_;  // Null when unconfined.
 };
+
+// Opens the persistent TAP `name` for a VMM (IFF_VNET_HDR, as a restore's
+// saved NIC requires).
+absl::StatusOr<UniqueFd> OpenTap(const std::string& name);
 
 // True if `pid` is a live (non-zombie) process whose command line carries
 // `-name smolvm-<vm_id>`: the check that keeps us from signalling a pid that

@@ -1,5 +1,6 @@
 #include "lib/vmm/qmp_client.h"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -10,16 +11,36 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "lib/base/status_macros.h"
 
 namespace smolvm::vmm {
 namespace {
 
 using nlohmann::json;
 
-absl::Status WriteAll(int fd, const std::string& data) {
+// Writes `data`; when `pass_fd` >= 0 it travels as SCM_RIGHTS with the first
+// byte, which is how QMP's getfd receives a descriptor.
+absl::Status WriteAll(int fd, const std::string& data, int pass_fd = -1) {
   size_t off = 0;
   while (off < data.size()) {
-    ssize_t n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    ssize_t n;
+    if (pass_fd >= 0 && off == 0) {
+      iovec iov{const_cast<char*>(data.data()), data.size()};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      cmsghdr* cmsg = CMSG_FIRSTHDR(&msg);
+      cmsg->cmsg_level = SOL_SOCKET;
+      cmsg->cmsg_type = SCM_RIGHTS;
+      cmsg->cmsg_len = CMSG_LEN(sizeof(int));
+      memcpy(CMSG_DATA(cmsg), &pass_fd, sizeof(int));
+      n = sendmsg(fd, &msg, MSG_NOSIGNAL);
+    } else {
+      n = send(fd, data.data() + off, data.size() - off, MSG_NOSIGNAL);
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       return absl::UnavailableError(
@@ -65,16 +86,8 @@ absl::Status WaitMigration(QmpClient& qmp, absl::Duration timeout,
 
 }  // namespace
 
-std::string ShellQuote(const std::string& s) {
-  std::string out = "'";
-  for (char c : s) {
-    if (c == '\'') {
-      out += "'\\''";
-    } else {
-      out += c;
-    }
-  }
-  return out + "'";
+absl::Status QmpClient::PassFd(const std::string& name, int fd) {
+  return ExecuteWithFd("getfd", {{"fdname", name}}, fd).status();
 }
 
 absl::StatusOr<std::unique_ptr<QmpClient>> QmpClient::Connect(
@@ -159,6 +172,12 @@ absl::StatusOr<json> QmpClient::ReadMessage(absl::Time deadline) {
 absl::StatusOr<json> QmpClient::Execute(const std::string& command,
                                         const json& arguments,
                                         absl::Duration timeout) {
+  return ExecuteWithFd(command, arguments, -1, timeout);
+}
+
+absl::StatusOr<json> QmpClient::ExecuteWithFd(const std::string& command,
+                                              const json& arguments, int pass_fd,
+                                              absl::Duration timeout) {
   json request = {{"execute", command}};
   if (!arguments.empty()) request["arguments"] = arguments;
   std::string line;
@@ -167,7 +186,7 @@ absl::StatusOr<json> QmpClient::Execute(const std::string& command,
   } catch (const json::exception& e) {  // Not UTF-8: refuse, never throw.
     return absl::InvalidArgumentError(absl::StrCat("qmp ", command, ": ", e.what()));
   }
-  if (auto s = WriteAll(fd_.get(), line); !s.ok()) return s;
+  if (auto s = WriteAll(fd_.get(), line, pass_fd); !s.ok()) return s;
   absl::Time deadline = absl::Now() + timeout;
   while (true) {
     auto msg = ReadMessage(deadline);
@@ -206,7 +225,13 @@ absl::Status QmpClient::MigrateToFile(const std::string& path,
   // travels in the stream (restored sources) would crawl.
   json params = {{"max-bandwidth", int64_t{1} << 40}};
   if (auto r = Execute("migrate-set-parameters", params); !r.ok()) return r.status();
-  json args = {{"uri", "exec:cat > " + ShellQuote(path)}};
+  // The daemon opens the file and hands QEMU the descriptor: a sandboxed
+  // QEMU (-sandbox spawn=deny) cannot run exec: URIs, and a jailed one cannot
+  // see the snapshot directory at all.
+  UniqueFd file(open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!file.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  SMOLVM_RETURN_IF_ERROR(PassFd(kMigrationFdName, file.get()));
+  json args = {{"uri", absl::StrCat("fd:", kMigrationFdName)}};
   if (auto r = Execute("migrate", args); !r.ok()) return r.status();
   return WaitMigration(*this, timeout, "save device state");
 }
@@ -216,7 +241,10 @@ absl::Status QmpClient::MigrateFromFile(const std::string& path,
   json caps = {{"capabilities",
                 json::array({{{"capability", "x-ignore-shared"}, {"state", true}}})}};
   if (auto r = Execute("migrate-set-capabilities", caps); !r.ok()) return r.status();
-  json args = {{"uri", "exec:cat " + ShellQuote(path)}};
+  UniqueFd file(open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!file.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  SMOLVM_RETURN_IF_ERROR(PassFd(kMigrationFdName, file.get()));
+  json args = {{"uri", absl::StrCat("fd:", kMigrationFdName)}};
   if (auto r = Execute("migrate-incoming", args); !r.ok()) return r.status();
   // The destination leaves "inmigrate" once the whole state is loaded.
   absl::Time deadline = absl::Now() + timeout;

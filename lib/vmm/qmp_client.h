@@ -37,11 +37,20 @@ class QmpClient {
       const nlohmann::json& arguments = nlohmann::json::object(),
       absl::Duration timeout = absl::Seconds(30));
 
+  // Like Execute, sending `pass_fd` with the command (SCM_RIGHTS).
+  absl::StatusOr<nlohmann::json> ExecuteWithFd(
+      const std::string& command, const nlohmann::json& arguments, int pass_fd,
+      absl::Duration timeout = absl::Seconds(30));
+  // QMP getfd: QEMU keeps a duplicate of `fd` under `name` (fd:<name> URIs).
+  absl::Status PassFd(const std::string& name, int fd);
+  static constexpr char kMigrationFdName[] = "smolvm-migration";
+
   // query-status → "running", "paused", "inmigrate", ...
   absl::StatusOr<std::string> QueryStatus();
 
-  // Enables x-ignore-shared, starts an outgoing migration into `path` and
-  // waits for it to complete. The VM must be stopped.
+  // Enables x-ignore-shared, starts an outgoing migration into `path` (which
+  // the daemon opens and passes as a descriptor) and waits for it to
+  // complete. The VM must be stopped.
   absl::Status MigrateToFile(const std::string& path, absl::Duration timeout);
   // Enables x-ignore-shared, loads `path` into a VMM started with
   // "-incoming defer" and waits until it is loaded.
@@ -56,7 +65,5 @@ class QmpClient {
   std::string buffer_;
 };
 
-// Quotes `s` for /bin/sh (QEMU runs exec: migration URIs through a shell).
-std::string ShellQuote(const std::string& s);
 
 }  // namespace smolvm::vmm

@@ -31,7 +31,9 @@ namespace {
 using ::nlohmann::json;
 using ::smolvm_testing::IsOk;
 using ::smolvm_testing::StatusIs;
+using ::testing::Contains;
 using ::testing::ElementsAre;
+using ::testing::Not;
 
 constexpr char kGreeting[] =
     R"({"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7},)"
@@ -108,6 +110,11 @@ class FakeQmpServer {
     absl::MutexLock lock(&mu_);
     return requests_;
   }
+  // Descriptors received with requests (getfd), in order.
+  std::vector<UniqueFd> TakeFds() {
+    absl::MutexLock lock(&mu_);
+    return std::move(fds_);
+  }
   std::vector<std::string> Commands() const {
     std::vector<std::string> commands;
     for (const json& r : Requests()) commands.push_back(r.value("execute", "<none>"));
@@ -147,8 +154,26 @@ class FakeQmpServer {
     std::string buffer;
     char buf[4096];
     while (WaitReadable(fd.get())) {
-      ssize_t n = read(fd.get(), buf, sizeof(buf));
+      // recvmsg, so descriptors sent with getfd (SCM_RIGHTS) are kept.
+      iovec iov{buf, sizeof(buf)};
+      alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int) * 4)];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      ssize_t n = recvmsg(fd.get(), &msg, MSG_CMSG_CLOEXEC);
       if (n <= 0) return;  // The client closed its end.
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; ++i) {
+          int received;
+          memcpy(&received, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+          absl::MutexLock lock(&mu_);
+          fds_.emplace_back(received);
+        }
+      }
       buffer.append(buf, n);
       for (auto nl = buffer.find('\n'); nl != std::string::npos; nl = buffer.find('\n')) {
         json request = json::parse(buffer.substr(0, nl), nullptr, false);
@@ -175,6 +200,7 @@ class FakeQmpServer {
   UniqueFd stop_r_, stop_w_;
   mutable absl::Mutex mu_;
   std::vector<json> requests_ ABSL_GUARDED_BY(mu_);
+  std::vector<UniqueFd> fds_ ABSL_GUARDED_BY(mu_);
   std::thread thread_;
 };
 
@@ -387,19 +413,25 @@ TEST(QmpClientTest, ErrorReplyOfTheWrongShapeIsAnErrorNotACrash) {
   EXPECT_THAT(client->Execute("b"), StatusIs(absl::StatusCode::kFailedPrecondition, "42"));
 }
 
+class QmpTempDirTest : public ::testing::Test {
+ protected:
+  smolvm_testing::TempDir temp_{"smolvm-qmp-test"};
+  std::string dir_ = temp_.path();
+};
+
 // Regression: A malformed query-migrate reply is an error, never an exception.
-TEST(QmpClientTest, QueryMigrateOfTheWrongShapeIsAnErrorNotACrash) {
+TEST_F(QmpTempDirTest, QueryMigrateOfTheWrongShapeIsAnErrorNotACrash) {
   FakeQmpServer fake([](const json& req) {
     if (req["execute"] == "query-migrate") return Reply::Return(json::array());
     return Reply::Return(json::object());
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  EXPECT_THAT(client->MigrateToFile("/tmp/x", absl::Seconds(1)),
+  EXPECT_THAT(client->MigrateToFile(dir_ + "/x", absl::Seconds(1)),
               StatusIs(absl::StatusCode::kInternal));
 }
 
-TEST(QmpClientTest, MigrateToFileEnablesIgnoreSharedStartsAndPollsToCompletion) {
+TEST_F(QmpTempDirTest, MigrateToFilePassesTheOpenedFileAndPollsToCompletion) {
   int polls = 0;  // Only touched on the fake's thread.
   FakeQmpServer fake([&polls](const json& req) {
     if (req["execute"] == "query-migrate") {
@@ -413,54 +445,40 @@ TEST(QmpClientTest, MigrateToFileEnablesIgnoreSharedStartsAndPollsToCompletion) 
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  const std::string path = "/var/lib/smolvmd/snapshots/.tmp-it's mine/vmstate.bin";
+  // A path no shell could mangle: nothing is run through one any more.
+  const std::string path = dir_ + "/it's $(touch pwned) `x` ; & \"q\".bin";
   ASSERT_THAT(client->MigrateToFile(path, absl::Seconds(5)), IsOk());
 
   EXPECT_THAT(WithoutTuning(fake.Commands()),
-              ElementsAre("qmp_capabilities", "migrate-set-capabilities", "migrate",
+              ElementsAre("qmp_capabilities", "migrate-set-capabilities", "getfd", "migrate",
                           "query-migrate", "query-migrate", "query-migrate"));
   std::vector<json> requests = fake.Requests();
   EXPECT_EQ(RequestFor(requests, "migrate-set-capabilities")["arguments"],
             json::parse(R"({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})"));
+  EXPECT_EQ(RequestFor(requests, "getfd")["arguments"],
+            json({{"fdname", QmpClient::kMigrationFdName}}));
   EXPECT_EQ(RequestFor(requests, "migrate")["arguments"],
-            json({{"uri", "exec:cat > '/var/lib/smolvmd/snapshots/.tmp-it'\\''s mine/vmstate.bin'"}}));
-}
-
-class QmpTempDirTest : public ::testing::Test {
- protected:
-  smolvm_testing::TempDir temp_{"smolvm-qmp-test"};
-  std::string dir_ = temp_.path();
-};
-
-TEST_F(QmpTempDirTest, MigrateToFileUriWritesToExactlyThatPath) {
-  // QEMU runs the part after "exec:" with /bin/sh -c; run it the same way
-  // for a path with a quote, spaces and shell metacharacters.
-  const std::string path = dir_ + "/it's $(touch pwned) `x` ; & \"q\".bin";
-  FakeQmpServer fake([](const json& req) {
-    if (req["execute"] == "query-migrate") return Reply::Return({{"status", "completed"}});
-    return Reply::Return(json::object());
-  });
-  auto client = ConnectTo(fake);
-  ASSERT_NE(client, nullptr);
-  ASSERT_THAT(client->MigrateToFile(path, absl::Seconds(5)), IsOk());
-  std::string uri = RequestFor(fake.Requests(), "migrate")["arguments"].value("uri", "");
-  ASSERT_EQ(uri.rfind("exec:", 0), 0u);
-
-  SubprocessOptions opts;
-  opts.timeout = absl::Seconds(5);
-  auto r = RunSubprocess({"sh", "-c", "echo state | " + uri.substr(5)}, opts);
-  ASSERT_THAT(r, IsOk());
-  EXPECT_EQ(r->exit_code, 0) << r->stderr_text;
+            json({{"uri", std::string("fd:") + QmpClient::kMigrationFdName}}));
+  // The descriptor QEMU got writes exactly that file.
+  std::vector<UniqueFd> fds = fake.TakeFds();
+  ASSERT_EQ(fds.size(), 1u);
+  ASSERT_EQ(write(fds[0].get(), "state", 5), 5);
   auto written = ReadFileToString(path);
-  EXPECT_THAT(written, IsOk());
-  if (written.ok()) {
-    EXPECT_EQ(*written, "state\n");
-  }
-  EXPECT_FALSE(PathExists("pwned"));
+  ASSERT_THAT(written, IsOk());
+  EXPECT_EQ(*written, "state");
   EXPECT_FALSE(PathExists(dir_ + "/pwned"));
 }
 
-TEST(QmpClientTest, FailedMigrationReturnsTheErrorDesc) {
+TEST_F(QmpTempDirTest, MigrateToAnUnwritablePathFailsBeforeQemuIsAsked) {
+  FakeQmpServer fake([](const json&) { return Reply::Return(json::object()); });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(client->MigrateToFile(dir_ + "/missing/vmstate.bin", absl::Seconds(5)),
+              StatusIs(absl::StatusCode::kNotFound, "missing/vmstate.bin"));
+  EXPECT_THAT(fake.Commands(), Not(Contains("migrate")));
+}
+
+TEST_F(QmpTempDirTest, FailedMigrationReturnsTheErrorDesc) {
   FakeQmpServer fake([](const json& req) {
     if (req["execute"] == "query-migrate") {
       return Reply::Return({{"status", "failed"},
@@ -470,26 +488,26 @@ TEST(QmpClientTest, FailedMigrationReturnsTheErrorDesc) {
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  auto s = client->MigrateToFile("/tmp/vmstate.bin", absl::Seconds(5));
+  auto s = client->MigrateToFile(dir_ + "/vmstate.bin", absl::Seconds(5));
   EXPECT_FALSE(s.ok());
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInternal,
                           "Unable to write to command: Broken pipe"));
 }
 
-TEST(QmpClientTest, RejectedMigrateCommandStopsBeforePolling) {
+TEST_F(QmpTempDirTest, RejectedMigrateCommandStopsBeforePolling) {
   FakeQmpServer fake([](const json& req) {
     if (req["execute"] == "migrate") return Reply::Error("There's a migration process in progress");
     return Reply::Return(json::object());
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  EXPECT_THAT(client->MigrateToFile("/tmp/vmstate.bin", absl::Seconds(5)),
+  EXPECT_THAT(client->MigrateToFile(dir_ + "/vmstate.bin", absl::Seconds(5)),
               StatusIs(absl::StatusCode::kFailedPrecondition, "migration process in progress"));
   EXPECT_THAT(WithoutTuning(fake.Commands()),
-              ElementsAre("qmp_capabilities", "migrate-set-capabilities", "migrate"));
+              ElementsAre("qmp_capabilities", "migrate-set-capabilities", "getfd", "migrate"));
 }
 
-TEST(QmpClientTest, MigrationThatNeverCompletesHitsTheTimeout) {
+TEST_F(QmpTempDirTest, MigrationThatNeverCompletesHitsTheTimeout) {
   FakeQmpServer fake([](const json& req) {
     if (req["execute"] == "query-migrate") return Reply::Return({{"status", "active"}});
     return Reply::Return(json::object());
@@ -497,12 +515,12 @@ TEST(QmpClientTest, MigrationThatNeverCompletesHitsTheTimeout) {
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
   absl::Time start = absl::Now();
-  EXPECT_THAT(client->MigrateToFile("/tmp/vmstate.bin", absl::Milliseconds(150)),
+  EXPECT_THAT(client->MigrateToFile(dir_ + "/vmstate.bin", absl::Milliseconds(150)),
               StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_LT(absl::Now() - start, absl::Seconds(2));
 }
 
-TEST(QmpClientTest, MigrateFromFilePollsUntilTheVmLeavesInmigrate) {
+TEST_F(QmpTempDirTest, MigrateFromFilePassesTheFileAndPollsUntilTheVmLeavesInmigrate) {
   int polls = 0;
   FakeQmpServer fake([&polls](const json& req) {
     if (req["execute"] == "query-status") {
@@ -514,54 +532,47 @@ TEST(QmpClientTest, MigrateFromFilePollsUntilTheVmLeavesInmigrate) {
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  const std::string path = "/var/lib/smolvmd/snapshots/snap-1/vmstate.bin";
+  const std::string path = dir_ + "/vmstate.bin";
+  ASSERT_THAT(WriteFileAtomic(path, "saved"), IsOk());
   ASSERT_THAT(client->MigrateFromFile(path, absl::Seconds(5)), IsOk());
   EXPECT_THAT(WithoutTuning(fake.Commands()),
-              ElementsAre("qmp_capabilities", "migrate-set-capabilities", "migrate-incoming",
+              ElementsAre("qmp_capabilities", "migrate-set-capabilities", "getfd",
+                          "migrate-incoming",
                           "query-status", "query-status", "query-status"));
   std::vector<json> requests = fake.Requests();
   EXPECT_EQ(RequestFor(requests, "migrate-set-capabilities")["arguments"],
             json::parse(R"({"capabilities": [{"capability": "x-ignore-shared", "state": true}]})"));
   EXPECT_EQ(RequestFor(requests, "migrate-incoming")["arguments"],
-            json({{"uri", "exec:cat '" + path + "'"}}));
+            json({{"uri", std::string("fd:") + QmpClient::kMigrationFdName}}));
+  std::vector<UniqueFd> fds = fake.TakeFds();
+  ASSERT_EQ(fds.size(), 1u);
+  char buf[16] = {};
+  EXPECT_EQ(read(fds[0].get(), buf, sizeof(buf)), 5);
+  EXPECT_EQ(std::string(buf), "saved");
 }
 
-TEST(QmpClientTest, MigrateFromFileEndingInAnUnexpectedStateIsInternal) {
+TEST_F(QmpTempDirTest, MigrateFromFileEndingInAnUnexpectedStateIsInternal) {
+  ASSERT_THAT(WriteFileAtomic(dir_ + "/vmstate.bin", "saved"), IsOk());
   FakeQmpServer fake([](const json& req) {
     if (req["execute"] == "query-status") return Reply::Return({{"status", "internal-error"}});
     return Reply::Return(json::object());
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  EXPECT_THAT(client->MigrateFromFile("/snap/vmstate.bin", absl::Seconds(5)),
+  EXPECT_THAT(client->MigrateFromFile(dir_ + "/vmstate.bin", absl::Seconds(5)),
               StatusIs(absl::StatusCode::kInternal, "internal-error"));
 }
 
-TEST(QmpClientTest, MigrateFromFileStuckInInmigrateHitsTheTimeout) {
+TEST_F(QmpTempDirTest, MigrateFromFileStuckInInmigrateHitsTheTimeout) {
+  ASSERT_THAT(WriteFileAtomic(dir_ + "/vmstate.bin", "saved"), IsOk());
   FakeQmpServer fake([](const json& req) {
     if (req["execute"] == "query-status") return Reply::Return({{"status", "inmigrate"}});
     return Reply::Return(json::object());
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  EXPECT_THAT(client->MigrateFromFile("/snap/vmstate.bin", absl::Milliseconds(150)),
-              StatusIs(absl::StatusCode::kDeadlineExceeded, "/snap/vmstate.bin"));
-}
-
-TEST(ShellQuoteTest, QuotesForSh) {
-  EXPECT_EQ(ShellQuote("/a/b"), "'/a/b'");
-  EXPECT_EQ(ShellQuote(""), "''");
-  EXPECT_EQ(ShellQuote("it's"), "'it'\\''s'");
-  EXPECT_EQ(ShellQuote("''"), "''\\'''\\'''");
-}
-
-TEST(ShellQuoteTest, ShReadsBackTheOriginal) {
-  for (const std::string s : {"plain", "it's", "'", "a b\tc\nd", "$(id) `id` $HOME",
-                              "\\ \" ; & | < > * ? ~ !", "'\\''"}) {
-    auto r = RunSubprocess({"sh", "-c", "printf %s " + ShellQuote(s)});
-    ASSERT_THAT(r, IsOk());
-    EXPECT_EQ(r->stdout_text, s);
-  }
+  EXPECT_THAT(client->MigrateFromFile(dir_ + "/vmstate.bin", absl::Milliseconds(150)),
+              StatusIs(absl::StatusCode::kDeadlineExceeded, "/vmstate.bin"));
 }
 
 TEST_F(QmpTempDirTest, MissingSocketIsUnavailableAfterTheTimeout) {

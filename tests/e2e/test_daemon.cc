@@ -137,6 +137,7 @@ TestDaemon::~TestDaemon() {
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
   TearDownNetwork();
+  RemoveCgroups();
   if (std::getenv("SMOLVM_TEST_KEEP_DIR") == nullptr) {
     std::error_code ec;
     std::filesystem::remove_all(dir_, ec);
@@ -145,12 +146,51 @@ TestDaemon::~TestDaemon() {
 
 absl::Status TestDaemon::PrepareNetwork() { return SetUpNetwork(); }
 
+std::string TestDaemon::CgroupParent() const {
+  return "smolvm-test-" + dir_.substr(dir_.size() - 6);
+}
+
+std::vector<std::string> TestDaemon::CgroupDirs() const {
+  std::vector<std::string> dirs;
+  std::error_code ec;
+  if (std::filesystem::exists("/sys/fs/cgroup/cgroup.controllers")) {
+    dirs.push_back("/sys/fs/cgroup/" + CgroupParent());
+  } else {
+    for (const auto& entry : std::filesystem::directory_iterator("/sys/fs/cgroup", ec)) {
+      std::string dir = entry.path().string() + "/" + CgroupParent();
+      if (std::filesystem::is_directory(dir, ec)) dirs.push_back(dir);
+    }
+  }
+  return dirs;
+}
+
+void TestDaemon::RemoveCgroups() const {
+  // The VMs' groups are empty once their QEMUs are gone (cgroup dirs are
+  // removed with rmdir, never recursively).
+  // A killed task leaves its cgroup a moment after it is gone from /proc:
+  // EBUSY is retried for a while.
+  auto remove = [](const std::string& path) {
+    for (int i = 0; i < 200 && rmdir(path.c_str()) != 0 && errno == EBUSY; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
+  std::error_code ec;
+  for (const std::string& dir : CgroupDirs()) {
+    for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+      if (entry.is_directory(ec)) remove(entry.path().string());
+    }
+    remove(dir);
+  }
+}
+
 absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
                                const std::string& config_toml) {
   if (auto s = SetUpNetwork(); !s.ok()) return s;
-  // `ip netns exec` execs the daemon in place: pid_ is the daemon's pid.
-  std::vector<std::string> args = {"/usr/bin/ip", "netns", "exec", netns_host_,
+  // nsenter execs the daemon in place: pid_ is the daemon's pid. (Not `ip
+  // netns exec`: it remounts /sys, which hides the cgroup hierarchy.)
+  std::vector<std::string> args = {"/usr/bin/nsenter", "--net=/run/netns/" + netns_host_, "--",
                                    SMOLVMD_BINARY,
+                                   "--cgroup-parent", CgroupParent(),
                                    "--uplink", "up0",
                                    "--subnet", kSubnet,
                                    "--dns", "none",

@@ -110,10 +110,15 @@ class TestDaemon {
                             std::optional<RunAs> as = std::nullopt,
                             const std::vector<std::string>& env = {}) const;
 
+  // The daemon's --cgroup-parent (one per test daemon) and its directories
+  // in the host's cgroup hierarchies.
+  std::string CgroupParent() const;
+  std::vector<std::string> CgroupDirs() const;
   // Pids of QEMU processes belonging to this daemon's VMs.
   std::vector<pid_t> QemuPids() const;
 
  private:
+  void RemoveCgroups() const;
   absl::Status SetUpNetwork();
   void TearDownNetwork();
 
