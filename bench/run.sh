@@ -18,5 +18,17 @@ case "$bench" in
     grep -o 'snapshot [^ ]*: created from .*' "$work/smolvmd.log" || true
     ;;
   exec) "$build_dir"/bench/exec_bench "$@" ;;
-  *) echo "usage: bench/run.sh restore|exec [ARGS]" >&2; exit 2 ;;
+  confinement)
+    # The same restore benchmark with confined VMMs (the default), then with
+    # --vmm-confinement=off (root QEMU, no jail, seccomp or cgroup), on fresh
+    # state each time.
+    echo "== confined (per-VM uid, namespaces, seccomp, cgroup)"
+    "$build_dir"/bench/restore_bench "$@"
+    private_daemon_kill
+    rm -rf "$work/state" "$work/run"
+    private_daemon_start --uplink none --vmm-confinement=off
+    echo "== unconfined (--vmm-confinement=off)"
+    "$build_dir"/bench/restore_bench "$@"
+    ;;
+  *) echo "usage: bench/run.sh restore|exec|confinement [ARGS]" >&2; exit 2 ;;
 esac

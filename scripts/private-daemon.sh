@@ -28,7 +28,7 @@ private_daemon_init() {
 private_daemon_start() {
   # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups.
   nsenter --net="/run/netns/$netns" -- "$build_dir"/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
-    --guest-kernel-dir "$kernel_dir" "$@" >"$work/smolvmd.log" 2>&1 &
+    --guest-kernel-dir "$kernel_dir" --cgroup-parent "$netns" "$@" >>"$work/smolvmd.log" 2>&1 &
   daemon_pid=$!
   for _ in $(seq 1 150); do
     "$build_dir"/client/smolvmctl vm list >/dev/null 2>&1 && return 0
@@ -40,14 +40,26 @@ private_daemon_start() {
   return 1
 }
 
-private_daemon_stop() {
-  set +e  # Clean up everything, whatever fails.
+# Ends the daemon and every VM it started (VMs outlive their daemon by
+# design; these are ours, found by our dir), and removes their cgroups.
+private_daemon_kill() {
   if [ -n "$daemon_pid" ]; then
     kill -TERM "$daemon_pid" 2>/dev/null
     wait "$daemon_pid" 2>/dev/null
+    daemon_pid=""
   fi
-  # VMs outlive their daemon by design; these are ours, found by our dir.
   for pid in $(pgrep -f "qemu-system.*$work/"); do kill -9 "$pid" 2>/dev/null; done
+  for _ in $(seq 1 50); do pgrep -f "qemu-system.*$work/" >/dev/null || break; sleep 0.1; done
+  for group in /sys/fs/cgroup/*/"$netns" /sys/fs/cgroup/"$netns"; do
+    [ -d "$group" ] || continue
+    for vm in "$group"/*/; do [ -d "$vm" ] && rmdir "$vm" 2>/dev/null; done
+    rmdir "$group" 2>/dev/null
+  done
+}
+
+private_daemon_stop() {
+  set +e  # Clean up everything, whatever fails.
+  private_daemon_kill
   if declare -F private_daemon_on_stop >/dev/null; then private_daemon_on_stop; fi
   ip netns del "$netns" 2>/dev/null
   rm -rf "$work"

@@ -1,5 +1,6 @@
 // Snapshot and restore: VmManager's half that deals with lib/snapshot.
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "absl/cleanup/cleanup.h"
@@ -198,6 +199,13 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   } else {
     SMOLVM_RETURN_IF_ERROR(
         CreateSparseFile(tmp.mem, static_cast<uint64_t>(vm.config.memory_mib) << 20));
+  }
+  // Every clone's VMM (each its own uid) opens mem.bin read-write for its
+  // private mapping (QEMU 7.2); the root-only state dir and the jails keep
+  // everyone else out (docs/decisions.md). Set before the stamps are taken,
+  // so restores do not see a changed file.
+  if (chmod(tmp.mem.c_str(), 0666) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("chmod ", tmp.mem));
   }
   // Copied while the source is still paused, so disk and RAM agree.
   SMOLVM_RETURN_IF_ERROR(SparseCopyFile(VmDiskPath(vm_id), tmp.disk));

@@ -16,6 +16,7 @@
 #include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "spdlog/spdlog.h"
 #include "lib/base/file_util.h"
@@ -179,6 +180,16 @@ absl::StatusOr<std::unique_ptr<QemuHypervisor>> QemuHypervisor::Create(
           "cannot find ", settings.binary, " in PATH: pass an absolute --qemu-binary"));
     }
     SMOLVM_RETURN_IF_ERROR(MakeDirs(settings.jail_mount_point, 0700));
+    struct stat kvm;
+    if (settings.accelerator == "kvm" && stat("/dev/kvm", &kvm) == 0 &&
+        (kvm.st_mode & 0006) != 0006 && ((kvm.st_mode & 0060) != 0060 || kvm.st_gid == 0)) {
+      // A confined VMM gets the device's group and nothing more.
+      return absl::FailedPreconditionError(absl::StrCat(
+          "/dev/kvm is mode ", absl::StrFormat("%04o", kvm.st_mode & 0777), " owned by gid ",
+          kvm.st_gid,
+          ": confined VMMs need it group read-write (Debian's udev rule makes it 0660 "
+          "root:kvm: `chgrp kvm /dev/kvm && chmod 0660 /dev/kvm`), or use --accelerator tcg"));
+    }
     SMOLVM_ASSIGN_OR_RETURN(cgroups,
                             VmCgroups::Open(settings.cgroup_fs_root, settings.cgroup_parent));
   }
@@ -255,7 +266,10 @@ absl::StatusOr<int64_t> QemuHypervisor::StartConfined(const LaunchSpec& spec) {
     // mapping (the read-only fallback came in 8.2), so each clone's uid must
     // be able to open it for writing: it is mode 0666 under the root-only
     // state dir, and only the jails of that snapshot's clones can reach it.
-    if (chmod(spec.mem_path.c_str(), 0666) != 0) {
+    // (Snapshots are created so; only older ones are changed here, once.)
+    struct stat mem;
+    if (stat(spec.mem_path.c_str(), &mem) != 0 ||
+        ((mem.st_mode & 0777) != 0666 && chmod(spec.mem_path.c_str(), 0666) != 0)) {
       return absl::ErrnoToStatus(errno, absl::StrCat("chmod ", spec.mem_path));
     }
     mounts.push_back({spec.mem_path, true});
@@ -288,6 +302,11 @@ absl::StatusOr<int64_t> QemuHypervisor::StartConfined(const LaunchSpec& spec) {
   jail.mount_point = settings_.jail_mount_point;
   jail.mounts = std::move(mounts);
   jail.uid = jail.gid = uid;
+  if (struct stat kvm; settings_.accelerator == "kvm" && stat("/dev/kvm", &kvm) == 0 &&
+                       kvm.st_gid != 0) {
+    // /dev/kvm is usually 0660 root:kvm: the VMM needs that group, no other.
+    jail.groups.push_back(kvm.st_gid);
+  }
   jail.cgroup_procs = groups.procs_files;
   if (tap.valid()) jail.pass_fds.push_back(tap.get());  // Becomes kTapFdInVmm.
   jail.output_fd = log.get();
@@ -371,8 +390,16 @@ void QemuHypervisor::EndStrayProcess(const std::string& vm_id,
                                      const std::string& run_dir) {
   auto text = ReadFileToString(PidFilePath(run_dir), 64);
   int64_t pid = 0;
-  if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid)) return;
-  if (IsQemuOf(pid, vm_id)) kill(static_cast<pid_t>(pid), SIGKILL);
+  if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid) &&
+      IsQemuOf(pid, vm_id)) {
+    kill(static_cast<pid_t>(pid), SIGKILL);
+    for (int i = 0; i < 500 && IsQemuOf(pid, vm_id); ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  }
+  // The group of a VMM that is gone (it died, or the daemon was killed
+  // before it removed it).
+  if (cgroups_) (void)cgroups_->Remove(vm_id);
 }
 
 }  // namespace smolvm::vmm

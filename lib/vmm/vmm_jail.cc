@@ -250,7 +250,9 @@ absl::StatusOr<pid_t> SpawnJailed(const JailSpec& spec) {
         ChildFail(ef, "drop capability bounding set", errno);
       }
     }
-    if (setgroups(0, nullptr) != 0) ChildFail(ef, "setgroups", errno);
+    if (setgroups(spec.groups.size(), spec.groups.data()) != 0) {
+      ChildFail(ef, "setgroups", errno);
+    }
     if (setresgid(spec.gid, spec.gid, spec.gid) != 0) ChildFail(ef, "setresgid", errno);
     // All uids non-zero: the kernel clears every capability.
     if (setresuid(spec.uid, spec.uid, spec.uid) != 0) ChildFail(ef, "setresuid", errno);

@@ -47,6 +47,8 @@ struct JailSpec {
   std::vector<JailMount> mounts;  // Files or directories.
   uint32_t uid = 0;
   uint32_t gid = 0;
+  // Supplementary groups (e.g. the group of /dev/kvm); usually none.
+  std::vector<gid_t> groups;
   // cgroup.procs files the child joins (writes "0") before exec.
   std::vector<std::string> cgroup_procs;
   // Descriptors the VMM inherits, renumbered 3, 4, ... in this order; every

@@ -38,6 +38,7 @@ import argparse
 import ctypes
 import datetime
 import importlib
+import glob
 import os
 import shutil
 import signal
@@ -206,6 +207,9 @@ class Daemon:
                 "--guest-kernel-dir", kernel_dir,
                 "--guest-recipe-dir", guest_dir,
                 "--accelerator", "auto", "--log-level", "debug"]
+        # The VMs' cgroups go under a parent of this run, removed by stop().
+        self.cgroup_parent = "smolvm-pytest-" + os.path.basename(tmp)
+        args += ["--cgroup-parent", self.cgroup_parent]
         if use_netns:
             # unshare(1) execs the daemon in its own process, so the pid we hold
             # is smolvmd's.
@@ -239,7 +243,22 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         self.logf.close()
+        self.remove_cgroups()
         return self.proc.returncode
+
+    def remove_cgroups(self):
+        """rmdir the (empty) groups of this run's VMs and their parent."""
+        for parent in glob.glob(f"/sys/fs/cgroup/*/{self.cgroup_parent}") + \
+                glob.glob(f"/sys/fs/cgroup/{self.cgroup_parent}"):
+            for group in glob.glob(os.path.join(parent, "*/")) + [parent]:
+                for _ in range(100):
+                    try:
+                        os.rmdir(group)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.02)
 
 
 def wait_ready(daemon, channel, m, deadline_s=120):
