@@ -320,8 +320,8 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
                "How many uids from --vmm-uid-base (the most VMs that can exist)")
       ->check(CLI::Range(int64_t{1}, int64_t{1} << 24));
   flags.Option(app, "--cgroup-parent", Field(&DaemonConfig::cgroup_parent),
-               "cgroup of the VMs' groups (default: smolvm on cgroup v1, the daemon's "
-               "delegated cgroup on v2)");
+               "cgroup under which each VM gets its group (default smolvm; \"\" = the "
+               "daemon's delegated cgroup on v2)");
   flags.Option(app, "--vmm-memory-overhead-mib", Field(&DaemonConfig::vmm_memory_overhead_mib),
                "A VM's cgroup memory limit is its RAM plus this much")
       ->check(CLI::Range(int64_t{0}, int64_t{1} << 20));

@@ -56,9 +56,12 @@ struct DaemonConfig {
   // VM. The default is in the range systemd leaves unused (docs/decisions.md).
   int64_t vmm_uid_base = 1879048192;
   int64_t vmm_uid_count = 65536;
-  // cgroup parent of the VMs' groups: "" = "smolvm" on cgroup v1, the
-  // daemon's delegated cgroup on v2.
-  std::string cgroup_parent;
+  // cgroup parent of the VMs' groups, below the hierarchy's root (v1: in each
+  // controller): "smolvm". Outside the daemon's own unit, so that restarting
+  // the unit on v2 never meets a cgroup with controllers enabled (systemd 252
+  // cannot start a unit there). "" = the daemon's delegated cgroup on v2
+  // (needs systemd >= 254's DelegateSubgroup=daemon to restart with VMs).
+  std::string cgroup_parent = "smolvm";
   // Each VM's cgroup memory limit is its RAM plus this much for QEMU.
   int64_t vmm_memory_overhead_mib = 256;
   int64_t vmm_pids_max = 512;

@@ -236,6 +236,31 @@ TEST(ConfigFileTest, FromFile) {
 }
 
 
+TEST(ConfigFileTest, VmmTableSetsConfinement) {
+  DaemonConfig c;
+  ASSERT_THAT(Apply(R"(
+[vmm]
+confinement = "off"
+uid_base = 2000000000
+uid_count = 10
+cgroup_parent = "smolvm-ci"
+memory_overhead_mib = 32
+pids_max = 64
+)", c), IsOk());
+  EXPECT_EQ(c.vmm_confinement, "off");
+  EXPECT_EQ(c.vmm_uid_base, 2000000000);
+  EXPECT_EQ(c.vmm_uid_count, 10);
+  EXPECT_EQ(c.cgroup_parent, "smolvm-ci");
+  EXPECT_EQ(c.vmm_memory_overhead_mib, 32);
+  EXPECT_EQ(c.vmm_pids_max, 64);
+  DaemonConfig d;
+  EXPECT_EQ(d.cgroup_parent, "smolvm");
+  EXPECT_THAT(Apply("[vmm]\nconfinement = \"maybe\"\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument, "confinement"));
+  EXPECT_THAT(Apply("[vmm]\nuid_base = 0\n", d),
+              StatusIs(absl::StatusCode::kInvalidArgument, "uid_base"));
+}
+
 // The example shipped beside the systemd unit always parses.
 TEST(ConfigFileTest, ShippedExampleParses) {
   DaemonConfig config;

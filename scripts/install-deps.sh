@@ -11,6 +11,7 @@ PACKAGES=(
   libgtest-dev libgmock-dev grpc-proto python3-grpcio
   qemu-system-x86 busybox-static e2fsprogs cpio gzip kmod
   iproute2 nftables iptables
+  systemd
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -212,7 +212,7 @@ done
 if [ -n "$missing" ]; then
   fail "SystemCallFilter no longer allows:$missing"
 else
-  echo "ok: SystemCallFilter allows all $(echo $measured | wc -w) measured system calls"
+  echo "ok: SystemCallFilter allows all $(echo "$measured" | wc -w) measured system calls"
 fi
 
 if [ "$failures" -gt 0 ]; then

@@ -28,8 +28,8 @@ struct QemuSettings {
   // An empty directory the jail's root is mounted on (in the VMM's own
   // mount namespace only).
   std::string jail_mount_point;
-  // cgroup filesystem and the parent group of the VMs' groups ("" = auto:
-  // "smolvm" on v1, the daemon's delegated cgroup on v2).
+  // cgroup filesystem and the parent group of the VMs' groups ("" = "smolvm"
+  // on v1, the daemon's delegated cgroup on v2; see vm_cgroups.h).
   std::string cgroup_fs_root = "/sys/fs/cgroup";
   std::string cgroup_parent;
   // memory limit = guest RAM + this (QEMU itself, its TCG translation cache,
