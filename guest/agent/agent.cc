@@ -108,7 +108,12 @@ void Agent::Dispatch(Frame* frame) {
     case Frame::kExecCancel: {
       std::lock_guard<std::mutex> lock(ops_mu_);
       auto it = ops_.find(frame->exec_cancel().id());
-      if (it != ops_.end() && it->second->kind == Kind::kExec) it->second->input.Cancel();
+      // An exec's process group is killed; an upload is abandoned (its temp
+      // file removed, nothing committed).
+      if (it != ops_.end() && (it->second->kind == Kind::kExec ||
+                               it->second->kind == Kind::kUpload)) {
+        it->second->input.Cancel();
+      }
       break;
     }
     case Frame::kFileWriteStart:

@@ -684,6 +684,19 @@ TEST(AgentTest, UnfinishedUploadIsCancelledAtEndOfStream) {
   EXPECT_TRUE(ListDir(dir.path()).empty());
 }
 
+TEST(AgentTest, ACancelledUploadCommitsNothing) {
+  AgentProcess agent;
+  TempDir dir;
+  StartUpload(agent, 1, dir.path() + "/partial", 0, false, false);
+  SendFileData(agent, 1, "some", false);
+  v1::Frame cancel;
+  cancel.mutable_exec_cancel()->set_id(1);
+  agent.Send(cancel);
+  v1::OpResult r = WaitResult(agent, 1);
+  EXPECT_NE(r.error().find("cancelled"), std::string::npos) << r.error();
+  EXPECT_TRUE(ListDir(dir.path()).empty());
+}
+
 TEST(AgentTest, AddEntropy) {
   if (geteuid() != 0) GTEST_SKIP() << "RNDADDENTROPY needs root";
   AgentProcess agent;

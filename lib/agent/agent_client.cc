@@ -529,13 +529,12 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
     auto chunk = next_chunk();
     if (!chunk.ok()) {
       // The caller gave up (e.g. CANCELLED): free the queue now, then tell
-      // the agent the upload ended so it drops its temp file; the caller's
-      // error wins.
+      // the agent to abandon the upload (never an eof, which would commit
+      // the partial file); the caller's error wins.
       Unregister(id);
-      v1::Frame end;
-      end.mutable_file_data()->set_id(id);
-      end.mutable_file_data()->set_eof(true);
-      (void)Send(end, deadline);
+      v1::Frame cancel;
+      cancel.mutable_exec_cancel()->set_id(id);
+      (void)Send(cancel, deadline);
       return chunk.status();
     }
     // Split caller chunks to the protocol's chunk size.

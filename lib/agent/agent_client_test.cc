@@ -560,9 +560,12 @@ TEST(AgentClientTest, DroppingAnExecFreesItsQueueAtOnce) {
   EXPECT_LE(client->peak_queued_bytes(), kMaxQueuedBytes);
 }
 
-TEST(AgentClientTest, ACancelledUploadFreesItsQueue) {
-  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
-    if (frame.has_file_data()) {
+TEST(AgentClientTest, ACancelledUploadFreesItsQueueAndIsAbandonedNotCommitted) {
+  std::atomic<bool> saw_eof{false}, saw_cancel{false};
+  FakeAgent fake([&](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_file_data() && frame.file_data().eof()) saw_eof = true;
+    if (frame.has_exec_cancel()) saw_cancel = true;
+    if (frame.has_file_data() && !frame.file_data().eof()) {
       // A while after the first data, something unasked-for under the
       // bound: it stays queued until the upload drains it.
       absl::SleepFor(absl::Milliseconds(200));
@@ -585,6 +588,10 @@ TEST(AgentClientTest, ACancelledUploadFreesItsQueue) {
               StatusIs(absl::StatusCode::kCancelled));
   EXPECT_EQ(client->queued_bytes(), 0u);
   EXPECT_TRUE(client->healthy());
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (!saw_cancel && absl::Now() < until) absl::SleepFor(absl::Milliseconds(5));
+  EXPECT_TRUE(saw_cancel) << "the agent was not told to abandon the upload";
+  EXPECT_FALSE(saw_eof) << "an eof would make the agent commit the partial file";
 }
 
 TEST(AgentClientTest, AHostileGuestNeverExceedsTheConnectionBound) {
