@@ -14,6 +14,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "absl/strings/str_split.h"
 #include "daemon/caller_resolver.h"
 #include "daemon/config.h"
@@ -144,7 +146,19 @@ int Run(int argc, char** argv) {
   // One daemon per state dir: two would fight over the same VMs.
   std::string lock_path = JoinPath(config.state_dir, "smolvmd.lock");
   UniqueFd lock_fd(open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
-  if (!lock_fd.valid() || flock(lock_fd.get(), LOCK_EX | LOCK_NB) != 0) {
+  if (!lock_fd.valid()) return Fail("open " + lock_path, absl::ErrnoToStatus(errno, "open"));
+  // A daemon that was just killed (systemd restarting it) releases the lock
+  // only once its last thread has left the kernel: wait a bounded while.
+  constexpr absl::Duration kLockWait = absl::Seconds(10);
+  absl::Time lock_deadline = absl::Now() + kLockWait;
+  bool locked = false, told = false;
+  while (!(locked = flock(lock_fd.get(), LOCK_EX | LOCK_NB) == 0) && absl::Now() < lock_deadline) {
+    if (!told) spdlog::info("waiting up to {} for the lock on {}", absl::FormatDuration(kLockWait),
+                            lock_path);
+    told = true;
+    absl::SleepFor(absl::Milliseconds(50));
+  }
+  if (!locked) {
     return Fail("lock " + lock_path,
                 absl::FailedPreconditionError(
                     "another smolvmd is using this state dir; stop it or pass --state-dir"));

@@ -22,6 +22,20 @@ absl::Status Errno(const std::string& what) { return absl::ErrnoToStatus(errno, 
 
 }  // namespace
 
+bool AnswersOn(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return false;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0));
+  if (!fd.valid()) return false;
+  // A Unix connect does not wait for accept(): it succeeds as soon as the
+  // listener's backlog has room, or fails with ECONNREFUSED (no listener:
+  // a stale socket), ENOENT, or EAGAIN (a full backlog: someone is there).
+  if (connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0) return true;
+  return errno == EAGAIN;
+}
+
 UnixListener::UnixListener(std::string path, UniqueFd fd, UniqueFd wake)
     : path_(std::move(path)), fd_(std::move(fd)), wake_(std::move(wake)) {}
 
@@ -57,6 +71,14 @@ absl::StatusOr<std::unique_ptr<UnixListener>> UnixListener::Create(const std::st
     cleanup();
     return s;
   }
+  // A socket some live process (another smolvmd) still answers on is never
+  // taken over: its clients and VMs would be cut off from it.
+  if (AnswersOn(path)) {
+    cleanup();
+    return absl::FailedPreconditionError(absl::StrCat(
+        "another process (another smolvmd?) is serving on ", path,
+        "; stop it, or give this daemon its own --socket (and --state-dir)"));
+  }
   // rename() replaces a stale socket of a previous run atomically.
   if (rename(staged.c_str(), path.c_str()) != 0) {
     absl::Status s = Errno("rename the socket to " + path);
@@ -64,14 +86,25 @@ absl::StatusOr<std::unique_ptr<UnixListener>> UnixListener::Create(const std::st
     return s;
   }
   cleanup();
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return Errno("stat " + path);
   UniqueFd wake(eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (!wake.valid()) return Errno("eventfd");
-  return std::unique_ptr<UnixListener>(new UnixListener(path, std::move(fd), std::move(wake)));
+  auto listener =
+      std::unique_ptr<UnixListener>(new UnixListener(path, std::move(fd), std::move(wake)));
+  listener->dev_ = st.st_dev;
+  listener->ino_ = st.st_ino;
+  return listener;
 }
 
 UnixListener::~UnixListener() {
   Stop();
-  unlink(path_.c_str());
+  // Only our own socket: if another daemon has since bound this path, its
+  // socket stays.
+  struct stat st;
+  if (stat(path_.c_str(), &st) == 0 && st.st_dev == dev_ && st.st_ino == ino_) {
+    unlink(path_.c_str());
+  }
 }
 
 void UnixListener::Serve(grpc::Server* server) {

@@ -22,13 +22,17 @@
 
 namespace smolvm::daemon {
 
+// True if a process accepts connections on the Unix socket `path`.
+bool AnswersOn(const std::string& path);
+
 class UnixListener {
  public:
   // Binds and listens on `path` (replacing a stale socket there) for
-  // members of `group` (and root).
+  // members of `group` (and root). FAILED_PRECONDITION if a live process
+  // answers on `path` (another smolvmd): it is never taken over.
   static absl::StatusOr<std::unique_ptr<UnixListener>> Create(const std::string& path,
                                                               gid_t group);
-  ~UnixListener();  // Stop()s, and removes the socket.
+  ~UnixListener();  // Stop()s, and removes the socket if `path` is still ours.
   UnixListener(const UnixListener&) = delete;
   UnixListener& operator=(const UnixListener&) = delete;
 
@@ -45,6 +49,8 @@ class UnixListener {
   void AcceptLoop(grpc::Server* server);
 
   const std::string path_;
+  dev_t dev_ = 0;  // The socket file we created (see the destructor).
+  ino_t ino_ = 0;
   UniqueFd fd_;
   UniqueFd wake_;  // eventfd that ends the accept loop.
   std::thread thread_;

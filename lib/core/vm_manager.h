@@ -321,6 +321,9 @@ class VmManager {
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<VmSlot>> slots_ ABSL_GUARDED_BY(mu_);
+  // Snapshot ids whose CreateSnapshot is under way: a second create of the
+  // same id (on any VM) is ALREADY_EXISTS at once instead of racing it.
+  std::set<std::string> creating_snapshots_ ABSL_GUARDED_BY(mu_);
   // Readers: snapshot create/restore; writer: snapshot delete.
   absl::Mutex snapshot_files_mu_;
   QuotaLedger quota_;

@@ -3,6 +3,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdlib>
+
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
 #include "lib/base/file_util.h"
@@ -140,6 +142,24 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   if (snapshot_id.empty()) snapshot_id = GenerateId("snap");
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  // The id first, before any state is looked at, so that a retried create
+  // is ALREADY_EXISTS whatever became of its VM, and two creates of one id
+  // never run at once.
+  {
+    absl::MutexLock lock(&mu_);
+    if (!creating_snapshots_.insert(snapshot_id).second) {
+      return absl::AlreadyExistsError(absl::StrCat("snapshot \"", snapshot_id,
+                                                   "\" is being created by another call"));
+    }
+  }
+  absl::Cleanup release_id = [this, &snapshot_id] {
+    absl::MutexLock lock(&mu_);
+    creating_snapshots_.erase(snapshot_id);
+  };
+  if (auto existing = store_->GetSnapshot(snapshot_id); existing.ok()) {
+    return absl::AlreadyExistsError(absl::StrCat("snapshot \"", snapshot_id,
+                                                 "\" already exists"));
+  }
   absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
@@ -156,10 +176,6 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
     return absl::FailedPreconditionError(absl::StrCat(
         "snapshot vm ", vm_id, ": it has not run since its last snapshot, which "
         "already holds this state; resume the vm first, or restore that snapshot"));
-  }
-  if (auto existing = store_->GetSnapshot(snapshot_id); existing.ok()) {
-    return absl::AlreadyExistsError(absl::StrCat("snapshot \"", snapshot_id,
-                                                 "\" already exists"));
   }
   // The snapshot belongs to its creator; its size is estimated by what it
   // will copy (touched RAM and disk) and recorded exactly once written.
@@ -184,14 +200,19 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   if (was_running) SMOLVM_RETURN_IF_ERROR(slot->instance->Pause());
   // On any failure below: drop the partial files and give the VM back in
   // the state it had.
-  auto tmp = snapshot::PathsIn(JoinPath(
-      snapshots_dir, absl::StrCat(snapshot::kTempPrefix, snapshot_id, "-", getpid())));
+  // A temp dir of this call only (mkdtemp), never shared with another.
+  std::string tmp_template =
+      JoinPath(snapshots_dir, absl::StrCat(snapshot::kTempPrefix, snapshot_id, "-XXXXXX"));
+  if (mkdtemp(tmp_template.data()) == nullptr) {
+    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("create ", tmp_template));
+    if (was_running) (void)slot->instance->Resume();
+    return s;
+  }
+  auto tmp = snapshot::PathsIn(tmp_template);
   auto undo = absl::MakeCleanup([&] {
     (void)RemoveTree(tmp.dir);
     if (was_running) (void)slot->instance->Resume();
   });
-  (void)RemoveTree(tmp.dir);
-  SMOLVM_RETURN_IF_ERROR(MakeDirs(tmp.dir));
   SMOLVM_RETURN_IF_ERROR(slot->instance->SaveDeviceState(tmp.vmstate));
   absl::Time t_state = absl::Now();
   if (ram_shared) {

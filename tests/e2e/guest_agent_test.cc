@@ -209,24 +209,17 @@ TEST_F(GuestAgentTest, FileRoundTripsWithChecksumsAndMode) {
 }
 
 TEST_F(GuestAgentTest, GarbageFromTheGuestDoesNotHurtTheDaemon) {
-  // A guest program floods binary garbage on stdout and tries to write
-  // garbage into the agent's own port; the daemon stays up and the VM's
-  // agent (after a reconnect, if the stream was corrupted) keeps working.
+  // A guest program floods binary garbage on stdout: it arrives intact
+  // and the daemon and the agent carry on. (A guest that takes over the
+  // agent's own port and floods it is in confinement_test: the agent must be
+  // killed first, the kernel lets one process hold the port.)
   RunOptions opts;
   opts.timeout = absl::Seconds(30);
-  auto flood = vm_->run("head -c 8000000 /dev/urandom; "
-                        "for p in /dev/vport*; do head -c 200000 /dev/urandom > $p; done; true",
-                        opts);
-  // The flood exec itself may be cut off if the garbage reached the port.
-  if (flood.ok()) {
-    EXPECT_GE(flood->stdout_text.size(), 8000000u);
-  }
-  absl::StatusOr<CommandResult> alive;
-  for (int i = 0; i < 3; ++i) {
-    alive = vm_->run("echo alive");
-    if (alive.ok()) break;
-    std::this_thread::sleep_for(std::chrono::seconds(2));
-  }
+  auto flood = vm_->run("head -c 8000000 /dev/urandom", opts);
+  ASSERT_TRUE(flood.ok()) << flood.status();
+  EXPECT_EQ(flood->exit_code, 0) << flood->stderr_text;
+  EXPECT_EQ(flood->stdout_text.size(), 8000000u);
+  auto alive = vm_->run("echo alive");
   ASSERT_TRUE(alive.ok()) << alive.status() << daemon_->DaemonLog();
   EXPECT_EQ(alive->stdout_text, "alive\n");
   EXPECT_TRUE(daemon_->running());

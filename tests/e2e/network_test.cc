@@ -5,12 +5,17 @@
 // is widened to 0.0.0.0 here (the default is 127.0.0.1 only) to test
 // forwards reached from outside the host; network_policy_test.cc covers the
 // default policies.
+#include <signal.h>
+
 #include <algorithm>
 #include <set>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
 #include "client/connection.h"
 #include "client/smolvm.h"
 #include "gtest/gtest.h"
@@ -107,14 +112,37 @@ TEST_F(NetworkTest, TopologyIsolationForwardsPoliciesRestoreAndClones) {
 
   // --- Isolation: not another VM, not the host's own addresses.
   const std::string off_ip = closed->info().network().guest_ip();
-  auto listener = closed->run("nc -l -p 7000 -e true >/dev/null 2>&1 & sleep 0.2");
-  ASSERT_TRUE(listener.ok());
+  // A listener that stays up (busybox httpd; Debian's busybox nc has no -k),
+  // proven reachable from inside its own VM before the negative checks.
+  auto listener = closed->run("mkdir -p /tmp/www && httpd -p 7000 -h /tmp/www");
+  ASSERT_TRUE(listener.ok() && listener->exit_code == 0);
+  ASSERT_TRUE(Connects(*closed, "127.0.0.1", 7000)) << "positive control: the listener is down";
   EXPECT_FALSE(Connects(*open, off_ip, 7000));
   auto ping = open->run(absl::StrCat("ping -c 1 -W 2 ", off_ip));
   ASSERT_TRUE(ping.ok());
   EXPECT_NE(ping->exit_code, 0) << "a VM reached another VM";
-  daemon_->InNetns(daemon_->NetnsHost(),
-                   "busybox nc -lk -p 9000 -e true >/dev/null 2>&1 & echo started");
+  // A host listener on every address of the host namespace (ended below,
+  // by pid), reachable from the host itself on both addresses.
+  // (httpd exits at once if its -h dir is missing; an empty one in the
+  // test's own dir, removed with it.)
+  const std::string www = daemon_->run_dir() + "/../host-www";
+  auto host_listener = daemon_->InNetns(
+      daemon_->NetnsHost(),
+      absl::StrCat("mkdir -p ", www, " && { busybox httpd -f -p 9000 -h ", www,
+                   " >/dev/null 2>&1 & echo $!; }"));
+  pid_t host_listener_pid = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(absl::StripAsciiWhitespace(host_listener.second),
+                               &host_listener_pid))
+      << host_listener.second;
+  absl::Cleanup end_listener = [host_listener_pid] { kill(host_listener_pid, SIGKILL); };
+  for (const std::string ip : {"10.123.0.1", TestDaemon::kHostUplinkIp}) {
+    auto control = daemon_->InNetns(
+        daemon_->NetnsHost(),
+        absl::StrCat("for i in 1 2 3 4 5 6 7 8 9 10; do echo | timeout 2 busybox nc ", ip,
+                     " 9000 >/dev/null 2>&1 && echo connected && break; sleep 0.2; done"));
+    ASSERT_TRUE(absl::StrContains(control.second, "connected"))
+        << "positive control: the host listener on " << ip << " is down";
+  }
   EXPECT_FALSE(Connects(*open, "10.123.0.1", 9000)) << "a VM reached the bridge address";
   EXPECT_FALSE(Connects(*open, TestDaemon::kHostUplinkIp, 9000)) << "a VM reached the host";
 
