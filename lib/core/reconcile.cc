@@ -35,7 +35,24 @@ absl::Status VmManager::Reconcile() {
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
   std::set<std::string> known;
   int adopted = 0, lost = 0;
+  std::set<std::string> rolled_back;
   for (VmRecord& vm : vms) {
+    // A create or a restore into a new VM that the previous daemon did not
+    // finish: the row exists (it reserved the id) but the operation never
+    // completed. A create's disk is renamed into place as its last step, a
+    // restore never leaves a VM CREATED. Undo it: row, address (below, as
+    // for a vanished VM), TAP, files, cgroup.
+    if (vm.state == VmState::kCreated &&
+        (!vm.restored_from.empty() || !PathExists(VmDiskPath(vm.vm_id)))) {
+      spdlog::warn("vm {}: rolling back an interrupted {}", vm.vm_id,
+                   vm.restored_from.empty() ? "create" : "restore of " + vm.restored_from);
+      hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
+      (void)RemoveTree(VmRunDir(vm.vm_id));
+      (void)RemoveTree(VmDir(vm.vm_id));
+      SMOLVM_RETURN_IF_ERROR(store_->DeleteVm(vm.vm_id));
+      rolled_back.insert(vm.vm_id);
+      continue;
+    }
     known.insert(vm.vm_id);
     auto slot = SlotFor(vm.vm_id);
     absl::MutexLock lock(&slot->mu);
@@ -62,11 +79,23 @@ absl::Status VmManager::Reconcile() {
       continue;
     }
     slot->instance = *std::move(instance);
-    // Trust the VMM over the store for running vs paused (a crash may have
-    // come between a QMP stop/cont and the store update).
+    // A crash may have come between a QMP stop/cont and the store update.
+    // The store records the last completed operation: a VM it says is
+    // running but whose vCPUs are stopped was paused by an operation that
+    // never finished (a snapshot, a pause nobody was told of) and is
+    // continued; one it says is paused but runs keeps running (a resume
+    // that got as far as QEMU).
     if (auto run_state = slot->instance->QueryRunState(); run_state.ok()) {
       VmState actual = *run_state == "running" ? VmState::kRunning : VmState::kPaused;
-      if (actual != vm.state) {
+      if (vm.state == VmState::kRunning && actual == VmState::kPaused) {
+        spdlog::warn("vm {}: continuing it: an interrupted operation left it paused ({})",
+                     vm.vm_id, *run_state);
+        if (auto s = slot->instance->Resume(); !s.ok()) {
+          spdlog::warn("vm {}: continue failed: {}", vm.vm_id, std::string(s.message()));
+          vm.state = VmState::kPaused;
+          SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+        }
+      } else if (actual != vm.state) {
         vm.state = actual;
         SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
       }
@@ -126,6 +155,7 @@ absl::Status VmManager::Reconcile() {
     (void)RemoveTree(path);
   }
 
+  std::erase_if(vms, [&](const VmRecord& vm) { return rolled_back.count(vm.vm_id) > 0; });
   ReconcileNetwork(vms);
   spdlog::info("reconciled: {} vms ({} re-attached, {} lost), {} snapshots", vms.size(),
                adopted, lost, snaps.size());

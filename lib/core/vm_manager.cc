@@ -6,6 +6,7 @@
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
 #include "lib/net/port_probe.h"
@@ -182,6 +183,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   // The row reserves the id (ALREADY_EXISTS for a duplicate) before any file
   // is touched; the guard undoes both if a later step fails.
   SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
+  CrashPoint("create.row_inserted");
   auto undo = absl::MakeCleanup([&] {
     (void)RemoveTree(VmDir(id));
     (void)store_->DeleteVm(id);
@@ -195,8 +197,15 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
     SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   }
   SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(id)));
-  absl::Status copied = rootfs.valid() ? SparseCopyFromFd(rootfs.get(), VmDiskPath(id))
-                                       : SparseCopyFile(config.rootfs_path, VmDiskPath(id));
+  // Copied under a temp name and renamed into place: a VM whose disk.ext4
+  // exists has all of it (Reconcile rolls back a CREATED VM without one).
+  const std::string staged = VmDiskPath(id) + ".creating";
+  absl::Status copied = rootfs.valid() ? SparseCopyFromFd(rootfs.get(), staged)
+                                       : SparseCopyFile(config.rootfs_path, staged);
+  if (copied.ok()) CrashPoint("create.disk_copied");
+  if (copied.ok() && rename(staged.c_str(), VmDiskPath(id).c_str()) != 0) {
+    copied = absl::ErrnoToStatus(errno, absl::StrCat("rename ", staged));
+  }
   if (auto s = copied; !s.ok()) {
     if (absl::IsResourceExhausted(s) || s.message().find("No space") != std::string::npos) {
       return absl::ResourceExhaustedError(absl::StrCat("copy root disk for vm ", id, ": ",

@@ -7,6 +7,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
 #include "lib/base/unique_fd.h"
@@ -248,6 +249,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
 
   const std::string final_dir = SnapshotDir(snapshot_id);
   SMOLVM_RETURN_IF_ERROR(snapshot::PublishDir(tmp, final_dir));
+  CrashPoint("snapshot.published");
   auto paths = snapshot::PathsIn(final_dir);
   SnapshotRecord snap;
   snap.snapshot_id = snapshot_id;
@@ -398,6 +400,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   if (!existing.ok()) {
     vm.created_at = vm.updated_at = absl::Now();
     SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
+    CrashPoint("restore.row_inserted");
   }
   // Until the end, failures restore the previous situation: a new VM
   // disappears (address released), an existing one keeps its record and
@@ -480,6 +483,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   // before the restored guest runs a single instruction.
   SMOLVM_RETURN_IF_ERROR(PlugNetwork(vm));
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
+  CrashPoint("restore.vmm_started");
   // A clone must not be handed out with its snapshot's clock and random
   // state: a running restore is fixed up now, a paused one when resumed.
   slot.needs_readdress = !own_identity;

@@ -95,6 +95,17 @@ TEST(CrashRecovery, RestartAfterSigkillReconcilesEverything) {
   auto victim_handle = SmolVM::attach("victim", opts);
   ASSERT_TRUE(victim_handle.ok());
   EXPECT_TRUE(victim_handle->close().ok());
+  // The re-adopted VM answers Exec, and the kept snapshot really restores
+  // (into a fresh clone that runs commands).
+  auto answer = handle->run("echo adopted");
+  ASSERT_TRUE(answer.ok()) << answer.status();
+  EXPECT_EQ(answer->stdout_text, "adopted\n");
+  auto restored = SmolVM::from_snapshot("kept", true, "revived", opts);
+  ASSERT_TRUE(restored.ok()) << restored.status() << daemon.DaemonLog();
+  auto revived_answer = restored->run("echo revived");
+  ASSERT_TRUE(revived_answer.ok()) << revived_answer.status();
+  EXPECT_EQ(revived_answer->stdout_text, "revived\n");
+  EXPECT_TRUE(restored->close().ok());
   EXPECT_TRUE(handle->close().ok());
   EXPECT_TRUE(daemon.QemuPids().empty());
 }
