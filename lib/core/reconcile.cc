@@ -79,6 +79,9 @@ absl::Status VmManager::Reconcile() {
       continue;
     }
     slot->instance = *std::move(instance);
+    // A VM restored PAUSED keeps what its resume must still do.
+    slot->needs_fixup = !vm.pending_fixup.empty();
+    slot->needs_readdress = vm.pending_fixup == kFixupReaddress;
     // A crash may have come between a QMP stop/cont and the store update.
     // The store records the last completed operation: a VM it says is
     // running but whose vCPUs are stopped was paused by an operation that

@@ -265,6 +265,7 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   }
   vm.state = VmState::kRunning;
   vm.restored_from.clear();
+  vm.pending_fixup.clear();
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   spdlog::info("vm {}: running (pid {}, ready in {})", id, vm.vmm_pid,
                absl::FormatDuration(absl::Now() - t0));
@@ -330,6 +331,7 @@ absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
   UnplugNetwork(vm);
   vm.state = VmState::kError;
   vm.vmm_pid = 0;
+  vm.pending_fixup.clear();
   vm.error = std::string(cause.message());
   if (!teardown.ok()) absl::StrAppend(&vm.error, "; cleanup: ", teardown.message());
   return store_->UpdateVm(vm);
@@ -395,6 +397,7 @@ absl::StatusOr<VmRecord> VmManager::StopVm(const Caller& caller, const std::stri
   SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
   UnplugNetwork(vm);
   vm.state = VmState::kStopped;
+  vm.pending_fixup.clear();
   vm.vmm_pid = 0;
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   spdlog::info("vm {}: stopped", vm_id);
@@ -436,6 +439,7 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const Caller& caller, const std::st
     }
   }
   vm.state = VmState::kRunning;
+  vm.pending_fixup.clear();
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   spdlog::info("vm {}: resumed", vm_id);
   return store_->GetVm(vm_id);

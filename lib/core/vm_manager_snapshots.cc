@@ -494,6 +494,11 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   } else {
     slot.needs_fixup = true;
   }
+  // Recorded with the state below, so a restart before the resume cannot
+  // hand out a clone with its snapshot's clock and random state.
+  vm.pending_fixup = !slot.needs_fixup     ? ""
+                     : slot.needs_readdress ? kFixupReaddress
+                                            : kFixupClock;
   if (moved_previous) unlink(previous_disk.c_str());
   std::move(undo).Cancel();
   vm.state = resume_vm ? VmState::kRunning : VmState::kPaused;

@@ -79,6 +79,9 @@ struct NetworkConfig {
   bool operator==(const NetworkConfig&) const = default;
 };
 
+inline constexpr char kFixupClock[] = "clock";
+inline constexpr char kFixupReaddress[] = "clock+readdress";
+
 // A VM as persisted by the store.
 struct VmRecord {
   std::string vm_id;
@@ -92,6 +95,10 @@ struct VmRecord {
   std::string restored_from;  // Snapshot id, "" for cold-booted VMs.
   std::string owner;          // Tenant (lib/model/tenant.h).
   uint32_t vmm_uid = 0;       // The VMM's unprivileged uid (Store::AllocateVmmUid).
+  // A VM restored PAUSED: what its resume must do first. "" (nothing),
+  // kFixupClock (clock and entropy) or kFixupReaddress (also re-address a
+  // clone). Persisted so a daemon restart cannot skip it.
+  std::string pending_fixup;
 
   bool operator==(const VmRecord&) const = default;
 };

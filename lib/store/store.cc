@@ -93,6 +93,12 @@ ALTER TABLE snapshots ADD COLUMN integrity TEXT NOT NULL DEFAULT '{}';
 ALTER TABLE vms ADD COLUMN vmm_uid INTEGER NOT NULL DEFAULT 0;
 CREATE UNIQUE INDEX vms_vmm_uid ON vms (vmm_uid) WHERE vmm_uid != 0;
 )sql",
+    // 6: what a VM restored PAUSED still needs when it is resumed (its
+    // clock and entropy fixed, and a clone re-addressed), so that a daemon
+    // restart in between cannot skip it.
+    R"sql(
+ALTER TABLE vms ADD COLUMN pending_fixup TEXT NOT NULL DEFAULT '';
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -101,14 +107,15 @@ static_assert(std::size(kMigrations) == kSchemaVersion,
 // functions depend on their order.
 constexpr absl::string_view kSelectVms =
     "SELECT vm_id, state, config, network, created_at, updated_at, error, "
-    "vmm_pid, restored_from, owner, vmm_uid FROM vms ";
+    "vmm_pid, restored_from, owner, vmm_uid, pending_fixup FROM vms ";
 constexpr const char* kInsertVm =
     "INSERT INTO vms (vm_id, state, config, network, created_at, updated_at, "
-    "error, vmm_pid, restored_from, owner) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)";
+    "error, vmm_pid, restored_from, owner, pending_fixup) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
 constexpr const char* kUpdateVm =
     "UPDATE vms SET state = ?2, config = ?3, network = ?4, created_at = ?5, "
-    "updated_at = ?6, error = ?7, vmm_pid = ?8, restored_from = ?9, owner = ?10 "
+    "updated_at = ?6, error = ?7, vmm_pid = ?8, restored_from = ?9, owner = ?10, "
+    "pending_fixup = ?11 "
     "WHERE vm_id = ?1";
 
 constexpr absl::string_view kSelectSnapshots =
@@ -564,6 +571,7 @@ absl::StatusOr<VmRecord> ReadVmRow(sqlite3_stmt* stmt) {
   vm.restored_from = ColumnString(stmt, 8);
   vm.owner = ColumnString(stmt, 9);
   vm.vmm_uid = static_cast<uint32_t>(sqlite3_column_int64(stmt, 10));
+  vm.pending_fixup = ColumnString(stmt, 11);
   return vm;
 }
 
@@ -575,7 +583,7 @@ absl::StatusOr<Stmt> PrepareVmWrite(sqlite3* db, const char* sql,
   return Prepare(db, sql, what, vm.vm_id, std::string(VmStateName(vm.state)),
                  config, network, absl::ToUnixMicros(vm.created_at),
                  absl::ToUnixMicros(updated_at), vm.error, vm.vmm_pid,
-                 vm.restored_from, vm.owner);
+                 vm.restored_from, vm.owner, vm.pending_fixup);
 }
 
 absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {

@@ -48,6 +48,7 @@ VmRecord MakeVm(const std::string& vm_id) {
   vm.error = "qmp: connection reset";
   vm.vmm_pid = 4242;
   vm.restored_from = "snap-0badc0de";
+  vm.pending_fixup = kFixupReaddress;
   return vm;
 }
 

@@ -117,6 +117,24 @@ TEST(CrashPointsTest, EveryInterruptedOperationIsRolledBack) {
   auto r = clone->run("echo after");
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_EQ(r->stdout_text, "after\n");
+
+  // A clone restored PAUSED, then a crash before its resume: the resume
+  // after the restart still fixes its clock and entropy and re-addresses it
+  // (it must not run with its snapshot's random state and address).
+  auto paused = SmolVM::from_snapshot("base", /*resume_vm=*/false, "paused-clone", opts);
+  ASSERT_TRUE(paused.ok()) << paused.status();
+  const std::string ip = paused->info().network().guest_ip();
+  ASSERT_FALSE(ip.empty());
+  daemon.Crash();
+  ASSERT_TRUE(daemon.Start().ok()) << daemon.DaemonLog();
+  const size_t log_before = daemon.DaemonLog().size();
+  ASSERT_TRUE(paused->resume().ok()) << daemon.DaemonLog();
+  EXPECT_TRUE(absl::StrContains(daemon.DaemonLog().substr(log_before),
+                                "vm paused-clone: clock and entropy fixed"))
+      << daemon.DaemonLog().substr(log_before);
+  auto addr = paused->run("ip -4 -o addr show");
+  ASSERT_TRUE(addr.ok()) << addr.status();
+  EXPECT_TRUE(absl::StrContains(addr->stdout_text, ip + "/")) << addr->stdout_text;
 }
 
 }  // namespace
