@@ -69,16 +69,28 @@ absl::StatusOr<QuotaLedger::Claim> VmManager::ClaimQuota(const Caller& caller,
   return quota_.Reserve(owner, key, usage, limits);
 }
 
-std::shared_ptr<VmManager::VmSlot> VmManager::SlotFor(const std::string& vm_id) {
+VmManager::SlotRef VmManager::SlotFor(const std::string& vm_id) {
   absl::MutexLock lock(&mu_);
   auto& slot = slots_[vm_id];
   if (!slot) slot = std::make_shared<VmSlot>();
-  return slot;
+  ++slot->users;
+  return SlotRef(this, vm_id, slot);
 }
 
-void VmManager::DropSlot(const std::string& vm_id) {
+void VmManager::ReleaseSlot(const std::string& vm_id, const std::shared_ptr<VmSlot>& slot)
+    ABSL_NO_THREAD_SAFETY_ANALYSIS {
   absl::MutexLock lock(&mu_);
-  slots_.erase(vm_id);
+  if (--slot->users > 0) return;
+  // No call holds or waits for slot->mu (every holder has a SlotRef, and a
+  // new one needs mu_): its fields can be read without it.
+  if (slot->instance || slot->agent) return;
+  auto it = slots_.find(vm_id);
+  if (it != slots_.end() && it->second == slot) slots_.erase(it);
+}
+
+size_t VmManager::SlotCountForTesting() {
+  absl::MutexLock lock(&mu_);
+  return slots_.size();
 }
 
 std::string VmManager::VmDir(const std::string& id) const {
@@ -448,14 +460,10 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const Caller& caller, const std::st
 absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
-  bool hidden = false;
   absl::Status status = [&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
     absl::MutexLock lock(&slot->mu);
     SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-    if (auto s = CheckAccess(caller, "vm", vm_id, vm.owner); !s.ok()) {
-      hidden = true;
-      return s;
-    }
+    SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
     SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
     UnplugNetwork(vm);
     // Files go before the row: a crash in between leaves a row whose files
@@ -464,8 +472,6 @@ absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id)
     return store_->DeleteVm(vm_id);
   }();
   if (status.ok()) ReleaseNetwork(vm_id);
-  // Another tenant's VM keeps its slot: it is not gone.
-  if (status.ok() || (absl::IsNotFound(status) && !hidden)) DropSlot(vm_id);
   if (status.ok()) spdlog::info("vm {}: deleted", vm_id);
   return status;
 }

@@ -196,10 +196,36 @@ class VmManager {
     bool needs_fixup ABSL_GUARDED_BY(mu) = false;
     // A clone's guest still has its snapshot's address until re-addressed.
     bool needs_readdress ABSL_GUARDED_BY(mu) = false;
+    // SlotRefs alive (calls holding or waiting for `mu`); under the
+    // manager's mu_.
+    int users = 0;
   };
 
-  std::shared_ptr<VmSlot> SlotFor(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
-  void DropSlot(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
+  // A counted reference to a VM's slot. The slot stays in the map while any
+  // call holds or waits for it — so a DeleteVm can never leave a waiting
+  // CreateVm or RestoreSnapshot on a slot later calls do not find — and an
+  // idle slot without a VMM is removed: the map holds the VMs with a VMM
+  // and the calls in flight, not every id ever asked for. Destroy it after
+  // any lock on its mutex.
+  class SlotRef {
+   public:
+    SlotRef(VmManager* manager, std::string vm_id, std::shared_ptr<VmSlot> slot)
+        : manager_(manager), vm_id_(std::move(vm_id)), slot_(std::move(slot)) {}
+    SlotRef(const SlotRef&) = delete;
+    SlotRef& operator=(const SlotRef&) = delete;
+    ~SlotRef() { manager_->ReleaseSlot(vm_id_, slot_); }
+    VmSlot* operator->() const { return slot_.get(); }
+    VmSlot& operator*() const { return *slot_; }
+
+   private:
+    VmManager* manager_;
+    std::string vm_id_;
+    std::shared_ptr<VmSlot> slot_;
+  };
+
+  SlotRef SlotFor(const std::string& vm_id) ABSL_LOCKS_EXCLUDED(mu_);
+  void ReleaseSlot(const std::string& vm_id, const std::shared_ptr<VmSlot>& slot)
+      ABSL_LOCKS_EXCLUDED(mu_);
 
   std::string VmDir(const std::string& vm_id) const;
   std::string VmDiskPath(const std::string& vm_id) const;
@@ -321,6 +347,11 @@ class VmManager {
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<VmSlot>> slots_ ABSL_GUARDED_BY(mu_);
+  // (For tests and logs) how many slots the map holds.
+ public:
+  size_t SlotCountForTesting() ABSL_LOCKS_EXCLUDED(mu_);
+
+ private:
   // Snapshot ids whose CreateSnapshot is under way: a second create of the
   // same id (on any VM) is ALREADY_EXISTS at once instead of racing it.
   std::set<std::string> creating_snapshots_ ABSL_GUARDED_BY(mu_);
