@@ -313,11 +313,14 @@ class VmManager {
   // entropy, and checks both took.
   absl::Status FixUpRestoredLocked(VmSlot& slot, const std::string& vm_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
-  // RestoreSnapshot's work once the snapshot is read-locked.
+  // RestoreSnapshot's work once the snapshot is read-locked; calls
+  // `release_files` (which drops that read lock) once the VMM has loaded the
+  // snapshot, before the guest's fix-ups.
   absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const Caller& caller,
                                          const SnapshotRecord& snap, bool resume_vm,
-                                         const std::string& vm_id, bool own_identity)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu) ABSL_SHARED_LOCKS_REQUIRED(snapshot_files_mu_);
+                                         const std::string& vm_id, bool own_identity,
+                                         const std::function<void()>& release_files)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // The integrity checks of a restore and of VerifySnapshot: `manifest`
   // (read from `paths`) describes `snap` and this host's VMM; then the
   // files are hashed and compared with the recorded checksums, unless

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <functional>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
@@ -328,7 +329,16 @@ absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const Caller& caller,
                                                     bool resume_vm, std::string vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
-  absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
+  // Held while the snapshot's files are read; given up as soon as the VMM
+  // has loaded them (RestoreLocked), so a slow guest's fix-ups never stall
+  // other restores and deletes behind a waiting DeleteSnapshot.
+  snapshot_files_mu_.ReaderLock();
+  bool files_held = true;
+  auto release_files = [this, &files_held]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (files_held) snapshot_files_mu_.ReaderUnlock();
+    files_held = false;
+  };
+  absl::Cleanup unlock_files = release_files;
   SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
   if (snap.accelerator != accelerator_) {
     return absl::FailedPreconditionError(absl::StrCat(
@@ -340,14 +350,15 @@ absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const Caller& caller,
   if (vm_id.empty()) vm_id = snap.vm_id;
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  return RestoreLocked(*slot, caller, snap, resume_vm, vm_id, own_identity);
+  return RestoreLocked(*slot, caller, snap, resume_vm, vm_id, own_identity, release_files);
 }
 
 absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& caller,
                                                   const SnapshotRecord& snap,
                                                   bool resume_vm,
                                                   const std::string& vm_id,
-                                                  bool own_identity) {
+                                                  bool own_identity,
+                                                  const std::function<void()>& release_files) {
   auto paths = snapshot::PathsIn(SnapshotDir(snap.snapshot_id));
   SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
   // Before anything is recorded or started: a corrupt or foreign snapshot
@@ -484,6 +495,10 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   SMOLVM_RETURN_IF_ERROR(PlugNetwork(vm));
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
   CrashPoint("restore.vmm_started");
+  // The VMM has the device state loaded and mem.bin mapped (a DeleteSnapshot
+  // from now on cannot take them away): the snapshot's files are no longer
+  // needed.
+  release_files();
   // A clone must not be handed out with its snapshot's clock and random
   // state: a running restore is fixed up now, a paused one when resumed.
   slot.needs_readdress = !own_identity;
@@ -509,7 +524,8 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   if (integrity.hashed) updated.verified_stamps = integrity.stamps;
   updated.restored = true;
   updated.restored_vm_id = vm_id;
-  SMOLVM_RETURN_IF_ERROR(store_->UpdateSnapshot(updated));
+  // (Deleted meanwhile: the restored VM stands on its own.)
+  if (auto s = store_->UpdateSnapshot(updated); !s.ok() && !absl::IsNotFound(s)) return s;
   spdlog::info("vm {}: restored from snapshot {} in {} ({}{})", vm_id, snap.snapshot_id,
                absl::FormatDuration(absl::Now() - t0), VmStateName(vm.state),
                manifest.ram_in_vmstate ? ", RAM from device state" : "");
