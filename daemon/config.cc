@@ -343,6 +343,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Flag(app, "--egress-allow-lan",
              [](DaemonConfig& c) -> bool& { return c.egress.allow_lan; },
              "Let guests with open egress reach the host's directly connected subnets");
+  flags.Option(app, "--instance", Field(&DaemonConfig::instance),
+               "Name of this daemon among several on one host ([a-z0-9]{1,8}): its nftables "
+               "table is smolvmd_NAME, its default bridge and cgroup parent smolvm-NAME");
   flags.Option(app, "--log-level", Field(&DaemonConfig::log_level),
                "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error"}));
@@ -394,11 +397,30 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.ApplyTo(c);
   c.config_file = file;
   if (c.guest_kernel_dir.empty()) c.guest_kernel_dir = JoinPath(c.state_dir, "kernel");
+  // Another instance's own names, unless they were chosen explicitly.
+  if (!c.instance.empty()) {
+    const DaemonConfig defaults;
+    if (c.bridge == defaults.bridge) c.bridge = "smolvm-" + c.instance;
+    if (c.cgroup_parent == defaults.cgroup_parent) c.cgroup_parent = "smolvm-" + c.instance;
+  }
   return c;
 }
 
+absl::Status CheckInstance(const DaemonConfig& c) {
+  bool ok = c.instance.size() <= 8;
+  for (char ch : c.instance) ok &= (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9');
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--instance \"", absl::CHexEscape(c.instance),
+        "\" must be 1-8 lowercase letters and digits ([daemon] instance): it becomes part of "
+        "interface and nftables names"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckConfig(const DaemonConfig& c) {
-  for (auto check : {CheckDirs, CheckAllowedDirs, CheckListen, CheckNetworkPolicy, CheckTenants}) {
+  for (auto check : {CheckDirs, CheckAllowedDirs, CheckListen, CheckNetworkPolicy, CheckTenants,
+                     CheckInstance}) {
     if (auto s = check(c); !s.ok()) return s;
   }
   return absl::OkStatus();

@@ -36,6 +36,11 @@ struct DaemonConfig {
   std::string uplink = "auto";
   std::string dns = "auto";
   std::string log_level = "info";
+  // Several daemons on one host (different state dirs): each needs its own
+  // instance name ([a-z0-9]{1,8}; "" = the default instance). It names the
+  // nftables table (smolvmd_NAME) and, unless set explicitly, the bridge
+  // and the cgroup parent (smolvm-NAME). Each daemon touches only its own.
+  std::string instance;
 
   // Access (issue 7). The configuration file; "" = /etc/smolvmd/smolvmd.toml
   // if it exists, else none. SMOLVMD_CONFIG.

@@ -269,6 +269,7 @@ absl::Status ApplyRoot(const Reader& r, const toml::table& root, DaemonConfig& c
                  {"accelerator", OneOf(&c.accelerator, {"auto", "kvm", "tcg"}), nullptr},
                  {"socket_group", String(&c.socket_group), nullptr},
                  {"admin_group", String(&c.admin_group), nullptr},
+                 {"instance", String(&c.instance), nullptr},
                  {"log_level",
                   OneOf(&c.log_level, {"trace", "debug", "info", "warn", "error"}), nullptr},
                  {"boot_timeout_seconds", Integer(&c.boot_timeout_seconds, 1, 3600), nullptr},

@@ -135,6 +135,28 @@ TEST_F(ParseConfigTest, ConfigFileFromEnvironmentUnlessFlag) {
   EXPECT_EQ(none->socket_path, "/run/smolvmd/smolvmd.sock");
 }
 
+TEST_F(ParseConfigTest, AnInstanceGetsItsOwnBridgeAndCgroupUnlessSet) {
+  auto c = Parse({"--config", "", "--instance", "b"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->bridge, "smolvm-b");
+  EXPECT_EQ(c->cgroup_parent, "smolvm-b");
+  EXPECT_THAT(CheckConfig(*c), IsOk());
+  c = Parse({"--config", "", "--instance", "b", "--bridge", "br7", "--cgroup-parent", "x"});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->bridge, "br7");
+  EXPECT_EQ(c->cgroup_parent, "x");
+  c = Parse({"--config", ""});
+  ASSERT_THAT(c, IsOk());
+  EXPECT_EQ(c->bridge, "smolvm0");
+  EXPECT_EQ(c->cgroup_parent, "smolvm");
+  for (const std::string bad : {"B", "a-b", "toolongname", "a b"}) {
+    c = Parse({"--config", "", "--instance", bad});
+    ASSERT_THAT(c, IsOk());
+    EXPECT_THAT(CheckConfig(*c), StatusIs(absl::StatusCode::kInvalidArgument, "--instance"))
+        << bad;
+  }
+}
+
 TEST_F(ParseConfigTest, AccessFlags) {
   std::string path = WriteFile(
       "[network]\negress_allow_lan = true\n[listen]\ntcp = \"0.0.0.0:1\"\n"

@@ -98,6 +98,9 @@ absl::StatusOr<core::NetworkOptions> NetworkOptionsFrom(const DaemonConfig& conf
   core::NetworkOptions n;
   n.enabled = config.network;
   n.bridge = config.bridge;
+  // Each instance owns its own table; the default instance keeps the name
+  // it always had.
+  n.nft_table = config.instance.empty() ? "smolvmd" : "smolvmd_" + config.instance;
   n.subnet = config.subnet;
   if (auto s = net::Subnet::Parse(config.subnet); !s.ok()) return s.status();
   if (config.uplink == "auto") {

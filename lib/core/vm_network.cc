@@ -178,9 +178,13 @@ void VmManager::ReconcileNetwork(const std::vector<VmRecord>& vms) {
       wanted_taps.insert(vm.network.tap_device);
     }
   }
-  if (auto taps = links_->ListLinks("smv"); taps.ok()) {
+  if (auto taps = links_->ListLinks(net::kTapPrefix); taps.ok()) {
     for (const auto& tap : *taps) {
       if (wanted_taps.count(tap)) continue;
+      // Only ours: a TAP for an address outside our subnet belongs to
+      // another smolvmd on this host (another instance, another subnet).
+      auto ip = net::AddressOfTap(tap);
+      if (!ip || !subnet_->Contains(*ip)) continue;
       spdlog::warn("network: removing stale tap {}", tap);
       (void)links_->DeleteLink(tap);
     }

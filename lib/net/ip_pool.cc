@@ -44,6 +44,19 @@ std::vector<uint32_t> Subnet::HostAddresses() const {
 
 std::string TapNameFor(uint32_t ip) { return absl::StrFormat("%s%08x", kTapPrefix, ip); }
 
+std::optional<uint32_t> AddressOfTap(const std::string& name) {
+  const size_t prefix = sizeof(kTapPrefix) - 1;
+  if (name.size() != prefix + 8 || name.compare(0, prefix, kTapPrefix) != 0) return std::nullopt;
+  uint32_t ip = 0;
+  for (size_t i = prefix; i < name.size(); ++i) {
+    char c = name[i];
+    int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+    if (digit < 0) return std::nullopt;
+    ip = ip << 4 | static_cast<uint32_t>(digit);
+  }
+  return ip;
+}
+
 std::string MacFor(uint32_t ip) {
   return absl::StrFormat("02:53:%02x:%02x:%02x:%02x", ip >> 24, (ip >> 16) & 0xff,
                          (ip >> 8) & 0xff, ip & 0xff);

@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <utility>
 #include <vector>
@@ -57,6 +58,8 @@ struct Subnet {
 // ("smv0ac80005", 11 characters, below IFNAMSIZ-1).
 inline constexpr char kTapPrefix[] = "smv";
 std::string TapNameFor(uint32_t ip);
+// The address a TapNameFor name encodes; nullopt for any other name.
+std::optional<uint32_t> AddressOfTap(const std::string& name);
 
 // The guest's MAC: locally administered unicast "02:53:" + the four octets
 // ("02:53:0a:c8:00:05").

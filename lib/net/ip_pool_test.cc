@@ -94,6 +94,7 @@ TEST(IpPoolTest, NamesFromAddress) {
     EXPECT_EQ(TapNameFor(c.ip), c.tap);
     EXPECT_EQ(MacFor(c.ip), c.mac);
     EXPECT_LE(TapNameFor(c.ip).size(), 15u);  // IFNAMSIZ - 1.
+    EXPECT_EQ(AddressOfTap(TapNameFor(c.ip)), c.ip);
     EXPECT_THAT(ValidateInterfaceName(TapNameFor(c.ip), "tap"), IsOk());
   }
 }
@@ -107,6 +108,14 @@ TEST(IpPoolTest, ValidateInterfaceName) {
                 StatusIs(absl::StatusCode::kInvalidArgument, "invalid bridge name"))
         << bad;
   }
+}
+
+TEST(TapNameTest, OnlyOurNamesDecode) {
+  for (const std::string name : {"smv", "smv0a7b00f", "smv0a7b00fe0", "smv0A7B00FE", "xyz0a7b00fe",
+                                 "smvzzzzzzzz", "eth0"}) {
+    EXPECT_EQ(AddressOfTap(name), std::nullopt) << name;
+  }
+  EXPECT_EQ(AddressOfTap("smv0a7b00fe"), 0x0a7b00feu);
 }
 
 }  // namespace

@@ -67,8 +67,14 @@ std::pair<int, std::string> TestDaemon::InNetns(const std::string& netns,
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+void TestDaemon::ShareNetworkOf(const TestDaemon& other) {
+  netns_host_ = other.netns_host_;
+  netns_inet_ = other.netns_inet_;
+  shared_network_ = true;
+}
+
 absl::Status TestDaemon::SetUpNetwork() {
-  if (network_ready_) return absl::OkStatus();
+  if (network_ready_ || shared_network_) return absl::OkStatus();
   network_ready_ = true;  // From here on, TearDownNetwork has work to do.
   std::string tag = dir_.substr(dir_.size() - 6);
   std::string vh = "svh" + tag, vi = "svi" + tag;
@@ -188,19 +194,21 @@ absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
   if (auto s = SetUpNetwork(); !s.ok()) return s;
   // nsenter execs the daemon in place: pid_ is the daemon's pid. (Not `ip
   // netns exec`: it remounts /sys, which hides the cgroup hierarchy.)
+  bool has_subnet = false;
+  for (const auto& a : extra_args) has_subnet |= a == "--subnet";
   std::vector<std::string> args = {"/usr/bin/nsenter", "--net=/run/netns/" + netns_host_, "--",
                                    SMOLVMD_BINARY,
                                    "--cgroup-parent", CgroupParent(),
-                                   "--uplink", "up0",
-                                   "--subnet", kSubnet,
-                                   "--dns", "none",
-                                   "--socket", socket_path(),
-                                   "--state-dir", state_dir(),
-                                   "--run-dir", run_dir(),
-                                   "--accelerator", "auto",
-                                   "--guest-kernel-dir", KernelDir(),
-                                   "--guest-recipe-dir", SMOLVM_SOURCE_GUEST_DIR,
-                                   "--log-level", "debug"};
+                                   "--uplink", "up0"};
+  if (!has_subnet) args.insert(args.end(), {"--subnet", kSubnet});
+  args.insert(args.end(), {"--dns", "none",
+                           "--socket", socket_path(),
+                           "--state-dir", state_dir(),
+                           "--run-dir", run_dir(),
+                           "--accelerator", "auto",
+                           "--guest-kernel-dir", KernelDir(),
+                           "--guest-recipe-dir", SMOLVM_SOURCE_GUEST_DIR,
+                           "--log-level", "debug"});
   if (!config_toml.empty()) {
     std::ofstream(config_path(), std::ios::trunc) << config_toml;
     args.push_back("--config");

@@ -110,6 +110,10 @@ class TestDaemon {
                             std::optional<RunAs> as = std::nullopt,
                             const std::vector<std::string>& env = {}) const;
 
+  // Runs this daemon in `other`'s namespaces, as a second smolvmd on the
+  // same host: Start it with its own --instance and --subnet. `other` owns
+  // the namespaces and must outlive this one.
+  void ShareNetworkOf(const TestDaemon& other);
   // The daemon's --cgroup-parent (one per test daemon) and its directories
   // in the host's cgroup hierarchies.
   std::string CgroupParent() const;
@@ -125,6 +129,7 @@ class TestDaemon {
   std::string dir_;
   std::string netns_host_, netns_inet_;
   bool network_ready_ = false;
+  bool shared_network_ = false;  // Another TestDaemon's namespaces (it owns them).
   std::vector<pid_t> servers_;
   pid_t pid_ = -1;
   std::vector<std::string> last_args_;
