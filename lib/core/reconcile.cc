@@ -41,11 +41,19 @@ absl::Status VmManager::Reconcile() {
     // finish: the row exists (it reserved the id) but the operation never
     // completed. A create's disk is renamed into place as its last step, a
     // restore never leaves a VM CREATED. Undo it: row, address (below, as
-    // for a vanished VM), TAP, files, cgroup.
-    if (vm.state == VmState::kCreated &&
-        (!vm.restored_from.empty() || !PathExists(VmDiskPath(vm.vm_id)))) {
-      spdlog::warn("vm {}: rolling back an interrupted {}", vm.vm_id,
-                   vm.restored_from.empty() ? "create" : "restore of " + vm.restored_from);
+    // for a vanished VM), TAP, files, cgroup, and any VMM it started.
+    // A VM whose directory is gone was being deleted (DeleteVm removes the
+    // files, then the row): the delete is finished the same way.
+    const bool interrupted_create =
+        vm.state == VmState::kCreated &&
+        (!vm.restored_from.empty() || !PathExists(VmDiskPath(vm.vm_id)));
+    const bool interrupted_delete = !interrupted_create && !PathExists(VmDir(vm.vm_id));
+    if (interrupted_create || interrupted_delete) {
+      spdlog::warn("vm {}: {}", vm.vm_id,
+                   interrupted_delete          ? "finishing an interrupted delete"
+                   : vm.restored_from.empty() ? "rolling back an interrupted create"
+                                              : "rolling back an interrupted restore of " +
+                                                    vm.restored_from);
       hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
       (void)RemoveTree(VmRunDir(vm.vm_id));
       (void)RemoveTree(VmDir(vm.vm_id));

@@ -467,8 +467,10 @@ absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id)
     SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
     UnplugNetwork(vm);
     // Files go before the row: a crash in between leaves a row whose files
-    // are gone, which a retried DeleteVm finishes; never orphaned files.
+    // are gone, which the next start (Reconcile) or a retried DeleteVm
+    // finishes; never orphaned files.
     SMOLVM_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
+    CrashPoint("delete.files_removed");
     return store_->DeleteVm(vm_id);
   }();
   if (status.ok()) ReleaseNetwork(vm_id);

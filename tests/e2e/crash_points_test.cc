@@ -2,6 +2,7 @@
 // SMOLVMD_TEST_CRASH_AT=<point> (lib/base/crash_point.h), dies with SIGKILL
 // there, and is restarted as systemd would. After each restart: the
 // interrupted create or restore left no VM (no row, CREATED or otherwise),
+// the interrupted delete is finished,
 // no QEMU, no TAP, no cgroup, no files; an interrupted snapshot is not
 // listed; the VM that was running before still runs and answers Exec; the
 // base snapshot still restores.
@@ -47,6 +48,7 @@ TEST(CrashPointsTest, EveryInterruptedOperationIsRolledBack) {
       {"restore.row_inserted", "r-row"},
       {"restore.vmm_started", "r-vmm"},
       {"snapshot.published", "s-pub"},
+      {"delete.files_removed", "d-files"},
   };
   int survived = 0;
   for (const Point& p : points) {
@@ -67,6 +69,10 @@ TEST(CrashPointsTest, EveryInterruptedOperationIsRolledBack) {
       op = vm.start();
     } else if (absl::StartsWith(p.name, "restore.")) {
       op = SmolVM::from_snapshot("base", /*resume_vm=*/true, p.object, opts).status();
+    } else if (absl::StartsWith(p.name, "delete.")) {
+      auto victim = SmolVM::from_snapshot("base", /*resume_vm=*/true, p.object, opts);
+      ASSERT_TRUE(victim.ok()) << victim.status();
+      op = victim->close();
     } else {
       op = steady.snapshot(p.object, /*resume_source=*/true).status();
     }
