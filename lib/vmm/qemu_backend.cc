@@ -41,6 +41,23 @@ bool ProcessExists(int64_t pid) {
   return state != 'Z' && state != 'X';
 }
 
+// Waits up to `timeout` for the VMM `pid` of `vm_id` to be gone; true if it is.
+bool WaitForExit(int64_t pid, const std::string& vm_id, absl::Duration timeout) {
+  absl::Time deadline = absl::Now() + timeout;
+  while (IsQemuOf(pid, vm_id)) {
+    if (absl::Now() >= deadline) return false;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
+// SIGKILLs the VMM `pid` of `vm_id` if it is still that VMM, and waits for
+// it to be gone (a cgroup can only be removed after its last task).
+void KillAndWait(int64_t pid, const std::string& vm_id) {
+  if (pid > 0 && IsQemuOf(pid, vm_id)) kill(static_cast<pid_t>(pid), SIGKILL);
+  (void)WaitForExit(pid, vm_id, absl::Seconds(5));
+}
+
 class QemuInstance : public VmInstance {
  public:
   QemuInstance(std::string vm_id, int64_t pid, std::string run_dir,
@@ -89,20 +106,11 @@ class QemuInstance : public VmInstance {
     if (!IsAlive()) return absl::OkStatus();
     // "quit" may race with QEMU closing the socket; the pid check decides.
     (void)qmp_->Execute("quit", nlohmann::json::object(), absl::Seconds(2));
-    absl::Time deadline = absl::Now() + grace;
-    while (IsAlive() && absl::Now() < deadline) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    if (IsAlive()) {
-      kill(static_cast<pid_t>(pid_), SIGKILL);
-      absl::Time kill_deadline = absl::Now() + absl::Seconds(10);
-      while (IsAlive() && absl::Now() < kill_deadline) {
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      if (IsAlive()) {
-        return absl::InternalError(absl::StrCat(
-            "vm ", vm_id_, ": qemu pid ", pid_, " did not exit after SIGKILL"));
-      }
+    if (WaitForExit(pid_, vm_id_, grace)) return absl::OkStatus();
+    kill(static_cast<pid_t>(pid_), SIGKILL);
+    if (!WaitForExit(pid_, vm_id_, absl::Seconds(10))) {
+      return absl::InternalError(absl::StrCat(
+          "vm ", vm_id_, ": qemu pid ", pid_, " did not exit after SIGKILL"));
     }
     return absl::OkStatus();
   }
@@ -341,15 +349,7 @@ absl::StatusOr<std::unique_ptr<VmInstance>> QemuHypervisor::Launch(
   if (!started.ok()) return started.status();
   const int64_t pid = *started;
   // From here on a failure must not leave the VMM (or its cgroup) behind.
-  auto kill_on_error = absl::MakeCleanup([&] {
-    if (IsQemuOf(pid, spec.vm_id)) kill(static_cast<pid_t>(pid), SIGKILL);
-    if (!cgroups_) return;
-    // A cgroup can only be removed once its last task is gone.
-    for (int i = 0; i < 500 && IsQemuOf(pid, spec.vm_id); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    (void)cgroups_->Remove(spec.vm_id);
-  });
+  auto kill_on_error = absl::MakeCleanup([&] { EndVmm(pid, spec.vm_id); });
   // A confined QEMU initializes after it was started: wait for its QMP
   // socket, or for its exit (then its log says why).
   absl::Time deadline = absl::Now() + absl::Seconds(30);
@@ -388,17 +388,16 @@ absl::StatusOr<std::unique_ptr<VmInstance>> QemuHypervisor::Attach(
 
 void QemuHypervisor::EndStrayProcess(const std::string& vm_id,
                                      const std::string& run_dir) {
+  // Also when there is no process: the group of a VMM that is gone (it
+  // died, or the daemon was killed before it removed it).
   auto text = ReadFileToString(PidFilePath(run_dir), 64);
   int64_t pid = 0;
-  if (text.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid) &&
-      IsQemuOf(pid, vm_id)) {
-    kill(static_cast<pid_t>(pid), SIGKILL);
-    for (int i = 0; i < 500 && IsQemuOf(pid, vm_id); ++i) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-  }
-  // The group of a VMM that is gone (it died, or the daemon was killed
-  // before it removed it).
+  if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid)) pid = 0;
+  EndVmm(pid, vm_id);
+}
+
+void QemuHypervisor::EndVmm(int64_t pid, const std::string& vm_id) {
+  KillAndWait(pid, vm_id);
   if (cgroups_) (void)cgroups_->Remove(vm_id);
 }
 

@@ -44,6 +44,9 @@ class QemuHypervisor : public Hypervisor {
       : settings_(std::move(settings)), version_(std::move(version)),
         binary_path_(std::move(binary_path)), cgroups_(std::move(cgroups)) {}
   absl::StatusOr<int64_t> StartConfined(const LaunchSpec& spec);
+  // Ends the VMM `pid` of `vm_id` (if it is still that VMM; pid 0: none)
+  // and removes its cgroup.
+  void EndVmm(int64_t pid, const std::string& vm_id);
   absl::StatusOr<int64_t> StartUnconfined(const LaunchSpec& spec);
 
   QemuSettings settings_;
