@@ -12,6 +12,7 @@ PACKAGES=(
   qemu-system-x86 busybox-static e2fsprogs cpio gzip kmod
   iproute2 nftables iptables
   systemd
+  clang libclang-rt-14-dev
 )
 
 if [ "$(id -u)" -ne 0 ]; then
