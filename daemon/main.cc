@@ -255,12 +255,16 @@ int Run(int argc, char** argv) {
   options.boot_timeout = absl::Seconds(config.boot_timeout_seconds);
   options.vmm_uid_base = static_cast<uint32_t>(config.vmm_uid_base);
   options.vmm_uid_count = qemu.confine ? static_cast<uint32_t>(config.vmm_uid_count) : 0;
-  core::VmManager manager(options, *std::move(store), *std::move(hypervisor),
-                          std::move(images), std::move(links),
-                          std::make_unique<net::NftFirewall>(std::vector<std::string>{},
-                                                             config.run_dir),
-                          std::make_unique<net::IptablesHostFirewall>());
-  if (auto s = manager.Reconcile(); !s.ok()) return Fail("reconcile state", s);
+  core::ManagerParts parts;
+  parts.store = *std::move(store);
+  parts.hypervisor = *std::move(hypervisor);
+  parts.images = std::move(images);
+  parts.links = std::move(links);
+  parts.firewall = std::make_unique<net::NftFirewall>(std::vector<std::string>{}, config.run_dir);
+  parts.host_firewall = std::make_unique<net::IptablesHostFirewall>();
+  auto created = core::VmManager::Create(options, std::move(parts));
+  if (!created.ok()) return Fail("start the vm manager", created.status());
+  core::VmManager& manager = **created;
 
   // Build (or find) the default image now rather than on the first
   // CreateVm; requests that need it wait for this build.

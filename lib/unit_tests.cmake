@@ -25,3 +25,6 @@ smolvm_unit_test(agent_client_test agent/agent_client_test.cc smolvm_agent_clien
 smolvm_unit_test(console_recorder_test vmm/console_recorder_test.cc smolvm_vmm)
 smolvm_unit_test(vm_cgroups_test vmm/vm_cgroups_test.cc smolvm_vmm)
 smolvm_unit_test(vmm_jail_test vmm/vmm_jail_test.cc smolvm_vmm)
+# Every operation with a fault injected at each of its steps (tests/fakes).
+smolvm_unit_test(vm_manager_test core/vm_manager_test.cc smolvm_fakes)
+set_tests_properties(vm_manager_test PROPERTIES TIMEOUT 300)

@@ -130,9 +130,9 @@ void OpChannel::Abandon() {
   ClearLocked();
 }
 
-// ---- ExecHandle ----
+// ---- ChannelExecHandle ----
 
-ExecHandle::~ExecHandle() {
+ChannelExecHandle::~ChannelExecHandle() {
   // Free the queue first (and let a reader waiting for room in it move on),
   // then tell the guest; the cancel is bounded by the send deadline.
   client_->Unregister(id_);
@@ -143,7 +143,7 @@ ExecHandle::~ExecHandle() {
   }
 }
 
-absl::StatusOr<ExecEvent> ExecHandle::Next(absl::Time deadline) {
+absl::StatusOr<ExecEvent> ChannelExecHandle::Next(absl::Time deadline) {
   if (done_) return absl::FailedPreconditionError("exec already finished");
   while (true) {
     auto frame = channel_->Next(deadline);
@@ -227,8 +227,10 @@ absl::StatusOr<std::shared_ptr<AgentClient>> AgentClient::ConnectFd(
     if (!sent.ok() && !absl::IsDeadlineExceeded(sent)) return sent;
     {
       absl::MutexLock lock(&client->mu_);
-      auto greeted = [c = client.get()]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(c->mu_) {
-        return c->hello_seen_ || c->legacy_ready_ || c->broken_.load();
+      // Captures `client` by reference: clang resolves the lock annotation's
+      // names outside the lambda, where an init-capture does not exist.
+      auto greeted = [&client]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(client->mu_) {
+        return client->hello_seen_ || client->legacy_ready_ || client->broken_.load();
       };
       client->mu_.AwaitWithTimeout(absl::Condition(&greeted), absl::Milliseconds(100));
       if (client->hello_seen_) {
@@ -450,7 +452,7 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
   }
   SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
   auto [id, op] = std::move(reg);
-  std::unique_ptr<ExecHandle> handle(new ExecHandle(shared_from_this(), id, op));
+  std::unique_ptr<ExecHandle> handle(new ChannelExecHandle(shared_from_this(), id, op));
   v1::Frame start;
   auto* s = start.mutable_exec_start();
   s->set_id(id);
@@ -639,5 +641,25 @@ absl::Status AgentClient::Ping(absl::Duration timeout) {
   if (hellos_ == before) return absl::UnavailableError("the guest agent connection is closed");
   return absl::OkStatus();
 }
+
+}  // namespace smolvm::agent
+
+namespace smolvm::agent {
+namespace {
+
+class AgentConnector : public GuestConnector {
+ public:
+  absl::StatusOr<std::shared_ptr<GuestAgent>> Connect(
+      const std::string& socket_path, absl::Duration timeout,
+      const std::function<absl::Status()>& abort_check) override {
+    auto client = AgentClient::Connect(socket_path, timeout, abort_check);
+    if (!client.ok()) return client.status();
+    return std::shared_ptr<GuestAgent>(*std::move(client));
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<GuestConnector> NewAgentConnector() { return std::make_unique<AgentConnector>(); }
 
 }  // namespace smolvm::agent

@@ -60,6 +60,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
+#include "lib/agent/guest_agent.h"
 #include "lib/base/unique_fd.h"
 #include "smolvm/agent/v1/agent.pb.h"
 
@@ -85,28 +86,6 @@ struct AgentClientOptions {
   // frame's turn to be written, or since the send began when waiting for an
   // earlier frame) closes the connection with UNAVAILABLE.
   absl::Duration send_timeout = absl::Seconds(30);
-};
-
-struct ExecSpec {
-  std::vector<std::string> argv;
-  std::map<std::string, std::string> env;
-  std::string cwd;
-  absl::Duration timeout = absl::ZeroDuration();  // Zero = no limit.
-  std::optional<std::string> stdin_data;
-};
-
-// One event of a running exec, in order: output chunks, then the exit.
-struct ExecEvent {
-  enum class Kind { kStdout, kStderr, kExit } kind = Kind::kStdout;
-  std::string data;
-  int exit_code = 0;
-  int signal = 0;
-  bool timed_out = false;
-};
-
-struct FileInfo {
-  uint64_t bytes = 0;
-  uint32_t mode = 0;
 };
 
 class AgentClient;
@@ -158,18 +137,17 @@ class OpChannel {
   bool abandoned_ ABSL_GUARDED_BY(budget_->mu) = false;
 };
 
-// A running exec. Destroying it before the exit cancels the exec (kills its
-// process group in the guest) and frees its queue at once.
-class ExecHandle {
+// The exec handle of an AgentClient: destroying it before the exit also
+// frees its queue at once.
+class ChannelExecHandle : public ExecHandle {
  public:
-  ~ExecHandle();
-  // The next output chunk or the exit; after the exit, FAILED_PRECONDITION.
-  absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture());
+  ~ChannelExecHandle() override;
+  absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture()) override;
 
  private:
   friend class AgentClient;
-  ExecHandle(std::shared_ptr<AgentClient> client, uint64_t id,
-             std::shared_ptr<OpChannel> channel)
+  ChannelExecHandle(std::shared_ptr<AgentClient> client, uint64_t id,
+                    std::shared_ptr<OpChannel> channel)
       : client_(std::move(client)), id_(id), channel_(std::move(channel)) {}
   std::shared_ptr<AgentClient> client_;
   uint64_t id_;
@@ -177,7 +155,7 @@ class ExecHandle {
   bool done_ = false;
 };
 
-class AgentClient : public std::enable_shared_from_this<AgentClient> {
+class AgentClient : public GuestAgent, public std::enable_shared_from_this<AgentClient> {
  public:
   // Connects to `socket_path` and greets the agent: HelloRequest every
   // 100 ms until it answers. A guest image without an agent that writes the
@@ -194,12 +172,12 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
       UniqueFd fd, absl::Duration timeout,
       const std::function<absl::Status()>& abort_check = nullptr,
       const AgentClientOptions& options = AgentClientOptions());
-  ~AgentClient();
+  ~AgentClient() override;
   AgentClient(const AgentClient&) = delete;
   AgentClient& operator=(const AgentClient&) = delete;
 
-  bool has_agent() const { return has_agent_; }
-  bool healthy() const { return !broken_.load(); }
+  bool has_agent() const override { return has_agent_; }
+  bool healthy() const override { return !broken_.load(); }
   const std::string& agent_version() const { return agent_version_; }
 
   // Bytes of guest frames queued now for this connection's operations, and
@@ -207,7 +185,7 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   size_t queued_bytes() const;
   size_t peak_queued_bytes() const;
 
-  absl::StatusOr<std::unique_ptr<ExecHandle>> StartExec(const ExecSpec& spec);
+  absl::StatusOr<std::unique_ptr<ExecHandle>> StartExec(const ExecSpec& spec) override;
 
   // Uploads: `next_chunk` returns the next piece of data, "" at the end.
   // An error the agent reports while the data is still being sent ends the
@@ -215,19 +193,19 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   absl::StatusOr<FileInfo> WriteFile(
       const std::string& path, uint32_t mode, bool tar, bool make_parents,
       const std::function<absl::StatusOr<std::string>()>& next_chunk,
-      absl::Duration timeout);
+      absl::Duration timeout) override;
   // Downloads: `sink` receives the data in order; an error from it aborts.
   absl::StatusOr<FileInfo> ReadFile(
       const std::string& path, bool tar,
       const std::function<absl::Status(const std::string&)>& sink,
-      absl::Duration timeout);
+      absl::Duration timeout) override;
 
   // Steps the guest's wall clock; returns the guest's time right after.
-  absl::StatusOr<absl::Time> SetClock(absl::Time now, absl::Duration timeout);
+  absl::StatusOr<absl::Time> SetClock(absl::Time now, absl::Duration timeout) override;
   // Mixes `seed` into the guest's entropy pool and reseeds its CRNG.
-  absl::Status AddEntropy(const std::string& seed, absl::Duration timeout);
+  absl::Status AddEntropy(const std::string& seed, absl::Duration timeout) override;
   // A HelloRequest round trip (the latency floor of the channel).
-  absl::Status Ping(absl::Duration timeout);
+  absl::Status Ping(absl::Duration timeout) override;
 
  private:
   AgentClient(UniqueFd fd, const AgentClientOptions& options);
@@ -246,7 +224,7 @@ class AgentClient : public std::enable_shared_from_this<AgentClient> {
   absl::StatusOr<v1::OpResult> AwaitResult(OpChannel& channel, absl::Time deadline,
                                            const std::string& what);
   void Close(absl::Status why);
-  friend class ExecHandle;
+  friend class ChannelExecHandle;
 
   const AgentClientOptions options_;
   UniqueFd fd_;

@@ -235,3 +235,17 @@ absl::StatusOr<uint64_t> FreeBytes(const std::string& path) {
 }
 
 }  // namespace smolvm
+
+namespace smolvm {
+
+std::vector<std::string> ListDirNames(const std::string& dir) {
+  std::vector<std::string> names;
+  std::error_code ec;
+  for (auto it = std::filesystem::directory_iterator(dir, ec);
+       !ec && it != std::filesystem::directory_iterator(); it.increment(ec)) {
+    names.push_back(it->path().filename().string());
+  }
+  return names;
+}
+
+}  // namespace smolvm

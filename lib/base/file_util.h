@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -52,6 +53,9 @@ absl::StatusOr<uint64_t> AllocatedBytes(const std::string& path);
 
 // Joins path components with "/".
 std::string JoinPath(const std::string& a, const std::string& b);
+
+// Names of the entries of `dir` (none if it cannot be read).
+std::vector<std::string> ListDirNames(const std::string& dir);
 
 // Free bytes available to unprivileged writers of the filesystem of `path`.
 absl::StatusOr<uint64_t> FreeBytes(const std::string& path);

@@ -2,7 +2,6 @@
 // adopted (running VMMs), recorded (VMMs that died), or removed (files and
 // processes of things the store does not know, half-written snapshots).
 #include <cstdio>
-#include <filesystem>
 #include <set>
 
 #include "absl/strings/match.h"
@@ -14,49 +13,55 @@
 #include "spdlog/spdlog.h"
 
 namespace smolvm::core {
-namespace {
-
-namespace fs = std::filesystem;
-
-std::vector<std::string> EntriesOf(const std::string& dir) {
-  std::vector<std::string> names;
-  std::error_code ec;
-  for (auto it = fs::directory_iterator(dir, ec); !ec && it != fs::directory_iterator();
-       it.increment(ec)) {
-    names.push_back(it->path().filename().string());
+absl::Status VmManager::FinishOrRollBack(const store::PendingOperation& op) {
+  const std::string& id = op.vm_id;
+  // Whatever the operation started of a VMM is not the VM's (a restore's
+  // target was not running, a create's VM never ran, a delete ends it).
+  hypervisor_->EndStrayProcess(id, files_->VmRunDir(id));
+  (void)files_->RemoveRunDir(id);
+  if (op.kind == "delete") {
+    spdlog::warn("vm {}: finishing an interrupted delete", id);
+    SMOLVM_RETURN_IF_ERROR(files_->RemoveVmFiles(id));
+    if (auto s = store_->DeleteVm(id); !s.ok() && !absl::IsNotFound(s)) return s;
+  } else if (op.has_previous) {
+    spdlog::warn("vm {}: rolling back an interrupted {}: the vm is put back as it was", id,
+                 op.kind);
+    files_->RecoverInterruptedRestore(id);
+    SMOLVM_RETURN_IF_ERROR(store_->RestorePreviousVm(id));
+  } else {
+    spdlog::warn("vm {}: rolling back an interrupted {}", id, op.kind);
+    SMOLVM_RETURN_IF_ERROR(files_->RemoveVmFiles(id));
+    if (auto s = store_->DeleteVm(id); !s.ok() && !absl::IsNotFound(s)) return s;
   }
-  return names;
+  // (Its address, if it no longer exists, is released with the other
+  // vanished VMs' below.)
+  return store_->EndOperation(id);
 }
 
-}  // namespace
-
 absl::Status VmManager::Reconcile() {
-  SMOLVM_RETURN_IF_ERROR(InitNetwork());
+  // The journal first: operations a crash interrupted are finished (a
+  // delete) or rolled back (a create or restore), from what they recorded.
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<store::PendingOperation> pending,
+                          store_->PendingOperations());
+  for (const auto& op : pending) SMOLVM_RETURN_IF_ERROR(FinishOrRollBack(op));
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
   std::set<std::string> known;
   int adopted = 0, lost = 0;
   std::set<std::string> rolled_back;
   for (VmRecord& vm : vms) {
-    // A create or a restore into a new VM that the previous daemon did not
-    // finish: the row exists (it reserved the id) but the operation never
-    // completed. A create's disk is renamed into place as its last step, a
-    // restore never leaves a VM CREATED. Undo it: row, address (below, as
-    // for a vanished VM), TAP, files, cgroup, and any VMM it started.
-    // A VM whose directory is gone was being deleted (DeleteVm removes the
-    // files, then the row): the delete is finished the same way.
+    // Rows a smolvmd from before the journal (schema 7) left mid-create or
+    // mid-delete: a CREATED VM whose disk never arrived, a VM whose files
+    // are gone. Neither can run; they are removed.
     const bool interrupted_create =
-        vm.state == VmState::kCreated &&
-        (!vm.restored_from.empty() || !PathExists(VmDiskPath(vm.vm_id)));
-    const bool interrupted_delete = !interrupted_create && !PathExists(VmDir(vm.vm_id));
+        vm.state == VmState::kCreated && !PathExists(files_->VmDisk(vm.vm_id));
+    const bool interrupted_delete = !interrupted_create && !PathExists(files_->VmDir(vm.vm_id));
     if (interrupted_create || interrupted_delete) {
       spdlog::warn("vm {}: {}", vm.vm_id,
-                   interrupted_delete          ? "finishing an interrupted delete"
-                   : vm.restored_from.empty() ? "rolling back an interrupted create"
-                                              : "rolling back an interrupted restore of " +
-                                                    vm.restored_from);
-      hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
-      (void)RemoveTree(VmRunDir(vm.vm_id));
-      (void)RemoveTree(VmDir(vm.vm_id));
+                   interrupted_delete ? "finishing an interrupted delete (no journal entry)"
+                                      : "rolling back an interrupted create (no journal entry)");
+      hypervisor_->EndStrayProcess(vm.vm_id, files_->VmRunDir(vm.vm_id));
+      (void)files_->RemoveRunDir(vm.vm_id);
+      (void)files_->RemoveVmFiles(vm.vm_id);
       SMOLVM_RETURN_IF_ERROR(store_->DeleteVm(vm.vm_id));
       rolled_back.insert(vm.vm_id);
       continue;
@@ -67,18 +72,23 @@ absl::Status VmManager::Reconcile() {
     const bool live_state = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
     if (!live_state) {
       // E.g. the daemon died while this VM was booting or being restored.
-      hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
-      (void)RemoveTree(VmRunDir(vm.vm_id));
+      hypervisor_->EndStrayProcess(vm.vm_id, files_->VmRunDir(vm.vm_id));
+      (void)files_->RemoveRunDir(vm.vm_id);
       // A restore interrupted by a crash: keep the disk the VM had.
-      const std::string disk = VmDiskPath(vm.vm_id);
-      (void)unlink((disk + ".restoring").c_str());
-      if (PathExists(disk + ".previous")) rename((disk + ".previous").c_str(), disk.c_str());
+      files_->RecoverInterruptedRestore(vm.vm_id);
       continue;
     }
-    auto instance = hypervisor_->Attach(vm.vm_id, vm.vmm_pid, VmRunDir(vm.vm_id));
+    auto instance = hypervisor_->Attach(vm.vm_id, vm.vmm_pid, files_->VmRunDir(vm.vm_id));
+    if (!instance.ok() && !absl::IsNotFound(instance.status())) {
+      // The VMM may well be running: a start that cannot reach it must not
+      // end it. Fail the start (systemd tries again) and leave the VM be.
+      return absl::UnavailableError(absl::StrCat(
+          "re-attach to the vmm of vm ", vm.vm_id, " (pid ", vm.vmm_pid,
+          "): ", instance.status().message(), "; the vm was left running"));
+    }
     if (!instance.ok()) {
       ++lost;
-      hypervisor_->EndStrayProcess(vm.vm_id, VmRunDir(vm.vm_id));
+      hypervisor_->EndStrayProcess(vm.vm_id, files_->VmRunDir(vm.vm_id));
       (void)FailVmLocked(*slot, vm,
                          absl::InternalError(absl::StrCat(
                              "the vmm process ", vm.vmm_pid,
@@ -111,20 +121,36 @@ absl::Status VmManager::Reconcile() {
         SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
       }
     }
+    // A clone that runs but whose record still owes its fix-ups (a resume
+    // that got as far as QEMU, or as far as the guest): it must not go on
+    // with its snapshot's clock, RNG or address. The fix-ups are idempotent.
+    if (vm.state == VmState::kRunning && slot->needs_fixup) {
+      spdlog::warn("vm {}: finishing the fix-ups of an interrupted resume", vm.vm_id);
+      absl::Status s = FixUpRestoredLocked(*slot, vm.vm_id);
+      if (s.ok() && slot->needs_readdress) s = ReaddressGuestLocked(*slot, vm);
+      if (s.ok()) {
+        vm.pending_fixup.clear();
+        s = store_->UpdateVm(vm);
+      }
+      if (!s.ok()) {
+        (void)FailVmLocked(*slot, vm, s);
+        continue;
+      }
+    }
     ++adopted;
   }
 
   // Files of VMs that no longer exist (a crash during DeleteVm or a failed
   // CreateVm).
-  for (const auto& name : EntriesOf(JoinPath(options_.state_dir, "vms"))) {
+  for (const auto& name : files_->VmDirNames()) {
     if (known.count(name)) continue;
     spdlog::warn("removing files of unknown vm {}", name);
-    (void)RemoveTree(VmDir(name));
+    (void)files_->RemoveVmFiles(name);
   }
-  for (const auto& name : EntriesOf(JoinPath(options_.run_dir, "vms"))) {
+  for (const auto& name : files_->RunDirNames()) {
     if (known.count(name)) continue;
-    hypervisor_->EndStrayProcess(name, VmRunDir(name));
-    (void)RemoveTree(VmRunDir(name));
+    hypervisor_->EndStrayProcess(name, files_->VmRunDir(name));
+    (void)files_->RemoveRunDir(name);
   }
 
   // Snapshots: half-written directories, and published ones whose row never
@@ -132,15 +158,14 @@ absl::Status VmManager::Reconcile() {
   SMOLVM_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> snaps, store_->AllSnapshots());
   std::set<std::string> snapshot_ids;
   for (const auto& s : snaps) snapshot_ids.insert(s.snapshot_id);
-  const std::string snapshots_dir = JoinPath(options_.state_dir, "snapshots");
-  for (const auto& name : EntriesOf(snapshots_dir)) {
-    if (absl::StartsWith(name, snapshot::kTempPrefix) || !snapshot_ids.count(name)) {
+  for (const auto& name : files_->SnapshotDirNames()) {
+    if (snapshot::StateFiles::IsDraft(name) || !snapshot_ids.count(name)) {
       spdlog::warn("removing incomplete snapshot directory {}", name);
-      (void)RemoveTree(JoinPath(snapshots_dir, name));
+      (void)RemoveTree(JoinPath(files_->SnapshotsDir(), name));
     }
   }
   for (const auto& s : snaps) {
-    if (auto m = snapshot::ReadAndVerify(snapshot::PathsIn(SnapshotDir(s.snapshot_id)));
+    if (auto m = snapshot::ReadAndVerify(files_->SnapshotPathsOf(s.snapshot_id));
         !m.ok()) {
       spdlog::error("snapshot {}: {}", s.snapshot_id, std::string(m.status().message()));
     }
@@ -158,8 +183,8 @@ absl::Status VmManager::Reconcile() {
   for (const auto& snap : snaps) {
     referenced.insert({snap.vm_config.kernel_path, snap.vm_config.initrd_path});
   }
-  const std::string imported = JoinPath(JoinPath(options_.state_dir, "images"), "imported");
-  for (const auto& name : EntriesOf(imported)) {
+  const std::string imported = files_->ImportedDir();
+  for (const auto& name : ListDirNames(imported)) {
     const std::string path = JoinPath(imported, name);
     if (referenced.count(path)) continue;
     spdlog::info("removing unreferenced imported image file {}", name);
@@ -167,7 +192,7 @@ absl::Status VmManager::Reconcile() {
   }
 
   std::erase_if(vms, [&](const VmRecord& vm) { return rolled_back.count(vm.vm_id) > 0; });
-  ReconcileNetwork(vms);
+  network_->Reconcile(vms);
   spdlog::info("reconciled: {} vms ({} re-attached, {} lost), {} snapshots", vms.size(),
                adopted, lost, snaps.size());
   return absl::OkStatus();

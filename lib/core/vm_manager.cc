@@ -9,30 +9,45 @@
 #include "lib/base/crash_point.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
-#include "lib/net/port_probe.h"
 #include "lib/model/boot_args.h"
 #include "lib/model/validation.h"
 #include "spdlog/spdlog.h"
 
 namespace smolvm::core {
 
-VmManager::VmManager(ManagerOptions options, std::unique_ptr<store::Store> store,
-                     std::unique_ptr<vmm::Hypervisor> hypervisor,
-                     std::unique_ptr<image::ImageCache> images,
-                     std::unique_ptr<net::LinkBackend> links,
-                     std::unique_ptr<net::Firewall> firewall,
-                     std::unique_ptr<net::HostFirewall> host_firewall)
+VmManager::VmManager(ManagerOptions options, ManagerParts parts,
+                     std::unique_ptr<VmNetwork> network)
     : options_(std::move(options)),
-      store_(std::move(store)),
-      hypervisor_(std::move(hypervisor)),
-      images_(std::move(images)),
+      store_(std::move(parts.store)),
+      hypervisor_(std::move(parts.hypervisor)),
+      images_(std::move(parts.images)),
+      files_(std::move(parts.files)),
+      guests_(std::move(parts.guests)),
+      network_(std::move(network)),
       accelerator_(hypervisor_->accelerator()),
-      links_(std::move(links)),
-      firewall_(std::move(firewall)),
-      host_firewall_(std::move(host_firewall)),
       quota_([this](const std::string& tenant, const std::set<std::string>& skip) {
         return StoredUsage(tenant, skip);
       }) {}
+
+absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(ManagerOptions options,
+                                                             ManagerParts parts) {
+  if (!parts.store || !parts.hypervisor || !parts.images) {
+    return absl::InvalidArgumentError("a VmManager needs a store, a hypervisor and images");
+  }
+  if (!parts.files) {
+    parts.files = std::make_unique<snapshot::StateFiles>(options.state_dir, options.run_dir);
+  }
+  if (!parts.guests) parts.guests = agent::NewAgentConnector();
+  SMOLVM_ASSIGN_OR_RETURN(
+      std::unique_ptr<VmNetwork> network,
+      VmNetwork::Create(options.network, options.ports, options.egress_deny, parts.store.get(),
+                        std::move(parts.links), std::move(parts.firewall),
+                        std::move(parts.host_firewall)));
+  std::unique_ptr<VmManager> manager(
+      new VmManager(std::move(options), std::move(parts), std::move(network)));
+  SMOLVM_RETURN_IF_ERROR(manager->Reconcile());
+  return manager;
+}
 
 absl::Status VmManager::CheckAccess(const Caller& caller, const char* kind,
                                     const std::string& id, const std::string& owner) {
@@ -93,22 +108,6 @@ size_t VmManager::SlotCountForTesting() {
   return slots_.size();
 }
 
-std::string VmManager::VmDir(const std::string& id) const {
-  return JoinPath(JoinPath(options_.state_dir, "vms"), id);
-}
-std::string VmManager::VmDiskPath(const std::string& id) const {
-  return JoinPath(VmDir(id), "disk.ext4");
-}
-std::string VmManager::VmRunDir(const std::string& id) const {
-  return JoinPath(JoinPath(options_.run_dir, "vms"), id);
-}
-std::string VmManager::VmMemPath(const std::string& id) const {
-  return JoinPath(VmRunDir(id), "mem");
-}
-std::string VmManager::SnapshotDir(const std::string& id) const {
-  return JoinPath(JoinPath(options_.state_dir, "snapshots"), id);
-}
-
 absl::Status VmManager::ResolveImage(VmConfig& config, UniqueFd& rootfs) {
   const bool named = !config.kernel_path.empty() || !config.initrd_path.empty() ||
                      !config.rootfs_path.empty();
@@ -118,7 +117,7 @@ absl::Status VmManager::ResolveImage(VmConfig& config, UniqueFd& rootfs) {
         "rootfs_path): leave them empty for the default image, or ask the operator to "
         "allow a directory ([images] allowed_dirs in smolvmd.toml)");
   }
-  const std::string imported = JoinPath(JoinPath(options_.state_dir, "images"), "imported");
+  const std::string imported = files_->ImportedDir();
   for (auto [path, field] : {std::pair{&config.kernel_path, "kernel_path"},
                              std::pair{&config.initrd_path, "initrd_path"}}) {
     if (path->empty()) continue;
@@ -148,32 +147,18 @@ absl::Status VmManager::ResolveImage(VmConfig& config, UniqueFd& rootfs) {
   return absl::OkStatus();
 }
 
-absl::Status VmManager::CheckForwardPolicy(const PortForward& f) const {
-  const PortPolicy& policy = options_.ports;
-  if (std::find(policy.host_ips.begin(), policy.host_ips.end(), f.host_ip) ==
-      policy.host_ips.end()) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "port forward host_ip ", f.host_ip, " is not allowed on this host (allowed: ",
-        absl::StrJoin(policy.host_ips, ", "), "; [ports] host_ips in smolvmd.toml)"));
-  }
-  if (f.host_port < policy.min_port || f.host_port > policy.max_port) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        "port forward host_port ", f.host_port, " is outside the allowed range ",
-        policy.min_port, "-", policy.max_port, " ([ports] min/max in smolvmd.toml)"));
-  }
-  return net::CheckHostPortFree(f.host_ip, f.host_port, f.protocol);
-}
-
 absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig config,
                                              bool start) {
   if (config.vm_id.empty()) config.vm_id = GenerateId("vm");
   SMOLVM_RETURN_IF_ERROR(ValidateId(config.vm_id, "vm_id"));
   SMOLVM_RETURN_IF_ERROR(NormalizeVmConfig(config));
   if (!caller.admin) SMOLVM_RETURN_IF_ERROR(ValidateTenantBootArgs(config.boot_args));
-  if (!config.port_forwards.empty() && !subnet_) {
+  if (!config.port_forwards.empty() && !network_->enabled()) {
     return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
   }
-  for (const auto& f : config.port_forwards) SMOLVM_RETURN_IF_ERROR(CheckForwardPolicy(f));
+  for (const auto& f : config.port_forwards) {
+    SMOLVM_RETURN_IF_ERROR(network_->CheckForwardPolicy(f));
+  }
   UniqueFd rootfs;
   SMOLVM_RETURN_IF_ERROR(ResolveImage(config, rootfs));
   const std::string& id = config.vm_id;
@@ -192,39 +177,30 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   // CREATED, or (with `start`) RUNNING or failed.
   SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
                           ClaimQuota(caller, vm.owner, VmQuotaKey(id), VmUsage(counted, start)));
-  // The row reserves the id (ALREADY_EXISTS for a duplicate) before any file
-  // is touched; the guard undoes both if a later step fails.
+  if (store_->GetVm(id).ok()) {
+    return absl::AlreadyExistsError(absl::StrCat("vm \"", id, "\" already exists"));
+  }
+  // The intent first (the next start rolls an unfinished create back), then
+  // the row, which reserves the id, before any file is touched; the guard
+  // undoes all of it if a later step fails.
+  SMOLVM_RETURN_IF_ERROR(store_->BeginOperation(id, "create"));
+  absl::Cleanup end_operation = [&] { (void)store_->EndOperation(id); };
   SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
   CrashPoint("create.row_inserted");
   auto undo = absl::MakeCleanup([&] {
-    (void)RemoveTree(VmDir(id));
+    (void)files_->RemoveVmFiles(id);
     (void)store_->DeleteVm(id);
-    ReleaseNetwork(id);
+    network_->Release(id);
   });
-  {
-    absl::MutexLock net_lock(&net_mu_);
-    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(id, vm.owner, config.port_forwards));
-    SMOLVM_RETURN_IF_ERROR(AssignNetwork(vm));
-    vm.network.port_forwards = config.port_forwards;
-    SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  }
-  SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(id)));
-  // Copied under a temp name and renamed into place: a VM whose disk.ext4
-  // exists has all of it (Reconcile rolls back a CREATED VM without one).
-  const std::string staged = VmDiskPath(id) + ".creating";
-  absl::Status copied = rootfs.valid() ? SparseCopyFromFd(rootfs.get(), staged)
-                                       : SparseCopyFile(config.rootfs_path, staged);
-  if (copied.ok()) CrashPoint("create.disk_copied");
-  if (copied.ok() && rename(staged.c_str(), VmDiskPath(id).c_str()) != 0) {
-    copied = absl::ErrnoToStatus(errno, absl::StrCat("rename ", staged));
-  }
-  if (auto s = copied; !s.ok()) {
-    if (absl::IsResourceExhausted(s) || s.message().find("No space") != std::string::npos) {
-      return absl::ResourceExhaustedError(absl::StrCat("copy root disk for vm ", id, ": ",
-                                                       s.message()));
-    }
-    return s;
-  }
+  SMOLVM_RETURN_IF_ERROR(network_->Assign(vm, config.port_forwards));
+  CrashPoint("create.network_assigned");
+  // Written under a staged name and renamed into place: a VM whose
+  // disk.ext4 exists has all of it (Reconcile rolls back a CREATED VM
+  // without one).
+  SMOLVM_RETURN_IF_ERROR(files_->CopyRootDisk(id, rootfs.valid() ? rootfs.get() : -1,
+                                              config.rootfs_path));
+  SMOLVM_RETURN_IF_ERROR(store_->EndOperation(id));
+  std::move(end_operation).Cancel();
   std::move(undo).Cancel();
   spdlog::info("vm {}: created ({} vcpus, {} MiB)", id, config.vcpu_count,
                config.memory_mib);
@@ -232,53 +208,64 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   return BootLocked(*slot, std::move(vm));
 }
 
-absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
-  const std::string& id = vm.vm_id;
+absl::StatusOr<vmm::LaunchSpec> VmManager::LaunchSpecFor(VmRecord& vm) {
   vmm::LaunchSpec spec;
-  spec.vm_id = id;
+  spec.vm_id = vm.vm_id;
   spec.vcpu_count = vm.config.vcpu_count;
   spec.memory_mib = vm.config.memory_mib;
   spec.kernel_path = vm.config.kernel_path;
   spec.initrd_path = vm.config.initrd_path;
-  spec.disk_path = VmDiskPath(id);
+  spec.disk_path = files_->VmDisk(vm.vm_id);
   spec.kernel_cmdline = options_.base_cmdline;
   if (!vm.config.boot_args.empty()) absl::StrAppend(&spec.kernel_cmdline, " ", vm.config.boot_args);
-  spec.run_dir = VmRunDir(id);
-  spec.mem_path = VmMemPath(id);
-  spec.mem_shared = true;
-  absl::StrAppend(&spec.kernel_cmdline, NetworkCmdline(vm.network));
-  FillLaunchNetwork(vm, spec);
-  if (auto s = AssignVmmUid(vm); !s.ok()) {
-    (void)FailVmLocked(slot, vm, s);
-    return s;
-  }
+  absl::StrAppend(&spec.kernel_cmdline, network_->Cmdline(vm.network));
+  spec.run_dir = files_->VmRunDir(vm.vm_id);
+  network_->FillLaunch(vm, spec);
+  SMOLVM_RETURN_IF_ERROR(AssignVmmUid(vm));
   spec.vmm_uid = vm.vmm_uid;
+  return spec;
+}
+
+absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
+  const std::string& id = vm.vm_id;
+  auto spec = LaunchSpecFor(vm);
+  if (!spec.ok()) {
+    (void)FailVmLocked(slot, vm, spec.status());
+    return spec.status();
+  }
+  spec->mem_path = files_->VmMem(id);
+  spec->mem_shared = true;
   absl::Time t0 = absl::Now();
-  if (auto s = PlugNetwork(vm); !s.ok()) {
+  if (auto s = network_->Plug(vm); !s.ok()) {
     (void)FailVmLocked(slot, vm, s);
     return s;
   }
-  auto instance = hypervisor_->Launch(spec);
+  auto instance = hypervisor_->Launch(*spec);
   if (!instance.ok()) {
     (void)FailVmLocked(slot, vm, instance.status());
     return instance.status();
   }
   slot.instance = *std::move(instance);
+  CrashPoint("boot.vmm_launched");
+  // From here on a failure must not leave the VMM running under a record
+  // that does not say so: the VM is recorded as ERROR and the VMM ended.
+  auto fail = [&](const absl::Status& s) ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    (void)FailVmLocked(slot, vm, s);
+    return s;
+  };
   // Record the pid before waiting: if the daemon dies during the boot, the
   // next start finds and ends this VMM.
   vm.vmm_pid = slot.instance->pid();
   vm.error.clear();
-  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  if (auto s = store_->UpdateVm(vm); !s.ok()) return fail(s);
+  CrashPoint("boot.pid_recorded");
   // Ready means the guest agent answered (an image without the agent may
   // instead write the legacy line SMOLVM_READY on the port).
-  if (auto s = ConnectAgentLocked(slot, id, options_.boot_timeout); !s.ok()) {
-    (void)FailVmLocked(slot, vm, s);
-    return s;
-  }
+  if (auto s = ConnectAgentLocked(slot, id, options_.boot_timeout); !s.ok()) return fail(s);
   vm.state = VmState::kRunning;
   vm.restored_from.clear();
   vm.pending_fixup.clear();
-  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  if (auto s = store_->UpdateVm(vm); !s.ok()) return fail(s);
   spdlog::info("vm {}: running (pid {}, ready in {})", id, vm.vmm_pid,
                absl::FormatDuration(absl::Now() - t0));
   return store_->GetVm(id);
@@ -303,7 +290,7 @@ absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_i
         "vm ", vm_id, ": qemu exited before the guest became ready",
         cause.empty() ? "" : ": ", cause, "; console tail:\n", instance->ConsoleTail(2000)));
   };
-  auto client = agent::AgentClient::Connect(instance->agent_socket_path(), timeout, dead);
+  auto client = guests_->Connect(instance->agent_socket_path(), timeout, dead);
   if (!client.ok() && !absl::IsDeadlineExceeded(client.status())) {
     // The channel closes a moment before the VMM is gone: a dying VMM is
     // reported as such, with its console, not as a channel error.
@@ -331,7 +318,12 @@ absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
     SMOLVM_RETURN_IF_ERROR(slot.instance->Shutdown(absl::Seconds(5)));
     slot.instance.reset();
   }
-  return RemoveTree(VmRunDir(vm_id));
+  // The VMM is gone: what is left in its run dir is garbage the next start
+  // removes, not a reason to report the VM as still running.
+  if (auto s = files_->RemoveRunDir(vm_id); !s.ok()) {
+    spdlog::warn("vm {}: {}", vm_id, std::string(s.message()));
+  }
+  return absl::OkStatus();
 }
 
 absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
@@ -340,7 +332,7 @@ absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
   // write lines (or terminal escapes) into the daemon's log.
   spdlog::warn("vm {}: error: {}", vm.vm_id, absl::CHexEscape(cause.message()));
   absl::Status teardown = TearDownLocked(slot, vm.vm_id);
-  UnplugNetwork(vm);
+  network_->Unplug(vm);
   vm.state = VmState::kError;
   vm.vmm_pid = 0;
   vm.pending_fixup.clear();
@@ -397,6 +389,25 @@ absl::StatusOr<VmRecord> VmManager::StartVm(const Caller& caller, const std::str
   return BootLocked(*slot, std::move(vm));
 }
 
+absl::Status VmManager::StopLocked(VmSlot& slot, VmRecord& vm) {
+  // Recorded first: a VMM that outlives a failed stop is ended by the next
+  // start (it belongs to a VM that is not running), while a VMM ended under
+  // a record still saying "running" would be reported as a crash.
+  const VmRecord before = vm;
+  vm.state = VmState::kStopped;
+  vm.pending_fixup.clear();
+  vm.vmm_pid = 0;
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  CrashPoint("stop.recorded");
+  if (auto s = TearDownLocked(slot, vm.vm_id); !s.ok()) {
+    vm = before;
+    (void)store_->UpdateVm(vm);
+    return s;
+  }
+  network_->Unplug(vm);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<VmRecord> VmManager::StopVm(const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
@@ -406,12 +417,7 @@ absl::StatusOr<VmRecord> VmManager::StopVm(const Caller& caller, const std::stri
     return absl::FailedPreconditionError(absl::StrCat(
         "stop vm ", vm_id, ": it is ", VmStateName(vm.state), ", not running or paused"));
   }
-  SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
-  UnplugNetwork(vm);
-  vm.state = VmState::kStopped;
-  vm.pending_fixup.clear();
-  vm.vmm_pid = 0;
-  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  SMOLVM_RETURN_IF_ERROR(StopLocked(*slot, vm));
   spdlog::info("vm {}: stopped", vm_id);
   return store_->GetVm(vm_id);
 }
@@ -442,6 +448,7 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const Caller& caller, const std::st
         "resume vm ", vm_id, ": it is ", VmStateName(vm.state), ", not paused"));
   }
   SMOLVM_RETURN_IF_ERROR(slot->instance->Resume());
+  CrashPoint("resume.vcpus_running");
   if (slot->needs_fixup) {
     absl::Status s = FixUpRestoredLocked(*slot, vm_id);
     if (s.ok() && slot->needs_readdress) s = ReaddressGuestLocked(*slot, vm);
@@ -464,16 +471,31 @@ absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id)
     absl::MutexLock lock(&slot->mu);
     SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
     SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
-    SMOLVM_RETURN_IF_ERROR(TearDownLocked(*slot, vm_id));
-    UnplugNetwork(vm);
-    // Files go before the row: a crash in between leaves a row whose files
-    // are gone, which the next start (Reconcile) or a retried DeleteVm
-    // finishes; never orphaned files.
-    SMOLVM_RETURN_IF_ERROR(RemoveTree(VmDir(vm_id)));
+    // The intent first: from the moment files go, the next start finishes
+    // the delete. (An unfinished operation recorded for this VM — a failed
+    // earlier delete — is superseded by this one.)
+    if (auto s = store_->BeginOperation(vm_id, "delete"); !s.ok() && !absl::IsAlreadyExists(s)) {
+      return s;
+    }
+    absl::Cleanup abandon = [&] { (void)store_->EndOperation(vm_id); };
+    if (vm.state == VmState::kRunning || vm.state == VmState::kPaused || slot->instance) {
+      SMOLVM_RETURN_IF_ERROR(StopLocked(*slot, vm));
+      CrashPoint("delete.vmm_stopped");
+    }
+    // Files go before the row; once they start going the delete is
+    // committed: a failure or crash from here is finished by a retried
+    // DeleteVm or the next start (Reconcile, from the journal).
+    std::move(abandon).Cancel();
+    SMOLVM_RETURN_IF_ERROR(files_->RemoveVmFiles(vm_id));
     CrashPoint("delete.files_removed");
-    return store_->DeleteVm(vm_id);
+    if (auto s = store_->DeleteVm(vm_id); !s.ok() && !absl::IsNotFound(s)) return s;
+    if (auto s = store_->EndOperation(vm_id); !s.ok()) {
+      spdlog::warn("vm {}: deleted; its journal entry is cleared at the next start: {}", vm_id,
+                   std::string(s.message()));
+    }
+    return absl::OkStatus();
   }();
-  if (status.ok()) ReleaseNetwork(vm_id);
+  if (status.ok()) network_->Release(vm_id);
   if (status.ok()) spdlog::info("vm {}: deleted", vm_id);
   return status;
 }

@@ -11,13 +11,15 @@
 // Snapshot files are guarded by a reader/writer lock: creates and restores
 // share it, DeleteSnapshot takes it exclusively.
 //
-// Layout on disk:
-//   <state_dir>/smolvmd.db                SQLite (lib/store)
-//   <state_dir>/vms/<vm_id>/disk.ext4     the VM's root disk
-//   <state_dir>/snapshots/<id>/...        lib/snapshot/snapshot_files.h
-//   <state_dir>/images/default-<hash>/    lib/image/image_cache.h
-//   <run_dir>/vms/<vm_id>/                VMM sockets, pid file, console log,
-//                                         and `mem` (guest RAM, on tmpfs)
+// Collaborators, each behind its own interface and file, injected by the
+// factory (unit tests inject fakes from tests/fakes):
+//   store::Store            SQLite: the records (lib/store)
+//   vmm::Hypervisor         VMM processes (lib/vmm)
+//   snapshot::StateFiles    every file under the state and run dirs
+//   agent::GuestConnector   connections to guest agents (lib/agent)
+//   VmNetwork               addresses, TAPs, firewall (vm_network.h), over
+//                           net::LinkBackend / Firewall / HostFirewall
+//   image::ImageCache       the default guest image
 #pragma once
 
 #include <functional>
@@ -31,7 +33,8 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "lib/agent/agent_client.h"
+#include "lib/agent/guest_agent.h"
+#include "lib/core/vm_network.h"
 #include "lib/core/quota.h"
 #include "lib/base/unique_fd.h"
 #include "lib/image/host_paths.h"
@@ -41,6 +44,7 @@
 #include "lib/net/ip_pool.h"
 #include "lib/net/link_backend.h"
 #include "lib/snapshot/snapshot_files.h"
+#include "lib/snapshot/state_files.h"
 #include "lib/model/policy.h"
 #include "lib/model/tenant.h"
 #include "lib/model/vm.h"
@@ -48,17 +52,6 @@
 #include "lib/vmm/hypervisor.h"
 
 namespace smolvm::core {
-
-// Host networking of VMs: a bridge with the gateway address, a TAP per VM
-// enslaved to it, addresses from `subnet`, NAT out of `uplink`.
-struct NetworkOptions {
-  bool enabled = false;
-  std::string bridge = "smolvm0";
-  std::string subnet = "10.200.0.0/24";
-  std::string uplink;  // Resolved interface; "" = no NAT (VMs reach nothing beyond the host).
-  std::string dns;     // Resolver written into guests; "" = none.
-  std::string nft_table = "smolvmd";
-};
 
 struct ManagerOptions {
   std::string state_dir;
@@ -84,22 +77,28 @@ struct ManagerOptions {
   uint32_t vmm_uid_count = 65536;
 };
 
+// What a VmManager works with. `files` and `guests` default to the real
+// ones (the state and run dirs of ManagerOptions, AgentClient); `links` and
+// `firewall` are required when networking is enabled.
+struct ManagerParts {
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<vmm::Hypervisor> hypervisor;
+  std::unique_ptr<image::ImageCache> images;
+  std::unique_ptr<snapshot::StateFiles> files;
+  std::unique_ptr<agent::GuestConnector> guests;
+  std::unique_ptr<net::LinkBackend> links;
+  std::unique_ptr<net::Firewall> firewall;
+  std::unique_ptr<net::HostFirewall> host_firewall;
+};
+
 class VmManager {
  public:
-  VmManager(ManagerOptions options, std::unique_ptr<store::Store> store,
-            std::unique_ptr<vmm::Hypervisor> hypervisor,
-            std::unique_ptr<image::ImageCache> images,
-            std::unique_ptr<net::LinkBackend> links = nullptr,
-            std::unique_ptr<net::Firewall> firewall = nullptr,
-            std::unique_ptr<net::HostFirewall> host_firewall = nullptr);
+  // A ready manager: networking set up and the store brought in line with
+  // the host after a (re)start (see Reconcile).
+  static absl::StatusOr<std::unique_ptr<VmManager>> Create(ManagerOptions options,
+                                                           ManagerParts parts);
   VmManager(const VmManager&) = delete;
   VmManager& operator=(const VmManager&) = delete;
-
-  // Brings the store in line with the host after a (re)start: re-attaches to
-  // VMM processes that outlived the previous daemon, marks VMs whose VMM is
-  // gone as ERROR, ends VMM processes of VMs that are not running, removes
-  // half-written snapshots and files of VMs that no longer exist.
-  absl::Status Reconcile();
 
   // Every operation below acts for `caller`: objects of other tenants are
   // NOT_FOUND to it (with the message a missing object gets), new objects
@@ -185,13 +184,23 @@ class VmManager {
   const std::string& accelerator() const { return accelerator_; }
 
  private:
+  VmManager(ManagerOptions options, ManagerParts parts, std::unique_ptr<VmNetwork> network);
+  // Re-attaches to VMM processes that outlived the previous daemon, marks
+  // VMs whose VMM is gone as ERROR, finishes or rolls back operations a
+  // crash interrupted, ends VMM processes of VMs that are not running,
+  // removes half-written snapshots and files of VMs that no longer exist.
+  absl::Status Reconcile();
+  // Finishes (delete) or rolls back (create, restore) an operation the
+  // journal says a crash interrupted.
+  absl::Status FinishOrRollBack(const store::PendingOperation& op);
+
   // Per-VM serialization point and the handle of its VMM, if running.
   struct VmSlot {
     absl::Mutex mu;
     std::unique_ptr<vmm::VmInstance> instance ABSL_GUARDED_BY(mu);
     // The guest agent's connection; shared with running execs, which keep
     // it alive until they end.
-    std::shared_ptr<agent::AgentClient> agent ABSL_GUARDED_BY(mu);
+    std::shared_ptr<agent::GuestAgent> agent ABSL_GUARDED_BY(mu);
     // Restored paused: clock and entropy are fixed when it is resumed.
     bool needs_fixup ABSL_GUARDED_BY(mu) = false;
     // A clone's guest still has its snapshot's address until re-addressed.
@@ -227,12 +236,6 @@ class VmManager {
   void ReleaseSlot(const std::string& vm_id, const std::shared_ptr<VmSlot>& slot)
       ABSL_LOCKS_EXCLUDED(mu_);
 
-  std::string VmDir(const std::string& vm_id) const;
-  std::string VmDiskPath(const std::string& vm_id) const;
-  std::string VmRunDir(const std::string& vm_id) const;
-  std::string VmMemPath(const std::string& vm_id) const;
-  std::string SnapshotDir(const std::string& snapshot_id) const;
-
   // Fills empty image paths from the default image; named ones must be
   // allowed host files (ManagerOptions::host_paths): kernel and initrd are
   // imported into the daemon's store, the root disk is opened into
@@ -250,15 +253,15 @@ class VmManager {
   // What `tenant` uses according to the store, without the objects `skip`.
   absl::StatusOr<QuotaUsage> StoredUsage(const std::string& tenant,
                                          const std::set<std::string>& skip);
-  // The operator's port policy for a forward the caller asks for: address
-  // and range allowed, and no host process holding the port.
-  absl::Status CheckForwardPolicy(const PortForward& forward) const;
   // Cold-boots `vm` and waits for readiness; on failure records ERROR.
   absl::StatusOr<VmRecord> BootLocked(VmSlot& slot, VmRecord vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // Records `vm` as ERROR with `cause`, ending its VMM and freeing its RAM.
   absl::Status FailVmLocked(VmSlot& slot, VmRecord& vm, const absl::Status& cause)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // RUNNING/PAUSED → STOPPED: recorded, VMM ended, TAP removed. On failure
+  // the VM is as it was.
+  absl::Status StopLocked(VmSlot& slot, VmRecord& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // Ends the VMM (if any) and removes the runtime dir.
   absl::Status TearDownLocked(VmSlot& slot, const std::string& vm_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
@@ -271,39 +274,14 @@ class VmManager {
   absl::StatusOr<VmRecord> LoadLocked(VmSlot& slot, const Caller& caller,
                                       const std::string& vm_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
-  // Networking (vm_network.cc). No-ops when networking is disabled.
-  absl::Status InitNetwork();
-  // Gives a new VM (or clone) a fresh address and its derived identity.
-  absl::Status AssignNetwork(VmRecord& vm);
-  // Takes back a snapshot's own address for a restore into its identity.
-  absl::Status ReclaimNetwork(VmRecord& vm);
-  // TAP up and rules installed: before the VMM starts.
-  absl::Status PlugNetwork(const VmRecord& vm);
-  // TAP removed (the VM stopped); its rules stay while it exists.
-  void UnplugNetwork(const VmRecord& vm);
-  // Address released and rules removed: the VM is gone.
-  void ReleaseNetwork(const std::string& vm_id);
-  // ALREADY_EXISTS if another VM forwards one of `wanted`'s host ports.
-  // Another tenant's VM is not named in the message.
-  absl::Status CheckForwardsFree(const std::string& vm_id, const std::string& owner,
-                                 const std::vector<PortForward>& wanted)
-      ABSL_EXCLUSIVE_LOCKS_REQUIRED(net_mu_);
-  // Re-renders the whole ruleset from the store and swaps it in atomically.
-  // VMs whose rules cannot be rendered are left out and logged; the result
-  // is an error only if `vm_id` is one of them.
-  absl::Status ApplyFirewall(const std::string& vm_id = "");
-  // Removes the host-firewall accepts (HostFirewall) once no TAP is left.
-  void ReleaseHostFirewallIfIdle();
-  // Removes TAPs and allocations of VMs that no longer exist or do not run.
-  void ReconcileNetwork(const std::vector<VmRecord>& vms);
-  std::string NetworkCmdline(const NetworkConfig& network) const;
-  void FillLaunchNetwork(const VmRecord& vm, vmm::LaunchSpec& spec) const;
-  // A clone runs with its snapshot's address until the agent moves it.
+  // The guest of a clone still has its snapshot's address until moved.
   absl::Status ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // Fills what every launch of `vm` shares (kernel, cmdline, NIC, uid).
+  absl::StatusOr<vmm::LaunchSpec> LaunchSpecFor(VmRecord& vm);
 
   // The agent connection of a RUNNING VM, connecting if needed.
-  absl::StatusOr<std::shared_ptr<agent::AgentClient>> AgentFor(const Caller& caller,
+  absl::StatusOr<std::shared_ptr<agent::GuestAgent>> AgentFor(const Caller& caller,
                                                                const std::string& vm_id);
   // Connects to the guest agent (greeting it) unless already connected.
   absl::Status ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
@@ -340,13 +318,10 @@ class VmManager {
   const std::unique_ptr<store::Store> store_;
   const std::unique_ptr<vmm::Hypervisor> hypervisor_;
   const std::unique_ptr<image::ImageCache> images_;
+  const std::unique_ptr<snapshot::StateFiles> files_;
+  const std::unique_ptr<agent::GuestConnector> guests_;
+  const std::unique_ptr<VmNetwork> network_;
   const std::string accelerator_;
-  const std::unique_ptr<net::LinkBackend> links_;
-  const std::unique_ptr<net::Firewall> firewall_;
-  const std::unique_ptr<net::HostFirewall> host_firewall_;
-  std::optional<net::Subnet> subnet_;  // Set by InitNetwork when enabled.
-  // Serializes firewall rebuilds and port-forward uniqueness checks.
-  absl::Mutex net_mu_;
 
   absl::Mutex mu_;
   std::map<std::string, std::shared_ptr<VmSlot>> slots_ ABSL_GUARDED_BY(mu_);

@@ -37,7 +37,14 @@ absl::Status VmManager::FixUpRestoredLocked(VmSlot& slot, const std::string& vm_
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::shared_ptr<agent::AgentClient>> VmManager::AgentFor(
+absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
+  SMOLVM_RETURN_IF_ERROR(ConnectAgentLocked(slot, vm.vm_id, options_.restore_ready_timeout));
+  SMOLVM_RETURN_IF_ERROR(network_->Readdress(*slot.agent, vm));
+  slot.needs_readdress = false;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<agent::GuestAgent>> VmManager::AgentFor(
     const Caller& caller, const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);

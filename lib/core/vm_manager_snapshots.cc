@@ -20,32 +20,6 @@
 namespace smolvm::core {
 namespace {
 
-// An empty (all-hole) file of `bytes`: the mem.bin of a snapshot whose RAM
-// travels in vmstate.bin.
-absl::Status CreateSparseFile(const std::string& path, uint64_t bytes) {
-  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
-  if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", path));
-  if (ftruncate(fd.get(), static_cast<off_t>(bytes)) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("truncate ", path));
-  }
-  return absl::OkStatus();
-}
-
-// Space a snapshot of this VM needs at most: the touched RAM plus the disk.
-absl::Status CheckSpaceFor(const std::string& dir, const std::vector<std::string>& files) {
-  uint64_t need = 64 << 20;  // Device state and slack.
-  for (const auto& f : files) {
-    if (auto bytes = AllocatedBytes(f); bytes.ok()) need += *bytes;
-  }
-  SMOLVM_ASSIGN_OR_RETURN(uint64_t free_bytes, FreeBytes(dir));
-  if (free_bytes < need) {
-    return absl::ResourceExhaustedError(absl::StrCat(
-        "not enough disk space in ", dir, " for the snapshot: ", need >> 20,
-        " MiB needed, ", free_bytes >> 20, " MiB free; delete old snapshots"));
-  }
-  return absl::OkStatus();
-}
-
 // DATA_LOSS unless the manifest at `manifest_path` describes the snapshot
 // `snap` of the store, taken with the VMM this host runs: a manifest copied
 // from another snapshot, or edited, is not restored.
@@ -132,7 +106,7 @@ absl::StatusOr<snapshot::VerifyReport> VmManager::VerifySnapshot(
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   absl::ReaderMutexLock files_lock(&snapshot_files_mu_);
   SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
-  auto paths = snapshot::PathsIn(SnapshotDir(snapshot_id));
+  auto paths = files_->SnapshotPathsOf(snapshot_id);
   SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
   return CheckIntegrity(snap, paths, manifest, /*force=*/true);
 }
@@ -181,62 +155,41 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   }
   // The snapshot belongs to its creator; its size is estimated by what it
   // will copy (touched RAM and disk) and recorded exactly once written.
+  // A cold-booted VM's RAM is the shared file in its run dir; a restored
+  // VM maps its snapshot's mem.bin privately, so its RAM must travel in the
+  // device-state stream instead.
+  const std::string mem = files_->VmMem(vm_id);
+  const bool ram_shared = PathExists(mem);
+  const std::vector<std::string> sources = {ram_shared ? mem : "", files_->VmDisk(vm_id)};
   uint64_t estimate = 0;
-  for (const auto& f : {VmMemPath(vm_id), VmDiskPath(vm_id)}) {
+  for (const auto& f : sources) {
     if (auto bytes = AllocatedBytes(f); bytes.ok()) estimate += *bytes;
   }
   SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
                           ClaimQuota(caller, caller.tenant, SnapshotQuotaKey(snapshot_id),
                                      SnapshotUsage(estimate)));
-  const std::string snapshots_dir = JoinPath(options_.state_dir, "snapshots");
-  SMOLVM_RETURN_IF_ERROR(MakeDirs(snapshots_dir));
-  // A cold-booted VM's RAM is the shared file in its run dir; a restored
-  // VM maps its snapshot's mem.bin privately, so its RAM must travel in the
-  // device-state stream instead.
-  const bool ram_shared = PathExists(VmMemPath(vm_id));
-  SMOLVM_RETURN_IF_ERROR(CheckSpaceFor(
-      snapshots_dir, {ram_shared ? VmMemPath(vm_id) : "", VmDiskPath(vm_id)}));
+  // A draft of this call only; removed on any failure below (the draft's
+  // destructor), and the VM is given back in the state it had.
+  SMOLVM_ASSIGN_OR_RETURN(std::unique_ptr<snapshot::SnapshotDraft> draft,
+                          files_->BeginSnapshot(snapshot_id, sources));
 
   absl::Time t0 = absl::Now();
   const bool was_running = vm.state == VmState::kRunning;
   if (was_running) SMOLVM_RETURN_IF_ERROR(slot->instance->Pause());
-  // On any failure below: drop the partial files and give the VM back in
-  // the state it had.
-  // A temp dir of this call only (mkdtemp), never shared with another.
-  std::string tmp_template =
-      JoinPath(snapshots_dir, absl::StrCat(snapshot::kTempPrefix, snapshot_id, "-XXXXXX"));
-  if (mkdtemp(tmp_template.data()) == nullptr) {
-    absl::Status s = absl::ErrnoToStatus(errno, absl::StrCat("create ", tmp_template));
-    if (was_running) (void)slot->instance->Resume();
-    return s;
-  }
-  auto tmp = snapshot::PathsIn(tmp_template);
-  auto undo = absl::MakeCleanup([&] {
-    (void)RemoveTree(tmp.dir);
+  auto resume = absl::MakeCleanup([&] {
     if (was_running) (void)slot->instance->Resume();
   });
-  SMOLVM_RETURN_IF_ERROR(slot->instance->SaveDeviceState(tmp.vmstate));
+  SMOLVM_RETURN_IF_ERROR(slot->instance->SaveDeviceState(draft->paths().vmstate));
+  CrashPoint("snapshot.state_saved");
   absl::Time t_state = absl::Now();
-  if (ram_shared) {
-    SMOLVM_RETURN_IF_ERROR(SparseCopyFile(VmMemPath(vm_id), tmp.mem));
-  } else {
-    SMOLVM_RETURN_IF_ERROR(
-        CreateSparseFile(tmp.mem, static_cast<uint64_t>(vm.config.memory_mib) << 20));
-  }
-  // Every clone's VMM (each its own uid) opens mem.bin read-write for its
-  // private mapping (QEMU 7.2); the root-only state dir and the jails keep
-  // everyone else out (docs/decisions.md). Set before the stamps are taken,
-  // so restores do not see a changed file.
-  if (chmod(tmp.mem.c_str(), 0666) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("chmod ", tmp.mem));
-  }
+  SMOLVM_RETURN_IF_ERROR(files_->CaptureMemory(
+      *draft, ram_shared ? mem : "", static_cast<uint64_t>(vm.config.memory_mib) << 20));
   // Copied while the source is still paused, so disk and RAM agree.
-  SMOLVM_RETURN_IF_ERROR(SparseCopyFile(VmDiskPath(vm_id), tmp.disk));
+  SMOLVM_RETURN_IF_ERROR(files_->CaptureDisk(*draft, vm_id));
+  CrashPoint("snapshot.files_copied");
   // Content checksums, for the manifest and the row; the stamps of the
   // files as hashed make this their first verification.
   absl::Time t_sum = absl::Now();
-  SMOLVM_ASSIGN_OR_RETURN(snapshot::ChecksummedFiles sums, snapshot::ChecksumFiles(tmp));
-  const absl::Duration checksum_time = absl::Now() - t_sum;
   snapshot::Manifest manifest;
   manifest.snapshot_id = snapshot_id;
   manifest.vm_id = vm_id;
@@ -245,13 +198,13 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   manifest.accelerator = accelerator_;
   manifest.memory_mib = vm.config.memory_mib;
   manifest.ram_in_vmstate = !ram_shared;
-  manifest.checksums = sums.checksums;
-  SMOLVM_RETURN_IF_ERROR(snapshot::WriteManifest(tmp, manifest));
+  SMOLVM_ASSIGN_OR_RETURN(snapshot::ChecksummedFiles sums,
+                          files_->Seal(*draft, std::move(manifest)));
+  const absl::Duration checksum_time = absl::Now() - t_sum;
+  CrashPoint("snapshot.sealed");
 
-  const std::string final_dir = SnapshotDir(snapshot_id);
-  SMOLVM_RETURN_IF_ERROR(snapshot::PublishDir(tmp, final_dir));
+  SMOLVM_ASSIGN_OR_RETURN(snapshot::SnapshotPaths paths, files_->Publish(*draft, snapshot_id));
   CrashPoint("snapshot.published");
-  auto paths = snapshot::PathsIn(final_dir);
   SnapshotRecord snap;
   snap.snapshot_id = snapshot_id;
   snap.vm_id = vm_id;
@@ -265,16 +218,15 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   snap.owner = caller.tenant;
   snap.checksums = sums.checksums;
   snap.verified_stamps = sums.stamps;  // Renaming the directory keeps them.
-  for (const auto& f : {paths.vmstate, paths.mem, paths.disk, paths.manifest}) {
-    if (auto bytes = AllocatedBytes(f); bytes.ok()) snap.size_bytes += *bytes;
-  }
+  snap.size_bytes = files_->SnapshotBytes(snapshot_id);
   // The row is the commit point: a crash before it leaves a directory with
   // no row, which Reconcile removes.
   if (auto s = store_->InsertSnapshot(snap); !s.ok()) {
-    (void)RemoveTree(final_dir);
+    (void)files_->RemoveSnapshot(snapshot_id);
     return s;
   }
-  std::move(undo).Cancel();
+  CrashPoint("snapshot.row_inserted");
+  std::move(resume).Cancel();
 
   if (resume_source) {
     if (auto s = slot->instance->Resume(); !s.ok()) {
@@ -319,7 +271,12 @@ absl::Status VmManager::DeleteSnapshot(const Caller& caller, const std::string& 
   // Reconcile removes. VMs restored from it keep running: their private
   // mapping of mem.bin holds the file's pages.
   SMOLVM_RETURN_IF_ERROR(store_->DeleteSnapshot(snapshot_id));
-  SMOLVM_RETURN_IF_ERROR(RemoveTree(SnapshotDir(snapshot_id)));
+  // Deleted once the row is: files that cannot be removed now are an
+  // unlisted directory, which the next start removes.
+  if (auto s = files_->RemoveSnapshot(snapshot_id); !s.ok()) {
+    spdlog::warn("snapshot {}: deleted, but its files stay until the next start: {}",
+                 snapshot_id, std::string(s.message()));
+  }
   spdlog::info("snapshot {}: deleted", snapshot_id);
   return absl::OkStatus();
 }
@@ -359,7 +316,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
                                                   const std::string& vm_id,
                                                   bool own_identity,
                                                   const std::function<void()>& release_files) {
-  auto paths = snapshot::PathsIn(SnapshotDir(snap.snapshot_id));
+  auto paths = files_->SnapshotPathsOf(snap.snapshot_id);
   SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
   // Before anything is recorded or started: a corrupt or foreign snapshot
   // leaves nothing behind.
@@ -398,7 +355,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
     vm.network.egress = snap.vm_config.egress;
     // Host ports come back only if the operator's policy still allows them.
     for (const auto& f : vm.network.port_forwards) {
-      SMOLVM_RETURN_IF_ERROR(CheckForwardPolicy(f));
+      SMOLVM_RETURN_IF_ERROR(network_->CheckForwardPolicy(f));
     }
   } else {
     // A clone gets a fresh identity; host ports stay with their owner.
@@ -408,6 +365,10 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   // A restored VM holds RAM and vCPUs whether it runs or is paused.
   SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
                           ClaimQuota(caller, vm.owner, VmQuotaKey(vm_id), VmUsage(vm, true)));
+  // The intent (with the existing VM's row as it is) before anything
+  // changes: the next start rolls an unfinished restore back exactly.
+  SMOLVM_RETURN_IF_ERROR(store_->BeginOperation(vm_id, "restore"));
+  absl::Cleanup end_operation = [&] { (void)store_->EndOperation(vm_id); };
   if (!existing.ok()) {
     vm.created_at = vm.updated_at = absl::Now();
     SMOLVM_RETURN_IF_ERROR(store_->InsertVm(vm));
@@ -415,84 +376,47 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   }
   // Until the end, failures restore the previous situation: a new VM
   // disappears (address released), an existing one keeps its record and
-  // its disk (moved aside to disk.ext4.previous while the restored one is
+  // its disk (kept aside by StageRestoredDisk while the restored one is
   // tried).
-  const std::string disk = VmDiskPath(vm_id);
-  const std::string staged_disk = disk + ".restoring";
-  const std::string previous_disk = disk + ".previous";
-  bool moved_previous = false;
   auto undo = absl::MakeCleanup([&, had_vm = existing.ok()] {
     if (slot.instance) {
       (void)slot.instance->Shutdown(absl::Seconds(2));
       slot.instance.reset();
     }
     slot.agent.reset();
-    UnplugNetwork(vm);
-    (void)RemoveTree(VmRunDir(vm_id));
-    unlink(staged_disk.c_str());
-    if (moved_previous) {
-      rename(previous_disk.c_str(), disk.c_str());
-    } else if (!had_vm) {
-      (void)RemoveTree(VmDir(vm_id));
-    }
+    slot.needs_fixup = slot.needs_readdress = false;
+    network_->Unplug(vm);
+    (void)files_->RemoveRunDir(vm_id);
+    files_->RollBackRestoredDisk(vm_id, /*remove_dir=*/!had_vm);
     if (had_vm) {
       (void)store_->UpdateVm(*existing);
-      (void)ApplyFirewall();
+      (void)network_->ApplyFirewall();
     } else {
       (void)store_->DeleteVm(vm_id);
-      ReleaseNetwork(vm_id);
+      network_->Release(vm_id);
     }
   });
-  {
-    absl::MutexLock net_lock(&net_mu_);
-    if (own_identity) {
-      SMOLVM_RETURN_IF_ERROR(ReclaimNetwork(vm));
-      SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, vm.owner, vm.network.port_forwards));
-    } else {
-      SMOLVM_RETURN_IF_ERROR(AssignNetwork(vm));
-    }
-    SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  if (own_identity) {
+    SMOLVM_RETURN_IF_ERROR(network_->Reclaim(vm));
+  } else {
+    SMOLVM_RETURN_IF_ERROR(network_->Assign(vm, {}));
   }
+  CrashPoint("restore.address_assigned");
   absl::Time t0 = absl::Now();
-  SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(vm_id)));
-  unlink(staged_disk.c_str());
-  SMOLVM_RETURN_IF_ERROR(SparseCopyFile(paths.disk, staged_disk));
-  // The VMM must open the disk under its final name: QEMU reopens it by
-  // path when it changes permissions (e.g. at the end of a later snapshot).
-  if (PathExists(disk)) {
-    if (rename(disk.c_str(), previous_disk.c_str()) != 0) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("rename ", disk));
-    }
-    moved_previous = true;
-  }
-  if (rename(staged_disk.c_str(), disk.c_str()) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", staged_disk));
-  }
+  SMOLVM_RETURN_IF_ERROR(files_->StageRestoredDisk(vm_id, paths.disk));
+  CrashPoint("restore.disk_staged");
   // A restored VM has no RAM file of its own (see CreateSnapshot).
-  (void)RemoveTree(VmRunDir(vm_id));
+  SMOLVM_RETURN_IF_ERROR(files_->RemoveRunDir(vm_id));
 
-  vmm::LaunchSpec spec;
-  spec.vm_id = vm_id;
-  spec.vcpu_count = vm.config.vcpu_count;
-  spec.memory_mib = vm.config.memory_mib;
-  spec.kernel_path = vm.config.kernel_path;
-  spec.initrd_path = vm.config.initrd_path;
-  spec.disk_path = disk;
-  spec.kernel_cmdline = options_.base_cmdline;
-  if (!vm.config.boot_args.empty()) absl::StrAppend(&spec.kernel_cmdline, " ", vm.config.boot_args);
-  spec.run_dir = VmRunDir(vm_id);
+  SMOLVM_ASSIGN_OR_RETURN(vmm::LaunchSpec spec, LaunchSpecFor(vm));
   // Private copy-on-write mapping: no guest memory is copied and the
   // snapshot's file is never written.
   spec.mem_path = paths.mem;
   spec.mem_shared = false;
   spec.incoming_state_path = paths.vmstate;
-  absl::StrAppend(&spec.kernel_cmdline, NetworkCmdline(vm.network));
-  FillLaunchNetwork(vm, spec);
-  SMOLVM_RETURN_IF_ERROR(AssignVmmUid(vm));
-  spec.vmm_uid = vm.vmm_uid;
   // The TAP and the VM's rules (its egress policy among them) are in place
   // before the restored guest runs a single instruction.
-  SMOLVM_RETURN_IF_ERROR(PlugNetwork(vm));
+  SMOLVM_RETURN_IF_ERROR(network_->Plug(vm));
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
   CrashPoint("restore.vmm_started");
   // The VMM has the device state loaded and mem.bin mapped (a DeleteSnapshot
@@ -504,6 +428,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   slot.needs_readdress = !own_identity;
   if (resume_vm) {
     SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
+    CrashPoint("restore.resumed");
     SMOLVM_RETURN_IF_ERROR(FixUpRestoredLocked(slot, vm_id));
     if (slot.needs_readdress) SMOLVM_RETURN_IF_ERROR(ReaddressGuestLocked(slot, vm));
   } else {
@@ -514,11 +439,15 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   vm.pending_fixup = !slot.needs_fixup     ? ""
                      : slot.needs_readdress ? kFixupReaddress
                                             : kFixupClock;
-  if (moved_previous) unlink(previous_disk.c_str());
-  std::move(undo).Cancel();
   vm.state = resume_vm ? VmState::kRunning : VmState::kPaused;
   vm.vmm_pid = slot.instance->pid();
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  SMOLVM_RETURN_IF_ERROR(store_->EndOperation(vm_id));
+  // The commit point: the record says the VM runs from the restored disk.
+  std::move(end_operation).Cancel();
+  std::move(undo).Cancel();
+  CrashPoint("restore.committed");
+  files_->CommitRestoredDisk(vm_id);
 
   SnapshotRecord updated = snap;
   if (integrity.hashed) updated.verified_stamps = integrity.stamps;
@@ -530,6 +459,25 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
                absl::FormatDuration(absl::Now() - t0), VmStateName(vm.state),
                manifest.ram_in_vmstate ? ", RAM from device state" : "");
   return store_->GetVm(vm_id);
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>>
+VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, uint32_t count,
+                        bool resume_vm, const std::string& vm_id_prefix) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  if (count < 1 || count > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("fork count ", count, " must be 1-64"));
+  }
+  const std::string prefix = vm_id_prefix.empty() ? snapshot_id + "-fork" : vm_id_prefix;
+  SMOLVM_RETURN_IF_ERROR(ValidateId(absl::StrCat(prefix, "-", count), "vm_id_prefix + \"-N\""));
+  SMOLVM_RETURN_IF_ERROR(GetSnapshot(caller, snapshot_id).status());
+  std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>> results;
+  for (uint32_t i = 1; i <= count; ++i) {
+    std::string id = absl::StrCat(prefix, "-", i);
+    results.emplace_back(id, RestoreSnapshot(caller, snapshot_id, resume_vm, id));
+    if (i == 1) CrashPoint("fork.first_clone_done");
+  }
+  return results;
 }
 
 }  // namespace smolvm::core

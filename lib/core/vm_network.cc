@@ -1,34 +1,79 @@
-// VmManager's networking: address allocation, TAP devices, the firewall
-// (rendered whole from the store and swapped atomically), port forwards,
-// and re-addressing of clones through the guest agent.
+// VmNetwork: addresses, TAP devices, the firewall (rendered whole from the
+// store and swapped atomically), port forwards, and re-addressing of clones
+// through the guest agent.
+#include "lib/core/vm_network.h"
+
 #include <set>
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "lib/base/crash_point.h"
 #include "lib/base/status_macros.h"
-#include "lib/core/vm_manager.h"
 #include "lib/model/validation.h"
+#include "lib/net/port_probe.h"
 #include "spdlog/spdlog.h"
 
 namespace smolvm::core {
 
-absl::Status VmManager::InitNetwork() {
-  if (!options_.network.enabled) return absl::OkStatus();
-  SMOLVM_ASSIGN_OR_RETURN(net::Subnet subnet, net::Subnet::Parse(options_.network.subnet));
+VmNetwork::VmNetwork(NetworkOptions options, PortPolicy ports, EgressDenyPolicy egress_deny,
+                     store::Store* store, std::unique_ptr<net::LinkBackend> links,
+                     std::unique_ptr<net::Firewall> firewall,
+                     std::unique_ptr<net::HostFirewall> host_firewall)
+    : options_(std::move(options)),
+      ports_(std::move(ports)),
+      egress_deny_(std::move(egress_deny)),
+      store_(store),
+      links_(std::move(links)),
+      firewall_(std::move(firewall)),
+      host_firewall_(std::move(host_firewall)) {}
+
+absl::StatusOr<std::unique_ptr<VmNetwork>> VmNetwork::Create(
+    NetworkOptions options, PortPolicy ports, EgressDenyPolicy egress_deny,
+    store::Store* store, std::unique_ptr<net::LinkBackend> links,
+    std::unique_ptr<net::Firewall> firewall, std::unique_ptr<net::HostFirewall> host_firewall) {
+  if (options.enabled && (!links || !firewall)) {
+    return absl::InvalidArgumentError("networking needs a link backend and a firewall");
+  }
+  std::unique_ptr<VmNetwork> network(new VmNetwork(std::move(options), std::move(ports),
+                                                   std::move(egress_deny), store,
+                                                   std::move(links), std::move(firewall),
+                                                   std::move(host_firewall)));
+  SMOLVM_RETURN_IF_ERROR(network->Init());
+  return network;
+}
+
+absl::Status VmNetwork::CheckForwardPolicy(const PortForward& f) const {
+  const PortPolicy& policy = ports_;
+  if (std::find(policy.host_ips.begin(), policy.host_ips.end(), f.host_ip) ==
+      policy.host_ips.end()) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "port forward host_ip ", f.host_ip, " is not allowed on this host (allowed: ",
+        absl::StrJoin(policy.host_ips, ", "), "; [ports] host_ips in smolvmd.toml)"));
+  }
+  if (f.host_port < policy.min_port || f.host_port > policy.max_port) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        "port forward host_port ", f.host_port, " is outside the allowed range ",
+        policy.min_port, "-", policy.max_port, " ([ports] min/max in smolvmd.toml)"));
+  }
+  return net::CheckHostPortFree(f.host_ip, f.host_port, f.protocol);
+}
+
+absl::Status VmNetwork::Init() {
+  if (!options_.enabled) return absl::OkStatus();
+  SMOLVM_ASSIGN_OR_RETURN(net::Subnet subnet, net::Subnet::Parse(options_.subnet));
   subnet_ = subnet;
-  SMOLVM_RETURN_IF_ERROR(links_->EnsureBridge(options_.network.bridge, subnet.gateway(),
+  SMOLVM_RETURN_IF_ERROR(links_->EnsureBridge(options_.bridge, subnet.gateway(),
                                               subnet.prefix));
-  spdlog::info("network: bridge {} gateway {}/{}, NAT {}", options_.network.bridge,
+  spdlog::info("network: bridge {} gateway {}/{}, NAT {}", options_.bridge,
                net::IpToString(subnet.gateway()), subnet.prefix,
-               options_.network.uplink.empty() ? std::string("off (no uplink)")
-                                               : "via " + options_.network.uplink);
+               options_.uplink.empty() ? std::string("off (no uplink)")
+                                               : "via " + options_.uplink);
   return absl::OkStatus();
 }
 
-absl::Status VmManager::AssignNetwork(VmRecord& vm) {
-  if (!subnet_) return absl::OkStatus();
+absl::Status VmNetwork::AssignAddressLocked(VmRecord& vm) {
   std::vector<std::string> pool;
   for (uint32_t ip : subnet_->HostAddresses()) pool.push_back(net::IpToString(ip));
   SMOLVM_ASSIGN_OR_RETURN(std::string ip, store_->AllocateAddress(vm.vm_id, pool));
@@ -39,38 +84,105 @@ absl::Status VmManager::AssignNetwork(VmRecord& vm) {
   n.netmask = subnet_->netmask_string();
   n.tap_device = net::TapNameFor(addr);
   n.guest_mac = net::MacFor(addr);
-  n.dns_server = options_.network.dns;
+  n.dns_server = options_.dns;
   n.egress = vm.config.egress;
   return absl::OkStatus();
 }
 
-absl::Status VmManager::ReclaimNetwork(VmRecord& vm) {
-  if (!subnet_ || vm.network.guest_ip.empty()) return AssignNetwork(vm);
-  SMOLVM_ASSIGN_OR_RETURN(uint32_t addr, net::ParseIpv4(vm.network.guest_ip));
-  if (!subnet_->Contains(addr)) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "vm ", vm.vm_id, " had address ", vm.network.guest_ip, ", outside this daemon's subnet ",
-        options_.network.subnet, "; restore it as a clone (with a new vm_id) instead"));
+absl::Status VmNetwork::Assign(VmRecord& vm, const std::vector<PortForward>& forwards) {
+  if (!subnet_) {
+    if (!forwards.empty()) {
+      return absl::FailedPreconditionError(
+          "networking is disabled on this daemon (--network=false)");
+    }
+    return absl::OkStatus();
   }
-  if (auto s = store_->ReserveAddress(vm.vm_id, vm.network.guest_ip); !s.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "restore vm ", vm.vm_id, " into its own identity: ", s.message(),
-        "; restore it as a clone (with a new vm_id) instead"));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_RETURN_IF_ERROR(CheckForwardsFreeLocked(vm.vm_id, vm.owner, forwards));
+  SMOLVM_RETURN_IF_ERROR(AssignAddressLocked(vm));
+  vm.network.port_forwards = forwards;
+  return store_->UpdateVm(vm);
+}
+
+absl::Status VmNetwork::Reclaim(VmRecord& vm) {
+  if (!subnet_) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  if (vm.network.guest_ip.empty()) {
+    SMOLVM_RETURN_IF_ERROR(AssignAddressLocked(vm));
+  } else {
+    SMOLVM_ASSIGN_OR_RETURN(uint32_t addr, net::ParseIpv4(vm.network.guest_ip));
+    if (!subnet_->Contains(addr)) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "vm ", vm.vm_id, " had address ", vm.network.guest_ip,
+          ", outside this daemon's subnet ", options_.subnet,
+          "; restore it as a clone (with a new vm_id) instead"));
+    }
+    if (auto s = store_->ReserveAddress(vm.vm_id, vm.network.guest_ip); !s.ok()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "restore vm ", vm.vm_id, " into its own identity: ", s.message(),
+          "; restore it as a clone (with a new vm_id) instead"));
+    }
+    // Identity is a function of the address, so it comes back unchanged.
+    vm.network.tap_device = net::TapNameFor(addr);
+    vm.network.guest_mac = net::MacFor(addr);
   }
-  // Identity is a function of the address, so it comes back unchanged.
-  vm.network.tap_device = net::TapNameFor(addr);
-  vm.network.guest_mac = net::MacFor(addr);
+  SMOLVM_RETURN_IF_ERROR(CheckForwardsFreeLocked(vm.vm_id, vm.owner, vm.network.port_forwards));
+  return store_->UpdateVm(vm);
+}
+
+absl::Status VmNetwork::AddForward(VmRecord& vm, const PortForward& forward) {
+  if (!subnet_) {
+    return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
+  }
+  absl::MutexLock lock(&mu_);
+  std::vector<PortForward> wanted = vm.network.port_forwards;
+  wanted.push_back(forward);
+  SMOLVM_RETURN_IF_ERROR(CheckForwardsFreeLocked(vm.vm_id, vm.owner, wanted));
+  const std::vector<PortForward> before = vm.network.port_forwards;
+  vm.network.port_forwards = std::move(wanted);
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  CrashPoint("expose.row_updated");
+  if (auto s = ApplyFirewallLocked(vm.vm_id); !s.ok()) {
+    vm.network.port_forwards = before;
+    (void)store_->UpdateVm(vm);
+    (void)ApplyFirewallLocked("");
+    return s;
+  }
   return absl::OkStatus();
 }
 
-absl::Status VmManager::PlugNetwork(const VmRecord& vm) {
+absl::Status VmNetwork::RemoveForward(VmRecord& vm, const PortForward& forward) {
+  absl::MutexLock lock(&mu_);
+  auto& forwards = vm.network.port_forwards;
+  auto it = std::find_if(forwards.begin(), forwards.end(), [&](const PortForward& f) {
+    return f.host_ip == forward.host_ip && f.host_port == forward.host_port &&
+           f.protocol == forward.protocol;
+  });
+  if (it == forwards.end()) {
+    return absl::NotFoundError(absl::StrCat("vm ", vm.vm_id, " has no forward of ",
+                                            forward.protocol, " ", forward.host_ip, ":",
+                                            forward.host_port));
+  }
+  const PortForward removed = *it;
+  forwards.erase(it);
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  if (auto s = ApplyFirewallLocked(""); !s.ok()) {
+    // The rule may still be in place: keep the record saying so.
+    forwards.push_back(removed);
+    (void)store_->UpdateVm(vm);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status VmNetwork::Plug(const VmRecord& vm) {
   if (!subnet_ || vm.network.tap_device.empty()) return absl::OkStatus();
-  SMOLVM_RETURN_IF_ERROR(links_->CreateTap(vm.network.tap_device, options_.network.bridge));
+  SMOLVM_RETURN_IF_ERROR(links_->CreateTap(vm.network.tap_device, options_.bridge));
   // A foreign firewall's DROP (Docker, ufw) would cut the guest off however
   // our own rules read; checked at every plug since Docker may start later.
+  absl::MutexLock lock(&mu_);
   if (host_firewall_) {
-    absl::MutexLock lock(&net_mu_);
-    auto done = host_firewall_->Ensure(options_.network.bridge);
+    auto done = host_firewall_->Ensure(options_.bridge);
     if (!done.ok()) {
       spdlog::warn("host firewall: {}", std::string(done.status().message()));
     } else if (absl::StrContains(*done, "added")) {
@@ -78,10 +190,10 @@ absl::Status VmManager::PlugNetwork(const VmRecord& vm) {
     }
   }
   // Rules go in before the guest can send a packet.
-  return ApplyFirewall(vm.vm_id);
+  return ApplyFirewallLocked(vm.vm_id);
 }
 
-void VmManager::UnplugNetwork(const VmRecord& vm) {
+void VmNetwork::Unplug(const VmRecord& vm) {
   if (!subnet_ || vm.network.tap_device.empty()) return;
   if (auto s = links_->DeleteLink(vm.network.tap_device); !s.ok()) {
     spdlog::warn("vm {}: {}", vm.vm_id, std::string(s.message()));
@@ -89,18 +201,18 @@ void VmManager::UnplugNetwork(const VmRecord& vm) {
   ReleaseHostFirewallIfIdle();
 }
 
-void VmManager::ReleaseHostFirewallIfIdle() {
+void VmNetwork::ReleaseHostFirewallIfIdle() {
   if (!host_firewall_) return;
-  absl::MutexLock lock(&net_mu_);
+  absl::MutexLock lock(&mu_);
   // TAPs exist exactly while VMs are plugged.
   auto taps = links_->ListLinks(net::kTapPrefix);
   if (!taps.ok() || !taps->empty()) return;
-  if (auto s = host_firewall_->Remove(options_.network.bridge); !s.ok()) {
+  if (auto s = host_firewall_->Remove(options_.bridge); !s.ok()) {
     spdlog::warn("host firewall: {}", std::string(s.message()));
   }
 }
 
-void VmManager::ReleaseNetwork(const std::string& vm_id) {
+void VmNetwork::Release(const std::string& vm_id) {
   if (!subnet_) return;
   if (auto s = store_->ReleaseAddress(vm_id); !s.ok()) {
     spdlog::warn("vm {}: {}", vm_id, std::string(s.message()));
@@ -110,27 +222,31 @@ void VmManager::ReleaseNetwork(const std::string& vm_id) {
   }
 }
 
-absl::Status VmManager::ApplyFirewall(const std::string& vm_id) {
+absl::Status VmNetwork::ApplyFirewall(const std::string& vm_id) {
   if (!subnet_) return absl::OkStatus();
-  absl::MutexLock lock(&net_mu_);
+  absl::MutexLock lock(&mu_);
+  return ApplyFirewallLocked(vm_id);
+}
+
+absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id) {
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
   SMOLVM_ASSIGN_OR_RETURN(auto allocations, store_->AddressAllocations());
   net::FirewallState state;
-  state.table = options_.network.nft_table;
-  state.bridge = options_.network.bridge;
+  state.table = options_.nft_table;
+  state.bridge = options_.bridge;
   state.subnet = *subnet_;
-  state.uplink = options_.network.uplink;
-  state.deny_cidrs = options_.egress_deny.deny_cidrs;
-  if (!options_.egress_deny.allow_lan) {
+  state.uplink = options_.uplink;
+  state.deny_cidrs = egress_deny_.deny_cidrs;
+  if (!egress_deny_.allow_lan) {
     // Read each time: the host's LAN may change (DHCP, a new interface).
     SMOLVM_ASSIGN_OR_RETURN(std::vector<std::string> lan,
-                            links_->ConnectedSubnets(options_.network.bridge));
+                            links_->ConnectedSubnets(options_.bridge));
     state.deny_cidrs.insert(state.deny_cidrs.end(), lan.begin(), lan.end());
   }
-  for (const std::string& ip : options_.ports.host_ips) {
+  for (const std::string& ip : ports_.host_ips) {
     if (auto addr = net::ParseIpv4(ip); addr.ok()) state.output_dnat_ips.push_back(*addr);
   }
-  if (auto dns = net::ParseIpv4(options_.network.dns); dns.ok()) state.dns = *dns;
+  if (auto dns = net::ParseIpv4(options_.dns); dns.ok()) state.dns = *dns;
   for (const auto& vm : vms) {
     // Only VMs that hold their address: a stale config must not open a hole
     // for an address that now belongs to someone else.
@@ -168,7 +284,7 @@ absl::Status VmManager::ApplyFirewall(const std::string& vm_id) {
   return mine;
 }
 
-void VmManager::ReconcileNetwork(const std::vector<VmRecord>& vms) {
+void VmNetwork::Reconcile(const std::vector<VmRecord>& vms) {
   if (!subnet_) return;
   auto release_host_firewall = absl::MakeCleanup([this] { ReleaseHostFirewallIfIdle(); });
   std::set<std::string> wanted_taps, known;
@@ -201,20 +317,20 @@ void VmManager::ReconcileNetwork(const std::vector<VmRecord>& vms) {
   }
 }
 
-std::string VmManager::NetworkCmdline(const NetworkConfig& n) const {
+std::string VmNetwork::Cmdline(const NetworkConfig& n) const {
   if (!subnet_ || n.guest_ip.empty()) return "";
   // Read by the guest's init (guest/rootfs-init.sh) to configure eth0.
   return absl::StrCat(" smolvm.net=", n.guest_ip, "/", subnet_->prefix, ",", n.gateway_ip,
                       ",", n.dns_server.empty() ? "-" : n.dns_server);
 }
 
-void VmManager::FillLaunchNetwork(const VmRecord& vm, vmm::LaunchSpec& spec) const {
+void VmNetwork::FillLaunch(const VmRecord& vm, vmm::LaunchSpec& spec) const {
   if (!subnet_ || vm.network.tap_device.empty()) return;
   spec.tap_device = vm.network.tap_device;
   spec.guest_mac = vm.network.guest_mac;
 }
 
-absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
+absl::Status VmNetwork::Readdress(agent::GuestAgent& guest, const VmRecord& vm) {
   if (!subnet_ || vm.network.guest_ip.empty()) return absl::OkStatus();
   const NetworkConfig& n = vm.network;
   agent::ExecSpec spec;
@@ -232,7 +348,7 @@ absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
                                                " > /etc/resolv.conf"),
                             "; (arping -U -c 1 -I eth0 ", n.guest_ip, " >/dev/null 2>&1 &)")};
   spec.timeout = absl::Seconds(10);
-  SMOLVM_ASSIGN_OR_RETURN(auto exec, slot.agent->StartExec(spec));
+  SMOLVM_ASSIGN_OR_RETURN(auto exec, guest.StartExec(spec));
   std::string output;
   while (true) {
     SMOLVM_ASSIGN_OR_RETURN(agent::ExecEvent ev, exec->Next(absl::Now() + absl::Seconds(15)));
@@ -244,13 +360,13 @@ absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
       return absl::InternalError(absl::StrCat("re-address clone ", vm.vm_id, " to ",
                                               n.guest_ip, " failed: ", output));
     }
-    slot.needs_readdress = false;
     return absl::OkStatus();
   }
 }
 
-absl::Status VmManager::CheckForwardsFree(const std::string& vm_id, const std::string& owner,
-                                          const std::vector<PortForward>& wanted) {
+absl::Status VmNetwork::CheckForwardsFreeLocked(const std::string& vm_id,
+                                                const std::string& owner,
+                                                const std::vector<PortForward>& wanted) {
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> all, store_->AllVms());
   for (size_t i = 0; i < wanted.size(); ++i) {
     const PortForward& forward = wanted[i];
@@ -282,84 +398,6 @@ absl::Status VmManager::CheckForwardsFree(const std::string& vm_id, const std::s
     }
   }
   return absl::OkStatus();
-}
-
-absl::StatusOr<VmRecord> VmManager::ExposePort(const Caller& caller, const std::string& vm_id,
-                                               PortForward forward) {
-  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
-  SMOLVM_RETURN_IF_ERROR(NormalizePortForward(forward));
-  if (!subnet_) {
-    return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
-  }
-  auto slot = SlotFor(vm_id);
-  absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
-  SMOLVM_RETURN_IF_ERROR(CheckForwardPolicy(forward));
-  VmRecord counted = vm;
-  counted.network.port_forwards.push_back(forward);
-  const bool live = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
-  SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
-                          ClaimQuota(caller, vm.owner, VmQuotaKey(vm_id), VmUsage(counted, live)));
-  {
-    absl::MutexLock net_lock(&net_mu_);
-    std::vector<PortForward> wanted = vm.network.port_forwards;
-    wanted.push_back(forward);
-    SMOLVM_RETURN_IF_ERROR(CheckForwardsFree(vm_id, vm.owner, wanted));
-    vm.network.port_forwards = std::move(wanted);
-    SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  }
-  if (auto s = ApplyFirewall(vm_id); !s.ok()) {
-    vm.network.port_forwards.pop_back();
-    (void)store_->UpdateVm(vm);
-    return s;
-  }
-  spdlog::info("vm {}: exposed guest port {} on {}:{}/{}", vm_id, forward.guest_port,
-               forward.host_ip, forward.host_port, forward.protocol);
-  return store_->GetVm(vm_id);
-}
-
-absl::StatusOr<VmRecord> VmManager::UnexposePort(const Caller& caller, const std::string& vm_id,
-                                                 PortForward forward) {
-  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
-  if (forward.guest_port == 0) forward.guest_port = 1;  // Not part of the key.
-  SMOLVM_RETURN_IF_ERROR(NormalizePortForward(forward));
-  auto slot = SlotFor(vm_id);
-  absl::MutexLock lock(&slot->mu);
-  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
-  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
-  auto& forwards = vm.network.port_forwards;
-  auto it = std::find_if(forwards.begin(), forwards.end(), [&](const PortForward& f) {
-    return f.host_ip == forward.host_ip && f.host_port == forward.host_port &&
-           f.protocol == forward.protocol;
-  });
-  if (it == forwards.end()) {
-    return absl::NotFoundError(absl::StrCat("vm ", vm_id, " has no forward of ",
-                                            forward.protocol, " ", forward.host_ip, ":",
-                                            forward.host_port));
-  }
-  forwards.erase(it);
-  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  SMOLVM_RETURN_IF_ERROR(ApplyFirewall());
-  return store_->GetVm(vm_id);
-}
-
-absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>>
-VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, uint32_t count,
-                        bool resume_vm, const std::string& vm_id_prefix) {
-  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
-  if (count < 1 || count > 64) {
-    return absl::InvalidArgumentError(absl::StrCat("fork count ", count, " must be 1-64"));
-  }
-  const std::string prefix = vm_id_prefix.empty() ? snapshot_id + "-fork" : vm_id_prefix;
-  SMOLVM_RETURN_IF_ERROR(ValidateId(absl::StrCat(prefix, "-", count), "vm_id_prefix + \"-N\""));
-  SMOLVM_RETURN_IF_ERROR(GetSnapshot(caller, snapshot_id).status());
-  std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>> results;
-  for (uint32_t i = 1; i <= count; ++i) {
-    std::string id = absl::StrCat(prefix, "-", i);
-    results.emplace_back(id, RestoreSnapshot(caller, snapshot_id, resume_vm, id));
-  }
-  return results;
 }
 
 }  // namespace smolvm::core

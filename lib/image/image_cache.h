@@ -42,10 +42,12 @@ struct ImageCacheOptions {
 class ImageCache {
  public:
   explicit ImageCache(ImageCacheOptions options) : options_(std::move(options)) {}
+  virtual ~ImageCache() = default;
 
   // Returns the default image, building it first if its inputs changed.
   // FAILED_PRECONDITION (with the recipe's output) if it cannot be built.
-  absl::StatusOr<GuestImage> DefaultImage();
+  // (Virtual for unit tests of the core, which use a prebuilt fake image.)
+  virtual absl::StatusOr<GuestImage> DefaultImage();
 
  private:
   absl::StatusOr<std::string> InputsHash();

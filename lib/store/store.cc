@@ -99,6 +99,20 @@ CREATE UNIQUE INDEX vms_vmm_uid ON vms (vmm_uid) WHERE vmm_uid != 0;
     R"sql(
 ALTER TABLE vms ADD COLUMN pending_fixup TEXT NOT NULL DEFAULT '';
 )sql",
+    // 7: the operations journal. A multi-step operation on a VM records its
+    // intent (kind) before its first side effect and clears it when done;
+    // a restore into an existing VM also keeps that VM's row as it was
+    // (operation_previous_vms: the columns of vms, in order — a migration
+    // that adds a column to vms must add it there too), so the next start
+    // can roll the operation back exactly.
+    R"sql(
+CREATE TABLE operations (
+  vm_id TEXT NOT NULL PRIMARY KEY,
+  kind TEXT NOT NULL,
+  started_at INTEGER NOT NULL
+);
+CREATE TABLE operation_previous_vms AS SELECT * FROM vms WHERE 0;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -697,6 +711,7 @@ absl::StatusOr<std::unique_ptr<Store>> Store::Open(const std::string& path) {
 }
 
 absl::Status Store::InsertVm(const VmRecord& vm) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("InsertVm"));
   const std::string what = absl::StrCat("insert ", Quoted("vm", vm.vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
@@ -705,6 +720,7 @@ absl::Status Store::InsertVm(const VmRecord& vm) {
 }
 
 absl::Status Store::UpdateVm(const VmRecord& vm) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("UpdateVm"));
   const std::string what = absl::StrCat("update ", Quoted("vm", vm.vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
@@ -719,6 +735,7 @@ absl::StatusOr<VmRecord> Store::GetVm(const std::string& vm_id) {
 }
 
 absl::Status Store::DeleteVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("DeleteVm"));
   const std::string what = absl::StrCat("delete ", Quoted("vm", vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
@@ -755,6 +772,7 @@ absl::StatusOr<std::vector<VmRecord>> Store::AllVms() {
 }
 
 absl::Status Store::InsertSnapshot(const SnapshotRecord& snapshot) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("InsertSnapshot"));
   const std::string what =
       absl::StrCat("insert ", Quoted("snapshot", snapshot.snapshot_id));
   absl::MutexLock lock(&mu_);
@@ -764,6 +782,7 @@ absl::Status Store::InsertSnapshot(const SnapshotRecord& snapshot) {
 }
 
 absl::Status Store::UpdateSnapshot(const SnapshotRecord& snapshot) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("UpdateSnapshot"));
   const std::string what =
       absl::StrCat("update ", Quoted("snapshot", snapshot.snapshot_id));
   absl::MutexLock lock(&mu_);
@@ -774,6 +793,7 @@ absl::Status Store::UpdateSnapshot(const SnapshotRecord& snapshot) {
 
 absl::Status Store::SetSnapshotVerified(const std::string& snapshot_id,
                                         const SnapshotStamps& stamps) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("SetSnapshotVerified"));
   const std::string what =
       absl::StrCat("record the verification of ", Quoted("snapshot", snapshot_id));
   absl::MutexLock lock(&mu_);
@@ -797,6 +817,7 @@ absl::StatusOr<SnapshotRecord> Store::GetSnapshot(
 }
 
 absl::Status Store::DeleteSnapshot(const std::string& snapshot_id) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("DeleteSnapshot"));
   const std::string what =
       absl::StrCat("delete ", Quoted("snapshot", snapshot_id));
   absl::MutexLock lock(&mu_);
@@ -836,6 +857,7 @@ absl::StatusOr<std::vector<SnapshotRecord>> Store::AllSnapshots() {
 
 absl::StatusOr<std::string> Store::AllocateAddress(
     const std::string& vm_id, const std::vector<std::string>& candidates) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("AllocateAddress"));
   const std::string what = absl::StrCat("allocate an address for ", Quoted("vm", vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(Stmt held, Prepare(db_, "SELECT ip FROM ip_allocations WHERE vm_id = ?1",
@@ -862,6 +884,7 @@ absl::StatusOr<std::string> Store::AllocateAddress(
 
 absl::StatusOr<uint32_t> Store::AllocateVmmUid(const std::string& vm_id, uint32_t base,
                                               uint32_t count) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("AllocateVmmUid"));
   const std::string what = absl::StrCat("allocate a vmm uid for ", Quoted("vm", vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(Stmt held,
@@ -897,6 +920,7 @@ absl::StatusOr<uint32_t> Store::AllocateVmmUid(const std::string& vm_id, uint32_
 }
 
 absl::Status Store::ReserveAddress(const std::string& vm_id, const std::string& ip) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("ReserveAddress"));
   const std::string what = absl::StrCat("reserve address ", ip, " for ", Quoted("vm", vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(Stmt holder,
@@ -922,6 +946,7 @@ absl::Status Store::ReserveAddress(const std::string& vm_id, const std::string& 
 }
 
 absl::Status Store::ReleaseAddress(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("ReleaseAddress"));
   const std::string what = absl::StrCat("release the address of ", Quoted("vm", vm_id));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
@@ -946,6 +971,92 @@ absl::StatusOr<std::map<std::string, std::string>> Store::AddressAllocations() {
 absl::StatusOr<int> Store::SchemaVersion() {
   absl::MutexLock lock(&mu_);
   return ReadUserVersion(db_, "read schema version");
+}
+
+void Store::SetWriteFaultForTesting(
+    std::function<absl::Status(std::string_view write)> fault) {
+  write_fault_ = std::move(fault);
+}
+
+absl::Status Store::WriteFault(std::string_view write) {
+  return write_fault_ ? write_fault_(write) : absl::OkStatus();
+}
+
+absl::Status Store::BeginOperation(const std::string& vm_id, const std::string& kind) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("BeginOperation"));
+  const std::string what = absl::StrCat("record the ", kind, " of ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", what));
+  auto rollback = absl::MakeCleanup([&] { (void)Exec(db_, "ROLLBACK", what); });
+  {
+    SMOLVM_ASSIGN_OR_RETURN(
+        Stmt stmt, Prepare(db_, "INSERT INTO operations (vm_id, kind, started_at) VALUES (?1, ?2, ?3)",
+                           what, vm_id, kind, absl::ToUnixMicros(absl::Now())));
+    int rc = sqlite3_step(stmt.get());
+    if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
+      return absl::AlreadyExistsError(
+          absl::StrCat("another operation on ", Quoted("vm", vm_id), " is unfinished"));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  }
+  {
+    SMOLVM_ASSIGN_OR_RETURN(
+        Stmt stmt, Prepare(db_,
+                           "INSERT INTO operation_previous_vms SELECT * FROM vms WHERE vm_id = ?1",
+                           what, vm_id));
+    if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqliteError(db_, what);
+  }
+  SMOLVM_RETURN_IF_ERROR(Exec(db_, "COMMIT", what));
+  std::move(rollback).Cancel();
+  return absl::OkStatus();
+}
+
+absl::Status Store::EndOperation(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("EndOperation"));
+  const std::string what = absl::StrCat("clear the operation of ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_RETURN_IF_ERROR(Exec(db_, "BEGIN IMMEDIATE", what));
+  auto rollback = absl::MakeCleanup([&] { (void)Exec(db_, "ROLLBACK", what); });
+  for (const char* sql : {"DELETE FROM operations WHERE vm_id = ?1",
+                          "DELETE FROM operation_previous_vms WHERE vm_id = ?1"}) {
+    SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db_, sql, what, vm_id));
+    if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqliteError(db_, what);
+  }
+  SMOLVM_RETURN_IF_ERROR(Exec(db_, "COMMIT", what));
+  std::move(rollback).Cancel();
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<PendingOperation>> Store::PendingOperations() {
+  constexpr absl::string_view what = "list unfinished operations";
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_,
+                         "SELECT o.vm_id, o.kind, p.vm_id IS NOT NULL FROM operations o "
+                         "LEFT JOIN operation_previous_vms p ON p.vm_id = o.vm_id "
+                         "ORDER BY o.started_at",
+                         what));
+  std::vector<PendingOperation> out;
+  int rc;
+  while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+    out.push_back({ColumnString(stmt.get(), 0), ColumnString(stmt.get(), 1),
+                   sqlite3_column_int(stmt.get(), 2) != 0});
+  }
+  if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  return out;
+}
+
+absl::Status Store::RestorePreviousVm(const std::string& vm_id) {
+  SMOLVM_RETURN_IF_ERROR(WriteFault("RestorePreviousVm"));
+  const std::string what = absl::StrCat("put back the previous row of ", Quoted("vm", vm_id));
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_,
+                         "INSERT OR REPLACE INTO vms SELECT * FROM operation_previous_vms "
+                         "WHERE vm_id = ?1",
+                         what, vm_id));
+  if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqliteError(db_, what);
+  return absl::OkStatus();
 }
 
 }  // namespace smolvm::store

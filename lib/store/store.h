@@ -14,7 +14,9 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <functional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -29,13 +31,20 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 6;
+inline constexpr int kSchemaVersion = 7;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
 struct Page {
   std::vector<T> items;
   std::string next_page_token;
+};
+
+// An operation a crash interrupted (see Store::BeginOperation).
+struct PendingOperation {
+  std::string vm_id;
+  std::string kind;
+  bool has_previous = false;  // The VM existed before the operation.
 };
 
 class Store {
@@ -95,13 +104,31 @@ class Store {
   absl::StatusOr<uint32_t> AllocateVmmUid(const std::string& vm_id, uint32_t base,
                                           uint32_t count);
 
+  // The operations journal: a multi-step operation on VM `vm_id` ("create",
+  // "restore", "delete") records its intent before its first side effect
+  // and ends it when done, so the next start finishes or rolls back what a
+  // crash interrupted. Begin also keeps the VM's row as it is now (if it
+  // exists), which RestorePreviousVm puts back. ALREADY_EXISTS if an
+  // operation on `vm_id` is unfinished. End is OK if none is recorded.
+  absl::Status BeginOperation(const std::string& vm_id, const std::string& kind);
+  absl::Status EndOperation(const std::string& vm_id);
+  absl::StatusOr<std::vector<PendingOperation>> PendingOperations();
+  absl::Status RestorePreviousVm(const std::string& vm_id);
+
   // The schema version of the open database (for tests and logs).
   absl::StatusOr<int> SchemaVersion();
 
+ // Unit tests of the core make writes fail (tests/fakes/fault_plan.h):
+  // `fault` is asked before every write with the method's name; a non-OK
+  // answer is returned instead of writing. Unset in production.
+  void SetWriteFaultForTesting(std::function<absl::Status(std::string_view write)> fault);
+
  private:
   explicit Store(sqlite3* db);
+  absl::Status WriteFault(std::string_view write);
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  std::function<absl::Status(std::string_view)> write_fault_;
 };
 
 }  // namespace smolvm::store

@@ -1,0 +1,96 @@
+// File: guest_agent.h
+//
+// What the core needs from a guest: a connection to the agent inside one
+// VM (GuestAgent) and the way to open one (GuestConnector). AgentClient
+// (agent_client.h) is the real implementation over the VM's virtio-serial
+// socket; tests/fakes has a fake for unit tests of the core's failure
+// paths. Types shared by both live here.
+#pragma once
+
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace smolvm::agent {
+
+struct ExecSpec {
+  std::vector<std::string> argv;
+  std::map<std::string, std::string> env;
+  std::string cwd;
+  absl::Duration timeout = absl::ZeroDuration();  // Zero = no limit.
+  std::optional<std::string> stdin_data;
+};
+
+// One event of a running exec, in order: output chunks, then the exit.
+struct ExecEvent {
+  enum class Kind { kStdout, kStderr, kExit } kind = Kind::kStdout;
+  std::string data;
+  int exit_code = 0;
+  int signal = 0;
+  bool timed_out = false;
+};
+
+struct FileInfo {
+  uint64_t bytes = 0;
+  uint32_t mode = 0;
+};
+
+// A running exec. Destroying it before the exit cancels the exec (kills its
+// process group in the guest).
+class ExecHandle {
+ public:
+  virtual ~ExecHandle() = default;
+  // The next output chunk or the exit; after the exit, FAILED_PRECONDITION.
+  virtual absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture()) = 0;
+};
+
+// One connection to a VM's guest agent. Thread-safe.
+class GuestAgent {
+ public:
+  virtual ~GuestAgent() = default;
+  // False for a legacy image that only signals readiness.
+  virtual bool has_agent() const = 0;
+  // False once the connection broke (the next operation reconnects).
+  virtual bool healthy() const = 0;
+  virtual absl::StatusOr<std::unique_ptr<ExecHandle>> StartExec(const ExecSpec& spec) = 0;
+  // Uploads: `next_chunk` returns the next piece of data, "" at the end.
+  virtual absl::StatusOr<FileInfo> WriteFile(
+      const std::string& path, uint32_t mode, bool tar, bool make_parents,
+      const std::function<absl::StatusOr<std::string>()>& next_chunk,
+      absl::Duration timeout) = 0;
+  // Downloads: `sink` receives the data in order; an error from it aborts.
+  virtual absl::StatusOr<FileInfo> ReadFile(
+      const std::string& path, bool tar,
+      const std::function<absl::Status(const std::string&)>& sink,
+      absl::Duration timeout) = 0;
+  // Steps the guest's wall clock; returns the guest's time right after.
+  virtual absl::StatusOr<absl::Time> SetClock(absl::Time now, absl::Duration timeout) = 0;
+  // Mixes `seed` into the guest's entropy pool and reseeds its CRNG.
+  virtual absl::Status AddEntropy(const std::string& seed, absl::Duration timeout) = 0;
+  // A round trip with no work (the latency floor of the channel).
+  virtual absl::Status Ping(absl::Duration timeout) = 0;
+};
+
+// Opens agent connections.
+class GuestConnector {
+ public:
+  virtual ~GuestConnector() = default;
+  // Connects to the agent behind `socket_path` and greets it. Stops early
+  // with the status `abort_check` returns when not OK (e.g. the VMM died).
+  // DEADLINE_EXCEEDED after `timeout`.
+  virtual absl::StatusOr<std::shared_ptr<GuestAgent>> Connect(
+      const std::string& socket_path, absl::Duration timeout,
+      const std::function<absl::Status()>& abort_check) = 0;
+};
+
+// The real connector: AgentClient over the VM's Unix socket.
+std::unique_ptr<GuestConnector> NewAgentConnector();
+
+}  // namespace smolvm::agent

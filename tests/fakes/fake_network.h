@@ -1,0 +1,43 @@
+// File: fake_network.h
+//
+// FAKE net::LinkBackend and net::Firewall for unit tests of lib/core: links
+// and the applied ruleset are sets in a FakeHost; every change is a
+// FaultPlan step.
+#pragma once
+
+#include "lib/net/firewall.h"
+#include "lib/net/link_backend.h"
+#include "tests/fakes/fake_host.h"
+
+namespace smolvm::fakes {
+
+class FakeLinkBackend : public net::LinkBackend {
+ public:
+  explicit FakeLinkBackend(FakeHost* host) : host_(host) {}
+  absl::Status EnsureBridge(const std::string& name, uint32_t gateway_ip,
+                            int prefix) override;
+  absl::Status CreateTap(const std::string& name, const std::string& bridge) override;
+  absl::Status DeleteLink(const std::string& name) override;
+  absl::StatusOr<std::vector<std::string>> ListLinks(const std::string& prefix) override;
+  absl::StatusOr<std::string> DefaultRouteInterface() override { return std::string("eth0"); }
+  absl::StatusOr<std::vector<std::string>> ConnectedSubnets(
+      const std::string& exclude_bridge) override {
+    return std::vector<std::string>{};
+  }
+
+ private:
+  FakeHost* const host_;
+};
+
+class FakeFirewall : public net::Firewall {
+ public:
+  explicit FakeFirewall(FakeHost* host) : host_(host) {}
+  absl::StatusOr<std::map<std::string, absl::Status>> Apply(
+      const net::FirewallState& state) override;
+  absl::Status Remove(const std::string& table) override;
+
+ private:
+  FakeHost* const host_;
+};
+
+}  // namespace smolvm::fakes
