@@ -14,6 +14,10 @@ scripts/build.sh
 export SMOLVM_TEST_KERNEL_DIR="$PWD/build/guest-kernel"
 guest/fetch-kernel.sh "$SMOLVM_TEST_KERNEL_DIR"
 
+# Fuzz targets (clang, build-fuzz/): every regression input and seed, then
+# a bounded run of each target (fuzz/README.md for longer runs).
+scripts/fuzz.sh
+
 # Every GoogleTest binary writes an XML report, so a GTEST_SKIP() (e.g. a
 # namespace test that found no root) is visible here: ctest counts a skipped
 # gtest case as passed.

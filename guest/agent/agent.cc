@@ -59,7 +59,6 @@ void Agent::Run() {
   FrameDecoder decoder;
   std::vector<char> buffer(256 << 10);
   bool connected = false;  // read data since the last end of stream
-  Frame frame;
   for (;;) {
     ssize_t n = channel_->Read(buffer.data(), buffer.size());
     if (n <= 0) {
@@ -72,17 +71,8 @@ void Agent::Run() {
       continue;
     }
     connected = true;
-    decoder.Feed(buffer.data(), static_cast<size_t>(n));
-    for (;;) {
-      FrameDecoder::Result result = decoder.Next(&frame);
-      if (result == FrameDecoder::Result::kNeedMore) break;
-      if (result == FrameDecoder::Result::kError) {
-        Log("dropping %zu buffered bytes: %s", decoder.buffered(), decoder.error().c_str());
-        decoder = FrameDecoder();
-        break;
-      }
-      Dispatch(&frame);
-    }
+    DecodeFrames(decoder, buffer.data(), static_cast<size_t>(n),
+                 [this](Frame* frame) { Dispatch(frame); });
   }
 }
 

@@ -71,4 +71,20 @@ ssize_t Channel::Read(char* buffer, size_t size) {
   }
 }
 
+bool DecodeFrames(agent::FrameDecoder& decoder, const char* data, size_t n,
+                  const std::function<void(agent::v1::Frame*)>& dispatch) {
+  decoder.Feed(data, n);
+  agent::v1::Frame frame;
+  for (;;) {
+    agent::FrameDecoder::Result result = decoder.Next(&frame);
+    if (result == agent::FrameDecoder::Result::kNeedMore) return true;
+    if (result == agent::FrameDecoder::Result::kError) {
+      Log("dropping %zu buffered bytes: %s", decoder.buffered(), decoder.error().c_str());
+      decoder = agent::FrameDecoder();
+      return false;
+    }
+    dispatch(&frame);
+  }
+}
+
 }  // namespace smolvm::guest

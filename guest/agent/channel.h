@@ -8,6 +8,8 @@
 // The fd is therefore non-blocking: Read() waits in poll() for data, and
 // Send() drops the frame (instead of blocking forever) when the host is gone.
 //
+// DecodeFrames() turns the bytes Read() returns into frames.
+//
 // Thread-safety: Send() may be called from any thread; frames are written
 // whole under a mutex and never interleave. Read() is for the one reader
 // thread only.
@@ -16,8 +18,10 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <functional>
 #include <mutex>
 
+#include "lib/agent/frame_codec.h"
 #include "lib/base/unique_fd.h"
 #include "smolvm/agent/v1/agent.pb.h"
 
@@ -42,5 +46,12 @@ class Channel {
   UniqueFd fd_;
   std::mutex write_mu_;
 };
+
+// Feeds `n` bytes read from the host to `decoder` and calls `dispatch` with
+// each complete frame, in order. On a corrupt stream (an oversized or
+// unparsable frame) logs, drops the buffered bytes (the rest of this read
+// included) by resetting `decoder`, and returns false.
+bool DecodeFrames(agent::FrameDecoder& decoder, const char* data, size_t n,
+                  const std::function<void(agent::v1::Frame*)>& dispatch);
 
 }  // namespace smolvm::guest

@@ -6,6 +6,8 @@
 #include <array>
 #include <cerrno>
 #include <cstdio>
+#include <limits>
+#include <utility>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -37,6 +39,24 @@ bool IsChecksum(const std::string& s) {
     if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'a' && s[i] <= 'f'))) return false;
   }
   return true;
+}
+
+// An integer member of a manifest, in T's range. json's get<T>() also
+// converts a float (undefined behaviour when it is out of range) and wraps a
+// negative number into an unsigned one. A missing member throws, as for the
+// other fields.
+template <typename T>
+absl::StatusOr<T> IntegerMember(const json& j, const char* key, const std::string& source) {
+  const json& v = j.at(key);
+  if (v.is_number_unsigned() && std::in_range<T>(v.get<uint64_t>())) {
+    return static_cast<T>(v.get<uint64_t>());
+  }
+  if (v.is_number_integer() && !v.is_number_unsigned() && std::in_range<T>(v.get<int64_t>())) {
+    return static_cast<T>(v.get<int64_t>());
+  }
+  return absl::DataLossError(absl::StrCat("snapshot manifest ", source, " has an invalid ", key,
+                                          ": not an integer from ", std::numeric_limits<T>::min(),
+                                          " to ", std::numeric_limits<T>::max()));
 }
 
 // The three content files in report order, with the checksum of each.
@@ -80,30 +100,26 @@ absl::Status WriteManifest(const SnapshotPaths& paths, Manifest m) {
   return WriteFileAtomic(paths.manifest, j.dump(2) + "\n");
 }
 
-absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
-  auto text = ReadFileToString(paths.manifest, kMaxManifestBytes);
-  if (!text.ok()) {
-    return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
-                                            " is unreadable: ", text.status().message()));
-  }
-  json j = json::parse(*text, nullptr, /*allow_exceptions=*/false);
+absl::StatusOr<Manifest> ParseManifest(std::string_view text, const std::string& source) {
+  json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
   if (j.is_discarded() || !j.is_object()) {
-    return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
+    return absl::DataLossError(absl::StrCat("snapshot manifest ", source,
                                             " is not valid JSON"));
   }
   Manifest m;
   try {
-    m.format_version = j.at("format_version").get<int>();
+    SMOLVM_ASSIGN_OR_RETURN(m.format_version, IntegerMember<int>(j, "format_version", source));
     m.snapshot_id = j.at("snapshot_id").get<std::string>();
     m.vm_id = j.at("vm_id").get<std::string>();
     m.vmm = j.at("vmm").get<std::string>();
     m.vmm_version = j.at("vmm_version").get<std::string>();
     m.accelerator = j.at("accelerator").get<std::string>();
-    m.memory_mib = j.at("memory_mib").get<uint32_t>();
+    SMOLVM_ASSIGN_OR_RETURN(m.memory_mib, IntegerMember<uint32_t>(j, "memory_mib", source));
     m.ram_in_vmstate = j.at("ram_in_vmstate").get<bool>();
-    m.vmstate_bytes = j.at("vmstate_bytes").get<uint64_t>();
-    m.mem_bytes = j.at("mem_bytes").get<uint64_t>();
-    m.disk_bytes = j.at("disk_bytes").get<uint64_t>();
+    SMOLVM_ASSIGN_OR_RETURN(m.vmstate_bytes,
+                            IntegerMember<uint64_t>(j, "vmstate_bytes", source));
+    SMOLVM_ASSIGN_OR_RETURN(m.mem_bytes, IntegerMember<uint64_t>(j, "mem_bytes", source));
+    SMOLVM_ASSIGN_OR_RETURN(m.disk_bytes, IntegerMember<uint64_t>(j, "disk_bytes", source));
     // Optional: absent in manifests written before checksums existed.
     if (auto it = j.find("checksums"); it != j.end()) {
       SnapshotChecksums c;
@@ -112,14 +128,14 @@ absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
       c.disk = it->at("disk").get<std::string>();
       for (const std::string* sum : Fields(c)) {
         if (!IsChecksum(*sum)) {
-          return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
+          return absl::DataLossError(absl::StrCat("snapshot manifest ", source,
                                                   " has a malformed checksum"));
         }
       }
       m.checksums = std::move(c);
     }
   } catch (const json::exception& e) {
-    return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
+    return absl::DataLossError(absl::StrCat("snapshot manifest ", source,
                                             " is incomplete: ", e.what()));
   }
   if (m.format_version > kFormatVersion) {
@@ -127,6 +143,16 @@ absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
         "snapshot ", m.snapshot_id, " has format version ", m.format_version,
         ", newer than this smolvmd supports (", kFormatVersion, "): upgrade smolvmd"));
   }
+  return m;
+}
+
+absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
+  auto text = ReadFileToString(paths.manifest, kMaxManifestBytes);
+  if (!text.ok()) {
+    return absl::DataLossError(absl::StrCat("snapshot manifest ", paths.manifest,
+                                            " is unreadable: ", text.status().message()));
+  }
+  SMOLVM_ASSIGN_OR_RETURN(Manifest m, ParseManifest(*text, paths.manifest));
   for (auto [path, want] : {std::pair{paths.vmstate, m.vmstate_bytes},
                             std::pair{paths.mem, m.mem_bytes},
                             std::pair{paths.disk, m.disk_bytes}}) {

@@ -15,6 +15,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -62,6 +63,11 @@ struct Manifest {
 
 // Writes paths.manifest durably, filling the three sizes from the files.
 absl::Status WriteManifest(const SnapshotPaths& paths, Manifest manifest);
+// Parses and checks the text of a manifest (`source`, its path, names it in
+// messages): DATA_LOSS if it is not a JSON object with every field of the
+// right type and well-formed checksums, FAILED_PRECONDITION if the format
+// version is newer than this build's. Touches no file.
+absl::StatusOr<Manifest> ParseManifest(std::string_view text, const std::string& source);
 // Reads and checks a manifest and the files it describes: DATA_LOSS if the
 // manifest is corrupt or a file is missing or has another size,
 // FAILED_PRECONDITION if the format version is newer than this build's.

@@ -247,6 +247,37 @@ TEST_F(SnapshotFilesTest, ManifestWithMissingOrMistypedFieldsIsDataLoss) {
   EXPECT_THAT(ReadAndVerify(tmp_), StatusIs(absl::StatusCode::kDataLoss, "incomplete"));
 }
 
+// Found by fuzz/manifest_fuzz.cc: json's get<T>() converted a float out of
+// an integer field's range (undefined behaviour) and wrapped negative sizes.
+TEST_F(SnapshotFilesTest, ManifestIntegersOfTheWrongKindOrRangeAreDataLoss) {
+  for (auto edit : std::vector<void (*)(json&)>{
+           [](json& j) { j["memory_mib"] = 1e300; },
+           [](json& j) { j["format_version"] = -1e300; },
+           [](json& j) { j["format_version"] = 1.0; },
+           [](json& j) { j["memory_mib"] = int64_t{1} << 32; },
+           [](json& j) { j["vmstate_bytes"] = -1; },
+           [](json& j) { j["disk_bytes"] = "3333"; }}) {
+    ASSERT_THAT(WriteManifest(tmp_, SampleManifest()), IsOk());
+    EditManifest(edit);
+    EXPECT_THAT(ReadAndVerify(tmp_), StatusIs(absl::StatusCode::kDataLoss, "has an invalid"));
+  }
+}
+
+TEST(ParseManifestTest, ReadsTheTextAlone) {
+  auto m = ParseManifest(
+      R"({"format_version": 1, "snapshot_id": "s", "vm_id": "v", "vmm": "qemu",)"
+      R"( "vmm_version": "7.2", "accelerator": "kvm", "memory_mib": 16384,)"
+      R"( "ram_in_vmstate": false, "vmstate_bytes": 1, "mem_bytes": 18446744073709551615,)"
+      R"( "disk_bytes": 0})",
+      "/nowhere/manifest.json");
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(m->memory_mib, 16384u);
+  EXPECT_EQ(m->mem_bytes, UINT64_MAX);
+  EXPECT_FALSE(m->checksums.has_value());
+  EXPECT_THAT(ParseManifest("{}", "/nowhere/manifest.json"),
+              StatusIs(absl::StatusCode::kDataLoss, "/nowhere/manifest.json"));
+}
+
 TEST_F(SnapshotFilesTest, OversizedManifestIsDataLoss) {
   ASSERT_THAT(WriteManifest(tmp_, SampleManifest()), IsOk());
   // Valid JSON, just too large: the cap is applied before parsing.
