@@ -735,3 +735,69 @@ TEST(AddressAllocationTest, ConcurrentAllocationsNeverCollide) {
 }
 
 }  // namespace smolvm::store
+
+namespace smolvm::store {
+namespace {
+
+// Another connection holds the write lock for a while (a second process,
+// a backup tool): the store's writes wait for it (SQLite's busy handler
+// retries with backoff) instead of failing, and nothing is half applied.
+TEST(StoreBusyTest, WritesWaitForAnotherWriterAndLoseNothing) {
+  smolvm_testing::TempDir dir("store-busy");
+  const std::string path = dir.path() + "/smolvmd.db";
+  auto store = Store::Open(path);
+  ASSERT_TRUE(store.ok()) << store.status();
+  sqlite3* other = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr), SQLITE_OK);
+  std::thread holder([other] {
+    absl::SleepFor(absl::Milliseconds(400));
+    sqlite3_exec(other, "COMMIT", nullptr, nullptr, nullptr);
+  });
+  const absl::Time t0 = absl::Now();
+  VmRecord vm;
+  vm.vm_id = "busy";
+  vm.config.vm_id = "busy";
+  absl::Status inserted = (*store)->InsertVm(vm);
+  absl::Status journaled = (*store)->BeginOperation("busy", "delete");
+  const absl::Duration waited = absl::Now() - t0;
+  holder.join();
+  sqlite3_close(other);
+  EXPECT_TRUE(inserted.ok()) << inserted;
+  EXPECT_TRUE(journaled.ok()) << journaled;
+  EXPECT_GE(waited, absl::Milliseconds(300)) << "the writes did not wait for the lock";
+  EXPECT_TRUE((*store)->GetVm("busy").ok());
+  auto pending = (*store)->PendingOperations();
+  ASSERT_TRUE(pending.ok());
+  ASSERT_EQ(pending->size(), 1u);
+  EXPECT_EQ((*pending)[0].kind, "delete");
+  EXPECT_TRUE((*pending)[0].has_previous);
+}
+
+TEST(StoreJournalTest, RestorePreviousVmPutsTheRowBackAsItWas) {
+  auto store = Store::Open(":memory:");
+  ASSERT_TRUE(store.ok());
+  VmRecord vm;
+  vm.vm_id = "a";
+  vm.config.vm_id = "a";
+  vm.state = VmState::kStopped;
+  vm.error = "before";
+  ASSERT_TRUE((*store)->InsertVm(vm).ok());
+  ASSERT_TRUE((*store)->BeginOperation("a", "restore").ok());
+  EXPECT_TRUE(absl::IsAlreadyExists((*store)->BeginOperation("a", "restore")));
+  VmRecord changed = vm;
+  changed.state = VmState::kCreated;
+  changed.error = "during";
+  ASSERT_TRUE((*store)->UpdateVm(changed).ok());
+  ASSERT_TRUE((*store)->RestorePreviousVm("a").ok());
+  auto back = (*store)->GetVm("a");
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back->state, VmState::kStopped);
+  EXPECT_EQ(back->error, "before");
+  ASSERT_TRUE((*store)->EndOperation("a").ok());
+  EXPECT_TRUE((*store)->EndOperation("a").ok()) << "End is idempotent";
+  EXPECT_TRUE((*store)->PendingOperations()->empty());
+}
+
+}  // namespace
+}  // namespace smolvm::store
