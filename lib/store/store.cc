@@ -158,7 +158,24 @@ struct StmtFinalizer {
 using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
 
 absl::Status SqliteError(sqlite3* db, absl::string_view what) {
-  return absl::InternalError(absl::StrCat(what, ": ", sqlite3_errmsg(db)));
+  // Conditions of the host an operator can fix get their own code and the
+  // fix, so a client can tell them from a bug and retry once fixed.
+  switch (sqlite3_errcode(db)) {
+    case SQLITE_READONLY:
+      return absl::UnavailableError(absl::StrCat(
+          what, ": ", sqlite3_errmsg(db),
+          " (the state dir's filesystem is read-only: remount it read-write; nothing was "
+          "changed)"));
+    case SQLITE_FULL:
+      return absl::ResourceExhaustedError(absl::StrCat(
+          what, ": ", sqlite3_errmsg(db), " (the state dir's filesystem is full)"));
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return absl::UnavailableError(absl::StrCat(
+          what, ": ", sqlite3_errmsg(db), " (the database stayed locked by another writer)"));
+    default:
+      return absl::InternalError(absl::StrCat(what, ": ", sqlite3_errmsg(db)));
+  }
 }
 
 std::string Quoted(const char* kind, const std::string& id) {

@@ -37,16 +37,18 @@ void FillLeaving(const std::string& dir, uint64_t leave_mib) {
   ASSERT_GE(free_mib, leave_mib);
   int fd = open(filler.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   ASSERT_GE(fd, 0);
-  // Everything but `leave_mib`: fallocate as much as the filesystem takes.
+  // Everything but `leave_mib`, past what the filler already holds:
+  // fallocate as much as the filesystem takes.
+  const off_t at = lseek(fd, 0, SEEK_END);
   off_t want = static_cast<off_t>((free_mib - leave_mib) << 20);
-  while (want > 0 && posix_fallocate(fd, 0, want) != 0) want -= 1 << 20;
+  while (want > 0 && posix_fallocate(fd, at, want) != 0) want -= 1 << 20;
   close(fd);
 }
 
 TEST(DiskFullTest, OutOfSpaceIsResourceExhaustedAndLeavesNothingPartial) {
   TestDaemon daemon;
   fs::create_directories(daemon.state_dir());
-  ASSERT_EQ(mount("smolvm-test", daemon.state_dir().c_str(), "tmpfs", 0, "size=200m,mode=0700"),
+  ASSERT_EQ(mount("smolvm-test", daemon.state_dir().c_str(), "tmpfs", 0, "size=600m,mode=0700"),
             0);
   struct Unmount {
     std::string dir;
@@ -65,9 +67,12 @@ TEST(DiskFullTest, OutOfSpaceIsResourceExhaustedAndLeavesNothingPartial) {
     SCOPED_TRACE(what);
     std::error_code ec;
     for (const auto& e : fs::directory_iterator(snaps, ec)) {
-      ADD_FAILURE() << "left in snapshots/: " << e.path();
+      if (e.path().filename() != "base") ADD_FAILURE() << "left in snapshots/: " << e.path();
     }
-    EXPECT_EQ(SmolVMManager(opts).list_snapshots()->size(), 0u);
+    auto listed = SmolVMManager(opts).list_snapshots();
+    ASSERT_TRUE(listed.ok());
+    ASSERT_EQ(listed->size(), 1u);
+    EXPECT_EQ((*listed)[0].snapshot_id(), "base");
     auto vms = SmolVMManager(opts).list_vms();
     ASSERT_TRUE(vms.ok());
     EXPECT_EQ(vms->size(), 1u);
@@ -77,15 +82,19 @@ TEST(DiskFullTest, OutOfSpaceIsResourceExhaustedAndLeavesNothingPartial) {
     EXPECT_EQ(r->stdout_text, "running\n");
   };
 
+  // 0. Room for a snapshot: the base every later restore uses.
+  ASSERT_TRUE(vm.snapshot("base", /*resume_source=*/true).ok()) << daemon.DaemonLog();
+
   // 1. A snapshot that cannot fit: refused before the VM is even paused.
-  std::printf("state dir free after boot: %llu MiB\n",
+  FillLeaving(daemon.state_dir(), 40);
+  std::printf("state dir free before the refused snapshot: %llu MiB\n",
               static_cast<unsigned long long>(FreeMiB(daemon.state_dir())));
   auto snap = vm.snapshot("too-big", /*resume_source=*/true);
   EXPECT_EQ(snap.status().code(), absl::StatusCode::kResourceExhausted) << snap.status();
   EXPECT_TRUE(absl::StrContains(snap.status().message(), "MiB free")) << snap.status();
   nothing_partial("snapshot");
 
-  // 2. A create whose disk copy runs out of space mid-way.
+  // 2. A create and a restore whose disk copy runs out of space mid-way.
   FillLeaving(daemon.state_dir(), 0);
   v1::VMConfig other = config;
   other.set_vm_id("full-new");
@@ -95,11 +104,19 @@ TEST(DiskFullTest, OutOfSpaceIsResourceExhaustedAndLeavesNothingPartial) {
   EXPECT_FALSE(fs::exists(daemon.state_dir() + "/vms/full-new"));
   EXPECT_EQ(SmolVMManager(opts).get_vm("full-new").status().code(), absl::StatusCode::kNotFound);
   nothing_partial("create");
+  auto clone = SmolVM::from_snapshot("base", /*resume_vm=*/true, "full-clone", opts);
+  EXPECT_EQ(clone.status().code(), absl::StatusCode::kResourceExhausted) << clone.status();
+  EXPECT_FALSE(fs::exists(daemon.state_dir() + "/vms/full-clone"));
+  nothing_partial("restore");
 
   // 3. Space again: the same calls succeed.
   ASSERT_EQ(unlink((daemon.state_dir() + "/filler").c_str()), 0);
   EXPECT_TRUE(created.start().ok()) << daemon.DaemonLog();
   EXPECT_TRUE(created.close().ok());
+  clone = SmolVM::from_snapshot("base", /*resume_vm=*/true, "full-clone", opts);
+  ASSERT_TRUE(clone.ok()) << clone.status();
+  EXPECT_TRUE(clone->close().ok());
+
   EXPECT_TRUE(vm.close().ok());
   daemon.Stop();
 }
