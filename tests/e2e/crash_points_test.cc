@@ -113,10 +113,14 @@ bool CheckHostAndReset(TestDaemon& daemon, SmolVM& steady, const std::string& ro
   for (const auto& id : ids) {
     if (id == "steady") continue;
     auto vm = SmolVM::attach(id, opts);
-    if (vm.ok()) EXPECT_TRUE(vm->close().ok()) << id;
+    if (vm.ok()) {
+      EXPECT_TRUE(vm->close().ok()) << id;
+    }
   }
   for (const auto& id : snap_ids) {
-    if (id != "base") EXPECT_TRUE(manager.delete_snapshot(id).ok()) << id;
+    if (id != "base") {
+      EXPECT_TRUE(manager.delete_snapshot(id).ok()) << id;
+    }
   }
   if (auto info = manager.get_vm("steady"); info.ok() && !info->network().port_forwards().empty()) {
     EXPECT_TRUE(steady.unexpose_port(info->network().port_forwards(0).host_port()).ok());
