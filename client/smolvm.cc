@@ -293,9 +293,7 @@ absl::StatusOr<std::vector<ForkOutcome>> SmolVMManager::fork_snapshot(
     ForkOutcome outcome{result.vm_id(), v1::Vm()};
     if (result.error_code() != 0) {
       // error_code is a google.rpc.Code, the numbering gRPC shares.
-      outcome.vm = FromGrpcStatus(
-          grpc::Status(static_cast<grpc::StatusCode>(result.error_code()),
-                       result.error_message()));
+      outcome.vm = FromGrpcCode(result.error_code(), result.error_message());
     } else if (!result.has_vm()) {
       outcome.vm = absl::InternalError(absl::StrCat(
           "fork snapshot ", snapshot_id, ": daemon reported clone ",

@@ -3,14 +3,14 @@
 namespace smolvm {
 
 absl::Status FromGrpcStatus(const grpc::Status& status) {
-  const int code = static_cast<int>(status.error_code());
+  return FromGrpcCode(static_cast<int>(status.error_code()), status.error_message());
+}
+
+absl::Status FromGrpcCode(int code, absl::string_view message) {
   if (code == 0) return absl::OkStatus();
   // Codes 1-16 are the same numbers in both enums (google.rpc.Code).
-  if (code < 0 || code > 16) {
-    return absl::Status(absl::StatusCode::kUnknown, status.error_message());
-  }
-  return absl::Status(static_cast<absl::StatusCode>(code),
-                      status.error_message());
+  if (code < 0 || code > 16) return absl::Status(absl::StatusCode::kUnknown, message);
+  return absl::Status(static_cast<absl::StatusCode>(code), message);
 }
 
 int ExitCodeFor(const absl::Status& status) {

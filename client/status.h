@@ -12,6 +12,7 @@
 #include <grpcpp/support/status.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 
 namespace smolvm {
 
@@ -20,6 +21,11 @@ namespace smolvm {
 // converts to absl::OkStatus() (its message, if any, is dropped). gRPC's
 // binary error_details are not carried over.
 absl::Status FromGrpcStatus(const grpc::Status& status);
+
+// FromGrpcCode is FromGrpcStatus for a code received as a number (e.g. in a
+// response message). Use it rather than casting the number to
+// grpc::StatusCode: an out-of-range value of that enum is undefined behaviour.
+absl::Status FromGrpcCode(int code, absl::string_view message);
 
 // ExitCodeFor is the process exit code smolvmctl uses for `status`:
 //   0 OK, 2 INVALID_ARGUMENT, 3 NOT_FOUND, 4 ALREADY_EXISTS,

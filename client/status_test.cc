@@ -59,10 +59,19 @@ TEST(FromGrpcStatusTest, KeepsEveryCodeAndMessage) {
 }
 
 TEST(FromGrpcStatusTest, OutOfRangeCodeIsUnknown) {
+  // 20: unknown to both enums, yet a valid grpc::StatusCode value (UBSan
+  // rejects values outside the enum's 0-31 range).
   absl::Status s = FromGrpcStatus(
-      grpc::Status(static_cast<grpc::StatusCode>(42), "from the future"));
+      grpc::Status(static_cast<grpc::StatusCode>(20), "from the future"));
   EXPECT_EQ(s.code(), absl::StatusCode::kUnknown);
   EXPECT_EQ(s.message(), "from the future");
+  for (int code : {42, 99, -1}) {
+    s = FromGrpcCode(code, "from the future");
+    EXPECT_EQ(s.code(), absl::StatusCode::kUnknown) << code;
+    EXPECT_EQ(s.message(), "from the future");
+  }
+  EXPECT_TRUE(FromGrpcCode(0, "ignored").ok());
+  EXPECT_EQ(FromGrpcCode(5, "gone").code(), absl::StatusCode::kNotFound);
 }
 
 TEST(ExitCodeForTest, DocumentedCodes) {

@@ -31,3 +31,8 @@ if skipped=$(grep -l '<skipped' test-xml/*.xml 2>/dev/null) && [ -n "$skipped" ]
   echo "$skipped" >&2
   exit 1
 fi
+
+# Sanitizer builds (docs/sanitizers.md): ASan+LSan+UBSan and TSan on the
+# unit tests, and on the daemon under a core subset of the e2e tests.
+../scripts/sanitize.sh asan
+../scripts/sanitize.sh tsan

@@ -24,6 +24,14 @@ std::string KernelDir() {
   return env && *env ? env : "/var/cache/smolvmd/kernel";
 }
 
+// $SMOLVM_TEST_SMOLVMD, else the smolvmd built beside the tests: lets one
+// build's e2e tests drive another build's daemon (scripts/sanitize.sh runs
+// them against a sanitizer build's).
+std::string SmolvmdPath() {
+  const char* env = std::getenv("SMOLVM_TEST_SMOLVMD");
+  return env && *env ? env : SMOLVMD_BINARY;
+}
+
 bool WaitPid(pid_t pid, int* status, std::chrono::milliseconds timeout) {
   auto deadline = std::chrono::steady_clock::now() + timeout;
   while (std::chrono::steady_clock::now() < deadline) {
@@ -197,7 +205,7 @@ absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
   bool has_subnet = false;
   for (const auto& a : extra_args) has_subnet |= a == "--subnet";
   std::vector<std::string> args = {"/usr/bin/nsenter", "--net=/run/netns/" + netns_host_, "--",
-                                   SMOLVMD_BINARY,
+                                   SmolvmdPath(),
                                    "--cgroup-parent", CgroupParent(),
                                    "--uplink", "up0"};
   if (!has_subnet) args.insert(args.end(), {"--subnet", kSubnet});

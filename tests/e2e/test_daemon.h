@@ -6,6 +6,8 @@
 // line points into its temp dir (the VMs this test created, found by pid),
 // and removes the temp dir. The guest kernel is shared between tests via
 // $SMOLVM_TEST_KERNEL_DIR (scripts/test.sh fetches it once).
+// $SMOLVM_TEST_SMOLVMD, if set, is the smolvmd binary to run instead of the
+// one built with the tests (scripts/sanitize.sh: a sanitizer build's).
 //
 // Access: the daemon gets `--socket-group root` unless the test names its
 // own group, and the temp dir is traversable (0711) so that users a test
