@@ -19,15 +19,12 @@ constexpr char kCreatingSuffix[] = ".creating";
 constexpr char kRestoringSuffix[] = ".restoring";
 constexpr char kPreviousSuffix[] = ".previous";
 
-// ENOSPC and friends as RESOURCE_EXHAUSTED, so clients see "disk full",
-// not an internal error.
+// A full disk keeps its code (errno-based errors map ENOSPC and EDQUOT to
+// RESOURCE_EXHAUSTED) and gains what was being written, so a client sees
+// "disk full" in terms of its request.
 absl::Status DiskFullAware(absl::Status s, const std::string& what) {
-  if (s.ok()) return s;
-  if (absl::IsResourceExhausted(s) || absl::StrContains(s.message(), "No space") ||
-      absl::StrContains(s.message(), "quota exceeded")) {
-    return absl::ResourceExhaustedError(absl::StrCat(what, ": ", s.message()));
-  }
-  return s;
+  if (!absl::IsResourceExhausted(s)) return s;
+  return absl::ResourceExhaustedError(absl::StrCat(what, ": ", s.message()));
 }
 
 absl::Status Rename(const std::string& from, const std::string& to) {

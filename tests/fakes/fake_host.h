@@ -26,7 +26,6 @@
 
 #include "absl/status/status.h"
 #include "absl/synchronization/mutex.h"
-#include "lib/net/firewall.h"
 
 namespace smolvm::fakes {
 
@@ -85,10 +84,6 @@ class FakeHost {
   std::set<std::string> firewall_vms ABSL_GUARDED_BY(mu);
   int firewall_applies ABSL_GUARDED_BY(mu) = 0;
   std::set<std::string> FirewallVms();
-
-  // Guests: commands run in each VM's guest agent (argv[0] of each exec)
-  // and clock fixes, for assertions.
-  std::map<std::string, int> clock_fixes ABSL_GUARDED_BY(mu);
 };
 
 }  // namespace smolvm::fakes
