@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 # A private network namespace without uplink: nothing touches the host's network.
 . scripts/private-daemon.sh
 private_daemon_init svb
-private_daemon_start --uplink none
+private_daemon_start --uplink none --default-image minimal
 bench="${1:-restore}"
 shift || true
 case "$bench" in
@@ -45,7 +45,7 @@ case "$bench" in
     "$build_dir"/bench/restore_bench "$@"
     private_daemon_kill
     rm -rf "$work/state" "$work/run"
-    private_daemon_start --uplink none --vmm-confinement=off
+    private_daemon_start --uplink none --vmm-confinement=off --default-image minimal
     echo "== unconfined (--vmm-confinement=off)"
     "$build_dir"/bench/restore_bench "$@"
     ;;

@@ -3,6 +3,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <utility>
 
@@ -138,6 +139,10 @@ void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
   kv->emplace_back(prefix + "kernel_path", config.kernel_path());
   kv->emplace_back(prefix + "initrd_path", config.initrd_path());
   kv->emplace_back(prefix + "rootfs_path", config.rootfs_path());
+  kv->emplace_back(prefix + "image", config.image());
+  kv->emplace_back(prefix + "image_digest", config.image_digest());
+  kv->emplace_back(prefix + "disk_size_mib",
+                   config.disk_size_mib() == 0 ? "" : absl::StrCat(config.disk_size_mib()));
   kv->emplace_back(prefix + "boot_args", config.boot_args());
   kv->emplace_back(prefix + "egress", FormatEgress(config.egress()));
   kv->emplace_back(prefix + "port_forwards",
@@ -242,6 +247,51 @@ std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots) {
          Dash(s.owner())});
   }
   return RenderTable(rows);
+}
+
+namespace {
+std::string FormatUnixMillis(int64_t ms) {
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(ms / 1000);
+  ts.set_nanos(static_cast<int32_t>(ms % 1000) * 1000000);
+  return FormatTimestamp(ts);
+}
+}  // namespace
+
+std::string ImageTable(absl::Span<const v1::Image> images) {
+  std::vector<std::vector<std::string>> rows = {
+      {"NAMES", "DIGEST", "SOURCE", "DISK", "SIZE", "CREATED", "OWNER", "USED_BY"}};
+  for (const v1::Image& i : images) {
+    rows.push_back({Dash(absl::StrJoin(i.names(), ",")), i.digest().substr(0, 19),
+                    Dash(i.source_kind()), FormatBytes(i.disk_size_bytes()),
+                    FormatBytes(i.size_bytes()), FormatUnixMillis(i.created_at_unix_ms()),
+                    i.owner().empty() ? "(built-in)" : i.owner(),
+                    absl::StrCat(i.used_by_size())});
+  }
+  return RenderTable(rows);
+}
+
+std::string ImageDetails(const v1::Image& i) {
+  std::vector<std::pair<std::string, std::string>> kv = {
+      {"digest", i.digest()},
+      {"names", Dash(absl::StrJoin(i.names(), ", "))},
+      {"owner", i.owner().empty() ? "(built-in)" : i.owner()},
+      {"source_kind", Dash(i.source_kind())},
+      {"source", i.source()},
+      {"size_bytes", absl::StrCat(i.size_bytes(), " (", FormatBytes(i.size_bytes()), ")")},
+      {"disk_size_bytes",
+       absl::StrCat(i.disk_size_bytes(), " (", FormatBytes(i.disk_size_bytes()), ")")},
+      {"created_at", FormatUnixMillis(i.created_at_unix_ms())},
+      {"build_ms", absl::StrCat(i.build_ms())},
+      {"kernel_version", Dash(i.kernel_version())},
+      {"kernel_package", Dash(i.kernel_package())},
+      {"exec_defaults.working_dir", Dash(i.exec_defaults().working_dir())},
+      {"exec_defaults.user", Dash(i.exec_defaults().user())},
+      {"used_by", Dash(absl::StrJoin(i.used_by(), ", "))}};
+  std::map<std::string, std::string> env(i.exec_defaults().env().begin(),
+                                         i.exec_defaults().env().end());
+  for (const auto& [k, v] : env) kv.emplace_back("exec_defaults.env." + k, v);
+  return Details(kv);
 }
 
 std::string ForkTable(absl::Span<const v1::ForkResult> results) {

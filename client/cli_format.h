@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "smolvm/v1/image_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 
@@ -56,6 +57,14 @@ std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots);
 // VM STATUS IP MAC TAP ERROR: a clone that failed has STATUS "FAILED" and
 // ERROR "<CODE>: <message>" (e.g. "RESOURCE_EXHAUSTED: no free address").
 std::string ForkTable(absl::Span<const v1::ForkResult> results);
+
+// ImageTable renders images with the columns
+// NAMES DIGEST SOURCE DISK SIZE CREATED OWNER USED_BY (the digest shortened
+// to "sha256:" and 12 hex digits; an unnamed image shows "-").
+std::string ImageTable(absl::Span<const v1::Image> images);
+
+// ImageDetails renders every field of `image` as "name: value" lines.
+std::string ImageDetails(const v1::Image& image);
 
 // VerifyTable renders a VerifySnapshot answer with the columns
 // FILE STATUS CHECKSUM EXPECTED PATH, then one summary line. STATUS is "ok",

@@ -281,6 +281,7 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   channel_ = grpc::CreateCustomChannel(target, creds, ChannelArgs());
   vm_stub_ = v1::VmService::NewStub(channel_);
   snapshot_stub_ = v1::SnapshotService::NewStub(channel_);
+  image_stub_ = v1::ImageService::NewStub(channel_);
 }
 
 Connection::Connection(Connection&&) noexcept = default;

@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "smolvm/v1/image_service.grpc.pb.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -106,7 +107,7 @@ std::string ResolveSocketPath(absl::string_view explicit_path);
 // "unix:rel/path"). The result is not checked (the Connection does that).
 std::string ResolveEndpoint(const ClientOptions& options);
 
-// Connection owns a channel to smolvmd and the stubs of both services.
+// Connection owns a channel to smolvmd and the stubs of its services.
 //
 // Constructing one reads the TLS files of a TCP endpoint and does no other
 // I/O: the channel connects on the first RPC, so a missing daemon shows up as
@@ -152,6 +153,8 @@ class Connection {
   // the stub itself. (When the options are unusable, its calls fail without
   // sending anything.)
   v1::VmService::Stub& vm_stub() const { return *vm_stub_; }
+  // image_stub is the ImageService stub, for the streaming BuildImage.
+  v1::ImageService::Stub& image_stub() const { return *image_stub_; }
 
   // PrepareContext readies a new call's `context`: a deadline `timeout` from
   // now (none if infinite or non-positive) and the tenant metadata. Returns
@@ -186,10 +189,12 @@ class Connection {
   Stub& stub() const {
     if constexpr (std::is_same_v<Stub, v1::VmService::Stub>) {
       return *vm_stub_;
+    } else if constexpr (std::is_same_v<Stub, v1::ImageService::Stub>) {
+      return *image_stub_;
     } else {
       static_assert(std::is_same_v<Stub, v1::SnapshotService::Stub>,
-                    "Connection::Call takes a VmService or SnapshotService "
-                    "stub method");
+                    "Connection::Call takes a VmService, SnapshotService or "
+                    "ImageService stub method");
       return *snapshot_stub_;
     }
   }
@@ -200,6 +205,7 @@ class Connection {
   std::shared_ptr<grpc::Channel> channel_;
   std::unique_ptr<v1::VmService::Stub> vm_stub_;
   std::unique_ptr<v1::SnapshotService::Stub> snapshot_stub_;
+  std::unique_ptr<v1::ImageService::Stub> image_stub_;
 };
 
 }  // namespace smolvm

@@ -401,6 +401,28 @@ class SmolVMManager {
       const std::string& snapshot_id, uint32_t count, bool resume_vm = true,
       const std::string& vm_id_prefix = "") const;
 
+  // --- Images (ImageService) ----------------------------------------------
+
+  // build_image builds and names an image (BuildImage) and returns it once
+  // done; `on_progress` (may be empty) sees each progress event. Builds are
+  // long (a Debian image takes a minute or more the first time); the
+  // deadline is ClientOptions::timeout. When it passes the daemon stops the
+  // build and registers nothing.
+  absl::StatusOr<v1::Image> build_image(
+      const v1::BuildImageRequest& request,
+      const std::function<void(const v1::BuildProgress&)>& on_progress = {}) const;
+  // list_images returns the images this caller can use, oldest first.
+  absl::StatusOr<std::vector<v1::Image>> list_images() const;
+  // get_image returns the image a name ("debian-python", "x:v2") or digest
+  // names; NOT_FOUND if none.
+  absl::StatusOr<v1::Image> get_image(const std::string& image) const;
+  // delete_image removes a name (and the image with its last name), or by
+  // digest the image; FAILED_PRECONDITION naming its users while VMs or
+  // snapshots use it. Returns whether the image itself was deleted.
+  absl::StatusOr<bool> delete_image(const std::string& image) const;
+  // tag_image adds the name `name` to an image.
+  absl::StatusOr<v1::Image> tag_image(const std::string& image, const std::string& name) const;
+
   // connection gives access to the underlying RPCs.
   const Connection& connection() const { return connection_; }
 

@@ -2,7 +2,7 @@
 //
 //   smolvmctl [--endpoint unix:///PATH|HOST:PORT] [--socket PATH]
 //       [--tls-cert PEM --tls-key PEM --tls-ca PEM] [--as-tenant TENANT]
-//       [--json] [--timeout SECONDS] vm|snapshot|file ...
+//       [--json] [--timeout SECONDS] vm|snapshot|file|image ...
 //
 // Each command is one RPC (lists follow every page) made through the client
 // library (client/connection.h, client/smolvm.h), which also resolves where
@@ -60,6 +60,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <functional>
+#include <unistd.h>
+
 #include <iostream>
 #include <map>
 #include <optional>
@@ -116,6 +118,36 @@ class Printer {
   absl::Status Forks(const std::vector<v1::ForkResult>& results) const {
     if (!json_) return Write(cli::ForkTable(results));
     return WriteJsonArray(results);
+  }
+
+  absl::Status Images(const std::vector<v1::Image>& images) const {
+    if (!json_) return Write(cli::ImageTable(images));
+    return WriteJsonArray(images);
+  }
+  absl::Status ImageDetails(const v1::Image& image) const {
+    return json_ ? WriteJson(image) : Write(cli::ImageDetails(image));
+  }
+  // A build's progress: a JSON line per event with --json, else one
+  // rewritten status line on a terminal or plain lines elsewhere (stderr,
+  // so stdout holds only the result).
+  void BuildProgress(const v1::BuildProgress& progress) const {
+    if (json_) {
+      v1::BuildImageEvent event;
+      *event.mutable_progress() = progress;
+      (void)WriteJson(event);
+      return;
+    }
+    std::string line = absl::StrCat("[", progress.elapsed_ms() / 1000, "s] ",
+                                     cli::EscapeForTerminal(progress.step()));
+    if (progress.bytes() > 0) absl::StrAppend(&line, " (", cli::FormatBytes(progress.bytes()), ")");
+    if (isatty(STDERR_FILENO)) {
+      std::cerr << "\r\033[K" << line << std::flush;
+    } else {
+      std::cerr << line << "\n";
+    }
+  }
+  void EndProgress() const {
+    if (!json_ && isatty(STDERR_FILENO)) std::cerr << "\r\033[K" << std::flush;
   }
 
   // Deleted reports a successful delete: "deleted vm ID", or the (empty)
@@ -405,8 +437,8 @@ int Main(int argc, char** argv) {
   CLI::App* vm = app.add_subcommand("vm", "create, control and inspect VMs");
   vm->require_subcommand(1);
 
-  std::string vm_id_flag, kernel, initrd, rootfs, boot_args;
-  std::uint32_t vcpus = 0, memory_mib = 0;
+  std::string vm_id_flag, kernel, initrd, rootfs, boot_args, create_image;
+  std::uint32_t vcpus = 0, memory_mib = 0, disk_size_mib = 0;
   bool no_start = false;
   CLI::App* create = vm->add_subcommand(
       "create", "create a VM and boot it (returns once the guest is ready)");
@@ -414,7 +446,12 @@ int Main(int argc, char** argv) {
   create->add_option("--vcpus", vcpus, "vCPUs, 1-32 (default 2)");
   create->add_option("--memory-mib", memory_mib,
                      "guest RAM in MiB, 128-16384 (default 512)");
-  create->add_option("--kernel", kernel, "kernel image on the daemon's host")
+  create->add_option("--image", create_image,
+                     "image to boot: a name (debian-python, minimal, NAME:TAG) or digest "
+                     "(default: the daemon's default image)");
+  create->add_option("--disk-size-mib", disk_size_mib,
+                     "root disk size in MiB (default: the image's; larger grows it)");
+  create->add_option("--kernel", kernel, "kernel image on the daemon's host (admins)")
       ->type_name("PATH");
   create->add_option("--initrd", initrd, "initramfs on the daemon's host")
       ->type_name("PATH");
@@ -474,6 +511,8 @@ int Main(int argc, char** argv) {
       c->set_kernel_path(kernel);
       c->set_initrd_path(initrd);
       c->set_rootfs_path(rootfs);
+      c->set_image(create_image);
+      c->set_disk_size_mib(disk_size_mib);
       c->set_boot_args(boot_args);
       request.set_start(!no_start);
       absl::StatusOr<v1::Vm> created =
@@ -880,6 +919,113 @@ int Main(int argc, char** argv) {
         exit_code = 1;
       }
       return absl::OkStatus();
+    };
+  });
+
+  // --- image ---------------------------------------------------------------
+  CLI::App* image = app.add_subcommand("image", "build, list and delete images");
+  image->require_subcommand(1);
+
+  std::string image_ref, build_name, build_suite, build_variant, build_oci, build_dir,
+      build_tarball, build_oci_ref;
+  std::vector<std::string> build_packages;
+  bool build_minimal = false;
+  std::uint32_t build_min_disk = 0;
+  CLI::App* build = image->add_subcommand(
+      "build", "build an image from Debian packages, an OCI archive, a directory or a tarball");
+  build->add_option("NAME", build_name, "NAME or NAME:TAG of the new image")->required();
+  build->add_option("--debian", build_suite, "Debian suite to bootstrap (e.g. bookworm)")
+      ->type_name("SUITE");
+  build->add_option("--package", build_packages, "Debian package to include (repeatable)")
+      ->type_name("PKG")
+      ->allow_extra_args(false);
+  build->add_option("--variant", build_variant, "mmdebstrap variant (default minbase)");
+  build->add_option("--oci", build_oci,
+                    "OCI layout dir, OCI archive or docker-save tarball on the daemon's host")
+      ->type_name("PATH");
+  build->add_option("--oci-ref", build_oci_ref, "tag inside the OCI archive (default: the only one)");
+  build->add_option("--dir", build_dir, "root filesystem directory on the daemon's host")
+      ->type_name("PATH");
+  build->add_option("--tarball", build_tarball, "root filesystem tarball on the daemon's host")
+      ->type_name("PATH");
+  build->add_flag("--minimal", build_minimal, "the busybox userland");
+  build->add_option("--min-disk-mib", build_min_disk, "smallest root disk in MiB");
+  build->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::BuildImageRequest request;
+      request.set_name(build_name);
+      request.set_min_disk_mib(build_min_disk);
+      int sources = (!build_suite.empty() || !build_packages.empty()) + !build_oci.empty() +
+                    !build_dir.empty() + !build_tarball.empty() + build_minimal;
+      if (sources != 1) {
+        return absl::InvalidArgumentError(
+            "image build needs exactly one source: --debian SUITE [--package PKG...], --oci "
+            "PATH, --dir PATH, --tarball PATH or --minimal");
+      }
+      if (!build_suite.empty() || !build_packages.empty()) {
+        auto* debian = request.mutable_debian();
+        debian->set_suite(build_suite);
+        debian->set_variant(build_variant);
+        for (const auto& p : build_packages) debian->add_packages(p);
+      } else if (!build_oci.empty()) {
+        request.mutable_oci()->set_path(build_oci);
+        request.mutable_oci()->set_reference(build_oci_ref);
+      } else if (!build_dir.empty()) {
+        request.set_directory(build_dir);
+      } else if (!build_tarball.empty()) {
+        request.set_tarball(build_tarball);
+      } else {
+        request.set_minimal(true);
+      }
+      auto built = SmolVMManager(globals.options())
+                       .build_image(request, [&](const v1::BuildProgress& p) {
+                         out.BuildProgress(p);
+                       });
+      out.EndProgress();
+      if (!built.ok()) return built.status();
+      return out.ImageDetails(*built);
+    };
+  });
+
+  image->add_subcommand("list", "list the images you can use")->callback([&] {
+    action = [&]() -> absl::Status {
+      auto images = SmolVMManager(globals.options()).list_images();
+      if (!images.ok()) return images.status();
+      return out.Images(*images);
+    };
+  });
+  CLI::App* image_get = image->add_subcommand("get", "show every field of an image");
+  image_get->add_option("IMAGE", image_ref, "name or digest")->required();
+  image_get->callback([&] {
+    action = [&]() -> absl::Status {
+      auto got = SmolVMManager(globals.options()).get_image(image_ref);
+      if (!got.ok()) return got.status();
+      return out.ImageDetails(*got);
+    };
+  });
+  CLI::App* image_rm = image->add_subcommand(
+      "rm", "remove a name (and the image with its last name), or by digest the image");
+  image_rm->add_option("IMAGE", image_ref, "name or digest")->required();
+  image_rm->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::DeleteImageRequest request;
+      request.set_image(image_ref);
+      auto response = Connection(globals.options()).Call(&v1::ImageService::Stub::DeleteImage,
+                                                        request);
+      if (!response.ok()) return response.status();
+      return out.Deleted(response->image_deleted() ? "image" : "image name", image_ref,
+                         *response);
+    };
+  });
+  std::string tag_name;
+  CLI::App* image_tag = image->add_subcommand("tag", "add a name to an image");
+  image_tag->add_option("IMAGE", image_ref, "name or digest")->required();
+  image_tag->add_option("NAME", tag_name, "new NAME or NAME:TAG")->required();
+  image_tag->callback([&] {
+    action = [&]() -> absl::Status {
+      auto tagged = SmolVMManager(globals.options()).tag_image(image_ref, tag_name);
+      if (!tagged.ok()) return tagged.status();
+      return out.ImageDetails(*tagged);
     };
   });
 

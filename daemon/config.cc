@@ -300,12 +300,21 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--qemu-binary", Field(&DaemonConfig::qemu_binary),
                "QEMU system emulator to run");
   flags.Option(app, "--guest-recipe-dir", Field(&DaemonConfig::guest_recipe_dir),
-               "Directory with build-image.sh and fetch-kernel.sh (env SMOLVMD_GUEST_RECIPE_DIR)");
+               "Directory with the guest scripts (init, fetch-kernel.sh) (env SMOLVMD_GUEST_RECIPE_DIR)");
   flags.Option(app, "--guest-kernel-dir", Field(&DaemonConfig::guest_kernel_dir),
                "Extracted guest kernel; fetched from Debian's archive when missing "
                "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");
+  flags.Option(app, "--default-image", Field(&DaemonConfig::default_image),
+               "Image of VMs that name none: debian-python (built on first use), minimal "
+               "(busybox, fastest) or any image name (env SMOLVMD_DEFAULT_IMAGE)");
+  flags.Option(app, "--package-cache-dir", Field(&DaemonConfig::package_cache_dir),
+               "Debian packages kept across image builds (env SMOLVMD_PACKAGE_CACHE_DIR, "
+               "default <state-dir>/images/cache/debs)");
+  flags.Option(app, "--image-build-netns", Field(&DaemonConfig::image_build_netns),
+               "Network namespace (e.g. /proc/1/ns/net) in which image builds reach the Debian "
+               "archive (env SMOLVMD_IMAGE_BUILD_NETNS, default: the daemon's own)");
   flags.Option(app, "--guest-agent", Field(&DaemonConfig::guest_agent),
-               "Static smolvm-agent binary put into the default image (env SMOLVMD_GUEST_AGENT)");
+               "Static smolvm-agent binary put into every image (env SMOLVMD_GUEST_AGENT)");
   flags.Option(app, "--console-log-max-bytes", Field(&DaemonConfig::console_log_max_bytes),
                "Guest console kept on disk per VM (older output is dropped)")
       ->check(CLI::Range(int64_t{8192}, int64_t{1} << 32));
@@ -393,6 +402,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   FromEnv("SMOLVMD_ACCELERATOR", c.accelerator);
   FromEnv("SMOLVMD_GUEST_RECIPE_DIR", c.guest_recipe_dir);
   FromEnv("SMOLVMD_GUEST_KERNEL_DIR", c.guest_kernel_dir);
+  FromEnv("SMOLVMD_DEFAULT_IMAGE", c.default_image);
+  FromEnv("SMOLVMD_PACKAGE_CACHE_DIR", c.package_cache_dir);
+  FromEnv("SMOLVMD_IMAGE_BUILD_NETNS", c.image_build_netns);
   FromEnv("SMOLVMD_GUEST_AGENT", c.guest_agent);
   flags.ApplyTo(c);
   c.config_file = file;

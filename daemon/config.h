@@ -24,6 +24,16 @@ struct DaemonConfig {
   std::string guest_recipe_dir;  // SMOLVMD_GUEST_RECIPE_DIR; "" = built-in
   std::string guest_kernel_dir;  // SMOLVMD_GUEST_KERNEL_DIR; "" = <state>/kernel
   std::string guest_agent;       // SMOLVMD_GUEST_AGENT; "" = built-in
+  // The image of VMs that name none (SMOLVMD_DEFAULT_IMAGE).
+  std::string default_image = "debian-python";
+  // Debian packages kept across image builds (SMOLVMD_PACKAGE_CACHE_DIR;
+  // "" = <state>/images/cache/debs).
+  std::string package_cache_dir;
+  // Network namespace (a path such as /proc/1/ns/net or /run/netns/NAME)
+  // in which image builds download packages (SMOLVMD_IMAGE_BUILD_NETNS;
+  // "" = the daemon's own), for a daemon whose own namespace has no route
+  // to the Debian archive.
+  std::string image_build_netns;
   int boot_timeout_seconds = 120;
   // Guest console kept per VM (console.log + console.log.1), in bytes.
   int64_t console_log_max_bytes = 4 << 20;

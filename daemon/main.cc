@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "daemon/caller_resolver.h"
 #include "daemon/config.h"
+#include "daemon/image_service.h"
 #include "daemon/snapshot_service.h"
 #include "daemon/tls_credentials.h"
 #include "daemon/unix_listener.h"
@@ -31,7 +32,7 @@
 #include "lib/core/tenant_directory.h"
 #include "lib/core/vm_manager.h"
 #include "lib/image/host_paths.h"
-#include "lib/image/image_cache.h"
+#include "lib/image/image_store.h"
 #include "lib/net/firewall.h"
 #include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
@@ -52,7 +53,7 @@ int Fail(const std::string& what, const absl::Status& status) {
 // The recipe installed with the daemon, else the one in the source tree
 // (running from a build directory).
 std::string DefaultRecipeDir() {
-  if (PathExists(JoinPath(SMOLVM_GUEST_RECIPE_DIR, "build-image.sh"))) {
+  if (PathExists(JoinPath(SMOLVM_GUEST_RECIPE_DIR, "rootfs-init.sh"))) {
     return SMOLVM_GUEST_RECIPE_DIR;
   }
   return SMOLVM_SOURCE_GUEST_DIR;
@@ -203,15 +204,25 @@ int Run(int argc, char** argv) {
   auto store = store::Store::Open(db_path);
   if (!store.ok()) return Fail("open " + db_path, store.status());
 
-  image::ImageCacheOptions image_options;
+  image::ImageStoreOptions image_options;
   image_options.images_dir = JoinPath(config.state_dir, "images");
-  image_options.recipe_dir =
+  image_options.payload.recipe_dir =
       config.guest_recipe_dir.empty() ? DefaultRecipeDir() : config.guest_recipe_dir;
   image_options.kernel_dir = config.guest_kernel_dir;
-  image_options.agent_path =
+  image_options.payload.agent_path =
       config.guest_agent.empty() ? DefaultAgentPath() : config.guest_agent;
-  auto images = std::make_unique<image::ImageCache>(image_options);
-  image::ImageCache* image_cache = images.get();
+  image_options.default_image = config.default_image;
+  image_options.build_netns = config.image_build_netns;
+  image_options.package_cache_dir = config.package_cache_dir.empty()
+                                        ? JoinPath(config.state_dir, "images/cache/debs")
+                                        : config.package_cache_dir;
+  if (auto name = image::NormalizeImageName(config.default_image);
+      !name.ok() && !image::IsDigestRef(config.default_image)) {
+    return Fail("--default-image", name.status());
+  }
+  auto images = image::ImageStore::Open(image_options, store->get());
+  if (!images.ok()) return Fail("open the image store", images.status());
+  image::ImageStore* image_store = images->get();
 
   auto links = std::make_unique<net::IpCommandLinkBackend>();
   auto network = NetworkOptionsFrom(config, *links);
@@ -258,7 +269,7 @@ int Run(int argc, char** argv) {
   core::ManagerParts parts;
   parts.store = *std::move(store);
   parts.hypervisor = *std::move(hypervisor);
-  parts.images = std::move(images);
+  parts.images = *std::move(images);
   parts.links = std::move(links);
   parts.firewall = std::make_unique<net::NftFirewall>(std::vector<std::string>{}, config.run_dir);
   parts.host_firewall = std::make_unique<net::IptablesHostFirewall>();
@@ -268,17 +279,19 @@ int Run(int argc, char** argv) {
 
   // Build (or find) the default image now rather than on the first
   // CreateVm; requests that need it wait for this build.
-  std::thread image_warmup([image_cache] {
-    auto image = image_cache->DefaultImage();
+  std::thread image_warmup([image_store] {
+    auto image = image_store->Resolve(Caller::System(), "");
     if (image.ok()) {
-      spdlog::info("default guest image: {}", image->dir);
+      spdlog::info("default image {}: {}", image_store->default_image(), image->record.digest);
     } else {
-      spdlog::error("default guest image: {}", std::string(image.status().message()));
+      spdlog::error("default image {}: {}", image_store->default_image(),
+                    std::string(image.status().message()));
     }
   });
 
   VmServiceImpl vm_service(&manager, &callers);
   SnapshotServiceImpl snapshot_service(&manager, &callers);
+  ImageServiceImpl image_service(image_store, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -294,6 +307,7 @@ int Run(int argc, char** argv) {
   }
   builder.RegisterService(&vm_service);
   builder.RegisterService(&snapshot_service);
+  builder.RegisterService(&image_service);
   // Exec stdin may be up to 16 MiB in one request.
   builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -55,6 +55,9 @@ VmConfig FromProto(const v1::VMConfig& c) {
   config.kernel_path = c.kernel_path();
   config.initrd_path = c.initrd_path();
   config.rootfs_path = c.rootfs_path();
+  config.image = c.image();
+  config.disk_size_mib = c.disk_size_mib();
+  // image_digest and working_dir are the daemon's to set.
   config.boot_args = c.boot_args();
   config.env.insert(c.env().begin(), c.env().end());
   config.egress = FromProto(c.egress());
@@ -69,6 +72,9 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   out->set_kernel_path(c.kernel_path);
   out->set_initrd_path(c.initrd_path);
   out->set_rootfs_path(c.rootfs_path);
+  out->set_image(c.image);
+  out->set_disk_size_mib(c.disk_size_mib);
+  out->set_image_digest(c.image_digest);
   out->set_boot_args(c.boot_args);
   for (const auto& [k, v] : c.env) (*out->mutable_env())[k] = v;
   ToProto(c.egress, out->mutable_egress());

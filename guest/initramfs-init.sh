@@ -11,7 +11,8 @@
 #   rootfstype=TYPE   default ext4
 #   rootflags=OPTS    extra mount options
 #   ro | rw           mount root read-only / read-write (default rw)
-#   init=PATH         init inside the root fs (default /sbin/init)
+#   init=PATH         init inside the root fs (default /.smolvm/init, the
+#                     daemon's payload; /sbin/init in images without it)
 #   smolvm.rootwait=S seconds to wait for the root device (default 10)
 
 PATH=/bin:/sbin
@@ -37,7 +38,7 @@ root=/dev/vda
 rootfstype=ext4
 rootflags=
 mode=rw
-init=/sbin/init
+init=
 rootwait=10
 # shellcheck disable=SC2013 # word splitting is intended
 for arg in $(cat /proc/cmdline); do
@@ -82,6 +83,15 @@ opts="$mode"
 [ -n "$rootflags" ] && opts="$opts,$rootflags"
 mount -t "$rootfstype" -o "$opts" "$dev" /newroot ||
 	fail "cannot mount $dev ($rootfstype, $opts) on /newroot"
+# Without init=: the daemon's payload, or /sbin/init in images made before
+# the payload existed.
+if [ -z "$init" ]; then
+	if [ -f /newroot/.smolvm/init ] && [ -x /newroot/.smolvm/init ]; then
+		init=/.smolvm/init
+	else
+		init=/sbin/init
+	fi
+fi
 [ -x "/newroot$init" ] || [ -L "/newroot$init" ] ||
 	{ umount /newroot; fail "no executable $init in the root filesystem on $dev"; }
 

@@ -1,14 +1,18 @@
-#!/bin/sh
-# /sbin/init of the smolvm default root filesystem (PID 1, busybox sh).
+#!/.smolvm/bin/sh
+# /.smolvm/init: PID 1 of every smolvm guest, whatever its userland (the
+# busybox `minimal` image, Debian, an OCI image without any shell). It runs
+# on the payload's busybox (/.smolvm/bin, first in its PATH), so every tool
+# it uses is busybox's; the image's own programs are never needed.
 #
 #  1. mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp
 #  2. sets the hostname from /etc/hostname, brings up lo
 #  3. finds the virtio-serial port named org.smolvm.agent
 #     (/sys/class/virtio-ports/vportNpM/name) and then either
-#       - runs /sbin/smolvm-agent /dev/vportNpM in the background if that file
-#         exists and is executable; the agent then owns the port and the
-#         readiness protocol. It is restarted when it exits (after 1 s,
-#         backing off to 5 s while it keeps dying quickly), or
+#       - runs /.smolvm/agent /dev/vportNpM in the background if that file
+#         exists and is executable (/sbin/smolvm-agent in older images); the
+#         agent then owns the port and the readiness protocol. It gets the
+#         usual PATH (not /.smolvm/bin first). It is restarted when it exits
+#         (after 1 s, backing off to 5 s while it keeps dying quickly), or
 #       - writes the single line "SMOLVM_READY\n" to the port. The write is
 #         done by a background child: it blocks until the host side of the
 #         port is connected, then completes. Nothing is ever read from the port.
@@ -17,12 +21,16 @@
 #     the VM off, SIGUSR1 (`halt`) halts, SIGINT (`reboot`) reboots, after
 #     stopping all processes and remounting / read-only.
 
-PATH=/usr/sbin:/usr/bin:/sbin:/bin
+PATH=/.smolvm/bin:/usr/sbin:/usr/bin:/sbin:/bin
 HOME=/root
 export PATH HOME
 
 readonly PORT_NAME=org.smolvm.agent
-readonly AGENT=/sbin/smolvm-agent
+# The agent's PATH: the image's own tools first, as in any login.
+readonly AGENT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+AGENT=/.smolvm/agent
+[ ! -x "$AGENT" ] && [ -x /sbin/smolvm-agent ] && AGENT=/sbin/smolvm-agent
+readonly AGENT
 
 log() { echo "smolvm-init: $*"; }
 uptime_s() { read -r up _ </proc/uptime; echo "${up%%.*}"; }
@@ -115,7 +123,7 @@ elif [ -f "$AGENT" ] && [ -x "$AGENT" ]; then
 		delay=1
 		while :; do
 			started=$(uptime_s)
-			"$AGENT" "$port"
+			PATH=$AGENT_PATH "$AGENT" "$port"
 			rc=$?
 			# back off 1,2,4,5,5... s while it keeps dying quickly
 			[ $(($(uptime_s) - started)) -ge 10 ] && delay=1

@@ -28,3 +28,11 @@ smolvm_unit_test(vmm_jail_test vmm/vmm_jail_test.cc smolvm_vmm)
 # Every operation with a fault injected at each of its steps (tests/fakes).
 smolvm_unit_test(vm_manager_test core/vm_manager_test.cc smolvm_fakes)
 set_tests_properties(vm_manager_test PROPERTIES TIMEOUT 300)
+# Image building with the real tools (mmdebstrap, skopeo, umoci, mkfs.ext4).
+smolvm_unit_test(rootfs_sources_test image/rootfs_sources_test.cc smolvm_image_build)
+set_tests_properties(rootfs_sources_test PROPERTIES TIMEOUT 600)
+smolvm_unit_test(guest_payload_test image/guest_payload_test.cc smolvm_image_build)
+# ImageStore over a real store and real builds of `minimal` (fake kernel dir).
+smolvm_unit_test(image_store_test image/image_store_test.cc smolvm_core)
+target_compile_definitions(image_store_test PRIVATE
+  SMOLVM_SOURCE_GUEST_DIR="${CMAKE_SOURCE_DIR}/guest")

@@ -25,7 +25,7 @@ ip -n "$ins" addr add 198.51.100.2/24 dev "svfi$tag"; ip -n "$ins" link set "svf
 mkdir -p "$work/www"; echo "hello from the internet" >"$work/www/hello.txt"
 ip netns exec "$ins" busybox httpd -f -p 198.51.100.2:8080 -h "$work/www" &
 server_pid=$!
-private_daemon_start --uplink up0 --subnet 10.77.0.0/24 --dns none
+private_daemon_start --uplink up0 --subnet 10.77.0.0/24 --dns none --default-image minimal
 ctl=build/client/smolvmctl
 
 echo "== boot one VM and snapshot it"

@@ -7,10 +7,14 @@ PACKAGES=(
   build-essential cmake ninja-build pkg-config
   libgrpc++-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libssl-dev libsqlite3-dev libspdlog-dev nlohmann-json3-dev libcli11-dev
-  libtomlplusplus-dev libarchive-dev libxxhash-dev openssl
+  libtomlplusplus-dev libarchive-dev libxxhash-dev zlib1g-dev openssl
   libgtest-dev libgmock-dev grpc-proto python3-grpcio
   qemu-system-x86 busybox-static e2fsprogs cpio gzip kmod
   iproute2 nftables iptables
+  # Image building (lib/image/rootfs_sources.cc): Debian userlands, OCI and
+  # docker-archive images, compressed rootfs tarballs.
+  mmdebstrap debian-archive-keyring distro-info-data gpg mount util-linux
+  umoci skopeo zstd xz-utils tar coreutils python3
   systemd
   clang libclang-rt-14-dev
 )

@@ -28,7 +28,9 @@ private_daemon_init() {
 private_daemon_start() {
   # nsenter, not `ip netns exec`: that remounts /sys and hides the cgroups.
   nsenter --net="/run/netns/$netns" -- "$build_dir"/daemon/smolvmd --state-dir "$work/state" --run-dir "$work/run" \
-    --guest-kernel-dir "$kernel_dir" --cgroup-parent "$netns" "$@" >>"$work/smolvmd.log" 2>&1 &
+    --guest-kernel-dir "$kernel_dir" --cgroup-parent "$netns" \
+    --image-build-netns "/proc/$$/ns/net" --package-cache-dir "$(realpath -m "$build_dir")/debian-cache" \
+    "$@" >>"$work/smolvmd.log" 2>&1 &
   daemon_pid=$!
   for _ in $(seq 1 150); do
     "$build_dir"/client/smolvmctl vm list >/dev/null 2>&1 && return 0

@@ -14,6 +14,10 @@ scripts/build.sh
 export SMOLVM_TEST_KERNEL_DIR="$PWD/build/guest-kernel"
 guest/fetch-kernel.sh "$SMOLVM_TEST_KERNEL_DIR"
 
+# Debian packages downloaded by image builds (unit and e2e tests), kept in
+# the build tree across runs.
+export SMOLVM_TEST_DEBIAN_CACHE="$PWD/build/debian-cache"
+
 # Fuzz targets (clang, build-fuzz/): every regression input and seed, then
 # a bounded run of each target (fuzz/README.md for longer runs).
 scripts/fuzz.sh

@@ -158,9 +158,9 @@ caps_have="$(all CapabilityBoundingSet | tr ' ' '\n' | grep -v '^$' | sort -u | 
 # Every system call seen under strace -f (docs/systemd-hardening.md, "System
 # calls"): smolvmd, its VMM jail, QEMU 7.2 (TCG boot, snapshot to an fd,
 # restore; KVM start) and ip, bridge, sysctl, nft, iptables(-legacy),
-# build-image.sh and the tools it runs.
+# the image builders (mmdebstrap: chroot; mkfs.ext4, umoci, skopeo).
 measured="
-accept4 access alarm arch_prctl bind brk chdir chmod chown clock_nanosleep clone clone3 close
+accept4 access alarm arch_prctl bind brk chdir chmod chown chroot clock_nanosleep clone clone3 close
 close_range connect copy_file_range dup dup2 epoll_create1 epoll_ctl epoll_wait eventfd2 execve
 exit exit_group faccessat2 fadvise64 fallocate fchdir fchmod fchmodat fchown fcntl fdatasync flock
 fsetxattr fstatfs fsync ftruncate futex get_mempolicy getdents64 getegid geteuid getgid getpeername

@@ -465,10 +465,27 @@ TEST(AgentTest, EnvAndCwd) {
   ExecResult r = RunExec(agent, start);
   // The agent's own environment (AGENT_TEST_LEAK, inherited from this test)
   // is not passed on: only the base environment plus the request's.
-  EXPECT_EQ(r.out, "bar//home/x/dumb//usr/sbin:/usr/bin:/sbin:/bin/unset\n" + dir.path() + "\n");
+  EXPECT_EQ(r.out, "bar//home/x/dumb//usr/sbin:/usr/bin:/sbin:/bin:/.smolvm/bin/unset\n" +
+                       dir.path() + "\n");
   // Default cwd is /root.
   r = RunExec(agent, Cmd(2, {"pwd"}));
   EXPECT_EQ(r.out, "/root\n");
+}
+
+// A program file without #! runs under the image's /bin/sh (ENOEXEC, as
+// execvp does; /.smolvm/bin/sh in an image without /bin/sh).
+TEST(AgentTest, ScriptWithoutShebangRunsUnderSh) {
+  AgentProcess agent;
+  TempDir dir;
+  std::string script = dir.path() + "/noshebang";
+  {
+    std::ofstream out(script);
+    out << "echo \"ran $0 $1\"\n";
+  }
+  ASSERT_EQ(chmod(script.c_str(), 0755), 0);
+  ExecResult r = RunExec(agent, Cmd(1, {script, "arg"}));
+  EXPECT_EQ(r.out, "ran " + script + " arg\n");
+  EXPECT_EQ(r.exit.exit_code(), 0);
 }
 
 void StartUpload(AgentProcess& agent, uint64_t id, const std::string& path, uint32_t mode,

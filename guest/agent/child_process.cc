@@ -21,7 +21,13 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-constexpr const char* kDefaultPath = "/usr/sbin:/usr/bin:/sbin:/bin";
+// /.smolvm/bin (the payload's busybox applets) comes last: an image's own
+// tools win, and an image without any (a shell-less OCI image) still has
+// the basics.
+constexpr const char* kDefaultPath = "/usr/sbin:/usr/bin:/sbin:/bin:/.smolvm/bin";
+// The shell for files without #!: the image's, else the payload's busybox.
+constexpr const char* kImageShell = "/bin/sh";
+constexpr const char* kPayloadShell = "/.smolvm/bin/sh";
 
 // What the child writes to the error pipe when it cannot exec.
 struct ChildFailure {
@@ -85,8 +91,11 @@ std::string Start(const ChildSpec& spec, Started* out) {
   std::vector<char*> envp;
   for (const std::string& e : spec.env) envp.push_back(const_cast<char*>(e.c_str()));
   envp.push_back(nullptr);
-  // A file without #! (ENOEXEC) runs under /bin/sh, as execvp does.
-  std::vector<char*> sh_argv = {const_cast<char*>("/bin/sh"), nullptr};
+  // A file without #! (ENOEXEC) runs under /bin/sh, as execvp does, or
+  // under the payload's shell in an image without one (decided here: the
+  // child may only make async-signal-safe calls).
+  const char* shell = access(kImageShell, X_OK) == 0 ? kImageShell : kPayloadShell;
+  std::vector<char*> sh_argv = {const_cast<char*>(shell), nullptr};
   sh_argv.insert(sh_argv.end(), argv.begin() + 1, argv.end());
   std::vector<std::string> candidates = Candidates(spec.argv[0], spec.env);
   const char* cwd = spec.cwd.empty() ? "/" : spec.cwd.c_str();
@@ -123,7 +132,7 @@ std::string Start(const ChildSpec& spec, Started* out) {
       execve(candidate.c_str(), argv.data(), envp.data());
       if (errno == ENOEXEC) {
         sh_argv[1] = const_cast<char*>(candidate.c_str());
-        execve("/bin/sh", sh_argv.data(), envp.data());
+        execve(shell, sh_argv.data(), envp.data());
       }
       error = errno;
       if (error == EACCES) {

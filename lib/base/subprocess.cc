@@ -6,6 +6,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -39,6 +40,9 @@ std::string TailOf(const std::string& text, size_t max_bytes) {
 absl::StatusOr<SubprocessResult> RunSubprocess(
     const std::vector<std::string>& argv, const SubprocessOptions& options) {
   if (argv.empty()) return absl::InvalidArgumentError("run: empty argv");
+  if (options.cancelled && options.cancelled()) {
+    return absl::CancelledError(absl::StrCat(argv[0], " was not started: cancelled"));
+  }
   int out_pipe[2], err_pipe[2];
   if (pipe2(out_pipe, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe2");
   UniqueFd out_r(out_pipe[0]), out_w(out_pipe[1]);
@@ -108,6 +112,13 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
   SubprocessResult result;
   absl::Time deadline = absl::Now() + options.timeout;
   bool timed_out = false;
+  bool cancelled = false;
+  // With a cancel check, poll wakes up often enough to notice it.
+  constexpr absl::Duration kCancelPoll = absl::Milliseconds(50);
+  auto check_cancel = [&] {
+    if (options.cancelled && options.cancelled()) cancelled = true;
+    return cancelled;
+  };
   pollfd fds[2] = {{out_r.get(), POLLIN, 0}, {err_r.get(), POLLIN, 0}};
   int open_fds = 2;
   char buf[65536];
@@ -117,6 +128,8 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
       timed_out = true;
       break;
     }
+    if (check_cancel()) break;
+    if (options.cancelled) left = std::min(left, kCancelPoll);
     int rc = poll(fds, 2, static_cast<int>(absl::ToInt64Milliseconds(left)) + 1);
     if (rc < 0 && errno == EINTR) continue;
     if (rc < 0) break;
@@ -136,7 +149,7 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
   // timeout covers the wait for its exit too.
   int wstatus = 0;
   bool reaped = false;
-  while (!timed_out) {
+  while (!timed_out && !cancelled) {
     pid_t r = waitpid(pid, &wstatus, WNOHANG);
     if (r == pid || (r < 0 && errno != EINTR)) {
       reaped = true;
@@ -146,9 +159,10 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
       timed_out = true;
       break;
     }
+    if (check_cancel()) break;
     usleep(2000);
   }
-  if (timed_out) {
+  if (timed_out || cancelled) {
     if (kill(-pid, SIGKILL) != 0) kill(pid, SIGKILL);
   }
   if (!reaped) {
@@ -159,6 +173,10 @@ absl::StatusOr<SubprocessResult> RunSubprocess(
     if (auto text = ReadFileToString(options.stderr_path, 16 << 20); text.ok()) {
       result.stderr_text = TailOf(*text, options.max_output_bytes);
     }
+  }
+  if (cancelled) {
+    return absl::CancelledError(absl::StrCat(argv[0], " was cancelled and killed: ",
+                                             TailOf(result.stderr_text, 2000)));
   }
   if (timed_out) {
     return absl::DeadlineExceededError(absl::StrCat(

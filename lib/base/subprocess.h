@@ -5,6 +5,7 @@
 // a timeout after which the child's process group is killed.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -30,11 +31,16 @@ struct SubprocessOptions {
   // pipe, for children that outlive the call (a daemonizing VMM keeps its
   // stderr). stderr_text is then read back from the file.
   std::string stderr_path;
+  // When set, polled (about every 50 ms) while the child runs; once it
+  // returns true the child's process group is killed and the call returns
+  // CANCELLED. Checked before the child is started, too. Called on the
+  // calling thread only.
+  std::function<bool()> cancelled;
 };
 
 // Runs argv[0] (looked up in PATH) and waits for it. Returns an error only if
-// the program could not be started or timed out (DEADLINE_EXCEEDED); a
-// non-zero exit is reported in the result.
+// the program could not be started, timed out (DEADLINE_EXCEEDED) or was
+// cancelled (CANCELLED); a non-zero exit is reported in the result.
 absl::StatusOr<SubprocessResult> RunSubprocess(
     const std::vector<std::string>& argv, const SubprocessOptions& options = {});
 

@@ -184,6 +184,61 @@ TEST(RunSubprocessTest, TinyTimeoutStillKillsTheChild) {
   }
 }
 
+// The cancel check stops a running child, its whole process group, soon.
+TEST(RunSubprocessTest, CancelKillsTheProcessGroupAndReturnsCancelled) {
+  SubprocessOptions opts;
+  opts.timeout = absl::Seconds(30);
+  absl::Time cancel_at = absl::Now() + absl::Milliseconds(300);
+  int checks = 0;
+  opts.cancelled = [&] {
+    ++checks;
+    return absl::Now() >= cancel_at;
+  };
+  absl::Time start = absl::Now();
+  auto r = RunSubprocess(
+      {"sh", "-c", "echo pgid=$$ >&2; sleep 30 & sleep 30; echo never >&2"}, opts);
+  absl::Duration took = absl::Now() - start;
+
+  ASSERT_THAT(r, StatusIs(absl::StatusCode::kCancelled, "sh was cancelled and killed"));
+  EXPECT_GE(took, absl::Milliseconds(290));
+  EXPECT_LT(took, absl::Seconds(2));
+  EXPECT_GT(checks, 1);
+  std::string message(r.status().message());
+  EXPECT_THAT(message, Not(HasSubstr("never")));
+  auto at = message.find("pgid=");
+  ASSERT_NE(at, std::string::npos) << message;
+  std::string digits = message.substr(at + 5);
+  digits = digits.substr(0, digits.find_first_not_of("0123456789"));
+  pid_t pgid = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(digits, &pgid)) << message;
+  ASSERT_GT(pgid, 1);
+  absl::Time deadline = absl::Now() + absl::Seconds(2);
+  while (!LiveMembersOfGroup(pgid).empty() && absl::Now() < deadline) {
+    absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_THAT(LiveMembersOfGroup(pgid), ::testing::IsEmpty())
+      << "processes of the cancelled child's group survived";
+}
+
+TEST(RunSubprocessTest, AlreadyCancelledStartsNothing) {
+  SubprocessOptions opts;
+  opts.cancelled = [] { return true; };
+  std::string marker = absl::StrCat("/tmp/smolvm-cancel-marker-", getpid());
+  auto r = RunSubprocess({"touch", marker}, opts);
+  EXPECT_THAT(r, StatusIs(absl::StatusCode::kCancelled, "not started"));
+  EXPECT_NE(access(marker.c_str(), F_OK), 0) << "the program ran";
+  unlink(marker.c_str());
+}
+
+TEST(RunSubprocessTest, CancelCheckThatStaysFalseChangesNothing) {
+  SubprocessOptions opts;
+  opts.cancelled = [] { return false; };
+  auto r = RunSubprocess({"sh", "-c", "sleep 0.2; echo done; exit 3"}, opts);
+  ASSERT_THAT(r, IsOk());
+  EXPECT_EQ(r->exit_code, 3);
+  EXPECT_EQ(r->stdout_text, "done\n");
+}
+
 TEST(RunSubprocessTest, MissingProgramIsNotFound) {
   EXPECT_THAT(RunSubprocess({"/nonexistent/smolvm-no-such-program"}),
               StatusIs(absl::StatusCode::kNotFound, "smolvm-no-such-program"));

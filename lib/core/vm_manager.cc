@@ -108,13 +108,19 @@ size_t VmManager::SlotCountForTesting() {
   return slots_.size();
 }
 
-absl::Status VmManager::ResolveImage(VmConfig& config, UniqueFd& rootfs) {
+absl::StatusOr<std::shared_ptr<void>> VmManager::ResolveImage(const Caller& caller,
+                                                              VmConfig& config,
+                                                              UniqueFd& rootfs) {
   const bool named = !config.kernel_path.empty() || !config.initrd_path.empty() ||
                      !config.rootfs_path.empty();
+  if (named && !config.image.empty()) {
+    return absl::InvalidArgumentError(
+        "set either image or kernel_path/initrd_path/rootfs_path, not both");
+  }
   if (named && !options_.host_paths) {
     return absl::PermissionDeniedError(
         "this daemon allows no host files in VMConfig (kernel_path, initrd_path, "
-        "rootfs_path): leave them empty for the default image, or ask the operator to "
+        "rootfs_path): use an image (VMConfig.image), or ask the operator to "
         "allow a directory ([images] allowed_dirs in smolvmd.toml)");
   }
   const std::string imported = files_->ImportedDir();
@@ -131,20 +137,40 @@ absl::Status VmManager::ResolveImage(VmConfig& config, UniqueFd& rootfs) {
     rootfs = std::move(file.fd);
   }
   if (!config.kernel_path.empty() && !config.rootfs_path.empty()) {
-    return absl::OkStatus();
+    config.image_digest.clear();
+    return std::shared_ptr<void>();
   }
-  auto image = images_->DefaultImage();
+  auto image = images_->Resolve(caller, config.image);
   if (!image.ok()) {
+    if (absl::IsNotFound(image.status()) || absl::IsInvalidArgument(image.status()) ||
+        absl::IsPermissionDenied(image.status())) {
+      return image.status();
+    }
     return absl::FailedPreconditionError(absl::StrCat(
-        "the default guest image is unavailable (", image.status().message(),
-        "); pass kernel_path and rootfs_path, or fix the image recipe"));
+        "the image \"", config.image.empty() ? images_->default_image() : config.image,
+        "\" is unavailable (", image.status().message(), ")"));
   }
+  config.image_digest = image->record.digest;
   if (config.kernel_path.empty()) {
     config.kernel_path = image->kernel_path;
     config.initrd_path = image->initrd_path;
   }
   if (config.rootfs_path.empty()) config.rootfs_path = image->rootfs_path;
-  return absl::OkStatus();
+  // The image's exec defaults under the VM's own.
+  for (const auto& entry : image->manifest.exec.env) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) continue;
+    config.env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  }
+  SMOLVM_RETURN_IF_ERROR(ValidateEnv(config.env, "env (with the image's Env)"));
+  if (config.working_dir.empty()) config.working_dir = image->manifest.exec.working_dir;
+  if (config.disk_size_mib != 0 &&
+      uint64_t{config.disk_size_mib} << 20 < image->manifest.disk_size_bytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "disk_size_mib ", config.disk_size_mib, " is smaller than the image's root disk (",
+        image->manifest.disk_size_bytes >> 20, " MiB): use 0 or at least that"));
+  }
+  return image->lease;
 }
 
 absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig config,
@@ -160,7 +186,10 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
     SMOLVM_RETURN_IF_ERROR(network_->CheckForwardPolicy(f));
   }
   UniqueFd rootfs;
-  SMOLVM_RETURN_IF_ERROR(ResolveImage(config, rootfs));
+  // Held until the VM's row names the image: a concurrent delete of the
+  // image fails meanwhile.
+  SMOLVM_ASSIGN_OR_RETURN(std::shared_ptr<void> image_lease,
+                          ResolveImage(caller, config, rootfs));
   const std::string& id = config.vm_id;
 
   auto slot = SlotFor(id);
@@ -198,7 +227,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   // disk.ext4 exists has all of it (Reconcile rolls back a CREATED VM
   // without one).
   SMOLVM_RETURN_IF_ERROR(files_->CopyRootDisk(id, rootfs.valid() ? rootfs.get() : -1,
-                                              config.rootfs_path));
+                                              config.disk_size_mib, config.rootfs_path));
   SMOLVM_RETURN_IF_ERROR(store_->EndOperation(id));
   std::move(end_operation).Cancel();
   std::move(undo).Cancel();

@@ -19,7 +19,7 @@
 //   agent::GuestConnector   connections to guest agents (lib/agent)
 //   VmNetwork               addresses, TAPs, firewall (vm_network.h), over
 //                           net::LinkBackend / Firewall / HostFirewall
-//   image::ImageCache       the default guest image
+//   image::ImageStore       the images VMs boot from
 #pragma once
 
 #include <functional>
@@ -38,7 +38,7 @@
 #include "lib/core/quota.h"
 #include "lib/base/unique_fd.h"
 #include "lib/image/host_paths.h"
-#include "lib/image/image_cache.h"
+#include "lib/image/image_store.h"
 #include "lib/net/firewall.h"
 #include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
@@ -83,7 +83,7 @@ struct ManagerOptions {
 struct ManagerParts {
   std::unique_ptr<store::Store> store;
   std::unique_ptr<vmm::Hypervisor> hypervisor;
-  std::unique_ptr<image::ImageCache> images;
+  std::unique_ptr<image::ImageStore> images;
   std::unique_ptr<snapshot::StateFiles> files;
   std::unique_ptr<agent::GuestConnector> guests;
   std::unique_ptr<net::LinkBackend> links;
@@ -240,7 +240,10 @@ class VmManager {
   // allowed host files (ManagerOptions::host_paths): kernel and initrd are
   // imported into the daemon's store, the root disk is opened into
   // `rootfs` for the copy. Nothing is read by a client-given name later.
-  absl::Status ResolveImage(VmConfig& config, UniqueFd& rootfs);
+  // Fills the VM's kernel, initrd, rootfs and exec defaults from its image
+  // (or checks its admin-named host files). Returns the image's lease.
+  absl::StatusOr<std::shared_ptr<void>> ResolveImage(const Caller& caller, VmConfig& config,
+                                                     UniqueFd& rootfs);
   // NOT_FOUND, worded like a missing object, unless `caller` may access
   // an object of `owner`.
   static absl::Status CheckAccess(const Caller& caller, const char* kind,
@@ -317,7 +320,7 @@ class VmManager {
   const ManagerOptions options_;
   const std::unique_ptr<store::Store> store_;
   const std::unique_ptr<vmm::Hypervisor> hypervisor_;
-  const std::unique_ptr<image::ImageCache> images_;
+  const std::unique_ptr<image::ImageStore> images_;
   const std::unique_ptr<snapshot::StateFiles> files_;
   const std::unique_ptr<agent::GuestConnector> guests_;
   const std::unique_ptr<VmNetwork> network_;

@@ -74,6 +74,7 @@ absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
   std::map<std::string, std::string> env = vm.config.env;
   for (auto& [k, v] : spec.env) env[k] = v;
   spec.env = std::move(env);
+  if (spec.cwd.empty()) spec.cwd = vm.config.working_dir;  // The image's WorkingDir.
   // The slot lock is not held while the command runs: execs are concurrent
   // with each other and with snapshots (a paused VM's exec just waits).
   return client->StartExec(spec);

@@ -34,15 +34,15 @@ namespace {
 using ::smolvm_testing::IsOk;
 using ::testing::HasSubstr;
 
-// A prebuilt "default image": two small files.
-class FakeImages : public image::ImageCache {
+// A prebuilt image: two small files, whatever the VM names.
+class FakeImages : public image::ImageStore {
  public:
-  explicit FakeImages(std::string dir) : ImageCache({}), dir_(std::move(dir)) {}
-  absl::StatusOr<image::GuestImage> DefaultImage() override {
-    image::GuestImage image;
+  explicit FakeImages(std::string dir) : ImageStore({}, nullptr), dir_(std::move(dir)) {}
+  absl::StatusOr<image::ResolvedImage> Resolve(const Caller&, const std::string&) override {
+    image::ResolvedImage image;
+    image.record.digest = "sha256:" + std::string(64, 'f');
     image.kernel_path = JoinPath(dir_, "vmlinuz");
     image.rootfs_path = JoinPath(dir_, "rootfs.ext4");
-    image.dir = dir_;
     return image;
   }
 

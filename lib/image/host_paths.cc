@@ -208,6 +208,21 @@ bool IsRegularFile(const std::string& path) {
 
 }  // namespace
 
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
+  OpenedHostFile file;
+  file.path = path;
+  file.fd = UniqueFd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  if (!file.fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("open ", path));
+  return HashAndCopy(file, -1, "");
+}
+
+std::string Sha256OfString(absl::string_view data) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(data.data(), data.size(), digest, &len, EVP_sha256(), nullptr);
+  return absl::BytesToHexString(absl::string_view(reinterpret_cast<const char*>(digest), len));
+}
+
 namespace internal {
 
 absl::StatusOr<UniqueFd> OpenBeneath(int dir_fd, const std::string& rel, bool use_openat2) {

@@ -76,6 +76,12 @@ class HostPathResolver {
 // second write. Creates `store_dir` (0700) if missing.
 absl::StatusOr<std::string> ImportFile(const OpenedHostFile& file, const std::string& store_dir);
 
+// SHA-256 (lowercase hex) of the regular file at `path`, read through one
+// descriptor.
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path);
+// SHA-256 (lowercase hex) of `data`.
+std::string Sha256OfString(absl::string_view data);
+
 namespace internal {
 
 // Opens the regular file `rel` (relative, no "." or ".." components, not

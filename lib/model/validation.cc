@@ -69,6 +69,15 @@ absl::Status NormalizeVmConfig(VmConfig& config) {
     return absl::InvalidArgumentError(
         "boot_args must be a single line of at most 2048 characters");
   }
+  if (config.disk_size_mib != 0 &&
+      (config.disk_size_mib < kMinDiskMib || config.disk_size_mib > kMaxDiskMib)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "disk_size_mib ", config.disk_size_mib, " is out of range: use ", kMinDiskMib, "-",
+        kMaxDiskMib, " (0 means the image's size)"));
+  }
+  if (config.image.size() > 256) {
+    return absl::InvalidArgumentError("image must be a name or digest of at most 256 characters");
+  }
   if (!config.initrd_path.empty() && config.kernel_path.empty()) {
     return absl::InvalidArgumentError(
         "initrd_path needs kernel_path: set both, or neither for the default image");

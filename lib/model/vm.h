@@ -21,6 +21,8 @@ inline constexpr uint32_t kMaxVcpus = 32;
 inline constexpr uint32_t kDefaultMemoryMib = 512;
 inline constexpr uint32_t kMinMemoryMib = 128;
 inline constexpr uint32_t kMaxMemoryMib = 16384;
+inline constexpr uint32_t kMinDiskMib = 64;
+inline constexpr uint32_t kMaxDiskMib = 256 * 1024;
 
 enum class VmState { kCreated, kRunning, kPaused, kStopped, kError };
 
@@ -56,6 +58,16 @@ struct VmConfig {
   std::string kernel_path;
   std::string initrd_path;
   std::string rootfs_path;
+  // The image the VM was made from: the reference as asked ("" = the
+  // daemon's default, "debian-python:latest", "sha256:...") and the digest it
+  // resolved to when the VM was created (what keeps the image in use).
+  std::string image;
+  std::string image_digest;
+  // Root disk size; 0 = the image's. Larger grows the VM's copy.
+  uint32_t disk_size_mib = 0;
+  // Working directory of every exec without its own ("" = /root); from the
+  // image's config (OCI WorkingDir).
+  std::string working_dir;
   std::string boot_args;
   // Environment of every exec in the guest (an exec's own env wins).
   std::map<std::string, std::string> env;

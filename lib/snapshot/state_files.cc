@@ -11,6 +11,7 @@
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
 #include "lib/base/unique_fd.h"
+#include "lib/image/guest_payload.h"
 
 namespace smolvm::snapshot {
 namespace {
@@ -66,13 +67,15 @@ std::string StateFiles::ImportedDir() const {
   return JoinPath(JoinPath(state_dir_, "images"), "imported");
 }
 
-absl::Status StateFiles::CopyRootDisk(const std::string& vm_id, int src_fd,
+absl::Status StateFiles::CopyRootDisk(const std::string& vm_id, int src_fd, uint32_t size_mib,
                                       const std::string& src_path) {
   SMOLVM_RETURN_IF_ERROR(MakeDirs(VmDir(vm_id)));
   const std::string disk = VmDisk(vm_id);
   const std::string staged = disk + kCreatingSuffix;
   absl::Status copied =
       src_fd >= 0 ? SparseCopyFromFd(src_fd, staged) : SparseCopyFile(src_path, staged);
+  // Grown before it gets its name, so a VM's disk is always whole.
+  if (copied.ok() && size_mib != 0) copied = image::GrowExt4(staged, size_mib, {});
   if (copied.ok()) {
     CrashPoint("create.disk_copied");
     copied = Rename(staged, disk);

@@ -66,9 +66,10 @@ class StateFiles {
 
   // ---- A VM's files ----
   // Copies a root disk into the VM's dir: from `src_fd` if valid, else
-  // from `src_path`. Written under a staged name and renamed, so a VM whose
+  // from `src_path`, grown to `size_mib` unless 0 (lib/image GrowExt4).
+  // Written under a staged name and renamed, so a VM whose
   // disk exists has all of it. RESOURCE_EXHAUSTED when the disk is full.
-  virtual absl::Status CopyRootDisk(const std::string& vm_id, int src_fd,
+  virtual absl::Status CopyRootDisk(const std::string& vm_id, int src_fd, uint32_t size_mib,
                                     const std::string& src_path);
   // Puts a copy of a snapshot's disk in place as the VM's disk; a disk the
   // VM had is kept aside until CommitRestoredDisk (or put back by

@@ -15,6 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/clock.h"
 #include "lib/base/status_macros.h"
+#include "lib/store/sqlite_util.h"
 #include "lib/model/validation.h"
 #include "nlohmann/json.hpp"
 
@@ -113,6 +114,25 @@ CREATE TABLE operations (
 );
 CREATE TABLE operation_previous_vms AS SELECT * FROM vms WHERE 0;
 )sql",
+    // 8: images (lib/image/image_store.h). An image is its content digest;
+    // names ("name:tag") point at digests, one digest per name. Who uses an
+    // image is not stored here but read from the VMs' and snapshots'
+    // configs (image_digest), so it can never drift from them.
+    R"sql(
+CREATE TABLE images (
+  digest TEXT NOT NULL PRIMARY KEY,
+  owner TEXT NOT NULL,
+  source TEXT NOT NULL,
+  manifest TEXT NOT NULL,
+  size_bytes INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE TABLE image_names (
+  name TEXT NOT NULL PRIMARY KEY,
+  digest TEXT NOT NULL REFERENCES images (digest) ON DELETE CASCADE
+);
+CREATE INDEX image_names_digest ON image_names (digest);
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -146,111 +166,6 @@ constexpr const char* kUpdateSnapshot =
     "disk_path = ?5, vm_config = ?6, network_config = ?7, created_at = ?8, "
     "restored = ?9, restored_vm_id = ?10, size_bytes = ?11, accelerator = ?12, "
     "owner = ?13, integrity = ?14 WHERE snapshot_id = ?1";
-
-struct DbCloser {
-  void operator()(sqlite3* db) const { sqlite3_close_v2(db); }
-};
-using UniqueDb = std::unique_ptr<sqlite3, DbCloser>;
-
-struct StmtFinalizer {
-  void operator()(sqlite3_stmt* stmt) const { sqlite3_finalize(stmt); }
-};
-using Stmt = std::unique_ptr<sqlite3_stmt, StmtFinalizer>;
-
-absl::Status SqliteError(sqlite3* db, absl::string_view what) {
-  // Conditions of the host an operator can fix get their own code and the
-  // fix, so a client can tell them from a bug and retry once fixed.
-  switch (sqlite3_errcode(db)) {
-    case SQLITE_READONLY:
-      return absl::UnavailableError(absl::StrCat(
-          what, ": ", sqlite3_errmsg(db),
-          " (the state dir's filesystem is read-only: remount it read-write; nothing was "
-          "changed)"));
-    case SQLITE_FULL:
-      return absl::ResourceExhaustedError(absl::StrCat(
-          what, ": ", sqlite3_errmsg(db), " (the state dir's filesystem is full)"));
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-      return absl::UnavailableError(absl::StrCat(
-          what, ": ", sqlite3_errmsg(db), " (the database stayed locked by another writer)"));
-    default:
-      return absl::InternalError(absl::StrCat(what, ": ", sqlite3_errmsg(db)));
-  }
-}
-
-std::string Quoted(const char* kind, const std::string& id) {
-  return absl::StrCat(kind, " \"", id, "\"");
-}
-
-absl::Status NotFound(const char* kind, const std::string& id) {
-  return absl::NotFoundError(absl::StrCat(Quoted(kind, id), " not found"));
-}
-
-// Runs SQL that has no parameters and returns no rows (pragmas, DDL,
-// transaction control).
-absl::Status Exec(sqlite3* db, const std::string& sql, absl::string_view what) {
-  if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
-    return SqliteError(db, what);
-  }
-  return absl::OkStatus();
-}
-
-int BindValue(sqlite3_stmt* stmt, int index, const std::string& value) {
-  return sqlite3_bind_text(stmt, index, value.data(),
-                           static_cast<int>(value.size()), SQLITE_TRANSIENT);
-}
-int BindValue(sqlite3_stmt* stmt, int index, int64_t value) {
-  return sqlite3_bind_int64(stmt, index, value);
-}
-int BindValue(sqlite3_stmt* stmt, int index,
-              const std::optional<std::string>& value) {
-  return value ? BindValue(stmt, index, *value) : sqlite3_bind_null(stmt, index);
-}
-
-// Prepares `sql` and binds `values` to ?1, ?2, ... in order.
-template <typename... Values>
-absl::StatusOr<Stmt> Prepare(sqlite3* db, const std::string& sql,
-                             absl::string_view what, const Values&... values) {
-  sqlite3_stmt* raw = nullptr;
-  if (sqlite3_prepare_v2(db, sql.c_str(), -1, &raw, nullptr) != SQLITE_OK) {
-    return SqliteError(db, what);
-  }
-  Stmt stmt(raw);
-  int index = 0;
-  int rc = SQLITE_OK;
-  ((rc = rc == SQLITE_OK ? BindValue(raw, ++index, values) : rc), ...);
-  if (rc != SQLITE_OK) return SqliteError(db, what);
-  return stmt;
-}
-
-// Steps an INSERT, UPDATE or DELETE of the row `id`. A duplicate primary key
-// is ALREADY_EXISTS; touching no row is NOT_FOUND.
-absl::Status StepWrite(sqlite3* db, sqlite3_stmt* stmt, const char* kind,
-                       const std::string& id, absl::string_view what) {
-  int rc = sqlite3_step(stmt);
-  if (rc == SQLITE_CONSTRAINT_PRIMARYKEY) {
-    return absl::AlreadyExistsError(
-        absl::StrCat(Quoted(kind, id), " already exists"));
-  }
-  if (rc != SQLITE_DONE) return SqliteError(db, what);
-  if (sqlite3_changes(db) == 0) return NotFound(kind, id);
-  return absl::OkStatus();
-}
-
-// Steps `stmt` to the end, decoding each row with `read`.
-template <typename Record>
-absl::StatusOr<std::vector<Record>> ReadRows(
-    sqlite3* db, sqlite3_stmt* stmt, absl::string_view what,
-    absl::StatusOr<Record> (*read)(sqlite3_stmt*)) {
-  std::vector<Record> rows;
-  for (;;) {
-    int rc = sqlite3_step(stmt);
-    if (rc == SQLITE_DONE) return rows;
-    if (rc != SQLITE_ROW) return SqliteError(db, what);
-    SMOLVM_ASSIGN_OR_RETURN(Record row, read(stmt));
-    rows.push_back(std::move(row));
-  }
-}
 
 absl::StatusOr<int> ReadUserVersion(sqlite3* db, absl::string_view what) {
   SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db, "PRAGMA user_version", what));
@@ -318,12 +233,6 @@ absl::Status Configure(sqlite3* db, const std::string& path) {
   return Exec(db, "PRAGMA foreign_keys=ON", what);
 }
 
-std::string ColumnString(sqlite3_stmt* stmt, int column) {
-  const char* text =
-      reinterpret_cast<const char*>(sqlite3_column_text(stmt, column));
-  if (text == nullptr) return "";
-  return std::string(text, sqlite3_column_bytes(stmt, column));
-}
 
 absl::Time ColumnTime(sqlite3_stmt* stmt, int column) {
   return absl::FromUnixMicros(sqlite3_column_int64(stmt, column));
@@ -360,6 +269,10 @@ Json ToJson(const VmConfig& config) {
               {"kernel_path", config.kernel_path},
               {"initrd_path", config.initrd_path},
               {"rootfs_path", config.rootfs_path},
+              {"image", config.image},
+              {"image_digest", config.image_digest},
+              {"disk_size_mib", config.disk_size_mib},
+              {"working_dir", config.working_dir},
               {"boot_args", config.boot_args},
               {"env", config.env},
               {"egress", ToJson(config.egress)},
@@ -479,6 +392,10 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "kernel_path", &config.kernel_path) &&
       ReadField(json, "initrd_path", &config.initrd_path) &&
       ReadField(json, "rootfs_path", &config.rootfs_path) &&
+      ReadField(json, "image", &config.image) &&
+      ReadField(json, "image_digest", &config.image_digest) &&
+      ReadField(json, "disk_size_mib", &config.disk_size_mib) &&
+      ReadField(json, "working_dir", &config.working_dir) &&
       ReadField(json, "boot_args", &config.boot_args) &&
       ReadField(json, "env", &config.env) &&
       ReadField(json, "egress", &config.egress) &&

@@ -23,6 +23,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/model/image.h"
 #include "lib/model/vm.h"
 
 struct sqlite3;
@@ -31,7 +32,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 7;
+inline constexpr int kSchemaVersion = 8;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -116,6 +117,20 @@ class Store {
   absl::Status RestorePreviousVm(const std::string& vm_id);
 
   // The schema version of the open database (for tests and logs).
+  // Images (schema 8). InsertImage adds the image and points `name` at it
+  // in one transaction: ALREADY_EXISTS if the name points elsewhere.
+  absl::Status InsertImage(const ImageRecord& image, const std::string& name);
+  // Points `name` at `digest`: NOT_FOUND for an unknown digest,
+  // ALREADY_EXISTS if the name points at another image.
+  absl::Status AddImageName(const std::string& name, const std::string& digest);
+  absl::Status RemoveImageName(const std::string& name);
+  // The digest `name` points at; NOT_FOUND when none.
+  absl::StatusOr<std::string> ResolveImageName(const std::string& name);
+  absl::StatusOr<ImageRecord> GetImage(const std::string& digest);
+  absl::StatusOr<std::vector<ImageRecord>> AllImages();
+  // Deletes the image and every name pointing at it.
+  absl::Status DeleteImage(const std::string& digest);
+
   absl::StatusOr<int> SchemaVersion();
 
  // Unit tests of the core make writes fail (tests/fakes/fault_plan.h):

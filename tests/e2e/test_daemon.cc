@@ -24,6 +24,13 @@ std::string KernelDir() {
   return env && *env ? env : "/var/cache/smolvmd/kernel";
 }
 
+// Debian packages downloaded by image builds, kept in the build tree
+// across test runs ($SMOLVM_TEST_PACKAGE_CACHE overrides).
+std::string PackageCacheDir() {
+  const char* env = std::getenv("SMOLVM_TEST_PACKAGE_CACHE");
+  return env && *env ? env : SMOLVM_PACKAGE_CACHE_DIR;
+}
+
 // $SMOLVM_TEST_SMOLVMD, else the smolvmd built beside the tests: lets one
 // build's e2e tests drive another build's daemon (scripts/sanitize.sh runs
 // them against a sanitizer build's).
@@ -222,6 +229,16 @@ absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
     args.push_back("--config");
     args.push_back(config_path());
   }
+  // Tests boot the busybox image unless they ask for another default
+  // (image_test: debian-python); Debian packages are cached in the build
+  // tree across runs.
+  bool has_default_image = false;
+  for (const auto& a : extra_args) has_default_image |= a == "--default-image";
+  if (!has_default_image) args.insert(args.end(), {"--default-image", "minimal"});
+  // Image builds download from Debian's archive in the test's own
+  // namespace (the daemon's has only the fake internet).
+  args.insert(args.end(), {"--package-cache-dir", PackageCacheDir(), "--image-build-netns",
+                           absl::StrCat("/proc/", getpid(), "/ns/net")});
   bool has_group = false;
   for (const auto& a : extra_args) {
     has_group |= a == "--socket-group" || a.rfind("--socket-group=", 0) == 0;

@@ -7,9 +7,10 @@ namespace smolvm::fakes {
 using snapshot::StateFiles;
 
 absl::Status FaultyStateFiles::CopyRootDisk(const std::string& vm_id, int src_fd,
+                                            uint32_t size_mib,
                                             const std::string& src_path) {
   SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("files.copy_root_disk"));
-  return StateFiles::CopyRootDisk(vm_id, src_fd, src_path);
+  return StateFiles::CopyRootDisk(vm_id, src_fd, size_mib, src_path);
 }
 absl::Status FaultyStateFiles::StageRestoredDisk(const std::string& vm_id,
                                                  const std::string& snapshot_disk) {

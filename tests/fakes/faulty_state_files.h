@@ -15,7 +15,7 @@ class FaultyStateFiles : public snapshot::StateFiles {
   FaultyStateFiles(FakeHost* host, std::string state_dir, std::string run_dir)
       : StateFiles(std::move(state_dir), std::move(run_dir)), host_(host) {}
 
-  absl::Status CopyRootDisk(const std::string& vm_id, int src_fd,
+  absl::Status CopyRootDisk(const std::string& vm_id, int src_fd, uint32_t size_mib,
                             const std::string& src_path) override;
   absl::Status StageRestoredDisk(const std::string& vm_id,
                                  const std::string& snapshot_disk) override;

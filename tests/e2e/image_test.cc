@@ -1,0 +1,402 @@
+// Images end to end on the real daemon: the Debian default image with
+// Python built on first use from Debian's archive (packages cached in the
+// build tree), a Python process kept across snapshot and restore, an OCI
+// archive made here with umoci and skopeo (two layers, a whiteout, Env and
+// WorkingDir), a directory image, an image in use that cannot be deleted,
+// names and tags, and bad input that leaves nothing registered.
+//
+// Prints "IMAGE-TIMING <image> build_ms=... boot_ms=... restore_ms=..." for
+// the README.
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iostream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "client/smolvm.h"
+#include "gtest/gtest.h"
+#include "tests/e2e/process.h"
+#include "tests/e2e/test_daemon.h"
+
+namespace smolvm::testing {
+namespace {
+
+namespace fs = std::filesystem;
+
+v1::VMConfig SmallVm(const std::string& id, const std::string& image) {
+  v1::VMConfig config;
+  config.set_vm_id(id);
+  config.set_memory_mib(256);
+  config.set_vcpu_count(1);
+  config.set_image(image);
+  return config;
+}
+
+std::string InVm(SmolVM& vm, const std::string& command) {
+  auto r = vm.run(command);
+  if (!r.ok()) return "RUN FAILED: " + std::string(r.status().message());
+  if (!r->ok()) return absl::StrCat("EXIT ", r->exit_code, ": ", r->stderr_text);
+  return r->output();
+}
+
+int64_t Ms(absl::Time since) { return absl::ToInt64Milliseconds(absl::Now() - since); }
+
+void Timing(const std::string& image, int64_t build_ms, int64_t boot_ms, int64_t restore_ms) {
+  std::cout << "IMAGE-TIMING " << image << " build_ms=" << build_ms << " boot_ms=" << boot_ms
+            << " restore_ms=" << restore_ms << std::endl;
+}
+
+class ImageTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    daemon_ = new TestDaemon();
+    ASSERT_TRUE(daemon_->Start({"--default-image", "debian-python"}).ok())
+        << daemon_->DaemonLog();
+  }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << daemon_->DaemonLog() << "\n";
+  }
+
+  static SmolVMManager Manager() { return SmolVMManager(daemon_->client_options()); }
+
+  // Builds `request`, returning the status; progress steps go to `steps`.
+  static absl::StatusOr<v1::Image> Build(const v1::BuildImageRequest& request,
+                                         std::vector<std::string>* steps = nullptr) {
+    return Manager().build_image(request, [&](const v1::BuildProgress& p) {
+      if (steps) steps->push_back(p.step());
+    });
+  }
+
+  // Nothing of a failed build is left: no new image, no build dir.
+  static void ExpectNothingHalfBuilt(size_t images_before) {
+    auto images = Manager().list_images();
+    ASSERT_TRUE(images.ok()) << images.status();
+    EXPECT_EQ(images->size(), images_before);
+    const std::string tmp = daemon_->state_dir() + "/images/tmp";
+    size_t left = 0;
+    for (const auto& e : fs::directory_iterator(tmp)) {
+      if (absl::StartsWith(e.path().filename().string(), "build-")) ++left;
+    }
+    EXPECT_EQ(left, 0u) << "a failed build left files in " << tmp;
+  }
+
+  // A root filesystem of Debian's static busybox in `dir`.
+  static void MakeBusyboxTree(const std::string& dir) {
+    for (const char* d : {"bin", "etc", "root", "tmp"}) fs::create_directories(dir + "/" + d);
+    fs::copy_file("/bin/busybox", dir + "/bin/busybox");
+    for (const char* applet : {"sh", "cat", "ls", "pwd", "echo", "test", "env", "id"}) {
+      fs::create_symlink("busybox", dir + "/bin/" + applet);
+    }
+    std::ofstream(dir + "/etc/passwd") << "root:x:0:0:root:/root:/bin/sh\n";
+  }
+
+  static TestDaemon* daemon_;
+};
+TestDaemon* ImageTest::daemon_ = nullptr;
+
+// The default image: Debian with Python, built on the first VM that needs
+// it; a Python line runs; a running Python process survives snapshot and
+// restore with its memory.
+TEST_F(ImageTest, DefaultDebianPythonRunsPythonAndKeepsProcessAcrossRestore) {
+  absl::Time t0 = absl::Now();
+  SmolVM vm(SmallVm("py", ""), daemon_->client_options());
+  ASSERT_TRUE(vm.start().ok()) << "first boot (builds debian-python)";
+  const int64_t first_boot_ms = Ms(t0);
+  EXPECT_EQ(InVm(vm, "python3 -c 'print(6*7)'"), "42");
+  EXPECT_TRUE(absl::StartsWith(vm.info().config().image_digest(), "sha256:"));
+
+  auto image = Manager().get_image("debian-python");
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->digest(), vm.info().config().image_digest());
+  EXPECT_EQ(image->source_kind(), "debian");
+  EXPECT_TRUE(absl::StrContains(image->source(), "python3")) << image->source();
+  EXPECT_FALSE(image->kernel_version().empty());
+  EXPECT_GT(image->build_ms(), 0u);
+  std::cout << "debian-python first boot incl. build: " << first_boot_ms << " ms" << std::endl;
+
+  // A second VM of the same image boots without building.
+  t0 = absl::Now();
+  SmolVM second(SmallVm("py2", "debian-python"), daemon_->client_options());
+  ASSERT_TRUE(second.start().ok());
+  const int64_t boot_ms = Ms(t0);
+  EXPECT_EQ(InVm(second, "python3 -c 'import sys; print(sys.version_info[0])'"), "3");
+  EXPECT_TRUE(second.close().ok());
+
+  // A Python process counting in memory, then snapshot, delete, restore.
+  ASSERT_EQ(InVm(vm, "python3 -c \"import os,sys,time\n"
+                    "if os.fork(): sys.exit(0)\n"
+                    "os.setsid(); n=0\n"
+                    "open('/tmp/counter.pid','w').write(str(os.getpid()))\n"
+                    "while True:\n"
+                    "  n+=1; open('/tmp/n.tmp','w').write(str(n)); os.rename('/tmp/n.tmp','/tmp/n')\n"
+                    "  time.sleep(0.05)\" </dev/null >/dev/null 2>&1; sleep 1; echo started"),
+            "started");
+  const std::string pid = InVm(vm, "cat /tmp/counter.pid");
+  const int before = std::stoi(InVm(vm, "cat /tmp/n"));
+  EXPECT_GT(before, 0);
+  auto snap = vm.snapshot("py-snap");
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ(snap->vm_config().image_digest(), image->digest());
+  ASSERT_TRUE(vm.close().ok());
+  t0 = absl::Now();
+  auto restored = SmolVM::from_snapshot("py-snap", true, "py-restored", daemon_->client_options());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  const int64_t restore_ms = Ms(t0);
+  // The same process (same pid, still python3), counting on from its
+  // in-memory value: a fresh boot would have neither.
+  EXPECT_EQ(InVm(*restored, "cat /tmp/counter.pid"), pid);
+  EXPECT_TRUE(absl::StrContains(InVm(*restored, "cat /proc/" + pid + "/cmdline"), "python3"));
+  const int after = std::stoi(InVm(*restored, "sleep 0.5; cat /tmp/n"));
+  EXPECT_GT(after, before);
+  Timing("debian-python", image->build_ms(), boot_ms, restore_ms);
+
+  // In use (by a VM and a snapshot): not deletable, and the error says by what.
+  auto refused = Manager().delete_image("debian-python");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "vm:py-restored"))
+      << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "snapshot:py-snap"))
+      << refused.status();
+  EXPECT_TRUE(Manager().get_image("debian-python").ok());
+  EXPECT_TRUE(restored->close().ok());
+  EXPECT_TRUE(Manager().delete_snapshot("py-snap").ok());
+}
+
+// The busybox image stays available as "minimal" and is the fastest.
+TEST_F(ImageTest, MinimalImageBootsAndRestores) {
+  absl::Time t0 = absl::Now();
+  SmolVM vm(SmallVm("mini", "minimal"), daemon_->client_options());
+  ASSERT_TRUE(vm.start().ok());
+  const int64_t first_ms = Ms(t0);
+  auto image = Manager().get_image("minimal:latest");
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->source_kind(), "minimal");
+  EXPECT_EQ(InVm(vm, "cat /etc/os-release | grep -c busybox"), "1");
+  EXPECT_TRUE(vm.close().ok());
+  t0 = absl::Now();
+  SmolVM again(SmallVm("mini2", "minimal"), daemon_->client_options());
+  ASSERT_TRUE(again.start().ok());
+  const int64_t boot_ms = Ms(t0);
+  ASSERT_TRUE(again.snapshot("mini-snap").ok());
+  ASSERT_TRUE(again.close().ok());
+  t0 = absl::Now();
+  auto restored = SmolVM::from_snapshot("mini-snap", true, "mini3", daemon_->client_options());
+  ASSERT_TRUE(restored.ok()) << restored.status();
+  const int64_t restore_ms = Ms(t0);
+  EXPECT_EQ(InVm(*restored, "echo up"), "up");
+  EXPECT_TRUE(restored->close().ok());
+  EXPECT_TRUE(Manager().delete_snapshot("mini-snap").ok());
+  std::cout << "minimal first boot incl. build: " << first_ms << " ms" << std::endl;
+  Timing("minimal", image->build_ms(), boot_ms, restore_ms);
+}
+
+// An OCI image made here: layer 1 a busybox tree with /etc/gone, layer 2
+// deletes it (a whiteout) and adds /app/hello.txt; the config sets Env and
+// WorkingDir. Saved as a docker-archive tarball, as `docker save` makes.
+TEST_F(ImageTest, OciArchiveBootsWithEnvWorkdirAndWhiteout) {
+  const std::string work = daemon_->dir() + "/oci";
+  const std::string layout = work + "/layout";
+  const std::string bundle = work + "/bundle";
+  fs::create_directories(work);
+  std::string err;
+  ASSERT_TRUE(RunOk({"umoci", "init", "--layout", layout}, &err)) << err;
+  ASSERT_TRUE(RunOk({"umoci", "new", "--image", layout + ":base"}, &err)) << err;
+  ASSERT_TRUE(RunOk({"umoci", "unpack", "--image", layout + ":base", bundle}, &err)) << err;
+  MakeBusyboxTree(bundle + "/rootfs");
+  std::ofstream(bundle + "/rootfs/etc/gone") << "layer 1\n";
+  ASSERT_TRUE(RunOk({"umoci", "repack", "--image", layout + ":base", bundle}, &err)) << err;
+  fs::remove_all(bundle);
+  ASSERT_TRUE(RunOk({"umoci", "unpack", "--image", layout + ":base", bundle}, &err)) << err;
+  fs::remove(bundle + "/rootfs/etc/gone");
+  fs::create_directories(bundle + "/rootfs/app");
+  std::ofstream(bundle + "/rootfs/app/hello.txt") << "hello from layer 2\n";
+  ASSERT_TRUE(RunOk({"umoci", "repack", "--image", layout + ":v1", bundle}, &err)) << err;
+  ASSERT_TRUE(RunOk({"umoci", "config", "--image", layout + ":v1", "--config.env",
+                     "GREETING=hello oci", "--config.workingdir", "/app"},
+                    &err))
+      << err;
+  const std::string archive = work + "/image.tar";
+  ASSERT_TRUE(RunOk({"skopeo", "--insecure-policy", "copy", "oci:" + layout + ":v1",
+                     "docker-archive:" + archive + ":smolvm-test:v1"},
+                    &err))
+      << err;
+
+  v1::BuildImageRequest request;
+  request.set_name("oci-test:v1");
+  request.mutable_oci()->set_path(archive);
+  absl::Time t0 = absl::Now();
+  std::vector<std::string> steps;
+  auto image = Build(request, &steps);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const int64_t build_ms = Ms(t0);
+  EXPECT_FALSE(steps.empty()) << "BuildImage streamed no progress";
+  EXPECT_EQ(image->source_kind(), "oci");
+  EXPECT_EQ(image->exec_defaults().working_dir(), "/app");
+  EXPECT_EQ(image->exec_defaults().env().at("GREETING"), "hello oci");
+
+  t0 = absl::Now();
+  SmolVM vm(SmallVm("oci", "oci-test:v1"), daemon_->client_options());
+  ASSERT_TRUE(vm.start().ok());
+  const int64_t boot_ms = Ms(t0);
+  EXPECT_EQ(InVm(vm, "pwd"), "/app");
+  EXPECT_EQ(InVm(vm, "echo \"$GREETING\""), "hello oci");
+  EXPECT_EQ(InVm(vm, "cat hello.txt"), "hello from layer 2");
+  EXPECT_EQ(InVm(vm, "test -e /etc/gone && echo present || echo whiteout-applied"),
+            "whiteout-applied");
+  Timing("oci", build_ms, boot_ms, -1);
+
+  // Tags: a second name; removing one name keeps the image.
+  auto tagged = Manager().tag_image("oci-test:v1", "oci-test:stable");
+  ASSERT_TRUE(tagged.ok()) << tagged.status();
+  EXPECT_EQ(tagged->names_size(), 2);
+  auto untagged = Manager().delete_image("oci-test:stable");
+  ASSERT_TRUE(untagged.ok()) << untagged.status();
+  EXPECT_FALSE(*untagged) << "removing one of two names deleted the image";
+  // In use by the VM: its last name cannot go.
+  auto refused = Manager().delete_image("oci-test:v1");
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kFailedPrecondition) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "vm:oci")) << refused.status();
+  ASSERT_TRUE(vm.close().ok());
+  auto deleted = Manager().delete_image("oci-test:v1");
+  ASSERT_TRUE(deleted.ok()) << deleted.status();
+  EXPECT_TRUE(*deleted);
+  EXPECT_FALSE(fs::exists(daemon_->state_dir() + "/images/sha256-" +
+                          image->digest().substr(7)));
+  EXPECT_EQ(Manager().get_image("oci-test:v1").status().code(), absl::StatusCode::kNotFound);
+}
+
+// A root filesystem directory on the host becomes an image.
+TEST_F(ImageTest, DirectoryImageBoots) {
+  const std::string tree = daemon_->dir() + "/tree";
+  MakeBusyboxTree(tree);
+  std::ofstream(tree + "/marker") << "from a directory\n";
+  v1::BuildImageRequest request;
+  request.set_name("dir-test");
+  request.set_directory(tree);
+  absl::Time t0 = absl::Now();
+  auto image = Build(request);
+  ASSERT_TRUE(image.ok()) << image.status();
+  const int64_t build_ms = Ms(t0);
+  t0 = absl::Now();
+  SmolVM vm(SmallVm("dir", "dir-test"), daemon_->client_options());
+  ASSERT_TRUE(vm.start().ok());
+  const int64_t boot_ms = Ms(t0);
+  EXPECT_EQ(InVm(vm, "cat /marker"), "from a directory");
+  // Packages need room: a VM can ask for a bigger disk than its image's.
+  EXPECT_TRUE(vm.close().ok());
+  v1::VMConfig big = SmallVm("dir-big", "dir-test");
+  big.set_disk_size_mib(2048);
+  SmolVM grown(big, daemon_->client_options());
+  ASSERT_TRUE(grown.start().ok());
+  const std::string df = InVm(grown, "df -m / | tail -1");
+  std::vector<std::string> cols = absl::StrSplit(df, ' ', absl::SkipEmpty());
+  ASSERT_GE(cols.size(), 2u) << df;
+  EXPECT_GT(std::stoi(cols[1]), 1800) << df;
+  EXPECT_TRUE(grown.close().ok());
+  v1::VMConfig small = SmallVm("dir-small", "dir-test");
+  small.set_disk_size_mib(64);
+  SmolVM too_small(small, daemon_->client_options());
+  EXPECT_EQ(too_small.start().code(), absl::StatusCode::kInvalidArgument);
+  Timing("directory", build_ms, boot_ms, -1);
+}
+
+// Bad input: clear errors with the right codes, nothing registered, no
+// build files left.
+TEST_F(ImageTest, BadInputLeavesNothing) {
+  auto before = Manager().list_images();
+  ASSERT_TRUE(before.ok()) << before.status();
+  const size_t count = before->size();
+  auto code_of = [](const v1::BuildImageRequest& r) { return Build(r).status(); };
+
+  v1::BuildImageRequest bad_name;
+  bad_name.set_name("Bad Name!");
+  bad_name.set_minimal(true);
+  EXPECT_EQ(code_of(bad_name).code(), absl::StatusCode::kInvalidArgument);
+
+  v1::BuildImageRequest no_source;
+  no_source.set_name("nosource");
+  EXPECT_EQ(code_of(no_source).code(), absl::StatusCode::kInvalidArgument);
+
+  v1::BuildImageRequest missing_dir;
+  missing_dir.set_name("missing-dir");
+  missing_dir.set_directory(daemon_->dir() + "/no/such/dir");
+  EXPECT_EQ(code_of(missing_dir).code(), absl::StatusCode::kNotFound);
+
+  const std::string corrupt = daemon_->dir() + "/corrupt.tar";
+  std::ofstream(corrupt) << std::string(5000, 'x');
+  v1::BuildImageRequest bad_tar;
+  bad_tar.set_name("corrupt");
+  bad_tar.mutable_oci()->set_path(corrupt);
+  auto s = code_of(bad_tar);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  v1::BuildImageRequest bad_rootfs_tar;
+  bad_rootfs_tar.set_name("corrupt-rootfs");
+  bad_rootfs_tar.set_tarball(corrupt);
+  s = code_of(bad_rootfs_tar);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+
+  v1::BuildImageRequest bad_package;
+  bad_package.set_name("nopkg");
+  bad_package.mutable_debian()->add_packages("smolvm-no-such-package");
+  s = code_of(bad_package);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+  EXPECT_TRUE(absl::StrContains(s.message(), "smolvm-no-such-package")) << s;
+
+  v1::BuildImageRequest bad_suite;
+  bad_suite.set_name("nosuite");
+  bad_suite.mutable_debian()->set_suite("smolvm-no-such-suite");
+  s = code_of(bad_suite);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+
+  v1::BuildImageRequest builtin;
+  builtin.set_name("minimal");  // Taken (built in, or built by another test).
+  builtin.set_minimal(true);
+  auto built_in = Manager().get_image("minimal");
+  if (built_in.ok()) {
+    EXPECT_EQ(code_of(builtin).code(), absl::StatusCode::kAlreadyExists);
+  }
+  ExpectNothingHalfBuilt(count);
+
+  // An unknown image for a VM is NOT_FOUND, and no VM is left.
+  SmolVM vm(SmallVm("noimage", "no-such-image"), daemon_->client_options());
+  EXPECT_EQ(vm.start().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Manager().get_vm("noimage").status().code(), absl::StatusCode::kNotFound);
+}
+
+// A build the daemon did not finish (killed mid-build) leaves a tmp dir;
+// the next start removes it and registers nothing.
+TEST_F(ImageTest, InterruptedBuildIsCleanedAtStart) {
+  v1::BuildImageRequest request;
+  request.set_name("interrupted");
+  request.set_directory(daemon_->dir() + "/tree-int");
+  MakeBusyboxTree(daemon_->dir() + "/tree-int");
+  // A deadline far shorter than the build: the client goes away, the
+  // daemon stops the build.
+  ClientOptions opts = daemon_->client_options();
+  opts.timeout = absl::Milliseconds(300);
+  auto cancelled = SmolVMManager(opts).build_image(request);
+  EXPECT_FALSE(cancelled.ok());
+  // Give the daemon time to notice and clean up.
+  for (int i = 0; i < 100 && Manager().get_image("interrupted").ok(); ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+  }
+  absl::SleepFor(absl::Seconds(3));
+  EXPECT_EQ(Manager().get_image("interrupted").status().code(), absl::StatusCode::kNotFound);
+  // A leftover build dir (what a kill -9 mid-build leaves) goes at start.
+  const std::string leftover = daemon_->state_dir() + "/images/tmp/build-leftover";
+  fs::create_directories(leftover + "/rootfs/etc");
+  ASSERT_EQ(daemon_->Stop(), 0);
+  ASSERT_TRUE(daemon_->Start({"--default-image", "debian-python"}).ok()) << daemon_->DaemonLog();
+  EXPECT_FALSE(fs::exists(leftover));
+}
+
+}  // namespace
+}  // namespace smolvm::testing
