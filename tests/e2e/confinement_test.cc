@@ -237,7 +237,7 @@ TEST_F(ConfinementTest, Y_AGuestFloodingItsAgentChannelHurtsOnlyItself) {
   const pid_t daemon_pid = daemon_->pid();
   const int64_t rss_before = RssKib(daemon_pid);
   auto r = clone_->run(
-      "setsid sh -c 'sleep 1; a=$(pidof smolvm-agent); "
+      "setsid sh -c 'sleep 1; a=$(pidof agent); "
       "p=$(cut -d\" \" -f4 /proc/$a/stat); kill -9 $p $a; sleep 0.3; "
       "for d in /sys/class/virtio-ports/*; do "
       "[ \"$(cat $d/name)\" = org.smolvm.agent ] && exec yes garbage > /dev/${d##*/}; "

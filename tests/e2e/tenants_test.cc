@@ -670,8 +670,10 @@ TEST_F(TenantsTest, GuestConsoleTextIsEscaped) {
                          "/bin/busybox reboot -f\n";
   std::string error;
   ASSERT_TRUE(RunOk({"cp", "--sparse=always", dir + "/rootfs.ext4", evil}, &error)) << error;
-  for (const std::string& cmd : {std::string("rm /sbin/init"), "write " + init + " /sbin/init",
-                                 std::string("sif /sbin/init mode 0100755")}) {
+  // The init every image runs is the daemon's payload's (/.smolvm/init).
+  for (const std::string& cmd :
+       {std::string("rm /.smolvm/init"), "write " + init + " /.smolvm/init",
+        std::string("sif /.smolvm/init mode 0100755")}) {
     ASSERT_TRUE(RunOk({"debugfs", "-w", "-R", cmd, evil}, &error)) << error;
   }
   const size_t log_offset = daemon_->DaemonLog().size();

@@ -206,7 +206,10 @@ class Daemon:
                 "--run-dir", os.path.join(tmp, "r"),
                 "--guest-kernel-dir", kernel_dir,
                 "--guest-recipe-dir", guest_dir,
-                "--accelerator", "auto", "--log-level", "debug"]
+                "--accelerator", "auto", "--log-level", "debug",
+                # The busybox image: this test is about the API, and its
+                # daemon's namespace has no route to Debian's archive.
+                "--default-image", "minimal"]
         # The VMs' cgroups go under a parent of this run, removed by stop().
         self.cgroup_parent = "smolvm-pytest-" + os.path.basename(tmp)
         args += ["--cgroup-parent", self.cgroup_parent]
