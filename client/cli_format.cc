@@ -426,6 +426,13 @@ absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message) {
                      nlohmann::ordered_json::error_handler_t::replace);
 }
 
+absl::StatusOr<std::string> ToJsonLine(const google::protobuf::Message& message) {
+  absl::StatusOr<nlohmann::ordered_json> value = ToJsonValue(message);
+  if (!value.ok()) return value.status();
+  return value->dump(-1, ' ', /*ensure_ascii=*/false,
+                     nlohmann::ordered_json::error_handler_t::replace);
+}
+
 absl::StatusOr<std::string> ToJsonArray(
     absl::Span<const google::protobuf::Message* const> messages) {
   nlohmann::ordered_json array = nlohmann::ordered_json::array();

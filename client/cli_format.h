@@ -106,6 +106,9 @@ std::string FormatBytes(std::uint64_t bytes);
 // primitive fields printed even when zero, indented by two spaces. Control
 // characters are \u escapes; invalid UTF-8 becomes U+FFFD (never an error).
 absl::StatusOr<std::string> ToJson(const google::protobuf::Message& message);
+// ToJsonLine renders `message` like ToJson but on one line (JSON Lines, for
+// streams of events).
+absl::StatusOr<std::string> ToJsonLine(const google::protobuf::Message& message);
 
 // ToJsonArray renders `messages` as a JSON array of ToJson objects.
 absl::StatusOr<std::string> ToJsonArray(

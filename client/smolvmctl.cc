@@ -127,14 +127,15 @@ class Printer {
   absl::Status ImageDetails(const v1::Image& image) const {
     return json_ ? WriteJson(image) : Write(cli::ImageDetails(image));
   }
-  // A build's progress: a JSON line per event with --json, else one
-  // rewritten status line on a terminal or plain lines elsewhere (stderr,
-  // so stdout holds only the result).
+  // A build's progress: with --json one BuildImageEvent per line on stdout
+  // (JSON Lines; the last one is `done`), else one rewritten status line on
+  // a terminal or plain lines elsewhere (stderr, so stdout holds only the
+  // result).
   void BuildProgress(const v1::BuildProgress& progress) const {
     if (json_) {
       v1::BuildImageEvent event;
       *event.mutable_progress() = progress;
-      (void)WriteJson(event);
+      (void)WriteJsonLine(event);
       return;
     }
     std::string line = absl::StrCat("[", progress.elapsed_ms() / 1000, "s] ",
@@ -145,6 +146,12 @@ class Printer {
     } else {
       std::cerr << line << "\n";
     }
+  }
+  absl::Status BuildDone(const v1::Image& image) const {
+    if (!json_) return Write(cli::ImageDetails(image));
+    v1::BuildImageEvent event;
+    *event.mutable_done() = image;
+    return WriteJsonLine(event);
   }
   void EndProgress() const {
     if (!json_ && isatty(STDERR_FILENO)) std::cerr << "\r\033[K" << std::flush;
@@ -165,6 +172,11 @@ class Printer {
   }
   static absl::Status WriteJson(const google::protobuf::Message& message) {
     absl::StatusOr<std::string> json = cli::ToJson(message);
+    if (!json.ok()) return json.status();
+    return Write(*json + "\n");
+  }
+  static absl::Status WriteJsonLine(const google::protobuf::Message& message) {
+    absl::StatusOr<std::string> json = cli::ToJsonLine(message);
     if (!json.ok()) return json.status();
     return Write(*json + "\n");
   }
@@ -983,7 +995,7 @@ int Main(int argc, char** argv) {
                        });
       out.EndProgress();
       if (!built.ok()) return built.status();
-      return out.ImageDetails(*built);
+      return out.BuildDone(*built);
     };
   });
 

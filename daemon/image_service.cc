@@ -63,10 +63,7 @@ absl::Status ImageServiceImpl::Describe(const ImageRecord& image, v1::Image* out
   out->set_kernel_package(m.kernel_package);
   out->set_build_ms(m.build_ms);
   auto* exec = out->mutable_exec_defaults();
-  for (const auto& entry : m.exec.env) {
-    const size_t eq = entry.find('=');
-    if (eq != std::string::npos) (*exec->mutable_env())[entry.substr(0, eq)] = entry.substr(eq + 1);
-  }
+  for (const auto& [name, value] : image::EnvMap(m.exec)) (*exec->mutable_env())[name] = value;
   exec->set_working_dir(m.exec.working_dir);
   exec->set_user(m.exec.user);
   SMOLVM_ASSIGN_OR_RETURN(std::vector<std::string> users, images_->UsersOf(image.digest));

@@ -157,10 +157,8 @@ absl::StatusOr<std::shared_ptr<void>> VmManager::ResolveImage(const Caller& call
   }
   if (config.rootfs_path.empty()) config.rootfs_path = image->rootfs_path;
   // The image's exec defaults under the VM's own.
-  for (const auto& entry : image->manifest.exec.env) {
-    const size_t eq = entry.find('=');
-    if (eq == std::string::npos || eq == 0) continue;
-    config.env.emplace(entry.substr(0, eq), entry.substr(eq + 1));
+  for (auto& [name, value] : image::EnvMap(image->manifest.exec)) {
+    config.env.emplace(name, std::move(value));  // The VM's own wins.
   }
   SMOLVM_RETURN_IF_ERROR(ValidateEnv(config.env, "env (with the image's Env)"));
   if (config.working_dir.empty()) config.working_dir = image->manifest.exec.working_dir;

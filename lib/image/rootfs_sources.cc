@@ -859,4 +859,14 @@ absl::Status UnpackRootfsTarball(const std::string& tarball, const std::string& 
   return UmociUnpack(layout, scratch, rootfs_dir, ctx);
 }
 
+std::map<std::string, std::string> EnvMap(const ExecDefaults& defaults) {
+  std::map<std::string, std::string> env;
+  for (const auto& entry : defaults.env) {
+    const size_t eq = entry.find('=');
+    if (eq == std::string::npos || eq == 0) continue;
+    env[entry.substr(0, eq)] = entry.substr(eq + 1);
+  }
+  return env;
+}
+
 }  // namespace smolvm::image

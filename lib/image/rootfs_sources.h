@@ -16,6 +16,7 @@
 //              entry escape the root.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -47,6 +48,10 @@ struct ExecDefaults {
   std::string working_dir;       // "" = unset.
   std::string user;              // "" = unset; "name", "uid" or "uid:gid".
 };
+
+// `defaults.env` as a map (entries without a name or "=" are dropped; a
+// later entry wins, as in the image's own order).
+std::map<std::string, std::string> EnvMap(const ExecDefaults& defaults);
 
 // Each function fills `rootfs_dir`, which exists and is empty (else
 // FAILED_PRECONDITION). On error the directory may hold a partial tree: the

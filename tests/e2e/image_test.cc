@@ -19,6 +19,7 @@
 #include "absl/time/clock.h"
 #include "client/smolvm.h"
 #include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
 #include "tests/e2e/process.h"
 #include "tests/e2e/test_daemon.h"
 
@@ -196,6 +197,56 @@ TEST_F(ImageTest, MinimalImageBootsAndRestores) {
   EXPECT_TRUE(Manager().delete_snapshot("mini-snap").ok());
   std::cout << "minimal first boot incl. build: " << first_ms << " ms" << std::endl;
   Timing("minimal", image->build_ms(), boot_ms, restore_ms);
+}
+
+// smolvmctl's image commands, as scripts use them (--json): build streams
+// JSON Lines ending with `done`; list, get, tag and rm speak JSON; an image
+// in use is refused with the precondition exit code.
+TEST_F(ImageTest, SmolvmctlImageCommands) {
+  ProcResult built = daemon_->Ctl({"image", "build", "cli-min:v1", "--minimal"});
+  ASSERT_EQ(built.exit_code, 0) << built.Describe();
+  std::vector<std::string> lines = absl::StrSplit(built.out, '\n', absl::SkipEmpty());
+  ASSERT_GE(lines.size(), 2u) << built.out;
+  for (size_t i = 0; i + 1 < lines.size(); ++i) {
+    nlohmann::json event = nlohmann::json::parse(lines[i], nullptr, false);
+    EXPECT_TRUE(event.contains("progress")) << lines[i];
+  }
+  nlohmann::json done = nlohmann::json::parse(lines.back(), nullptr, false);
+  ASSERT_TRUE(done.contains("done")) << lines.back();
+  const std::string digest = done["done"].value("digest", "");
+  EXPECT_TRUE(absl::StartsWith(digest, "sha256:")) << lines.back();
+  EXPECT_EQ(done["done"]["names"], nlohmann::json::array({"cli-min:v1"}));
+
+  ProcResult listed = daemon_->Ctl({"image", "list"});
+  ASSERT_EQ(listed.exit_code, 0) << listed.Describe();
+  nlohmann::json list = nlohmann::json::parse(listed.out, nullptr, false);
+  ASSERT_TRUE(list.is_array()) << listed.out;
+  bool found = false;
+  for (const auto& image : list) found |= image.value("digest", "") == digest;
+  EXPECT_TRUE(found) << listed.out;
+
+  ProcResult tagged = daemon_->Ctl({"image", "tag", "cli-min:v1", "cli-min:stable"});
+  ASSERT_EQ(tagged.exit_code, 0) << tagged.Describe();
+  EXPECT_EQ(nlohmann::json::parse(tagged.out, nullptr, false)["names"].size(), 2u) << tagged.out;
+  ProcResult got = daemon_->Ctl({"image", "get", "cli-min:stable"});
+  ASSERT_EQ(got.exit_code, 0) << got.Describe();
+  EXPECT_EQ(nlohmann::json::parse(got.out, nullptr, false).value("digest", ""), digest);
+
+  ProcResult created = daemon_->Ctl({"vm", "create", "--id", "cli-vm", "--image", "cli-min:v1",
+                                     "--vcpus", "1", "--memory-mib", "256", "--no-start"});
+  ASSERT_EQ(created.exit_code, 0) << created.Describe();
+  EXPECT_TRUE(absl::StrContains(created.out, digest)) << created.out;
+  EXPECT_EQ(daemon_->Ctl({"image", "rm", "cli-min:stable"}).exit_code, 0);
+  ProcResult refused = daemon_->Ctl({"image", "rm", "cli-min:v1"});
+  EXPECT_EQ(refused.exit_code, 5) << refused.Describe();  // FAILED_PRECONDITION
+  EXPECT_TRUE(absl::StrContains(refused.err, "vm:cli-vm")) << refused.Describe();
+  EXPECT_EQ(daemon_->Ctl({"vm", "delete", "cli-vm"}).exit_code, 0);
+  ProcResult removed = daemon_->Ctl({"image", "rm", digest});
+  ASSERT_EQ(removed.exit_code, 0) << removed.Describe();
+  EXPECT_EQ(nlohmann::json::parse(removed.out, nullptr, false).value("image_deleted", false),
+            true)
+      << removed.out;
+  EXPECT_EQ(daemon_->Ctl({"image", "get", "cli-min:v1"}).exit_code, 3);  // NOT_FOUND
 }
 
 // An OCI image made here: layer 1 a busybox tree with /etc/gone, layer 2
