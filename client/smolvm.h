@@ -403,12 +403,19 @@ class SmolVMManager {
 
   // --- Images (ImageService) ----------------------------------------------
 
+  // What build_image returns: the image and, when the request asked for a
+  // warm start (BuildImageRequest.warm), its snapshot, ready for
+  // SmolVM::from_snapshot and fork_snapshot.
+  struct BuiltImage {
+    v1::Image image;
+    std::optional<v1::SnapshotInfo> warm_snapshot;
+  };
   // build_image builds and names an image (BuildImage) and returns it once
   // done; `on_progress` (may be empty) sees each progress event. Builds are
   // long (a Debian image takes a minute or more the first time); the
   // deadline is ClientOptions::timeout. When it passes the daemon stops the
   // build and registers nothing.
-  absl::StatusOr<v1::Image> build_image(
+  absl::StatusOr<BuiltImage> build_image(
       const v1::BuildImageRequest& request,
       const std::function<void(const v1::BuildProgress&)>& on_progress = {}) const;
   // list_images returns the images this caller can use, oldest first.

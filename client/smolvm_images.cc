@@ -11,18 +11,21 @@
 
 namespace smolvm {
 
-absl::StatusOr<v1::Image> SmolVMManager::build_image(
+absl::StatusOr<SmolVMManager::BuiltImage> SmolVMManager::build_image(
     const v1::BuildImageRequest& request,
     const std::function<void(const v1::BuildProgress&)>& on_progress) const {
   grpc::ClientContext context;
   if (absl::Status s = connection_.PrepareContext(&context); !s.ok()) return s;
   std::unique_ptr<grpc::ClientReader<v1::BuildImageEvent>> reader =
       connection_.image_stub().BuildImage(&context, request);
-  std::optional<v1::Image> done;
+  std::optional<BuiltImage> done;
   v1::BuildImageEvent event;
   while (reader->Read(&event)) {
     if (event.has_progress() && on_progress) on_progress(event.progress());
-    if (event.has_done()) done = event.done();
+    if (event.has_done()) {
+      done = BuiltImage{event.done(), std::nullopt};
+      if (event.has_warm_snapshot()) done->warm_snapshot = event.warm_snapshot();
+    }
   }
   grpc::Status status = reader->Finish();
   if (!status.ok()) return connection_.Convert(status);

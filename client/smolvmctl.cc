@@ -147,10 +147,17 @@ class Printer {
       std::cerr << line << "\n";
     }
   }
-  absl::Status BuildDone(const v1::Image& image) const {
-    if (!json_) return Write(cli::ImageDetails(image));
+  absl::Status BuildDone(const SmolVMManager::BuiltImage& built) const {
+    if (!json_) {
+      std::string text = cli::ImageDetails(built.image);
+      if (built.warm_snapshot) {
+        absl::StrAppend(&text, "warm_snapshot: ", built.warm_snapshot->snapshot_id(), "\n");
+      }
+      return Write(text);
+    }
     v1::BuildImageEvent event;
-    *event.mutable_done() = image;
+    *event.mutable_done() = built.image;
+    if (built.warm_snapshot) *event.mutable_warm_snapshot() = *built.warm_snapshot;
     return WriteJsonLine(event);
   }
   void EndProgress() const {
@@ -943,6 +950,8 @@ int Main(int argc, char** argv) {
   std::vector<std::string> build_packages;
   bool build_minimal = false;
   std::uint32_t build_min_disk = 0;
+  std::string build_kernel_deb, warm_start, warm_ready, warm_snapshot;
+  std::uint32_t warm_timeout = 0, warm_memory = 0;
   CLI::App* build = image->add_subcommand(
       "build", "build an image from Debian packages, an OCI archive, a directory or a tarball");
   build->add_option("NAME", build_name, "NAME or NAME:TAG of the new image")->required();
@@ -962,6 +971,21 @@ int Main(int argc, char** argv) {
       ->type_name("PATH");
   build->add_flag("--minimal", build_minimal, "the busybox userland");
   build->add_option("--min-disk-mib", build_min_disk, "smallest root disk in MiB");
+  build->add_option("--kernel-deb", build_kernel_deb,
+                    "admins: boot this linux-image-*.deb's kernel (on the daemon's host)")
+      ->type_name("PATH");
+  build->add_option("--warm-start", warm_start,
+                    "warm template: shell line to start in a booted VM of the image and keep "
+                    "running into a snapshot")
+      ->type_name("CMD");
+  build->add_option("--warm-ready", warm_ready,
+                    "warm template: shell line run until it succeeds before the snapshot")
+      ->type_name("CMD");
+  build->add_option("--warm-timeout", warm_timeout, "seconds --warm-ready may take (default 120)");
+  build->add_option("--warm-memory-mib", warm_memory, "the warm build VM's memory");
+  build->add_option("--warm-snapshot", warm_snapshot,
+                    "the warm snapshot's id (default NAME-warm)")
+      ->type_name("ID");
   build->callback([&] {
     action = [&]() -> absl::Status {
       v1::BuildImageRequest request;
@@ -988,6 +1012,19 @@ int Main(int argc, char** argv) {
         request.set_tarball(build_tarball);
       } else {
         request.set_minimal(true);
+      }
+      request.set_kernel_deb(build_kernel_deb);
+      if (!warm_start.empty() || !warm_ready.empty()) {
+        v1::WarmStart* warm = request.mutable_warm();
+        warm->set_start_command(warm_start);
+        warm->set_ready_command(warm_ready);
+        warm->set_ready_timeout_s(warm_timeout);
+        warm->set_memory_mib(warm_memory);
+        warm->set_snapshot_id(warm_snapshot);
+      } else if (warm_timeout != 0 || warm_memory != 0 || !warm_snapshot.empty()) {
+        return absl::InvalidArgumentError(
+            "--warm-timeout, --warm-memory-mib and --warm-snapshot need --warm-start or "
+            "--warm-ready");
       }
       auto built = SmolVMManager(globals.options())
                        .build_image(request, [&](const v1::BuildProgress& p) {

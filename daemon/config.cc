@@ -300,7 +300,7 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--qemu-binary", Field(&DaemonConfig::qemu_binary),
                "QEMU system emulator to run");
   flags.Option(app, "--guest-recipe-dir", Field(&DaemonConfig::guest_recipe_dir),
-               "Directory with the guest scripts (init, fetch-kernel.sh) (env SMOLVMD_GUEST_RECIPE_DIR)");
+               "Directory with the in-guest scripts (initramfs-init.sh, rootfs-init.sh) (env SMOLVMD_GUEST_RECIPE_DIR)");
   flags.Option(app, "--guest-kernel-dir", Field(&DaemonConfig::guest_kernel_dir),
                "Extracted guest kernel; fetched from Debian's archive when missing "
                "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");

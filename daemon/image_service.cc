@@ -1,7 +1,9 @@
 #include "daemon/image_service.h"
 
 #include "absl/time/clock.h"
+#include "daemon/proto_convert.h"
 #include "daemon/rpc_reply.h"
+#include "lib/core/warm_template.h"
 #include "lib/base/status_macros.h"
 
 namespace smolvm::daemon {
@@ -40,11 +42,26 @@ absl::StatusOr<image::BuildRequest> BuildRequestFromProto(const v1::BuildImageRe
       return absl::InvalidArgumentError(
           "BuildImage needs a source: debian, oci, directory, tarball or minimal");
   }
+  out.kernel_deb = req.kernel_deb();
   if (out.min_disk_mib > kMaxDiskMib) {
     return absl::InvalidArgumentError(
         absl::StrCat("min_disk_mib is at most ", kMaxDiskMib, " (256 GiB)"));
   }
   return out;
+}
+
+std::optional<core::WarmStartSpec> WarmStartFromProto(const v1::BuildImageRequest& req) {
+  if (!req.has_warm()) return std::nullopt;
+  const v1::WarmStart& warm = req.warm();
+  core::WarmStartSpec spec;
+  spec.start_command = warm.start_command();
+  spec.ready_command = warm.ready_command();
+  spec.ready_timeout = absl::Seconds(warm.ready_timeout_s());
+  spec.settle = absl::Milliseconds(warm.settle_ms());
+  spec.snapshot_id = warm.snapshot_id();
+  spec.memory_mib = warm.memory_mib();
+  spec.vcpu_count = warm.vcpu_count();
+  return spec;
 }
 
 }  // namespace
@@ -88,9 +105,15 @@ grpc::Status ImageServiceImpl::BuildImage(grpc::ServerContext* ctx,
                        absl::ToInt64Milliseconds(absl::Now() - started));
                    writer->Write(event);  // A gone client shows as cancelled.
                  };
-                 SMOLVM_ASSIGN_OR_RETURN(ImageRecord image, images_->Build(c, request, build));
+                 SMOLVM_ASSIGN_OR_RETURN(
+                     core::BuiltImage built,
+                     core::BuildImage(*images_, *vms_, c, request, WarmStartFromProto(*req),
+                                      build));
                  v1::BuildImageEvent done;
-                 SMOLVM_RETURN_IF_ERROR(Describe(image, done.mutable_done()));
+                 SMOLVM_RETURN_IF_ERROR(Describe(built.image, done.mutable_done()));
+                 if (built.warm_snapshot) {
+                   ToProto(*built.warm_snapshot, done.mutable_warm_snapshot());
+                 }
                  writer->Write(done);
                  return absl::OkStatus();
                });

@@ -1,9 +1,11 @@
 // File: image_service.h
 //
-// smolvm.v1.ImageService: each RPC is one call into image::ImageStore.
+// smolvm.v1.ImageService: each RPC is one call into image::ImageStore
+// (BuildImage: into core::BuildImage, which also makes warm templates).
 #pragma once
 
 #include "daemon/caller_resolver.h"
+#include "lib/core/vm_manager.h"
 #include "lib/image/image_store.h"
 #include "smolvm/v1/image_service.grpc.pb.h"
 
@@ -11,8 +13,9 @@ namespace smolvm::daemon {
 
 class ImageServiceImpl final : public v1::ImageService::Service {
  public:
-  ImageServiceImpl(image::ImageStore* images, const CallerResolver* callers)
-      : images_(images), callers_(callers) {}
+  ImageServiceImpl(image::ImageStore* images, core::VmManager* vms,
+                   const CallerResolver* callers)
+      : images_(images), vms_(vms), callers_(callers) {}
 
   grpc::Status BuildImage(grpc::ServerContext* ctx, const v1::BuildImageRequest* req,
                           grpc::ServerWriter<v1::BuildImageEvent>* writer) override;
@@ -30,6 +33,7 @@ class ImageServiceImpl final : public v1::ImageService::Service {
   absl::Status Describe(const ImageRecord& image, v1::Image* out);
 
   image::ImageStore* const images_;
+  core::VmManager* const vms_;
   const CallerResolver* const callers_;
 };
 

@@ -291,7 +291,7 @@ int Run(int argc, char** argv) {
 
   VmServiceImpl vm_service(&manager, &callers);
   SnapshotServiceImpl snapshot_service(&manager, &callers);
-  ImageServiceImpl image_service(image_store, &callers);
+  ImageServiceImpl image_service(image_store, &manager, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;

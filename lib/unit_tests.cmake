@@ -32,6 +32,8 @@ set_tests_properties(vm_manager_test PROPERTIES TIMEOUT 300)
 smolvm_unit_test(rootfs_sources_test image/rootfs_sources_test.cc smolvm_image_build)
 set_tests_properties(rootfs_sources_test PROPERTIES TIMEOUT 600)
 smolvm_unit_test(guest_payload_test image/guest_payload_test.cc smolvm_image_build)
+# FetchKernel from fake linux-image .debs made with dpkg-deb -b (no network).
+smolvm_unit_test(guest_kernel_test image/guest_kernel_test.cc smolvm_image_build)
 # ImageStore over a real store and real builds of `minimal` (fake kernel dir).
 smolvm_unit_test(image_store_test image/image_store_test.cc smolvm_core)
 target_compile_definitions(image_store_test PRIVATE

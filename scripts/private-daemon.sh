@@ -16,7 +16,7 @@
 private_daemon_init() {
   build_dir="${SMOLVM_BUILD_DIR:-build}"
   kernel_dir="$PWD/build/guest-kernel"
-  guest/fetch-kernel.sh "$kernel_dir" >/dev/null
+  "$build_dir/lib/smolvm-fetch-kernel" "$kernel_dir"
   work=$(mktemp -d "/tmp/$1-XXXXXX")
   netns="$1-${work: -6}"
   daemon_pid=""

@@ -12,7 +12,7 @@ scripts/build.sh
 # The guest kernel is fetched once (from Debian's archive) and shared by
 # every test daemon.
 export SMOLVM_TEST_KERNEL_DIR="$PWD/build/guest-kernel"
-guest/fetch-kernel.sh "$SMOLVM_TEST_KERNEL_DIR"
+build/lib/smolvm-fetch-kernel "$SMOLVM_TEST_KERNEL_DIR"
 
 # Debian packages downloaded by image builds (unit and e2e tests), kept in
 # the build tree across runs.

@@ -625,7 +625,7 @@ absl::Status BuildInitrd(const GuestPayload& payload, const std::string& kernel_
   std::string order_path = JoinPath(kernel_dir, "modules.order");
   if (!PathExists(order_path)) {
     return absl::FailedPreconditionError(absl::StrCat(
-        order_path, " missing; run guest/fetch-kernel.sh ", kernel_dir, " first"));
+        order_path, " missing; run smolvm-fetch-kernel ", kernel_dir, " first"));
   }
   SMOLVM_ASSIGN_OR_RETURN(std::string order, ReadFileToString(order_path));
   SMOLVM_RETURN_IF_ERROR(CheckApplets(payload.busybox_path));
@@ -648,7 +648,7 @@ absl::Status BuildInitrd(const GuestPayload& payload, const std::string& kernel_
     std::string ko_path = JoinPath(JoinPath(kernel_dir, "modules"), ko);
     if (!PathExists(ko_path)) {
       return absl::FailedPreconditionError(absl::StrCat(
-          ko_path, " listed in modules.order but missing; run guest/fetch-kernel.sh ",
+          ko_path, " listed in modules.order but missing; run smolvm-fetch-kernel ",
           kernel_dir));
     }
     SMOLVM_ASSIGN_OR_RETURN(std::string data, ReadWholeFile(ko_path));

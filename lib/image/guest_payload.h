@@ -63,7 +63,7 @@ absl::Status BuildMinimalRootfs(const GuestPayload& payload, const std::string& 
 absl::Status InjectPayload(const GuestPayload& payload, const std::string& rootfs_dir);
 
 // The initramfs from a kernel dir (vmlinuz, modules/, modules.order, made by
-// guest/fetch-kernel.sh): a gzip'd newc cpio, deterministic for the same
+// FetchKernel in guest_kernel.h): a gzip'd newc cpio, deterministic for the same
 // inputs, written to `out_path`.
 absl::Status BuildInitrd(const GuestPayload& payload, const std::string& kernel_dir,
                          const std::string& out_path, const BuildContext& ctx);

@@ -326,7 +326,7 @@ TEST_F(InitrdTest, MissingModule) {
               StatusIs(absl::StatusCode::kFailedPrecondition, "virtio_blk.ko"));
   ASSERT_EQ(unlink((kdir_ + "/modules.order").c_str()), 0);
   EXPECT_THAT(BuildInitrd(payload_, kdir_, tmp_.Join("i.img"), ctx_),
-              StatusIs(absl::StatusCode::kFailedPrecondition, "fetch-kernel.sh"));
+              StatusIs(absl::StatusCode::kFailedPrecondition, "smolvm-fetch-kernel"));
   EXPECT_FALSE(PathExists(tmp_.Join("i.img")));
 }
 

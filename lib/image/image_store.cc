@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <filesystem>
 #include <regex>
 
 #include "absl/cleanup/cleanup.h"
@@ -12,7 +13,7 @@
 #include "absl/time/clock.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
-#include "lib/base/subprocess.h"
+#include "lib/image/guest_kernel.h"
 #include "lib/image/host_paths.h"
 #include "lib/model/validation.h"
 #include "lib/store/store.h"
@@ -101,14 +102,6 @@ absl::StatusOr<ImageManifest> ParseManifest(const std::string& text) {
   return m;
 }
 
-std::string ReadTrimmed(const std::string& path) {
-  auto text = ReadFileToString(path, 4096);
-  if (!text.ok()) return "";
-  std::string s = *text;
-  while (!s.empty() && (s.back() == '\n' || s.back() == ' ')) s.pop_back();
-  return s;
-}
-
 bool Visible(const Caller& caller, const ImageRecord& image) {
   return image.owner.empty() || caller.CanAccess(image.owner);
 }
@@ -186,6 +179,16 @@ absl::Status ImageStore::Reconcile() {
     SMOLVM_RETURN_IF_ERROR(RemoveTree(JoinPath(tmp, name)));
   }
   SMOLVM_RETURN_IF_ERROR(MakeDirs(tmp));
+  // A kernel fetch a crash interrupted leaves "<kernel dir>.tmp-XXXXXX".
+  if (!options_.kernel_dir.empty()) {
+    const std::filesystem::path kernel(options_.kernel_dir);
+    const std::string prefix = kernel.filename().string() + ".tmp-";
+    for (const auto& name : ListDirNames(kernel.parent_path().string())) {
+      if (!absl::StartsWith(name, prefix)) continue;
+      spdlog::info("removing interrupted kernel fetch {}", name);
+      SMOLVM_RETURN_IF_ERROR(RemoveTree(JoinPath(kernel.parent_path().string(), name)));
+    }
+  }
   SMOLVM_ASSIGN_OR_RETURN(std::vector<ImageRecord> rows, store_->AllImages());
   std::set<std::string> recorded;
   for (const auto& image : rows) {
@@ -208,13 +211,13 @@ absl::Status ImageStore::Reconcile() {
 absl::Status ImageStore::EnsureKernel(const BuildContext& ctx) {
   if (PathExists(JoinPath(options_.kernel_dir, kKernelFile))) return absl::OkStatus();
   ctx.Report("kernel: fetching Debian's cloud kernel");
-  SubprocessOptions opts;
-  opts.timeout = ctx.step_timeout;
-  auto fetched = RunChecked(
-      {JoinPath(options_.payload.recipe_dir, "fetch-kernel.sh"), options_.kernel_dir}, opts);
+  KernelFetchOptions fetch;
+  fetch.dest_dir = options_.kernel_dir;
+  auto fetched = FetchKernel(fetch, ctx);
   if (!fetched.ok()) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "fetch the guest kernel into ", options_.kernel_dir, ": ", fetched.status().message()));
+    return absl::Status(fetched.status().code(),
+                        absl::StrCat("fetch the guest kernel into ", options_.kernel_dir, ": ",
+                                     fetched.status().message()));
   }
   return absl::OkStatus();
 }
@@ -243,6 +246,10 @@ absl::StatusOr<std::string> ImageStore::PayloadHash() {
 
 absl::StatusOr<ImageRecord> ImageStore::Build(const Caller& caller, const BuildRequest& request,
                                               const BuildContext& ctx) {
+  if (!request.kernel_deb.empty() && !caller.admin) {
+    return absl::PermissionDeniedError(
+        "booting an image on a kernel package from a host path (kernel_deb) needs an admin");
+  }
   if (request.source.kind != ImageSource::Kind::kMinimal &&
       request.source.kind != ImageSource::Kind::kDebian && !caller.admin) {
     return absl::PermissionDeniedError(absl::StrCat(
@@ -265,8 +272,8 @@ absl::StatusOr<ImageRecord> ImageStore::BuildLocked(const std::string& owner,
                                                     const BuildContext& caller_ctx) {
   if (auto taken = store_->ResolveImageName(request.name); taken.ok()) {
     return absl::AlreadyExistsError(absl::StrCat(
-        "image name \"", request.name, "\" is already taken by ", *taken,
-        ": choose another name, or delete that image first"));
+        "image name \"", request.name,
+        "\" is already taken: choose another name, or delete that image first"));
   } else if (!absl::IsNotFound(taken.status())) {
     return taken.status();
   }
@@ -285,10 +292,20 @@ absl::StatusOr<ImageRecord> ImageStore::BuildLocked(const std::string& owner,
   const std::string rootfs = JoinPath(staging, "rootfs");
   SMOLVM_RETURN_IF_ERROR(MakeDirs(rootfs, 0755));
 
-  const std::string kernel_version = ReadTrimmed(JoinPath(options_.kernel_dir, "kernel-version"));
+  // The daemon's kernel, or the admin's package unpacked into the staging
+  // dir (and removed with it: only vmlinuz and the initramfs are kept).
+  std::string kernel_dir = options_.kernel_dir;
+  if (!request.kernel_deb.empty()) {
+    KernelFetchOptions fetch;
+    fetch.dest_dir = kernel_dir = JoinPath(staging, "kernel");
+    fetch.deb_path = request.kernel_deb;
+    SMOLVM_RETURN_IF_ERROR(FetchKernel(fetch, ctx).status());
+  }
+  SMOLVM_ASSIGN_OR_RETURN(KernelInfo kernel, ReadKernelDir(kernel_dir));
+  const std::string& kernel_version = kernel.kernel_version;
   ImageManifest manifest;
   manifest.kernel_version = kernel_version;
-  manifest.kernel_package = ReadTrimmed(JoinPath(options_.kernel_dir, "package-version"));
+  manifest.kernel_package = kernel.package_version;
   manifest.payload_hash = payload_hash;
   const ImageSource& source = request.source;
   uint32_t min_disk_mib = kDefaultDiskMib;
@@ -317,10 +334,11 @@ absl::StatusOr<ImageRecord> ImageStore::BuildLocked(const std::string& owner,
   ctx.Report("payload: init, agent, busybox");
   SMOLVM_RETURN_IF_ERROR(InjectPayload(options_.payload, rootfs));
   ctx.Report("kernel and initramfs");
-  SMOLVM_RETURN_IF_ERROR(SparseCopyFile(JoinPath(options_.kernel_dir, kKernelFile),
-                                        JoinPath(staging, kKernelFile)));
   SMOLVM_RETURN_IF_ERROR(
-      BuildInitrd(options_.payload, options_.kernel_dir, JoinPath(staging, kInitrdFile), ctx));
+      SparseCopyFile(JoinPath(kernel_dir, kKernelFile), JoinPath(staging, kKernelFile)));
+  SMOLVM_RETURN_IF_ERROR(
+      BuildInitrd(options_.payload, kernel_dir, JoinPath(staging, kInitrdFile), ctx));
+  if (kernel_dir != options_.kernel_dir) SMOLVM_RETURN_IF_ERROR(RemoveTree(kernel_dir));
   ctx.Report("root disk (ext4)");
   SMOLVM_ASSIGN_OR_RETURN(
       manifest.disk_size_bytes,
@@ -335,6 +353,10 @@ absl::StatusOr<ImageRecord> ImageStore::BuildLocked(const std::string& owner,
     SMOLVM_ASSIGN_OR_RETURN(std::string h, Sha256OfFile(JoinPath(staging, file)));
     absl::StrAppend(&hashes, file, " ", h, "\n");
   }
+  // A tenant's image is addressed by its content and its owner: the same
+  // content built by two tenants is two images, so neither can see, keep or
+  // delete the other's (and a build learns nothing of other tenants' images).
+  if (!owner.empty()) absl::StrAppend(&hashes, "owner ", owner, "\n");
   SMOLVM_RETURN_IF_ERROR(WriteFileAtomic(JoinPath(staging, "SHA256SUMS"), hashes, 0644));
   const std::string hex = Sha256OfString(hashes);
   manifest.build_ms = static_cast<uint64_t>(absl::ToInt64Milliseconds(absl::Now() - started));
@@ -358,6 +380,16 @@ absl::StatusOr<ImageRecord> ImageStore::BuildLocked(const std::string& owner,
   // what Get and List read back.
   record.created_at = absl::FromUnixMicros(absl::ToUnixMicros(absl::Now()));
   const std::string final_dir = DirOf(record.digest);
+  if (auto existing = store_->GetImage(record.digest); existing.ok()) {
+    // Built before (builds are deterministic): the new name joins it.
+    SMOLVM_RETURN_IF_ERROR(store_->AddImageName(request.name, record.digest));
+    spdlog::info("image {} rebuilt identically; named {} too", record.digest, request.name);
+    return store_->GetImage(record.digest);
+  } else if (!absl::IsNotFound(existing.status())) {
+    return existing.status();
+  }
+  // A directory without a row: what a crash between the two leaves.
+  if (PathExists(final_dir)) SMOLVM_RETURN_IF_ERROR(RemoveTree(final_dir));
   // Read-only templates, readable by the unprivileged VMM uids (the jail
   // binds the kernel and initrd by path; directories above stay 0700).
   for (const char* file : {kKernelFile, kInitrdFile, kRootfsFile, kManifestFile}) {

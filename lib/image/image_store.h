@@ -8,7 +8,9 @@
 //   <state>/images/cache/debs/     Debian packages kept across builds
 //
 // with metadata and names in the store's SQLite tables. The digest is the
-// SHA-256 over the three boot files' SHA-256s. Who uses an image is read
+// SHA-256 of SHA256SUMS: the three boot files' SHA-256s and, for a tenant's
+// image, the owning tenant (tenants never share an image by accident). A
+// build whose result already exists adds its name to it. Who uses an image is read
 // from the VMs' and snapshots' configs (image_digest), never counted
 // separately, so it cannot drift: an image in use cannot be deleted.
 //
@@ -66,6 +68,9 @@ struct BuildRequest {
   std::string name;  // "name" or "name:tag".
   ImageSource source;
   uint32_t min_disk_mib = 0;
+  // Admins only: a linux-image-*.deb to take the kernel from ("" = the
+  // daemon's Debian cloud kernel).
+  std::string kernel_deb;
 };
 
 // What the manifest of an image records, decoded.
@@ -93,7 +98,7 @@ struct ResolvedImage {
 struct ImageStoreOptions {
   std::string images_dir;  // <state>/images
   std::string kernel_dir;  // Debian cloud kernel, fetched when missing.
-  GuestPayload payload;    // payload.recipe_dir also holds fetch-kernel.sh.
+  GuestPayload payload;
   std::string package_cache_dir;  // Debian .debs kept across builds.
   std::string build_netns;        // Where downloads run; "" = our own.
   // The image VMs get when they name none.

@@ -70,7 +70,7 @@ BuildRequest MinimalRequest(const std::string& name) {
 class ImageStoreTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    // A FAKE kernel dir: what guest/fetch-kernel.sh would leave, with a
+    // A FAKE kernel dir: what FetchKernel (guest_kernel.h) leaves, with a
     // vmlinuz that is not a kernel and no modules. Nothing here boots; the
     // build only copies and hashes these files.
     ASSERT_THAT(MakeDirs(JoinPath(kernel_dir_, "modules")), IsOk());
@@ -276,7 +276,7 @@ TEST_F(ImageStoreTest, NameRules) {
   // A taken name: ALREADY_EXISTS, nothing new registered or left on disk.
   ImageRecord first = BuildOk(kAdmin, "taken");
   EXPECT_THAT(images_->Build(kAdmin, MinimalRequest("taken:latest"), BuildContext{}),
-              StatusIs(absl::StatusCode::kAlreadyExists, first.digest));
+              StatusIs(absl::StatusCode::kAlreadyExists, "\"taken:latest\" is already taken"));
   auto listed = images_->List(kAdmin);
   ASSERT_THAT(listed, IsOk());
   EXPECT_THAT(Digests(*listed), ElementsAre(first.digest));
@@ -403,6 +403,17 @@ TEST_F(ImageStoreTest, TenantsSeeTheirOwnAndBuiltins) {
                 StatusIs(absl::StatusCode::kPermissionDenied))
         << SourceKindName(kind);
   }
+
+  // So is a kernel from a host path.
+  BuildRequest kernel = MinimalRequest("own-kernel");
+  kernel.kernel_deb = tmp_.Join("linux-image.deb");
+  EXPECT_THAT(images_->Build(kAlice, kernel, BuildContext{}),
+              StatusIs(absl::StatusCode::kPermissionDenied, "kernel_deb"));
+
+  // A name clash tells a tenant the name is taken, not what holds it.
+  auto clash = images_->Build(kBob, MinimalRequest("alice-img"), BuildContext{});
+  EXPECT_THAT(clash, StatusIs(absl::StatusCode::kAlreadyExists));
+  EXPECT_FALSE(absl::StrContains(clash.status().message(), mine.digest)) << clash.status();
 
   // Alice tags and deletes her own.
   auto tagged = images_->Tag(kAlice, "alice-img", "alice-img:v2");

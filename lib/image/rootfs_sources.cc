@@ -24,6 +24,7 @@
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
 #include "lib/base/subprocess.h"
+#include "lib/base/temp_dir.h"
 #include "lib/base/unique_fd.h"
 #include "nlohmann/json.hpp"
 
@@ -146,32 +147,16 @@ absl::StatusOr<std::string> Absolute(const std::string& path) {
 // A scratch directory beside `rootfs_dir` (same filesystem, so the result
 // is renamed into place, and on the image store's disk rather than a small
 // /tmp), removed with everything in it when the object goes away.
-class ScratchDir {
- public:
-  static absl::StatusOr<ScratchDir> Create(const std::string& rootfs_dir,
-                                           absl::string_view purpose) {
-    SMOLVM_ASSIGN_OR_RETURN(std::string abs, Absolute(rootfs_dir));
-    fs::path p(abs);
-    if (!p.has_filename()) p = p.parent_path();
-    std::string tmpl = absl::StrCat(p.parent_path().string(), "/.", p.filename().string(), ".",
-                                    purpose, "-XXXXXX");
-    if (mkdtemp(tmpl.data()) == nullptr) {
-      return absl::ErrnoToStatus(errno, absl::StrCat("mkdtemp ", tmpl));
-    }
-    return ScratchDir(tmpl);
-  }
-  ScratchDir(ScratchDir&& other) noexcept : path_(std::exchange(other.path_, "")) {}
-  ScratchDir& operator=(ScratchDir&&) = delete;
-  ~ScratchDir() {
-    if (!path_.empty()) RemoveTree(path_).IgnoreError();
-  }
-  const std::string& path() const { return path_; }
-  std::string Join(absl::string_view name) const { return absl::StrCat(path_, "/", name); }
-
- private:
-  explicit ScratchDir(std::string path) : path_(std::move(path)) {}
-  std::string path_;
-};
+// A scratch dir "<parent>/.<rootfs name>.<purpose>-XXXXXX" beside
+// `rootfs_dir` (the same filesystem, so its tree can be renamed into place).
+absl::StatusOr<TempDir> ScratchDirBeside(const std::string& rootfs_dir,
+                                         absl::string_view purpose) {
+  SMOLVM_ASSIGN_OR_RETURN(std::string abs, Absolute(rootfs_dir));
+  fs::path p(abs);
+  if (!p.has_filename()) p = p.parent_path();
+  return TempDir::Create(
+      absl::StrCat(p.parent_path().string(), "/.", p.filename().string(), ".", purpose, "-"));
+}
 
 // Puts the tree `from` (a directory on the same filesystem, normally) in
 // place of the empty directory `rootfs_dir`: one rename, which also gives
@@ -571,7 +556,7 @@ absl::StatusOr<ExecDefaults> ReadExecDefaults(const std::string& layout) {
 // umoci: layers in order, whiteouts applied, every path resolved inside the
 // root (securejoin: "../x", absolute names and symlinks pointing out of the
 // root all land inside it).
-absl::Status UmociUnpack(const std::string& layout, const ScratchDir& scratch,
+absl::Status UmociUnpack(const std::string& layout, const TempDir& scratch,
                          const std::string& rootfs_dir, const BuildContext& ctx) {
   std::string tree = scratch.Join("rootfs");
   SMOLVM_ASSIGN_OR_RETURN(auto r, RunTool({"umoci", "raw", "unpack", "--image",
@@ -686,7 +671,7 @@ absl::StatusOr<ExecDefaults> UnpackOciRootfs(const OciSource& source, const std:
     return absl::ErrnoToStatus(errno, absl::StrCat("OCI image ", shown));
   }
   SMOLVM_RETURN_IF_ERROR(CheckEmptyTarget(rootfs_dir));
-  SMOLVM_ASSIGN_OR_RETURN(ScratchDir scratch, ScratchDir::Create(rootfs_dir, "oci"));
+  SMOLVM_ASSIGN_OR_RETURN(TempDir scratch, ScratchDirBeside(rootfs_dir, "oci"));
   // skopeo's transports split "type:path:ref" at colons: reach the input
   // through a colon-free name.
   std::string src = scratch.Join("src");
@@ -817,7 +802,7 @@ absl::Status UnpackRootfsTarball(const std::string& tarball, const std::string& 
   SMOLVM_RETURN_IF_ERROR(CheckEmptyTarget(rootfs_dir));
   SMOLVM_ASSIGN_OR_RETURN(std::string path, Absolute(tarball));
   SMOLVM_ASSIGN_OR_RETURN(Magic magic, SniffArchive(path));
-  SMOLVM_ASSIGN_OR_RETURN(ScratchDir scratch, ScratchDir::Create(rootfs_dir, "tar"));
+  SMOLVM_ASSIGN_OR_RETURN(TempDir scratch, ScratchDirBeside(rootfs_dir, "tar"));
 
   std::string layer = path;
   if (magic == Magic::kCompressed) {

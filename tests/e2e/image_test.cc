@@ -9,12 +9,14 @@
 // the README.
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "client/smolvm.h"
@@ -71,9 +73,21 @@ class ImageTest : public ::testing::Test {
   // Builds `request`, returning the status; progress steps go to `steps`.
   static absl::StatusOr<v1::Image> Build(const v1::BuildImageRequest& request,
                                          std::vector<std::string>* steps = nullptr) {
+    auto built = BuildWithWarm(request, steps);
+    if (!built.ok()) return built.status();
+    return built->image;
+  }
+  static absl::StatusOr<SmolVMManager::BuiltImage> BuildWithWarm(
+      const v1::BuildImageRequest& request, std::vector<std::string>* steps = nullptr) {
     return Manager().build_image(request, [&](const v1::BuildProgress& p) {
       if (steps) steps->push_back(p.step());
     });
+  }
+  // No VM of a warm build is left behind.
+  static void ExpectNoWarmBuildVm() {
+    auto vms = Manager().list_vms();
+    ASSERT_TRUE(vms.ok()) << vms.status();
+    for (const auto& vm : *vms) EXPECT_FALSE(absl::StartsWith(vm.vm_id(), "warm-")) << vm.vm_id();
   }
 
   // Nothing of a failed build is left: no new image, no build dir.
@@ -199,6 +213,166 @@ TEST_F(ImageTest, MinimalImageBootsAndRestores) {
   Timing("minimal", image->build_ms(), boot_ms, restore_ms);
 }
 
+// A warm template: the build boots a VM of the new image, starts a process,
+// waits until the ready command succeeds and snapshots the running VM.
+// Restoring that snapshot gives a VM whose process is already running (same
+// pid, counting on from its in-memory state) without a boot.
+TEST_F(ImageTest, WarmTemplateRestoresARunningProcess) {
+  v1::BuildImageRequest request;
+  request.set_name("warm-counter");
+  request.set_minimal(true);
+  v1::WarmStart* warm = request.mutable_warm();
+  warm->set_start_command(
+      "echo $$ >/tmp/warm.pid; n=0; while :; do n=$((n+1)); echo $n >/tmp/warm.n.tmp; "
+      "mv /tmp/warm.n.tmp /tmp/warm.n; sleep 0.1; done");
+  warm->set_ready_command("test \"$(cat /tmp/warm.n 2>/dev/null)\" -ge 5");
+  warm->set_memory_mib(256);
+  warm->set_vcpu_count(1);
+  std::vector<std::string> steps;
+  absl::Time t0 = absl::Now();
+  auto built = BuildWithWarm(request, &steps);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const int64_t build_ms = Ms(t0);
+  ASSERT_TRUE(built->warm_snapshot.has_value());
+  const v1::SnapshotInfo& snap = *built->warm_snapshot;
+  EXPECT_EQ(snap.snapshot_id(), "warm-counter-warm");  // Derived from the name.
+  EXPECT_EQ(snap.vm_config().image_digest(), built->image.digest());
+  EXPECT_NE(std::find(steps.begin(), steps.end(), "warm: snapshotting warm-counter-warm"),
+            steps.end());
+  ExpectNoWarmBuildVm();
+
+  // Another warm build naming the same snapshot is refused before it builds.
+  v1::BuildImageRequest clash = request;
+  clash.set_name("warm-counter2");
+  clash.mutable_warm()->set_snapshot_id("warm-counter-warm");
+  auto refused = Build(clash);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kAlreadyExists) << refused.status();
+  EXPECT_EQ(Manager().get_image("warm-counter2").status().code(), absl::StatusCode::kNotFound);
+
+  t0 = absl::Now();
+  auto vm = SmolVM::from_snapshot("warm-counter-warm", true, "warm-clone",
+                                  daemon_->client_options());
+  ASSERT_TRUE(vm.ok()) << vm.status();
+  const std::string pid = InVm(*vm, "cat /tmp/warm.pid");
+  const int64_t first_exec_ms = Ms(t0);
+  EXPECT_EQ(InVm(*vm, "kill -0 " + pid + " && echo alive"), "alive");
+  const int before = std::stoi(InVm(*vm, "cat /tmp/warm.n"));
+  EXPECT_GE(before, 5);
+  const int after = std::stoi(InVm(*vm, "sleep 0.5; cat /tmp/warm.n"));
+  EXPECT_GT(after, before);
+  std::cout << "WARM-TIMING minimal build_with_warm_ms=" << build_ms
+            << " restore_to_first_exec_ms=" << first_exec_ms << std::endl;
+
+  // The snapshot keeps the image in use; once it is gone the image goes.
+  auto in_use = Manager().delete_image("warm-counter");
+  EXPECT_EQ(in_use.status().code(), absl::StatusCode::kFailedPrecondition) << in_use.status();
+  EXPECT_TRUE(absl::StrContains(in_use.status().message(), "snapshot:warm-counter-warm"))
+      << in_use.status();
+  EXPECT_TRUE(vm->close().ok());
+  EXPECT_TRUE(Manager().delete_snapshot("warm-counter-warm").ok());
+  auto deleted = Manager().delete_image("warm-counter");
+  EXPECT_TRUE(deleted.ok()) << deleted.status();
+}
+
+// A warm start whose command fails keeps nothing: not the image's name, the
+// build VM or a snapshot; the error carries the command's status and output.
+// A warm start without any command is refused before building.
+TEST_F(ImageTest, FailedWarmStartLeavesNothing) {
+  auto images = Manager().list_images();
+  ASSERT_TRUE(images.ok()) << images.status();
+  const size_t images_before = images->size();
+
+  v1::BuildImageRequest request;
+  request.set_name("warm-bad");
+  request.set_minimal(true);
+  request.mutable_warm();
+  auto empty = Build(request);
+  EXPECT_EQ(empty.status().code(), absl::StatusCode::kInvalidArgument) << empty.status();
+
+  request.mutable_warm()->set_start_command("echo broken-start >&2; exit 3");
+  request.mutable_warm()->set_ready_command("false");
+  request.mutable_warm()->set_ready_timeout_s(60);
+  request.mutable_warm()->set_memory_mib(256);
+  auto failed = Build(request);
+  EXPECT_EQ(failed.status().code(), absl::StatusCode::kFailedPrecondition) << failed.status();
+  EXPECT_TRUE(absl::StrContains(failed.status().message(), "status 3")) << failed.status();
+  EXPECT_TRUE(absl::StrContains(failed.status().message(), "broken-start")) << failed.status();
+  EXPECT_EQ(Manager().get_image("warm-bad").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(Manager().get_snapshot("warm-bad-warm").status().code(),
+            absl::StatusCode::kNotFound);
+  ExpectNoWarmBuildVm();
+  ExpectNothingHalfBuilt(images_before);
+}
+
+// The linux-image .deb of the test kernel (the one the daemon boots by
+// default), downloaded once into "<kernel dir>-deb" in the build tree.
+std::string TestKernelDeb(std::string* package_version) {
+  const char* env = std::getenv("SMOLVM_TEST_KERNEL_DIR");
+  const std::string kernel_dir = env && *env ? env : "/var/cache/smolvmd/kernel";
+  std::ifstream in(kernel_dir + "/package-version");
+  std::getline(in, *package_version);
+  if (package_version->empty()) return "";
+  const std::string cache = kernel_dir + "-deb";
+  fs::create_directories(cache);
+  auto find = [&]() -> std::string {
+    for (const auto& e : fs::directory_iterator(cache)) {
+      if (e.path().extension() == ".deb") return e.path().string();
+    }
+    return "";
+  };
+  if (std::string deb = find(); !deb.empty()) return deb;
+  ProcResult got = RunProcess({"sh", "-c",
+                               "cd \"$1\" && apt-get download -qq -o APT::Sandbox::User=root \"$2\"",
+                               "sh", cache, *package_version});
+  if (got.exit_code != 0) {
+    ADD_FAILURE() << "apt-get download " << *package_version << ": " << got.Describe();
+    return "";
+  }
+  return find();
+}
+
+// An admin builds an image on a kernel package of its choosing: the image
+// records the package, its initramfs carries that kernel's modules, and a
+// VM of it boots that kernel. A file that is no kernel package is
+// INVALID_ARGUMENT and leaves nothing.
+TEST_F(ImageTest, AdminKernelPackage) {
+  std::string package_version;
+  const std::string deb = TestKernelDeb(&package_version);
+  ASSERT_FALSE(deb.empty());
+  auto images = Manager().list_images();
+  ASSERT_TRUE(images.ok()) << images.status();
+  const size_t images_before = images->size();
+
+  v1::BuildImageRequest request;
+  request.set_name("own-kernel");
+  request.set_minimal(true);
+  request.set_kernel_deb(daemon_->dir() + "/no-such.deb");
+  EXPECT_EQ(Build(request).status().code(), absl::StatusCode::kNotFound);
+  const std::string not_a_deb = daemon_->dir() + "/not-a-kernel.deb";
+  std::ofstream(not_a_deb) << "not a Debian package\n";
+  request.set_kernel_deb(not_a_deb);
+  auto bad = Build(request);
+  EXPECT_EQ(bad.status().code(), absl::StatusCode::kInvalidArgument) << bad.status();
+  ExpectNothingHalfBuilt(images_before);
+
+  request.set_kernel_deb(deb);
+  std::vector<std::string> steps;
+  auto image = Build(request, &steps);
+  ASSERT_TRUE(image.ok()) << image.status();
+  EXPECT_EQ(image->kernel_package(), package_version);
+  EXPECT_TRUE(std::any_of(steps.begin(), steps.end(), [](const std::string& step) {
+    return absl::StartsWith(step, "kernel: ");
+  })) << absl::StrJoin(steps, "; ");
+  {
+    SmolVM vm(SmallVm("own-kernel-vm", "own-kernel"), daemon_->client_options());
+    ASSERT_TRUE(vm.start().ok());
+    EXPECT_EQ(InVm(vm, "uname -r"), image->kernel_version());
+    EXPECT_TRUE(vm.close().ok());
+  }
+  auto deleted = Manager().delete_image("own-kernel");
+  EXPECT_TRUE(deleted.ok() && *deleted) << deleted.status();
+}
+
 // smolvmctl's image commands, as scripts use them (--json): build streams
 // JSON Lines ending with `done`; list, get, tag and rm speak JSON; an image
 // in use is refused with the precondition exit code.
@@ -247,6 +421,10 @@ TEST_F(ImageTest, SmolvmctlImageCommands) {
             true)
       << removed.out;
   EXPECT_EQ(daemon_->Ctl({"image", "get", "cli-min:v1"}).exit_code, 3);  // NOT_FOUND
+  // Warm options without a warm command are a usage error, before any build.
+  ProcResult no_warm = daemon_->Ctl({"image", "build", "cli-warm", "--minimal", "--warm-timeout", "5"});
+  EXPECT_EQ(no_warm.exit_code, 2) << no_warm.Describe();  // INVALID_ARGUMENT
+  EXPECT_TRUE(absl::StrContains(no_warm.err, "--warm-start")) << no_warm.Describe();
 }
 
 // An OCI image made here: layer 1 a busybox tree with /etc/gone, layer 2
