@@ -643,10 +643,14 @@ absl::Status BuildDebianRootfs(const DebianSource& source, const std::string& ro
                           source.packages.empty()
                               ? ""
                               : absl::StrCat(" (+", absl::StrJoin(source.packages, " "), ")")));
+  // mmdebstrap's own temp files (its gpg home among them, which it leaves
+  // behind) go into a scratch dir that goes with this call.
+  SMOLVM_ASSIGN_OR_RETURN(TempDir tmp, ScratchDirBeside(rootfs_dir, "tmp"));
   SMOLVM_ASSIGN_OR_RETURN(
       auto r, RunTool(argv, ctx,
                       {absl::StrCat("SMOLVM_DEB_CACHE=", cache),
-                       absl::StrCat("SMOLVM_DEB_PACKAGES=", absl::StrJoin(source.packages, " "))}));
+                       absl::StrCat("SMOLVM_DEB_PACKAGES=", absl::StrJoin(source.packages, " ")),
+                       absl::StrCat("TMPDIR=", tmp.path())}));
   if (r.exit_code != 0) return MmdebstrapError(source, r);
   size_t cached_after = CountDebs(cache);
   ctx.Report(absl::StrCat("debian: done, ", cached_after - std::min(cached_after, cached_before),
