@@ -18,6 +18,30 @@ case "$bench" in
     grep -o 'snapshot [^ ]*: created from .*' "$work/smolvmd.log" || true
     ;;
   exec) "$build_dir"/bench/exec_bench "$@" ;;
+  perf)
+    # The performance tables (issue 11): every daemon figure (perf_bench,
+    # through the public client) beside its physical baseline measured in
+    # the same run (bare_qemu.py: the same operation on a bare QEMU with the
+    # daemon's recipe, QMP driven by hand). Both use 1 vCPU, the minimal
+    # image, and RAM files on the same filesystem as the daemon's run dir.
+    # Results: $SMOLVM_BENCH_OUT/perf-<time>.{daemon,bare}.jsonl and .md.
+    # perf_bench's arguments follow (e.g. `bench/run.sh perf --reps 5`);
+    # SMOLVM_BARE_ARGS adds bare_qemu.py's.
+    out_dir="${SMOLVM_BENCH_OUT:-$build_dir/bench-results}"
+    mkdir -p "$out_dir"
+    out="$out_dir/perf-$(date -u +%Y%m%dT%H%M%SZ)"
+    echo "writing $out.{daemon,bare}.jsonl and $out.md" >&2
+    "$build_dir"/bench/perf_bench all "$@" >"$out.daemon.jsonl"
+    digest=$("$build_dir"/client/smolvmctl --json image get minimal |
+      python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"].split(":",1)[1])')
+    mkdir -p "$work/bare-run" "$work/bare-state"
+    # shellcheck disable=SC2086
+    python3 bench/bare_qemu.py all --image-dir "$work/state/images/sha256-$digest" --vcpus 1 \
+      --ram-dir "$work/bare-run" --work-dir "$work/bare-state" --dirty-chunk-kib 2048 \
+      ${SMOLVM_BARE_ARGS:-} >"$out.bare.jsonl"
+    python3 bench/compare.py "$out.daemon.jsonl" "$out.bare.jsonl" >"$out.md"
+    cat "$out.md"
+    ;;
   load)
     # Concurrent clients mixing reads, Exec and VM/snapshot churn; the
     # daemon's RSS and fds compared after warmup and at the end. The report
@@ -49,5 +73,5 @@ case "$bench" in
     echo "== unconfined (--vmm-confinement=off)"
     "$build_dir"/bench/restore_bench "$@"
     ;;
-  *) echo "usage: bench/run.sh restore|exec|load|confinement [ARGS]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh restore|exec|load|confinement|perf [ARGS]" >&2; exit 2 ;;
 esac
