@@ -390,7 +390,7 @@ class SmolVMManager {
   // get_vm returns VM `id`; NOT_FOUND if there is none.
   absl::StatusOr<v1::Vm> get_vm(const std::string& id) const;
 
-  // fork_snapshot restores `count` (1-64) independent clones of
+  // fork_snapshot restores `count` (1-128) independent clones of
   // `snapshot_id` in one call (ForkSnapshot), each with a fresh identity
   // (vm_id, TAP, IP, MAC), RUNNING when `resume_vm`, else PAUSED. They are
   // named <vm_id_prefix>-<n> ("" = <snapshot_id>-fork). The call fails only

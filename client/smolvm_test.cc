@@ -234,9 +234,9 @@ class FakeDaemon final : public v1::VmService::Service,
     if (snap == snapshots_.end()) {
       return NotFound("snapshot", req->snapshot_id());
     }
-    if (req->count() < 1 || req->count() > 64) {
+    if (req->count() < 1 || req->count() > 128) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
-                          "fork snapshot: count must be 1-64");
+                          "fork snapshot: count must be 1-128");
     }
     const std::string prefix = req->vm_id_prefix().empty()
                                    ? req->snapshot_id() + "-fork"

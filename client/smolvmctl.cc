@@ -901,7 +901,7 @@ int Main(int argc, char** argv) {
       "restore N independent clones of a snapshot in one call, each with a "
       "fresh identity (vm_id, TAP, IP, MAC); exits 1 if any clone failed");
   snap_fork->add_option("SNAP_ID", snapshot_id, "snapshot id")->required();
-  snap_fork->add_option("--count", fork_count, "number of clones, 1-64")
+  snap_fork->add_option("--count", fork_count, "number of clones, 1-128")
       ->type_name("N")
       ->required();
   snap_fork

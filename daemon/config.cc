@@ -340,6 +340,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--boot-timeout-seconds", Field(&DaemonConfig::boot_timeout_seconds),
                "How long a booting guest has to become ready")
       ->check(CLI::Range(1, 3600));
+  flags.Option(app, "--fork-parallelism", Field(&DaemonConfig::fork_parallelism),
+               "Clones ForkSnapshot restores at once (0 = the number of cores)")
+      ->check(CLI::Range(0, 256));
   flags.Option(app, "--network", Field(&DaemonConfig::network),
                "Give VMs a NIC on the daemon's bridge (true/false)");
   flags.Option(app, "--bridge", Field(&DaemonConfig::bridge), "Bridge device owned by smolvmd");

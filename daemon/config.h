@@ -35,6 +35,8 @@ struct DaemonConfig {
   // to the Debian archive.
   std::string image_build_netns;
   int boot_timeout_seconds = 120;
+  // Clones ForkSnapshot restores at once (0 = the number of cores).
+  int fork_parallelism = 0;
   // Guest console kept per VM (console.log + console.log.1), in bytes.
   int64_t console_log_max_bytes = 4 << 20;
   // Networking (flags or [network]): bridge, subnet, uplink ("auto" = the default

@@ -273,6 +273,7 @@ absl::Status ApplyRoot(const Reader& r, const toml::table& root, DaemonConfig& c
                  {"log_level",
                   OneOf(&c.log_level, {"trace", "debug", "info", "warn", "error"}), nullptr},
                  {"boot_timeout_seconds", Integer(&c.boot_timeout_seconds, 1, 3600), nullptr},
+                 {"fork_parallelism", Integer(&c.fork_parallelism, 0, 256), nullptr},
                  {"console_log_max_bytes",
                   Integer(&c.console_log_max_bytes, 8192, int64_t{1} << 32), nullptr},
                  {"machine", String(&c.machine), nullptr},

@@ -264,6 +264,7 @@ int Run(int argc, char** argv) {
   options.state_dir = config.state_dir;
   options.run_dir = config.run_dir;
   options.boot_timeout = absl::Seconds(config.boot_timeout_seconds);
+  options.fork_parallelism = static_cast<uint32_t>(config.fork_parallelism);
   options.vmm_uid_base = static_cast<uint32_t>(config.vmm_uid_base);
   options.vmm_uid_count = qemu.confine ? static_cast<uint32_t>(config.vmm_uid_count) : 0;
   core::ManagerParts parts;

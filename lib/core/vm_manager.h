@@ -60,6 +60,8 @@ struct ManagerOptions {
   absl::Duration boot_timeout = absl::Seconds(120);
   // How long a restored guest's agent has to answer and be fixed up.
   absl::Duration restore_ready_timeout = absl::Seconds(30);
+  // Clones ForkSnapshot restores at once; 0 = the number of cores.
+  uint32_t fork_parallelism = 0;
   // Largest upload accepted (0 = unlimited).
   uint64_t max_upload_bytes = uint64_t{64} << 30;
   NetworkOptions network;
@@ -171,7 +173,8 @@ class VmManager {
   absl::StatusOr<VmRecord> UnexposePort(const Caller& caller, const std::string& vm_id,
                                         PortForward forward);
 
-  // `count` clones of a snapshot named <prefix>-<n>, one result each.
+  // `count` clones of a snapshot named <prefix>-<n>, one result each, in
+  // order; up to ManagerOptions::fork_parallelism restore at once.
   // INVALID_ARGUMENT / NOT_FOUND only for a bad request.
   absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(
       const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
