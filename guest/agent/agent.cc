@@ -129,6 +129,17 @@ void Agent::Dispatch(Frame* frame) {
       channel_->Send(reply);
       break;
     }
+    case Frame::kReidentify: {
+      // On the reader thread, like the clock: a handful of syscalls, and
+      // nothing else is asked of a guest while it is being restored.
+      Frame reply;
+      *reply.mutable_op_result() = Reidentify(frame->reidentify(), options_.resolv_conf);
+      if (!reply.op_result().error().empty()) {
+        Log("reidentify: %s", reply.op_result().error().c_str());
+      }
+      channel_->Send(reply);
+      break;
+    }
     case Frame::MSG_NOT_SET:
       Log("ignoring an empty or unknown frame");
       break;

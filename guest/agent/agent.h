@@ -17,7 +17,9 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "guest/agent/channel.h"
 #include "guest/agent/op_input.h"
@@ -27,10 +29,16 @@ namespace smolvm::guest {
 
 inline constexpr std::chrono::milliseconds kReconnectPoll{20};
 
+struct AgentOptions {
+  // The file Reidentify writes the DNS server into (tests use their own).
+  std::string resolv_conf = "/etc/resolv.conf";
+};
+
 class Agent {
  public:
   // `channel` must outlive the agent (in practice: the process).
-  explicit Agent(Channel* channel) : channel_(channel) {}
+  explicit Agent(Channel* channel, AgentOptions options = AgentOptions())
+      : channel_(channel), options_(std::move(options)) {}
   Agent(const Agent&) = delete;
   Agent& operator=(const Agent&) = delete;
 
@@ -58,6 +66,7 @@ class Agent {
   void Unregister(uint64_t id, const Op* op);
 
   Channel* const channel_;
+  const AgentOptions options_;
   std::mutex ops_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Op>> ops_;  // guarded by ops_mu_
 };

@@ -2,11 +2,17 @@
 // of a socketpair (--fd 3), driven through the real frame codec. No mocks.
 #include <dirent.h>
 #include <fcntl.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <netpacket/packet.h>
+#include <net/ethernet.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <sys/prctl.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <linux/capability.h>
 #include <unistd.h>
@@ -28,10 +34,12 @@
 #include <sstream>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
 #include "lib/agent/frame_codec.h"
+#include "nlohmann/json.hpp"
 #include "smolvm/agent/v1/agent.pb.h"
 
 namespace smolvm::guest {
@@ -49,13 +57,37 @@ class AgentProcess {
   // CAP_SYS_ADMIN, so its clock and entropy operations can never change the
   // machine running the test (they fail with EPERM instead; their success
   // on a real guest is covered by the e2e restores).
-  explicit AgentProcess(bool without_host_privileges = false) {
+  explicit AgentProcess(bool without_host_privileges = false)
+      : AgentProcess(Setup{without_host_privileges, "", {}}) {}
+
+  struct Setup {
+    bool without_host_privileges = false;
+    // Non-empty: the agent runs in a network namespace of its own, after
+    // this shell script has run there (with the same privileges).
+    std::string netns_script;
+    std::vector<std::string> extra_args;  // After "--fd 3".
+  };
+
+  explicit AgentProcess(const Setup& setup) {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) std::abort();
+    std::vector<std::string> args = {"smolvm-agent", "--fd", "3"};
+    args.insert(args.end(), setup.extra_args.begin(), setup.extra_args.end());
+    if (!setup.netns_script.empty()) {
+      // sh -c 'SCRIPT && exec "$0" "$@"' AGENT --fd 3 ...
+      args[0] = SMOLVM_AGENT_BINARY;
+      args.insert(args.begin(),
+                  {"/bin/sh", "-c", "(" + setup.netns_script + ") && exec \"$0\" \"$@\""});
+    }
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    const char* program = setup.netns_script.empty() ? SMOLVM_AGENT_BINARY : "/bin/sh";
     pid_ = fork();
     if (pid_ == 0) {
       if (dup2(sv[1], 3) < 0) _exit(126);
-      if (without_host_privileges) {
+      if (!setup.netns_script.empty() && unshare(CLONE_NEWNET) != 0) _exit(124);
+      if (setup.without_host_privileges) {
         for (int cap : {CAP_SYS_TIME, CAP_SYS_ADMIN}) {
           if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EPERM) _exit(125);
         }
@@ -71,7 +103,7 @@ class AgentProcess {
         }
         if (syscall(SYS_capset, &header, data) != 0) _exit(125);
       }
-      execl(SMOLVM_AGENT_BINARY, "smolvm-agent", "--fd", "3", static_cast<char*>(nullptr));
+      execv(program, argv.data());
       _exit(127);
     }
     close(sv[1]);
@@ -764,6 +796,358 @@ TEST(AgentTest, SetClockWithoutPrivilegeReportsTheErrorAndTheGuestTime) {
   // The reported time is the (unchanged) clock's.
   EXPECT_GE(r.guest_time_ns(), before_ns);
   EXPECT_LT(r.guest_time_ns(), before_ns + 5'000'000'000);
+}
+
+// --- Reidentify --------------------------------------------------------------
+//
+// The network part runs against a veth pair in a network namespace that the
+// test's agent gets of its own ("eth0" for the agent, "peer0" for the
+// capture); it dies with the agent. The agent runs without CAP_SYS_TIME and
+// CAP_SYS_ADMIN, so its clock and entropy parts can never change the machine
+// running the test (they fail with EPERM, and say so).
+
+// A guest's eth0 as a restored clone has it: its snapshot's addresses (two
+// in one subnet, one in another) and default route.
+constexpr char kGuestNet[] =
+    "ip link add eth0 type veth peer name peer0 && ip link set peer0 up && "
+    "ip link set eth0 address 02:53:c0:00:02:07 && ip link set eth0 up && "
+    "ip addr add 192.0.2.7/24 dev eth0 && ip addr add 192.0.2.8/24 dev eth0 && "
+    "ip addr add 198.51.100.9/24 dev eth0 && ip route add default via 192.0.2.1";
+
+// Why this host cannot give a test a network namespace with a veth pair,
+// or "" when it can.
+const std::string& NetnsUnavailable() {
+  static const std::string why = [] {
+    pid_t child = fork();
+    if (child == 0) {
+      if (unshare(CLONE_NEWNET) != 0) _exit(1);
+      execl("/bin/sh", "sh", "-c", "ip link add t0 type veth peer name t1 >/dev/null 2>&1",
+            static_cast<char*>(nullptr));
+      _exit(2);
+    }
+    int status = 0;
+    waitpid(child, &status, 0);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0) return std::string();
+    return std::string("cannot make a network namespace with a veth pair here (needs root, ")
+           + "iproute2 and veth)";
+  }();
+  return why;
+}
+
+// Runs `argv` in the network namespace of process `pid`; its stdout.
+std::string RunInNetns(pid_t pid, std::vector<std::string> argv) {
+  int out[2];
+  if (pipe2(out, O_CLOEXEC) != 0) return "";
+  const std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
+  std::vector<char*> args;
+  for (auto& a : argv) args.push_back(a.data());
+  args.push_back(nullptr);
+  pid_t child = fork();
+  if (child == 0) {
+    int fd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) _exit(124);
+    if (dup2(out[1], 1) < 0) _exit(125);
+    execvp(args[0], args.data());
+    _exit(127);
+  }
+  close(out[1]);
+  std::string text;
+  char buf[4096];
+  for (ssize_t n; (n = read(out[0], buf, sizeof(buf))) > 0;) text.append(buf, n);
+  close(out[0]);
+  waitpid(child, nullptr, 0);
+  return text;
+}
+
+// `ip -j ARGS` in the agent's namespace, parsed.
+nlohmann::json Ip(pid_t pid, std::vector<std::string> args) {
+  args.insert(args.begin(), {"ip", "-j"});
+  std::string text = RunInNetns(pid, args);
+  nlohmann::json json = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+  EXPECT_TRUE(json.is_array()) << "ip output: " << text;
+  return json.is_array() ? json : nlohmann::json::array();
+}
+
+struct Ipv4 {
+  std::string local;
+  int prefixlen = 0;
+  std::string broadcast;
+};
+
+std::vector<Ipv4> AddressesOf(pid_t pid, const std::string& dev) {
+  std::vector<Ipv4> out;
+  for (const auto& link : Ip(pid, {"-4", "addr", "show", "dev", dev})) {
+    for (const auto& a : link.value("addr_info", nlohmann::json::array())) {
+      out.push_back({a.value("local", ""), a.value("prefixlen", 0), a.value("broadcast", "")});
+    }
+  }
+  return out;
+}
+
+std::string MacOf(pid_t pid, const std::string& dev) {
+  auto links = Ip(pid, {"link", "show", "dev", dev});
+  return links.empty() ? "" : links[0].value("address", "");
+}
+
+bool IsUp(pid_t pid, const std::string& dev) {
+  auto links = Ip(pid, {"link", "show", "dev", dev});
+  if (links.empty()) return false;
+  for (const auto& flag : links[0].value("flags", nlohmann::json::array())) {
+    if (flag == "UP") return true;
+  }
+  return false;
+}
+
+// Receives the ARP frames arriving on one interface of another process's
+// network namespace.
+class ArpCapture {
+ public:
+  ArpCapture(pid_t pid, const std::string& dev) {
+    // setns affects only the calling thread: a thread of its own opens the
+    // socket, which stays in that namespace.
+    std::thread([&] {
+      const std::string ns = "/proc/" + std::to_string(pid) + "/ns/net";
+      int fd = open(ns.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0) return;
+      int entered = setns(fd, CLONE_NEWNET);
+      close(fd);
+      if (entered != 0) return;
+      UniqueSocket sock(socket(AF_PACKET, SOCK_RAW | SOCK_CLOEXEC, htons(ETH_P_ARP)));
+      sockaddr_ll ll{};
+      ll.sll_family = AF_PACKET;
+      ll.sll_protocol = htons(ETH_P_ARP);
+      ll.sll_ifindex = static_cast<int>(if_nametoindex(dev.c_str()));
+      if (sock.fd < 0 || ll.sll_ifindex == 0 ||
+          bind(sock.fd, reinterpret_cast<sockaddr*>(&ll), sizeof(ll)) != 0) {
+        return;
+      }
+      fd_ = std::exchange(sock.fd, -1);
+    }).join();
+  }
+  ~ArpCapture() {
+    if (fd_ >= 0) close(fd_);
+  }
+  bool ok() const { return fd_ >= 0; }
+
+  // The next Ethernet frame (header included) within `timeout`.
+  std::optional<std::string> Next(Clock::duration timeout) {
+    Clock::time_point deadline = Clock::now() + timeout;
+    for (;;) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+      if (left.count() <= 0) return std::nullopt;
+      pollfd p{fd_, POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buf[2048];
+      ssize_t n = recv(fd_, buf, sizeof(buf), 0);
+      if (n > 0) return std::string(buf, static_cast<size_t>(n));
+    }
+  }
+
+ private:
+  struct UniqueSocket {
+    explicit UniqueSocket(int f) : fd(f) {}
+    ~UniqueSocket() {
+      if (fd >= 0) close(fd);
+    }
+    int fd;
+  };
+  int fd_ = -1;
+};
+
+std::string Hex(const std::string& bytes) {
+  std::string out;
+  char b[4];
+  for (unsigned char c : bytes) {
+    std::snprintf(b, sizeof(b), "%02x", c);
+    out += b;
+  }
+  return out;
+}
+
+v1::NetworkIdentity CloneIdentity() {
+  v1::NetworkIdentity n;
+  n.set_interface("eth0");
+  n.set_mac("02:53:0a:4d:00:05");
+  n.set_ipv4_address("10.77.0.5");
+  n.set_prefix_length(24);
+  n.set_gateway("10.77.0.1");
+  n.set_dns_server("10.77.0.1");
+  return n;
+}
+
+v1::OpResult Reidentify(AgentProcess& agent, uint64_t id, const v1::NetworkIdentity& network,
+                        int64_t unix_time_ns = 0, const std::string& seed = "") {
+  v1::Frame frame;
+  v1::Reidentify* r = frame.mutable_reidentify();
+  r->set_id(id);
+  r->set_unix_time_ns(unix_time_ns);
+  r->set_entropy_seed(seed);
+  *r->mutable_network() = network;
+  agent.Send(frame);
+  return WaitResult(agent, id);
+}
+
+TEST(AgentTest, ReidentifySetsClockEntropyAndNetworkInOneRequest) {
+  if (!NetnsUnavailable().empty()) GTEST_SKIP() << NetnsUnavailable();
+  TempDir dir;
+  const std::string resolv = dir.path() + "/resolv.conf";
+  { std::ofstream(resolv) << "nameserver 192.0.2.1\n"; }
+  AgentProcess agent({/*without_host_privileges=*/true, kGuestNet, {"--resolv-conf", resolv}});
+  auto hello = agent.Hello();
+  ASSERT_TRUE(hello) << "the agent did not start in its network namespace";
+  EXPECT_EQ(hello->protocol_version(), 2u);
+  ASSERT_EQ(MacOf(agent.pid(), "eth0"), "02:53:c0:00:02:07");
+  ASSERT_EQ(AddressesOf(agent.pid(), "eth0").size(), 3u);
+  ArpCapture arp(agent.pid(), "peer0");
+  ASSERT_TRUE(arp.ok()) << std::strerror(errno);
+
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  const int64_t now_ns = int64_t{now.tv_sec} * 1'000'000'000 + now.tv_nsec;
+  Clock::time_point t0 = Clock::now();
+  v1::OpResult r = Reidentify(agent, 1, CloneIdentity(), now_ns, std::string(64, 's'));
+  std::printf("reidentify round trip (netns, host): %.2f ms\n",
+              std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+  // Clock, then entropy, each failing here for want of privilege and named;
+  // the network part is applied all the same.
+  EXPECT_EQ(r.error(),
+            "clock_settime: Operation not permitted; ioctl RNDADDENTROPY: Operation not permitted");
+  EXPECT_GE(r.guest_time_ns(), now_ns);
+  EXPECT_LT(r.guest_time_ns(), now_ns + 5'000'000'000);
+
+  EXPECT_EQ(MacOf(agent.pid(), "eth0"), "02:53:0a:4d:00:05");
+  EXPECT_TRUE(IsUp(agent.pid(), "eth0"));
+  std::vector<Ipv4> addrs = AddressesOf(agent.pid(), "eth0");
+  ASSERT_EQ(addrs.size(), 1u) << "the snapshot's addresses were not all removed";
+  EXPECT_EQ(addrs[0].local, "10.77.0.5");
+  EXPECT_EQ(addrs[0].prefixlen, 24);
+  EXPECT_EQ(addrs[0].broadcast, "10.77.0.255");
+  auto routes = Ip(agent.pid(), {"-4", "route", "show", "default"});
+  ASSERT_EQ(routes.size(), 1u) << routes.dump();
+  EXPECT_EQ(routes[0].value("gateway", ""), "10.77.0.1");
+  EXPECT_EQ(routes[0].value("dev", ""), "eth0");
+  EXPECT_EQ(ReadAll(resolv), "nameserver 10.77.0.1\n");
+  EXPECT_EQ(ListDir(dir.path()), std::set<std::string>{"resolv.conf"});
+
+  // One ARP announcement: broadcast from the new MAC, a request whose
+  // sender and target address are the new address.
+  std::optional<std::string> garp;
+  while (auto frame = arp.Next(3s)) {
+    if (frame->size() >= 42 && frame->substr(28, 4) == std::string("\x0a\x4d\x00\x05", 4)) {
+      garp = frame;
+      break;
+    }
+  }
+  ASSERT_TRUE(garp) << "no gratuitous ARP for 10.77.0.5 seen on the peer";
+  EXPECT_EQ(Hex(garp->substr(0, 6)), "ffffffffffff");     // to everyone
+  EXPECT_EQ(Hex(garp->substr(6, 6)), "02530a4d0005");     // from the new MAC
+  EXPECT_EQ(Hex(garp->substr(12, 2)), "0806");            // ARP
+  EXPECT_EQ(Hex(garp->substr(14, 8)), "0001080006040001");  // Ethernet/IPv4, request
+  EXPECT_EQ(Hex(garp->substr(22, 6)), "02530a4d0005");    // sender MAC
+  EXPECT_EQ(Hex(garp->substr(28, 4)), "0a4d0005");        // sender IP
+  EXPECT_EQ(Hex(garp->substr(32, 6)), "000000000000");    // target MAC
+  EXPECT_EQ(Hex(garp->substr(38, 4)), "0a4d0005");        // target IP
+
+  // Idempotent: a repeat (a retried fix-up) ends the same and succeeds.
+  r = Reidentify(agent, 2, CloneIdentity());
+  EXPECT_EQ(r.error(), "");
+  addrs = AddressesOf(agent.pid(), "eth0");
+  ASSERT_EQ(addrs.size(), 1u);
+  EXPECT_EQ(addrs[0].local, "10.77.0.5");
+  EXPECT_EQ(Ip(agent.pid(), {"-4", "route", "show", "default"}).size(), 1u);
+
+  // An interface found down is brought up (as the script's `ip link set
+  // eth0 up` did).
+  RunInNetns(agent.pid(), {"ip", "link", "set", "eth0", "down"});
+  ASSERT_FALSE(IsUp(agent.pid(), "eth0"));
+  r = Reidentify(agent, 3, CloneIdentity());
+  EXPECT_EQ(r.error(), "");
+  EXPECT_TRUE(IsUp(agent.pid(), "eth0"));
+  EXPECT_EQ(Ip(agent.pid(), {"-4", "route", "show", "default"}).size(), 1u);
+}
+
+TEST(AgentTest, ReidentifyReplacesResolvConfAtomically) {
+  if (!NetnsUnavailable().empty()) GTEST_SKIP() << NetnsUnavailable();
+  TempDir dir;
+  const std::string resolv = dir.path() + "/resolv.conf";
+  // As images link it: to a file that does not exist in the guest.
+  ASSERT_EQ(symlink("../run/systemd/resolve/stub-resolv.conf", resolv.c_str()), 0);
+  AgentProcess agent({/*without_host_privileges=*/true, kGuestNet, {"--resolv-conf", resolv}});
+  ASSERT_TRUE(agent.Hello());
+  v1::NetworkIdentity n = CloneIdentity();
+  n.clear_dns_server();  // An empty resolv.conf.
+  v1::OpResult r = Reidentify(agent, 1, n);  // No clock, no entropy: only the network.
+  EXPECT_EQ(r.error(), "");
+  struct stat st;
+  ASSERT_EQ(lstat(resolv.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISREG(st.st_mode)) << "the dangling link was not replaced by a file";
+  EXPECT_EQ(st.st_mode & 07777, 0644u);
+  EXPECT_EQ(ReadAll(resolv), "");
+
+  // A link to a file that exists is written through: the file is replaced,
+  // the link stays.
+  const std::string real = dir.path() + "/real.conf";
+  { std::ofstream(real) << "nameserver 192.0.2.1\n"; }
+  ASSERT_EQ(unlink(resolv.c_str()), 0);
+  ASSERT_EQ(symlink("real.conf", resolv.c_str()), 0);
+  r = Reidentify(agent, 2, CloneIdentity());
+  EXPECT_EQ(r.error(), "");
+  ASSERT_EQ(lstat(resolv.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(ReadAll(real), "nameserver 10.77.0.1\n");
+  EXPECT_EQ(ListDir(dir.path()), (std::set<std::string>{"real.conf", "resolv.conf"}));
+
+  // Already saying so: left alone (the same inode, not rewritten).
+  struct stat before, after;
+  ASSERT_EQ(stat(real.c_str(), &before), 0);
+  r = Reidentify(agent, 3, CloneIdentity());
+  EXPECT_EQ(r.error(), "");
+  ASSERT_EQ(stat(real.c_str(), &after), 0);
+  EXPECT_EQ(before.st_ino, after.st_ino);
+  EXPECT_EQ(ReadAll(real), "nameserver 10.77.0.1\n");
+}
+
+TEST(AgentTest, ReidentifyErrorsNameTheStep) {
+  if (!NetnsUnavailable().empty()) GTEST_SKIP() << NetnsUnavailable();
+  TempDir dir;
+  const std::string resolv = dir.path() + "/resolv.conf";
+  AgentProcess agent({/*without_host_privileges=*/true, kGuestNet, {"--resolv-conf", resolv}});
+  ASSERT_TRUE(agent.Hello());
+
+  // Refused before anything changes.
+  v1::NetworkIdentity n = CloneIdentity();
+  n.set_interface("eth9");
+  EXPECT_EQ(Reidentify(agent, 1, n).error(), "interface eth9: No such device");
+  n = CloneIdentity();
+  n.set_ipv4_address("10.77.0.300");
+  EXPECT_EQ(Reidentify(agent, 2, n).error(), "address \"10.77.0.300\": not an IPv4 address");
+  n = CloneIdentity();
+  n.set_prefix_length(33);
+  EXPECT_EQ(Reidentify(agent, 3, n).error(), "prefix length 33: not 1-32");
+  n.set_prefix_length(0);
+  EXPECT_EQ(Reidentify(agent, 4, n).error(), "prefix length 0: not 1-32");
+  n = CloneIdentity();
+  n.set_mac("01:00:5e:00:00:01");
+  EXPECT_EQ(Reidentify(agent, 5, n).error(),
+            "mac \"01:00:5e:00:00:01\": not a unicast aa:bb:cc:dd:ee:ff address");
+  n = CloneIdentity();
+  n.set_gateway("10.77.0");
+  EXPECT_EQ(Reidentify(agent, 6, n).error(), "gateway \"10.77.0\": not an IPv4 address");
+  EXPECT_EQ(MacOf(agent.pid(), "eth0"), "02:53:c0:00:02:07");
+  EXPECT_EQ(AddressesOf(agent.pid(), "eth0").size(), 3u);
+  EXPECT_FALSE(fs::exists(resolv));
+
+  // A gateway outside the new subnet: the interface is moved, then the
+  // route fails, named with its errno; the interface stays up.
+  n = CloneIdentity();
+  n.set_gateway("203.0.113.1");
+  EXPECT_EQ(Reidentify(agent, 7, n).error(),
+            "default route via 203.0.113.1 dev eth0: Network is unreachable");
+  EXPECT_TRUE(IsUp(agent.pid(), "eth0"));
+  std::vector<Ipv4> addrs = AddressesOf(agent.pid(), "eth0");
+  ASSERT_EQ(addrs.size(), 1u);
+  EXPECT_EQ(addrs[0].local, "10.77.0.5");
+  ASSERT_TRUE(agent.Hello());
 }
 
 }  // namespace

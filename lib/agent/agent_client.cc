@@ -1,5 +1,7 @@
 #include "lib/agent/agent_client.h"
 
+#include <arpa/inet.h>
+#include <net/if.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/un.h>
@@ -7,6 +9,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cctype>
 #include <cstring>
 
 #include "absl/cleanup/cleanup.h"
@@ -43,7 +46,62 @@ absl::StatusOr<UniqueFd> ConnectUnix(const std::string& path) {
   return fd;
 }
 
+// "aa:bb:cc:dd:ee:ff", exactly.
+bool ParseMac(const std::string& s, unsigned char out[6]) {
+  if (s.size() != 17) return false;
+  for (size_t i = 0; i < 6; ++i) {
+    const char hi = s[3 * i], lo = s[3 * i + 1];
+    if (!std::isxdigit(static_cast<unsigned char>(hi)) ||
+        !std::isxdigit(static_cast<unsigned char>(lo)) || (i < 5 && s[3 * i + 2] != ':')) {
+      return false;
+    }
+    auto nibble = [](char c) {
+      return std::isdigit(static_cast<unsigned char>(c)) ? c - '0' : std::tolower(c) - 'a' + 10;
+    };
+    out[i] = static_cast<unsigned char>(nibble(hi) << 4 | nibble(lo));
+  }
+  return true;
+}
+
+bool IsIpv4(const std::string& s) {
+  in_addr addr;
+  return inet_pton(AF_INET, s.c_str(), &addr) == 1;
+}
+
 }  // namespace
+
+absl::Status ValidateNetworkIdentity(const GuestNetworkIdentity& id) {
+  const std::string& name = id.interface;
+  if (name.empty() || name.size() >= IFNAMSIZ || name == "." || name == ".." ||
+      name.find_first_of("/: \t\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "guest interface name \"", name, "\" must be 1-", IFNAMSIZ - 1,
+        " characters without '/', ':' or spaces"));
+  }
+  unsigned char mac[6];
+  if (!ParseMac(id.mac, mac) || (mac[0] & 1) != 0 ||
+      std::all_of(mac, mac + 6, [](unsigned char b) { return b == 0; })) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "guest MAC \"", id.mac, "\" must be a unicast, non-zero aa:bb:cc:dd:ee:ff address"));
+  }
+  if (!IsIpv4(id.ipv4_address)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guest address \"", id.ipv4_address, "\" is not an IPv4 address"));
+  }
+  if (id.prefix_length < 1 || id.prefix_length > 32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guest prefix length ", id.prefix_length, " must be 1-32"));
+  }
+  if (!id.gateway.empty() && !IsIpv4(id.gateway)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guest gateway \"", id.gateway, "\" is not an IPv4 address"));
+  }
+  if (!id.dns_server.empty() && !IsIpv4(id.dns_server)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("guest DNS server \"", id.dns_server, "\" is not an IPv4 address"));
+  }
+  return absl::OkStatus();
+}
 
 // ---- OpChannel ----
 
@@ -309,7 +367,10 @@ void AgentClient::ReaderLoop() {
       switch (frame.msg_case()) {
         case v1::Frame::kHello: {
           absl::MutexLock lock(&mu_);
-          if (!hello_seen_) agent_version_ = frame.hello().agent_version();
+          if (!hello_seen_) {
+            agent_version_ = frame.hello().agent_version();
+            protocol_version_ = frame.hello().protocol_version();
+          }
           hello_seen_ = true;
           ++hellos_;
           continue;
@@ -619,6 +680,39 @@ absl::Status AgentClient::AddEntropy(const std::string& seed, absl::Duration tim
   f.mutable_add_entropy()->set_seed(seed);
   if (absl::Status sent = Send(f, deadline); !sent.ok()) return Annotated(sent, what);
   return AwaitResult(*reg.second, deadline, what).status();
+}
+
+absl::StatusOr<absl::Time> AgentClient::Reidentify(const Reidentity& r,
+                                                   absl::Duration timeout) {
+  if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  if (protocol_version_ < kReidentifyProtocolVersion) {
+    return absl::UnimplementedError(absl::StrCat(
+        "the guest agent speaks protocol ", protocol_version_.load(), "; Reidentify needs ",
+        kReidentifyProtocolVersion));
+  }
+  if (r.network) SMOLVM_RETURN_IF_ERROR(ValidateNetworkIdentity(*r.network));
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kResult));
+  const uint64_t id = reg.first;
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string what = "reidentify the guest";
+  v1::Frame f;
+  v1::Reidentify* req = f.mutable_reidentify();
+  req->set_id(id);
+  if (r.clock) req->set_unix_time_ns(absl::ToUnixNanos(*r.clock));
+  req->set_entropy_seed(r.entropy_seed);
+  if (r.network) {
+    v1::NetworkIdentity* n = req->mutable_network();
+    n->set_interface(r.network->interface);
+    n->set_mac(r.network->mac);
+    n->set_ipv4_address(r.network->ipv4_address);
+    n->set_prefix_length(r.network->prefix_length);
+    n->set_gateway(r.network->gateway);
+    n->set_dns_server(r.network->dns_server);
+  }
+  if (absl::Status sent = Send(f, deadline); !sent.ok()) return Annotated(sent, what);
+  SMOLVM_ASSIGN_OR_RETURN(v1::OpResult result, AwaitResult(*reg.second, deadline, what));
+  return absl::FromUnixNanos(result.guest_time_ns());
 }
 
 absl::Status AgentClient::Ping(absl::Duration timeout) {

@@ -18,7 +18,7 @@
 //     kMaxConnectionQueuedBytes; a full queue makes this VM's reader wait
 //     for the consumer (back-pressure through virtio-serial: the guest's
 //     writes block), nothing is dropped.
-//   - Request/result operations (uploads, clock, entropy) expect one small
+//   - Request/result operations (uploads, clock, entropy, reidentify) expect one small
 //     OpResult. An upload drains its queue between the chunks it sends; a
 //     guest that queues more than kMaxResultQueuedBytes for one of them
 //     fails that operation with RESOURCE_EXHAUSTED at once (its queue is
@@ -179,6 +179,7 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   bool has_agent() const override { return has_agent_; }
   bool healthy() const override { return !broken_.load(); }
   const std::string& agent_version() const { return agent_version_; }
+  uint32_t protocol_version() const override { return protocol_version_.load(); }
 
   // Bytes of guest frames queued now for this connection's operations, and
   // the most ever queued at once (as counted against the bounds above).
@@ -204,6 +205,8 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   absl::StatusOr<absl::Time> SetClock(absl::Time now, absl::Duration timeout) override;
   // Mixes `seed` into the guest's entropy pool and reseeds its CRNG.
   absl::Status AddEntropy(const std::string& seed, absl::Duration timeout) override;
+  // One Reidentify request and its OpResult (see GuestAgent).
+  absl::StatusOr<absl::Time> Reidentify(const Reidentity& r, absl::Duration timeout) override;
   // A HelloRequest round trip (the latency floor of the channel).
   absl::Status Ping(absl::Duration timeout) override;
 
@@ -235,6 +238,7 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   std::atomic<bool> broken_{false};
   bool has_agent_ = false;
   std::string agent_version_;
+  std::atomic<uint32_t> protocol_version_{0};  // From the first Hello.
   const std::shared_ptr<QueueBudget> budget_ = std::make_shared<QueueBudget>();
 
   mutable absl::Mutex mu_;

@@ -98,7 +98,8 @@ class FakeAgent {
  public:
   using Handler = std::function<void(FakeAgent&, const v1::Frame&)>;
 
-  explicit FakeAgent(Handler handler) : handler_(std::move(handler)) {
+  explicit FakeAgent(Handler handler, uint32_t protocol_version = v1::PROTOCOL_VERSION)
+      : handler_(std::move(handler)), protocol_version_(protocol_version) {
     int sv[2];
     EXPECT_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), 0);
     host_fd_.Reset(sv[0]);
@@ -193,7 +194,7 @@ class FakeAgent {
       while (decoder.Next(&frame) == FrameDecoder::Result::kFrame) {
         if (frame.has_hello_request()) {
           v1::Frame hello;
-          hello.mutable_hello()->set_protocol_version(1);
+          hello.mutable_hello()->set_protocol_version(protocol_version_);
           hello.mutable_hello()->set_agent_version("fake");
           Write(hello);
           continue;
@@ -210,6 +211,7 @@ class FakeAgent {
   }
 
   Handler handler_;
+  const uint32_t protocol_version_;
   UniqueFd host_fd_;
   UniqueFd fd_;
   absl::Mutex write_mu_;
@@ -630,6 +632,138 @@ TEST(AgentClientTest, AHostileGuestNeverExceedsTheConnectionBound) {
   EXPECT_EQ(client->queued_bytes(), 0u);
   EXPECT_THAT(client->Ping(absl::Seconds(20)), IsOk());
   EXPECT_EQ(client->queued_bytes(), 0u);
+}
+
+// ---- Reidentify ----
+
+GuestNetworkIdentity Identity() {
+  GuestNetworkIdentity id;
+  id.mac = "02:53:0a:c8:00:05";
+  id.ipv4_address = "10.200.0.5";
+  id.prefix_length = 24;
+  id.gateway = "10.200.0.1";
+  id.dns_server = "10.200.0.1";
+  return id;
+}
+
+TEST(AgentClientTest, ReidentifyIsOneRequestAnsweredByOneResult) {
+  const absl::Time guest_time = absl::FromUnixSeconds(1'900'000'000);
+  FakeAgent fake([guest_time](FakeAgent& f, const v1::Frame& frame) {
+    if (!frame.has_reidentify()) return;
+    v1::Frame result = Result(frame.reidentify().id(), 64);
+    result.mutable_op_result()->set_guest_time_ns(absl::ToUnixNanos(guest_time));
+    f.Write(result);
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->protocol_version(), static_cast<uint32_t>(v1::PROTOCOL_VERSION));
+  EXPECT_GE(client->protocol_version(), kReidentifyProtocolVersion);
+  Reidentity r;
+  r.clock = absl::FromUnixNanos(1'800'000'000'123'456'789);
+  r.entropy_seed = std::string(64, 's');
+  r.network = Identity();
+  auto time = client->Reidentify(r, absl::Seconds(5));
+  ASSERT_THAT(time.status(), IsOk());
+  EXPECT_EQ(*time, guest_time);
+  std::vector<v1::Frame> frames = fake.frames();
+  ASSERT_EQ(frames.size(), 1u);
+  ASSERT_TRUE(frames[0].has_reidentify());
+  const v1::Reidentify& sent = frames[0].reidentify();
+  EXPECT_EQ(sent.unix_time_ns(), 1'800'000'000'123'456'789);
+  EXPECT_EQ(sent.entropy_seed(), std::string(64, 's'));
+  ASSERT_TRUE(sent.has_network());
+  EXPECT_EQ(sent.network().interface(), "eth0");
+  EXPECT_EQ(sent.network().mac(), "02:53:0a:c8:00:05");
+  EXPECT_EQ(sent.network().ipv4_address(), "10.200.0.5");
+  EXPECT_EQ(sent.network().prefix_length(), 24u);
+  EXPECT_EQ(sent.network().gateway(), "10.200.0.1");
+  EXPECT_EQ(sent.network().dns_server(), "10.200.0.1");
+
+  // Without a clock or a network: 0 (skip) and no network message.
+  ASSERT_THAT(client->Reidentify(Reidentity{}, absl::Seconds(5)).status(), IsOk());
+  frames = fake.frames();
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_EQ(frames[1].reidentify().unix_time_ns(), 0);
+  EXPECT_FALSE(frames[1].reidentify().has_network());
+  EXPECT_EQ(client->queued_bytes(), 0u);
+}
+
+TEST(AgentClientTest, ReidentifyReportsWhatTheAgentSaysFailed) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_reidentify()) {
+      f.Write(Result(frame.reidentify().id(), 0, "set eth0 down: No such device"));
+    }
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  Reidentity r;
+  r.network = Identity();
+  EXPECT_THAT(client->Reidentify(r, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "reidentify the guest: set eth0 down: No such device"));
+  EXPECT_TRUE(client->healthy());
+}
+
+TEST(AgentClientTest, ReidentifyTimesOutOnASilentAgent) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(client->Reidentify(Reidentity{}, absl::Milliseconds(200)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+}
+
+// An agent before protocol 2 would ignore the frame and never answer: it
+// is never sent one.
+TEST(AgentClientTest, AnOldAgentIsNeverSentReidentify) {
+  FakeAgent fake(nullptr, /*protocol_version=*/1);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  EXPECT_EQ(client->protocol_version(), 1u);
+  Reidentity r;
+  r.network = Identity();
+  EXPECT_THAT(client->Reidentify(r, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kUnimplemented));
+  EXPECT_TRUE(fake.frames().empty());
+}
+
+TEST(AgentClientTest, AnInvalidNetworkIdentityIsRefusedBeforeSending) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(ValidateNetworkIdentity(Identity()), IsOk());
+  GuestNetworkIdentity no_extras = Identity();
+  no_extras.gateway.clear();
+  no_extras.dns_server.clear();
+  EXPECT_THAT(ValidateNetworkIdentity(no_extras), IsOk());
+  std::vector<std::pair<std::function<void(GuestNetworkIdentity&)>, std::string>> bad = {
+      {[](auto& id) { id.interface = ""; }, "interface name"},
+      {[](auto& id) { id.interface = "a-very-long-name0"; }, "interface name"},
+      {[](auto& id) { id.interface = "eth0:1"; }, "interface name"},
+      {[](auto& id) { id.interface = "../x"; }, "interface name"},
+      {[](auto& id) { id.mac = "02:53:0a:c8:00"; }, "MAC"},
+      {[](auto& id) { id.mac = "02:53:0a:c8:00:5"; }, "MAC"},
+      {[](auto& id) { id.mac = "02-53-0a-c8-00-05"; }, "MAC"},
+      {[](auto& id) { id.mac = "+2:53:0a:c8:00:05"; }, "MAC"},
+      {[](auto& id) { id.mac = "03:53:0a:c8:00:05"; }, "MAC"},  // multicast
+      {[](auto& id) { id.mac = "00:00:00:00:00:00"; }, "MAC"},
+      {[](auto& id) { id.ipv4_address = "10.200.0.256"; }, "guest address"},
+      {[](auto& id) { id.ipv4_address = ""; }, "guest address"},
+      {[](auto& id) { id.ipv4_address = "10.200.0.5; reboot"; }, "guest address"},
+      {[](auto& id) { id.prefix_length = 0; }, "prefix length 0"},
+      {[](auto& id) { id.prefix_length = 33; }, "prefix length 33"},
+      {[](auto& id) { id.gateway = "gw"; }, "gateway"},
+      {[](auto& id) { id.dns_server = "::1"; }, "DNS server"},
+  };
+  for (const auto& [mutate, what] : bad) {
+    GuestNetworkIdentity id = Identity();
+    mutate(id);
+    Reidentity r;
+    r.network = id;
+    absl::Status s = client->Reidentify(r, absl::Seconds(5)).status();
+    EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument)) << what;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr(what));
+  }
+  EXPECT_TRUE(fake.frames().empty());
 }
 
 }  // namespace

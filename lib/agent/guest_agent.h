@@ -42,6 +42,37 @@ struct FileInfo {
   uint32_t mode = 0;
 };
 
+// The first agent protocol version with Reidentify (agent.proto). Older
+// agents (images built before it keep theirs) get SetClock, AddEntropy and
+// a re-addressing script instead.
+inline constexpr uint32_t kReidentifyProtocolVersion = 2;
+
+// The address of a guest's network interface (agent.proto NetworkIdentity).
+// Addresses are dotted quads.
+struct GuestNetworkIdentity {
+  std::string interface = "eth0";
+  std::string mac;           // "02:53:0a:c8:00:05"
+  std::string ipv4_address;
+  uint32_t prefix_length = 0;
+  std::string gateway;       // "" = no default route through it.
+  std::string dns_server;    // "" = an empty resolv.conf.
+
+  bool operator==(const GuestNetworkIdentity&) const = default;
+};
+
+// INVALID_ARGUMENT naming the field unless `id` is something the agent can
+// apply: an interface name of 1-15 characters without '/', ':' or spaces, a
+// unicast non-zero MAC, IPv4 addresses, a prefix of 1-32.
+absl::Status ValidateNetworkIdentity(const GuestNetworkIdentity& id);
+
+// What a restored guest gets so that it is not a copy of its snapshot:
+// each part is optional.
+struct Reidentity {
+  std::optional<absl::Time> clock;  // The wall clock to set.
+  std::string entropy_seed;         // "" = none.
+  std::optional<GuestNetworkIdentity> network;
+};
+
 // A running exec. Destroying it before the exit cancels the exec (kills its
 // process group in the guest).
 class ExecHandle {
@@ -74,8 +105,18 @@ class GuestAgent {
   virtual absl::StatusOr<absl::Time> SetClock(absl::Time now, absl::Duration timeout) = 0;
   // Mixes `seed` into the guest's entropy pool and reseeds its CRNG.
   virtual absl::Status AddEntropy(const std::string& seed, absl::Duration timeout) = 0;
+  // Applies `r` in one round trip (protocol >= kReidentifyProtocolVersion;
+  // UNIMPLEMENTED for older agents, without sending anything): the clock
+  // first, then the entropy, then the network. Returns the guest's time
+  // right after its clock step. INVALID_ARGUMENT for an invalid network
+  // identity (nothing sent); FAILED_PRECONDITION with the agent's text
+  // naming each failed step.
+  virtual absl::StatusOr<absl::Time> Reidentify(const Reidentity& r, absl::Duration timeout) = 0;
   // A round trip with no work (the latency floor of the channel).
   virtual absl::Status Ping(absl::Duration timeout) = 0;
+  // The protocol version the agent announced in its Hello (0 without an
+  // agent).
+  virtual uint32_t protocol_version() const = 0;
 };
 
 // Opens agent connections.

@@ -10,37 +10,87 @@
 
 namespace smolvm::core {
 
+namespace {
+
+// The guest's clock must be within this of the host's once set.
+constexpr absl::Duration kMaxClockSkew = absl::Seconds(1);
+
+absl::Status CheckSkew(const std::string& vm_id, absl::Time guest_time) {
+  absl::Duration skew = absl::AbsDuration(guest_time - absl::Now());
+  if (skew > kMaxClockSkew) {
+    return absl::InternalError(absl::StrCat("restored vm ", vm_id,
+                                            ": guest clock still off by ",
+                                            absl::FormatDuration(skew), " after setting it"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// One round trip when the agent has Reidentify (protocol 2): clock,
+// entropy and, for a clone still on its snapshot's address, the network,
+// all applied by the agent itself; the re-addressing is then done and
+// ReaddressGuestLocked has nothing left to do. An older agent (an image
+// built before) gets SetClock and AddEntropy here and its re-addressing
+// script from ReaddressGuestLocked, as before.
 absl::Status VmManager::FixUpRestoredLocked(VmSlot& slot, const std::string& vm_id) {
   absl::Time t0 = absl::Now();
   SMOLVM_RETURN_IF_ERROR(ConnectAgentLocked(slot, vm_id, options_.restore_ready_timeout));
+  const absl::Duration connected = absl::Now() - t0;
   if (!slot.agent->has_agent()) {
     return absl::FailedPreconditionError(absl::StrCat(
         "restored vm ", vm_id, " has no guest agent, so its clock and entropy cannot be "
         "fixed; restores need an image with smolvm-agent (the default image has it)"));
   }
-  auto guest_time = slot.agent->SetClock(absl::Now(), absl::Seconds(10));
-  if (!guest_time.ok()) return guest_time.status();
-  absl::Duration skew = absl::AbsDuration(*guest_time - absl::Now());
-  if (skew > absl::Seconds(1)) {
-    return absl::InternalError(absl::StrCat("restored vm ", vm_id,
-                                            ": guest clock still off by ",
-                                            absl::FormatDuration(skew), " after setting it"));
-  }
   std::string seed(64, '\0');
   if (getrandom(seed.data(), seed.size(), 0) != static_cast<ssize_t>(seed.size())) {
     return absl::ErrnoToStatus(errno, "getrandom");
   }
+  if (slot.agent->protocol_version() >= agent::kReidentifyProtocolVersion) {
+    agent::Reidentity r;
+    r.entropy_seed = std::move(seed);
+    if (slot.needs_readdress) {
+      SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+      r.network = network_->GuestIdentity(vm);
+    }
+    const absl::Time sent = r.clock.emplace(absl::Now());
+    auto guest_time = slot.agent->Reidentify(r, absl::Seconds(10));
+    if (!guest_time.ok()) {
+      return absl::Status(guest_time.status().code(),
+                          absl::StrCat("restored vm ", vm_id, ": ", guest_time.status().message()));
+    }
+    SMOLVM_RETURN_IF_ERROR(CheckSkew(vm_id, *guest_time));
+    slot.needs_fixup = false;
+    slot.needs_readdress = false;
+    // "clock and entropy fixed" is what tests/e2e/crash_points_test looks for.
+    const std::string address =
+        r.network ? absl::StrCat(", address ", r.network->ipv4_address, " set") : "";
+    spdlog::info("vm {}: clock and entropy fixed{} after restore in {} (agent connected in {}, "
+                 "one Reidentify round trip of {})",
+                 vm_id, address, absl::FormatDuration(absl::Now() - t0),
+                 absl::FormatDuration(connected), absl::FormatDuration(absl::Now() - sent));
+    return absl::OkStatus();
+  }
+  auto guest_time = slot.agent->SetClock(absl::Now(), absl::Seconds(10));
+  if (!guest_time.ok()) return guest_time.status();
+  SMOLVM_RETURN_IF_ERROR(CheckSkew(vm_id, *guest_time));
   SMOLVM_RETURN_IF_ERROR(slot.agent->AddEntropy(seed, absl::Seconds(10)));
   slot.needs_fixup = false;
-  spdlog::info("vm {}: clock and entropy fixed after restore in {}", vm_id,
-               absl::FormatDuration(absl::Now() - t0));
+  spdlog::info("vm {}: clock and entropy fixed after restore in {} (agent connected in {}; "
+               "agent protocol {})",
+               vm_id, absl::FormatDuration(absl::Now() - t0), absl::FormatDuration(connected),
+               slot.agent->protocol_version());
   return absl::OkStatus();
 }
 
 absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
+  if (!slot.needs_readdress) return absl::OkStatus();  // Done by FixUpRestoredLocked.
+  absl::Time t0 = absl::Now();
   SMOLVM_RETURN_IF_ERROR(ConnectAgentLocked(slot, vm.vm_id, options_.restore_ready_timeout));
   SMOLVM_RETURN_IF_ERROR(network_->Readdress(*slot.agent, vm));
   slot.needs_readdress = false;
+  spdlog::info("vm {}: re-addressed to {} in {}", vm.vm_id, vm.network.guest_ip,
+               absl::FormatDuration(absl::Now() - t0));
   return absl::OkStatus();
 }
 

@@ -12,6 +12,7 @@
 // the operation retried then succeeds.
 #include "lib/core/vm_manager.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <set>
 
@@ -71,6 +72,11 @@ class Host {
 
   fakes::FakeHost& fake() { return fake_; }
   const snapshot::StateFiles& files() const { return layout_; }
+  uint32_t fork_parallelism = 0;  // ManagerOptions::fork_parallelism at Start.
+  // The protocol the fake guest agents speak at Start (1: no Reidentify),
+  // and what they were asked.
+  uint32_t agent_protocol_version = agent::kReidentifyProtocolVersion;
+  const std::shared_ptr<fakes::FakeGuestLog> guest_log = std::make_shared<fakes::FakeGuestLog>();
 
   // Starts (or restarts) the daemon's manager.
   absl::Status Start() {
@@ -93,12 +99,14 @@ class Host {
     options.ports.max_port = 65535;
     options.vmm_uid_base = 1879048192;
     options.vmm_uid_count = 64;
+    options.fork_parallelism = fork_parallelism;
     ManagerParts parts;
     parts.store = *std::move(store);
     parts.hypervisor = std::make_unique<fakes::FakeHypervisor>(&fake_);
     parts.images = std::make_unique<FakeImages>(image_dir_);
     parts.files = std::make_unique<fakes::FaultyStateFiles>(&fake_, state_dir_, run_dir_);
-    parts.guests = std::make_unique<fakes::FakeGuestConnector>(&fake_);
+    parts.guests =
+        std::make_unique<fakes::FakeGuestConnector>(&fake_, agent_protocol_version, guest_log);
     parts.links = std::make_unique<fakes::FakeLinkBackend>(&fake_);
     parts.firewall = std::make_unique<fakes::FakeFirewall>(&fake_);
     auto manager = VmManager::Create(options, std::move(parts));
@@ -445,6 +453,23 @@ TEST(VmManagerFaults, RestoreClonePausedThenResume) {
       [](Host& h) { EXPECT_EQ(*StateOf(h, "clone"), VmState::kRunning); });
 }
 
+// Images built before Reidentify keep their old agent: a clone of one is
+// fixed up with SetClock, AddEntropy and the re-addressing script.
+TEST(VmManagerFaults, RestoreCloneWithAnOldAgent) {
+  ForEveryFault(
+      [](Host& h) {
+        h.agent_protocol_version = 1;
+        ASSERT_THAT(h.Start(), IsOk());
+        CreateRunning(h, "a");
+        Snapshot(h, "a", "s");
+      },
+      [](VmManager& m) { return m.RestoreSnapshot(kAdmin, "s", true, "clone").status(); },
+      [](Host& h) {
+        EXPECT_EQ(*StateOf(h, "clone"), VmState::kRunning);
+        EXPECT_TRUE(h.guest_log->reidentities().empty());
+      });
+}
+
 TEST(VmManagerFaults, ExposeAndUnexpose) {
   PortForward forward;
   forward.host_ip = "127.0.0.1";
@@ -552,15 +577,94 @@ TEST(VmManager, RestartReadoptsRunningVmsAndKeepsPendingFixups) {
   ASSERT_THAT(clone.status(), IsOk());
   EXPECT_EQ(clone->state, VmState::kPaused);
   EXPECT_EQ(clone->pending_fixup, kFixupReaddress);
-  // The resume after the restart still fixes the clone up: its re-addressing
-  // runs in the guest.
+  // The resume after the restart still fixes the clone up: its clock,
+  // entropy and re-addressing go to the guest in one Reidentify.
   host.fake().faults.FailAt(1000);  // Only to record the steps.
+  host.guest_log->Clear();
   ASSERT_THAT(host.manager().ResumeVm(kAdmin, "clone").status(), IsOk());
   auto steps = host.fake().faults.steps();
-  EXPECT_THAT(steps, ::testing::Contains("guest.set_clock"));
-  EXPECT_THAT(steps, ::testing::Contains("guest.exec"));
+  EXPECT_THAT(steps, ::testing::Contains("guest.reidentify"));
+  EXPECT_THAT(steps, ::testing::Not(::testing::Contains("guest.exec")));
   host.fake().faults.Disarm();
+  auto reidentities = host.guest_log->reidentities();
+  ASSERT_EQ(reidentities.size(), 1u);
+  ASSERT_TRUE(reidentities[0].network.has_value());
+  EXPECT_EQ(reidentities[0].network->ipv4_address, clone->network.guest_ip);
   host.ExpectFullyConsistent("after resume");
+}
+
+// A clone's clock, entropy and new address reach its guest in one
+// Reidentify, built from the clone's record; nothing is exec'd.
+TEST(VmManager, CloneRestoreReidentifiesTheGuestInOneRoundTrip) {
+  Host host;
+  ASSERT_THAT(host.Start(), IsOk());
+  CreateRunning(host, "a");
+  Snapshot(host, "a", "s");
+  host.guest_log->Clear();
+  host.fake().faults.FailAt(1000);  // Only to record the steps.
+  const absl::Time before = absl::Now();
+  auto clone = host.manager().RestoreSnapshot(kAdmin, "s", true, "clone");
+  ASSERT_THAT(clone.status(), IsOk());
+  auto steps = host.fake().faults.steps();
+  host.fake().faults.Disarm();
+  EXPECT_EQ(std::count(steps.begin(), steps.end(), "guest.reidentify"), 1);
+  for (const char* old : {"guest.set_clock", "guest.add_entropy", "guest.exec"}) {
+    EXPECT_THAT(steps, ::testing::Not(::testing::Contains(old)));
+  }
+  EXPECT_TRUE(host.guest_log->execs().empty());
+  auto reidentities = host.guest_log->reidentities();
+  ASSERT_EQ(reidentities.size(), 1u);
+  const agent::Reidentity& r = reidentities[0];
+  ASSERT_TRUE(r.clock.has_value());
+  EXPECT_GE(*r.clock, before);
+  EXPECT_EQ(r.entropy_seed.size(), 64u);
+  ASSERT_TRUE(r.network.has_value());
+  agent::GuestNetworkIdentity want;
+  want.interface = "eth0";
+  want.mac = clone->network.guest_mac;
+  want.ipv4_address = clone->network.guest_ip;
+  want.prefix_length = 24;
+  want.gateway = "10.77.0.1";
+  want.dns_server = clone->network.dns_server;
+  EXPECT_EQ(*r.network, want);
+  EXPECT_EQ(clone->pending_fixup, "");
+
+  // Into its own identity: clock and entropy only, the address is its own.
+  ASSERT_THAT(host.manager().StopVm(kAdmin, "a").status(), IsOk());
+  host.guest_log->Clear();
+  ASSERT_THAT(host.manager().RestoreSnapshot(kAdmin, "s", true, "").status(), IsOk());
+  reidentities = host.guest_log->reidentities();
+  ASSERT_EQ(reidentities.size(), 1u);
+  EXPECT_TRUE(reidentities[0].clock.has_value());
+  EXPECT_FALSE(reidentities[0].network.has_value());
+  EXPECT_TRUE(host.guest_log->execs().empty());
+}
+
+TEST(VmManager, CloneRestoreWithAnOldAgentRunsTheReaddressScript) {
+  Host host;
+  host.agent_protocol_version = 1;
+  ASSERT_THAT(host.Start(), IsOk());
+  CreateRunning(host, "a");
+  Snapshot(host, "a", "s");
+  host.guest_log->Clear();
+  host.fake().faults.FailAt(1000);  // Only to record the steps.
+  auto clone = host.manager().RestoreSnapshot(kAdmin, "s", true, "clone");
+  ASSERT_THAT(clone.status(), IsOk());
+  auto steps = host.fake().faults.steps();
+  host.fake().faults.Disarm();
+  for (const char* old : {"guest.set_clock", "guest.add_entropy", "guest.exec"}) {
+    EXPECT_THAT(steps, ::testing::Contains(old));
+  }
+  EXPECT_THAT(steps, ::testing::Not(::testing::Contains("guest.reidentify")));
+  auto execs = host.guest_log->execs();
+  ASSERT_EQ(execs.size(), 1u);
+  ASSERT_EQ(execs[0].size(), 3u);
+  EXPECT_EQ(execs[0][0], "/bin/sh");
+  const std::string& script = execs[0][2];
+  EXPECT_THAT(script, HasSubstr("ip link set eth0 address " + clone->network.guest_mac));
+  EXPECT_THAT(script, HasSubstr("ip addr add " + clone->network.guest_ip + "/24 dev eth0"));
+  EXPECT_THAT(script, HasSubstr("ip route replace default via 10.77.0.1"));
+  EXPECT_THAT(script, HasSubstr("arping -U -c 1 -I eth0 " + clone->network.guest_ip));
 }
 
 TEST(VmManager, VmmDeathIsNoticedAndReleasesResources) {
@@ -590,6 +694,32 @@ TEST(VmManager, RetriedSnapshotIdIsAlreadyExistsWhateverTheSourceState) {
   // Not run since: a new id is refused for that reason instead.
   EXPECT_TRUE(absl::IsFailedPrecondition(
       host.manager().CreateSnapshot(kAdmin, "a", "s2", false).status()));
+}
+
+// Clones restored side by side come back in clone order, each its own VM
+// with its own address.
+TEST(VmManager, ForkRestoresClonesConcurrentlyInOrder) {
+  Host host;
+  host.fork_parallelism = 3;
+  ASSERT_THAT(host.Start(), IsOk());
+  CreateRunning(host, "a");
+  Snapshot(host, "a", "s");
+  auto results = host.manager().ForkSnapshot(kAdmin, "s", 7, true, "f");
+  ASSERT_THAT(results.status(), IsOk());
+  ASSERT_EQ(results->size(), 7u);
+  std::set<std::string> ips;
+  for (size_t i = 0; i < results->size(); ++i) {
+    const auto& [id, vm] = (*results)[i];
+    EXPECT_EQ(id, absl::StrCat("f-", i + 1));
+    ASSERT_THAT(vm.status(), IsOk()) << id;
+    EXPECT_EQ(vm->vm_id, id);
+    EXPECT_EQ(vm->state, VmState::kRunning);
+    ips.insert(vm->network.guest_ip);
+  }
+  EXPECT_EQ(ips.size(), 7u);
+  host.ExpectConsistent("after a parallel fork");
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      host.manager().ForkSnapshot(kAdmin, "s", 129, true, "g").status()));
 }
 
 TEST(VmManager, SlotMapHoldsOnlyVmsWithAVmm) {

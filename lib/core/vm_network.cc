@@ -330,23 +330,61 @@ void VmNetwork::FillLaunch(const VmRecord& vm, vmm::LaunchSpec& spec) const {
   spec.guest_mac = vm.network.guest_mac;
 }
 
-absl::Status VmNetwork::Readdress(agent::GuestAgent& guest, const VmRecord& vm) {
-  if (!subnet_ || vm.network.guest_ip.empty()) return absl::OkStatus();
+std::optional<agent::GuestNetworkIdentity> VmNetwork::GuestIdentity(const VmRecord& vm) const {
+  if (!subnet_ || vm.network.guest_ip.empty()) return std::nullopt;
   const NetworkConfig& n = vm.network;
+  agent::GuestNetworkIdentity id;
+  id.interface = "eth0";
+  id.mac = n.guest_mac;
+  id.ipv4_address = n.guest_ip;
+  id.prefix_length = static_cast<uint32_t>(subnet_->prefix);
+  id.gateway = n.gateway_ip;
+  id.dns_server = n.dns_server;
+  return id;
+}
+
+namespace {
+
+// The re-addressing of agents before protocol 2, as one script so the
+// guest is never left half re-addressed by a lost call. The gratuitous ARP
+// is sent in the background: arping waits for replies that never come and
+// would add most of a second to every clone.
+std::string ReaddressScript(const agent::GuestNetworkIdentity& id) {
+  const std::string& dev = id.interface;
+  return absl::StrCat(
+      "set -e; ip link set ", dev, " down; ip link set ", dev, " address ", id.mac,
+      "; ip addr flush dev ", dev, "; ip addr add ", id.ipv4_address, "/", id.prefix_length,
+      " dev ", dev, "; ip link set ", dev, " up; ",
+      id.gateway.empty() ? std::string()
+                         : absl::StrCat("ip route replace default via ", id.gateway, "; "),
+      id.dns_server.empty()
+          ? std::string(": > /etc/resolv.conf")
+          : absl::StrCat("echo nameserver ", id.dns_server, " > /etc/resolv.conf"),
+      "; (arping -U -c 1 -I ", dev, " ", id.ipv4_address, " >/dev/null 2>&1 &)");
+}
+
+}  // namespace
+
+absl::Status VmNetwork::Readdress(agent::GuestAgent& guest, const VmRecord& vm) {
+  std::optional<agent::GuestNetworkIdentity> id = GuestIdentity(vm);
+  if (!id) return absl::OkStatus();
+  auto failed = [&](absl::string_view why) {
+    return absl::InternalError(absl::StrCat("re-address clone ", vm.vm_id, " to ",
+                                            id->ipv4_address, " failed: ", why));
+  };
+  if (guest.protocol_version() >= agent::kReidentifyProtocolVersion) {
+    agent::Reidentity r;
+    r.network = *id;
+    auto done = guest.Reidentify(r, absl::Seconds(10));
+    if (done.ok()) return absl::OkStatus();
+    // What the agent reported is a failure of the guest; a broken
+    // connection keeps its code.
+    if (absl::IsFailedPrecondition(done.status())) return failed(done.status().message());
+    return done.status();
+  }
+  SMOLVM_RETURN_IF_ERROR(agent::ValidateNetworkIdentity(*id));
   agent::ExecSpec spec;
-  // One script, so the guest is never left half re-addressed by a lost call.
-  // The gratuitous ARP is sent in the background: arping waits for replies
-  // that never come and would add most of a second to every clone.
-  spec.argv = {"/bin/sh", "-c",
-               absl::StrCat("set -e; ip link set eth0 down; ip link set eth0 address ",
-                            n.guest_mac, "; ip addr flush dev eth0; ip addr add ", n.guest_ip,
-                            "/", subnet_->prefix, " dev eth0; ip link set eth0 up; "
-                            "ip route replace default via ", n.gateway_ip, "; ",
-                            n.dns_server.empty()
-                                ? std::string(": > /etc/resolv.conf")
-                                : absl::StrCat("echo nameserver ", n.dns_server,
-                                               " > /etc/resolv.conf"),
-                            "; (arping -U -c 1 -I eth0 ", n.guest_ip, " >/dev/null 2>&1 &)")};
+  spec.argv = {"/bin/sh", "-c", ReaddressScript(*id)};
   spec.timeout = absl::Seconds(10);
   SMOLVM_ASSIGN_OR_RETURN(auto exec, guest.StartExec(spec));
   std::string output;
@@ -356,10 +394,7 @@ absl::Status VmNetwork::Readdress(agent::GuestAgent& guest, const VmRecord& vm) 
       if (output.size() < 4096) output += ev.data;
       continue;
     }
-    if (ev.exit_code != 0 || ev.signal != 0 || ev.timed_out) {
-      return absl::InternalError(absl::StrCat("re-address clone ", vm.vm_id, " to ",
-                                              n.guest_ip, " failed: ", output));
-    }
+    if (ev.exit_code != 0 || ev.signal != 0 || ev.timed_out) return failed(output);
     return absl::OkStatus();
   }
 }

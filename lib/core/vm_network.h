@@ -88,7 +88,15 @@ class VmNetwork {
   // The kernel argument a cold-booted guest's init configures eth0 from.
   std::string Cmdline(const NetworkConfig& network) const;
   void FillLaunch(const VmRecord& vm, vmm::LaunchSpec& spec) const;
-  // A clone runs with its snapshot's address until its agent moves it.
+  // The identity the guest's eth0 must have (MAC, address/prefix, gateway,
+  // DNS): the one source for the cold boot's and the clone's. nullopt when
+  // networking is disabled or `vm` has no address.
+  std::optional<agent::GuestNetworkIdentity> GuestIdentity(const VmRecord& vm) const;
+  // A clone runs with its snapshot's address until its agent moves it:
+  // with Reidentify (network only) when the agent has it, else with a
+  // shell script of `ip` commands (agents before protocol 2). A restore
+  // normally moves it in its one Reidentify (VmManager::FixUpRestoredLocked)
+  // and never gets here.
   absl::Status Readdress(agent::GuestAgent& guest, const VmRecord& vm);
 
  private:

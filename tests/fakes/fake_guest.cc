@@ -30,12 +30,15 @@ class FakeExec : public agent::ExecHandle {
 
 class FakeGuestAgent : public agent::GuestAgent {
  public:
-  explicit FakeGuestAgent(FakeHost* host) : host_(host) {}
+  FakeGuestAgent(FakeHost* host, uint32_t protocol_version, std::shared_ptr<FakeGuestLog> log)
+      : host_(host), protocol_version_(protocol_version), log_(std::move(log)) {}
   bool has_agent() const override { return true; }
   bool healthy() const override { return true; }
+  uint32_t protocol_version() const override { return protocol_version_; }
   absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(
       const agent::ExecSpec& spec) override {
     SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.exec"));
+    if (log_) log_->AddExec(spec.argv);
     return std::unique_ptr<agent::ExecHandle>(
         std::make_unique<FakeExec>(spec.argv.empty() ? "" : spec.argv[0]));
   }
@@ -67,20 +70,61 @@ class FakeGuestAgent : public agent::GuestAgent {
   absl::Status AddEntropy(const std::string& seed, absl::Duration timeout) override {
     return host_->faults.Hit("guest.add_entropy");
   }
+  // As AgentClient: refused by an old agent, the identity validated before
+  // anything is "sent".
+  absl::StatusOr<absl::Time> Reidentify(const agent::Reidentity& r,
+                                        absl::Duration timeout) override {
+    if (protocol_version_ < agent::kReidentifyProtocolVersion) {
+      return absl::UnimplementedError("the fake guest agent has no Reidentify");
+    }
+    if (r.network) SMOLVM_RETURN_IF_ERROR(agent::ValidateNetworkIdentity(*r.network));
+    SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.reidentify"));
+    if (log_) log_->AddReidentity(r);
+    return r.clock.value_or(absl::Now());
+  }
   absl::Status Ping(absl::Duration timeout) override { return host_->faults.Hit("guest.ping"); }
 
  private:
   FakeHost* const host_;
+  const uint32_t protocol_version_;
+  const std::shared_ptr<FakeGuestLog> log_;
 };
 
 }  // namespace
+
+void FakeGuestLog::AddExec(std::vector<std::string> argv) {
+  absl::MutexLock lock(&mu_);
+  execs_.push_back(std::move(argv));
+}
+
+void FakeGuestLog::AddReidentity(agent::Reidentity r) {
+  absl::MutexLock lock(&mu_);
+  reidentities_.push_back(std::move(r));
+}
+
+std::vector<std::vector<std::string>> FakeGuestLog::execs() const {
+  absl::MutexLock lock(&mu_);
+  return execs_;
+}
+
+std::vector<agent::Reidentity> FakeGuestLog::reidentities() const {
+  absl::MutexLock lock(&mu_);
+  return reidentities_;
+}
+
+void FakeGuestLog::Clear() {
+  absl::MutexLock lock(&mu_);
+  execs_.clear();
+  reidentities_.clear();
+}
 
 absl::StatusOr<std::shared_ptr<agent::GuestAgent>> FakeGuestConnector::Connect(
     const std::string& socket_path, absl::Duration timeout,
     const std::function<absl::Status()>& abort_check) {
   SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.connect"));
   if (abort_check) SMOLVM_RETURN_IF_ERROR(abort_check());
-  return std::shared_ptr<agent::GuestAgent>(std::make_shared<FakeGuestAgent>(host_));
+  return std::shared_ptr<agent::GuestAgent>(
+      std::make_shared<FakeGuestAgent>(host_, protocol_version_, log_));
 }
 
 }  // namespace smolvm::fakes
