@@ -37,6 +37,10 @@ PAIRS = [
     (r"daemon\.fork\.(\d+)", "bare.fork.{0}", None, "ForkSnapshot N -> all RUNNING"),
     (r"daemon\.fork\.(\d+)\.pss_mib", "bare.fork.{0}.pss_mib", None, "PSS per clone"),
     (r"daemon\.exec\.true", "daemon.exec.ping", None, "Exec round trip vs channel ping"),
+    (r"daemon\.pool\.claim", "bare.restore.256.cont", None,
+     "pool ClaimVm vs bare `cont` of a loaded clone"),
+    (r"daemon\.pool\.claim\.first_exec", "bare.restore.256.running", None,
+     "pool claim -> first Exec vs bare restore -> running"),
 ]
 # Relative targets within the daemon's own figures.
 SELF_TARGETS = [

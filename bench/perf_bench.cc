@@ -12,7 +12,7 @@
 // Every VM boots the "minimal" image with --vcpus (default 1) vCPUs.
 //
 // Cases (`perf_bench <case> [flags]`; `all` runs exec, list, cold, restore,
-// snapshot and fork in that order):
+// snapshot, fork and pool in that order):
 //   restore   per --memory-mib M (default 256,2048): boot a VM, snapshot it,
 //             delete it. Per rep, from the request: a clone
 //             (from_snapshot(snap, resume, new id)) RUNNING and its first
@@ -37,7 +37,14 @@
 //             bare agent-channel round trip timed inside the daemon
 //             (daemon.exec.ping) and one PingAgent RPC timed here
 //             (daemon.exec.ping_rpc), --calls samples each.
-//   list      with the snapshots present (C of them): the full
+//   pool      one 256 MiB snapshot, a pool of --pool-size (4) members; per
+//             --claims claim, from a full pool: ClaimVm on the client's
+//             channel (daemon.pool.claim; the daemon's own account:
+//             .daemon_side), then the claimed VM's first `run("true")` done
+//             (daemon.pool.claim.first_exec, counted from the claim), and how
+//             many claims found no ready member (daemon.pool.claim.fallbacks).
+//   list      with the snapshots present (C of them; --seed-snapshots N
+//             adds N synthetic rows to --state-db first): the full
 //             list_snapshots() (every page; daemon.list.snapshots.C), one
 //             ListSnapshots page of the default size
 //             (daemon.list.snapshots.C.page) and GetSnapshot
@@ -53,6 +60,7 @@
 // one with --default-image minimal), on this host, as root (PSS is read from
 // /proc/<vmm_pid>/smaps_rollup).
 #include <signal.h>
+#include <sqlite3.h>
 
 #include <algorithm>
 #include <atomic>
@@ -64,10 +72,12 @@
 #include <functional>
 #include <random>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
 #include "CLI/CLI.hpp"
+#include "absl/cleanup/cleanup.h"
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/ascii.h"
@@ -272,6 +282,13 @@ struct Options {
   std::vector<uint32_t> memory_mib;  // Empty = each case's default.
   std::vector<uint32_t> dirty_mib;   // Empty = 0, 64, 512 where D <= M/4.
   std::vector<uint32_t> fork_counts = {1, 10, 32};
+  uint32_t pool_size = 4;
+  int claims = 20;
+  // list: snapshot rows added to the daemon's database for the listing
+  // (copies of this run's snapshot's row; removed at the end), and where
+  // that database is ("" = add none).
+  int seed_snapshots = 0;
+  std::string state_db;
 };
 
 class PerfBench {
@@ -285,6 +302,7 @@ class PerfBench {
   absl::Status Fork();
   absl::Status Exec();
   absl::Status List();
+  absl::Status Pool();
 
   // Sweep deletes every VM and snapshot whose id carries this run's prefix
   // (guards normally leave none); returns how many it found.
@@ -401,7 +419,8 @@ absl::Status PerfBench::Restore() {
       auto info = vm->snapshot(gen2.snapshot_id());
       if (!info.ok()) return Annotate(info.status(), "snapshot generation 2");
       // A restored VM's RAM is a private mapping of its snapshot's mem.bin,
-      // so the daemon streams all of it into vmstate.bin (ram_in_vmstate).
+      // so QEMU streams all of it; the daemon splits it back out into
+      // mem.bin (lib/snapshot/migration_stream.h), which this time includes.
       Log("snapshot %s of %s (generation 2): %.0f ms, %.1f MiB", gen2.snapshot_id(),
           mid.vm_id(), MsSince(start), info->size_bytes() / 1048576.0);
       if (auto s = mid.Delete(); !s.ok()) return s;
@@ -656,6 +675,43 @@ absl::Status PerfBench::Exec() {
   return guard.Delete();
 }
 
+// SeedSnapshots adds `count` rows to the snapshots table of the database
+// `db_path`, copies of snapshot `from` named <prefix><n>; with count 0 it
+// removes every row named <prefix>*. SQLite lets the daemon's connection
+// and this one share the file (WAL; a busy timeout covers its writes).
+absl::Status SeedSnapshots(const std::string& db_path, const std::string& from,
+                           const std::string& prefix, int count) {
+  if (db_path.empty()) {
+    return absl::InvalidArgumentError("--seed-snapshots needs --state-db (the daemon's "
+                                      "smolvmd.db)");
+  }
+  sqlite3* db = nullptr;
+  absl::Cleanup close = [&] { sqlite3_close(db); };
+  if (sqlite3_open_v2(db_path.c_str(), &db, SQLITE_OPEN_READWRITE, nullptr) != SQLITE_OK) {
+    return absl::UnavailableError(absl::StrCat("open ", db_path, ": ", sqlite3_errmsg(db)));
+  }
+  sqlite3_busy_timeout(db, 10000);
+  auto exec = [&](const std::string& sql) -> absl::Status {
+    char* error = nullptr;
+    if (sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+      absl::Status s = absl::InternalError(absl::StrCat(sql.substr(0, 80), ": ", error));
+      sqlite3_free(error);
+      return s;
+    }
+    return absl::OkStatus();
+  };
+  // Ids are [a-z0-9-], so they need no quoting beyond the quotes.
+  if (count == 0) return exec(absl::StrCat("DELETE FROM snapshots WHERE snapshot_id LIKE '",
+                                           prefix, "%'"));
+  Log("list: adding %d snapshot rows (copies of %s) to %s", count, from, db_path);
+  return exec(absl::StrCat(
+      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ", count,
+      ") INSERT INTO snapshots SELECT '", prefix, "' || printf('%05d', i), vm_id, snapshot_path, "
+      "mem_file_path, disk_path, vm_config, network_config, created_at, restored, "
+      "restored_vm_id, size_bytes, accelerator, owner, integrity FROM snapshots, n "
+      "WHERE snapshot_id = '", from, "'"));
+}
+
 absl::Status PerfBench::List() {
   auto all = manager_.list_snapshots();
   if (!all.ok()) return Annotate(all.status(), "list snapshots");
@@ -664,6 +720,24 @@ absl::Status PerfBench::List() {
   if (all->empty()) {
     own = std::make_unique<SnapshotGuard>(manager_, Id("l"));
     if (auto s = MakeSnapshot(*own, SingleSize()); !s.ok()) return s;
+    all = manager_.list_snapshots();
+    if (!all.ok()) return Annotate(all.status(), "list snapshots");
+  }
+  // Synthetic rows (copies of one real row under new ids) make the listing
+  // as long as a busy host's; they have no files, which listing never reads.
+  absl::Cleanup unseed = [&] {
+    if (options_.seed_snapshots > 0) {
+      if (auto s = SeedSnapshots(options_.state_db, "", Id("seed-"), 0); !s.ok()) {
+        Log("cleanup: %s", s.ToString());
+      }
+    }
+  };
+  if (options_.seed_snapshots > 0) {
+    if (auto s = SeedSnapshots(options_.state_db, (*all)[0].snapshot_id(), Id("seed-"),
+                               options_.seed_snapshots);
+        !s.ok()) {
+      return s;
+    }
     all = manager_.list_snapshots();
     if (!all.ok()) return Annotate(all.status(), "list snapshots");
   }
@@ -699,9 +773,95 @@ absl::Status PerfBench::List() {
   return own ? own->Delete() : absl::OkStatus();
 }
 
+// PoolGuard deletes a pool (and with it its unclaimed members).
+class PoolGuard {
+ public:
+  PoolGuard(const SmolVMManager& manager, std::string pool_id)
+      : manager_(&manager), pool_id_(std::move(pool_id)) {}
+  PoolGuard(const PoolGuard&) = delete;
+  PoolGuard& operator=(const PoolGuard&) = delete;
+  ~PoolGuard() {
+    if (pool_id_.empty()) return;
+    if (auto s = manager_->delete_pool(pool_id_); !s.ok() && !absl::IsNotFound(s)) {
+      Log("cleanup: delete pool %s: %s", pool_id_, s.ToString());
+    }
+  }
+  const std::string& pool_id() const { return pool_id_; }
+
+ private:
+  const SmolVMManager* manager_;
+  std::string pool_id_;
+};
+
+// Waits until pool `id` has all `size` members ready.
+absl::Status WaitPoolFull(const SmolVMManager& manager, const std::string& id, uint32_t size) {
+  const auto deadline = Clock::now() + std::chrono::minutes(3);
+  for (;;) {
+    auto pool = manager.get_pool(id);
+    if (!pool.ok()) return Annotate(pool.status(), absl::StrCat("get pool ", id));
+    if (pool->ready_vm_ids_size() >= static_cast<int>(size)) return absl::OkStatus();
+    if (Clock::now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("pool ", id, ": ",
+                                                      pool->ready_vm_ids_size(), " of ", size,
+                                                      " ready after 3 min; last error: ",
+                                                      pool->last_error()));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+absl::Status PerfBench::Pool() {
+  SnapshotGuard snap(manager_, Id("pool-snap"));
+  if (auto s = MakeSnapshot(snap, SingleSize()); !s.ok()) return s;
+  PoolGuard pool(manager_, Id("pool"));
+  auto start = Clock::now();
+  auto created = manager_.create_pool(pool.pool_id(), snap.snapshot_id(), options_.pool_size);
+  if (!created.ok()) return Annotate(created.status(), "create pool");
+  if (auto s = WaitPoolFull(manager_, pool.pool_id(), options_.pool_size); !s.ok()) return s;
+  Log("pool %s: %u members ready in %.0f ms", pool.pool_id(), options_.pool_size,
+      MsSince(start));
+  // Each claim from a full pool (the steady state of a pool sized for its
+  // load): ClaimVm on the client's existing channel, as a long-lived
+  // client calls it; then the claimed VM's first Exec.
+  std::vector<double> claim_ms, daemon_ms, first_exec_ms;
+  int fallbacks = 0;
+  for (int i = 0; i < options_.claims; ++i) {
+    if (auto s = CheckInterrupted(); !s.ok()) return s;
+    if (auto s = WaitPoolFull(manager_, pool.pool_id(), options_.pool_size); !s.ok()) return s;
+    v1::ClaimVmRequest req;
+    req.set_pool_id(pool.pool_id());
+    auto t0 = Clock::now();
+    auto claimed = manager_.connection().Call(&v1::PoolService::Stub::ClaimVm, req);
+    const double claim = MsSince(t0);
+    if (!claimed.ok()) return Annotate(claimed.status(), "claim");
+    VmGuard guard(manager_, claimed->vm().vm_id());
+    if (!claimed->from_pool()) ++fallbacks;
+    auto vm = SmolVM::attach(claimed->vm().vm_id());
+    if (!vm.ok()) return Annotate(vm.status(), "attach to the claimed vm");
+    auto t1 = Clock::now();
+    if (auto s = Run(*vm, "true"); !s.ok()) return s;
+    claim_ms.push_back(claim);
+    daemon_ms.push_back(claimed->claim_ms());
+    first_exec_ms.push_back(claim + MsSince(t1));
+    if (auto s = guard.Delete(); !s.ok()) return s;
+  }
+  Emit("daemon.pool.claim", "ms", claim_ms);
+  Emit("daemon.pool.claim.daemon_side", "ms", daemon_ms);
+  Emit("daemon.pool.claim.first_exec", "ms", first_exec_ms);
+  Emit("daemon.pool.claim.fallbacks", "count", {static_cast<double>(fallbacks)});
+  return absl::OkStatus();
+}
+
 int PerfBench::Sweep() {
   const std::string mine = prefix_ + "-";
   int found = 0;
+  if (auto pools = manager_.list_pools(); pools.ok()) {
+    for (const v1::Pool& pool : *pools) {
+      if (!absl::StartsWith(pool.pool_id(), mine)) continue;
+      ++found;
+      PoolGuard leftover(manager_, pool.pool_id());
+    }
+  }
   if (auto vms = manager_.list_vms(); vms.ok()) {
     for (const v1::Vm& vm : *vms) {
       if (!absl::StartsWith(vm.vm_id(), mine)) continue;
@@ -735,9 +895,10 @@ int main(int argc, char** argv) {
   std::string which;
   CLI::App app{"perf_bench: daemon-side performance benchmarks through the C++ client; "
                "one JSON result per line on stdout, logs on stderr"};
-  app.add_option("case", which, "restore, snapshot, cold, fork, exec, list or all")
+  app.add_option("case", which, "restore, snapshot, cold, fork, exec, list, pool or all")
       ->required()
-      ->check(CLI::IsMember({"restore", "snapshot", "cold", "fork", "exec", "list", "all"}));
+      ->check(CLI::IsMember(
+          {"restore", "snapshot", "cold", "fork", "exec", "list", "pool", "all"}));
   app.add_option("--reps", options.reps, "reps of each measurement (restore, snapshot, cold, "
                  "list)")->capture_default_str()->check(CLI::PositiveNumber);
   app.add_option("--fork-reps", options.fork_reps, "reps of each fork count")
@@ -755,6 +916,15 @@ int main(int argc, char** argv) {
       ->delimiter(',');
   app.add_option("--fork-counts", options.fork_counts, "clones per ForkSnapshot")
       ->capture_default_str()->delimiter(',')->check(CLI::Range(1, 128));
+  app.add_option("--pool-size", options.pool_size, "members of the pool case's pool")
+      ->capture_default_str()->check(CLI::Range(1, 64));
+  app.add_option("--claims", options.claims, "claims timed by the pool case")
+      ->capture_default_str()->check(CLI::Range(1, 10000));
+  app.add_option("--seed-snapshots", options.seed_snapshots,
+                 "list: snapshot rows to add to the daemon's database for the listing "
+                 "(removed at the end; needs --state-db)")
+      ->capture_default_str()->check(CLI::Range(0, 1000000));
+  app.add_option("--state-db", options.state_db, "the daemon's smolvmd.db (for --seed-snapshots)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -770,6 +940,7 @@ int main(int argc, char** argv) {
       {"exec", [&] { return bench.Exec(); }},         {"list", [&] { return bench.List(); }},
       {"cold", [&] { return bench.Cold(); }},         {"restore", [&] { return bench.Restore(); }},
       {"snapshot", [&] { return bench.Snapshot(); }}, {"fork", [&] { return bench.Fork(); }},
+      {"pool", [&] { return bench.Pool(); }},
   };
   Log("run %s: case %s, reps %d, fork reps %d, calls %d, %u vCPUs", prefix, which, options.reps,
       options.fork_reps, options.calls, options.vcpus);

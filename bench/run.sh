@@ -18,20 +18,29 @@ case "$bench" in
     grep -o 'snapshot [^ ]*: created from .*' "$work/smolvmd.log" || true
     ;;
   exec) "$build_dir"/bench/exec_bench "$@" ;;
+  firewall)
+    # One VM's firewall change with 1 and 1,000 VMs: the per-VM transaction
+    # against the whole ruleset (libnftables, and a spawned `nft -f`). Needs
+    # no daemon: it works in a throwaway network namespace of its own.
+    "$build_dir"/bench/firewall_bench "$@"
+    ;;
   perf)
     # The performance tables (issue 11): every daemon figure (perf_bench,
     # through the public client) beside its physical baseline measured in
     # the same run (bare_qemu.py: the same operation on a bare QEMU with the
     # daemon's recipe, QMP driven by hand). Both use 1 vCPU, the minimal
     # image, and RAM files on the same filesystem as the daemon's run dir.
-    # Results: $SMOLVM_BENCH_OUT/perf-<time>.{daemon,bare}.jsonl and .md.
+    # Results: $SMOLVM_BENCH_OUT/perf-<time>.{daemon,bare,firewall}.jsonl and .md.
     # perf_bench's arguments follow (e.g. `bench/run.sh perf --reps 5`);
     # SMOLVM_BARE_ARGS adds bare_qemu.py's.
     out_dir="${SMOLVM_BENCH_OUT:-$build_dir/bench-results}"
     mkdir -p "$out_dir"
     out="$out_dir/perf-$(date -u +%Y%m%dT%H%M%SZ)"
     echo "writing $out.{daemon,bare}.jsonl and $out.md" >&2
-    "$build_dir"/bench/perf_bench all "$@" >"$out.daemon.jsonl"
+    "$build_dir"/bench/perf_bench all --seed-snapshots 10000 --state-db "$work/state/smolvmd.db" \
+      "$@" >"$out.daemon.jsonl"
+    # The firewall's per-VM change (about a minute; the same JSON lines, own file).
+    "$build_dir"/bench/firewall_bench --reps 20 >"$out.firewall.jsonl"
     digest=$("$build_dir"/client/smolvmctl --json image get minimal |
       python3 -c 'import json,sys; print(json.load(sys.stdin)["digest"].split(":",1)[1])')
     mkdir -p "$work/bare-run" "$work/bare-state"
@@ -73,5 +82,5 @@ case "$bench" in
     echo "== unconfined (--vmm-confinement=off)"
     "$build_dir"/bench/restore_bench "$@"
     ;;
-  *) echo "usage: bench/run.sh restore|exec|load|confinement|perf [ARGS]" >&2; exit 2 ;;
+  *) echo "usage: bench/run.sh restore|exec|firewall|load|confinement|perf [ARGS]" >&2; exit 2 ;;
 esac

@@ -258,6 +258,18 @@ std::string FormatUnixMillis(int64_t ms) {
 }
 }  // namespace
 
+std::string PoolTable(absl::Span<const v1::Pool> pools) {
+  std::vector<std::vector<std::string>> rows = {
+      {"ID", "SNAPSHOT", "SIZE", "READY", "STARTING", "CREATED", "OWNER", "LAST_ERROR"}};
+  for (const v1::Pool& p : pools) {
+    rows.push_back({p.pool_id(), p.snapshot_id(), absl::StrCat(p.size()),
+                    absl::StrCat(p.ready_vm_ids_size()), absl::StrCat(p.starting()),
+                    FormatTimestamp(p.created_at()), Dash(p.owner()),
+                    Dash(p.last_error())});
+  }
+  return RenderTable(rows);
+}
+
 std::string ImageTable(absl::Span<const v1::Image> images) {
   std::vector<std::vector<std::string>> rows = {
       {"NAMES", "DIGEST", "SOURCE", "DISK", "SIZE", "CREATED", "OWNER", "USED_BY"}};

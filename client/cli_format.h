@@ -24,6 +24,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "smolvm/v1/image_service.pb.h"
+#include "smolvm/v1/pool_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 
@@ -57,6 +58,10 @@ std::string SnapshotTable(absl::Span<const v1::SnapshotInfo> snapshots);
 // VM STATUS IP MAC TAP ERROR: a clone that failed has STATUS "FAILED" and
 // ERROR "<CODE>: <message>" (e.g. "RESOURCE_EXHAUSTED: no free address").
 std::string ForkTable(absl::Span<const v1::ForkResult> results);
+
+// PoolTable renders warm pools with the columns
+// ID SNAPSHOT SIZE READY STARTING CREATED OWNER LAST_ERROR.
+std::string PoolTable(absl::Span<const v1::Pool> pools);
 
 // ImageTable renders images with the columns
 // NAMES DIGEST SOURCE DISK SIZE CREATED OWNER USED_BY (the digest shortened

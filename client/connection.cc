@@ -282,6 +282,7 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   vm_stub_ = v1::VmService::NewStub(channel_);
   snapshot_stub_ = v1::SnapshotService::NewStub(channel_);
   image_stub_ = v1::ImageService::NewStub(channel_);
+  pool_stub_ = v1::PoolService::NewStub(channel_);
 }
 
 Connection::Connection(Connection&&) noexcept = default;

@@ -49,6 +49,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "smolvm/v1/image_service.grpc.pb.h"
+#include "smolvm/v1/pool_service.grpc.pb.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -191,10 +192,12 @@ class Connection {
       return *vm_stub_;
     } else if constexpr (std::is_same_v<Stub, v1::ImageService::Stub>) {
       return *image_stub_;
+    } else if constexpr (std::is_same_v<Stub, v1::PoolService::Stub>) {
+      return *pool_stub_;
     } else {
       static_assert(std::is_same_v<Stub, v1::SnapshotService::Stub>,
-                    "Connection::Call takes a VmService, SnapshotService or "
-                    "ImageService stub method");
+                    "Connection::Call takes a VmService, SnapshotService, "
+                    "ImageService or PoolService stub method");
       return *snapshot_stub_;
     }
   }
@@ -206,6 +209,7 @@ class Connection {
   std::unique_ptr<v1::VmService::Stub> vm_stub_;
   std::unique_ptr<v1::SnapshotService::Stub> snapshot_stub_;
   std::unique_ptr<v1::ImageService::Stub> image_stub_;
+  std::unique_ptr<v1::PoolService::Stub> pool_stub_;
 };
 
 }  // namespace smolvm

@@ -220,6 +220,16 @@ class SmolVM {
                                               const std::string& vm_id = "",
                                               ClientOptions options = {});
 
+  // from_pool claims a ready VM from warm pool `pool_id` (PoolService.ClaimVm;
+  // see SmolVMManager::create_pool) and returns a handle on it, RUNNING with
+  // its own identity and its clock stepped. `vm_id` picks one of the pool's
+  // ready members ("" = any). When the pool has none ready the daemon
+  // restores one on demand; `from_pool` (if given) says which happened.
+  static absl::StatusOr<SmolVM> from_pool(const std::string& pool_id,
+                                          const std::string& vm_id = "",
+                                          ClientOptions options = {},
+                                          bool* from_pool = nullptr);
+
   // --- Networking -----------------------------------------------------------
 
   // expose_port makes the guest's `guest_port` reachable on the host at
@@ -400,6 +410,20 @@ class SmolVMManager {
   absl::StatusOr<std::vector<ForkOutcome>> fork_snapshot(
       const std::string& snapshot_id, uint32_t count, bool resume_vm = true,
       const std::string& vm_id_prefix = "") const;
+
+  // --- Warm pools (PoolService) -------------------------------------------
+
+  // create_pool keeps `size` (1-64) clones of the caller's snapshot
+  // `snapshot_id` restored and paused, ready for `SmolVM::from_pool(pool_id)`
+  // to claim in milliseconds; it returns at once and the pool fills in the
+  // background (see v1::Pool::ready_vm_ids).
+  absl::StatusOr<v1::Pool> create_pool(const std::string& pool_id,
+                                       const std::string& snapshot_id,
+                                       uint32_t size) const;
+  absl::StatusOr<v1::Pool> get_pool(const std::string& pool_id) const;
+  absl::StatusOr<std::vector<v1::Pool>> list_pools() const;
+  // delete_pool removes the pool and its unclaimed members; claimed VMs stay.
+  absl::Status delete_pool(const std::string& pool_id) const;
 
   // --- Images (ImageService) ----------------------------------------------
 

@@ -2,7 +2,7 @@
 //
 //   smolvmctl [--endpoint unix:///PATH|HOST:PORT] [--socket PATH]
 //       [--tls-cert PEM --tls-key PEM --tls-ca PEM] [--as-tenant TENANT]
-//       [--json] [--timeout SECONDS] vm|snapshot|file|image ...
+//       [--json] [--timeout SECONDS] vm|snapshot|file|image|pool ...
 //
 // Each command is one RPC (lists follow every page) made through the client
 // library (client/connection.h, client/smolvm.h), which also resolves where
@@ -48,6 +48,11 @@
 // recorded when it was taken; a corrupt file fails with DATA_LOSS naming
 // it (exit 1), and so does a snapshot taken before checksums existed (after
 // printing the table).
+//
+//   smolvmctl pool create ID --snapshot SNAP_ID --size N | get ID | list |
+//                  delete ID | claim ID [--vm VM_ID]
+// manage warm pools; `claim` prints the claimed VM (with --json the whole
+// ClaimVmResponse, incl. from_pool and claim_ms).
 //
 //   smolvmctl snapshot fork SNAP_ID --count N [--prefix P] [--paused]
 // restores N clones in one call and prints one row per clone (VM STATUS IP
@@ -118,6 +123,18 @@ class Printer {
   absl::Status Forks(const std::vector<v1::ForkResult>& results) const {
     if (!json_) return Write(cli::ForkTable(results));
     return WriteJsonArray(results);
+  }
+
+  absl::Status Pools(const std::vector<v1::Pool>& pools) const {
+    if (!json_) return Write(cli::PoolTable(pools));
+    return WriteJsonArray(pools);
+  }
+  // Any message as JSON (for --json answers without a table of their own).
+  absl::Status Json(const google::protobuf::Message& message) const {
+    return WriteJson(message);
+  }
+  absl::Status Pool(const v1::Pool& pool) const {
+    return json_ ? WriteJson(pool) : Write(cli::PoolTable({pool}));
   }
 
   absl::Status Images(const std::vector<v1::Image>& images) const {
@@ -938,6 +955,79 @@ int Main(int argc, char** argv) {
         exit_code = 1;
       }
       return absl::OkStatus();
+    };
+  });
+
+  // --- pool ----------------------------------------------------------------
+  CLI::App* pool = app.add_subcommand(
+      "pool", "warm pools: clones of a snapshot kept ready, claimed in milliseconds");
+  pool->require_subcommand(1);
+  std::string pool_id;
+  std::string pool_snapshot;
+  std::uint32_t pool_size = 0;
+  CLI::App* pool_create = pool->add_subcommand(
+      "create", "keep SIZE clones of a snapshot restored and paused (fills in the background)");
+  pool_create->add_option("ID", pool_id, "pool id (1-55 chars of a-z, 0-9, -)")->required();
+  pool_create->add_option("--snapshot", pool_snapshot, "snapshot to clone")
+      ->type_name("SNAP_ID")
+      ->required();
+  pool_create->add_option("--size", pool_size, "members kept ready, 1-64")
+      ->type_name("N")
+      ->required();
+  pool_create->callback([&] {
+    action = [&]() -> absl::Status {
+      auto created = SmolVMManager(globals.options()).create_pool(pool_id, pool_snapshot,
+                                                                  pool_size);
+      if (!created.ok()) return created.status();
+      return out.Pool(*created);
+    };
+  });
+  CLI::App* pool_get = pool->add_subcommand("get", "show a pool and its ready members");
+  pool_get->add_option("ID", pool_id, "pool id")->required();
+  pool_get->callback([&] {
+    action = [&]() -> absl::Status {
+      auto got = SmolVMManager(globals.options()).get_pool(pool_id);
+      if (!got.ok()) return got.status();
+      return out.Pool(*got);
+    };
+  });
+  pool->add_subcommand("list", "list pools")->callback([&] {
+    action = [&]() -> absl::Status {
+      auto pools = SmolVMManager(globals.options()).list_pools();
+      if (!pools.ok()) return pools.status();
+      return out.Pools(*pools);
+    };
+  });
+  CLI::App* pool_delete =
+      pool->add_subcommand("delete", "delete a pool and its unclaimed members");
+  pool_delete->add_option("ID", pool_id, "pool id")->required();
+  pool_delete->callback([&] {
+    action = [&]() -> absl::Status {
+      if (absl::Status s = SmolVMManager(globals.options()).delete_pool(pool_id); !s.ok()) {
+        return s;
+      }
+      return out.Deleted("pool", pool_id, v1::DeletePoolResponse());
+    };
+  });
+  std::string claim_vm;
+  CLI::App* pool_claim = pool->add_subcommand(
+      "claim", "take a ready VM from a pool, RUNNING (restored on demand if none is ready)");
+  pool_claim->add_option("ID", pool_id, "pool id")->required();
+  pool_claim->add_option("--vm", claim_vm, "claim this ready member")->type_name("VM_ID");
+  pool_claim->callback([&] {
+    action = [&]() -> absl::Status {
+      v1::ClaimVmRequest request;
+      request.set_pool_id(pool_id);
+      request.set_vm_id(claim_vm);
+      absl::StatusOr<v1::ClaimVmResponse> claimed =
+          Connection(globals.options()).Call(&v1::PoolService::Stub::ClaimVm, request);
+      if (!claimed.ok()) return claimed.status();
+      if (globals.json) return out.Json(*claimed);
+      if (!claimed->from_pool()) {
+        std::cerr << "smolvmctl: pool " << cli::EscapeForTerminal(pool_id)
+                  << " had no ready member; restored on demand\n";
+      }
+      return out.Vm(claimed->vm());
     };
   });
 

@@ -20,6 +20,7 @@
 #include "daemon/caller_resolver.h"
 #include "daemon/config.h"
 #include "daemon/image_service.h"
+#include "daemon/pool_service.h"
 #include "daemon/snapshot_service.h"
 #include "daemon/tls_credentials.h"
 #include "daemon/unix_listener.h"
@@ -37,6 +38,8 @@
 #include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
 #include "lib/net/link_backend.h"
+#include "lib/net/netlink_link_backend.h"
+#include "lib/net/nft_firewall.h"
 #include "lib/store/store.h"
 #include "lib/vmm/accelerator.h"
 #include "lib/vmm/qemu_backend.h"
@@ -224,7 +227,7 @@ int Run(int argc, char** argv) {
   if (!images.ok()) return Fail("open the image store", images.status());
   image::ImageStore* image_store = images->get();
 
-  auto links = std::make_unique<net::IpCommandLinkBackend>();
+  auto links = std::make_unique<net::NetlinkLinkBackend>();
   auto network = NetworkOptionsFrom(config, *links);
   if (!network.ok()) return Fail("network", network.status());
 
@@ -272,7 +275,9 @@ int Run(int argc, char** argv) {
   parts.hypervisor = *std::move(hypervisor);
   parts.images = *std::move(images);
   parts.links = std::move(links);
-  parts.firewall = std::make_unique<net::NftFirewall>(std::vector<std::string>{}, config.run_dir);
+  auto firewall = net::NftFirewall::Create();
+  if (!firewall.ok()) return Fail("firewall", firewall.status());
+  parts.firewall = *std::move(firewall);
   parts.host_firewall = std::make_unique<net::IptablesHostFirewall>();
   auto created = core::VmManager::Create(options, std::move(parts));
   if (!created.ok()) return Fail("start the vm manager", created.status());
@@ -293,6 +298,7 @@ int Run(int argc, char** argv) {
   VmServiceImpl vm_service(&manager, &callers);
   SnapshotServiceImpl snapshot_service(&manager, &callers);
   ImageServiceImpl image_service(image_store, &manager, &callers);
+  PoolServiceImpl pool_service(&manager, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -309,6 +315,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&vm_service);
   builder.RegisterService(&snapshot_service);
   builder.RegisterService(&image_service);
+  builder.RegisterService(&pool_service);
   // Exec stdin may be up to 16 MiB in one request.
   builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

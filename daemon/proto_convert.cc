@@ -115,6 +115,7 @@ void ToProto(const VmRecord& vm, v1::Vm* out) {
   out->set_vmm_uid(vm.vmm_uid);
   out->set_restored_from_snapshot_id(vm.restored_from);
   out->set_owner(vm.owner);
+  out->set_pool_id(vm.pool_id);
 }
 
 void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
@@ -131,6 +132,17 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   out->set_size_bytes(s.size_bytes);
   out->set_accelerator(s.accelerator);
   out->set_owner(s.owner);
+}
+
+void ToProto(const core::VmManager::PoolStatus& status, v1::Pool* out) {
+  out->set_pool_id(status.pool.pool_id);
+  out->set_snapshot_id(status.pool.snapshot_id);
+  out->set_size(status.pool.size);
+  out->set_owner(status.pool.owner);
+  SetTimestamp(status.pool.created_at, out->mutable_created_at());
+  for (const auto& id : status.ready) out->add_ready_vm_ids(id);
+  out->set_starting(status.starting);
+  out->set_last_error(status.last_error);
 }
 
 void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* out) {

@@ -186,6 +186,49 @@ admin = true
               'max = 1979-05-27T07:32:00Z\n'),
 ]
 
+# migration_stream: QEMU 7.2 migration streams as a restored VM's save has
+# them (lib/snapshot/migration_stream.h): RAM block "ram" of 16 pages
+# (migration_stream_fuzz.cc splits it), "pc.bios" and "pc.rom" kept.
+def be32(v):
+    return struct.pack(">I", v)
+
+
+def be64(v):
+    return struct.pack(">Q", v)
+
+
+def name(s):
+    return bytes([len(s)]) + s.encode()
+
+
+def stream(records, ignore_shared=True, page_fill=None):
+    out = be32(0x5145564D) + be32(3) + b"\x07" + be32(10) + b"pc-q35-7.2"
+    if ignore_shared:
+        out += b"\x05" + name("configuration/capabilities") + be32(1) + be32(1)
+        out += name("x-ignore-shared")
+    blocks = [("pc.bios", 4 * 4096), ("ram", 16 * 4096), ("pc.rom", 2 * 4096)]
+    out += b"\x01" + be32(2) + name("ram") + be32(0) + be32(4)
+    out += be64(sum(n for _, n in blocks) | 0x04)
+    addr = 0
+    for block, size in blocks:
+        out += name(block) + be64(size) + be64(addr)
+        addr += size
+    out += be64(0x10) + b"\x7e" + be32(2) + b"\x03" + be32(2) + records + be64(0x10)
+    out += b"\x7e" + be32(2)
+    out += b"\x04" + be32(3) + name("timer") + be32(0) + be32(2) + be64(1) + b"\x7e" + be32(3)
+    return out + b"\x00"
+
+
+PAGE = b"\xab" * 4096
+MIGRATION_SEEDS = [
+    ("zero_pages", stream(be64(0x02) + name("ram") + b"\x00" + be64(0x1000 | 0x22) + b"\x00"
+                          + be64(0x02) + name("pc.rom") + b"\x00")),
+    ("full_page", stream(be64(0x3000 | 0x08) + name("ram") + PAGE
+                         + be64(0x08) + name("pc.bios") + PAGE)),
+    ("no_ignore_shared", stream(b"", ignore_shared=False)),
+    ("xbzrle", stream(be64(0x40) + name("ram") + b"\x00\x00\x04")),
+]
+
 
 def main():
     for name, selector, message, proto, text in VALIDATION:
@@ -202,6 +245,8 @@ def main():
         write("config", "example.toml", f.read())
     for name, text in CONFIG_SEEDS:
         write("config", name + ".toml", text)
+    for name, data in MIGRATION_SEEDS:
+        write("migration_stream", name, data)
     return 0
 
 

@@ -7,8 +7,8 @@
 # build-fuzz/fuzz-summary.txt. The repository is not modified: the corpora
 # grow in build-fuzz/corpus/<target>. See fuzz/README.md.
 #
-# With the defaults on a 2-CPU machine: the six targets run in two rounds of
-# three, about 2 minutes, after a first build of about 1.5-4 minutes.
+# With the defaults on a 2-CPU machine: the seven targets run in three rounds
+# (of three, three and one), about 3 minutes, after a first build of about 1.5-4 minutes.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,7 +19,7 @@ JOBS="${FUZZ_JOBS:-3}"
 # Target and its -max_len: the largest input worth mutating (requests and
 # manifests are small; streams need room for a few frames or lines).
 TARGETS=(validation:4096 qmp:16384 agent_host:16384 agent_guest:16384 manifest:8192
-         config:8192)
+         config:8192 migration_stream:16384)
 # Common flags. -close_fd_mask=2: the code under test logs to stderr (the
 # guest agent on every corrupt frame); libFuzzer and sanitizer reports
 # still print. -timeout: no input may take this long (agent_host's calls

@@ -11,6 +11,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev grpc-proto python3-grpcio
   qemu-system-x86 busybox-static e2fsprogs cpio gzip kmod
   iproute2 nftables iptables
+  # Links over netlink, the firewall through libnftables (lib/net).
+  libnl-3-dev libnl-route-3-dev libnftables-dev
   # Image building (lib/image/rootfs_sources.cc): Debian userlands, OCI and
   # docker-archive images, compressed rootfs tarballs.
   mmdebstrap debian-archive-keyring distro-info-data gpg mount util-linux

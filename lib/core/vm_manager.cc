@@ -46,7 +46,17 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(ManagerOptions opti
   std::unique_ptr<VmManager> manager(
       new VmManager(std::move(options), std::move(parts), std::move(network)));
   SMOLVM_RETURN_IF_ERROR(manager->Reconcile());
+  // Pools refill from the reconciled store (vm_manager_pools.cc).
+  manager->pool_worker_ = std::thread([m = manager.get()] { m->PoolWorkerLoop(); });
   return manager;
+}
+
+VmManager::~VmManager() {
+  {
+    absl::MutexLock lock(&pools_mu_);
+    stopping_ = pool_work_due_ = true;
+  }
+  if (pool_worker_.joinable()) pool_worker_.join();
 }
 
 absl::Status VmManager::CheckAccess(const Caller& caller, const char* kind,
@@ -386,6 +396,14 @@ absl::StatusOr<VmRecord> VmManager::LoadLocked(VmSlot& slot, const Caller& calle
                                                const std::string& vm_id) {
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
   SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
+  // A pool member is the pool's until claimed: only ClaimVm resumes it
+  // (with its clock stepped), and only DeleteVm and GetVm see it otherwise.
+  if (!vm.pool_id.empty()) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "vm ", vm_id, " is an unclaimed member of pool ", vm.pool_id,
+        "; claim it first (ClaimVm, smolvmctl pool claim ", vm.pool_id, " --vm ", vm_id,
+        ") or delete it"));
+  }
   return RefreshLocked(slot, std::move(vm));
 }
 

@@ -22,8 +22,10 @@
 //   image::ImageStore       the images VMs boot from
 #pragma once
 
+#include <condition_variable>
 #include <functional>
 #include <map>
+#include <thread>
 #include <set>
 #include <optional>
 #include <memory>
@@ -46,6 +48,7 @@
 #include "lib/snapshot/snapshot_files.h"
 #include "lib/snapshot/state_files.h"
 #include "lib/model/policy.h"
+#include "lib/model/pool.h"
 #include "lib/model/tenant.h"
 #include "lib/model/vm.h"
 #include "lib/store/store.h"
@@ -99,6 +102,9 @@ class VmManager {
   // the host after a (re)start (see Reconcile).
   static absl::StatusOr<std::unique_ptr<VmManager>> Create(ManagerOptions options,
                                                            ManagerParts parts);
+  // Stops the pool refill worker (waiting for a member it is restoring);
+  // the VMs themselves keep running for the next daemon.
+  ~VmManager();
   VmManager(const VmManager&) = delete;
   VmManager& operator=(const VmManager&) = delete;
 
@@ -184,6 +190,32 @@ class VmManager {
   absl::StatusOr<std::vector<absl::Duration>> PingAgent(const Caller& caller,
                                                         const std::string& vm_id, uint32_t count);
 
+  // Warm pools (vm_manager_pools.cc): `size` clones of a snapshot restored
+  // ahead of time with their own identities, then paused; ClaimVm resumes
+  // one, steps its clock and hands it over RUNNING, and a background worker
+  // restores a replacement. Members are VMs of the pool's owner (its quotas
+  // apply) that only ClaimVm, GetVm and DeleteVm act on until claimed.
+  struct PoolStatus {
+    PoolRecord pool;
+    std::vector<std::string> ready;  // Paused members a claim can take now.
+    uint32_t starting = 0;           // Members being restored.
+    std::string last_error;          // The last refill failure, "" if none since.
+  };
+  struct ClaimedVm {
+    VmRecord vm;
+    // false: the pool had no ready member and the VM was restored on demand.
+    bool from_pool = true;
+  };
+  // The caller's snapshot; the pool starts filling in the background.
+  absl::StatusOr<PoolStatus> CreatePool(const Caller& caller, PoolRecord request);
+  absl::StatusOr<PoolStatus> GetPool(const Caller& caller, const std::string& pool_id);
+  absl::StatusOr<std::vector<PoolStatus>> ListPools(const Caller& caller);
+  // Deletes the pool and its unclaimed members; claimed VMs stay.
+  absl::Status DeletePool(const Caller& caller, const std::string& pool_id);
+  // A ready member (`vm_id` picks one, else any), RUNNING with its clock
+  // stepped. An empty pool restores a clone on demand (from_pool false).
+  absl::StatusOr<ClaimedVm> ClaimVm(const Caller& caller, const std::string& pool_id,
+                                    const std::string& vm_id);
   const std::string& accelerator() const { return accelerator_; }
 
  private:
@@ -300,11 +332,31 @@ class VmManager {
   // RestoreSnapshot's work once the snapshot is read-locked; calls
   // `release_files` (which drops that read lock) once the VMM has loaded the
   // snapshot, before the guest's fix-ups.
+  // `pool_id`: the new VM is recorded as that pool's member from the start.
   absl::StatusOr<VmRecord> RestoreLocked(VmSlot& slot, const Caller& caller,
                                          const SnapshotRecord& snap, bool resume_vm,
                                          const std::string& vm_id, bool own_identity,
-                                         const std::function<void()>& release_files)
+                                         const std::function<void()>& release_files,
+                                         const std::string& pool_id = "")
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // RestoreSnapshot's locking around RestoreLocked.
+  absl::StatusOr<VmRecord> RestoreAs(const Caller& caller, const std::string& snapshot_id,
+                                     bool resume_vm, std::string vm_id,
+                                     const std::string& pool_id);
+  // The pool refill worker (vm_manager_pools.cc): one pass tops every pool
+  // up by at most one member, removes failed and orphaned members and
+  // pauses members a crash left running; returns whether more work is due.
+  void PoolWorkerLoop();
+  bool RefillPass();
+  // Restores one member of `pool` and pauses it, ready for a claim.
+  absl::Status AddPoolMember(const PoolRecord& pool);
+  // Takes the unclaimed member `vm_id` of `pool_id` if it is ready: resumed,
+  // clock and entropy fixed, recorded RUNNING and no longer a member.
+  // NOT_FOUND/FAILED_PRECONDITION when it is not (claimed meanwhile, busy).
+  absl::StatusOr<VmRecord> TakeMember(const std::string& pool_id, const std::string& vm_id,
+                                      bool wait_for_lock);
+  absl::StatusOr<PoolStatus> StatusOf(const PoolRecord& pool);
+  void KickPoolWorker();
   // The integrity checks of a restore and of VerifySnapshot: `manifest`
   // (read from `paths`) describes `snap` and this host's VMM; then the
   // files are hashed and compared with the recorded checksums, unless
@@ -342,6 +394,18 @@ class VmManager {
   // Readers: snapshot create/restore; writer: snapshot delete.
   absl::Mutex snapshot_files_mu_;
   QuotaLedger quota_;
+  // The pool refill worker and what it shares with callers.
+  struct PoolHealth {
+    std::string last_error;
+    absl::Time retry_after = absl::InfinitePast();
+    absl::Duration backoff = absl::ZeroDuration();
+  };
+  absl::Mutex pools_mu_;
+  std::map<std::string, PoolHealth> pool_health_ ABSL_GUARDED_BY(pools_mu_);
+  std::set<std::string> pool_members_starting_ ABSL_GUARDED_BY(pools_mu_);
+  bool pool_work_due_ ABSL_GUARDED_BY(pools_mu_) = true;
+  bool stopping_ ABSL_GUARDED_BY(pools_mu_) = false;
+  std::thread pool_worker_;
 };
 
 }  // namespace smolvm::core

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <atomic>
 #include <cstdlib>
 #include <functional>
@@ -18,7 +19,9 @@
 #include "lib/base/unique_fd.h"
 #include "lib/core/vm_manager.h"
 #include "lib/model/validation.h"
+#include "lib/snapshot/migration_stream.h"
 #include "lib/snapshot/snapshot_files.h"
+#include "lib/vmm/qemu_argv.h"
 #include "spdlog/spdlog.h"
 
 namespace smolvm::core {
@@ -65,6 +68,35 @@ absl::Status CheckManifestMatches(const SnapshotRecord& snap, const snapshot::Ma
 }
 
 double MiB(uint64_t bytes) { return static_cast<double>(bytes) / (1 << 20); }
+
+// A restored VM maps its RAM privately, so its save `saved` carries every
+// page. They are moved into paths.mem (a sparse file of `memory_bytes`), and
+// the rest becomes paths.vmstate: the snapshot then restores like a
+// cold-booted VM's, in time flat in its RAM. A stream that cannot be split
+// becomes vmstate.bin as it is (restores then load RAM page by page).
+// Returns whether the RAM stayed in vmstate.bin.
+absl::StatusOr<bool> SplitRestoredRam(const std::string& snapshot_id, const std::string& saved,
+                                      const snapshot::SnapshotPaths& paths,
+                                      uint64_t memory_bytes) {
+  const absl::Time start = absl::Now();
+  auto split = snapshot::SplitRamBlock(saved, vmm::kRamBackendId, memory_bytes, paths.vmstate,
+                                       paths.mem);
+  if (split.ok()) {
+    if (unlink(saved.c_str()) != 0) return absl::ErrnoToStatus(errno, "remove " + saved);
+    spdlog::info(
+        "snapshot {}: guest RAM split out of the device state in {} ({} pages to mem.bin, {} "
+        "zero pages; vmstate {:.1f} -> {:.1f} MiB)",
+        snapshot_id, absl::FormatDuration(absl::Now() - start), split->pages_written,
+        split->zero_pages, MiB(split->bytes_in), MiB(split->bytes_out));
+    return false;
+  }
+  spdlog::warn("snapshot {}: guest RAM kept in the device state (restores will load it page "
+               "by page): {}", snapshot_id, split.status().ToString());
+  if (rename(saved.c_str(), paths.vmstate.c_str()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", saved, " to ", paths.vmstate));
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -160,8 +192,8 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   // The snapshot belongs to its creator; its size is estimated by what it
   // will copy (touched RAM and disk) and recorded exactly once written.
   // A cold-booted VM's RAM is the shared file in its run dir; a restored
-  // VM maps its snapshot's mem.bin privately, so its RAM must travel in the
-  // device-state stream instead.
+  // VM maps its snapshot's mem.bin privately, so its RAM travels in the
+  // device-state stream instead (and is split out of it into mem.bin).
   const std::string mem = files_->VmMem(vm_id);
   const bool ram_shared = PathExists(mem);
   const std::vector<std::string> sources = {ram_shared ? mem : "", files_->VmDisk(vm_id)};
@@ -183,11 +215,19 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   auto resume = absl::MakeCleanup([&] {
     if (was_running) (void)slot->instance->Resume();
   });
-  SMOLVM_RETURN_IF_ERROR(slot->instance->SaveDeviceState(draft->paths().vmstate));
+  // A restored VM's save (RAM included) goes aside, to be split below.
+  const std::string& vmstate = draft->paths().vmstate;
+  const std::string saved = ram_shared ? vmstate : vmstate + ".full";
+  SMOLVM_RETURN_IF_ERROR(slot->instance->SaveDeviceState(saved));
   CrashPoint("snapshot.state_saved");
   absl::Time t_state = absl::Now();
-  SMOLVM_RETURN_IF_ERROR(files_->CaptureMemory(
-      *draft, ram_shared ? mem : "", static_cast<uint64_t>(vm.config.memory_mib) << 20));
+  const uint64_t memory_bytes = static_cast<uint64_t>(vm.config.memory_mib) << 20;
+  SMOLVM_RETURN_IF_ERROR(files_->CaptureMemory(*draft, ram_shared ? mem : "", memory_bytes));
+  bool ram_in_vmstate = false;
+  if (!ram_shared) {
+    SMOLVM_ASSIGN_OR_RETURN(ram_in_vmstate,
+                            SplitRestoredRam(snapshot_id, saved, draft->paths(), memory_bytes));
+  }
   // Copied while the source is still paused, so disk and RAM agree.
   SMOLVM_RETURN_IF_ERROR(files_->CaptureDisk(*draft, vm_id));
   CrashPoint("snapshot.files_copied");
@@ -201,7 +241,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   manifest.vmm_version = hypervisor_->version();
   manifest.accelerator = accelerator_;
   manifest.memory_mib = vm.config.memory_mib;
-  manifest.ram_in_vmstate = !ram_shared;
+  manifest.ram_in_vmstate = ram_in_vmstate;
   SMOLVM_ASSIGN_OR_RETURN(snapshot::ChecksummedFiles sums,
                           files_->Seal(*draft, std::move(manifest)));
   const absl::Duration checksum_time = absl::Now() - t_sum;
@@ -271,6 +311,15 @@ absl::Status VmManager::DeleteSnapshot(const Caller& caller, const std::string& 
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   absl::MutexLock files_lock(&snapshot_files_mu_);
   SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
+  // A pool refills from it (CreatePool holds this lock shared while it
+  // checks the snapshot and records the pool, so none can slip in).
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<PoolRecord> pools, store_->ListPools());
+  for (const auto& pool : pools) {
+    if (pool.snapshot_id != snapshot_id) continue;
+    return absl::FailedPreconditionError(absl::StrCat(
+        "snapshot ", snapshot_id, " is in use by pool:", pool.pool_id,
+        ", which restores its members from it; delete the pool first"));
+  }
   // The row goes first: a crash after it leaves an unlisted directory, which
   // Reconcile removes. VMs restored from it keep running: their private
   // mapping of mem.bin holds the file's pages.
@@ -288,6 +337,12 @@ absl::Status VmManager::DeleteSnapshot(const Caller& caller, const std::string& 
 absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const Caller& caller,
                                                     const std::string& snapshot_id,
                                                     bool resume_vm, std::string vm_id) {
+  return RestoreAs(caller, snapshot_id, resume_vm, std::move(vm_id), /*pool_id=*/"");
+}
+
+absl::StatusOr<VmRecord> VmManager::RestoreAs(const Caller& caller,
+                                              const std::string& snapshot_id, bool resume_vm,
+                                              std::string vm_id, const std::string& pool_id) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   // Held while the snapshot's files are read; given up as soon as the VMM
@@ -311,7 +366,8 @@ absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const Caller& caller,
   if (vm_id.empty()) vm_id = snap.vm_id;
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
-  return RestoreLocked(*slot, caller, snap, resume_vm, vm_id, own_identity, release_files);
+  return RestoreLocked(*slot, caller, snap, resume_vm, vm_id, own_identity, release_files,
+                       pool_id);
 }
 
 absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& caller,
@@ -319,7 +375,8 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
                                                   bool resume_vm,
                                                   const std::string& vm_id,
                                                   bool own_identity,
-                                                  const std::function<void()>& release_files) {
+                                                  const std::function<void()>& release_files,
+                                                  const std::string& pool_id) {
   auto paths = files_->SnapshotPathsOf(snap.snapshot_id);
   SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
   // Before anything is recorded or started: a corrupt or foreign snapshot
@@ -353,6 +410,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   vm.error.clear();
   vm.vmm_pid = 0;
   vm.restored_from = snap.snapshot_id;
+  vm.pool_id = pool_id;
   if (own_identity) {
     // Same TAP, address and MAC as at the snapshot, and the policy it had.
     vm.network = snap.network_config;

@@ -796,5 +796,106 @@ TEST(VmManagerJournal, InterruptedOperationsAreFinishedOrRolledBack) {
   EXPECT_THAT(host.manager().RestoreSnapshot(kAdmin, "s", true, "").status(), IsOk());
 }
 
+// A warm pool fills in the background with paused clones that already
+// have their identities; a claim resumes one with a clock-only
+// Reidentify; the pool refills, survives a restart, and DeletePool removes
+// only the unclaimed members.
+absl::StatusOr<VmManager::PoolStatus> WaitPoolReady(Host& host, const std::string& id,
+                                                    size_t ready) {
+  absl::Time deadline = absl::Now() + absl::Seconds(20);
+  for (;;) {
+    auto pool = host.manager().GetPool(kAdmin, id);
+    if (!pool.ok() || pool->ready.size() >= ready || absl::Now() > deadline) return pool;
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+}
+
+TEST(VmManager, PoolFillsClaimsRefillsAndSurvivesRestart) {
+  Host host;
+  ASSERT_THAT(host.Start(), IsOk());
+  CreateRunning(host, "a");
+  Snapshot(host, "a", "s");
+  PoolRecord request;
+  request.pool_id = "p";
+  request.snapshot_id = "s";
+  request.size = 2;
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      host.manager().CreatePool(kAdmin, PoolRecord{"p", "", "s", 0}).status()));
+  EXPECT_TRUE(absl::IsNotFound(
+      host.manager().CreatePool(kAdmin, PoolRecord{"p", "", "nope", 1}).status()));
+  ASSERT_THAT(host.manager().CreatePool(kAdmin, request).status(), IsOk());
+  EXPECT_TRUE(absl::IsAlreadyExists(host.manager().CreatePool(kAdmin, request).status()));
+  auto pool = WaitPoolReady(host, "p", 2);
+  ASSERT_THAT(pool.status(), IsOk());
+  ASSERT_EQ(pool->ready.size(), 2u) << pool->last_error;
+  const std::string member = pool->ready[0];
+  // Another tenant sees no pool and cannot claim from it; it cannot pool a
+  // snapshot that is not its own either.
+  const Caller other{"uid:4242", false, "other"};
+  EXPECT_TRUE(absl::IsNotFound(host.manager().GetPool(other, "p").status()));
+  EXPECT_TRUE(absl::IsNotFound(host.manager().ClaimVm(other, "p", "").status()));
+  EXPECT_TRUE(absl::IsNotFound(host.manager().DeletePool(other, "p")));
+  EXPECT_TRUE(host.manager().ListPools(other)->empty());
+  EXPECT_TRUE(absl::IsNotFound(
+      host.manager().CreatePool(other, PoolRecord{"q", "", "s", 1}).status()));
+  auto vm = host.manager().GetVm(kAdmin, member);
+  ASSERT_THAT(vm.status(), IsOk());
+  EXPECT_EQ(vm->state, VmState::kPaused);
+  EXPECT_EQ(vm->pool_id, "p");
+  EXPECT_EQ(vm->pending_fixup, kFixupClock);
+  // The pool's until claimed.
+  auto page = host.manager().ListVms(kAdmin, 0, "");
+  ASSERT_THAT(page.status(), IsOk());
+  EXPECT_EQ(page->items.size(), 1u);  // "a" only.
+  EXPECT_TRUE(absl::IsFailedPrecondition(host.manager().ResumeVm(kAdmin, member).status()));
+  EXPECT_TRUE(absl::IsFailedPrecondition(host.manager().DeleteSnapshot(kAdmin, "s")));
+
+  host.guest_log->Clear();
+  auto claimed = host.manager().ClaimVm(kAdmin, "p", member);
+  ASSERT_THAT(claimed.status(), IsOk());
+  EXPECT_TRUE(claimed->from_pool);
+  EXPECT_EQ(claimed->vm.vm_id, member);
+  EXPECT_EQ(claimed->vm.state, VmState::kRunning);
+  EXPECT_EQ(claimed->vm.pool_id, "");
+  EXPECT_EQ(claimed->vm.pending_fixup, "");
+  auto reidentities = host.guest_log->reidentities();
+  ASSERT_EQ(reidentities.size(), 1u);  // Clock and entropy; the address is its own.
+  EXPECT_TRUE(reidentities[0].clock.has_value());
+  EXPECT_FALSE(reidentities[0].network.has_value());
+  EXPECT_TRUE(absl::IsNotFound(host.manager().ClaimVm(kAdmin, "p", member).status()));
+
+  // Refilled, and still there after a restart.
+  pool = WaitPoolReady(host, "p", 2);
+  ASSERT_THAT(pool.status(), IsOk());
+  ASSERT_EQ(pool->ready.size(), 2u);
+  const std::vector<std::string> before = pool->ready;
+  ASSERT_THAT(host.Start(), IsOk());
+  pool = host.manager().GetPool(kAdmin, "p");
+  ASSERT_THAT(pool.status(), IsOk());
+  EXPECT_EQ(pool->ready, before);
+  auto any = host.manager().ClaimVm(kAdmin, "p", "");
+  ASSERT_THAT(any.status(), IsOk());
+  EXPECT_TRUE(any->from_pool);
+  EXPECT_EQ(any->vm.state, VmState::kRunning);
+
+  // Deleted: its unclaimed members go, the claimed VMs stay.
+  ASSERT_THAT(host.manager().DeletePool(kAdmin, "p"), IsOk());
+  EXPECT_TRUE(absl::IsNotFound(host.manager().GetPool(kAdmin, "p").status()));
+  absl::Time deadline = absl::Now() + absl::Seconds(10);
+  for (;;) {
+    auto store = host.OpenStore();
+    ASSERT_NE(store, nullptr);
+    auto left = store->PoolVms("p");
+    ASSERT_THAT(left.status(), IsOk());
+    if (left->empty()) break;
+    ASSERT_LT(absl::Now(), deadline) << left->size() << " members left";
+    absl::SleepFor(absl::Milliseconds(20));
+  }
+  EXPECT_THAT(host.manager().GetVm(kAdmin, member).status(), IsOk());
+  EXPECT_THAT(host.manager().GetVm(kAdmin, any->vm.vm_id).status(), IsOk());
+  EXPECT_THAT(host.manager().DeleteSnapshot(kAdmin, "s"), IsOk());
+  host.ExpectConsistent("after the pool was deleted");
+}
+
 }  // namespace
 }  // namespace smolvm::core

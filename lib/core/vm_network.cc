@@ -1,6 +1,6 @@
 // VmNetwork: addresses, TAP devices, the firewall (rendered whole from the
-// store and swapped atomically), port forwards, and re-addressing of clones
-// through the guest agent.
+// store and swapped atomically at startup, then changed one VM at a time),
+// port forwards, and re-addressing of clones through the guest agent.
 #include "lib/core/vm_network.h"
 
 #include <set>
@@ -142,10 +142,10 @@ absl::Status VmNetwork::AddForward(VmRecord& vm, const PortForward& forward) {
   vm.network.port_forwards = std::move(wanted);
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   CrashPoint("expose.row_updated");
-  if (auto s = ApplyFirewallLocked(vm.vm_id); !s.ok()) {
+  if (auto s = ApplyFirewallLocked(vm.vm_id, /*vm_must_apply=*/true); !s.ok()) {
     vm.network.port_forwards = before;
     (void)store_->UpdateVm(vm);
-    (void)ApplyFirewallLocked("");
+    (void)ApplyFirewallLocked(vm.vm_id, /*vm_must_apply=*/false);
     return s;
   }
   return absl::OkStatus();
@@ -166,7 +166,7 @@ absl::Status VmNetwork::RemoveForward(VmRecord& vm, const PortForward& forward) 
   const PortForward removed = *it;
   forwards.erase(it);
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  if (auto s = ApplyFirewallLocked(""); !s.ok()) {
+  if (auto s = ApplyFirewallLocked(vm.vm_id, /*vm_must_apply=*/false); !s.ok()) {
     // The rule may still be in place: keep the record saying so.
     forwards.push_back(removed);
     (void)store_->UpdateVm(vm);
@@ -190,7 +190,7 @@ absl::Status VmNetwork::Plug(const VmRecord& vm) {
     }
   }
   // Rules go in before the guest can send a packet.
-  return ApplyFirewallLocked(vm.vm_id);
+  return ApplyFirewallLocked(vm.vm_id, /*vm_must_apply=*/true);
 }
 
 void VmNetwork::Unplug(const VmRecord& vm) {
@@ -217,7 +217,9 @@ void VmNetwork::Release(const std::string& vm_id) {
   if (auto s = store_->ReleaseAddress(vm_id); !s.ok()) {
     spdlog::warn("vm {}: {}", vm_id, std::string(s.message()));
   }
-  if (auto s = ApplyFirewall(); !s.ok()) {
+  absl::MutexLock lock(&mu_);
+  // Its rules go (it no longer holds an address).
+  if (auto s = ApplyFirewallLocked(vm_id, /*vm_must_apply=*/false); !s.ok()) {
     spdlog::error("firewall: {}", std::string(s.message()));
   }
 }
@@ -225,12 +227,10 @@ void VmNetwork::Release(const std::string& vm_id) {
 absl::Status VmNetwork::ApplyFirewall(const std::string& vm_id) {
   if (!subnet_) return absl::OkStatus();
   absl::MutexLock lock(&mu_);
-  return ApplyFirewallLocked(vm_id);
+  return ApplyFirewallLocked(vm_id, /*vm_must_apply=*/true);
 }
 
-absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id) {
-  SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
-  SMOLVM_ASSIGN_OR_RETURN(auto allocations, store_->AddressAllocations());
+absl::StatusOr<net::FirewallState> VmNetwork::FirewallGlobals() {
   net::FirewallState state;
   state.table = options_.nft_table;
   state.bridge = options_.bridge;
@@ -247,34 +247,72 @@ absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id) {
     if (auto addr = net::ParseIpv4(ip); addr.ok()) state.output_dnat_ips.push_back(*addr);
   }
   if (auto dns = net::ParseIpv4(options_.dns); dns.ok()) state.dns = *dns;
-  for (const auto& vm : vms) {
-    // Only VMs that hold their address: a stale config must not open a hole
-    // for an address that now belongs to someone else.
-    auto it = allocations.find(vm.network.guest_ip);
-    if (vm.network.guest_ip.empty() || it == allocations.end() || it->second != vm.vm_id) {
-      continue;
-    }
-    auto ip = net::ParseIpv4(vm.network.guest_ip);
-    if (!ip.ok()) {
-      spdlog::error("firewall: vm {} left out: {}", vm.vm_id, std::string(ip.status().message()));
-      if (vm.vm_id == vm_id) return ip.status();
-      continue;
-    }
-    net::VmFirewallEntry entry;
-    entry.vm_id = vm.vm_id;
-    entry.tap = vm.network.tap_device;
-    entry.ip = *ip;
-    entry.mac = vm.network.guest_mac;
-    entry.egress = vm.network.egress;
-    entry.forwards = vm.network.port_forwards;
-    state.vms.push_back(std::move(entry));
+  return state;
+}
+
+absl::Status VmNetwork::AddFirewallEntry(const VmRecord& vm,
+                                         const std::map<std::string, std::string>& allocations,
+                                         net::FirewallState& state) {
+  // Only VMs that hold their address: a stale config must not open a hole
+  // for an address that now belongs to someone else.
+  auto it = allocations.find(vm.network.guest_ip);
+  if (vm.network.guest_ip.empty() || it == allocations.end() || it->second != vm.vm_id) {
+    return absl::OkStatus();
   }
-  // A VM whose rules cannot be rendered is left out (its TAP sends
-  // nothing) and fails alone; every other VM's rules still apply.
-  SMOLVM_ASSIGN_OR_RETURN(auto rejected, firewall_->Apply(state));
+  auto ip = net::ParseIpv4(vm.network.guest_ip);
+  if (!ip.ok()) {
+    spdlog::error("firewall: vm {} left out: {}", vm.vm_id, std::string(ip.status().message()));
+    return ip.status();
+  }
+  net::VmFirewallEntry entry;
+  entry.vm_id = vm.vm_id;
+  entry.tap = vm.network.tap_device;
+  entry.ip = *ip;
+  entry.mac = vm.network.guest_mac;
+  entry.egress = vm.network.egress;
+  entry.forwards = vm.network.port_forwards;
+  state.vms.push_back(std::move(entry));
+  return absl::OkStatus();
+}
+
+absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id, bool vm_must_apply) {
+  SMOLVM_ASSIGN_OR_RETURN(net::FirewallState state, FirewallGlobals());
+  SMOLVM_ASSIGN_OR_RETURN(auto allocations, store_->AddressAllocations());
+  absl::StatusOr<std::map<std::string, absl::Status>> rejected;
+  bool applied = false;
+  // One VM changed and the installed rules fit: change that VM's rules
+  // alone (one small transaction, whatever the number of VMs). A VM gone
+  // or without its address has no entry: its rules go.
+  if (!vm_id.empty() && firewall_->AcceptsVmChanges(state)) {
+    absl::StatusOr<VmRecord> vm = store_->GetVm(vm_id);
+    if (!vm.ok() && !absl::IsNotFound(vm.status())) return vm.status();
+    if (vm.ok()) {
+      absl::Status s = AddFirewallEntry(*vm, allocations, state);
+      if (!s.ok() && vm_must_apply) return s;
+    }
+    rejected = firewall_->ApplyVm(state, vm_id);
+    applied = rejected.ok();
+    if (!applied) {
+      // The rules are unknown now: the whole state below puts them right.
+      spdlog::warn("firewall: {}; applying the whole ruleset",
+                   std::string(rejected.status().message()));
+      state.vms.clear();
+    }
+  }
+  if (!applied) {
+    SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> vms, store_->AllVms());
+    for (const auto& vm : vms) {
+      absl::Status s = AddFirewallEntry(vm, allocations, state);
+      if (!s.ok() && vm.vm_id == vm_id && vm_must_apply) return s;
+    }
+    // A VM whose rules cannot be rendered is left out (its TAP sends
+    // nothing) and fails alone; every other VM's rules still apply.
+    rejected = firewall_->Apply(state);
+  }
+  if (!rejected.ok()) return rejected.status();
   absl::Status mine = absl::OkStatus();
-  for (const auto& [id, why] : rejected) {
-    if (id == vm_id) {
+  for (const auto& [id, why] : *rejected) {
+    if (id == vm_id && vm_must_apply) {
       mine = absl::FailedPreconditionError(absl::StrCat(
           "the firewall rules of vm ", id, " cannot be installed: ", why.message()));
     } else {

@@ -2,8 +2,9 @@
 //
 // VmNetwork is the host networking of VMs, one collaborator of VmManager:
 // addresses (allocated in the store), TAP devices on the bridge
-// (LinkBackend), the nftables ruleset (Firewall, re-rendered whole from the
-// store and swapped atomically), port forwards under the operator's
+// (LinkBackend), the nftables ruleset (Firewall: rendered whole from the
+// store and swapped atomically at startup and reconciliation; after that a
+// VM's change touches that VM's rules only), port forwards under the operator's
 // policy, and the re-addressing of clones through their guest agent.
 // Every method is a no-op (or a clear error, for port forwards) when
 // networking is disabled.
@@ -12,6 +13,7 @@
 // decisions and firewall rebuilds are serialized by one mutex.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -78,9 +80,11 @@ class VmNetwork {
   void Unplug(const VmRecord& vm);
   // Address released and rules removed: the VM is gone.
   void Release(const std::string& vm_id);
-  // Re-renders the whole ruleset from the store and swaps it in atomically.
-  // VMs whose rules cannot be rendered are left out and logged; the result
-  // is an error only if `vm_id` is one of them.
+  // Brings the rules of `vm_id` in line with the store, alone when the
+  // firewall takes per-VM changes (else, and for an empty `vm_id`, the
+  // whole ruleset is re-rendered from the store and swapped in
+  // atomically). VMs whose rules cannot be rendered are left out and
+  // logged; the result is an error only if `vm_id` is one of them.
   absl::Status ApplyFirewall(const std::string& vm_id = "");
   // At startup: removes TAPs and allocations of VMs that no longer exist
   // or do not run (`vms` is what the store holds), rebuilds the firewall.
@@ -111,7 +115,17 @@ class VmNetwork {
   absl::Status CheckForwardsFreeLocked(const std::string& vm_id, const std::string& owner,
                                        const std::vector<PortForward>& wanted)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  absl::Status ApplyFirewallLocked(const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // ApplyFirewall; when !vm_must_apply, `vm_id`'s own rejection is only
+  // logged (its rules are being removed or rolled back).
+  absl::Status ApplyFirewallLocked(const std::string& vm_id, bool vm_must_apply)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The firewall state without VMs: this daemon's settings and the LANs.
+  absl::StatusOr<net::FirewallState> FirewallGlobals() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends `vm`'s entry to `state` if it holds its address (else nothing);
+  // an unparsable address is logged and returned.
+  static absl::Status AddFirewallEntry(const VmRecord& vm,
+                                       const std::map<std::string, std::string>& allocations,
+                                       net::FirewallState& state);
   // Removes the host-firewall accepts (HostFirewall) once no TAP is left.
   void ReleaseHostFirewallIfIdle();
 

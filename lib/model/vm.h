@@ -111,6 +111,9 @@ struct VmRecord {
   // kFixupClock (clock and entropy) or kFixupReaddress (also re-address a
   // clone). Persisted so a daemon restart cannot skip it.
   std::string pending_fixup;
+  // The warm pool (lib/model/pool.h) holding this VM until it is claimed;
+  // "" for every other VM, claimed ones included.
+  std::string pool_id;
 
   bool operator==(const VmRecord&) const = default;
 };

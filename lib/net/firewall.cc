@@ -1,28 +1,24 @@
 #include "lib/net/firewall.h"
 
-#include <fcntl.h>
-#include <stdlib.h>
-#include <unistd.h>
-
 #include <algorithm>
-#include <cerrno>
+#include <iterator>
+#include <optional>
 #include <set>
 #include <tuple>
 #include <utility>
 
-#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "lib/base/file_util.h"  // JoinPath
 #include "lib/base/status_macros.h"
-#include "lib/base/subprocess.h"
 
 namespace smolvm::net {
 namespace {
 
-absl::Status ValidateTableName(const std::string& table) {
+}  // namespace
+
+absl::Status ValidateNftTableName(const std::string& table) {
   bool ok = !table.empty() && table.size() <= 32 &&
             absl::ascii_isalpha(static_cast<unsigned char>(table[0]));
   for (char c : table) ok = ok && (absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '_');
@@ -33,6 +29,8 @@ absl::Status ValidateTableName(const std::string& table) {
   }
   return absl::OkStatus();
 }
+
+namespace {
 
 absl::Status ValidateVmId(const std::string& vm_id) {
   bool ok = !vm_id.empty() && vm_id.size() <= 64;
@@ -135,7 +133,7 @@ struct CheckedGlobals {
 };
 
 absl::StatusOr<CheckedGlobals> CheckGlobals(const FirewallState& state) {
-  SMOLVM_RETURN_IF_ERROR(ValidateTableName(state.table));
+  SMOLVM_RETURN_IF_ERROR(ValidateNftTableName(state.table));
   SMOLVM_RETURN_IF_ERROR(ValidateInterfaceName(state.bridge, "bridge name"));
   if (!state.uplink.empty()) {
     SMOLVM_RETURN_IF_ERROR(ValidateInterfaceName(state.uplink, "uplink name"));
@@ -156,20 +154,47 @@ absl::StatusOr<CheckedGlobals> CheckGlobals(const FirewallState& state) {
 
 // A VM entry that passed every check, with canonical fields.
 struct CheckedVm {
-  const VmFirewallEntry* vm = nullptr;
+  VmFirewallEntry vm;
   std::string mac;
   std::vector<std::string> allow;  // kRestricted: canonical allow_cidrs.
   std::vector<Forward> forwards;
 };
 
-// What the entries accepted so far hold.
+// What the accepted entries hold, and whose it is (vm_id).
 struct Taken {
-  std::set<uint32_t> ips;
-  std::set<std::string> taps;
-  std::vector<Forward> forwards;
+  std::map<uint32_t, std::string> ips;
+  std::map<std::string, std::string> taps;
+  // (protocol, host port) -> the forwards of that port and their VMs.
+  std::multimap<std::pair<std::string, uint32_t>, std::pair<Forward, std::string>> forwards;
+
+  // Whether another VM than `self` holds a forward that overlaps `f`.
+  bool ForwardClashes(const Forward& f, const std::string& self) const {
+    auto [begin, end] = forwards.equal_range({f.protocol, f.host_port});
+    return std::any_of(begin, end, [&](const auto& entry) {
+      return entry.second.second != self && Overlaps(entry.second.first, f);
+    });
+  }
+  void Add(const CheckedVm& vm) {
+    ips.emplace(vm.vm.ip, vm.vm.vm_id);
+    taps.emplace(vm.vm.tap, vm.vm.vm_id);
+    for (const Forward& f : vm.forwards) {
+      forwards.emplace(std::make_pair(f.protocol, f.host_port), std::make_pair(f, vm.vm.vm_id));
+    }
+  }
+  void Erase(const CheckedVm& vm) {
+    ips.erase(vm.vm.ip);
+    taps.erase(vm.vm.tap);
+    for (const Forward& f : vm.forwards) {
+      auto [begin, end] = forwards.equal_range({f.protocol, f.host_port});
+      for (auto it = begin; it != end;) {
+        it = it->second.second == vm.vm.vm_id ? forwards.erase(it) : std::next(it);
+      }
+    }
+  }
 };
 
-// Checks one VM entry against the state and the entries accepted before it.
+// Checks one VM entry against the state and the entries of the other VMs
+// accepted before it (those of `vm.vm_id` itself do not count).
 absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEntry& vm,
                                   const Taken& taken) {
   SMOLVM_RETURN_IF_ERROR(ValidateVmId(vm.vm_id));
@@ -182,12 +207,16 @@ absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEn
                                                    " is not a guest address of ",
                                                    state.subnet.ToString()));
   }
-  if (taken.ips.count(vm.ip) != 0 || taken.taps.count(vm.tap) != 0) {
+  auto held_by_other = [&vm](const auto& map, const auto& key) {
+    auto it = map.find(key);
+    return it != map.end() && it->second != vm.vm_id;
+  };
+  if (held_by_other(taken.ips, vm.ip) || held_by_other(taken.taps, vm.tap)) {
     return absl::InvalidArgumentError(absl::StrCat(
         where, ": ip ", IpToString(vm.ip), " or tap ", vm.tap, " is used twice"));
   }
   CheckedVm checked;
-  checked.vm = &vm;
+  checked.vm = vm;
   checked.mac = vm.mac.empty() ? MacFor(vm.ip) : absl::AsciiStrToLower(vm.mac);
   if (absl::Status s = ValidateMac(checked.mac); !s.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(where, ": ", s.message()));
@@ -199,8 +228,7 @@ absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEn
   }
   for (const PortForward& pf : vm.forwards) {
     SMOLVM_ASSIGN_OR_RETURN(Forward f, CheckForward(vm.vm_id, pf));
-    bool clash = std::any_of(taken.forwards.begin(), taken.forwards.end(),
-                             [&](const Forward& o) { return Overlaps(o, f); }) ||
+    bool clash = taken.ForwardClashes(f, vm.vm_id) ||
                  std::any_of(checked.forwards.begin(), checked.forwards.end(),
                              [&](const Forward& o) { return Overlaps(o, f); });
     if (clash) {
@@ -213,100 +241,213 @@ absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEn
   return checked;
 }
 
-// The script of checked globals and VMs (everything in it is valid).
+std::string ChainName(const char* kind, uint32_t ip) {
+  return absl::StrFormat("%s_%08x", kind, ip);
+}
+
+// The vmap keys of one VM's forwards, per map, and its chains' rules.
+struct VmRules {
+  uint32_t ip = 0;
+  std::string port_key;  // Map ports (bridge): the TAP.
+  std::string ip_key;    // Maps egress and ingress: the guest address.
+  // Maps of table inet keyed by a forward (dnat_addr, ...) -> keys.
+  std::map<std::string, std::set<std::string>> forward_keys;
+  std::vector<std::string> port, egress, ingress, dnat;  // Chains' rules.
+};
+
+constexpr const char* kForwardMaps[] = {"dnat_addr", "dnat_any", "out_addr", "out_any"};
+
+// The rules of one checked VM (everything in it is valid).
+VmRules RenderVm(const FirewallState& state, const CheckedGlobals& globals,
+                 const CheckedVm& checked) {
+  const VmFirewallEntry& vm = checked.vm;
+  const std::string br = Quoted(state.bridge);
+  const std::string& mac = checked.mac;
+  const std::string ip = IpToString(vm.ip);
+  const std::string tap = Quoted(vm.tap);
+  const std::string comment = absl::StrCat(" comment \"vm ", vm.vm_id, "\"");
+  VmRules rules;
+  rules.ip = vm.ip;
+  rules.port_key = tap;
+  rules.ip_key = ip;
+  for (const char* map : kForwardMaps) rules.forward_keys[map];
+
+  // Layer 2: the TAP speaks IPv4 and ARP as its VM only.
+  rules.port = {
+      absl::StrCat("iifname ", tap, " ether saddr ", mac, " ip saddr ", ip, " accept", comment),
+      absl::StrCat("iifname ", tap, " ether saddr ", mac, " arp saddr ether ", mac,
+                   " arp saddr ip ", ip, " accept", comment),
+      absl::StrCat("iifname ", tap, " drop", comment),
+  };
+
+  // Layer 3 egress, reached by ip saddr: the bridge table vouches for the
+  // source address (iifname is the bridge here, not the TAP). Never other
+  // VMs (also not routed via the gateway), never the gateway; the host's
+  // other addresses are guarded by chain input.
+  rules.egress = {absl::StrCat("ip daddr ", state.subnet.ToString(), " drop")};
+  // Closed whatever the mode: a restricted VM's allow list cannot open
+  // what the operator denies.
+  if (state.dns != 0 && vm.egress.mode == EgressMode::kOpen) {
+    for (const char* proto : {"udp", "tcp"}) {
+      rules.egress.push_back(
+          absl::StrCat("ip daddr ", IpToString(state.dns), " ", proto, " dport 53 accept"));
+    }
+  }
+  // Named sets only, never anonymous ones in per-VM rules: libnftables
+  // reads every set of the table before each change, so a set per VM would
+  // make each change cost more with every VM.
+  if (!globals.deny.empty()) rules.egress.push_back("ip daddr @deny drop");
+  switch (vm.egress.mode) {
+    case EgressMode::kOpen:
+      rules.egress.push_back("accept");
+      break;
+    case EgressMode::kOff:
+      rules.egress.push_back("drop");
+      break;
+    case EgressMode::kRestricted:
+      for (const std::string& cidr : checked.allow) {
+        rules.egress.push_back(absl::StrCat("ip daddr ", cidr, " accept"));
+      }
+      rules.egress.push_back("drop");
+      break;
+  }
+
+  for (const Forward& f : checked.forwards) {
+    const std::string match = f.any_host_ip ? "meta nfproto ipv4 fib daddr type local"
+                                            : absl::StrCat("ip daddr ", IpToString(f.host_ip));
+    rules.dnat.push_back(absl::StrCat(match, " ", f.protocol, " dport ", f.host_port,
+                                      " dnat ip to ", ip, ":", f.guest_port, comment));
+    const std::string key =
+        f.any_host_ip ? absl::StrCat(f.protocol, " . ", f.host_port)
+                      : absl::StrCat(IpToString(f.host_ip), " . ", f.protocol, " . ", f.host_port);
+    rules.forward_keys[f.any_host_ip ? "dnat_any" : "dnat_addr"].insert(key);
+    // Connections made on the host only to the addresses the port policy
+    // allows: elsewhere a forward must not capture the host's own traffic
+    // (a tenant's 0.0.0.0 forward would take 127.0.0.1:PORT).
+    if (globals.output_dnat_ips.count(f.host_ip) != 0) {
+      rules.forward_keys[f.any_host_ip ? "out_any" : "out_addr"].insert(key);
+    }
+    rules.ingress.push_back(absl::StrCat("oifname ", br, " ip daddr ", ip, " ", f.protocol,
+                                         " dport ", f.guest_port, " ct status dnat accept",
+                                         comment));
+  }
+  return rules;
+}
+
+// One chain of a VM: (family, chain, rules).
+struct VmChain {
+  const char* family;
+  std::string name;
+  const std::vector<std::string>* rules;
+};
+
+std::vector<VmChain> ChainsOf(const VmRules& r) {
+  return {{"bridge", ChainName("port", r.ip), &r.port},
+          {"inet", EgressChainName(r.ip), &r.egress},
+          {"inet", ChainName("ingress", r.ip), &r.ingress},
+          {"inet", ChainName("dnat", r.ip), &r.dnat}};
+}
+
+// One map element of a VM: (family, map, key, target chain).
+struct VmElement {
+  const char* family;
+  std::string map;
+  std::string key;
+  std::string chain;
+};
+
+std::vector<VmElement> ElementsOf(const VmRules& r) {
+  std::vector<VmElement> out = {{"bridge", "ports", r.port_key, ChainName("port", r.ip)},
+                                {"inet", "egress", r.ip_key, EgressChainName(r.ip)},
+                                {"inet", "ingress", r.ip_key, ChainName("ingress", r.ip)}};
+  for (const auto& [map, keys] : r.forward_keys) {
+    for (const std::string& key : keys) {
+      out.push_back({"inet", map, key, ChainName("dnat", r.ip)});
+    }
+  }
+  return out;
+}
+
+bool operator<(const VmElement& a, const VmElement& b) {
+  return std::tie(a.family, a.map, a.key, a.chain) < std::tie(b.family, b.map, b.key, b.chain);
+}
+
+// nft commands, one per line, of a transaction on tables `table`.
+class Commands {
+ public:
+  explicit Commands(std::string table) : table_(std::move(table)) {}
+  void AddChain(const VmChain& c) { Line("add chain", c.family, c.name); }
+  void FlushChain(const VmChain& c) { Line("flush chain", c.family, c.name); }
+  void DeleteChain(const VmChain& c) { Line("delete chain", c.family, c.name); }
+  void AddRules(const VmChain& c) {
+    for (const std::string& rule : *c.rules) Line("add rule", c.family, c.name, " ", rule);
+  }
+  void AddElement(const VmElement& e) {
+    Line("add element", e.family, e.map, " { ", e.key, " : jump ", e.chain, " }");
+  }
+  void DeleteElement(const VmElement& e) {
+    Line("delete element", e.family, e.map, " { ", e.key, " }");
+  }
+  std::string& text() { return text_; }
+
+ private:
+  template <typename... Rest>
+  void Line(const char* verb, const char* family, const std::string& object,
+            const Rest&... rest) {
+    absl::StrAppend(&text_, verb, " ", family, " ", table_, " ", object, rest..., "\n");
+  }
+  const std::string table_;
+  std::string text_;
+};
+
+// Adds everything of a VM (its chains exist in neither table).
+void AddVm(Commands& out, const VmRules& rules) {
+  for (const VmChain& c : ChainsOf(rules)) {
+    out.AddChain(c);
+    out.AddRules(c);
+  }
+  for (const VmElement& e : ElementsOf(rules)) out.AddElement(e);
+}
+
+// Removes everything of a VM: the map elements first, so that nothing
+// refers to its chains when they go.
+void RemoveVm(Commands& out, const VmRules& rules) {
+  for (const VmElement& e : ElementsOf(rules)) out.DeleteElement(e);
+  for (const VmChain& c : ChainsOf(rules)) {
+    out.FlushChain(c);
+    out.DeleteChain(c);
+  }
+}
+
+// Turns the rules `before` into `after` of the same address: chains
+// flushed and refilled, only the map elements that differ changed.
+void UpdateVm(Commands& out, const VmRules& before, const VmRules& after) {
+  std::vector<VmElement> old_elements = ElementsOf(before), new_elements = ElementsOf(after);
+  std::sort(old_elements.begin(), old_elements.end());
+  std::sort(new_elements.begin(), new_elements.end());
+  std::vector<VmElement> gone, added;
+  std::set_difference(old_elements.begin(), old_elements.end(), new_elements.begin(),
+                      new_elements.end(), std::back_inserter(gone));
+  std::set_difference(new_elements.begin(), new_elements.end(), old_elements.begin(),
+                      old_elements.end(), std::back_inserter(added));
+  for (const VmElement& e : gone) out.DeleteElement(e);
+  for (const VmChain& c : ChainsOf(after)) {
+    out.FlushChain(c);
+    out.AddRules(c);
+  }
+  for (const VmElement& e : added) out.AddElement(e);
+}
+
+// The script that replaces both tables: the base chains and maps, the
+// chains of `vms`, then the map elements that lead to them.
 std::string RenderScript(const FirewallState& state, const CheckedGlobals& globals,
-                         const std::vector<CheckedVm>& vms) {
+                         const std::vector<VmRules>& vms) {
   const std::string br = Quoted(state.bridge);
   const std::string subnet = state.subnet.ToString();
-  std::vector<std::string> bridge_rules;  // table bridge, chain prerouting.
-  std::vector<std::string> dnat_rules;    // nat prerouting.
-  std::vector<std::string> output_rules;  // nat output.
-  std::vector<std::string> from_bridge;   // forward, iifname BR.
-  std::vector<std::string> to_bridge;     // forward, oifname BR.
-  std::vector<std::pair<std::string, std::vector<std::string>>> egress_chains;
-
-  for (const CheckedVm& checked : vms) {
-    const VmFirewallEntry& vm = *checked.vm;
-    const std::string& mac = checked.mac;
-    const std::string ip = IpToString(vm.ip);
-    const std::string tap = Quoted(vm.tap);
-    const std::string comment = absl::StrCat(" comment \"vm ", vm.vm_id, "\"");
-
-    // Layer 2: the TAP speaks IPv4 and ARP as its VM only.
-    bridge_rules.push_back(absl::StrCat("iifname ", tap, " ether saddr ", mac, " ip saddr ",
-                                        ip, " accept", comment));
-    bridge_rules.push_back(absl::StrCat("iifname ", tap, " ether saddr ", mac,
-                                        " arp saddr ether ", mac, " arp saddr ip ", ip,
-                                        " accept", comment));
-    bridge_rules.push_back(absl::StrCat("iifname ", tap, " drop", comment));
-
-    // Layer 3 egress. The bridge table vouches for the source address, so
-    // ip saddr identifies the VM (iifname is the bridge here, not the TAP).
-    const std::string chain = EgressChainName(vm.ip);
-    from_bridge.push_back(
-        absl::StrCat("iifname ", br, " ip saddr ", ip, " jump ", chain, comment));
-    std::vector<std::string> egress = {
-        // Never other VMs (also not routed via the gateway), never the
-        // gateway; the host's other addresses are guarded by chain input.
-        absl::StrCat("ip daddr ", subnet, " drop"),
-    };
-    // Closed whatever the mode: a restricted VM's allow list cannot open
-    // what the operator denies.
-    if (state.dns != 0 && vm.egress.mode == EgressMode::kOpen) {
-      for (const char* proto : {"udp", "tcp"}) {
-        egress.push_back(
-            absl::StrCat("ip daddr ", IpToString(state.dns), " ", proto, " dport 53 accept"));
-      }
-    }
-    if (!globals.deny.empty()) {
-      egress.push_back(absl::StrCat("ip daddr { ", absl::StrJoin(globals.deny, ", "), " } drop"));
-    }
-    switch (vm.egress.mode) {
-      case EgressMode::kOpen:
-        egress.push_back("accept");
-        break;
-      case EgressMode::kOff:
-        egress.push_back("drop");
-        break;
-      case EgressMode::kRestricted:
-        if (!checked.allow.empty()) {
-          egress.push_back(
-              absl::StrCat("ip daddr { ", absl::StrJoin(checked.allow, ", "), " } accept"));
-        }
-        egress.push_back("drop");
-        break;
-    }
-    egress_chains.emplace_back(chain, std::move(egress));
-
-    for (const Forward& f : checked.forwards) {
-      const std::string match =
-          f.any_host_ip ? "meta nfproto ipv4 fib daddr type local"
-                        : absl::StrCat("ip daddr ", IpToString(f.host_ip));
-      std::string dnat = absl::StrCat(match, " ", f.protocol, " dport ", f.host_port,
-                                      " dnat ip to ", ip, ":", f.guest_port, comment);
-      // Connections made on the host only to the addresses the port policy
-      // allows: elsewhere a forward must not capture the host's own
-      // traffic (a tenant's 0.0.0.0 forward would take 127.0.0.1:PORT).
-      if (globals.output_dnat_ips.count(f.host_ip) != 0) output_rules.push_back(dnat);
-      dnat_rules.push_back(std::move(dnat));
-      to_bridge.push_back(absl::StrCat("oifname ", br, " ip daddr ", ip, " ", f.protocol,
-                                       " dport ", f.guest_port, " ct status dnat accept",
-                                       comment));
-    }
-  }
-  // Ports of the bridge that no VM owns (yet, or any more, or whose entry
-  // was rejected) send nothing.
-  if (!state.tap_prefix.empty()) {
-    bridge_rules.push_back(absl::StrCat("iifname \"", state.tap_prefix, "*\" drop"));
-  }
-  from_bridge.push_back(absl::StrCat("iifname ", br, " drop"));
-  to_bridge.push_back(absl::StrCat("oifname ", br, " drop"));
-
-  // Rendering.
   std::string out = absl::StrCat(
       "#!/usr/sbin/nft -f\n"
       "# Generated by smolvmd for bridge ", state.bridge, " (", subnet,
-      "). Replaced as a whole on every change: do not edit.\n\n");
+      "). Replaced as a whole at startup, then changed per VM: do not edit.\n\n");
   auto chain = [&out](const std::string& name, const std::string& hook,
                       const std::vector<std::string>& rules) {
     absl::StrAppend(&out, "  chain ", name, " {\n");
@@ -314,33 +455,59 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
     for (const std::string& rule : rules) absl::StrAppend(&out, "    ", rule, "\n");
     absl::StrAppend(&out, "  }\n");
   };
+  auto map = [&out](const std::string& name, const std::string& type) {
+    absl::StrAppend(&out, "  map ", name, " {\n    type ", type, " : verdict\n  }\n");
+  };
   // "add" then "delete" makes the delete succeed whether or not the table
   // existed; the whole file is one transaction.
   absl::StrAppend(&out, "add table bridge ", state.table, "\n", "delete table bridge ",
                   state.table, "\n", "table bridge ", state.table, " {\n");
+  map("ports", "ifname");
+  std::vector<std::string> bridge_rules = {"iifname vmap @ports"};
+  // Ports of the bridge that no VM owns (yet, or any more, or whose entry
+  // was rejected) send nothing.
+  if (!state.tap_prefix.empty()) {
+    bridge_rules.push_back(absl::StrCat("iifname \"", state.tap_prefix, "*\" drop"));
+  }
   chain("prerouting", "type filter hook prerouting priority filter; policy accept;",
         bridge_rules);
+  for (const VmRules& vm : vms) chain(ChainName("port", vm.ip), "", vm.port);
   absl::StrAppend(&out, "}\n\n");
 
   absl::StrAppend(&out, "add table inet ", state.table, "\n", "delete table inet ",
                   state.table, "\n", "table inet ", state.table, " {\n");
-  std::vector<std::string> forward = {
-      // Replies always pass; original-direction packets are judged one by
-      // one, so a policy change also stops connections already open.
-      "ct state established ct direction reply accept",
-      "ct state related accept",
-  };
-  forward.insert(forward.end(), from_bridge.begin(), from_bridge.end());
-  forward.insert(forward.end(), to_bridge.begin(), to_bridge.end());
-  chain("forward", "type filter hook forward priority filter; policy accept;", forward);
-  for (const auto& [name, rules] : egress_chains) chain(name, "", rules);
+  map("egress", "ipv4_addr");
+  map("ingress", "ipv4_addr");
+  for (const char* name : {"dnat_addr", "out_addr"}) {
+    map(name, "ipv4_addr . inet_proto . inet_service");
+  }
+  for (const char* name : {"dnat_any", "out_any"}) map(name, "inet_proto . inet_service");
+  // Destinations no guest reaches (deny_cidrs), for every egress chain.
+  if (!globals.deny.empty()) {
+    absl::StrAppend(&out, "  set deny {\n    type ipv4_addr\n    flags interval\n    elements = { ",
+                    absl::StrJoin(globals.deny, ", "), " }\n  }\n");
+  }
+  chain("forward", "type filter hook forward priority filter; policy accept;",
+        {// Replies always pass; original-direction packets are judged one by
+         // one, so a policy change also stops connections already open.
+         "ct state established ct direction reply accept", "ct state related accept",
+         absl::StrCat("iifname ", br, " ip saddr vmap @egress"),
+         absl::StrCat("iifname ", br, " drop"),
+         // Only forwarded (DNATed) connections reach a guest.
+         absl::StrCat("oifname ", br, " ip daddr vmap @ingress"),
+         absl::StrCat("oifname ", br, " drop")});
   chain("input", "type filter hook input priority filter; policy accept;",
         {absl::StrCat("iifname ", br, " ct state established ct direction reply accept"),
          absl::StrCat("iifname ", br, " ct state related accept"),
          absl::StrCat("iifname ", br, " drop")});
-  chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", dnat_rules);
+  const std::string any_local = "meta nfproto ipv4 fib daddr type local meta l4proto . th dport";
+  chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;",
+        {"ip daddr . meta l4proto . th dport vmap @dnat_addr",
+         absl::StrCat(any_local, " vmap @dnat_any")});
   // Connections made on the host itself (to 127.0.0.1 or a local address).
-  chain("output", "type nat hook output priority -100; policy accept;", output_rules);
+  chain("output", "type nat hook output priority -100; policy accept;",
+        {"ip daddr . meta l4proto . th dport vmap @out_addr",
+         absl::StrCat(any_local, " vmap @out_any")});
   std::vector<std::string> snat;
   if (!state.uplink.empty()) {
     snat.push_back(absl::StrCat("ip saddr ", subnet, " oifname ", Quoted(state.uplink),
@@ -350,33 +517,131 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
   // replies come back through us (a 127.0.0.1 source could not be answered).
   snat.push_back(absl::StrCat("oifname ", br, " ct status dnat masquerade"));
   chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", snat);
+  for (const VmRules& vm : vms) {
+    chain(EgressChainName(vm.ip), "", vm.egress);
+    chain(ChainName("ingress", vm.ip), "", vm.ingress);
+    chain(ChainName("dnat", vm.ip), "", vm.dnat);
+  }
   absl::StrAppend(&out, "}\n");
+
+  Commands elements(state.table);
+  for (const VmRules& vm : vms) {
+    for (const VmElement& e : ElementsOf(vm)) elements.AddElement(e);
+  }
+  absl::StrAppend(&out, elements.text());
   return out;
+}
+
+// The globals a per-VM change must find unchanged.
+bool SameGlobals(const FirewallState& a, const FirewallState& b) {
+  return std::tie(a.table, a.bridge, a.subnet.network, a.subnet.prefix, a.uplink, a.tap_prefix,
+                  a.deny_cidrs, a.output_dnat_ips, a.dns) ==
+         std::tie(b.table, b.bridge, b.subnet.network, b.subnet.prefix, b.uplink, b.tap_prefix,
+                  b.deny_cidrs, b.output_dnat_ips, b.dns);
 }
 
 }  // namespace
 
-std::string EgressChainName(uint32_t ip) { return absl::StrFormat("egress_%08x", ip); }
+std::string EgressChainName(uint32_t ip) { return ChainName("egress", ip); }
 
-absl::StatusOr<RenderedRuleset> RenderNftRulesetLenient(const FirewallState& state) {
-  SMOLVM_ASSIGN_OR_RETURN(CheckedGlobals globals, CheckGlobals(state));
-  RenderedRuleset rendered;
-  std::vector<CheckedVm> accepted;
+struct NftRuleset::Impl {
+  FirewallState globals;  // The state without its vms.
+  CheckedGlobals checked_globals;
+  std::map<std::string, std::pair<CheckedVm, VmRules>> vms;  // By vm_id.
   Taken taken;
+  bool any_rejected = false;
+  // The change RenderVmChange rendered: vm_id and its new entry, if any.
+  std::string pending_id;
+  std::optional<std::pair<CheckedVm, VmRules>> pending;
+};
+
+NftRuleset::NftRuleset(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+NftRuleset::NftRuleset(NftRuleset&&) noexcept = default;
+NftRuleset& NftRuleset::operator=(NftRuleset&&) noexcept = default;
+NftRuleset::~NftRuleset() = default;
+
+absl::StatusOr<NftRuleset> NftRuleset::Render(const FirewallState& state) {
+  auto impl = std::make_unique<Impl>();
+  SMOLVM_ASSIGN_OR_RETURN(impl->checked_globals, CheckGlobals(state));
+  impl->globals = state;
+  impl->globals.vms.clear();
+  NftRuleset ruleset(std::move(impl));
+  Impl& r = *ruleset.impl_;
+  std::vector<VmRules> rendered;
   for (const VmFirewallEntry& vm : state.vms) {
-    absl::StatusOr<CheckedVm> checked = CheckVm(state, vm, taken);
+    absl::StatusOr<CheckedVm> checked = CheckVm(state, vm, r.taken);
+    if (checked.ok() && r.vms.count(vm.vm_id) != 0) {
+      checked = absl::InvalidArgumentError(
+          absl::StrCat("firewall entry of vm ", vm.vm_id, ": vm_id is used twice"));
+    }
     if (!checked.ok()) {
-      rendered.rejected.emplace(vm.vm_id, checked.status());
+      ruleset.rejected_.emplace(vm.vm_id, checked.status());
       continue;
     }
-    taken.ips.insert(vm.ip);
-    taken.taps.insert(vm.tap);
-    taken.forwards.insert(taken.forwards.end(), checked->forwards.begin(),
-                          checked->forwards.end());
-    accepted.push_back(*std::move(checked));
+    r.taken.Add(*checked);
+    VmRules rules = RenderVm(state, r.checked_globals, *checked);
+    rendered.push_back(rules);
+    r.vms.emplace(vm.vm_id, std::make_pair(*std::move(checked), std::move(rules)));
   }
-  rendered.script = RenderScript(state, globals, accepted);
-  return rendered;
+  r.any_rejected = !ruleset.rejected_.empty();
+  ruleset.script_ = RenderScript(state, r.checked_globals, rendered);
+  return ruleset;
+}
+
+bool NftRuleset::AcceptsVmChanges(const FirewallState& state) const {
+  return !impl_->any_rejected && SameGlobals(impl_->globals, state);
+}
+
+NftRuleset::VmChange NftRuleset::RenderVmChange(const std::string& vm_id,
+                                                const VmFirewallEntry* desired) {
+  Impl& r = *impl_;
+  VmChange change;
+  r.pending_id = vm_id;
+  r.pending.reset();
+  if (desired != nullptr) {
+    absl::StatusOr<CheckedVm> checked = CheckVm(r.globals, *desired, r.taken);
+    if (checked.ok() && desired->vm_id != vm_id) {
+      checked = absl::InvalidArgumentError(absl::StrCat(
+          "firewall entry of vm ", desired->vm_id, ": applied as the entry of vm ", vm_id));
+    }
+    if (checked.ok()) {
+      VmRules rules = RenderVm(r.globals, r.checked_globals, *checked);
+      r.pending.emplace(*std::move(checked), std::move(rules));
+    } else {
+      change.rejected = checked.status();
+    }
+  }
+  auto installed = r.vms.find(vm_id);
+  const VmRules* before = installed == r.vms.end() ? nullptr : &installed->second.second;
+  const VmRules* after = r.pending ? &r.pending->second : nullptr;
+  Commands out(r.globals.table);
+  if (before != nullptr && after != nullptr && before->ip == after->ip) {
+    UpdateVm(out, *before, *after);
+  } else {
+    if (before != nullptr) RemoveVm(out, *before);
+    if (after != nullptr) AddVm(out, *after);
+  }
+  change.script = std::move(out.text());
+  return change;
+}
+
+void NftRuleset::CommitVmChange() {
+  Impl& r = *impl_;
+  if (auto it = r.vms.find(r.pending_id); it != r.vms.end()) {
+    r.taken.Erase(it->second.first);
+    r.vms.erase(it);
+  }
+  if (r.pending) {
+    r.taken.Add(r.pending->first);
+    r.vms.emplace(r.pending_id, *std::move(r.pending));
+  }
+  r.pending.reset();
+  r.pending_id.clear();
+}
+
+absl::StatusOr<RenderedRuleset> RenderNftRulesetLenient(const FirewallState& state) {
+  SMOLVM_ASSIGN_OR_RETURN(NftRuleset ruleset, NftRuleset::Render(state));
+  return RenderedRuleset{ruleset.script(), ruleset.rejected()};
 }
 
 absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
@@ -388,60 +653,6 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
     }
   }
   return std::move(rendered.script);
-}
-
-NftFirewall::NftFirewall(std::vector<std::string> command_prefix, std::string temp_dir)
-    : command_prefix_(std::move(command_prefix)), temp_dir_(std::move(temp_dir)) {}
-
-absl::Status NftFirewall::RunScript(const std::string& script, const std::string& what) const {
-  std::string path = JoinPath(temp_dir_, "smolvmd-nft-XXXXXX");
-  int fd = mkostemp(path.data(), O_CLOEXEC);
-  if (fd < 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(what, ": create ", path));
-  }
-  absl::Cleanup remove = [&path] { unlink(path.c_str()); };
-  // A scratch file read once by nft: no fsync needed.
-  size_t written = 0;
-  while (written < script.size()) {
-    ssize_t n = write(fd, script.data() + written, script.size() - written);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      absl::Status status = absl::ErrnoToStatus(errno, absl::StrCat(what, ": write ", path));
-      close(fd);
-      return status;
-    }
-    written += static_cast<size_t>(n);
-  }
-  if (close(fd) != 0) {
-    return absl::ErrnoToStatus(errno, absl::StrCat(what, ": close ", path));
-  }
-  std::vector<std::string> argv = command_prefix_;
-  argv.insert(argv.end(), {"nft", "-f", path});
-  SubprocessOptions options;
-  options.timeout = absl::Seconds(60);
-  if (auto result = RunChecked(argv, options); !result.ok()) {
-    return absl::Status(result.status().code(),
-                        absl::StrCat(what, ": ", result.status().message()));
-  }
-  return absl::OkStatus();
-}
-
-absl::StatusOr<std::map<std::string, absl::Status>> NftFirewall::Apply(
-    const FirewallState& state) {
-  SMOLVM_ASSIGN_OR_RETURN(RenderedRuleset rendered, RenderNftRulesetLenient(state));
-  SMOLVM_RETURN_IF_ERROR(
-      RunScript(rendered.script, absl::StrCat("apply firewall table ", state.table)));
-  return std::move(rendered.rejected);
-}
-
-absl::Status NftFirewall::Remove(const std::string& table) {
-  SMOLVM_RETURN_IF_ERROR(ValidateTableName(table));
-  std::string script;
-  for (const char* family : {"inet", "bridge"}) {
-    absl::StrAppend(&script, "add table ", family, " ", table, "\ndelete table ", family, " ",
-                    table, "\n");
-  }
-  return RunScript(script, absl::StrCat("remove firewall table ", table));
 }
 
 }  // namespace smolvm::net

@@ -1,9 +1,21 @@
 // File: firewall.h
 //
-// The packet filter and NAT of the VM network, as one nftables ruleset that
-// is rendered from the complete desired state and swapped in atomically
-// (one `nft -f` transaction), so there is never a half-applied rule set and
-// applying the same state twice is a no-op.
+// The packet filter and NAT of the VM network, as nftables tables that are
+// rendered from the desired state. The whole state is swapped in atomically
+// (one transaction) at startup and reconciliation, so there is never a
+// half-applied rule set and applying the same state twice is a no-op; after
+// that one VM's change is one small transaction that touches only that VM's
+// rules, so it costs the same with 1 VM or 1,000.
+//
+// Layout: every VM has its own chains, named after its address
+// (port_<hex> in table bridge; egress_<hex>, ingress_<hex> and dnat_<hex>
+// in table inet), and the base chains reach them through verdict maps
+// keyed by what identifies the VM's packets: the TAP (map ports), the
+// guest address (maps egress, ingress) and a forward's host address,
+// protocol and port (maps dnat_addr / dnat_any, and out_addr / out_any for
+// connections made on the host). Adding, changing or removing a VM adds,
+// flushes or deletes its chains and map elements; the base chains and
+// everything global are rendered only by the whole-state apply.
 //
 // What the ruleset enforces (see RenderNftRuleset for the rules):
 //  * anti-spoofing at layer 2 (table bridge): a TAP may only send IPv4 from
@@ -23,11 +35,13 @@
 // out (its TAP then sends nothing) and reports it; only a bad global
 // setting fails the whole ruleset.
 //
-// Rendering is pure; NftFirewall only runs `nft -f` on the result.
+// Rendering is pure (NftRuleset); NftFirewall runs the result through
+// libnftables, without spawning nft.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -97,8 +111,58 @@ absl::StatusOr<RenderedRuleset> RenderNftRulesetLenient(const FirewallState& sta
 // whole render with its status.
 absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state);
 
+// OK if `table` can name smolvmd's nft tables: 1-32 characters of
+// [A-Za-z0-9_], starting with a letter; else INVALID_ARGUMENT.
+absl::Status ValidateNftTableName(const std::string& table);
+
 // The egress chain of a guest: "egress_" + 8 hex digits of its address.
 std::string EgressChainName(uint32_t ip);
+
+// What the tables hold, as a value: the globals and the entries of the VMs
+// whose rules are installed, indexed for the clash checks. Pure: it renders
+// scripts and is updated with what a successful transaction installed.
+// Not thread-safe.
+class NftRuleset {
+ public:
+  // The ruleset of the whole state (RenderNftRulesetLenient's rules).
+  static absl::StatusOr<NftRuleset> Render(const FirewallState& state);
+  NftRuleset(NftRuleset&&) noexcept;
+  NftRuleset& operator=(NftRuleset&&) noexcept;
+  ~NftRuleset();
+
+  // The script that replaces both tables with this ruleset.
+  const std::string& script() const { return script_; }
+  // vm_id -> why its entry was left out (Render only).
+  const std::map<std::string, absl::Status>& rejected() const { return rejected_; }
+
+  // Whether a VM's change can be applied on top of this ruleset: `state`'s
+  // globals are the ones rendered, and no entry was left out (a rejected
+  // entry may become valid when another VM goes; only a whole render
+  // finds that out).
+  bool AcceptsVmChanges(const FirewallState& state) const;
+
+  // One VM's change: the script that turns this ruleset's rules of `vm_id`
+  // into those of `desired` (nullptr: none) in one transaction, and the
+  // ruleset after it. A `desired` entry that cannot be rendered (the same
+  // checks as Render, against the other installed VMs) removes the VM's
+  // rules and is reported in `rejected`. Requires AcceptsVmChanges(state).
+  struct VmChange {
+    std::string script;  // "" when nothing changes.
+    absl::Status rejected;
+  };
+  VmChange RenderVmChange(const std::string& vm_id, const VmFirewallEntry* desired);
+  // Makes the last RenderVmChange's result this ruleset's state (after
+  // its script was applied).
+  void CommitVmChange();
+
+  struct Impl;
+
+ private:
+  explicit NftRuleset(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+  std::string script_;
+  std::map<std::string, absl::Status> rejected_;
+};
 
 class Firewall {
  public:
@@ -111,30 +175,23 @@ class Firewall {
   virtual absl::StatusOr<std::map<std::string, absl::Status>> Apply(
       const FirewallState& state) = 0;
 
+  // Whether ApplyVm can take a change made on top of `state`'s globals
+  // (state.vms is not read): false before the first Apply, after a failed
+  // transaction, when a global setting changed or an entry was left out.
+  // Callers then Apply the whole state.
+  virtual bool AcceptsVmChanges(const FirewallState& state) const = 0;
+
+  // Makes the rules of VM `vm_id` those of its entry in `state.vms` (no
+  // entry: removes them) in one transaction, leaving every other VM's
+  // rules alone. Only that entry is read. An entry that cannot be rendered
+  // is reported as Apply does (its rules are removed). On error the rules
+  // stay as they were and AcceptsVmChanges is false until the next Apply.
+  // Requires AcceptsVmChanges(state).
+  virtual absl::StatusOr<std::map<std::string, absl::Status>> ApplyVm(
+      const FirewallState& state, const std::string& vm_id) = 0;
+
   // Deletes the tables of Apply(state with table = `table`); OK if absent.
   virtual absl::Status Remove(const std::string& table) = 0;
-};
-
-// Firewall on the nft command. Stateless: concurrent Apply calls are safe
-// but the last one wins, so callers serialize changes to the state.
-class NftFirewall : public Firewall {
- public:
-  // `command_prefix` is prepended to every command (e.g. {"ip", "netns",
-  // "exec", NAME} in tests; empty in production). Scripts are written to
-  // `temp_dir` and removed after use.
-  explicit NftFirewall(std::vector<std::string> command_prefix = {},
-                       std::string temp_dir = "/tmp");
-
-  absl::StatusOr<std::map<std::string, absl::Status>> Apply(
-      const FirewallState& state) override;
-  absl::Status Remove(const std::string& table) override;
-
- private:
-  // Runs `nft -f` on `script`.
-  absl::Status RunScript(const std::string& script, const std::string& what) const;
-
-  std::vector<std::string> command_prefix_;
-  std::string temp_dir_;
 };
 
 }  // namespace smolvm::net

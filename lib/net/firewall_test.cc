@@ -1,14 +1,20 @@
 #include "lib/net/firewall.h"
 
 #include <functional>
+#include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/net/netns_for_testing.h"
+#include "lib/net/nft_firewall.h"
 #include "tests/testing/status_matchers.h"
 
 namespace smolvm::net {
@@ -65,17 +71,23 @@ TEST(RenderNftRulesetTest, ReplacesBothTablesAtomically) {
 TEST(RenderNftRulesetTest, AntiSpoofingInTheBridgeTable) {
   auto script = RenderNftRuleset(TwoVms());
   ASSERT_THAT(script, IsOk());
-  std::string chain = ChainOf(*script, "bridge", "prerouting");
-  EXPECT_THAT(chain, HasSubstr("type filter hook prerouting priority filter; policy accept;"));
+  // Each TAP leads to its VM's chain; TAPs nobody owns, last.
+  EXPECT_EQ(ChainOf(*script, "bridge", "prerouting"),
+            "  chain prerouting {\n"
+            "    type filter hook prerouting priority filter; policy accept;\n"
+            "    iifname vmap @ports\n"
+            "    iifname \"smv*\" drop");
+  EXPECT_THAT(*script, HasSubstr("add element bridge smolvmd ports { \"smv0ac80002\" : jump "
+                                 "port_0ac80002 }\n"));
+  std::string chain = ChainOf(*script, "bridge", "port_0ac80002");
   EXPECT_THAT(chain, HasSubstr("iifname \"smv0ac80002\" ether saddr 02:53:0a:c8:00:02 "
                                "ip saddr 10.200.0.2 accept comment \"vm vm-a\""));
   EXPECT_THAT(chain, HasSubstr("iifname \"smv0ac80002\" ether saddr 02:53:0a:c8:00:02 "
                                "arp saddr ether 02:53:0a:c8:00:02 arp saddr ip 10.200.0.2 "
                                "accept"));
-  EXPECT_THAT(chain, HasSubstr("iifname \"smv0ac80002\" drop"));
-  EXPECT_THAT(chain, HasSubstr("iifname \"smv0ac80003\" drop"));
-  // TAPs nobody owns, last.
-  EXPECT_TRUE(absl::EndsWith(chain, "    iifname \"smv*\" drop")) << chain;
+  EXPECT_TRUE(absl::EndsWith(chain, "iifname \"smv0ac80002\" drop comment \"vm vm-a\""));
+  EXPECT_THAT(ChainOf(*script, "bridge", "port_0ac80003"),
+              HasSubstr("iifname \"smv0ac80003\" drop"));
 
   FirewallState state = TwoVms();
   state.tap_prefix = "";
@@ -93,12 +105,16 @@ TEST(RenderNftRulesetTest, ForwardChainPolicesOnlyTheBridge) {
   EXPECT_THAT(chain, HasSubstr("type filter hook forward priority filter; policy accept;\n"
                                "    ct state established ct direction reply accept\n"
                                "    ct state related accept\n"
-                               "    iifname \"smolbr0\" ip saddr 10.200.0.2 jump egress_0ac80002"
-                               " comment \"vm vm-a\"\n"
-                               "    iifname \"smolbr0\" ip saddr 10.200.0.3 jump egress_0ac80003"
-                               " comment \"vm vm-b\"\n"
+                               "    iifname \"smolbr0\" ip saddr vmap @egress\n"
                                "    iifname \"smolbr0\" drop\n"
+                               "    oifname \"smolbr0\" ip daddr vmap @ingress\n"
                                "    oifname \"smolbr0\" drop"));
+  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd egress { 10.200.0.2 : jump "
+                                 "egress_0ac80002 }\n"
+                                 "add element inet smolvmd ingress { 10.200.0.2 : jump "
+                                 "ingress_0ac80002 }\n"));
+  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd egress { 10.200.0.3 : jump "
+                                 "egress_0ac80003 }\n"));
 }
 
 TEST(RenderNftRulesetTest, EgressModes) {
@@ -119,7 +135,8 @@ TEST(RenderNftRulesetTest, EgressModes) {
   // Canonical, de-duplicated, covered ranges dropped.
   EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80004"),
             "  chain egress_0ac80004 {\n" + isolate +
-                "    ip daddr { 8.8.8.8, 10.0.0.0/8, 192.168.1.0/24 } accept\n    drop");
+                "    ip daddr 8.8.8.8 accept\n    ip daddr 10.0.0.0/8 accept\n"
+                "    ip daddr 192.168.1.0/24 accept\n    drop");
   EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80005"),
             "  chain egress_0ac80005 {\n" + isolate + "    drop");
 }
@@ -147,22 +164,33 @@ TEST(RenderNftRulesetTest, PortForwards) {
   const std::string dnat2 =
       "meta nfproto ipv4 fib daddr type local udp dport 5353 dnat ip to 10.200.0.3:53 "
       "comment \"vm vm-b\"";
-  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"), HasSubstr(dnat1));
-  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"), HasSubstr(dnat2));
-  // Connections made on the host: only to the listed addresses.
-  EXPECT_THAT(ChainOf(*script, "inet", "output"), HasSubstr(dnat1));
-  EXPECT_THAT(ChainOf(*script, "inet", "output"), Not(HasSubstr("dport 5353")));
-  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"),
-              HasSubstr("type nat hook prerouting priority dstnat; policy accept;"));
+  EXPECT_THAT(ChainOf(*script, "inet", "dnat_0ac80002"), HasSubstr(dnat1));
+  EXPECT_THAT(ChainOf(*script, "inet", "dnat_0ac80003"), HasSubstr(dnat2));
+  // Reached through the maps keyed by the forwards.
+  EXPECT_EQ(ChainOf(*script, "inet", "prerouting"),
+            "  chain prerouting {\n"
+            "    type nat hook prerouting priority dstnat; policy accept;\n"
+            "    ip daddr . meta l4proto . th dport vmap @dnat_addr\n"
+            "    meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @dnat_any");
   EXPECT_THAT(ChainOf(*script, "inet", "output"),
-              HasSubstr("type nat hook output priority -100; policy accept;"));
-  std::string forward = ChainOf(*script, "inet", "forward");
-  EXPECT_THAT(forward, HasSubstr("oifname \"smolbr0\" ip daddr 10.200.0.2 tcp dport 80 "
-                                 "ct status dnat accept"));
-  EXPECT_THAT(forward, HasSubstr("oifname \"smolbr0\" ip daddr 10.200.0.3 udp dport 53 "
-                                 "ct status dnat accept"));
-  // The accepts come before the bridge's catch-all drop.
-  EXPECT_LT(forward.find("tcp dport 80"), forward.find("oifname \"smolbr0\" drop"));
+              HasSubstr("type nat hook output priority -100; policy accept;\n"
+                        "    ip daddr . meta l4proto . th dport vmap @out_addr\n"));
+  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8080 "
+                                 ": jump dnat_0ac80002 }\n"));
+  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd dnat_any { udp . 5353 : jump "
+                                 "dnat_0ac80003 }\n"));
+  // Connections made on the host: only to the listed addresses.
+  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd out_addr { 127.0.0.1 . tcp . 8080 "
+                                 ": jump dnat_0ac80002 }\n"));
+  EXPECT_THAT(*script, Not(HasSubstr("smolvmd out_any {")));
+  // Only DNATed connections reach the guests.
+  EXPECT_EQ(ChainOf(*script, "inet", "ingress_0ac80002"),
+            "  chain ingress_0ac80002 {\n"
+            "    oifname \"smolbr0\" ip daddr 10.200.0.2 tcp dport 80 ct status dnat accept "
+            "comment \"vm vm-a\"");
+  EXPECT_THAT(ChainOf(*script, "inet", "ingress_0ac80003"),
+              HasSubstr("oifname \"smolbr0\" ip daddr 10.200.0.3 udp dport 53 "
+                        "ct status dnat accept"));
 }
 
 TEST(RenderNftRulesetTest, OutputDnatFollowsTheListedHostAddresses) {
@@ -170,27 +198,29 @@ TEST(RenderNftRulesetTest, OutputDnatFollowsTheListedHostAddresses) {
   state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
   state.vms[0].forwards.push_back({"192.0.2.7", 8080, 80, "tcp"});
   state.vms[1].forwards.push_back({"0.0.0.0", 5353, 53, "udp"});
+  // The out_* map elements.
   auto output_of = [&](std::vector<uint32_t> ips) {
     state.output_dnat_ips = std::move(ips);
     auto script = RenderNftRuleset(state);
     EXPECT_THAT(script, IsOk());
-    return script.ok() ? ChainOf(*script, "inet", "output") : "";
+    std::string out;
+    for (absl::string_view line : absl::StrSplit(script.ok() ? *script : "", '\n')) {
+      if (absl::StartsWith(line, "add element inet smolvmd out_")) absl::StrAppend(&out, line, "\n");
+    }
+    return out;
   };
   // None listed: no output DNAT at all; prerouting is unaffected.
-  std::string output = output_of({});
-  EXPECT_THAT(output, Not(HasSubstr("dnat")));
+  EXPECT_EQ(output_of({}), "");
   // 0.0.0.0 forwards only when 0 is listed; a listed 0 does not make other
   // addresses' forwards capture the host's traffic.
-  output = output_of({0});
-  EXPECT_THAT(output, HasSubstr("fib daddr type local udp dport 5353"));
-  EXPECT_THAT(output, Not(HasSubstr("ip daddr 127.0.0.1")));
-  output = output_of({0xc0000207, 0x7f000001});
-  EXPECT_THAT(output, HasSubstr("ip daddr 127.0.0.1 tcp dport 8080"));
-  EXPECT_THAT(output, HasSubstr("ip daddr 192.0.2.7 tcp dport 8080"));
-  EXPECT_THAT(output, Not(HasSubstr("5353")));
+  EXPECT_EQ(output_of({0}),
+            "add element inet smolvmd out_any { udp . 5353 : jump dnat_0ac80003 }\n");
+  EXPECT_EQ(output_of({0xc0000207, 0x7f000001}),
+            "add element inet smolvmd out_addr { 127.0.0.1 . tcp . 8080 : jump dnat_0ac80002 }\n"
+            "add element inet smolvmd out_addr { 192.0.2.7 . tcp . 8080 : jump dnat_0ac80002 }\n");
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"), HasSubstr("udp dport 5353"));
+  EXPECT_THAT(*script, HasSubstr("dnat_any { udp . 5353 : jump dnat_0ac80003 }"));
 }
 
 TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
@@ -202,15 +232,19 @@ TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
   const std::string isolate = "    ip daddr 10.200.0.0/24 drop\n";
-  // Canonical, covered entries dropped, before anything is accepted.
-  const std::string deny = "    ip daddr { 10.9.9.9, 169.254.0.0/16, 192.168.1.0/24 } drop\n";
+  // Canonical, covered entries dropped, in one set, before anything is
+  // accepted.
+  EXPECT_THAT(*script, HasSubstr("  set deny {\n    type ipv4_addr\n    flags interval\n"
+                                 "    elements = { 10.9.9.9, 169.254.0.0/16, 192.168.1.0/24 }\n"
+                                 "  }\n"));
+  const std::string deny = "    ip daddr @deny drop\n";
   EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80002"),
             "  chain egress_0ac80002 {\n" + isolate + deny + "    accept");
   EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80003"),
             "  chain egress_0ac80003 {\n" + isolate + deny + "    drop");
   EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80004"),
             "  chain egress_0ac80004 {\n" + isolate + deny +
-                "    ip daddr { 8.8.8.8, 169.254.169.254 } accept\n    drop");
+                "    ip daddr 8.8.8.8 accept\n    ip daddr 169.254.169.254 accept\n    drop");
 
   // A bad deny entry is the operator's: nothing is rendered.
   for (const char* bad : {"169.254.0.0/33", "010.0.0.0/8", " 1.2.3.4", "fe80::/10"}) {
@@ -383,12 +417,36 @@ class NftFirewallTest : public ::testing::Test {
     auto netns = ScopedNetns::Create();
     ASSERT_THAT(netns, IsOk());
     netns_ = *std::move(netns);
-    firewall_ = std::make_unique<NftFirewall>(netns_->prefix());
+    auto firewall = NftFirewall::Create(netns_->name());
+    ASSERT_THAT(firewall, IsOk());
+    firewall_ = *std::move(firewall);
   }
 
   std::string ListTable(const std::string& family) {
     auto listed = netns_->Exec({"nft", "list", "table", family, "smolvmd"});
     return listed.ok() ? *listed : "";
+  }
+
+  // Both tables as "<block>: <line>" entries, map elements one by one:
+  // equal for equal rules whatever order they were added in.
+  std::multiset<std::string> Normalized() {
+    std::multiset<std::string> out;
+    for (const char* family : {"bridge", "inet"}) {
+      std::string block;
+      for (absl::string_view line : absl::StrSplit(ListTable(family), '\n')) {
+        line = absl::StripAsciiWhitespace(line);
+        if (absl::EndsWith(line, "{") && !absl::StartsWith(line, "elements")) {
+          block = absl::StrCat(family, " ", line);
+          continue;
+        }
+        absl::ConsumePrefix(&line, "elements = {");
+        absl::ConsumeSuffix(&line, "}");
+        for (absl::string_view part : absl::StrSplit(line, ',', absl::SkipWhitespace())) {
+          out.insert(absl::StrCat(block, ": ", absl::StripAsciiWhitespace(part)));
+        }
+      }
+    }
+    return out;
   }
 
   std::unique_ptr<ScopedNetns> netns_;
@@ -450,12 +508,14 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   ASSERT_THAT(with_deny, IsOk());
   EXPECT_TRUE(with_deny->empty());
   std::string listed = ListTable("inet");
-  EXPECT_THAT(listed, HasSubstr("ip daddr { 169.254.0.0/16, 192.168.0.0/16 } drop"));
-  size_t output = listed.find("chain output {");
+  EXPECT_THAT(listed, HasSubstr("elements = { 169.254.0.0/16, 192.168.0.0/16 }"));
+  EXPECT_THAT(listed, HasSubstr("ip daddr @deny drop"));
+  size_t output = listed.find("map out_addr {");
   ASSERT_NE(output, std::string::npos) << listed;
-  std::string output_chain = listed.substr(output, listed.find("}", output) - output);
-  EXPECT_THAT(output_chain, HasSubstr("tcp dport 8080 dnat ip to 10.200.0.2:80"));
-  EXPECT_THAT(output_chain, Not(HasSubstr("5353")));
+  std::string output_map = listed.substr(output, listed.find("}", output) - output);
+  EXPECT_THAT(output_map, HasSubstr("127.0.0.1 . tcp . 8080 : jump dnat_0ac80002"));
+  EXPECT_THAT(listed, HasSubstr("tcp dport 8080 dnat ip to 10.200.0.2:80"));
+  EXPECT_THAT(output_map, Not(HasSubstr("5353")));
 
   ASSERT_THAT(firewall_->Remove("smolvmd"), IsOk());
   auto tables = netns_->Exec({"nft", "list", "tables"});
@@ -464,13 +524,187 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   EXPECT_THAT(firewall_->Remove("smolvmd"), IsOk());  // Absent is fine.
 }
 
-TEST_F(NftFirewallTest, FailuresNameTheTableAndCarryStderr) {
-  // nft cannot be found: the error says what failed and why.
-  NftFirewall broken({"ip", "netns", "exec", netns_->name(), "env", "PATH=/nonexistent"});
-  absl::Status status = broken.Apply(TwoVms()).status();
-  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInternal, "apply firewall table smolvmd"));
-  EXPECT_THAT(status.message(), HasSubstr("nft"));
+TEST_F(NftFirewallTest, FailuresNameTheTableAndCarryNftsMessage) {
+  FirewallState state = TwoVms();
+  EXPECT_FALSE(firewall_->AcceptsVmChanges(state));  // Nothing applied yet.
+  EXPECT_THAT(firewall_->ApplyVm(state, "vm-a"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "apply the whole state"));
+  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  EXPECT_TRUE(firewall_->AcceptsVmChanges(state));
+
+  // Someone deleted our table: the change fails with nft's reason, and
+  // until the next Apply no change is taken.
+  ASSERT_THAT(netns_->Exec({"nft", "delete", "table", "inet", "smolvmd"}), IsOk());
+  state.vms[0].egress.mode = EgressMode::kOff;
+  absl::Status status = firewall_->ApplyVm(state, "vm-a").status();
+  EXPECT_THAT(status, StatusIs(absl::StatusCode::kInternal,
+                               "apply firewall rules of vm vm-a in table smolvmd"));
   EXPECT_THAT(status.message(), HasSubstr("No such file or directory"));
+  EXPECT_FALSE(firewall_->AcceptsVmChanges(state));
+  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  EXPECT_TRUE(firewall_->AcceptsVmChanges(state));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("chain egress_0ac80002"));
+}
+
+// Per-VM changes leave exactly the rules a whole Apply of the same state
+// would.
+TEST_F(NftFirewallTest, VmChangesEqualTheWholeRuleset) {
+  FirewallState state = TwoVms();
+  state.deny_cidrs = {"169.254.0.0/16"};
+  state.output_dnat_ips = {0x7f000001, 0};
+  state.dns = 0x0ac80001;
+  state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
+  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  auto expect_same_as_whole = [&](const std::string& what) {
+    std::multiset<std::string> incremental = Normalized();
+    auto whole = NftFirewall::Create(netns_->name());
+    ASSERT_THAT(whole, IsOk());
+    ASSERT_THAT((*whole)->Apply(state), IsOk());
+    EXPECT_EQ(incremental, Normalized()) << what;
+    // Back to the incremental firewall's view (the same rules).
+    ASSERT_THAT(firewall_->Apply(state), IsOk());
+  };
+  auto change = [&](const std::string& vm_id) {
+    ASSERT_TRUE(firewall_->AcceptsVmChanges(state));
+    auto rejected = firewall_->ApplyVm(state, vm_id);
+    ASSERT_THAT(rejected, IsOk());
+    EXPECT_TRUE(rejected->empty());
+  };
+
+  // Add a VM with forwards and a restricted egress.
+  VmFirewallEntry c = Vm("vm-c", 0x0ac80004, EgressMode::kRestricted);
+  c.egress.allow_cidrs = {"8.8.8.8", "10.0.0.0/8"};
+  c.forwards = {{"0.0.0.0", 5353, 53, "udp"}, {"127.0.0.1", 9000, 90, "tcp"}};
+  state.vms.push_back(c);
+  change("vm-c");
+  expect_same_as_whole("add");
+  // Change its policy and forwards.
+  state.vms[2].egress = {EgressMode::kOpen, {}};
+  state.vms[2].forwards = {{"127.0.0.1", 9001, 90, "tcp"}};
+  change("vm-c");
+  expect_same_as_whole("update");
+  // Move it to another address (and TAP).
+  state.vms[2].ip = 0x0ac80005;
+  state.vms[2].tap = TapNameFor(0x0ac80005);
+  change("vm-c");
+  expect_same_as_whole("move");
+  // Remove a VM, then applying its absence again changes nothing.
+  state.vms.erase(state.vms.begin());
+  change("vm-a");
+  change("vm-a");
+  expect_same_as_whole("remove");
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("0ac80002")));
+  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("0ac80002")));
+}
+
+TEST_F(NftFirewallTest, BadVmChangesAreReportedAndLeaveTheVmOut) {
+  FirewallState state = TwoVms();
+  state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
+  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  // vm-b asks for vm-a's host port: rejected, its rules go.
+  state.vms[1].forwards.push_back({"0.0.0.0", 8080, 81, "tcp"});
+  auto rejected = firewall_->ApplyVm(state, "vm-b");
+  ASSERT_THAT(rejected, IsOk());
+  ASSERT_EQ(rejected->size(), 1u);
+  EXPECT_THAT(rejected->at("vm-b"), StatusIs(absl::StatusCode::kAlreadyExists, "vm vm-b"));
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("egress_0ac80003")));
+  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("port_0ac80003")));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("dnat ip to 10.200.0.2:80"));
+  // A bad entry taking vm-a's address is rejected too, vm-a keeps its rules.
+  VmFirewallEntry d = Vm("vm-d", kVm1, EgressMode::kOpen);
+  d.tap = "smvother";
+  state.vms.push_back(d);
+  rejected = firewall_->ApplyVm(state, "vm-d");
+  ASSERT_THAT(rejected, IsOk());
+  EXPECT_THAT(rejected->at("vm-d"), StatusIs(absl::StatusCode::kInvalidArgument, "used twice"));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("egress_0ac80002"));
+  // A VM left out of a whole Apply needs whole Applies from then on (it
+  // may fit again when another VM goes).
+  state.vms.pop_back();
+  ASSERT_THAT(firewall_->Apply(state), IsOk());
+  EXPECT_FALSE(firewall_->AcceptsVmChanges(state));
+}
+
+TEST(NftRulesetTest, VmChangeScripts) {
+  FirewallState state = TwoVms();
+  auto ruleset = NftRuleset::Render(state);
+  ASSERT_THAT(ruleset, IsOk());
+  EXPECT_TRUE(ruleset->AcceptsVmChanges(state));
+  FirewallState other = state;
+  other.uplink = "eth1";
+  EXPECT_FALSE(ruleset->AcceptsVmChanges(other));
+
+  // Add: chains, their rules, then the elements that lead to them.
+  VmFirewallEntry c = Vm("vm-c", 0x0ac80004, EgressMode::kOff);
+  c.forwards = {{"127.0.0.1", 8080, 80, "tcp"}};
+  NftRuleset::VmChange add = ruleset->RenderVmChange("vm-c", &c);
+  ASSERT_THAT(add.rejected, IsOk());
+  EXPECT_EQ(add.script,
+            "add chain bridge smolvmd port_0ac80004\n"
+            "add rule bridge smolvmd port_0ac80004 iifname \"smv0ac80004\" ether saddr "
+            "02:53:0a:c8:00:04 ip saddr 10.200.0.4 accept comment \"vm vm-c\"\n"
+            "add rule bridge smolvmd port_0ac80004 iifname \"smv0ac80004\" ether saddr "
+            "02:53:0a:c8:00:04 arp saddr ether 02:53:0a:c8:00:04 arp saddr ip 10.200.0.4 "
+            "accept comment \"vm vm-c\"\n"
+            "add rule bridge smolvmd port_0ac80004 iifname \"smv0ac80004\" drop comment "
+            "\"vm vm-c\"\n"
+            "add chain inet smolvmd egress_0ac80004\n"
+            "add rule inet smolvmd egress_0ac80004 ip daddr 10.200.0.0/24 drop\n"
+            "add rule inet smolvmd egress_0ac80004 drop\n"
+            "add chain inet smolvmd ingress_0ac80004\n"
+            "add rule inet smolvmd ingress_0ac80004 oifname \"smolbr0\" ip daddr 10.200.0.4 "
+            "tcp dport 80 ct status dnat accept comment \"vm vm-c\"\n"
+            "add chain inet smolvmd dnat_0ac80004\n"
+            "add rule inet smolvmd dnat_0ac80004 ip daddr 127.0.0.1 tcp dport 8080 dnat ip to "
+            "10.200.0.4:80 comment \"vm vm-c\"\n"
+            "add element bridge smolvmd ports { \"smv0ac80004\" : jump port_0ac80004 }\n"
+            "add element inet smolvmd egress { 10.200.0.4 : jump egress_0ac80004 }\n"
+            "add element inet smolvmd ingress { 10.200.0.4 : jump ingress_0ac80004 }\n"
+            "add element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8080 : jump "
+            "dnat_0ac80004 }\n");
+  ruleset->CommitVmChange();
+
+  // Update: chains refilled, only the elements that differ.
+  c.egress.mode = EgressMode::kOpen;
+  c.forwards = {{"127.0.0.1", 8081, 80, "tcp"}};
+  NftRuleset::VmChange update = ruleset->RenderVmChange("vm-c", &c);
+  ASSERT_THAT(update.rejected, IsOk());
+  EXPECT_THAT(update.script, HasSubstr("delete element inet smolvmd dnat_addr { 127.0.0.1 . "
+                                       "tcp . 8080 }\nflush chain bridge smolvmd port_0ac80004\n"));
+  EXPECT_THAT(update.script, HasSubstr("flush chain inet smolvmd egress_0ac80004\n"
+                                       "add rule inet smolvmd egress_0ac80004 ip daddr "
+                                       "10.200.0.0/24 drop\n"
+                                       "add rule inet smolvmd egress_0ac80004 accept\n"));
+  EXPECT_TRUE(absl::EndsWith(update.script, "add element inet smolvmd dnat_addr { 127.0.0.1 . "
+                                            "tcp . 8081 : jump dnat_0ac80004 }\n"));
+  EXPECT_THAT(update.script, Not(HasSubstr("egress {")));  // Same address: kept.
+  ruleset->CommitVmChange();
+
+  // Another VM cannot take what vm-c holds now, but may take what it gave up.
+  VmFirewallEntry d = Vm("vm-d", 0x0ac80005, EgressMode::kOpen);
+  d.forwards = {{"0.0.0.0", 8081, 80, "tcp"}};
+  EXPECT_THAT(ruleset->RenderVmChange("vm-d", &d).rejected,
+              StatusIs(absl::StatusCode::kAlreadyExists, "vm vm-d"));
+  d.forwards = {{"0.0.0.0", 8080, 80, "tcp"}};
+  EXPECT_THAT(ruleset->RenderVmChange("vm-d", &d).rejected, IsOk());
+
+  // Remove: elements first, then the chains.
+  NftRuleset::VmChange remove = ruleset->RenderVmChange("vm-c", nullptr);
+  EXPECT_EQ(remove.script,
+            "delete element bridge smolvmd ports { \"smv0ac80004\" }\n"
+            "delete element inet smolvmd egress { 10.200.0.4 }\n"
+            "delete element inet smolvmd ingress { 10.200.0.4 }\n"
+            "delete element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8081 }\n"
+            "flush chain bridge smolvmd port_0ac80004\n"
+            "delete chain bridge smolvmd port_0ac80004\n"
+            "flush chain inet smolvmd egress_0ac80004\n"
+            "delete chain inet smolvmd egress_0ac80004\n"
+            "flush chain inet smolvmd ingress_0ac80004\n"
+            "delete chain inet smolvmd ingress_0ac80004\n"
+            "flush chain inet smolvmd dnat_0ac80004\n"
+            "delete chain inet smolvmd dnat_0ac80004\n");
+  ruleset->CommitVmChange();
+  EXPECT_EQ(ruleset->RenderVmChange("vm-c", nullptr).script, "");  // Gone already.
 }
 
 }  // namespace

@@ -26,6 +26,8 @@
 #include "lib/net/firewall.h"
 #include "lib/net/ip_pool.h"
 #include "lib/net/link_backend.h"
+#include "lib/net/netlink_link_backend.h"
+#include "lib/net/nft_firewall.h"
 #include "lib/net/netns_for_testing.h"
 #include "tests/testing/status_matchers.h"
 
@@ -170,7 +172,9 @@ std::string AcceptedFrom(const UniqueFd& listener) {
   return IpToString(ntohl(peer.sin_addr.s_addr));
 }
 
-class FirewallTrafficTest : public ::testing::Test {
+// GetParam(): after the first Apply, changes of single VMs go in with
+// ApplyVm ("incremental") or with a whole Apply ("full").
+class FirewallTrafficTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (std::string missing = ScopedNetns::MissingPrerequisite(); !missing.empty()) {
@@ -182,7 +186,7 @@ class FirewallTrafficTest : public ::testing::Test {
       *netns = *std::move(created);
     }
     subnet_ = *Subnet::Parse("10.200.0.0/24");
-    IpCommandLinkBackend links(host_->prefix());
+    NetlinkLinkBackend links(host_->name());
     ASSERT_THAT(links.EnsureBridge(kBridge, subnet_.gateway(), subnet_.prefix), IsOk());
     ASSERT_NO_FATAL_FAILURE(AddVm(*vm_a_, kVmA));
     ASSERT_NO_FATAL_FAILURE(AddVm(*vm_b_, kVmB));
@@ -207,7 +211,26 @@ class FirewallTrafficTest : public ::testing::Test {
     state_.subnet = subnet_;
     state_.uplink = *uplink;
     state_.vms = {Entry("vm-a", kVmA, EgressMode::kOpen), Entry("vm-b", kVmB, EgressMode::kOpen)};
-    firewall_ = std::make_unique<NftFirewall>(host_->prefix());
+    auto firewall = NftFirewall::Create(host_->name());
+    ASSERT_THAT(firewall, IsOk());
+    firewall_ = *std::move(firewall);
+  }
+
+  // Applies a change of the VMs `ids` in state_ (an id state_ no longer
+  // lists: that VM is gone): one ApplyVm each when incremental and the
+  // globals are those applied, else (or when `global`) the whole state.
+  void Changed(const std::vector<std::string>& ids, bool global = false) {
+    if (GetParam() == "full" || global) {
+      ASSERT_FALSE(GetParam() == "incremental" && firewall_->AcceptsVmChanges(state_))
+          << "a global change must not pass for a per-vm one";
+      return Apply();
+    }
+    ASSERT_TRUE(firewall_->AcceptsVmChanges(state_));
+    for (const std::string& id : ids) {
+      auto rejected = firewall_->ApplyVm(state_, id);
+      ASSERT_THAT(rejected, IsOk());
+      ASSERT_TRUE(rejected->empty()) << rejected->begin()->second;
+    }
   }
 
   // Applies state_, which must have no rejected entries.
@@ -252,7 +275,7 @@ class FirewallTrafficTest : public ::testing::Test {
   std::unique_ptr<NftFirewall> firewall_;
 };
 
-TEST_F(FirewallTrafficTest, IsolationAndEgress) {
+TEST_P(FirewallTrafficTest, IsolationAndEgress) {
   state_.vms[1].egress.mode = EgressMode::kOff;
   ASSERT_NO_FATAL_FAILURE(Apply());
   auto remote = Listen(*internet_, 7000);
@@ -281,7 +304,7 @@ TEST_F(FirewallTrafficTest, IsolationAndEgress) {
 
   // Restricted egress: only the allowed destinations.
   state_.vms[0].egress = {EgressMode::kRestricted, {absl::StrCat(kRemote1, "/32")}};
-  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
   EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
   EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
   EXPECT_FALSE(Connect(*vm_a_, kRemote2, 7000).ok());
@@ -291,7 +314,7 @@ TEST_F(FirewallTrafficTest, IsolationAndEgress) {
   state_.deny_cidrs = {absl::StrCat(kRemote2, "/32")};
   state_.vms[0].egress = {EgressMode::kRestricted, {"198.51.100.0/24"}};
   state_.vms[1].egress = {EgressMode::kOpen, {}};
-  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_NO_FATAL_FAILURE(Changed({}, /*global=*/true));
   EXPECT_FALSE(Connect(*vm_a_, kRemote2, 7000).ok());
   EXPECT_FALSE(Connect(*vm_b_, kRemote2, 7000).ok());
   EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
@@ -305,12 +328,12 @@ TEST_F(FirewallTrafficTest, IsolationAndEgress) {
   // have a route back to the VM subnet).
   state_.vms[0].egress = {EgressMode::kOpen, {}};
   state_.uplink = "";
-  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_NO_FATAL_FAILURE(Changed({}, /*global=*/true));
   EXPECT_THAT(Connect(*vm_a_, kRemote2, 7000, "", 3000), IsOk());
   EXPECT_EQ(AcceptedFrom(*remote), IpToString(kVmA));
 }
 
-TEST_F(FirewallTrafficTest, Spoofing) {
+TEST_P(FirewallTrafficTest, Spoofing) {
   ASSERT_NO_FATAL_FAILURE(Apply());
   auto remote = UdpReceiver(*internet_, 7000);
   ASSERT_THAT(remote, IsOk());
@@ -341,12 +364,12 @@ TEST_F(FirewallTrafficTest, Spoofing) {
   EXPECT_EQ(UdpArrivesFrom(**rogue, b, kRemote1, 7000, *remote), "");
   // Once listed, it works.
   state_.vms.push_back(Entry("vm-c", kRogue, EgressMode::kOpen));
-  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-c"}));
   EXPECT_EQ(UdpArrivesFrom(**rogue, IpToString(kRogue), kRemote1, 7000, *remote, 3000),
             kHostUplinkIp);
 }
 
-TEST_F(FirewallTrafficTest, PortForwards) {
+TEST_P(FirewallTrafficTest, PortForwards) {
   state_.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
   state_.vms[1].forwards.push_back({"0.0.0.0", 8081, 80, "tcp"});
   ASSERT_NO_FATAL_FAILURE(Apply());
@@ -363,7 +386,7 @@ TEST_F(FirewallTrafficTest, PortForwards) {
   EXPECT_THAT(Connect(*internet_, kHostUplinkIp, 8081, "", 3000), IsOk());
   EXPECT_EQ(AcceptedFrom(*on_b), gateway);
   state_.output_dnat_ips = {0x7f000001, 0};
-  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_NO_FATAL_FAILURE(Changed({}, /*global=*/true));
 
   // 127.0.0.1 on the host (needs route_localnet and the masquerade).
   EXPECT_THAT(Connect(*host_, "127.0.0.1", 8080, "", 3000), IsOk());
@@ -387,9 +410,66 @@ TEST_F(FirewallTrafficTest, PortForwards) {
 
   // Removing the forward closes the port.
   state_.vms[1].forwards.clear();
-  ASSERT_NO_FATAL_FAILURE(Apply());
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-b"}));
   EXPECT_FALSE(Connect(*internet_, kHostUplinkIp, 8081).ok());
+  // ... and adding one opens it (from outside: 0 is listed for output).
+  state_.vms[0].forwards.push_back({"0.0.0.0", 8082, 80, "tcp"});
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  EXPECT_THAT(Connect(*internet_, kHostUplinkIp, 8082, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*on_a), gateway);
+  EXPECT_THAT(Connect(*host_, "127.0.0.1", 8082, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*on_a), gateway);
+  EXPECT_THAT(Connect(*host_, "127.0.0.1", 8080, "", 3000), IsOk());  // The first stays.
+  EXPECT_EQ(AcceptedFrom(*on_a), gateway);
 }
+
+// A VM that goes loses everything at once (its port sends nothing, its
+// forwards close); the others are untouched; when it comes back (under
+// another address too) it works again.
+TEST_P(FirewallTrafficTest, VmsComeAndGo) {
+  state_.vms[0].forwards.push_back({"0.0.0.0", 8080, 80, "tcp"});
+  state_.vms[1].forwards.push_back({"0.0.0.0", 8081, 80, "tcp"});
+  ASSERT_NO_FATAL_FAILURE(Apply());
+  auto remote = UdpReceiver(*internet_, 7000);
+  ASSERT_THAT(remote, IsOk());
+  auto on_b = Listen(*vm_b_, 80);
+  ASSERT_THAT(on_b, IsOk());
+  const std::string a = IpToString(kVmA), b = IpToString(kVmB);
+  EXPECT_EQ(UdpArrivesFrom(*vm_b_, b, kRemote1, 7000, *remote, 3000), kHostUplinkIp);
+
+  const VmFirewallEntry vm_b = state_.vms[1];
+  state_.vms.pop_back();
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-b"}));
+  EXPECT_EQ(UdpArrivesFrom(*vm_b_, b, kRemote1, 7000, *remote), "");
+  EXPECT_FALSE(Connect(*internet_, kHostUplinkIp, 8081).ok());
+  EXPECT_EQ(UdpArrivesFrom(*vm_a_, a, kRemote1, 7000, *remote, 3000), kHostUplinkIp);
+  for (const char* family : {"inet", "bridge"}) {
+    auto listed = host_->Exec({"nft", "list", "table", family, "smolvmd"});
+    ASSERT_THAT(listed, IsOk());
+    EXPECT_THAT(*listed, ::testing::Not(::testing::HasSubstr("0ac80003"))) << *listed;
+    EXPECT_THAT(*listed, ::testing::HasSubstr("0ac80002")) << *listed;
+  }
+
+  state_.vms.push_back(vm_b);
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-b"}));
+  EXPECT_EQ(UdpArrivesFrom(*vm_b_, b, kRemote1, 7000, *remote, 3000), kHostUplinkIp);
+  EXPECT_THAT(Connect(*internet_, kHostUplinkIp, 8081, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*on_b), IpToString(subnet_.gateway()));
+
+  // vm-b moves to vm-a's TAP and address after vm-a went (a restore into
+  // another identity): one change each.
+  state_.vms.erase(state_.vms.begin());
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  state_.vms[0].ip = kVmA;
+  state_.vms[0].tap = TapNameFor(kVmA);
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-b"}));
+  EXPECT_EQ(UdpArrivesFrom(*vm_a_, a, kRemote1, 7000, *remote, 3000), kHostUplinkIp);
+  EXPECT_EQ(UdpArrivesFrom(*vm_b_, b, kRemote1, 7000, *remote), "");
+}
+
+INSTANTIATE_TEST_SUITE_P(Changes, FirewallTrafficTest,
+                         ::testing::Values("full", "incremental"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace smolvm::net

@@ -88,11 +88,7 @@ absl::StatusOr<IpCommandLinkBackend::LinkInfo> IpCommandLinkBackend::GetLink(
 absl::Status IpCommandLinkBackend::EnsureBridge(const std::string& name, uint32_t gateway_ip,
                                                 int prefix) {
   const std::string op = absl::StrCat("ensure bridge ", name);
-  SMOLVM_RETURN_IF_ERROR(ValidateInterfaceName(name, "bridge name"));
-  if (prefix < 1 || prefix > 30) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(op, ": prefix length ", prefix, " is not 1-30"));
-  }
+  SMOLVM_RETURN_IF_ERROR(CheckBridgeArguments(name, prefix));
   auto link = GetLink(name);
   if (absl::IsNotFound(link.status())) {
     auto added = RunUnchecked({"ip", "link", "add", name, "type", "bridge"});
@@ -236,8 +232,7 @@ absl::StatusOr<std::string> IpCommandLinkBackend::DefaultRouteInterface() {
   if (!result.ok()) return Annotate(result.status(), "find default route");
   auto json = ParseJson(result->stdout_text, "ip route show default");
   if (!json.ok()) return Annotate(json.status(), "find default route");
-  std::string best_dev;
-  int64_t best_metric = 0;
+  DefaultRouteChooser chooser;
   for (const auto& route : *json) {
     if (!route.is_object()) continue;
     std::string dev = JsonString(route, "dev");
@@ -248,20 +243,11 @@ absl::StatusOr<std::string> IpCommandLinkBackend::DefaultRouteInterface() {
         dev = JsonString((*hops)[0], "dev");
       }
     }
-    if (dev.empty()) continue;  // blackhole/unreachable defaults.
     auto it = route.find("metric");
-    int64_t metric = it != route.end() && it->is_number_integer() ? it->get<int64_t>() : 0;
-    if (best_dev.empty() || metric < best_metric) {
-      best_dev = std::move(dev);
-      best_metric = metric;
-    }
+    chooser.Offer(std::move(dev),
+                  it != route.end() && it->is_number_integer() ? it->get<int64_t>() : 0);
   }
-  if (best_dev.empty()) {
-    return absl::NotFoundError(
-        "find default route: there is no ipv4 default route; set an uplink explicitly or "
-        "add a default route");
-  }
-  return best_dev;
+  return chooser.Result();
 }
 
 absl::StatusOr<std::vector<std::string>> IpCommandLinkBackend::ConnectedSubnets(
@@ -270,14 +256,9 @@ absl::StatusOr<std::vector<std::string>> IpCommandLinkBackend::ConnectedSubnets(
   if (!result.ok()) return Annotate(result.status(), "list connected subnets");
   auto json = ParseJson(result->stdout_text, "ip addr show");
   if (!json.ok()) return Annotate(json.status(), "list connected subnets");
-  std::set<std::pair<uint32_t, int>> subnets;  // (network, prefix), in order.
+  ConnectedSubnetSet subnets(exclude_bridge);
   for (const auto& link : *json) {
-    if (!link.is_object()) continue;
-    const std::string name = JsonString(link, "ifname");
-    if (name.empty() || name == "lo" || name == exclude_bridge ||
-        absl::StartsWith(name, kTapPrefix)) {
-      continue;
-    }
+    if (!link.is_object() || !subnets.Counts(JsonString(link, "ifname"))) continue;
     auto infos = link.find("addr_info");
     if (infos == link.end() || !infos->is_array()) continue;
     for (const auto& info : *infos) {
@@ -285,13 +266,50 @@ absl::StatusOr<std::vector<std::string>> IpCommandLinkBackend::ConnectedSubnets(
       auto ip = ParseIpv4(JsonString(info, "local"));
       auto len = info.find("prefixlen");
       if (!ip.ok() || len == info.end() || !len->is_number_integer()) continue;
-      int prefix = len->get<int>();
-      if (prefix < 0 || prefix > 32) continue;
-      subnets.emplace(*ip & PrefixToMask(prefix), prefix);
+      subnets.Offer(*ip, len->get<int>());
     }
   }
+  return subnets.List();
+}
+
+absl::Status CheckBridgeArguments(const std::string& name, int prefix) {
+  SMOLVM_RETURN_IF_ERROR(ValidateInterfaceName(name, "bridge name"));
+  if (prefix < 1 || prefix > 30) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("ensure bridge ", name, ": prefix length ", prefix, " is not 1-30"));
+  }
+  return absl::OkStatus();
+}
+
+void DefaultRouteChooser::Offer(std::string dev, int64_t metric) {
+  if (dev.empty()) return;  // blackhole/unreachable defaults.
+  if (dev_.empty() || metric < metric_) {
+    dev_ = std::move(dev);
+    metric_ = metric;
+  }
+}
+
+absl::StatusOr<std::string> DefaultRouteChooser::Result() const {
+  if (dev_.empty()) {
+    return absl::NotFoundError(
+        "find default route: there is no ipv4 default route; set an uplink explicitly or "
+        "add a default route");
+  }
+  return dev_;
+}
+
+bool ConnectedSubnetSet::Counts(const std::string& name) const {
+  return !name.empty() && name != "lo" && name != exclude_bridge_ &&
+         !absl::StartsWith(name, kTapPrefix);
+}
+
+void ConnectedSubnetSet::Offer(uint32_t ip, int prefix) {
+  if (prefix >= 0 && prefix <= 32) subnets_.emplace(ip & PrefixToMask(prefix), prefix);
+}
+
+std::vector<std::string> ConnectedSubnetSet::List() const {
   std::vector<std::string> out;
-  for (const auto& [network, prefix] : subnets) out.push_back(CidrToString(network, prefix));
+  for (const auto& [network, prefix] : subnets_) out.push_back(CidrToString(network, prefix));
   return out;
 }
 

@@ -7,14 +7,17 @@
 // at layer 3).
 //
 // LinkBackend is the interface the VM manager uses (fakes implement it in
-// tests); IpCommandLinkBackend runs iproute2's `ip` / `bridge` and `sysctl`
-// from argv vectors. Every operation is idempotent so that a retry or a
-// restart after a crash converges. Errors name the device and carry the
-// command's stderr.
+// tests). NetlinkLinkBackend (netlink_link_backend.h, the daemon's) speaks
+// rtnetlink and the TUN ioctls itself; IpCommandLinkBackend runs iproute2's
+// `ip` / `bridge` and `sysctl` from argv vectors. Every operation is
+// idempotent so that a retry or a restart after a crash converges. Errors
+// name the device and carry the kernel's (or the command's) reason.
 #pragma once
 
 #include <cstdint>
+#include <set>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -59,6 +62,42 @@ class LinkBackend {
   // allows it.
   virtual absl::StatusOr<std::vector<std::string>> ConnectedSubnets(
       const std::string& exclude_bridge) = 0;
+};
+
+// For the LinkBackends, so that they answer alike.
+//
+// EnsureBridge's argument checks: INVALID_ARGUMENT for a bad name or a
+// prefix outside 1-30.
+absl::Status CheckBridgeArguments(const std::string& name, int prefix);
+//
+// DefaultRouteChooser keeps the lowest-metric default route offered (the
+// first on a tie); Result() is its device, or NOT_FOUND saying what to do.
+class DefaultRouteChooser {
+ public:
+  void Offer(std::string dev, int64_t metric);
+  absl::StatusOr<std::string> Result() const;
+
+ private:
+  std::string dev_;
+  int64_t metric_ = 0;
+};
+
+// ConnectedSubnetSet collects the IPv4 subnets of the addresses offered,
+// except those of lo, `exclude_bridge` and the TAPs (see ConnectedSubnets).
+class ConnectedSubnetSet {
+ public:
+  explicit ConnectedSubnetSet(std::string exclude_bridge)
+      : exclude_bridge_(std::move(exclude_bridge)) {}
+  // Whether addresses of interface `name` count.
+  bool Counts(const std::string& name) const;
+  // Adds ip/prefix of a counted interface (a prefix outside 0-32 is ignored).
+  void Offer(uint32_t ip, int prefix);
+  // "network/prefix", in address order, without duplicates.
+  std::vector<std::string> List() const;
+
+ private:
+  std::string exclude_bridge_;
+  std::set<std::pair<uint32_t, int>> subnets_;  // (network, prefix).
 };
 
 // LinkBackend on iproute2. Stateless; calls may run concurrently, but two

@@ -7,6 +7,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "lib/net/ip_pool.h"
+#include "lib/net/netlink_link_backend.h"
 #include "lib/net/netns_for_testing.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
@@ -24,8 +25,9 @@ using ::testing::Not;
 
 constexpr uint32_t kGateway = 0x0ac80001;  // 10.200.0.1
 
-// Runs IpCommandLinkBackend inside a throwaway network namespace.
-class IpCommandLinkBackendTest : public ::testing::Test {
+// Runs each LinkBackend (GetParam(): "ip" or "netlink") inside a throwaway
+// network namespace: the same cases hold for both.
+class LinkBackendTest : public ::testing::TestWithParam<std::string> {
  protected:
   void SetUp() override {
     if (std::string missing = ScopedNetns::MissingPrerequisite(); !missing.empty()) {
@@ -34,7 +36,11 @@ class IpCommandLinkBackendTest : public ::testing::Test {
     auto netns = ScopedNetns::Create();
     ASSERT_THAT(netns, IsOk());
     netns_ = *std::move(netns);
-    backend_ = std::make_unique<IpCommandLinkBackend>(netns_->prefix());
+    if (GetParam() == "netlink") {
+      backend_ = std::make_unique<NetlinkLinkBackend>(netns_->name());
+    } else {
+      backend_ = std::make_unique<IpCommandLinkBackend>(netns_->prefix());
+    }
   }
 
   std::string Exec(const std::vector<std::string>& argv) {
@@ -50,10 +56,10 @@ class IpCommandLinkBackendTest : public ::testing::Test {
   }
 
   std::unique_ptr<ScopedNetns> netns_;
-  std::unique_ptr<IpCommandLinkBackend> backend_;
+  std::unique_ptr<LinkBackend> backend_;
 };
 
-TEST_F(IpCommandLinkBackendTest, EnsureBridgeIsIdempotent) {
+TEST_P(LinkBackendTest, EnsureBridgeIsIdempotent) {
   ASSERT_THAT(backend_->EnsureBridge("svbr0", kGateway, 24), IsOk());
   ASSERT_THAT(backend_->EnsureBridge("svbr0", kGateway, 24), IsOk());
 
@@ -67,7 +73,7 @@ TEST_F(IpCommandLinkBackendTest, EnsureBridgeIsIdempotent) {
   EXPECT_EQ(Exec({"sysctl", "-n", "net.ipv4.conf.svbr0.route_localnet"}), "1\n");
 }
 
-TEST_F(IpCommandLinkBackendTest, EnsureBridgeRefusesOtherKinds) {
+TEST_P(LinkBackendTest, EnsureBridgeRefusesOtherKinds) {
   Exec({"ip", "link", "add", "svdummy", "type", "veth", "peer", "name", "svdummy1"});
   EXPECT_THAT(backend_->EnsureBridge("svdummy", kGateway, 24),
               StatusIs(absl::StatusCode::kFailedPrecondition, "ensure bridge svdummy"));
@@ -75,7 +81,7 @@ TEST_F(IpCommandLinkBackendTest, EnsureBridgeRefusesOtherKinds) {
               StatusIs(absl::StatusCode::kInvalidArgument, "bridge name"));
 }
 
-TEST_F(IpCommandLinkBackendTest, TapsAreIsolatedPortsOfTheBridge) {
+TEST_P(LinkBackendTest, TapsAreIsolatedPortsOfTheBridge) {
   ASSERT_THAT(backend_->EnsureBridge("svbr0", kGateway, 24), IsOk());
   const std::string tap1 = TapNameFor(kGateway + 1);
   const std::string tap2 = TapNameFor(kGateway + 2);
@@ -122,7 +128,7 @@ TEST_F(IpCommandLinkBackendTest, TapsAreIsolatedPortsOfTheBridge) {
   EXPECT_THAT(*listed, ElementsAre(tap2));
 }
 
-TEST_F(IpCommandLinkBackendTest, CreateTapCleansUpOnFailure) {
+TEST_P(LinkBackendTest, CreateTapCleansUpOnFailure) {
   // No such bridge: enslaving fails, and the new TAP is deleted again.
   EXPECT_THAT(backend_->CreateTap("smv0ac80009", "svnobridge"),
               StatusIs(absl::StatusCode::kInternal, "create tap smv0ac80009 on bridge svnobridge"));
@@ -139,7 +145,7 @@ TEST_F(IpCommandLinkBackendTest, CreateTapCleansUpOnFailure) {
   EXPECT_THAT(*listed, ElementsAre("svbr0"));
 }
 
-TEST_F(IpCommandLinkBackendTest, DefaultRouteInterface) {
+TEST_P(LinkBackendTest, DefaultRouteInterface) {
   EXPECT_THAT(backend_->DefaultRouteInterface(),
               StatusIs(absl::StatusCode::kNotFound, "no ipv4 default route"));
 
@@ -160,7 +166,7 @@ TEST_F(IpCommandLinkBackendTest, DefaultRouteInterface) {
   EXPECT_EQ(*dev, "svup1");
 }
 
-TEST_F(IpCommandLinkBackendTest, ConnectedSubnets) {
+TEST_P(LinkBackendTest, ConnectedSubnets) {
   auto subnets = backend_->ConnectedSubnets("svbr0");
   ASSERT_THAT(subnets, IsOk());
   EXPECT_THAT(*subnets, IsEmpty());  // Only lo, which is not a LAN.
@@ -188,10 +194,13 @@ TEST_F(IpCommandLinkBackendTest, ConnectedSubnets) {
                                     "203.0.113.5/32"));
 }
 
-TEST_F(IpCommandLinkBackendTest, DeleteLinkOfNothingIsOk) {
+TEST_P(LinkBackendTest, DeleteLinkOfNothingIsOk) {
   EXPECT_THAT(backend_->DeleteLink("svnothing"), IsOk());
   EXPECT_THAT(backend_->DeleteLink("a/b"), StatusIs(absl::StatusCode::kInvalidArgument));
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, LinkBackendTest, ::testing::Values("ip", "netlink"),
+                         [](const auto& info) { return info.param; });
 
 }  // namespace
 }  // namespace smolvm::net

@@ -133,6 +133,23 @@ CREATE TABLE image_names (
 );
 CREATE INDEX image_names_digest ON image_names (digest);
 )sql",
+    // 9: warm pools (lib/core/vm_manager_pools.cc). A pool keeps `size`
+    // paused clones of a snapshot; its members are ordinary VM rows with
+    // pool_id set until claimed ("" for every other VM). The operations
+    // journal's copy of vms gets the column too (see 7).
+    R"sql(
+CREATE TABLE pools (
+  pool_id TEXT NOT NULL PRIMARY KEY,
+  owner TEXT NOT NULL,
+  snapshot_id TEXT NOT NULL,
+  size INTEGER NOT NULL,
+  created_at INTEGER NOT NULL
+);
+CREATE INDEX pools_snapshot_id ON pools (snapshot_id);
+ALTER TABLE vms ADD COLUMN pool_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE operation_previous_vms ADD COLUMN pool_id TEXT NOT NULL DEFAULT '';
+CREATE INDEX vms_pool_id ON vms (pool_id) WHERE pool_id != '';
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -141,15 +158,15 @@ static_assert(std::size(kMigrations) == kSchemaVersion,
 // functions depend on their order.
 constexpr absl::string_view kSelectVms =
     "SELECT vm_id, state, config, network, created_at, updated_at, error, "
-    "vmm_pid, restored_from, owner, vmm_uid, pending_fixup FROM vms ";
+    "vmm_pid, restored_from, owner, vmm_uid, pending_fixup, pool_id FROM vms ";
 constexpr const char* kInsertVm =
     "INSERT INTO vms (vm_id, state, config, network, created_at, updated_at, "
-    "error, vmm_pid, restored_from, owner, pending_fixup) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+    "error, vmm_pid, restored_from, owner, pending_fixup, pool_id) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)";
 constexpr const char* kUpdateVm =
     "UPDATE vms SET state = ?2, config = ?3, network = ?4, created_at = ?5, "
     "updated_at = ?6, error = ?7, vmm_pid = ?8, restored_from = ?9, owner = ?10, "
-    "pending_fixup = ?11 "
+    "pending_fixup = ?11, pool_id = ?12 "
     "WHERE vm_id = ?1";
 
 constexpr absl::string_view kSelectSnapshots =
@@ -520,6 +537,7 @@ absl::StatusOr<VmRecord> ReadVmRow(sqlite3_stmt* stmt) {
   vm.owner = ColumnString(stmt, 9);
   vm.vmm_uid = static_cast<uint32_t>(sqlite3_column_int64(stmt, 10));
   vm.pending_fixup = ColumnString(stmt, 11);
+  vm.pool_id = ColumnString(stmt, 12);
   return vm;
 }
 
@@ -531,7 +549,7 @@ absl::StatusOr<Stmt> PrepareVmWrite(sqlite3* db, const char* sql,
   return Prepare(db, sql, what, vm.vm_id, std::string(VmStateName(vm.state)),
                  config, network, absl::ToUnixMicros(vm.created_at),
                  absl::ToUnixMicros(updated_at), vm.error, vm.vmm_pid,
-                 vm.restored_from, vm.owner, vm.pending_fixup);
+                 vm.restored_from, vm.owner, vm.pending_fixup, vm.pool_id);
 }
 
 absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {
@@ -689,7 +707,7 @@ absl::StatusOr<Page<VmRecord>> Store::ListVms(int page_size,
       Stmt stmt,
       Prepare(db_,
               absl::StrCat(kSelectVms,
-                           "WHERE vm_id > ?1 AND (?2 = '' OR owner = ?2) "
+                           "WHERE vm_id > ?1 AND (?2 = '' OR owner = ?2) AND pool_id = '' "
                            "ORDER BY vm_id LIMIT ?3"),
               what, page_token, owner, int64_t{limit} + 1));
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> rows,
@@ -702,6 +720,15 @@ absl::StatusOr<std::vector<VmRecord>> Store::AllVms() {
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt, Prepare(db_, absl::StrCat(kSelectVms, "ORDER BY vm_id"), what));
+  return ReadRows(db_, stmt.get(), what, &ReadVmRow);
+}
+
+absl::StatusOr<std::vector<VmRecord>> Store::PoolVms(const std::string& pool_id) {
+  constexpr absl::string_view what = "list pool members";
+  absl::MutexLock lock(&mu_);
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt, Prepare(db_, absl::StrCat(kSelectVms, "WHERE pool_id = ?1 ORDER BY vm_id"),
+                         what, pool_id));
   return ReadRows(db_, stmt.get(), what, &ReadVmRow);
 }
 

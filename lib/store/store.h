@@ -24,6 +24,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/model/image.h"
+#include "lib/model/pool.h"
 #include "lib/model/vm.h"
 
 struct sqlite3;
@@ -32,7 +33,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 8;
+inline constexpr int kSchemaVersion = 9;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -63,11 +64,21 @@ class Store {
   absl::StatusOr<VmRecord> GetVm(const std::string& vm_id);
   absl::Status DeleteVm(const std::string& vm_id);
   // Ordered by vm_id. page_size 0 means 100; capped at 1000. `owner` ""
-  // means every tenant's.
+  // means every tenant's. Unclaimed pool members are not listed (they are
+  // the pool's, see PoolVms).
   absl::StatusOr<Page<VmRecord>> ListVms(int page_size,
                                          const std::string& page_token,
                                          const std::string& owner = "");
   absl::StatusOr<std::vector<VmRecord>> AllVms();
+  // The unclaimed members of a pool, ordered by vm_id.
+  absl::StatusOr<std::vector<VmRecord>> PoolVms(const std::string& pool_id);
+
+  // Warm pools (schema 9; store_pools.cc). ALREADY_EXISTS / NOT_FOUND.
+  absl::Status InsertPool(const PoolRecord& pool);
+  absl::StatusOr<PoolRecord> GetPool(const std::string& pool_id);
+  // Ordered by pool_id; `owner` "" means every tenant's.
+  absl::StatusOr<std::vector<PoolRecord>> ListPools(const std::string& owner = "");
+  absl::Status DeletePool(const std::string& pool_id);
 
   absl::Status InsertSnapshot(const SnapshotRecord& snapshot);
   absl::Status UpdateSnapshot(const SnapshotRecord& snapshot);

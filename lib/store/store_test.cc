@@ -92,6 +92,43 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+TEST_F(StoreTest, PoolsAndTheirMembers) {
+  PoolRecord pool{"p", "uid:1000", "snap-1", 3, absl::FromUnixMicros(1700000000000000)};
+  ASSERT_TRUE(store_->InsertPool(pool).ok());
+  EXPECT_EQ(store_->InsertPool(pool).code(), absl::StatusCode::kAlreadyExists);
+  auto got = store_->GetPool("p");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(*got, pool);
+  ASSERT_TRUE(store_->InsertPool(PoolRecord{"q", "uid:1001", "snap-2", 1}).ok());
+  auto mine = store_->ListPools("uid:1000");
+  ASSERT_TRUE(mine.ok());
+  ASSERT_EQ(mine->size(), 1u);
+  EXPECT_EQ((*mine)[0].pool_id, "p");
+  EXPECT_EQ(store_->ListPools()->size(), 2u);
+
+  // Members are VM rows with pool_id; ListVms leaves them out until claimed.
+  VmRecord member = MakeVm("p-0000abcd");
+  member.pool_id = "p";
+  ASSERT_TRUE(store_->InsertVm(member).ok());
+  ASSERT_TRUE(store_->InsertVm(MakeVm("plain")).ok());
+  auto page = store_->ListVms(0, "");
+  ASSERT_TRUE(page.ok());
+  ASSERT_EQ(page->items.size(), 1u);
+  EXPECT_EQ(page->items[0].vm_id, "plain");
+  auto members = store_->PoolVms("p");
+  ASSERT_TRUE(members.ok());
+  ASSERT_EQ(members->size(), 1u);
+  EXPECT_EQ((*members)[0].pool_id, "p");
+  member.pool_id.clear();
+  ASSERT_TRUE(store_->UpdateVm(member).ok());
+  EXPECT_TRUE(store_->PoolVms("p")->empty());
+  EXPECT_EQ(store_->ListVms(0, "")->items.size(), 2u);
+
+  ASSERT_TRUE(store_->DeletePool("p").ok());
+  EXPECT_EQ(store_->GetPool("p").status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(store_->DeletePool("p").code(), absl::StatusCode::kNotFound);
+}
+
 TEST_F(StoreTest, FreshDatabaseHasCurrentSchemaVersion) {
   auto version = store_->SchemaVersion();
   ASSERT_TRUE(version.ok()) << version.status();

@@ -21,7 +21,7 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
   std::vector<std::string> argv = {
       settings.binary,
       "-name", QemuProcessName(spec.vm_id),
-      "-machine", absl::StrCat(settings.machine, ",memory-backend=ram"),
+      "-machine", absl::StrCat(settings.machine, ",memory-backend=", kRamBackendId),
       "-accel", kvm ? std::string("kvm")
                     : absl::StrCat("tcg,tb-size=", settings.tcg_tb_size_mib),
       "-smp", absl::StrCat(spec.vcpu_count),
@@ -30,7 +30,7 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
       // copy it without going through the migration stream; restores map a
       // snapshot's mem.bin privately (x-ignore-shared recipe, DESIGN.md).
       "-object",
-      absl::StrCat("memory-backend-file,id=ram,size=", spec.memory_mib,
+      absl::StrCat("memory-backend-file,id=", kRamBackendId, ",size=", spec.memory_mib,
                    "M,mem-path=", spec.mem_path,
                    spec.mem_shared ? ",share=on" : ",share=off"),
       "-nodefaults", "-no-user-config", "-display", "none", "-vga", "none",

@@ -14,6 +14,10 @@
 
 namespace smolvm::vmm {
 
+// The id of the guest-RAM memory backend object; QEMU names the backend's
+// RAM block after it, so it is also the block's idstr in migration streams.
+inline constexpr char kRamBackendId[] = "ram";
+
 struct QemuSettings {
   std::string binary = "qemu-system-x86_64";
   std::string accelerator = "tcg";  // "kvm" | "tcg"

@@ -34,6 +34,13 @@ class FakeFirewall : public net::Firewall {
   explicit FakeFirewall(FakeHost* host) : host_(host) {}
   absl::StatusOr<std::map<std::string, absl::Status>> Apply(
       const net::FirewallState& state) override;
+  // Per-VM changes are never taken: every change is a whole Apply, which
+  // the tests observe (firewall_vms, firewall_applies).
+  bool AcceptsVmChanges(const net::FirewallState&) const override { return false; }
+  absl::StatusOr<std::map<std::string, absl::Status>> ApplyVm(
+      const net::FirewallState&, const std::string&) override {
+    return absl::FailedPreconditionError("fake firewall: apply the whole state");
+  }
   absl::Status Remove(const std::string& table) override;
 
  private:
