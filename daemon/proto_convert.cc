@@ -134,7 +134,7 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   out->set_owner(s.owner);
 }
 
-void ToProto(const core::VmManager::PoolStatus& status, v1::Pool* out) {
+void ToProto(const PoolStatus& status, v1::Pool* out) {
   out->set_pool_id(status.pool.pool_id);
   out->set_snapshot_id(status.pool.snapshot_id);
   out->set_size(status.pool.size);

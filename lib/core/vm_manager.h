@@ -195,12 +195,7 @@ class VmManager {
   // one, steps its clock and hands it over RUNNING, and a background worker
   // restores a replacement. Members are VMs of the pool's owner (its quotas
   // apply) that only ClaimVm, GetVm and DeleteVm act on until claimed.
-  struct PoolStatus {
-    PoolRecord pool;
-    std::vector<std::string> ready;  // Paused members a claim can take now.
-    uint32_t starting = 0;           // Members being restored.
-    std::string last_error;          // The last refill failure, "" if none since.
-  };
+  using PoolStatus = smolvm::PoolStatus;
   struct ClaimedVm {
     VmRecord vm;
     // false: the pool had no ready member and the VM was restored on demand.

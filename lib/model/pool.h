@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/time/time.h"
 
@@ -21,6 +22,14 @@ struct PoolRecord {
   absl::Time created_at = absl::UnixEpoch();
 
   bool operator==(const PoolRecord&) const = default;
+};
+
+// A pool as GetPool reports it: the record and its members' state.
+struct PoolStatus {
+  PoolRecord pool;
+  std::vector<std::string> ready;  // Paused members a claim can take now.
+  uint32_t starting = 0;           // Members being restored.
+  std::string last_error;          // The last refill failure, "" if none since.
 };
 
 // Bounded so that one request cannot ask the host for unbounded VMs; a
