@@ -124,7 +124,11 @@ absl::StatusOr<LinkInfo> GetLink(nl_sock* sock, const std::string& name) {
   // (The socket checks no sequence numbers: libnl expects an ACK to move
   // on to the next one. Every request here reads its whole answer.)
   if (err >= 0) {
-    nl_cb* cb = nl_cb_clone(nl_socket_get_cb(sock));
+    // nl_socket_get_cb takes a reference on the socket's callbacks: given
+    // back at once, or the socket's callbacks outlive it (LeakSanitizer).
+    nl_cb* socket_cb = nl_socket_get_cb(sock);
+    nl_cb* cb = nl_cb_clone(socket_cb);
+    nl_cb_put(socket_cb);
     if (cb == nullptr) return absl::ResourceExhaustedError("allocate a netlink callback");
     nl_cb_set(cb, NL_CB_VALID, NL_CB_CUSTOM, ParseLink, &info);
     err = nl_recvmsgs(sock, cb);
