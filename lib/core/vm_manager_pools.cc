@@ -205,12 +205,16 @@ absl::StatusOr<VmManager::ClaimedVm> VmManager::ClaimVm(const Caller& caller,
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   SMOLVM_ASSIGN_OR_RETURN(PoolRecord pool, store_->GetPool(pool_id));
   SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "pool", pool_id, pool.owner));
-  if (!vm_id.empty()) {
-    SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, TakeMember(pool_id, vm_id, /*wait_for_lock=*/true));
+  // A member taken: the pool refills behind it.
+  auto claimed = [&](VmRecord vm) {
     KickPoolWorker();
-    spdlog::info("pool {}: vm {} claimed in {}", pool_id, vm_id,
+    spdlog::info("pool {}: vm {} claimed in {}", pool_id, vm.vm_id,
                  absl::FormatDuration(absl::Now() - t0));
     return ClaimedVm{std::move(vm), true};
+  };
+  if (!vm_id.empty()) {
+    SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, TakeMember(pool_id, vm_id, /*wait_for_lock=*/true));
+    return claimed(std::move(vm));
   }
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> members, store_->PoolVms(pool_id));
   for (const auto& member : members) {
@@ -225,10 +229,7 @@ absl::StatusOr<VmManager::ClaimedVm> VmManager::ClaimVm(const Caller& caller,
       }
       continue;
     }
-    KickPoolWorker();
-    spdlog::info("pool {}: vm {} claimed in {}", pool_id, vm->vm_id,
-                 absl::FormatDuration(absl::Now() - t0));
-    return ClaimedVm{*std::move(vm), true};
+    return claimed(*std::move(vm));
   }
   // Nothing ready (a burst emptied it, or it is still filling): the caller
   // gets a clone all the same, at the price of a restore.
@@ -275,7 +276,9 @@ absl::Status VmManager::AddPoolMember(const PoolRecord& pool) {
 
 bool VmManager::RefillPass() {
   auto pools = store_->ListPools();
-  auto vms = store_->AllVms();
+  // Only the members (an index lookup): this runs every 2 s, and a host
+  // may hold thousands of ordinary VMs.
+  auto vms = store_->PoolVms("");
   if (!pools.ok() || !vms.ok()) {
     spdlog::warn("pool worker: cannot read the store: {}",
                  (!pools.ok() ? pools.status() : vms.status()).ToString());
@@ -286,7 +289,6 @@ bool VmManager::RefillPass() {
   std::map<std::string, uint32_t> live;
   bool more = false;
   for (const auto& vm : *vms) {
-    if (vm.pool_id.empty()) continue;
     {
       absl::MutexLock lock(&pools_mu_);
       if (pool_members_starting_.count(vm.vm_id)) {

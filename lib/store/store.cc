@@ -727,8 +727,12 @@ absl::StatusOr<std::vector<VmRecord>> Store::PoolVms(const std::string& pool_id)
   constexpr absl::string_view what = "list pool members";
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
-      Stmt stmt, Prepare(db_, absl::StrCat(kSelectVms, "WHERE pool_id = ?1 ORDER BY vm_id"),
-                         what, pool_id));
+      Stmt stmt,
+      pool_id.empty()
+          // The partial index vms_pool_id holds exactly these rows.
+          ? Prepare(db_, absl::StrCat(kSelectVms, "WHERE pool_id != '' ORDER BY vm_id"), what)
+          : Prepare(db_, absl::StrCat(kSelectVms, "WHERE pool_id = ?1 ORDER BY vm_id"), what,
+                    pool_id));
   return ReadRows(db_, stmt.get(), what, &ReadVmRow);
 }
 

@@ -70,7 +70,7 @@ class Store {
                                          const std::string& page_token,
                                          const std::string& owner = "");
   absl::StatusOr<std::vector<VmRecord>> AllVms();
-  // The unclaimed members of a pool, ordered by vm_id.
+  // The unclaimed members of a pool ("": of every pool), ordered by vm_id.
   absl::StatusOr<std::vector<VmRecord>> PoolVms(const std::string& pool_id);
 
   // Warm pools (schema 9; store_pools.cc). ALREADY_EXISTS / NOT_FOUND.

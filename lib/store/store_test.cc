@@ -110,6 +110,9 @@ TEST_F(StoreTest, PoolsAndTheirMembers) {
   VmRecord member = MakeVm("p-0000abcd");
   member.pool_id = "p";
   ASSERT_TRUE(store_->InsertVm(member).ok());
+  VmRecord other = MakeVm("q-00001234");
+  other.pool_id = "q";
+  ASSERT_TRUE(store_->InsertVm(other).ok());
   ASSERT_TRUE(store_->InsertVm(MakeVm("plain")).ok());
   auto page = store_->ListVms(0, "");
   ASSERT_TRUE(page.ok());
@@ -119,9 +122,16 @@ TEST_F(StoreTest, PoolsAndTheirMembers) {
   ASSERT_TRUE(members.ok());
   ASSERT_EQ(members->size(), 1u);
   EXPECT_EQ((*members)[0].pool_id, "p");
+  // "" is every pool's members, and only those (the pool worker's view).
+  auto all_members = store_->PoolVms("");
+  ASSERT_TRUE(all_members.ok());
+  ASSERT_EQ(all_members->size(), 2u);
+  EXPECT_EQ((*all_members)[0].vm_id, "p-0000abcd");
+  EXPECT_EQ((*all_members)[1].vm_id, "q-00001234");
   member.pool_id.clear();
   ASSERT_TRUE(store_->UpdateVm(member).ok());
   EXPECT_TRUE(store_->PoolVms("p")->empty());
+  EXPECT_EQ(store_->PoolVms("")->size(), 1u);
   EXPECT_EQ(store_->ListVms(0, "")->items.size(), 2u);
 
   ASSERT_TRUE(store_->DeletePool("p").ok());
