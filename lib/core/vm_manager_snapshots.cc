@@ -284,7 +284,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   spdlog::info(
       "snapshot {}: created from vm {} in {} (device state {}, checksums {} for {:.1f} MiB "
-      "read), {} MiB, vm {}",
+      "hashed, RAM and disk while they were copied), {} MiB, vm {}",
       snapshot_id, vm_id, absl::FormatDuration(absl::Now() - t0),
       absl::FormatDuration(t_state - t0), absl::FormatDuration(checksum_time),
       MiB(sums.bytes_read), snap.size_bytes >> 20, VmStateName(vm.state));

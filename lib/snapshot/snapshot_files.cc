@@ -165,13 +165,20 @@ absl::StatusOr<Manifest> ReadAndVerify(const SnapshotPaths& paths) {
   return m;
 }
 
-absl::StatusOr<ChecksummedFiles> ChecksumFiles(const SnapshotPaths& paths) {
+absl::StatusOr<ChecksummedFiles> ChecksumFiles(
+    const SnapshotPaths& paths, const std::map<std::string, FileChecksum>& known) {
   ChecksummedFiles out;
   auto files = ContentFiles(paths);
   auto sums = Fields(out.checksums);
   auto stamps = Fields(out.stamps);
   for (size_t i = 0; i < files.size(); ++i) {
-    SMOLVM_ASSIGN_OR_RETURN(FileChecksum c, ChecksumFile(*files[i].path));
+    FileChecksum c;
+    if (auto it = known.find(*files[i].path); it != known.end()) {
+      c = it->second;
+      SMOLVM_ASSIGN_OR_RETURN(c.stamp, StampFile(*files[i].path));
+    } else {
+      SMOLVM_ASSIGN_OR_RETURN(c, ChecksumFile(*files[i].path));
+    }
     *sums[i] = std::move(c.checksum);
     *stamps[i] = c.stamp;
     out.bytes_read += c.bytes_read;

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -22,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "lib/model/vm.h"
+#include "lib/snapshot/checksum.h"
 
 namespace smolvm::snapshot {
 
@@ -80,7 +82,10 @@ struct ChecksummedFiles {
   SnapshotStamps stamps;
   uint64_t bytes_read = 0;  // Data read (holes are skipped).
 };
-absl::StatusOr<ChecksummedFiles> ChecksumFiles(const SnapshotPaths& paths);
+// `known` (path -> checksum) are taken as they are: only their stamps are
+// read now (the file must not have been written since it was hashed).
+absl::StatusOr<ChecksummedFiles> ChecksumFiles(
+    const SnapshotPaths& paths, const std::map<std::string, FileChecksum>& known = {});
 // The current stamps of the three files, without reading them.
 absl::StatusOr<SnapshotStamps> StampFiles(const SnapshotPaths& paths);
 

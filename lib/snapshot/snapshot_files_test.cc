@@ -1,5 +1,6 @@
 #include "lib/snapshot/snapshot_files.h"
 
+#include <fcntl.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -10,6 +11,7 @@
 #include "gtest/gtest.h"
 #include "tests/testing/temp_dir.h"
 #include "lib/base/file_util.h"
+#include "lib/snapshot/state_files.h"
 #include "nlohmann/json.hpp"
 #include "tests/testing/status_matchers.h"
 
@@ -344,4 +346,40 @@ TEST_F(SnapshotFilesTest, PublishDirFailsIfAFileIsMissing) {
 }
 
 }  // namespace
+// CaptureMemory and CaptureDisk hash their sources while copying; what Seal
+// records must be exactly what hashing the finished copies gives, with
+// their current stamps (sparse RAM with data far apart, holes between).
+TEST_F(SnapshotFilesTest, CapturedCopiesAreSealedWithTheirOwnChecksums) {
+  StateFiles files(JoinPath(root_, "state"), JoinPath(root_, "run"));
+  const std::string vm_id = "vm-0c0ffee0";
+  ASSERT_THAT(MakeDirs(files.VmDir(vm_id)), IsOk());
+  ASSERT_THAT(WriteFileAtomic(files.VmDisk(vm_id), std::string(5 << 20, 'd')), IsOk());
+  const std::string ram = JoinPath(root_, "ram");
+  {
+    int fd = open(ram.c_str(), O_WRONLY | O_CREAT | O_EXCL, 0600);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(ftruncate(fd, 64 << 20), 0);
+    const std::string page(4096, 'r');
+    for (off_t at : {off_t{0}, off_t{7} << 20, (off_t{64} << 20) - 4096}) {
+      ASSERT_EQ(pwrite(fd, page.data(), page.size(), at), static_cast<ssize_t>(page.size()));
+    }
+    close(fd);
+  }
+  auto draft = files.BeginSnapshot("snap-5ea1ed00", {ram, files.VmDisk(vm_id)});
+  ASSERT_THAT(draft, IsOk());
+  ASSERT_THAT(WriteFileAtomic((*draft)->paths().vmstate, std::string(1000, 's')), IsOk());
+  ASSERT_THAT(files.CaptureMemory(**draft, ram, 64 << 20), IsOk());
+  ASSERT_THAT(files.CaptureDisk(**draft, vm_id), IsOk());
+  EXPECT_EQ((*draft)->checksums().size(), 2u);  // RAM and disk, hashed as copied.
+  auto sealed = files.Seal(**draft, SampleManifest());
+  ASSERT_THAT(sealed, IsOk());
+  auto reread = ChecksumFiles((*draft)->paths());
+  ASSERT_THAT(reread, IsOk());
+  EXPECT_EQ(sealed->checksums, reread->checksums);
+  EXPECT_EQ(sealed->stamps, reread->stamps);
+  auto report = VerifyFiles((*draft)->paths(), sealed->checksums);
+  ASSERT_THAT(report, IsOk());
+  EXPECT_TRUE(report->ok);
+}
+
 }  // namespace smolvm::snapshot

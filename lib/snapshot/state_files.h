@@ -20,12 +20,14 @@
 // any of them fail (tests/fakes); the real files are always used.
 #pragma once
 
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "lib/snapshot/checksum.h"
 #include "lib/snapshot/snapshot_files.h"
 
 namespace smolvm::snapshot {
@@ -40,10 +42,17 @@ class SnapshotDraft {
   SnapshotDraft& operator=(const SnapshotDraft&) = delete;
   const SnapshotPaths& paths() const { return paths_; }
   void MarkPublished() { published_ = true; }
+  // Checksums taken while a file was copied in (path -> checksum), which
+  // Seal uses instead of reading the file again.
+  const std::map<std::string, FileChecksum>& checksums() const { return checksums_; }
+  void AddChecksum(const std::string& path, FileChecksum sum) {
+    checksums_[path] = std::move(sum);
+  }
 
  private:
   SnapshotPaths paths_;
   bool published_ = false;
+  std::map<std::string, FileChecksum> checksums_;
 };
 
 class StateFiles {
@@ -95,6 +104,8 @@ class StateFiles {
   // `memory_bytes` (the RAM travels in vmstate.bin). Clones' VMMs, each
   // with its own uid, open it read-write for a private mapping: mode 0666
   // inside the root-only state dir (docs/decisions.md).
+  // Both copies are checksummed from their source while they are made (see
+  // CopyChecksummed in state_files.cc), so Seal does not read them again.
   virtual absl::Status CaptureMemory(SnapshotDraft& draft, const std::string& mem_source,
                                      uint64_t memory_bytes);
   virtual absl::Status CaptureDisk(SnapshotDraft& draft, const std::string& vm_id);
