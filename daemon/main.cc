@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <memory>
 #include <thread>
@@ -22,6 +23,7 @@
 #include "daemon/image_service.h"
 #include "daemon/pool_service.h"
 #include "daemon/snapshot_service.h"
+#include "daemon/systemd_notify.h"
 #include "daemon/tls_credentials.h"
 #include "daemon/unix_listener.h"
 #include "daemon/vm_service.h"
@@ -133,8 +135,7 @@ int Run(int argc, char** argv) {
     return exit_code;
   }
   DaemonConfig config = *std::move(parsed);
-  spdlog::set_level(spdlog::level::from_str(config.log_level));
-  spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+  ConfigureLogging(config.log_level);
   if (geteuid() != 0) {
     return Fail("smolvmd", absl::PermissionDeniedError(
                                "must run as root: it manages VMM processes, TAP devices "
@@ -279,9 +280,17 @@ int Run(int argc, char** argv) {
   if (!firewall.ok()) return Fail("firewall", firewall.status());
   parts.firewall = *std::move(firewall);
   parts.host_firewall = std::make_unique<net::IptablesHostFirewall>();
+  // Type=notify: systemd waits for READY=1; until then it shows these.
+  std::atomic<core::VmManager*> healthy_manager{nullptr};
+  ServiceNotifier notifier([&healthy_manager]() -> absl::Status {
+    core::VmManager* m = healthy_manager.load();
+    return m == nullptr ? absl::OkStatus() : m->CheckHealth();
+  });
+  notifier.Status("starting: re-attaching VMs and restoring the network");
   auto created = core::VmManager::Create(options, std::move(parts));
   if (!created.ok()) return Fail("start the vm manager", created.status());
   core::VmManager& manager = **created;
+  healthy_manager = &manager;
 
   // Build (or find) the default image now rather than on the first
   // CreateVm; requests that need it wait for this build.
@@ -331,14 +340,17 @@ int Run(int argc, char** argv) {
     return Fail("listen on unix:" + config.socket_path, listener.status());
   }
   (*listener)->Serve(server.get());
-  spdlog::info("smolvmd serving on unix:{} (group {}){} (state {}, run {})", config.socket_path,
-               config.socket_group,
-               config.listen_tcp.empty() ? "" : " and tcp " + config.listen_tcp + " (mutual TLS)",
-               config.state_dir, config.run_dir);
+  const std::string serving = absl::StrCat(
+      "serving on unix:", config.socket_path,
+      config.listen_tcp.empty() ? "" : absl::StrCat(" and tcp ", config.listen_tcp));
+  spdlog::info("smolvmd {} (group {}){} (state {}, run {})", serving, config.socket_group,
+               config.listen_tcp.empty() ? "" : " (mutual TLS)", config.state_dir,
+               config.run_dir);
+  notifier.Ready(serving);
 
   // SIGTERM/SIGINT are blocked in every thread (set in main before any
   // thread starts) and taken here synchronously.
-  std::thread signal_thread([&server, &listener] {
+  std::thread signal_thread([&server, &listener, &notifier] {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -346,6 +358,7 @@ int Run(int argc, char** argv) {
     int sig = 0;
     sigwait(&set, &sig);
     spdlog::info("received signal {}; shutting down (VMs keep running)", sig);
+    notifier.Stopping("draining requests; VMs keep running");
     (*listener)->Stop();  // No new connections while draining.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   });

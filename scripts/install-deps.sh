@@ -13,6 +13,8 @@ PACKAGES=(
   iproute2 nftables iptables
   # Links over netlink, the firewall through libnftables (lib/net).
   libnl-3-dev libnl-route-3-dev libnftables-dev
+  # sd_notify for the systemd unit (Type=notify, watchdog).
+  libsystemd-dev
   # Image building (lib/image/rootfs_sources.cc): Debian userlands, OCI and
   # docker-archive images, compressed rootfs tarballs.
   mmdebstrap debian-archive-keyring distro-info-data gpg mount util-linux

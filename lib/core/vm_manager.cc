@@ -562,4 +562,6 @@ absl::StatusOr<store::Page<VmRecord>> VmManager::ListVms(
   return page;
 }
 
+absl::Status VmManager::CheckHealth() { return store_->SchemaVersion().status(); }
+
 }  // namespace smolvm::core

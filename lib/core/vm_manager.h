@@ -186,6 +186,10 @@ class VmManager {
       const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
       const std::string& vm_id_prefix);
 
+  // OK while the state store answers a query: what the systemd watchdog
+  // pings on (a wedged store blocks here, and the pings stop).
+  absl::Status CheckHealth();
+
   // `count` bare round trips over a RUNNING VM's agent channel.
   absl::StatusOr<std::vector<absl::Duration>> PingAgent(const Caller& caller,
                                                         const std::string& vm_id, uint32_t count);
