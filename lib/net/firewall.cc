@@ -9,7 +9,6 @@
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "lib/base/status_macros.h"
 
@@ -92,11 +91,22 @@ bool Overlaps(const Forward& a, const Forward& b) {
          (a.host_ip == b.host_ip || a.any_host_ip || b.any_host_ip);
 }
 
-// CIDRs in canonical form, without entries that another entry already
-// covers (older nft rejects overlapping elements of an anonymous set).
+// An IPv4 network: its address (host bits zero) and prefix length.
+struct Cidr {
+  uint32_t network = 0;
+  int prefix = 0;
+};
+
+// "a.b.c.d/n", or the bare address for a /32.
+std::string CidrText(const Cidr& cidr) {
+  return cidr.prefix == 32 ? IpToString(cidr.network) : CidrToString(cidr.network, cidr.prefix);
+}
+
+// CIDRs in canonical form, by address, without entries that another entry
+// already covers (nft rejects overlapping elements of an interval set).
 // `what` prefixes the error ("egress allow_cidrs of vm X").
-absl::StatusOr<std::vector<std::string>> CheckCidrs(const std::string& what,
-                                                    const std::vector<std::string>& cidrs) {
+absl::StatusOr<std::vector<Cidr>> CheckCidrs(const std::string& what,
+                                             const std::vector<std::string>& cidrs) {
   std::vector<std::pair<int, uint32_t>> parsed;  // (prefix, network): widest first.
   for (const std::string& text : cidrs) {
     auto cidr = ParseCidr(text);
@@ -117,10 +127,8 @@ absl::StatusOr<std::vector<std::string>> CheckCidrs(const std::string& what,
   std::sort(kept.begin(), kept.end(), [](const auto& a, const auto& b) {
     return std::tie(a.second, a.first) < std::tie(b.second, b.first);
   });
-  std::vector<std::string> out;
-  for (const auto& [prefix, network] : kept) {
-    out.push_back(prefix == 32 ? IpToString(network) : CidrToString(network, prefix));
-  }
+  std::vector<Cidr> out;
+  for (const auto& [prefix, network] : kept) out.push_back({network, prefix});
   return out;
 }
 
@@ -147,7 +155,9 @@ absl::StatusOr<CheckedGlobals> CheckGlobals(const FirewallState& state) {
         "firewall subnet ", state.subnet.ToString(), " is not a valid vm subnet"));
   }
   CheckedGlobals globals;
-  SMOLVM_ASSIGN_OR_RETURN(globals.deny, CheckCidrs("firewall deny_cidrs", state.deny_cidrs));
+  SMOLVM_ASSIGN_OR_RETURN(std::vector<Cidr> deny,
+                          CheckCidrs("firewall deny_cidrs", state.deny_cidrs));
+  for (const Cidr& cidr : deny) globals.deny.push_back(CidrText(cidr));
   globals.output_dnat_ips.insert(state.output_dnat_ips.begin(), state.output_dnat_ips.end());
   return globals;
 }
@@ -156,7 +166,7 @@ absl::StatusOr<CheckedGlobals> CheckGlobals(const FirewallState& state) {
 struct CheckedVm {
   VmFirewallEntry vm;
   std::string mac;
-  std::vector<std::string> allow;  // kRestricted: canonical allow_cidrs.
+  std::vector<Cidr> allow;  // kRestricted: canonical allow_cidrs.
   std::vector<Forward> forwards;
 };
 
@@ -241,207 +251,155 @@ absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEn
   return checked;
 }
 
-std::string ChainName(const char* kind, uint32_t ip) {
-  return absl::StrFormat("%s_%08x", kind, ip);
-}
-
-// The vmap keys of one VM's forwards, per map, and its chains' rules.
-struct VmRules {
-  uint32_t ip = 0;
-  std::string port_key;  // Map ports (bridge): the TAP.
-  std::string ip_key;    // Maps egress and ingress: the guest address.
-  // Maps of table inet keyed by a forward (dnat_addr, ...) -> keys.
-  std::map<std::string, std::set<std::string>> forward_keys;
-  std::vector<std::string> port, egress, ingress, dnat;  // Chains' rules.
+// The named sets and maps that hold every VM's state, in the order the
+// scripts list them. Per-VM state lives only in their elements, never in
+// chains or rules of its own: libnftables 1.0.6 reads every chain of the
+// table (and each anonymous set of a rule) before each transaction, so
+// anything per VM there would make one VM's change cost more with every
+// VM; elements of named sets are not read. All of them are hash sets:
+// adding or deleting an element of a concatenated interval set (pipapo)
+// costs the kernel time in proportion to the whole set (measured: ~20 ms
+// per deleted element at 3,000 elements), so restricted egress is one hash
+// set per prefix length instead (allow_<n>: guest . network of a /n).
+enum SetId {
+  kL2Ip,                    // TAP . MAC . address: IPv4 a TAP may send.
+  kL2Arp,                   // TAP . MAC . MAC . address: ARP a TAP may send.
+  kTaps,                    // Every TAP listed: anything else from it is dropped.
+  kEgressOpen,              // Guests with open egress.
+  kAllow0,                  // allow_0 .. allow_32: kAllow0 + prefix length.
+  kIngress = kAllow0 + 33,  // Guest . protocol . guest port of each forward.
+  kDnatAddr,                // Host address . protocol . host port : guest . port.
+  kDnatAny,                 // The same for 0.0.0.0 forwards, without the address.
+  kOutAddr,                 // dnat_addr / dnat_any for connections made on the host.
+  kOutAny,
 };
 
-constexpr const char* kForwardMaps[] = {"dnat_addr", "dnat_any", "out_addr", "out_any"};
+struct SetSpec {
+  const char* family;
+  const char* kind;  // "set" or "map".
+  std::string name;
+  const char* type;
+};
 
-// The rules of one checked VM (everything in it is valid).
-VmRules RenderVm(const FirewallState& state, const CheckedGlobals& globals,
-                 const CheckedVm& checked) {
+// By SetId.
+const std::vector<SetSpec>& Sets() {
+  static const auto* const sets = [] {
+    static constexpr char kForwardMap[] =
+        "ipv4_addr . inet_proto . inet_service : ipv4_addr . inet_service";
+    static constexpr char kAnyForwardMap[] = "inet_proto . inet_service : ipv4_addr . inet_service";
+    auto* out = new std::vector<SetSpec>{
+        {"bridge", "set", "l2_ip", "ifname . ether_addr . ipv4_addr"},
+        {"bridge", "set", "l2_arp", "ifname . ether_addr . ether_addr . ipv4_addr"},
+        {"bridge", "set", "taps", "ifname"},
+        {"inet", "set", "egress_open", "ipv4_addr"}};
+    for (int prefix = 0; prefix <= 32; ++prefix) {
+      out->push_back({"inet", "set", absl::StrCat("allow_", prefix), "ipv4_addr . ipv4_addr"});
+    }
+    out->insert(out->end(), {{"inet", "set", "ingress", "ipv4_addr . inet_proto . inet_service"},
+                             {"inet", "map", "dnat_addr", kForwardMap},
+                             {"inet", "map", "dnat_any", kAnyForwardMap},
+                             {"inet", "map", "out_addr", kForwardMap},
+                             {"inet", "map", "out_any", kAnyForwardMap}});
+    return out;
+  }();
+  return *sets;
+}
+
+// One element of a VM in one of the sets or maps.
+struct Element {
+  SetId set;
+  std::string key;
+  std::string value;  // Maps: the data; sets: "".
+  std::string vm_id;  // For its comment.
+};
+
+bool operator<(const Element& a, const Element& b) {
+  return std::tie(a.set, a.key, a.value, a.vm_id) < std::tie(b.set, b.key, b.value, b.vm_id);
+}
+
+// Everything a VM holds in the tables, sorted by set. A set, so that two
+// forwards to the same guest port give one element of `ingress` (and a
+// change deletes it only when neither is left).
+using VmElements = std::set<Element>;
+
+// The elements of one checked VM (everything in it is valid).
+VmElements RenderVm(const CheckedGlobals& globals, const CheckedVm& checked) {
   const VmFirewallEntry& vm = checked.vm;
-  const std::string br = Quoted(state.bridge);
   const std::string& mac = checked.mac;
   const std::string ip = IpToString(vm.ip);
   const std::string tap = Quoted(vm.tap);
-  const std::string comment = absl::StrCat(" comment \"vm ", vm.vm_id, "\"");
-  VmRules rules;
-  rules.ip = vm.ip;
-  rules.port_key = tap;
-  rules.ip_key = ip;
-  for (const char* map : kForwardMaps) rules.forward_keys[map];
-
-  // Layer 2: the TAP speaks IPv4 and ARP as its VM only.
-  rules.port = {
-      absl::StrCat("iifname ", tap, " ether saddr ", mac, " ip saddr ", ip, " accept", comment),
-      absl::StrCat("iifname ", tap, " ether saddr ", mac, " arp saddr ether ", mac,
-                   " arp saddr ip ", ip, " accept", comment),
-      absl::StrCat("iifname ", tap, " drop", comment),
+  VmElements out;
+  auto add = [&](SetId set, std::string key, std::string value = "") {
+    out.insert({set, std::move(key), std::move(value), vm.vm_id});
   };
 
-  // Layer 3 egress, reached by ip saddr: the bridge table vouches for the
-  // source address (iifname is the bridge here, not the TAP). Never other
-  // VMs (also not routed via the gateway), never the gateway; the host's
-  // other addresses are guarded by chain input.
-  rules.egress = {absl::StrCat("ip daddr ", state.subnet.ToString(), " drop")};
-  // Closed whatever the mode: a restricted VM's allow list cannot open
-  // what the operator denies.
-  if (state.dns != 0 && vm.egress.mode == EgressMode::kOpen) {
-    for (const char* proto : {"udp", "tcp"}) {
-      rules.egress.push_back(
-          absl::StrCat("ip daddr ", IpToString(state.dns), " ", proto, " dport 53 accept"));
-    }
-  }
-  // Named sets only, never anonymous ones in per-VM rules: libnftables
-  // reads every set of the table before each change, so a set per VM would
-  // make each change cost more with every VM.
-  if (!globals.deny.empty()) rules.egress.push_back("ip daddr @deny drop");
+  // Layer 2: the TAP speaks IPv4 and ARP as its VM only.
+  add(kL2Ip, absl::StrCat(tap, " . ", mac, " . ", ip));
+  add(kL2Arp, absl::StrCat(tap, " . ", mac, " . ", mac, " . ", ip));
+  add(kTaps, tap);
+
+  // Egress (see the forward chain in RenderScript for the order of the
+  // checks): off is the absence of elements, as is restricted to nothing.
   switch (vm.egress.mode) {
     case EgressMode::kOpen:
-      rules.egress.push_back("accept");
+      add(kEgressOpen, ip);
       break;
     case EgressMode::kOff:
-      rules.egress.push_back("drop");
       break;
     case EgressMode::kRestricted:
-      for (const std::string& cidr : checked.allow) {
-        rules.egress.push_back(absl::StrCat("ip daddr ", cidr, " accept"));
+      // Canonical (CheckCidrs): the guest and the network address, in
+      // the set of the prefix length.
+      for (const Cidr& cidr : checked.allow) {
+        add(static_cast<SetId>(kAllow0 + cidr.prefix),
+            absl::StrCat(ip, " . ", IpToString(cidr.network)));
       }
-      rules.egress.push_back("drop");
       break;
   }
 
   for (const Forward& f : checked.forwards) {
-    const std::string match = f.any_host_ip ? "meta nfproto ipv4 fib daddr type local"
-                                            : absl::StrCat("ip daddr ", IpToString(f.host_ip));
-    rules.dnat.push_back(absl::StrCat(match, " ", f.protocol, " dport ", f.host_port,
-                                      " dnat ip to ", ip, ":", f.guest_port, comment));
     const std::string key =
         f.any_host_ip ? absl::StrCat(f.protocol, " . ", f.host_port)
                       : absl::StrCat(IpToString(f.host_ip), " . ", f.protocol, " . ", f.host_port);
-    rules.forward_keys[f.any_host_ip ? "dnat_any" : "dnat_addr"].insert(key);
+    const std::string target = absl::StrCat(ip, " . ", f.guest_port);
+    add(f.any_host_ip ? kDnatAny : kDnatAddr, key, target);
     // Connections made on the host only to the addresses the port policy
     // allows: elsewhere a forward must not capture the host's own traffic
     // (a tenant's 0.0.0.0 forward would take 127.0.0.1:PORT).
     if (globals.output_dnat_ips.count(f.host_ip) != 0) {
-      rules.forward_keys[f.any_host_ip ? "out_any" : "out_addr"].insert(key);
+      add(f.any_host_ip ? kOutAny : kOutAddr, key, target);
     }
-    rules.ingress.push_back(absl::StrCat("oifname ", br, " ip daddr ", ip, " ", f.protocol,
-                                         " dport ", f.guest_port, " ct status dnat accept",
-                                         comment));
-  }
-  return rules;
-}
-
-// One chain of a VM: (family, chain, rules).
-struct VmChain {
-  const char* family;
-  std::string name;
-  const std::vector<std::string>* rules;
-};
-
-std::vector<VmChain> ChainsOf(const VmRules& r) {
-  return {{"bridge", ChainName("port", r.ip), &r.port},
-          {"inet", EgressChainName(r.ip), &r.egress},
-          {"inet", ChainName("ingress", r.ip), &r.ingress},
-          {"inet", ChainName("dnat", r.ip), &r.dnat}};
-}
-
-// One map element of a VM: (family, map, key, target chain).
-struct VmElement {
-  const char* family;
-  std::string map;
-  std::string key;
-  std::string chain;
-};
-
-std::vector<VmElement> ElementsOf(const VmRules& r) {
-  std::vector<VmElement> out = {{"bridge", "ports", r.port_key, ChainName("port", r.ip)},
-                                {"inet", "egress", r.ip_key, EgressChainName(r.ip)},
-                                {"inet", "ingress", r.ip_key, ChainName("ingress", r.ip)}};
-  for (const auto& [map, keys] : r.forward_keys) {
-    for (const std::string& key : keys) {
-      out.push_back({"inet", map, key, ChainName("dnat", r.ip)});
-    }
+    add(kIngress, absl::StrCat(ip, " . ", f.protocol, " . ", f.guest_port));
   }
   return out;
 }
 
-bool operator<(const VmElement& a, const VmElement& b) {
-  return std::tie(a.family, a.map, a.key, a.chain) < std::tie(b.family, b.map, b.key, b.chain);
+// The nft commands on tables `table` that add (else delete) `elements`,
+// sorted by set: one command per set.
+std::string ElementCommands(const std::string& table, bool add,
+                            const std::vector<Element>& elements) {
+  std::string out;
+  for (auto it = elements.begin(); it != elements.end();) {
+    const SetSpec& spec = Sets()[it->set];
+    absl::StrAppend(&out, add ? "add" : "delete", " element ", spec.family, " ", table, " ",
+                    spec.name, " { ");
+    const SetId set = it->set;
+    for (const char* sep = ""; it != elements.end() && it->set == set; ++it, sep = ", ") {
+      absl::StrAppend(&out, sep, it->key);
+      // A delete names the key only.
+      if (add) {
+        absl::StrAppend(&out, " comment \"vm ", it->vm_id, "\"");
+        if (!it->value.empty()) absl::StrAppend(&out, " : ", it->value);
+      }
+    }
+    absl::StrAppend(&out, " }\n");
+  }
+  return out;
 }
 
-// nft commands, one per line, of a transaction on tables `table`.
-class Commands {
- public:
-  explicit Commands(std::string table) : table_(std::move(table)) {}
-  void AddChain(const VmChain& c) { Line("add chain", c.family, c.name); }
-  void FlushChain(const VmChain& c) { Line("flush chain", c.family, c.name); }
-  void DeleteChain(const VmChain& c) { Line("delete chain", c.family, c.name); }
-  void AddRules(const VmChain& c) {
-    for (const std::string& rule : *c.rules) Line("add rule", c.family, c.name, " ", rule);
-  }
-  void AddElement(const VmElement& e) {
-    Line("add element", e.family, e.map, " { ", e.key, " : jump ", e.chain, " }");
-  }
-  void DeleteElement(const VmElement& e) {
-    Line("delete element", e.family, e.map, " { ", e.key, " }");
-  }
-  std::string& text() { return text_; }
-
- private:
-  template <typename... Rest>
-  void Line(const char* verb, const char* family, const std::string& object,
-            const Rest&... rest) {
-    absl::StrAppend(&text_, verb, " ", family, " ", table_, " ", object, rest..., "\n");
-  }
-  const std::string table_;
-  std::string text_;
-};
-
-// Adds everything of a VM (its chains exist in neither table).
-void AddVm(Commands& out, const VmRules& rules) {
-  for (const VmChain& c : ChainsOf(rules)) {
-    out.AddChain(c);
-    out.AddRules(c);
-  }
-  for (const VmElement& e : ElementsOf(rules)) out.AddElement(e);
-}
-
-// Removes everything of a VM: the map elements first, so that nothing
-// refers to its chains when they go.
-void RemoveVm(Commands& out, const VmRules& rules) {
-  for (const VmElement& e : ElementsOf(rules)) out.DeleteElement(e);
-  for (const VmChain& c : ChainsOf(rules)) {
-    out.FlushChain(c);
-    out.DeleteChain(c);
-  }
-}
-
-// Turns the rules `before` into `after` of the same address: chains
-// flushed and refilled, only the map elements that differ changed.
-void UpdateVm(Commands& out, const VmRules& before, const VmRules& after) {
-  std::vector<VmElement> old_elements = ElementsOf(before), new_elements = ElementsOf(after);
-  std::sort(old_elements.begin(), old_elements.end());
-  std::sort(new_elements.begin(), new_elements.end());
-  std::vector<VmElement> gone, added;
-  std::set_difference(old_elements.begin(), old_elements.end(), new_elements.begin(),
-                      new_elements.end(), std::back_inserter(gone));
-  std::set_difference(new_elements.begin(), new_elements.end(), old_elements.begin(),
-                      old_elements.end(), std::back_inserter(added));
-  for (const VmElement& e : gone) out.DeleteElement(e);
-  for (const VmChain& c : ChainsOf(after)) {
-    out.FlushChain(c);
-    out.AddRules(c);
-  }
-  for (const VmElement& e : added) out.AddElement(e);
-}
-
-// The script that replaces both tables: the base chains and maps, the
-// chains of `vms`, then the map elements that lead to them.
+// The script that replaces both tables: the chains, the sets and maps,
+// then `elements` (sorted by set).
 std::string RenderScript(const FirewallState& state, const CheckedGlobals& globals,
-                         const std::vector<VmRules>& vms) {
+                         const std::vector<Element>& elements) {
   const std::string br = Quoted(state.bridge);
   const std::string subnet = state.subnet.ToString();
   std::string out = absl::StrCat(
@@ -450,85 +408,105 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
       "). Replaced as a whole at startup, then changed per VM: do not edit.\n\n");
   auto chain = [&out](const std::string& name, const std::string& hook,
                       const std::vector<std::string>& rules) {
-    absl::StrAppend(&out, "  chain ", name, " {\n");
-    if (!hook.empty()) absl::StrAppend(&out, "    ", hook, "\n");
+    absl::StrAppend(&out, "  chain ", name, " {\n    ", hook, "\n");
     for (const std::string& rule : rules) absl::StrAppend(&out, "    ", rule, "\n");
     absl::StrAppend(&out, "  }\n");
   };
-  auto map = [&out](const std::string& name, const std::string& type) {
-    absl::StrAppend(&out, "  map ", name, " {\n    type ", type, " : verdict\n  }\n");
+  auto sets = [&out](const char* family) {
+    for (const SetSpec& spec : Sets()) {
+      if (std::string(spec.family) != family) continue;
+      absl::StrAppend(&out, "  ", spec.kind, " ", spec.name, " {\n    type ", spec.type, "\n  }\n");
+    }
   };
   // "add" then "delete" makes the delete succeed whether or not the table
   // existed; the whole file is one transaction.
-  absl::StrAppend(&out, "add table bridge ", state.table, "\n", "delete table bridge ",
-                  state.table, "\n", "table bridge ", state.table, " {\n");
-  map("ports", "ifname");
-  std::vector<std::string> bridge_rules = {"iifname vmap @ports"};
+  absl::StrAppend(&out, "add table bridge ", state.table, "\n", "delete table bridge ", state.table,
+                  "\n", "table bridge ", state.table, " {\n");
+  sets("bridge");
+  std::vector<std::string> bridge_rules = {
+      "iifname . ether saddr . ip saddr @l2_ip accept",
+      "iifname . ether saddr . arp saddr ether . arp saddr ip @l2_arp accept",
+      // Anything else a VM's TAP sends.
+      "iifname @taps drop"};
   // Ports of the bridge that no VM owns (yet, or any more, or whose entry
   // was rejected) send nothing.
   if (!state.tap_prefix.empty()) {
     bridge_rules.push_back(absl::StrCat("iifname \"", state.tap_prefix, "*\" drop"));
   }
-  chain("prerouting", "type filter hook prerouting priority filter; policy accept;",
-        bridge_rules);
-  for (const VmRules& vm : vms) chain(ChainName("port", vm.ip), "", vm.port);
+  chain("prerouting", "type filter hook prerouting priority filter; policy accept;", bridge_rules);
   absl::StrAppend(&out, "}\n\n");
 
-  absl::StrAppend(&out, "add table inet ", state.table, "\n", "delete table inet ",
-                  state.table, "\n", "table inet ", state.table, " {\n");
-  map("egress", "ipv4_addr");
-  map("ingress", "ipv4_addr");
-  for (const char* name : {"dnat_addr", "out_addr"}) {
-    map(name, "ipv4_addr . inet_proto . inet_service");
-  }
-  for (const char* name : {"dnat_any", "out_any"}) map(name, "inet_proto . inet_service");
-  // Destinations no guest reaches (deny_cidrs), for every egress chain.
+  absl::StrAppend(&out, "add table inet ", state.table, "\n", "delete table inet ", state.table,
+                  "\n", "table inet ", state.table, " {\n");
+  sets("inet");
+  // Destinations no guest reaches (deny_cidrs).
   if (!globals.deny.empty()) {
     absl::StrAppend(&out, "  set deny {\n    type ipv4_addr\n    flags interval\n    elements = { ",
                     absl::StrJoin(globals.deny, ", "), " }\n  }\n");
   }
-  chain("forward", "type filter hook forward priority filter; policy accept;",
-        {// Replies always pass; original-direction packets are judged one by
-         // one, so a policy change also stops connections already open.
-         "ct state established ct direction reply accept", "ct state related accept",
-         absl::StrCat("iifname ", br, " ip saddr vmap @egress"),
-         absl::StrCat("iifname ", br, " drop"),
-         // Only forwarded (DNATed) connections reach a guest.
-         absl::StrCat("oifname ", br, " ip daddr vmap @ingress"),
-         absl::StrCat("oifname ", br, " drop")});
+  const std::string from_guests = absl::StrCat("iifname ", br, " ");
+  std::vector<std::string> forward = {
+      // Replies always pass; original-direction packets are judged one by
+      // one, so a policy change also stops connections already open.
+      "ct state established ct direction reply accept", "ct state related accept",
+      // From the guests, by ip saddr: the bridge table vouches for the
+      // source address (iifname is the bridge here, not the TAP). Never
+      // other VMs (also not routed via the gateway), never the gateway; the
+      // host's other addresses are guarded by chain input.
+      absl::StrCat(from_guests, "ip daddr ", subnet, " drop")};
+  // The resolver, for open egress only, even inside a denied range.
+  if (state.dns != 0) {
+    for (const char* proto : {"udp", "tcp"}) {
+      forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open ip daddr ",
+                                     IpToString(state.dns), " ", proto, " dport 53 accept"));
+    }
+  }
+  // Closed whatever the mode: a restricted VM's allow list cannot open
+  // what the operator denies.
+  if (!globals.deny.empty()) forward.push_back(absl::StrCat(from_guests, "ip daddr @deny drop"));
+  forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open accept"));
+  // Restricted: the destination masked to each prefix length, narrowest
+  // first (the likeliest: single hosts).
+  for (int prefix = 32; prefix >= 0; --prefix) {
+    forward.push_back(
+        absl::StrCat(from_guests, "ip saddr . ip daddr",
+                     prefix == 32 ? "" : absl::StrCat(" & ", IpToString(PrefixToMask(prefix))),
+                     " @allow_", prefix, " accept"));
+  }
+  forward.push_back(absl::StrCat(from_guests, "drop"));
+  // Only forwarded (DNATed) connections reach a guest, and only on the
+  // forwarded ports.
+  forward.push_back(absl::StrCat("oifname ", br,
+                                 " ct status dnat ip daddr . meta l4proto . th dport @ingress "
+                                 "accept"));
+  forward.push_back(absl::StrCat("oifname ", br, " drop"));
+  chain("forward", "type filter hook forward priority filter; policy accept;", forward);
   chain("input", "type filter hook input priority filter; policy accept;",
-        {absl::StrCat("iifname ", br, " ct state established ct direction reply accept"),
-         absl::StrCat("iifname ", br, " ct state related accept"),
-         absl::StrCat("iifname ", br, " drop")});
-  const std::string any_local = "meta nfproto ipv4 fib daddr type local meta l4proto . th dport";
+        {absl::StrCat(from_guests, "ct state established ct direction reply accept"),
+         absl::StrCat(from_guests, "ct state related accept"), absl::StrCat(from_guests, "drop")});
+  // A key that no element holds leaves the packet alone.
+  auto dnat = [](const char* addr_map, const char* any_map) {
+    return std::vector<std::string>{
+        absl::StrCat("dnat ip to ip daddr . meta l4proto . th dport map @", addr_map),
+        absl::StrCat("meta nfproto ipv4 fib daddr type local ",
+                     "dnat ip to meta l4proto . th dport map @", any_map)};
+  };
   chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;",
-        {"ip daddr . meta l4proto . th dport vmap @dnat_addr",
-         absl::StrCat(any_local, " vmap @dnat_any")});
+        dnat("dnat_addr", "dnat_any"));
   // Connections made on the host itself (to 127.0.0.1 or a local address).
   chain("output", "type nat hook output priority -100; policy accept;",
-        {"ip daddr . meta l4proto . th dport vmap @out_addr",
-         absl::StrCat(any_local, " vmap @out_any")});
+        dnat("out_addr", "out_any"));
   std::vector<std::string> snat;
   if (!state.uplink.empty()) {
-    snat.push_back(absl::StrCat("ip saddr ", subnet, " oifname ", Quoted(state.uplink),
-                                " masquerade"));
+    snat.push_back(
+        absl::StrCat("ip saddr ", subnet, " oifname ", Quoted(state.uplink), " masquerade"));
   }
   // Forwarded connections reach the guest from the gateway address, so that
   // replies come back through us (a 127.0.0.1 source could not be answered).
   snat.push_back(absl::StrCat("oifname ", br, " ct status dnat masquerade"));
   chain("postrouting", "type nat hook postrouting priority srcnat; policy accept;", snat);
-  for (const VmRules& vm : vms) {
-    chain(EgressChainName(vm.ip), "", vm.egress);
-    chain(ChainName("ingress", vm.ip), "", vm.ingress);
-    chain(ChainName("dnat", vm.ip), "", vm.dnat);
-  }
   absl::StrAppend(&out, "}\n");
-
-  Commands elements(state.table);
-  for (const VmRules& vm : vms) {
-    for (const VmElement& e : ElementsOf(vm)) elements.AddElement(e);
-  }
-  absl::StrAppend(&out, elements.text());
+  absl::StrAppend(&out, ElementCommands(state.table, /*add=*/true, elements));
   return out;
 }
 
@@ -542,17 +520,15 @@ bool SameGlobals(const FirewallState& a, const FirewallState& b) {
 
 }  // namespace
 
-std::string EgressChainName(uint32_t ip) { return ChainName("egress", ip); }
-
 struct NftRuleset::Impl {
   FirewallState globals;  // The state without its vms.
   CheckedGlobals checked_globals;
-  std::map<std::string, std::pair<CheckedVm, VmRules>> vms;  // By vm_id.
+  std::map<std::string, std::pair<CheckedVm, VmElements>> vms;  // By vm_id.
   Taken taken;
   bool any_rejected = false;
   // The change RenderVmChange rendered: vm_id and its new entry, if any.
   std::string pending_id;
-  std::optional<std::pair<CheckedVm, VmRules>> pending;
+  std::optional<std::pair<CheckedVm, VmElements>> pending;
 };
 
 NftRuleset::NftRuleset(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -567,7 +543,7 @@ absl::StatusOr<NftRuleset> NftRuleset::Render(const FirewallState& state) {
   impl->globals.vms.clear();
   NftRuleset ruleset(std::move(impl));
   Impl& r = *ruleset.impl_;
-  std::vector<VmRules> rendered;
+  std::vector<Element> elements;
   for (const VmFirewallEntry& vm : state.vms) {
     absl::StatusOr<CheckedVm> checked = CheckVm(state, vm, r.taken);
     if (checked.ok() && r.vms.count(vm.vm_id) != 0) {
@@ -579,12 +555,13 @@ absl::StatusOr<NftRuleset> NftRuleset::Render(const FirewallState& state) {
       continue;
     }
     r.taken.Add(*checked);
-    VmRules rules = RenderVm(state, r.checked_globals, *checked);
-    rendered.push_back(rules);
-    r.vms.emplace(vm.vm_id, std::make_pair(*std::move(checked), std::move(rules)));
+    VmElements vm_elements = RenderVm(r.checked_globals, *checked);
+    elements.insert(elements.end(), vm_elements.begin(), vm_elements.end());
+    r.vms.emplace(vm.vm_id, std::make_pair(*std::move(checked), std::move(vm_elements)));
   }
   r.any_rejected = !ruleset.rejected_.empty();
-  ruleset.script_ = RenderScript(state, r.checked_globals, rendered);
+  std::sort(elements.begin(), elements.end());  // By set.
+  ruleset.script_ = RenderScript(state, r.checked_globals, elements);
   return ruleset;
 }
 
@@ -605,23 +582,25 @@ NftRuleset::VmChange NftRuleset::RenderVmChange(const std::string& vm_id,
           "firewall entry of vm ", desired->vm_id, ": applied as the entry of vm ", vm_id));
     }
     if (checked.ok()) {
-      VmRules rules = RenderVm(r.globals, r.checked_globals, *checked);
-      r.pending.emplace(*std::move(checked), std::move(rules));
+      VmElements vm_elements = RenderVm(r.checked_globals, *checked);
+      r.pending.emplace(*std::move(checked), std::move(vm_elements));
     } else {
       change.rejected = checked.status();
     }
   }
+  // Whatever changed (policy, forwards, address, TAP): the elements that
+  // differ go, then the new ones come, in one transaction.
+  const VmElements none;
   auto installed = r.vms.find(vm_id);
-  const VmRules* before = installed == r.vms.end() ? nullptr : &installed->second.second;
-  const VmRules* after = r.pending ? &r.pending->second : nullptr;
-  Commands out(r.globals.table);
-  if (before != nullptr && after != nullptr && before->ip == after->ip) {
-    UpdateVm(out, *before, *after);
-  } else {
-    if (before != nullptr) RemoveVm(out, *before);
-    if (after != nullptr) AddVm(out, *after);
-  }
-  change.script = std::move(out.text());
+  const VmElements& before = installed == r.vms.end() ? none : installed->second.second;
+  const VmElements& after = r.pending ? r.pending->second : none;
+  std::vector<Element> gone, added;
+  std::set_difference(before.begin(), before.end(), after.begin(), after.end(),
+                      std::back_inserter(gone));
+  std::set_difference(after.begin(), after.end(), before.begin(), before.end(),
+                      std::back_inserter(added));
+  change.script = absl::StrCat(ElementCommands(r.globals.table, /*add=*/false, gone),
+                               ElementCommands(r.globals.table, /*add=*/true, added));
   return change;
 }
 

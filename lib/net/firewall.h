@@ -5,17 +5,29 @@
 // (one transaction) at startup and reconciliation, so there is never a
 // half-applied rule set and applying the same state twice is a no-op; after
 // that one VM's change is one small transaction that touches only that VM's
-// rules, so it costs the same with 1 VM or 1,000.
+// set elements, so it costs the same with 1 VM or 1,000.
 //
-// Layout: every VM has its own chains, named after its address
-// (port_<hex> in table bridge; egress_<hex>, ingress_<hex> and dnat_<hex>
-// in table inet), and the base chains reach them through verdict maps
-// keyed by what identifies the VM's packets: the TAP (map ports), the
-// guest address (maps egress, ingress) and a forward's host address,
-// protocol and port (maps dnat_addr / dnat_any, and out_addr / out_any for
-// connections made on the host). Adding, changing or removing a VM adds,
-// flushes or deletes its chains and map elements; the base chains and
-// everything global are rendered only by the whole-state apply.
+// Layout: the chains and their rules are the same whatever the VMs; each
+// VM is only elements of named sets and maps (keyed by what identifies its
+// packets, with a comment naming the VM):
+//  * table bridge: l2_ip (TAP . MAC . address) and l2_arp (TAP . MAC .
+//    ARP sender MAC . ARP sender address) say what a TAP may send, taps
+//    lists every VM's TAP (anything else from it is dropped);
+//  * table inet: egress_open (guests with open egress); allow_0 ..
+//    allow_32 (restricted egress: guest . network address of each allowed
+//    /n, looked up as `ip saddr . ip daddr & <mask of /n>`; off, or an
+//    empty allow list, is no element at all); ingress (guest . protocol .
+//    guest port of each forward); and the DNAT maps from a forward's host
+//    address, protocol and port to guest . port: dnat_addr / dnat_any
+//    (0.0.0.0) for connections from outside, out_addr / out_any for those
+//    made on the host.
+// All are hash sets and maps. Adding, changing or removing a VM deletes
+// the elements that differ and adds the new ones, nothing else:
+// libnftables reads every chain of a table before each transaction, but
+// not the elements of named sets, so a change costs the same with 1 VM or
+// 1,000 (an interval set would not: see firewall.cc). The chains, the
+// global set deny and everything global are rendered only by the
+// whole-state apply.
 //
 // What the ruleset enforces (see RenderNftRuleset for the rules):
 //  * anti-spoofing at layer 2 (table bridge): a TAP may only send IPv4 from
@@ -53,7 +65,7 @@
 namespace smolvm::net {
 
 struct VmFirewallEntry {
-  std::string vm_id;  // Only for rule comments; [A-Za-z0-9_.-]{1,64}.
+  std::string vm_id;  // Only for element comments; [A-Za-z0-9_.-]{1,64}.
   std::string tap;    // The VM's TAP device (a port of the bridge).
   uint32_t ip = 0;    // The guest's address, inside the subnet.
   std::string mac;    // The guest's MAC; "" = MacFor(ip).
@@ -70,12 +82,12 @@ struct FirewallState {
   // send nothing (a TAP created before its rules, or a leftover); "" = off.
   std::string tap_prefix = kTapPrefix;
   // IPv4 CIDRs ("a.b.c.d/n" or a bare address) no guest may reach, in every
-  // egress mode (restricted allow_cidrs included): dropped in each VM's
-  // egress chain before anything is accepted. Replies to connections made
-  // to a guest (port forwards) are not affected.
+  // egress mode (restricted allow_cidrs included): dropped before any
+  // egress is accepted. Replies to connections made to a guest (port
+  // forwards) are not affected.
   std::vector<std::string> deny_cidrs;
   // Host addresses for which connections made on the host itself (nat
-  // output chain) are forwarded too: a forward gets an output DNAT rule
+  // output chain) are forwarded too: a forward gets an output DNAT element
   // only if its host_ip is listed (a 0.0.0.0 forward only if 0 is). Others
   // forward only what arrives from outside (prerouting). Empty = none.
   std::vector<uint32_t> output_dnat_ips;
@@ -114,9 +126,6 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state);
 // OK if `table` can name smolvmd's nft tables: 1-32 characters of
 // [A-Za-z0-9_], starting with a letter; else INVALID_ARGUMENT.
 absl::Status ValidateNftTableName(const std::string& table);
-
-// The egress chain of a guest: "egress_" + 8 hex digits of its address.
-std::string EgressChainName(uint32_t ip);
 
 // What the tables hold, as a value: the globals and the entries of the VMs
 // whose rules are installed, indexed for the clash checks. Pure: it renders

@@ -22,6 +22,7 @@ namespace {
 
 using ::smolvm_testing::IsOk;
 using ::smolvm_testing::StatusIs;
+using ::testing::Contains;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -58,6 +59,19 @@ std::string ChainOf(const std::string& script, const std::string& family,
   return script.substr(start, end - start);
 }
 
+// The elements that `script` adds to set or map `name` of table `family`
+// (with their comments), whatever their order.
+std::set<std::string> ElementsOf(const std::string& script, const std::string& family,
+                                 const std::string& name) {
+  std::set<std::string> out;
+  const std::string prefix = "add element " + family + " smolvmd " + name + " { ";
+  for (absl::string_view line : absl::StrSplit(script, '\n')) {
+    if (!absl::ConsumePrefix(&line, prefix) || !absl::ConsumeSuffix(&line, " }")) continue;
+    for (absl::string_view element : absl::StrSplit(line, ", ")) out.emplace(element);
+  }
+  return out;
+}
+
 TEST(RenderNftRulesetTest, ReplacesBothTablesAtomically) {
   auto script = RenderNftRuleset(TwoVms());
   ASSERT_THAT(script, IsOk());
@@ -71,23 +85,31 @@ TEST(RenderNftRulesetTest, ReplacesBothTablesAtomically) {
 TEST(RenderNftRulesetTest, AntiSpoofingInTheBridgeTable) {
   auto script = RenderNftRuleset(TwoVms());
   ASSERT_THAT(script, IsOk());
-  // Each TAP leads to its VM's chain; TAPs nobody owns, last.
+  // What each TAP may send, by set; anything else from a listed TAP, and
+  // everything from TAPs nobody owns, is dropped.
   EXPECT_EQ(ChainOf(*script, "bridge", "prerouting"),
             "  chain prerouting {\n"
             "    type filter hook prerouting priority filter; policy accept;\n"
-            "    iifname vmap @ports\n"
+            "    iifname . ether saddr . ip saddr @l2_ip accept\n"
+            "    iifname . ether saddr . arp saddr ether . arp saddr ip @l2_arp accept\n"
+            "    iifname @taps drop\n"
             "    iifname \"smv*\" drop");
-  EXPECT_THAT(*script, HasSubstr("add element bridge smolvmd ports { \"smv0ac80002\" : jump "
-                                 "port_0ac80002 }\n"));
-  std::string chain = ChainOf(*script, "bridge", "port_0ac80002");
-  EXPECT_THAT(chain, HasSubstr("iifname \"smv0ac80002\" ether saddr 02:53:0a:c8:00:02 "
-                               "ip saddr 10.200.0.2 accept comment \"vm vm-a\""));
-  EXPECT_THAT(chain, HasSubstr("iifname \"smv0ac80002\" ether saddr 02:53:0a:c8:00:02 "
-                               "arp saddr ether 02:53:0a:c8:00:02 arp saddr ip 10.200.0.2 "
-                               "accept"));
-  EXPECT_TRUE(absl::EndsWith(chain, "iifname \"smv0ac80002\" drop comment \"vm vm-a\""));
-  EXPECT_THAT(ChainOf(*script, "bridge", "port_0ac80003"),
-              HasSubstr("iifname \"smv0ac80003\" drop"));
+  EXPECT_EQ(ElementsOf(*script, "bridge", "l2_ip"),
+            (std::set<std::string>{
+                "\"smv0ac80002\" . 02:53:0a:c8:00:02 . 10.200.0.2 comment \"vm vm-a\"",
+                "\"smv0ac80003\" . 02:53:0a:c8:00:03 . 10.200.0.3 comment \"vm vm-b\""}));
+  EXPECT_EQ(ElementsOf(*script, "bridge", "l2_arp"),
+            (std::set<std::string>{"\"smv0ac80002\" . 02:53:0a:c8:00:02 . 02:53:0a:c8:00:02 . "
+                                   "10.200.0.2 comment \"vm vm-a\"",
+                                   "\"smv0ac80003\" . 02:53:0a:c8:00:03 . 02:53:0a:c8:00:03 . "
+                                   "10.200.0.3 comment \"vm vm-b\""}));
+  EXPECT_EQ(ElementsOf(*script, "bridge", "taps"),
+            (std::set<std::string>{"\"smv0ac80002\" comment \"vm vm-a\"",
+                                   "\"smv0ac80003\" comment \"vm vm-b\""}));
+  // No rules, no chains per VM.
+  EXPECT_THAT(*script, Not(HasSubstr("jump")));
+  EXPECT_THAT(*script, Not(HasSubstr("add rule")));
+  EXPECT_THAT(*script, Not(HasSubstr("add chain")));
 
   FirewallState state = TwoVms();
   state.tap_prefix = "";
@@ -95,26 +117,50 @@ TEST(RenderNftRulesetTest, AntiSpoofingInTheBridgeTable) {
   script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
   EXPECT_THAT(*script, Not(HasSubstr("\"smv*\"")));
-  EXPECT_THAT(*script, HasSubstr("ether saddr 02:aa:bb:cc:dd:ee ip saddr 10.200.0.2"));
+  EXPECT_THAT(ElementsOf(*script, "bridge", "l2_ip"),
+              Contains("\"smv0ac80002\" . 02:aa:bb:cc:dd:ee . 10.200.0.2 comment \"vm vm-a\""));
+  EXPECT_THAT(ElementsOf(*script, "bridge", "l2_arp"),
+              Contains("\"smv0ac80002\" . 02:aa:bb:cc:dd:ee . 02:aa:bb:cc:dd:ee . 10.200.0.2 "
+                       "comment \"vm vm-a\""));
 }
 
 TEST(RenderNftRulesetTest, ForwardChainPolicesOnlyTheBridge) {
   auto script = RenderNftRuleset(TwoVms());
   ASSERT_THAT(script, IsOk());
-  std::string chain = ChainOf(*script, "inet", "forward");
-  EXPECT_THAT(chain, HasSubstr("type filter hook forward priority filter; policy accept;\n"
-                               "    ct state established ct direction reply accept\n"
-                               "    ct state related accept\n"
-                               "    iifname \"smolbr0\" ip saddr vmap @egress\n"
-                               "    iifname \"smolbr0\" drop\n"
-                               "    oifname \"smolbr0\" ip daddr vmap @ingress\n"
-                               "    oifname \"smolbr0\" drop"));
-  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd egress { 10.200.0.2 : jump "
-                                 "egress_0ac80002 }\n"
-                                 "add element inet smolvmd ingress { 10.200.0.2 : jump "
-                                 "ingress_0ac80002 }\n"));
-  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd egress { 10.200.0.3 : jump "
-                                 "egress_0ac80003 }\n"));
+  const std::string chain = ChainOf(*script, "inet", "forward");
+  EXPECT_TRUE(absl::StartsWith(
+      chain,
+      "  chain forward {\n"
+      "    type filter hook forward priority filter; policy accept;\n"
+      "    ct state established ct direction reply accept\n"
+      "    ct state related accept\n"
+      "    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
+      "    iifname \"smolbr0\" ip saddr @egress_open accept\n"
+      "    iifname \"smolbr0\" ip saddr . ip daddr @allow_32 accept\n"
+      "    iifname \"smolbr0\" ip saddr . ip daddr & 255.255.255.254 @allow_31 accept\n"))
+      << chain;
+  // Restricted egress: one lookup per prefix length, the masked
+  // destination in the set of that length.
+  int lookups = 0;
+  for (absl::string_view line : absl::StrSplit(chain, '\n')) {
+    lookups += absl::StrContains(line, "@allow_") ? 1 : 0;
+  }
+  EXPECT_EQ(lookups, 33);
+  EXPECT_THAT(chain, HasSubstr("    iifname \"smolbr0\" ip saddr . ip daddr & 255.255.0.0 "
+                               "@allow_16 accept\n"));
+  EXPECT_TRUE(absl::EndsWith(
+      chain,
+      "    iifname \"smolbr0\" ip saddr . ip daddr & 0.0.0.0 @allow_0 accept\n"
+      "    iifname \"smolbr0\" drop\n"
+      "    oifname \"smolbr0\" ct status dnat ip daddr . meta l4proto . th dport @ingress "
+      "accept\n"
+      "    oifname \"smolbr0\" drop"))
+      << chain;
+  // vm-a is open, vm-b (off) has no egress element.
+  EXPECT_EQ(ElementsOf(*script, "inet", "egress_open"),
+            (std::set<std::string>{"10.200.0.2 comment \"vm vm-a\""}));
+  EXPECT_THAT(*script, Not(HasSubstr("add element inet smolvmd allow_")));
+  EXPECT_THAT(*script, HasSubstr("  set allow_24 {\n    type ipv4_addr . ipv4_addr\n  }\n"));
 }
 
 TEST(RenderNftRulesetTest, EgressModes) {
@@ -127,18 +173,20 @@ TEST(RenderNftRulesetTest, EgressModes) {
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
 
-  const std::string isolate = "    ip daddr 10.200.0.0/24 drop\n";
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80002"),
-            "  chain egress_0ac80002 {\n" + isolate + "    accept");
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80003"),
-            "  chain egress_0ac80003 {\n" + isolate + "    drop");
-  // Canonical, de-duplicated, covered ranges dropped.
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80004"),
-            "  chain egress_0ac80004 {\n" + isolate +
-                "    ip daddr 8.8.8.8 accept\n    ip daddr 10.0.0.0/8 accept\n"
-                "    ip daddr 192.168.1.0/24 accept\n    drop");
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80005"),
-            "  chain egress_0ac80005 {\n" + isolate + "    drop");
+  // Open: vm-a only; off (vm-b) and restricted to nothing (vm-d): no
+  // element anywhere, so they fall to the drop.
+  EXPECT_EQ(ElementsOf(*script, "inet", "egress_open"),
+            (std::set<std::string>{"10.200.0.2 comment \"vm vm-a\""}));
+  // Canonical, de-duplicated, covered ranges dropped; each network in the
+  // set of its prefix length.
+  EXPECT_EQ(ElementsOf(*script, "inet", "allow_32"),
+            (std::set<std::string>{"10.200.0.4 . 8.8.8.8 comment \"vm vm-c\""}));
+  EXPECT_EQ(ElementsOf(*script, "inet", "allow_8"),
+            (std::set<std::string>{"10.200.0.4 . 10.0.0.0 comment \"vm vm-c\""}));
+  EXPECT_EQ(ElementsOf(*script, "inet", "allow_24"),
+            (std::set<std::string>{"10.200.0.4 . 192.168.1.0 comment \"vm vm-c\""}));
+  EXPECT_EQ(ElementsOf(*script, "inet", "allow_16"), std::set<std::string>{});
+  EXPECT_THAT(*script, Not(HasSubstr("10.200.0.5 . ")));  // vm-d: none.
 }
 
 TEST(RenderNftRulesetTest, InputChainShutsTheHost) {
@@ -155,42 +203,44 @@ TEST(RenderNftRulesetTest, InputChainShutsTheHost) {
 TEST(RenderNftRulesetTest, PortForwards) {
   FirewallState state = TwoVms();
   state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
+  state.vms[0].forwards.push_back({"192.0.2.7", 8080, 80, "tcp"});  // The same guest port.
   state.vms[1].forwards.push_back({"0.0.0.0", 5353, 53, "udp"});
   state.output_dnat_ips = {0x7f000001};  // 127.0.0.1
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  const std::string dnat1 =
-      "ip daddr 127.0.0.1 tcp dport 8080 dnat ip to 10.200.0.2:80 comment \"vm vm-a\"";
-  const std::string dnat2 =
-      "meta nfproto ipv4 fib daddr type local udp dport 5353 dnat ip to 10.200.0.3:53 "
-      "comment \"vm vm-b\"";
-  EXPECT_THAT(ChainOf(*script, "inet", "dnat_0ac80002"), HasSubstr(dnat1));
-  EXPECT_THAT(ChainOf(*script, "inet", "dnat_0ac80003"), HasSubstr(dnat2));
-  // Reached through the maps keyed by the forwards.
+  // DNAT through the maps keyed by the forwards.
   EXPECT_EQ(ChainOf(*script, "inet", "prerouting"),
             "  chain prerouting {\n"
             "    type nat hook prerouting priority dstnat; policy accept;\n"
-            "    ip daddr . meta l4proto . th dport vmap @dnat_addr\n"
-            "    meta nfproto ipv4 fib daddr type local meta l4proto . th dport vmap @dnat_any");
-  EXPECT_THAT(ChainOf(*script, "inet", "output"),
-              HasSubstr("type nat hook output priority -100; policy accept;\n"
-                        "    ip daddr . meta l4proto . th dport vmap @out_addr\n"));
-  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8080 "
-                                 ": jump dnat_0ac80002 }\n"));
-  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd dnat_any { udp . 5353 : jump "
-                                 "dnat_0ac80003 }\n"));
+            "    dnat ip to ip daddr . meta l4proto . th dport map @dnat_addr\n"
+            "    meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map "
+            "@dnat_any");
+  EXPECT_EQ(ChainOf(*script, "inet", "output"),
+            "  chain output {\n"
+            "    type nat hook output priority -100; policy accept;\n"
+            "    dnat ip to ip daddr . meta l4proto . th dport map @out_addr\n"
+            "    meta nfproto ipv4 fib daddr type local dnat ip to meta l4proto . th dport map "
+            "@out_any");
+  EXPECT_THAT(*script, HasSubstr("  map dnat_addr {\n    type ipv4_addr . inet_proto . "
+                                 "inet_service : ipv4_addr . inet_service\n  }\n"));
+  EXPECT_THAT(*script, HasSubstr("  map dnat_any {\n    type inet_proto . inet_service : "
+                                 "ipv4_addr . inet_service\n  }\n"));
+  EXPECT_EQ(ElementsOf(*script, "inet", "dnat_addr"),
+            (std::set<std::string>{
+                "127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80",
+                "192.0.2.7 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80"}));
+  EXPECT_EQ(ElementsOf(*script, "inet", "dnat_any"),
+            (std::set<std::string>{"udp . 5353 comment \"vm vm-b\" : 10.200.0.3 . 53"}));
   // Connections made on the host: only to the listed addresses.
-  EXPECT_THAT(*script, HasSubstr("add element inet smolvmd out_addr { 127.0.0.1 . tcp . 8080 "
-                                 ": jump dnat_0ac80002 }\n"));
+  EXPECT_EQ(ElementsOf(*script, "inet", "out_addr"),
+            (std::set<std::string>{
+                "127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80"}));
   EXPECT_THAT(*script, Not(HasSubstr("smolvmd out_any {")));
-  // Only DNATed connections reach the guests.
-  EXPECT_EQ(ChainOf(*script, "inet", "ingress_0ac80002"),
-            "  chain ingress_0ac80002 {\n"
-            "    oifname \"smolbr0\" ip daddr 10.200.0.2 tcp dport 80 ct status dnat accept "
-            "comment \"vm vm-a\"");
-  EXPECT_THAT(ChainOf(*script, "inet", "ingress_0ac80003"),
-              HasSubstr("oifname \"smolbr0\" ip daddr 10.200.0.3 udp dport 53 "
-                        "ct status dnat accept"));
+  // Only DNATed connections reach the guests, on the forwarded ports (two
+  // forwards to one port: one element).
+  EXPECT_EQ(ElementsOf(*script, "inet", "ingress"),
+            (std::set<std::string>{"10.200.0.2 . tcp . 80 comment \"vm vm-a\"",
+                                   "10.200.0.3 . udp . 53 comment \"vm vm-b\""}));
 }
 
 TEST(RenderNftRulesetTest, OutputDnatFollowsTheListedHostAddresses) {
@@ -214,13 +264,14 @@ TEST(RenderNftRulesetTest, OutputDnatFollowsTheListedHostAddresses) {
   // 0.0.0.0 forwards only when 0 is listed; a listed 0 does not make other
   // addresses' forwards capture the host's traffic.
   EXPECT_EQ(output_of({0}),
-            "add element inet smolvmd out_any { udp . 5353 : jump dnat_0ac80003 }\n");
+            "add element inet smolvmd out_any { udp . 5353 comment \"vm vm-b\" : 10.200.0.3 . "
+            "53 }\n");
   EXPECT_EQ(output_of({0xc0000207, 0x7f000001}),
-            "add element inet smolvmd out_addr { 127.0.0.1 . tcp . 8080 : jump dnat_0ac80002 }\n"
-            "add element inet smolvmd out_addr { 192.0.2.7 . tcp . 8080 : jump dnat_0ac80002 }\n");
+            "add element inet smolvmd out_addr { 127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : "
+            "10.200.0.2 . 80, 192.0.2.7 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80 }\n");
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  EXPECT_THAT(*script, HasSubstr("dnat_any { udp . 5353 : jump dnat_0ac80003 }"));
+  EXPECT_THAT(*script, HasSubstr("dnat_any { udp . 5353 comment \"vm vm-b\" : 10.200.0.3 . 53 }"));
 }
 
 TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
@@ -231,20 +282,25 @@ TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
   state.deny_cidrs = {"169.254.0.0/16", "192.168.1.77/24", "169.254.169.254", "10.9.9.9"};
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  const std::string isolate = "    ip daddr 10.200.0.0/24 drop\n";
-  // Canonical, covered entries dropped, in one set, before anything is
-  // accepted.
+  // Canonical, covered entries dropped, in one set, dropped after the VM
+  // subnet and before any egress (open or allowed) is accepted.
   EXPECT_THAT(*script, HasSubstr("  set deny {\n    type ipv4_addr\n    flags interval\n"
                                  "    elements = { 10.9.9.9, 169.254.0.0/16, 192.168.1.0/24 }\n"
                                  "  }\n"));
-  const std::string deny = "    ip daddr @deny drop\n";
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80002"),
-            "  chain egress_0ac80002 {\n" + isolate + deny + "    accept");
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80003"),
-            "  chain egress_0ac80003 {\n" + isolate + deny + "    drop");
-  EXPECT_EQ(ChainOf(*script, "inet", "egress_0ac80004"),
-            "  chain egress_0ac80004 {\n" + isolate + deny +
-                "    ip daddr 8.8.8.8 accept\n    ip daddr 169.254.169.254 accept\n    drop");
+  EXPECT_THAT(ChainOf(*script, "inet", "forward"),
+              HasSubstr("    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
+                        "    iifname \"smolbr0\" ip daddr @deny drop\n"
+                        "    iifname \"smolbr0\" ip saddr @egress_open accept\n"
+                        "    iifname \"smolbr0\" ip saddr . ip daddr @allow_32 accept\n"));
+  // The allow list holds what it names; the deny rule before it wins.
+  EXPECT_EQ(ElementsOf(*script, "inet", "allow_32"),
+            (std::set<std::string>{"10.200.0.4 . 8.8.8.8 comment \"vm vm-c\"",
+                                   "10.200.0.4 . 169.254.169.254 comment \"vm vm-c\""}));
+  // Without deny_cidrs, no deny set or rule.
+  state.deny_cidrs.clear();
+  script = RenderNftRuleset(state);
+  ASSERT_THAT(script, IsOk());
+  EXPECT_THAT(*script, Not(HasSubstr("deny")));
 
   // A bad deny entry is the operator's: nothing is rendered.
   for (const char* bad : {"169.254.0.0/33", "010.0.0.0/8", " 1.2.3.4", "fe80::/10"}) {
@@ -253,6 +309,27 @@ TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
                 StatusIs(absl::StatusCode::kInvalidArgument, "firewall deny_cidrs"))
         << bad;
   }
+}
+
+TEST(RenderNftRulesetTest, ResolverForOpenEgressOnlyEvenWhenDenied) {
+  FirewallState state = TwoVms();
+  state.dns = 0xc0a80135;  // 192.168.1.53
+  state.deny_cidrs = {"192.168.0.0/16"};
+  auto script = RenderNftRuleset(state);
+  ASSERT_THAT(script, IsOk());
+  // Past the subnet drop (no VM reaches another through it), before the
+  // deny drop, and only for the guests in egress_open.
+  EXPECT_THAT(ChainOf(*script, "inet", "forward"),
+              HasSubstr("    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
+                        "    iifname \"smolbr0\" ip saddr @egress_open ip daddr 192.168.1.53 "
+                        "udp dport 53 accept\n"
+                        "    iifname \"smolbr0\" ip saddr @egress_open ip daddr 192.168.1.53 "
+                        "tcp dport 53 accept\n"
+                        "    iifname \"smolbr0\" ip daddr @deny drop\n"));
+  state.dns = 0;
+  script = RenderNftRuleset(state);
+  ASSERT_THAT(script, IsOk());
+  EXPECT_THAT(*script, Not(HasSubstr("dport 53")));
 }
 
 TEST(RenderNftRulesetTest, BadEntriesAreLeftOutAndReported) {
@@ -289,18 +366,23 @@ TEST(RenderNftRulesetTest, BadEntriesAreLeftOutAndReported) {
 
   // The others are rendered in full; nothing of the rejected ones is.
   const std::string& script = rendered->script;
-  for (const char* chain : {"egress_0ac80002", "egress_0ac80003", "egress_0ac80009"}) {
-    EXPECT_THAT(script, HasSubstr(std::string("chain ") + chain)) << chain;
-  }
+  EXPECT_EQ(ElementsOf(script, "bridge", "taps"),
+            (std::set<std::string>{"\"smv0ac80002\" comment \"vm vm-a\"",
+                                   "\"smv0ac80003\" comment \"vm vm-b\"",
+                                   "\"smv0ac80009\" comment \"vm vm-h\""}));
+  EXPECT_EQ(ElementsOf(script, "inet", "egress_open"),
+            (std::set<std::string>{"10.200.0.2 comment \"vm vm-a\"",
+                                   "10.200.0.9 comment \"vm vm-h\""}));
   for (const char* id : {"vm-c", "vm-d", "vm-e", "vm-f", "vm-g"}) {
     EXPECT_THAT(script, Not(HasSubstr(std::string("\"vm ") + id + "\""))) << id;
   }
-  for (const char* chain : {"egress_0ac80004", "egress_0ac80006", "egress_0ac80007",
-                            "egress_0ac80008"}) {
-    EXPECT_THAT(script, Not(HasSubstr(chain))) << chain;
+  for (const char* ip : {"10.200.0.4 ", "10.200.0.6 ", "10.200.0.7 ", "10.200.0.8 "}) {
+    EXPECT_THAT(script, Not(HasSubstr(ip))) << ip;
   }
-  EXPECT_THAT(script, HasSubstr("tcp dport 8080 dnat ip to 10.200.0.2:80"));
-  EXPECT_THAT(script, HasSubstr("udp dport 9000 dnat ip to 10.200.0.9:80"));
+  EXPECT_EQ(ElementsOf(script, "inet", "dnat_addr"),
+            (std::set<std::string>{
+                "127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80",
+                "127.0.0.1 . udp . 9000 comment \"vm vm-h\" : 10.200.0.9 . 80"}));
   // Rejected VMs' TAPs fall through to the catch-all drop.
   EXPECT_TRUE(absl::EndsWith(ChainOf(script, "bridge", "prerouting"),
                              "    iifname \"smv*\" drop"));
@@ -335,7 +417,7 @@ TEST(RenderNftRulesetTest, NoVms) {
   state.vms.clear();
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  EXPECT_THAT(*script, Not(HasSubstr("egress_")));
+  EXPECT_THAT(*script, Not(HasSubstr("add element")));
   EXPECT_THAT(*script, HasSubstr("iifname \"smolbr0\" drop"));
 }
 
@@ -465,13 +547,15 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   ASSERT_THAT(applied, IsOk());
   EXPECT_TRUE(applied->empty());
   std::string first = ListTable("inet");
-  for (const char* chain : {"chain forward", "chain input", "chain prerouting",
-                            "chain output", "chain postrouting", "chain egress_0ac80002",
-                            "chain egress_0ac80003", "chain egress_0ac80004"}) {
-    EXPECT_THAT(first, HasSubstr(chain));
+  for (const char* block : {"chain forward", "chain input", "chain prerouting",
+                            "chain output", "chain postrouting", "set egress_open",
+                            "set allow_8", "set ingress", "map dnat_addr"}) {
+    EXPECT_THAT(first, HasSubstr(block));
   }
-  EXPECT_THAT(first, HasSubstr("dnat ip to 10.200.0.2:80"));
-  EXPECT_THAT(ListTable("bridge"), HasSubstr("arp saddr ip 10.200.0.2"));
+  EXPECT_THAT(first, HasSubstr("10.200.0.4 . 10.0.0.0 comment \"vm vm-c\""));
+  EXPECT_THAT(first, HasSubstr("127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80"));
+  EXPECT_THAT(ListTable("bridge"),
+              HasSubstr("\"smv0ac80002\" . 02:53:0a:c8:00:02 . 02:53:0a:c8:00:02 . 10.200.0.2"));
 
   ASSERT_THAT(firewall_->Apply(state), IsOk());
   EXPECT_EQ(ListTable("inet"), first);  // Replaced, not appended to.
@@ -479,7 +563,7 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   // A smaller state replaces the larger one.
   state.vms.pop_back();
   ASSERT_THAT(firewall_->Apply(state), IsOk());
-  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("egress_0ac80004")));
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("10.200.0.4")));
 
   // A bad entry never reaches nft, and does not hold back the others.
   FirewallState bad = state;
@@ -489,8 +573,8 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   ASSERT_THAT(rejected, IsOk());
   ASSERT_EQ(rejected->size(), 1u);
   EXPECT_THAT(rejected->at("vm-a"), StatusIs(absl::StatusCode::kInvalidArgument, "300.1.1.1"));
-  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("chain egress_0ac80002")));
-  EXPECT_THAT(ListTable("inet"), HasSubstr("chain egress_0ac80003"));
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("10.200.0.2")));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("10.200.0.3 comment \"vm vm-b\""));
   EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("10.200.0.2")));
 
   // A bad global setting fails the whole apply: the rules in force stay.
@@ -513,8 +597,8 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   size_t output = listed.find("map out_addr {");
   ASSERT_NE(output, std::string::npos) << listed;
   std::string output_map = listed.substr(output, listed.find("}", output) - output);
-  EXPECT_THAT(output_map, HasSubstr("127.0.0.1 . tcp . 8080 : jump dnat_0ac80002"));
-  EXPECT_THAT(listed, HasSubstr("tcp dport 8080 dnat ip to 10.200.0.2:80"));
+  EXPECT_THAT(output_map,
+              HasSubstr("127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : 10.200.0.2 . 80"));
   EXPECT_THAT(output_map, Not(HasSubstr("5353")));
 
   ASSERT_THAT(firewall_->Remove("smolvmd"), IsOk());
@@ -543,7 +627,8 @@ TEST_F(NftFirewallTest, FailuresNameTheTableAndCarryNftsMessage) {
   EXPECT_FALSE(firewall_->AcceptsVmChanges(state));
   ASSERT_THAT(firewall_->Apply(state), IsOk());
   EXPECT_TRUE(firewall_->AcceptsVmChanges(state));
-  EXPECT_THAT(ListTable("inet"), HasSubstr("chain egress_0ac80002"));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("set egress_open"));
+  EXPECT_THAT(ListTable("bridge"), HasSubstr("10.200.0.2 comment \"vm vm-a\""));
 }
 
 // Per-VM changes leave exactly the rules a whole Apply of the same state
@@ -583,6 +668,21 @@ TEST_F(NftFirewallTest, VmChangesEqualTheWholeRuleset) {
   state.vms[2].forwards = {{"127.0.0.1", 9001, 90, "tcp"}};
   change("vm-c");
   expect_same_as_whole("update");
+  // Back to restricted with another allow list (several prefix lengths,
+  // one shared with the next list); two forwards to one guest
+  // port, then one of them goes (its ingress element stays) and the other
+  // changes its guest port under the same key.
+  state.vms[2].egress = {EgressMode::kRestricted, {"10.0.0.0/8", "1.2.3.0/24"}};
+  state.vms[2].forwards = {{"127.0.0.1", 9001, 90, "tcp"}, {"0.0.0.0", 9002, 90, "tcp"}};
+  change("vm-c");
+  expect_same_as_whole("update restricted");
+  state.vms[2].egress = {EgressMode::kRestricted, {"1.2.3.0/24", "9.9.9.9"}};
+  state.vms[2].forwards = {{"0.0.0.0", 9002, 91, "tcp"}};
+  change("vm-c");
+  expect_same_as_whole("update restricted again");
+  state.vms[2].forwards = {{"0.0.0.0", 9002, 90, "tcp"}, {"127.0.0.1", 9001, 90, "tcp"}};
+  change("vm-c");
+  expect_same_as_whole("forwards back");
   // Move it to another address (and TAP).
   state.vms[2].ip = 0x0ac80005;
   state.vms[2].tap = TapNameFor(0x0ac80005);
@@ -593,8 +693,14 @@ TEST_F(NftFirewallTest, VmChangesEqualTheWholeRuleset) {
   change("vm-a");
   change("vm-a");
   expect_same_as_whole("remove");
-  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("0ac80002")));
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("10.200.0.2 ")));
   EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("0ac80002")));
+  // And the restricted one, whose allow elements go too.
+  state.vms.pop_back();
+  change("vm-c");
+  expect_same_as_whole("remove restricted");
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("vm-c")));
+  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("vm-c")));
 }
 
 TEST_F(NftFirewallTest, BadVmChangesAreReportedAndLeaveTheVmOut) {
@@ -607,9 +713,10 @@ TEST_F(NftFirewallTest, BadVmChangesAreReportedAndLeaveTheVmOut) {
   ASSERT_THAT(rejected, IsOk());
   ASSERT_EQ(rejected->size(), 1u);
   EXPECT_THAT(rejected->at("vm-b"), StatusIs(absl::StatusCode::kAlreadyExists, "vm vm-b"));
-  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("egress_0ac80003")));
-  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("port_0ac80003")));
-  EXPECT_THAT(ListTable("inet"), HasSubstr("dnat ip to 10.200.0.2:80"));
+  EXPECT_THAT(ListTable("inet"), Not(HasSubstr("10.200.0.3")));
+  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("10.200.0.3")));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("127.0.0.1 . tcp . 8080 comment \"vm vm-a\" : "
+                                           "10.200.0.2 . 80"));
   // A bad entry taking vm-a's address is rejected too, vm-a keeps its rules.
   VmFirewallEntry d = Vm("vm-d", kVm1, EgressMode::kOpen);
   d.tap = "smvother";
@@ -617,7 +724,8 @@ TEST_F(NftFirewallTest, BadVmChangesAreReportedAndLeaveTheVmOut) {
   rejected = firewall_->ApplyVm(state, "vm-d");
   ASSERT_THAT(rejected, IsOk());
   EXPECT_THAT(rejected->at("vm-d"), StatusIs(absl::StatusCode::kInvalidArgument, "used twice"));
-  EXPECT_THAT(ListTable("inet"), HasSubstr("egress_0ac80002"));
+  EXPECT_THAT(ListTable("inet"), HasSubstr("10.200.0.2 comment \"vm vm-a\""));
+  EXPECT_THAT(ListTable("bridge"), Not(HasSubstr("smvother")));
   // A VM left out of a whole Apply needs whole Applies from then on (it
   // may fit again when another VM goes).
   state.vms.pop_back();
@@ -634,50 +742,49 @@ TEST(NftRulesetTest, VmChangeScripts) {
   other.uplink = "eth1";
   EXPECT_FALSE(ruleset->AcceptsVmChanges(other));
 
-  // Add: chains, their rules, then the elements that lead to them.
+  // Add: only elements, one command per set.
   VmFirewallEntry c = Vm("vm-c", 0x0ac80004, EgressMode::kOff);
   c.forwards = {{"127.0.0.1", 8080, 80, "tcp"}};
   NftRuleset::VmChange add = ruleset->RenderVmChange("vm-c", &c);
   ASSERT_THAT(add.rejected, IsOk());
   EXPECT_EQ(add.script,
-            "add chain bridge smolvmd port_0ac80004\n"
-            "add rule bridge smolvmd port_0ac80004 iifname \"smv0ac80004\" ether saddr "
-            "02:53:0a:c8:00:04 ip saddr 10.200.0.4 accept comment \"vm vm-c\"\n"
-            "add rule bridge smolvmd port_0ac80004 iifname \"smv0ac80004\" ether saddr "
-            "02:53:0a:c8:00:04 arp saddr ether 02:53:0a:c8:00:04 arp saddr ip 10.200.0.4 "
-            "accept comment \"vm vm-c\"\n"
-            "add rule bridge smolvmd port_0ac80004 iifname \"smv0ac80004\" drop comment "
-            "\"vm vm-c\"\n"
-            "add chain inet smolvmd egress_0ac80004\n"
-            "add rule inet smolvmd egress_0ac80004 ip daddr 10.200.0.0/24 drop\n"
-            "add rule inet smolvmd egress_0ac80004 drop\n"
-            "add chain inet smolvmd ingress_0ac80004\n"
-            "add rule inet smolvmd ingress_0ac80004 oifname \"smolbr0\" ip daddr 10.200.0.4 "
-            "tcp dport 80 ct status dnat accept comment \"vm vm-c\"\n"
-            "add chain inet smolvmd dnat_0ac80004\n"
-            "add rule inet smolvmd dnat_0ac80004 ip daddr 127.0.0.1 tcp dport 8080 dnat ip to "
-            "10.200.0.4:80 comment \"vm vm-c\"\n"
-            "add element bridge smolvmd ports { \"smv0ac80004\" : jump port_0ac80004 }\n"
-            "add element inet smolvmd egress { 10.200.0.4 : jump egress_0ac80004 }\n"
-            "add element inet smolvmd ingress { 10.200.0.4 : jump ingress_0ac80004 }\n"
-            "add element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8080 : jump "
-            "dnat_0ac80004 }\n");
+            "add element bridge smolvmd l2_ip { \"smv0ac80004\" . 02:53:0a:c8:00:04 . "
+            "10.200.0.4 comment \"vm vm-c\" }\n"
+            "add element bridge smolvmd l2_arp { \"smv0ac80004\" . 02:53:0a:c8:00:04 . "
+            "02:53:0a:c8:00:04 . 10.200.0.4 comment \"vm vm-c\" }\n"
+            "add element bridge smolvmd taps { \"smv0ac80004\" comment \"vm vm-c\" }\n"
+            "add element inet smolvmd ingress { 10.200.0.4 . tcp . 80 comment \"vm vm-c\" }\n"
+            "add element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8080 comment \"vm vm-c\" : "
+            "10.200.0.4 . 80 }\n");
   ruleset->CommitVmChange();
 
-  // Update: chains refilled, only the elements that differ.
+  // Update: the elements that differ go, then the new ones come.
   c.egress.mode = EgressMode::kOpen;
   c.forwards = {{"127.0.0.1", 8081, 80, "tcp"}};
   NftRuleset::VmChange update = ruleset->RenderVmChange("vm-c", &c);
   ASSERT_THAT(update.rejected, IsOk());
-  EXPECT_THAT(update.script, HasSubstr("delete element inet smolvmd dnat_addr { 127.0.0.1 . "
-                                       "tcp . 8080 }\nflush chain bridge smolvmd port_0ac80004\n"));
-  EXPECT_THAT(update.script, HasSubstr("flush chain inet smolvmd egress_0ac80004\n"
-                                       "add rule inet smolvmd egress_0ac80004 ip daddr "
-                                       "10.200.0.0/24 drop\n"
-                                       "add rule inet smolvmd egress_0ac80004 accept\n"));
-  EXPECT_TRUE(absl::EndsWith(update.script, "add element inet smolvmd dnat_addr { 127.0.0.1 . "
-                                            "tcp . 8081 : jump dnat_0ac80004 }\n"));
-  EXPECT_THAT(update.script, Not(HasSubstr("egress {")));  // Same address: kept.
+  EXPECT_EQ(update.script,
+            "delete element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8080 }\n"
+            "add element inet smolvmd egress_open { 10.200.0.4 comment \"vm vm-c\" }\n"
+            "add element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8081 comment \"vm vm-c\" : "
+            "10.200.0.4 . 80 }\n");
+  ruleset->CommitVmChange();
+  // Nothing changed: nothing to do.
+  EXPECT_EQ(ruleset->RenderVmChange("vm-c", &c).script, "");
+  ruleset->CommitVmChange();
+
+  // Restricted: the allow list's CIDRs (canonical) in the sets of their
+  // prefix lengths, then only those that differ.
+  c.egress = {EgressMode::kRestricted, {"8.8.8.8/32", "10.1.2.3/8"}};
+  EXPECT_EQ(ruleset->RenderVmChange("vm-c", &c).script,
+            "delete element inet smolvmd egress_open { 10.200.0.4 }\n"
+            "add element inet smolvmd allow_8 { 10.200.0.4 . 10.0.0.0 comment \"vm vm-c\" }\n"
+            "add element inet smolvmd allow_32 { 10.200.0.4 . 8.8.8.8 comment \"vm vm-c\" }\n");
+  ruleset->CommitVmChange();
+  c.egress = {EgressMode::kRestricted, {"10.0.0.0/8", "1.2.3.0/24"}};
+  EXPECT_EQ(ruleset->RenderVmChange("vm-c", &c).script,
+            "delete element inet smolvmd allow_32 { 10.200.0.4 . 8.8.8.8 }\n"
+            "add element inet smolvmd allow_24 { 10.200.0.4 . 1.2.3.0 comment \"vm vm-c\" }\n");
   ruleset->CommitVmChange();
 
   // Another VM cannot take what vm-c holds now, but may take what it gave up.
@@ -688,21 +795,18 @@ TEST(NftRulesetTest, VmChangeScripts) {
   d.forwards = {{"0.0.0.0", 8080, 80, "tcp"}};
   EXPECT_THAT(ruleset->RenderVmChange("vm-d", &d).rejected, IsOk());
 
-  // Remove: elements first, then the chains.
+  // Remove: every element, keys only.
   NftRuleset::VmChange remove = ruleset->RenderVmChange("vm-c", nullptr);
   EXPECT_EQ(remove.script,
-            "delete element bridge smolvmd ports { \"smv0ac80004\" }\n"
-            "delete element inet smolvmd egress { 10.200.0.4 }\n"
-            "delete element inet smolvmd ingress { 10.200.0.4 }\n"
-            "delete element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8081 }\n"
-            "flush chain bridge smolvmd port_0ac80004\n"
-            "delete chain bridge smolvmd port_0ac80004\n"
-            "flush chain inet smolvmd egress_0ac80004\n"
-            "delete chain inet smolvmd egress_0ac80004\n"
-            "flush chain inet smolvmd ingress_0ac80004\n"
-            "delete chain inet smolvmd ingress_0ac80004\n"
-            "flush chain inet smolvmd dnat_0ac80004\n"
-            "delete chain inet smolvmd dnat_0ac80004\n");
+            "delete element bridge smolvmd l2_ip { \"smv0ac80004\" . 02:53:0a:c8:00:04 . "
+            "10.200.0.4 }\n"
+            "delete element bridge smolvmd l2_arp { \"smv0ac80004\" . 02:53:0a:c8:00:04 . "
+            "02:53:0a:c8:00:04 . 10.200.0.4 }\n"
+            "delete element bridge smolvmd taps { \"smv0ac80004\" }\n"
+            "delete element inet smolvmd allow_8 { 10.200.0.4 . 10.0.0.0 }\n"
+            "delete element inet smolvmd allow_24 { 10.200.0.4 . 1.2.3.0 }\n"
+            "delete element inet smolvmd ingress { 10.200.0.4 . tcp . 80 }\n"
+            "delete element inet smolvmd dnat_addr { 127.0.0.1 . tcp . 8081 }\n");
   ruleset->CommitVmChange();
   EXPECT_EQ(ruleset->RenderVmChange("vm-c", nullptr).script, "");  // Gone already.
 }

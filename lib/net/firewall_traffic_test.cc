@@ -446,8 +446,10 @@ TEST_P(FirewallTrafficTest, VmsComeAndGo) {
   for (const char* family : {"inet", "bridge"}) {
     auto listed = host_->Exec({"nft", "list", "table", family, "smolvmd"});
     ASSERT_THAT(listed, IsOk());
-    EXPECT_THAT(*listed, ::testing::Not(::testing::HasSubstr("0ac80003"))) << *listed;
-    EXPECT_THAT(*listed, ::testing::HasSubstr("0ac80002")) << *listed;
+    // Every element names its VM.
+    EXPECT_THAT(*listed, ::testing::Not(::testing::HasSubstr("\"vm vm-b\""))) << *listed;
+    EXPECT_THAT(*listed, ::testing::Not(::testing::HasSubstr(b + " "))) << *listed;
+    EXPECT_THAT(*listed, ::testing::HasSubstr("\"vm vm-a\"")) << *listed;
   }
 
   state_.vms.push_back(vm_b);
