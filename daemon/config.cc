@@ -151,6 +151,36 @@ absl::Status CheckAllowedDirs(const DaemonConfig& c) {
   return absl::OkStatus();
 }
 
+}  // namespace
+
+absl::Status CheckMetricsListen(const std::string& listen) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "[metrics] listen / --metrics-listen \"", listen, "\": ", why,
+        "; use 127.0.0.1:PORT or [::1]:PORT (the endpoint has no authentication: put a "
+        "proxy with TLS in front to scrape from elsewhere)"));
+  };
+  const size_t colon = listen.rfind(':');
+  int port = 0;
+  if (colon == std::string::npos ||
+      !absl::SimpleAtoi(absl::string_view(listen).substr(colon + 1), &port) || port < 1 ||
+      port > 65535) {
+    return bad("want host:port with a port 1-65535");
+  }
+  const std::string host = listen.substr(0, colon);
+  if (host == "[::1]") return absl::OkStatus();
+  absl::StatusOr<uint32_t> ip = net::ParseIpv4(host);
+  if (!ip.ok()) return bad("the host is not an IPv4 address");
+  if ((*ip >> 24) != 127) return bad("not a loopback address");
+  return absl::OkStatus();
+}
+
+namespace {
+
+absl::Status CheckMetrics(const DaemonConfig& c) {
+  return c.metrics_listen.empty() ? absl::OkStatus() : CheckMetricsListen(c.metrics_listen);
+}
+
 absl::Status CheckListen(const DaemonConfig& c) {
   if (c.listen_tcp.empty()) return absl::OkStatus();
   size_t colon = c.listen_tcp.rfind(':');
@@ -368,6 +398,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--listen-tcp", Field(&DaemonConfig::listen_tcp),
                "Also serve on TCP host:port, with mutual TLS (needs --tls-cert, --tls-key, "
                "--tls-client-ca)");
+  flags.Option(app, "--metrics-listen", Field(&DaemonConfig::metrics_listen),
+               "Serve Prometheus metrics on GET /metrics at this loopback host:port "
+               "(e.g. 127.0.0.1:9464); off by default");
   flags.Option(app, "--tls-cert", Field(&DaemonConfig::tls_cert),
                "PEM server certificate chain for --listen-tcp");
   flags.Option(app, "--tls-key", Field(&DaemonConfig::tls_key),
@@ -434,7 +467,7 @@ absl::Status CheckInstance(const DaemonConfig& c) {
 }
 
 absl::Status CheckConfig(const DaemonConfig& c) {
-  for (auto check : {CheckDirs, CheckAllowedDirs, CheckListen, CheckNetworkPolicy, CheckTenants,
+  for (auto check : {CheckDirs, CheckAllowedDirs, CheckListen, CheckMetrics, CheckNetworkPolicy, CheckTenants,
                      CheckInstance}) {
     if (auto s = check(c); !s.ok()) return s;
   }

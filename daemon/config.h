@@ -63,6 +63,9 @@ struct DaemonConfig {
   std::string admin_group = "smolvm-admin";
   // Optional TCP listener "host:port", served only with mutual TLS.
   std::string listen_tcp;
+  // Prometheus text on GET /metrics at this loopback "host:port"
+  // ([metrics] listen); "" = off.
+  std::string metrics_listen;
   std::string tls_cert;       // PEM server certificate (chain).
   std::string tls_key;        // PEM private key.
   std::string tls_client_ca;  // PEM CA bundle that signs client certificates.
@@ -103,6 +106,11 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code);
 // [tls] files, [ports], [network] egress_deny, tenant names, a uid or TLS
 // subject in two tenants, negative quotas.
 absl::Status CheckConfig(const DaemonConfig& config);
+
+// OK if `listen` is "A.B.C.D:PORT" with A = 127, or "[::1]:PORT", port
+// 1-65535; else INVALID_ARGUMENT naming the setting and the fix. The metrics
+// endpoint has no authentication, so it never listens beyond loopback.
+absl::Status CheckMetricsListen(const std::string& listen);
 
 // A [tenants.NAME] name: 1-64 of [A-Za-z0-9_.@-], so never "uid:<n>".
 absl::Status ValidateTenantName(const std::string& name);

@@ -317,6 +317,7 @@ absl::Status ApplyRoot(const Reader& r, const toml::table& root, DaemonConfig& c
       {"images", nullptr,
        Table("images", {{"allowed_dirs", StringArray(&c.host_paths.allowed_dirs), nullptr}})},
       {"listen", nullptr, Table("listen", {{"tcp", String(&c.listen_tcp), nullptr}})},
+      {"metrics", nullptr, Table("metrics", {{"listen", String(&c.metrics_listen), nullptr}})},
       {"tls", nullptr,
        Table("tls",
              {

@@ -45,6 +45,9 @@ allowed_dirs = ["/srv/smolvm/images"]
 [listen]
 tcp = "0.0.0.0:7443"
 
+[metrics]
+listen = "127.0.0.1:9464"
+
 [tls]
 cert = "/etc/smolvmd/server.pem"
 key = "/etc/smolvmd/server.key"
@@ -96,6 +99,7 @@ TEST(ConfigFileTest, EveryKeyOfTheSpecExample) {
   EXPECT_EQ(c.ports.max_port, 20100u);
   EXPECT_THAT(c.host_paths.allowed_dirs, ElementsAre("/srv/smolvm/images"));
   EXPECT_EQ(c.listen_tcp, "0.0.0.0:7443");
+  EXPECT_EQ(c.metrics_listen, "127.0.0.1:9464");
   EXPECT_EQ(c.tls_cert, "/etc/smolvmd/server.pem");
   EXPECT_EQ(c.tls_key, "/etc/smolvmd/server.key");
   EXPECT_EQ(c.tls_client_ca, "/etc/smolvmd/clients-ca.pem");

@@ -259,6 +259,26 @@ TEST_F(CheckConfigTest, ListenAddressForm) {
   }
 }
 
+// The metrics endpoint has no authentication: loopback only.
+TEST_F(CheckConfigTest, MetricsListenIsLoopbackOnly) {
+  for (const char* good : {"127.0.0.1:9464", "127.1.2.3:1", "[::1]:65535"}) {
+    DaemonConfig c = c_;
+    c.metrics_listen = good;
+    EXPECT_THAT(CheckConfig(c), IsOk()) << good;
+  }
+  for (const char* bad : {"0.0.0.0:9464", "10.0.0.1:9464", "[::]:9464", "localhost:9464",
+                          "127.0.0.1", "127.0.0.1:0", "127.0.0.1:65536", ":9464"}) {
+    DaemonConfig c = c_;
+    c.metrics_listen = bad;
+    EXPECT_THAT(CheckConfig(c), StatusIs(absl::StatusCode::kInvalidArgument,
+                                         "[metrics] listen / --metrics-listen"))
+        << bad;
+  }
+  auto flag = Parse({"--config", "", "--metrics-listen", "127.0.0.1:9464"});
+  ASSERT_THAT(flag, IsOk());
+  EXPECT_EQ(flag->metrics_listen, "127.0.0.1:9464");
+}
+
 TEST_F(CheckConfigTest, AllowedDirs) {
   EXPECT_THAT(CheckWithAllowedDir(dir_.Join("images")), IsOk());
   EXPECT_THAT(CheckWithAllowedDir(dir_.Join("images") + "/"), IsOk());

@@ -13,6 +13,7 @@
 #include <memory>
 #include <thread>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
@@ -21,6 +22,7 @@
 #include "daemon/caller_resolver.h"
 #include "daemon/config.h"
 #include "daemon/image_service.h"
+#include "daemon/metrics.h"
 #include "daemon/pool_service.h"
 #include "daemon/snapshot_service.h"
 #include "daemon/systemd_notify.h"
@@ -280,6 +282,9 @@ int Run(int argc, char** argv) {
   if (!firewall.ok()) return Fail("firewall", firewall.status());
   parts.firewall = *std::move(firewall);
   parts.host_firewall = std::make_unique<net::IptablesHostFirewall>();
+  // Counted from the first event on; served once the manager exists.
+  DaemonMetrics metrics;
+  options.events = metrics.Events();
   // Type=notify: systemd waits for READY=1; until then it shows these.
   std::atomic<core::VmManager*> healthy_manager{nullptr};
   ServiceNotifier notifier([&healthy_manager]() -> absl::Status {
@@ -291,6 +296,12 @@ int Run(int argc, char** argv) {
   if (!created.ok()) return Fail("start the vm manager", created.status());
   core::VmManager& manager = **created;
   healthy_manager = &manager;
+  if (!config.metrics_listen.empty()) {
+    if (auto s = metrics.Serve(config.metrics_listen, &manager); !s.ok()) return Fail("metrics", s);
+    spdlog::info("metrics: GET http://{}/metrics", config.metrics_listen);
+  }
+  SetRpcMetrics(&metrics);
+  absl::Cleanup unset_metrics = [] { SetRpcMetrics(nullptr); };
 
   // Build (or find) the default image now rather than on the first
   // CreateVm; requests that need it wait for this build.

@@ -2,7 +2,8 @@
 //
 // The frame of every RPC: resolve the caller from the transport, run the
 // handler body as that caller, log a failure once (method, object, code,
-// message), write the audit line of a mutating call, and map the status.
+// message), write the audit line of a mutating call, count and time it
+// (metrics.h), and map the status.
 // Lower layers only return errors; this is the one place that logs them.
 #pragma once
 
@@ -14,6 +15,7 @@
 #include "daemon/audit.h"
 #include "daemon/caller_resolver.h"
 #include "daemon/grpc_status.h"
+#include "daemon/metrics.h"
 #include "daemon/proto_convert.h"
 #include "spdlog/spdlog.h"
 
@@ -40,11 +42,13 @@ template <typename Body>
 grpc::Status Serve(const CallerResolver& callers, const grpc::ServerContext& ctx,
                    const char* method, Access access, const std::string& object,
                    Body&& body) {
+  const absl::Time start = absl::Now();
   absl::StatusOr<Caller> caller = callers.Resolve(ctx);
   absl::Status status = caller.ok() ? std::forward<Body>(body)(*caller) : caller.status();
   if (access == Access::kMutate || !caller.ok()) {
     Audit(caller.ok() ? *caller : Caller{"-", false, ctx.peer()}, method, object, status);
   }
+  ObserveRpc(method, status.code(), absl::Now() - start);
   return LogAndConvert(method, object, status);
 }
 

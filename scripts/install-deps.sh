@@ -13,12 +13,14 @@ PACKAGES=(
   iproute2 nftables iptables
   # Links over netlink, the firewall through libnftables (lib/net).
   libnl-3-dev libnl-route-3-dev libnftables-dev
-  # sd_notify for the systemd unit (Type=notify, watchdog).
-  libsystemd-dev
+  # sd_notify for the systemd unit (Type=notify, watchdog); Prometheus metrics.
+  libsystemd-dev prometheus-cpp-dev
   # Image building (lib/image/rootfs_sources.cc): Debian userlands, OCI and
   # docker-archive images, compressed rootfs tarballs.
   mmdebstrap debian-archive-keyring distro-info-data gpg mount util-linux
   umoci skopeo zstd xz-utils tar coreutils python3
+  # The Python SDK (sdk/python): its runtime, and pip's offline install of it.
+  python3-protobuf python3-setuptools python3-wheel python3-pip
   systemd
   clang libclang-rt-14-dev
 )

@@ -43,6 +43,7 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(ManagerOptions opti
       VmNetwork::Create(options.network, options.ports, options.egress_deny, parts.store.get(),
                         std::move(parts.links), std::move(parts.firewall),
                         std::move(parts.host_firewall)));
+  if (network) network->set_events(options.events);
   std::unique_ptr<VmManager> manager(
       new VmManager(std::move(options), std::move(parts), std::move(network)));
   SMOLVM_RETURN_IF_ERROR(manager->Reconcile());
@@ -318,6 +319,7 @@ absl::Status VmManager::AssignVmmUid(VmRecord& vm) {
 absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
                                          absl::Duration timeout) {
   if (slot.agent && slot.agent->healthy()) return absl::OkStatus();
+  const bool reconnect = slot.agent != nullptr;  // Its connection broke.
   slot.agent.reset();
   vmm::VmInstance* instance = slot.instance.get();
   auto dead = [&]() -> absl::Status {
@@ -344,7 +346,12 @@ absl::Status VmManager::ConnectAgentLocked(VmSlot& slot, const std::string& vm_i
     return client.status();
   }
   slot.agent = *std::move(client);
+  Report(reconnect ? CoreEvent::kAgentReconnect : CoreEvent::kAgentConnect);
   return absl::OkStatus();
+}
+
+void VmManager::Report(CoreEvent event, absl::Duration took) const {
+  if (options_.events) options_.events(event, took);
 }
 
 absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
@@ -563,5 +570,7 @@ absl::StatusOr<store::Page<VmRecord>> VmManager::ListVms(
 }
 
 absl::Status VmManager::CheckHealth() { return store_->SchemaVersion().status(); }
+
+absl::StatusOr<store::Store::Census> VmManager::TakeCensus() { return store_->TakeCensus(); }
 
 }  // namespace smolvm::core

@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "lib/agent/guest_agent.h"
 #include "lib/core/vm_network.h"
+#include "lib/core/events.h"
 #include "lib/core/quota.h"
 #include "lib/base/unique_fd.h"
 #include "lib/image/host_paths.h"
@@ -80,6 +81,8 @@ struct ManagerOptions {
   // (issue 8). count 0: VMMs are not confined (measurement only).
   uint32_t vmm_uid_base = 1879048192;  // 0x70000000, see docs/decisions.md
   uint32_t vmm_uid_count = 65536;
+  // Where the core reports what it did (the daemon's metrics); unset = nowhere.
+  EventSink events;
 };
 
 // What a VmManager works with. `files` and `guests` default to the real
@@ -189,6 +192,9 @@ class VmManager {
   // OK while the state store answers a query: what the systemd watchdog
   // pings on (a wedged store blocks here, and the pings stop).
   absl::Status CheckHealth();
+
+  // What the store holds, counted (the daemon's metrics, read per scrape).
+  absl::StatusOr<store::Store::Census> TakeCensus();
 
   // `count` bare round trips over a RUNNING VM's agent channel.
   absl::StatusOr<std::vector<absl::Duration>> PingAgent(const Caller& caller,
@@ -320,6 +326,8 @@ class VmManager {
   // The agent connection of a RUNNING VM, connecting if needed.
   absl::StatusOr<std::shared_ptr<agent::GuestAgent>> AgentFor(const Caller& caller,
                                                                const std::string& vm_id);
+  // Passes an event to ManagerOptions::events, if set.
+  void Report(CoreEvent event, absl::Duration took = absl::ZeroDuration()) const;
   // Connects to the guest agent (greeting it) unless already connected.
   absl::Status ConnectAgentLocked(VmSlot& slot, const std::string& vm_id,
                                   absl::Duration timeout)

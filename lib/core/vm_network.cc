@@ -290,8 +290,10 @@ absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id, bool vm_mu
       absl::Status s = AddFirewallEntry(*vm, allocations, state);
       if (!s.ok() && vm_must_apply) return s;
     }
+    const absl::Time t0 = absl::Now();
     rejected = firewall_->ApplyVm(state, vm_id);
     applied = rejected.ok();
+    if (applied && events_) events_(CoreEvent::kFirewallVmUpdate, absl::Now() - t0);
     if (!applied) {
       // The rules are unknown now: the whole state below puts them right.
       spdlog::warn("firewall: {}; applying the whole ruleset",
@@ -307,7 +309,9 @@ absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id, bool vm_mu
     }
     // A VM whose rules cannot be rendered is left out (its TAP sends
     // nothing) and fails alone; every other VM's rules still apply.
+    const absl::Time t0 = absl::Now();
     rejected = firewall_->Apply(state);
+    if (rejected.ok() && events_) events_(CoreEvent::kFirewallFullUpdate, absl::Now() - t0);
   }
   if (!rejected.ok()) return rejected.status();
   absl::Status mine = absl::OkStatus();

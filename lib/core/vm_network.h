@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "lib/agent/guest_agent.h"
+#include "lib/core/events.h"
 #include "lib/model/policy.h"
 #include "lib/model/vm.h"
 #include "lib/net/firewall.h"
@@ -58,6 +59,9 @@ class VmNetwork {
   VmNetwork& operator=(const VmNetwork&) = delete;
 
   bool enabled() const { return subnet_.has_value(); }
+  // Where firewall updates are reported (CoreEvent::kFirewall*); set once,
+  // before the network is used.
+  void set_events(EventSink events) { events_ = std::move(events); }
 
   // The operator's port policy for a forward a caller asks for: address and
   // range allowed, and no host process holding the port.
@@ -138,6 +142,7 @@ class VmNetwork {
   const std::unique_ptr<net::HostFirewall> host_firewall_;
   std::optional<net::Subnet> subnet_;  // Set by Init when enabled.
   absl::Mutex mu_;
+  EventSink events_;
 };
 
 }  // namespace smolvm::core

@@ -938,6 +938,38 @@ absl::StatusOr<int> Store::SchemaVersion() {
   return ReadUserVersion(db_, "read schema version");
 }
 
+absl::StatusOr<Store::Census> Store::TakeCensus() {
+  constexpr absl::string_view what = "count the store's rows";
+  Census census;
+  absl::MutexLock lock(&mu_);
+  {
+    SMOLVM_ASSIGN_OR_RETURN(Stmt stmt,
+                            Prepare(db_, "SELECT state, count(*) FROM vms GROUP BY state", what));
+    int rc;
+    while ((rc = sqlite3_step(stmt.get())) == SQLITE_ROW) {
+      census.vms_by_state[ColumnString(stmt.get(), 0)] =
+          static_cast<uint64_t>(sqlite3_column_int64(stmt.get(), 1));
+    }
+    if (rc != SQLITE_DONE) return SqliteError(db_, what);
+  }
+  // One row of single counts.
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Prepare(db_,
+              "SELECT (SELECT count(*) FROM vms WHERE pool_id != ''), "
+              "(SELECT count(*) FROM snapshots), "
+              "(SELECT coalesce(sum(size_bytes), 0) FROM snapshots), "
+              "(SELECT count(*) FROM pools)",
+              what));
+  if (sqlite3_step(stmt.get()) != SQLITE_ROW) return SqliteError(db_, what);
+  uint64_t* fields[] = {&census.pool_members, &census.snapshots, &census.snapshot_bytes,
+                        &census.pools};
+  for (int i = 0; i < 4; ++i) {
+    *fields[i] = static_cast<uint64_t>(std::max<int64_t>(0, sqlite3_column_int64(stmt.get(), i)));
+  }
+  return census;
+}
+
 void Store::SetWriteFaultForTesting(
     std::function<absl::Status(std::string_view write)> fault) {
   write_fault_ = std::move(fault);

@@ -144,6 +144,17 @@ class Store {
 
   absl::StatusOr<int> SchemaVersion();
 
+  // Counts of what the store holds (the daemon's metrics), from aggregate
+  // queries: no row is read into memory.
+  struct Census {
+    std::map<std::string, uint64_t> vms_by_state;  // VmStateName -> count; members included.
+    uint64_t pool_members = 0;                     // Unclaimed.
+    uint64_t snapshots = 0;
+    uint64_t snapshot_bytes = 0;                   // Sum of size_bytes.
+    uint64_t pools = 0;
+  };
+  absl::StatusOr<Census> TakeCensus();
+
  // Unit tests of the core make writes fail (tests/fakes/fault_plan.h):
   // `fault` is asked before every write with the method's name; a non-OK
   // answer is returned instead of writing. Unset in production.

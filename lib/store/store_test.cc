@@ -92,6 +92,34 @@ class StoreTest : public ::testing::Test {
   std::unique_ptr<Store> store_;
 };
 
+TEST_F(StoreTest, CensusCountsWithoutReadingRows) {
+  auto empty = store_->TakeCensus();
+  ASSERT_TRUE(empty.ok()) << empty.status();
+  EXPECT_TRUE(empty->vms_by_state.empty());
+  EXPECT_EQ(empty->snapshot_bytes, 0u);
+
+  ASSERT_TRUE(store_->InsertVm(MakeVm("paused-1")).ok());
+  VmRecord running = MakeVm("running-1");
+  running.state = VmState::kRunning;
+  ASSERT_TRUE(store_->InsertVm(running).ok());
+  VmRecord member = MakeVm("p-0000abcd");
+  member.pool_id = "p";
+  ASSERT_TRUE(store_->InsertVm(member).ok());
+  ASSERT_TRUE(store_->InsertPool(PoolRecord{"p", "uid:0", "snap-1", 2}).ok());
+  ASSERT_TRUE(store_->InsertSnapshot(MakeSnapshot("snap-1", "paused-1")).ok());
+  SnapshotRecord small = MakeSnapshot("snap-2", "paused-1");
+  small.size_bytes = 1000;
+  ASSERT_TRUE(store_->InsertSnapshot(small).ok());
+
+  auto census = store_->TakeCensus();
+  ASSERT_TRUE(census.ok()) << census.status();
+  EXPECT_EQ(census->vms_by_state, (std::map<std::string, uint64_t>{{"paused", 2}, {"running", 1}}));
+  EXPECT_EQ(census->pool_members, 1u);
+  EXPECT_EQ(census->pools, 1u);
+  EXPECT_EQ(census->snapshots, 2u);
+  EXPECT_EQ(census->snapshot_bytes, (uint64_t{5} << 32) + 1000);
+}
+
 TEST_F(StoreTest, PoolsAndTheirMembers) {
   PoolRecord pool{"p", "uid:1000", "snap-1", 3, absl::FromUnixMicros(1700000000000000)};
   ASSERT_TRUE(store_->InsertPool(pool).ok());
