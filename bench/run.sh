@@ -48,7 +48,7 @@ case "$bench" in
     python3 bench/bare_qemu.py all --image-dir "$work/state/images/sha256-$digest" --vcpus 1 \
       --ram-dir "$work/bare-run" --work-dir "$work/bare-state" --dirty-chunk-kib 2048 \
       ${SMOLVM_BARE_ARGS:-} >"$out.bare.jsonl"
-    python3 bench/compare.py "$out.daemon.jsonl" "$out.bare.jsonl" >"$out.md"
+    python3 bench/compare.py "$out.daemon.jsonl" "$out.bare.jsonl" "$out.firewall.jsonl" >"$out.md"
     cat "$out.md"
     ;;
   load)
