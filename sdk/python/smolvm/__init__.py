@@ -1,0 +1,48 @@
+"""smolvm: the Python SDK of smolvmd, with the SmolVM SDK's names.
+
+    from smolvm import SmolVM, SmolVMManager
+
+    vm = SmolVM()
+    vm.start()
+    vm.snapshot(snapshot_id="my-checkpoint")
+    vm.close()
+    with SmolVMManager() as sdk:
+        print([s.snapshot_id for s in sdk.list_snapshots()])
+    vm = SmolVM.from_snapshot("my-checkpoint", resume_vm=True)
+    print(f"{vm.vm_id} is {vm.status}")          # "... is running"
+    vm.close()
+
+The daemon is found through $SMOLVMD_ENDPOINT / $SMOLVMD_SOCKET, else
+/run/smolvmd/smolvmd.sock (smolvm.connection). Failures raise SmolVMError
+subclasses carrying the gRPC code and the daemon's message (smolvm.errors).
+The generated smolvm.v1 messages and stubs are in smolvm.v1.
+"""
+
+from smolvm.connection import ClientOptions, Connection
+from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
+                           DataLossError, DeadlineExceededError,
+                           FailedPreconditionError, InternalError,
+                           InvalidArgumentError, NotFoundError, OutOfRangeError,
+                           PermissionDeniedError, ResourceExhaustedError,
+                           SmolVMError, UnauthenticatedError, UnavailableError,
+                           UnimplementedError, UnknownError)
+from smolvm.manager import SmolVMManager
+from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
+                          ForkOutcome, Image, NetworkConfig, Pool, PortForward,
+                          SnapshotInfo, SnapshotVerification, VMConfig, VMInfo,
+                          VmStatus)
+from smolvm.vm import SmolVM
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SmolVM", "SmolVMManager", "ClientOptions", "Connection",
+    "VMConfig", "NetworkConfig", "EgressPolicy", "PortForward", "VMInfo", "VmStatus",
+    "SnapshotInfo", "CommandResult", "ForkOutcome", "Pool", "Image", "BuiltImage",
+    "FileCheck", "SnapshotVerification",
+    "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
+    "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
+    "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",
+    "AbortedError", "OutOfRangeError", "UnimplementedError", "InternalError",
+    "UnavailableError", "DataLossError", "UnauthenticatedError",
+]

@@ -1,0 +1,340 @@
+"""SmolVM: a handle on one microVM managed by smolvmd.
+
+Mirrors the C++ ``smolvm::SmolVM`` (client/smolvm.h): each method is one RPC
+plus conversion of its result; validation and state rules live in the daemon,
+whose errors are raised unchanged (smolvm.errors).
+
+    vm = SmolVM()                        # default image; nothing sent yet
+    vm.start()                           # CreateVm(start=True): RUNNING
+    print(vm.run("echo hi").output)      # Exec
+    snap = vm.snapshot("my-checkpoint")  # CreateSnapshot: vm is PAUSED
+    vm.close()                           # DeleteVm; snapshots stay
+
+    with SmolVM.from_snapshot("my-checkpoint", resume_vm=True) as vm:
+        print(vm.vm_id, vm.status)       # "... running"; closed on exit
+"""
+
+import io
+from typing import BinaryIO, Callable, Dict, List, Optional, TypeVar, Union
+
+from google.protobuf.message import Message
+
+from smolvm import _streams
+from smolvm.connection import ClientOptions, Connection
+from smolvm.errors import FailedPreconditionError, NotFoundError
+from smolvm.types import (CommandResult, ConfigLike, SnapshotInfo, VMConfig, VMInfo,
+                          VmStatus, coerce_config)
+from smolvm.v1 import (pool_service_pb2, snapshot_service_pb2, types_pb2,
+                       vm_service_pb2)
+
+__all__ = ["SmolVM"]
+
+Command = Union[str, List[str]]
+T = TypeVar("T")
+
+
+class SmolVM:
+    """One microVM.
+
+    ``SmolVM(config)`` refers to no VM until :meth:`start` creates it;
+    :meth:`from_snapshot`, :meth:`from_pool` and :meth:`attach` return handles
+    on VMs that exist. A VM lives in the daemon until :meth:`close`: dropping
+    the handle neither stops nor deletes it. As a context manager the VM is
+    started on entry (if it never was) and closed on exit.
+
+    ``info`` / ``status`` are the last state the daemon returned (start,
+    stop, pause, resume, refresh, restore, expose_port); :meth:`snapshot`
+    records the state it leaves (PAUSED, or RUNNING with resume_source);
+    :meth:`refresh` re-reads it. A failed call leaves them as they were.
+    Methods that need a VM raise FailedPreconditionError before start() and
+    after close(), without contacting the daemon.
+
+    Not thread-safe: use one SmolVM from one thread at a time.
+    """
+
+    def __init__(self, config: ConfigLike = None, *,
+                 options: Optional[ClientOptions] = None,
+                 _connection: Optional[Connection] = None,
+                 _info: Optional[types_pb2.Vm] = None) -> None:
+        """Prepares a VM with `config` (a VMConfig, a dict of its fields or
+        None for the daemon's defaults). Sends nothing."""
+        self._config: VMConfig = coerce_config(config)
+        self._connection = _connection or Connection(options)
+        self._info: types_pb2.Vm = _info if _info is not None else types_pb2.Vm()
+        self._closed = False
+        #: For handles from from_pool(): whether the VM came ready from the
+        #: pool (False: restored on demand); None otherwise.
+        self.claimed_from_pool: Optional[bool] = None
+
+    # --- State ---------------------------------------------------------------
+
+    @property
+    def vm_id(self) -> str:
+        """The VM's id; "" before start()."""
+        return self._info.vm_id
+
+    @property
+    def status(self) -> VmStatus:
+        """The last known status (prints like ``running``)."""
+        return VmStatus.from_proto(self._info.status)
+
+    @property
+    def state(self) -> VmStatus:
+        """Same as :attr:`status`."""
+        return self.status
+
+    @property
+    def info(self) -> VMInfo:
+        """The last VM the daemon returned."""
+        return VMInfo.from_proto(self._info)
+
+    @property
+    def config(self) -> VMConfig:
+        """The configuration given to the constructor, or for handles on
+        existing VMs the daemon's resolved one."""
+        return self._config
+
+    @property
+    def connection(self) -> Connection:
+        """The connection to smolvmd this handle uses."""
+        return self._connection
+
+    def __repr__(self) -> str:
+        return f"SmolVM(vm_id={self.vm_id!r}, status={str(self.status)!r})"
+
+    def _check_started(self, operation: str) -> None:
+        if self._closed:
+            raise FailedPreconditionError(message=f"{operation} vm {self.vm_id}: closed")
+        if not self.vm_id:
+            raise FailedPreconditionError(
+                message=f"{operation} vm: not started; call start() first")
+
+    def _set_info(self, vm: types_pb2.Vm) -> "SmolVM":
+        self._info = vm
+        return self
+
+    @classmethod
+    def _existing(cls, vm: types_pb2.Vm, connection: Connection) -> "SmolVM":
+        return cls(VMConfig.from_proto(vm.config), _connection=connection, _info=vm)
+
+    # --- Lifecycle -----------------------------------------------------------
+
+    def start(self) -> "SmolVM":
+        """Boots the VM and returns once the guest is ready (RUNNING).
+
+        The first call creates it (CreateVm with start); later calls (after
+        stop(), or on an attached VM) cold-boot it (StartVm). Returns self.
+        """
+        if self._closed:
+            raise FailedPreconditionError(message=f"start vm {self.vm_id}: closed")
+        conn = self._connection
+        if not self.vm_id:
+            request = vm_service_pb2.CreateVmRequest(config=self._config.to_proto(), start=True)
+            return self._set_info(conn.call(conn.vm.CreateVm, request))
+        return self._set_info(conn.call(conn.vm.StartVm,
+                                        vm_service_pb2.StartVmRequest(vm_id=self.vm_id)))
+
+    def snapshot(self, snapshot_id: str = "", resume_source: bool = False) -> SnapshotInfo:
+        """Checkpoints the VM (CreateSnapshot) as `snapshot_id` ("" = a
+        generated id). The VM is left PAUSED unless `resume_source`.
+        Requires a RUNNING or PAUSED VM."""
+        self._check_started("snapshot")
+        conn = self._connection
+        request = snapshot_service_pb2.CreateSnapshotRequest(
+            vm_id=self.vm_id, snapshot_id=snapshot_id, resume_source=resume_source)
+        info = conn.call(conn.snapshot.CreateSnapshot, request)
+        # The reply is the snapshot; the API documents the VM's new state.
+        self._info.status = types_pb2.RUNNING if resume_source else types_pb2.PAUSED
+        return SnapshotInfo.from_proto(info)
+
+    def stop(self) -> "SmolVM":
+        """Ends the VM's VMM (StopVm); the disk is kept and start() boots it
+        again. Requires RUNNING or PAUSED."""
+        self._check_started("stop")
+        conn = self._connection
+        return self._set_info(conn.call(conn.vm.StopVm,
+                                        vm_service_pb2.StopVmRequest(vm_id=self.vm_id)))
+
+    def pause(self) -> "SmolVM":
+        """Stops the vCPUs of a RUNNING VM (PauseVm)."""
+        self._check_started("pause")
+        conn = self._connection
+        return self._set_info(conn.call(conn.vm.PauseVm,
+                                        vm_service_pb2.PauseVmRequest(vm_id=self.vm_id)))
+
+    def resume(self) -> "SmolVM":
+        """Continues a PAUSED VM (ResumeVm)."""
+        self._check_started("resume")
+        conn = self._connection
+        return self._set_info(conn.call(conn.vm.ResumeVm,
+                                        vm_service_pb2.ResumeVmRequest(vm_id=self.vm_id)))
+
+    def refresh(self) -> VMInfo:
+        """Re-reads the VM from the daemon (GetVm) and returns it."""
+        self._check_started("refresh")
+        conn = self._connection
+        self._set_info(conn.call(conn.vm.GetVm, vm_service_pb2.GetVmRequest(vm_id=self.vm_id)))
+        return self.info
+
+    def close(self) -> None:
+        """Deletes the VM and its disk (DeleteVm), stopping it first if
+        needed; its snapshots are kept. Idempotent: a VM the daemon no longer
+        knows counts as closed, later calls do nothing, and closing a
+        never-started SmolVM sends nothing. The channel is released."""
+        if self._closed:
+            return
+        if self.vm_id:
+            conn = self._connection
+            try:
+                conn.call(conn.vm.DeleteVm, vm_service_pb2.DeleteVmRequest(vm_id=self.vm_id))
+            except NotFoundError:
+                pass  # Already deleted: the goal of close() is reached.
+        self._closed = True
+        self._info.status = types_pb2.VM_STATUS_UNSPECIFIED
+        self._connection.close()
+
+    def __enter__(self) -> "SmolVM":
+        if not self.vm_id and not self._closed:
+            self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- Constructors for existing VMs -----------------------------------------
+
+    @classmethod
+    def from_snapshot(cls, snapshot_id: str, resume_vm: bool = True, vm_id: str = "", *,
+                      options: Optional[ClientOptions] = None) -> "SmolVM":
+        """Restores a VM from `snapshot_id` (RestoreSnapshot): RUNNING when
+        `resume_vm`, else PAUSED. With an empty `vm_id` the VM takes the
+        snapshot's own identity (FAILED_PRECONDITION while that VM is
+        RUNNING or PAUSED); another id makes an independent clone."""
+        conn = Connection(options)
+        request = snapshot_service_pb2.RestoreSnapshotRequest(
+            snapshot_id=snapshot_id, resume_vm=resume_vm, vm_id=vm_id)
+        return cls._existing(_call_or_close(conn, conn.snapshot.RestoreSnapshot, request), conn)
+
+    @classmethod
+    def from_pool(cls, pool_id: str, vm_id: str = "", *,
+                  options: Optional[ClientOptions] = None) -> "SmolVM":
+        """Claims a VM from warm pool `pool_id` (ClaimVm): RUNNING, with its
+        own identity and clock stepped. `vm_id` picks a ready member ("" =
+        any); an empty pool restores one on demand (see
+        ``claimed_from_pool``)."""
+        conn = Connection(options)
+        request = pool_service_pb2.ClaimVmRequest(pool_id=pool_id, vm_id=vm_id)
+        claimed = _call_or_close(conn, conn.pool.ClaimVm, request)
+        vm = cls._existing(claimed.vm, conn)
+        vm.claimed_from_pool = claimed.from_pool
+        return vm
+
+    @classmethod
+    def attach(cls, vm_id: str, *, options: Optional[ClientOptions] = None) -> "SmolVM":
+        """Returns a handle on the existing VM `vm_id` (GetVm)."""
+        conn = Connection(options)
+        return cls._existing(
+            _call_or_close(conn, conn.vm.GetVm, vm_service_pb2.GetVmRequest(vm_id=vm_id)), conn)
+
+    # --- Networking ----------------------------------------------------------
+
+    def expose_port(self, host_port: int, guest_port: int, host_ip: str = "",
+                    protocol: str = "tcp") -> "SmolVM":
+        """Makes guest port `guest_port` reachable at `host_ip`:`host_port`
+        ("" = 127.0.0.1) (ExposePort). ALREADY_EXISTS if the port is taken."""
+        self._check_started("expose port")
+        conn = self._connection
+        forward = types_pb2.PortForward(host_ip=host_ip, host_port=host_port,
+                                        guest_port=guest_port, protocol=protocol)
+        request = vm_service_pb2.ExposePortRequest(vm_id=self.vm_id, forward=forward)
+        return self._set_info(conn.call(conn.vm.ExposePort, request))
+
+    def unexpose_port(self, host_port: int, host_ip: str = "",
+                      protocol: str = "tcp") -> "SmolVM":
+        """Removes the forward on `host_ip`:`host_port` (UnexposePort)."""
+        self._check_started("unexpose port")
+        conn = self._connection
+        request = vm_service_pb2.UnexposePortRequest(
+            vm_id=self.vm_id, host_ip=host_ip, host_port=host_port, protocol=protocol)
+        return self._set_info(conn.call(conn.vm.UnexposePort, request))
+
+    # --- Commands (Exec; the VM must be RUNNING) -----------------------------
+
+    def run(self, cmd: Command, timeout: Optional[float] = None, *,
+            env: Optional[Dict[str, str]] = None, cwd: str = "",
+            stdin: Union[str, bytes, None] = None) -> CommandResult:
+        """Runs `cmd` in the guest and waits for it: a string runs with
+        ``/bin/sh -c``, a list is an argv (no shell).
+
+        Args:
+            timeout: seconds; the guest kills the command's process group
+                then and the result has ``timed_out``. None = no limit.
+            env: added to the VM's environment (these win).
+            cwd: working directory ("" = /root).
+            stdin: the command's whole stdin (at most 16 MiB); None =
+                /dev/null.
+
+        A failing command is a result (check ``.ok`` / ``.exit_code``); an
+        exception means it could not run (no such program in argv form, VM
+        not RUNNING, daemon unreachable, ...). The RPC deadline is
+        max(client timeout, timeout + 60 s), none without a timeout.
+        """
+        return self.exec(cmd, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+
+    def exec(self, argv: Command, timeout: Optional[float] = None, *,
+             env: Optional[Dict[str, str]] = None, cwd: str = "",
+             stdin: Union[str, bytes, None] = None,
+             on_output: Optional[_streams.OutputCallback] = None) -> CommandResult:
+        """Runs `argv` like :meth:`run`; with `on_output`, each chunk of
+        output is passed to ``on_output("stdout" | "stderr", data)`` as it
+        arrives instead of being buffered into the result."""
+        self._check_started("exec in")
+        request = _streams.exec_request(self.vm_id, argv, env, cwd, stdin, timeout)
+        return _streams.run_exec(self._connection, request, timeout, on_output)
+
+    # --- Files (UploadFile / DownloadFile; the VM must be RUNNING) -----------
+
+    def upload_file(self, local_path: str, remote_path: str, mode: int = 0) -> None:
+        """Copies the local regular file `local_path` to the absolute guest
+        path `remote_path` (parents created), which the guest replaces
+        atomically. `mode` is its permission bits (0 = 0644). A local file
+        that cannot be read raises its OSError."""
+        self._check_started("upload to")
+        _streams.check_regular_file(local_path)
+        with open(local_path, "rb") as source:
+            self._upload(source, remote_path, mode)
+
+    def upload_bytes(self, data: Union[bytes, str], remote_path: str, mode: int = 0) -> None:
+        """Writes `data` (str is UTF-8 encoded) to the guest file
+        `remote_path`, like :meth:`upload_file`."""
+        self._check_started("upload to")
+        self._upload(io.BytesIO(data.encode() if isinstance(data, str) else data),
+                     remote_path, mode)
+
+    def _upload(self, source: BinaryIO, remote_path: str, mode: int) -> None:
+        header = vm_service_pb2.UploadFileHeader(vm_id=self.vm_id, path=remote_path,
+                                                 mode=mode, make_parents=True)
+        _streams.upload(self._connection, header, source)
+
+    def download_file(self, remote_path: str, local_path: str) -> None:
+        """Copies the guest file `remote_path` to `local_path`, through a
+        temporary file renamed over it when complete (so `local_path` is
+        untouched or whole), with the guest file's permission bits."""
+        self._check_started("download from")
+        _streams.download_to_file(self._connection, self.vm_id, remote_path, local_path)
+
+    def download_bytes(self, remote_path: str) -> bytes:
+        """Returns the contents of the guest file `remote_path`."""
+        self._check_started("download from")
+        chunks: List[bytes] = []
+        _streams.download(self._connection, self.vm_id, remote_path, chunks.append)
+        return b"".join(chunks)
+
+
+def _call_or_close(conn: Connection, method: Callable[..., T], request: Message) -> T:
+    """conn.call, closing `conn` when the call fails (no handle owns it)."""
+    try:
+        return conn.call(method, request)
+    except BaseException:
+        conn.close()
+        raise

@@ -1,0 +1,226 @@
+"""SmolVM and SmolVMManager against an in-process fake smolvmd.
+
+A grpc server on a temporary Unix socket implements the RPCs the SDK makes,
+records the requests and answers like the daemon; the real daemon with real
+guests is tests/e2e/python_sdk_test.cc. This checks the client side: which
+RPC each method makes with which fields, paging, streams, errors.
+"""
+
+import os
+import tempfile
+import unittest
+from concurrent import futures
+from typing import Any, Dict, Iterator, List
+
+import grpc
+
+from smolvm import (ClientOptions, FailedPreconditionError, NotFoundError, SmolVM,
+                    SmolVMManager, VmStatus)
+from smolvm.v1 import (snapshot_service_pb2, snapshot_service_pb2_grpc, types_pb2,
+                       vm_service_pb2, vm_service_pb2_grpc)
+
+
+class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
+    def __init__(self) -> None:
+        self.requests: List[Any] = []
+        self.files: Dict[str, bytes] = {}
+        self.vms = [f"vm-{i:04d}" for i in range(2500)]
+
+    def CreateVm(self, request: Any, context: Any) -> types_pb2.Vm:
+        self.requests.append(request)
+        self.metadata = dict(context.invocation_metadata())
+        return types_pb2.Vm(vm_id=request.config.vm_id or "gen-1", status=types_pb2.RUNNING,
+                            config=request.config)
+
+    def DeleteVm(self, request: Any, context: Any) -> vm_service_pb2.DeleteVmResponse:
+        self.requests.append(request)
+        if request.vm_id == "gone":
+            context.abort(grpc.StatusCode.NOT_FOUND, "vm gone: not found")
+        return vm_service_pb2.DeleteVmResponse()
+
+    def GetVm(self, request: Any, context: Any) -> types_pb2.Vm:
+        if request.vm_id not in ("gone", "box"):
+            context.abort(grpc.StatusCode.NOT_FOUND, f"vm {request.vm_id}: not found")
+        return types_pb2.Vm(vm_id=request.vm_id, status=types_pb2.PAUSED)
+
+    def ListVms(self, request: Any, context: Any) -> vm_service_pb2.ListVmsResponse:
+        start = int(request.page_token or 0)
+        end = start + request.page_size
+        return vm_service_pb2.ListVmsResponse(
+            vms=[types_pb2.Vm(vm_id=v) for v in self.vms[start:end]],
+            next_page_token=str(end) if end < len(self.vms) else "")
+
+    def Exec(self, request: Any, context: Any) -> Iterator[vm_service_pb2.ExecResponse]:
+        self.requests.append(request)
+        if list(request.argv) == ["/no/such"]:
+            context.abort(grpc.StatusCode.NOT_FOUND, "exec /no/such: no such file")
+        yield vm_service_pb2.ExecResponse(stdout=b"out1 ")
+        yield vm_service_pb2.ExecResponse(stderr=b"err\xff")
+        yield vm_service_pb2.ExecResponse(stdout=b"out2\n")
+        yield vm_service_pb2.ExecResponse(exit=vm_service_pb2.ExecResult(exit_code=3))
+
+    def UploadFile(self, request_iterator: Any, context: Any) -> vm_service_pb2.UploadFileResponse:
+        header = next(request_iterator).header
+        data = b"".join(r.data for r in request_iterator)
+        self.files[header.path] = data
+        self.requests.append(header)
+        return vm_service_pb2.UploadFileResponse(bytes_written=len(data))
+
+    def DownloadFile(self, request: Any, context: Any
+                     ) -> Iterator[vm_service_pb2.DownloadFileResponse]:
+        if request.path not in self.files:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.path}: not found")
+        data = self.files[request.path]
+        for i in range(0, len(data), 1000):
+            yield vm_service_pb2.DownloadFileResponse(data=data[i:i + 1000])
+        yield vm_service_pb2.DownloadFileResponse(eof=True, mode=0o600, total_bytes=len(data))
+
+
+class FakeSnapshotService(snapshot_service_pb2_grpc.SnapshotServiceServicer):
+    def __init__(self) -> None:
+        self.requests: List[Any] = []
+
+    def CreateSnapshot(self, request: Any, context: Any) -> types_pb2.SnapshotInfo:
+        self.requests.append(request)
+        info = types_pb2.SnapshotInfo(snapshot_id=request.snapshot_id, vm_id=request.vm_id,
+                                      snapshot_path="/s/vmstate.bin")
+        info.created_at.GetCurrentTime()
+        return info
+
+    def RestoreSnapshot(self, request: Any, context: Any) -> types_pb2.Vm:
+        self.requests.append(request)
+        if request.snapshot_id != "ckpt":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"snapshot {request.snapshot_id}: not found")
+        return types_pb2.Vm(vm_id=request.vm_id or "box", status=types_pb2.RUNNING,
+                            config=types_pb2.VMConfig(memory_mib=256))
+
+    def ForkSnapshot(self, request: Any, context: Any) -> snapshot_service_pb2.ForkSnapshotResponse:
+        return snapshot_service_pb2.ForkSnapshotResponse(results=[
+            snapshot_service_pb2.ForkResult(vm_id="c-1", vm=types_pb2.Vm(vm_id="c-1")),
+            snapshot_service_pb2.ForkResult(vm_id="c-2", error_code=8, error_message="quota"),
+            snapshot_service_pb2.ForkResult(vm_id="c-3")])
+
+
+class FakeDaemonTest(unittest.TestCase):
+    def setUp(self) -> None:
+        self.dir = tempfile.TemporaryDirectory()
+        self.socket = os.path.join(self.dir.name, "smolvmd.sock")
+        self.server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        self.vms = FakeVmService()
+        self.snapshots = FakeSnapshotService()
+        vm_service_pb2_grpc.add_VmServiceServicer_to_server(self.vms, self.server)
+        snapshot_service_pb2_grpc.add_SnapshotServiceServicer_to_server(self.snapshots,
+                                                                         self.server)
+        self.server.add_insecure_port(f"unix://{self.socket}")
+        self.server.start()
+        self.options = ClientOptions(socket_path=self.socket, timeout=30,
+                                     act_as_tenant="ci")
+
+    def tearDown(self) -> None:
+        self.server.stop(None)
+        self.dir.cleanup()
+
+    def test_vm_lifecycle_run_files_and_close(self) -> None:
+        vm = SmolVM({"memory_mib": 256}, options=self.options)
+        with self.assertRaises(FailedPreconditionError):
+            vm.run("true")
+        self.assertIs(vm.start(), vm)
+        create = self.vms.requests[0]
+        self.assertTrue(create.start)
+        self.assertEqual(create.config.memory_mib, 256)
+        self.assertEqual(self.vms.metadata.get("x-smolvm-tenant"), "ci")
+        self.assertEqual((vm.vm_id, f"{vm.status}"), ("gen-1", "running"))
+
+        result = vm.run("echo hi", timeout=1.5, env={"A": "b"}, cwd="/tmp", stdin="in")
+        request = self.vms.requests[-1]
+        self.assertEqual((request.command, request.cwd, request.timeout_ms), ("echo hi", "/tmp", 1500))
+        self.assertEqual((request.stdin, request.has_stdin, dict(request.env)),
+                         (b"in", True, {"A": "b"}))
+        self.assertEqual((result.exit_code, result.stdout, result.output), (3, "out1 out2\n", "out1 out2"))
+        self.assertEqual(result.stderr, "err\ufffd")
+        self.assertEqual(result.stderr_bytes, b"err\xff")
+        self.assertFalse(result.ok)
+
+        chunks: List[Any] = []
+        streamed = vm.exec(["echo", "a b"], on_output=lambda s, d: chunks.append((s, d)))
+        self.assertEqual(list(self.vms.requests[-1].argv), ["echo", "a b"])
+        self.assertEqual(self.vms.requests[-1].has_stdin, False)
+        self.assertEqual(chunks[0], ("stdout", b"out1 "))
+        self.assertEqual((streamed.stdout, streamed.exit_code), ("", 3))
+        with self.assertRaises(NotFoundError) as ctx:
+            vm.exec(["/no/such"])
+        self.assertEqual(ctx.exception.message, "exec /no/such: no such file")
+
+        payload = os.urandom(2_500_000)  # Three upload chunks.
+        local = os.path.join(self.dir.name, "in.bin")
+        with open(local, "wb") as f:
+            f.write(payload)
+        vm.upload_file(local, "/root/in.bin", mode=0o600)
+        self.assertEqual(self.vms.files["/root/in.bin"], payload)
+        self.assertTrue(self.vms.requests[-1].make_parents)
+        vm.upload_bytes("text", "/root/t.txt")
+        self.assertEqual(vm.download_bytes("/root/t.txt"), b"text")
+        out = os.path.join(self.dir.name, "out.bin")
+        vm.download_file("/root/in.bin", out)
+        with open(out, "rb") as f:
+            self.assertEqual(f.read(), payload)
+        self.assertEqual(os.stat(out).st_mode & 0o777, 0o600)
+        with self.assertRaises(NotFoundError):
+            vm.download_file("/missing", os.path.join(self.dir.name, "never"))
+        self.assertEqual(sorted(os.listdir(self.dir.name)), ["in.bin", "out.bin", "smolvmd.sock"])
+        with self.assertRaises(FileNotFoundError):
+            vm.upload_file(os.path.join(self.dir.name, "nope"), "/x")
+
+        snap = vm.snapshot(snapshot_id="ckpt")
+        self.assertEqual((snap.snapshot_id, snap.vm_id), ("ckpt", "gen-1"))
+        self.assertEqual(vm.status, VmStatus.PAUSED)
+        self.assertIsNone(snap.restored_vm_id)
+        vm.close()
+        self.assertEqual(self.vms.requests[-1], vm_service_pb2.DeleteVmRequest(vm_id="gen-1"))
+        self.assertEqual(vm.status, VmStatus.UNSPECIFIED)
+        vm.close()  # Idempotent: nothing sent.
+        self.assertIsInstance(self.vms.requests[-1], vm_service_pb2.DeleteVmRequest)
+        with self.assertRaises(FailedPreconditionError):
+            vm.run("true")
+
+    def test_context_manager_starts_and_closes(self) -> None:
+        with SmolVM(options=self.options) as vm:
+            self.assertEqual(vm.status, VmStatus.RUNNING)
+        self.assertEqual(self.vms.requests[-1].vm_id, "gen-1")
+        never_started = SmolVM(options=self.options)
+        never_started.close()  # Sends nothing.
+        self.assertEqual(len(self.vms.requests), 2)
+
+    def test_close_of_a_vm_already_gone(self) -> None:
+        vm = SmolVM.attach("gone", options=self.options)
+        vm.close()  # NOT_FOUND counts as closed.
+        self.assertEqual(vm.status, VmStatus.UNSPECIFIED)
+
+    def test_from_snapshot_and_errors(self) -> None:
+        vm = SmolVM.from_snapshot("ckpt", resume_vm=True, vm_id="clone", options=self.options)
+        self.assertEqual(self.snapshots.requests[-1],
+                         snapshot_service_pb2.RestoreSnapshotRequest(
+                             snapshot_id="ckpt", resume_vm=True, vm_id="clone"))
+        self.assertEqual((vm.vm_id, vm.status, vm.config.memory_mib), ("clone", "running", 256))
+        with self.assertRaises(NotFoundError) as ctx:
+            SmolVM.from_snapshot("nope", options=self.options)
+        self.assertIs(ctx.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(ctx.exception.message, "snapshot nope: not found")
+
+    def test_manager_pages_and_forks(self) -> None:
+        with SmolVMManager(self.options) as sdk:
+            vms = sdk.list_vms()
+            self.assertEqual([v.vm_id for v in vms], self.vms.vms)  # Three pages.
+            outcomes = sdk.fork_snapshot("ckpt", 3)
+            self.assertEqual([o.vm_id for o in outcomes], ["c-1", "c-2", "c-3"])
+            self.assertTrue(outcomes[0].ok)
+            self.assertEqual(outcomes[0].vm.vm_id, "c-1")  # type: ignore[union-attr]
+            self.assertEqual(outcomes[1].error.code, grpc.StatusCode.RESOURCE_EXHAUSTED)  # type: ignore[union-attr]
+            self.assertEqual(outcomes[1].error.message, "quota")  # type: ignore[union-attr]
+            self.assertEqual(outcomes[2].error.code, grpc.StatusCode.INTERNAL)  # type: ignore[union-attr]
+            with self.assertRaises(NotFoundError):
+                sdk.get_vm("nope")
+
+
+if __name__ == "__main__":
+    unittest.main()

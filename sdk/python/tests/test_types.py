@@ -1,0 +1,126 @@
+"""Unit tests of smolvm.types: configs to and from messages, SnapshotInfo."""
+
+import unittest
+from datetime import datetime, timezone
+
+from smolvm import (CommandResult, EgressPolicy, InvalidArgumentError, PortForward,
+                    SnapshotInfo, VMConfig, VMInfo, VmStatus)
+from smolvm.types import coerce_config
+from smolvm.v1 import types_pb2
+
+
+def snapshot_message(restored_vm_id: "str | None" = None) -> types_pb2.SnapshotInfo:
+    msg = types_pb2.SnapshotInfo(
+        snapshot_id="my-checkpoint", vm_id="box1",
+        snapshot_path="/var/lib/smolvmd/snapshots/my-checkpoint/vmstate.bin",
+        mem_file_path="/var/lib/smolvmd/snapshots/my-checkpoint/mem.bin",
+        disk_path="/var/lib/smolvmd/snapshots/my-checkpoint/disk.ext4",
+        vm_config=types_pb2.VMConfig(vm_id="box1", vcpu_count=2, memory_mib=512,
+                                     image="minimal"),
+        network_config=types_pb2.NetworkConfig(guest_ip="10.200.0.2", tap_device="smv1",
+                                               guest_mac="02:53:0a:c8:00:02"),
+        restored=restored_vm_id is not None, size_bytes=1234, accelerator="tcg", owner="root")
+    msg.created_at.seconds = 1_700_000_000
+    msg.created_at.nanos = 123_456_789
+    if restored_vm_id is not None:
+        msg.restored_vm_id = restored_vm_id
+    return msg
+
+
+class ConfigTest(unittest.TestCase):
+    def test_round_trip(self) -> None:
+        config = VMConfig(vm_id="box1", vcpu_count=1, memory_mib=256, image="minimal",
+                          env={"A": "1"}, boot_args="quiet", disk_size_mib=2048,
+                          egress=EgressPolicy("restricted", ["1.2.3.4/32"]),
+                          port_forwards=[PortForward(host_port=8080, guest_port=80)])
+        msg = config.to_proto()
+        self.assertEqual(msg.memory_mib, 256)
+        self.assertEqual(msg.egress.mode, types_pb2.EgressPolicy.EGRESS_RESTRICTED)
+        self.assertEqual(msg.port_forwards[0].protocol, "tcp")
+        self.assertEqual(VMConfig.from_proto(msg), config)
+
+    def test_defaults_send_zero_values(self) -> None:
+        msg = VMConfig().to_proto()
+        self.assertEqual(msg, types_pb2.VMConfig())
+        self.assertFalse(msg.HasField("egress"))
+
+    def test_dict_and_message_configs(self) -> None:
+        config = coerce_config({"memory_mib": 256, "vcpu_count": 1, "env": {"X": "y"},
+                                "egress": {"mode": "off"},
+                                "port_forwards": [{"host_port": 1, "guest_port": 2}]})
+        msg = config.to_proto()
+        self.assertEqual((msg.memory_mib, msg.vcpu_count, msg.env["X"]), (256, 1, "y"))
+        self.assertEqual(msg.egress.mode, types_pb2.EgressPolicy.EGRESS_OFF)
+        self.assertEqual(msg.port_forwards[0].guest_port, 2)
+        self.assertEqual(coerce_config(None), VMConfig())
+        self.assertEqual(coerce_config(types_pb2.VMConfig(memory_mib=128)).memory_mib, 128)
+
+    def test_bad_configs_are_invalid_argument(self) -> None:
+        with self.assertRaises(InvalidArgumentError) as ctx:
+            coerce_config({"memory": 256})
+        self.assertIn("memory", ctx.exception.message)
+        self.assertIn("memory_mib", ctx.exception.message)  # Lists the known ones.
+        with self.assertRaises(InvalidArgumentError):
+            coerce_config(["not", "a", "config"])
+        with self.assertRaises(InvalidArgumentError):
+            VMConfig(memory_mib="lots").to_proto()  # type: ignore[arg-type]
+        with self.assertRaises(InvalidArgumentError):
+            VMConfig(egress=EgressPolicy(mode="sometimes")).to_proto()
+
+
+class SnapshotInfoTest(unittest.TestCase):
+    def test_seed_attributes(self) -> None:
+        info = SnapshotInfo.from_proto(snapshot_message())
+        self.assertEqual(info.snapshot_id, "my-checkpoint")
+        self.assertEqual(info.vm_id, "box1")
+        self.assertTrue(info.snapshot_path.endswith("vmstate.bin"))
+        self.assertTrue(info.mem_file_path.endswith("mem.bin"))
+        self.assertTrue(info.disk_path.endswith("disk.ext4"))
+        self.assertEqual(info.vm_config.memory_mib, 512)
+        self.assertEqual(info.vm_config.image, "minimal")
+        self.assertEqual(info.network_config.guest_ip, "10.200.0.2")
+        self.assertEqual(info.created_at,
+                         datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc))
+        self.assertIs(info.created_at.tzinfo, timezone.utc)
+        self.assertFalse(info.restored)
+        self.assertIsNone(info.restored_vm_id)
+        self.assertEqual((info.size_bytes, info.accelerator, info.owner), (1234, "tcg", "root"))
+
+    def test_restored(self) -> None:
+        info = SnapshotInfo.from_proto(snapshot_message(restored_vm_id="box2"))
+        self.assertTrue(info.restored)
+        self.assertEqual(info.restored_vm_id, "box2")
+        # An empty restored_vm_id that is set is not None.
+        self.assertEqual(SnapshotInfo.from_proto(snapshot_message("")).restored_vm_id, "")
+
+
+class VmTest(unittest.TestCase):
+    def test_status_reads_like_the_seed(self) -> None:
+        self.assertEqual(f"{VmStatus.RUNNING}", "running")
+        self.assertEqual(str(VmStatus.PAUSED), "paused")
+        self.assertEqual(VmStatus.RUNNING, "running")
+        self.assertIs(VmStatus.from_proto(types_pb2.STOPPED), VmStatus.STOPPED)
+        self.assertIs(VmStatus.from_proto(99), VmStatus.UNSPECIFIED)
+
+    def test_vm_info(self) -> None:
+        msg = types_pb2.Vm(vm_id="box1", status=types_pb2.RUNNING, vmm_pid=42,
+                           config=types_pb2.VMConfig(memory_mib=256),
+                           network=types_pb2.NetworkConfig(guest_ip="10.0.0.2"))
+        msg.created_at.seconds = 10
+        info = VMInfo.from_proto(msg)
+        self.assertEqual((info.vm_id, info.status, info.vmm_pid), ("box1", VmStatus.RUNNING, 42))
+        self.assertEqual(info.config.memory_mib, 256)
+        self.assertEqual(info.network.guest_ip, "10.0.0.2")
+        self.assertEqual(info.created_at, datetime(1970, 1, 1, 0, 0, 10, tzinfo=timezone.utc))
+        self.assertIsNone(info.updated_at)
+
+    def test_command_result(self) -> None:
+        self.assertTrue(CommandResult(stdout=" 42\n").ok)
+        self.assertEqual(CommandResult(stdout=" 42\n").output, "42")
+        self.assertFalse(CommandResult(exit_code=1).ok)
+        self.assertFalse(CommandResult(signal=9).ok)
+        self.assertFalse(CommandResult(timed_out=True).ok)
+
+
+if __name__ == "__main__":
+    unittest.main()
