@@ -1,12 +1,17 @@
 #include "client/connection.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
 #include <grpcpp/create_channel.h>
 #include <grpcpp/security/credentials.h>
 #include <grpcpp/support/channel_arguments.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstring>
 #include <cstdlib>
 #include <system_error>
 #include <utility>
@@ -18,6 +23,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/strip.h"
 #include "client/status.h"
+#include "lib/base/unique_fd.h"
 
 namespace smolvm {
 
@@ -230,6 +236,46 @@ void SetDeadline(grpc::ClientContext* context, absl::Duration timeout) {
 
 }  // namespace
 
+absl::Status ProbeUnixSocket(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return absl::InvalidArgumentError(absl::StrCat("socket path ", path, " is too long"));
+  }
+  path.copy(addr.sun_path, path.size());
+  UniqueFd fd(socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd.valid()) return absl::ErrnoToStatus(errno, "socket");
+  int error = 0;
+  while (connect(fd.get(), reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) != 0) {
+    if (errno == EINTR) continue;
+    error = errno;
+    break;
+  }
+  const std::string running = absl::StrCat("connect to smolvmd: is smolvmd running? socket ", path);
+  switch (error) {
+    case 0:
+      return absl::OkStatus();
+    case EACCES:
+    case EPERM: {
+      // The daemon's --socket-group may reach it; name the group when we can.
+      std::string group_name = "smolvm";
+      struct stat st;
+      if (stat(path.c_str(), &st) == 0) {
+        if (const struct group* g = getgrgid(st.st_gid); g != nullptr) group_name = g->gr_name;
+      }
+      return absl::PermissionDeniedError(absl::StrCat(
+          "permission denied on ", path, ": join group ", group_name, " or use sudo"));
+    }
+    case ENOENT:
+      return absl::UnavailableError(absl::StrCat(running, ": no such socket"));
+    case ECONNREFUSED:
+      return absl::UnavailableError(
+          absl::StrCat(running, ": nothing listens on it (a stale socket)"));
+    default:
+      return absl::UnavailableError(absl::StrCat(running, ": ", std::strerror(error)));
+  }
+}
+
 std::string ResolveSocketPath(absl::string_view explicit_path) {
   if (!explicit_path.empty()) return std::string(explicit_path);
   if (std::string env = Env(kSocketEnvVar); !env.empty()) return env;
@@ -307,6 +353,14 @@ absl::Status Connection::Convert(const grpc::Status& status) const {
   // READY after the call.
   if (converted.code() == absl::StatusCode::kUnavailable &&
       channel_->GetState(/*try_to_connect=*/false) != GRPC_CHANNEL_READY) {
+    // A Unix socket we may not open reads as no daemon to gRPC: say which.
+    if (!options_.socket_path.empty()) {
+      absl::Status probed = ProbeUnixSocket(options_.socket_path);
+      if (probed.code() == absl::StatusCode::kPermissionDenied) {
+        return absl::PermissionDeniedError(
+            absl::StrCat("connect to smolvmd: ", probed.message()));
+      }
+    }
     // Over TCP a refused certificate looks the same as no daemon.
     const std::string where =
         options_.socket_path.empty()

@@ -108,6 +108,15 @@ std::string ResolveSocketPath(absl::string_view explicit_path);
 // "unix:rel/path"). The result is not checked (the Connection does that).
 std::string ResolveEndpoint(const ClientOptions& options);
 
+// ProbeUnixSocket connects to the Unix socket at `path` (and closes the
+// connection at once) to tell why smolvmd cannot be reached there: OK if it
+// accepts; PERMISSION_DENIED "permission denied on PATH: join group G (the
+// socket's group) or use sudo" for EACCES/EPERM; UNAVAILABLE "is smolvmd
+// running? socket PATH: no such socket" for ENOENT, or "...: nothing listens
+// on it (a stale socket)" for ECONNREFUSED; UNAVAILABLE with the errno text
+// otherwise.
+absl::Status ProbeUnixSocket(const std::string& path);
+
 // Connection owns a channel to smolvmd and the stubs of its services.
 //
 // Constructing one reads the TLS files of a TCP endpoint and does no other

@@ -31,6 +31,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/types/span.h"
+#include "lib/base/unique_fd.h"
 
 namespace smolvm {
 
@@ -77,32 +78,7 @@ absl::Status SysError(absl::string_view what, int err) {
   }
 }
 
-// Fd closes its descriptor when it goes.
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  Fd(Fd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  Fd& operator=(Fd&& other) noexcept {
-    if (this != &other) {
-      Close();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  ~Fd() { Close(); }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  // Close returns close()'s errno (0 = fine).
-  int Close() {
-    int err = 0;
-    if (fd_ >= 0 && ::close(fd_) != 0) err = errno;
-    fd_ = -1;
-    return err;
-  }
-
- private:
-  int fd_;
-};
+using Fd = UniqueFd;  // lib/base/unique_fd.h
 
 using Path = std::vector<std::string>;
 
@@ -360,7 +336,7 @@ class Extractor {
       const timespec ts[2] = {times->first, times->second};
       if (::futimens(file.get(), ts) != 0) return SysError("set times", errno);
     }
-    if (int err = file.Close(); err != 0) return SysError("close", err);
+    if (::close(file.Release()) != 0) return SysError("close", errno);
     std::move(remove_temp).Cancel();
     return Publish(parent->get(), *temp, parts.back());
   }

@@ -35,6 +35,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/safe_extract.h"
 #include "client/smolvm.h"
+#include "lib/base/unique_fd.h"
 
 extern char** environ;
 
@@ -47,54 +48,6 @@ constexpr size_t kChunkSize = 1 << 20;
 // kMaxTarStderr bounds the tar error text kept for a message.
 constexpr size_t kMaxTarStderr = 4096;
 
-absl::Status ErrnoStatus(absl::string_view what, int err) {
-  const std::string message = absl::StrCat(what, ": ", std::strerror(err));
-  switch (err) {
-    case ENOENT:
-      return absl::NotFoundError(message);
-    case EACCES:
-    case EPERM:
-      return absl::PermissionDeniedError(message);
-    case EISDIR:
-    case ENOTDIR:
-    case EINVAL:
-      return absl::InvalidArgumentError(message);
-    case ENOSPC:
-    case EDQUOT:
-      return absl::ResourceExhaustedError(message);
-    default:
-      return absl::InternalError(message);
-  }
-}
-
-// UniqueFd closes its descriptor when it goes.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  UniqueFd(UniqueFd&& other) noexcept : fd_(std::exchange(other.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    if (this != &other) {
-      Reset();
-      fd_ = std::exchange(other.fd_, -1);
-    }
-    return *this;
-  }
-  ~UniqueFd() { Reset(); }
-  int get() const { return fd_; }
-  bool valid() const { return fd_ >= 0; }
-  // Reset closes the descriptor and returns close()'s errno (0 = fine).
-  int Reset() {
-    int err = 0;
-    if (fd_ >= 0 && ::close(fd_) != 0) err = errno;
-    fd_ = -1;
-    return err;
-  }
-
- private:
-  int fd_ = -1;
-};
-
 // ReadUpTo reads into `chunk` up to kChunkSize bytes, stopping early only at
 // end of input; returns false when nothing was left.
 absl::StatusOr<bool> ReadUpTo(int fd, std::string* chunk,
@@ -104,7 +57,7 @@ absl::StatusOr<bool> ReadUpTo(int fd, std::string* chunk,
   while (got < kChunkSize) {
     ssize_t n = ::read(fd, chunk->data() + got, kChunkSize - got);
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(absl::StrCat("read ", what), errno);
+    if (n < 0) return absl::ErrnoToStatus(errno, absl::StrCat("read ", what));
     if (n == 0) break;
     got += static_cast<size_t>(n);
   }
@@ -116,7 +69,7 @@ absl::Status WriteAll(int fd, absl::string_view data, absl::string_view what) {
   while (!data.empty()) {
     ssize_t n = ::write(fd, data.data(), data.size());
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) return ErrnoStatus(absl::StrCat("write ", what), errno);
+    if (n < 0) return absl::ErrnoToStatus(errno, absl::StrCat("write ", what));
     data.remove_prefix(static_cast<size_t>(n));
   }
   return absl::OkStatus();
@@ -167,10 +120,10 @@ class TarProcess {
     auto tar = std::unique_ptr<TarProcess>(new TarProcess);
     tar->what_ = absl::StrCat("tar -c -C ", dir);
     int fds[2];
-    if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
+    if (::pipe2(fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe");
     UniqueFd read_end(fds[0]), write_end(fds[1]);
     tar->stderr_ = UniqueFd(::memfd_create("smolvm-tar-stderr", MFD_CLOEXEC));
-    if (!tar->stderr_.valid()) return ErrnoStatus("memfd_create", errno);
+    if (!tar->stderr_.valid()) return absl::ErrnoToStatus(errno, "memfd_create");
 
     std::vector<std::string> args = {"tar", "-c", "-f", "-", "-C", dir, "."};
     std::vector<char*> argv;
@@ -190,7 +143,7 @@ class TarProcess {
     if (int err = ::posix_spawnp(&tar->pid_, "tar", &actions, nullptr,
                                  argv.data(), environ);
         err != 0) {
-      return ErrnoStatus(absl::StrCat("start ", tar->what_), err);
+      return absl::ErrnoToStatus(err, absl::StrCat("start ", tar->what_));
     }
     tar->pipe_ = std::move(read_end);
     return tar;
@@ -216,7 +169,7 @@ class TarProcess {
     }
     pid_ = 0;
     if (waited < 0) {
-      result_ = ErrnoStatus(absl::StrCat("wait for ", what_), errno);
+      result_ = absl::ErrnoToStatus(errno, absl::StrCat("wait for ", what_));
     } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
       std::string how =
           WIFEXITED(status)
@@ -416,10 +369,10 @@ absl::Status SmolVM::upload_file(const std::string& local_path,
                                  const std::string& guest_path, uint32_t mode) {
   if (absl::Status s = CheckStarted("upload to"); !s.ok()) return s;
   UniqueFd fd(::open(local_path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd.valid()) return ErrnoStatus(absl::StrCat("open ", local_path), errno);
+  if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("open ", local_path));
   struct stat st;
   if (::fstat(fd.get(), &st) != 0) {
-    return ErrnoStatus(absl::StrCat("stat ", local_path), errno);
+    return absl::ErrnoToStatus(errno, absl::StrCat("stat ", local_path));
   }
   if (!S_ISREG(st.st_mode)) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -451,8 +404,7 @@ absl::Status SmolVM::download_file(const std::string& guest_path,
           .string();
   UniqueFd fd(::mkostemp(temp_path.data(), O_CLOEXEC));
   if (!fd.valid()) {
-    return ErrnoStatus(absl::StrCat("create a temporary file for ", local_path),
-                       errno);
+    return absl::ErrnoToStatus(errno, absl::StrCat("create a temporary file for ", local_path));
   }
   bool keep = false;
   absl::Cleanup remove_temp = [&] {
@@ -469,17 +421,16 @@ absl::Status SmolVM::download_file(const std::string& guest_path,
   if (!end.ok()) return end.status();
   const mode_t mode = end->mode != 0 ? (end->mode & 0777) : 0644;
   if (::fchmod(fd.get(), mode) != 0) {
-    return ErrnoStatus(absl::StrCat("chmod ", temp_path), errno);
+    return absl::ErrnoToStatus(errno, absl::StrCat("chmod ", temp_path));
   }
   if (::fsync(fd.get()) != 0) {
-    return ErrnoStatus(absl::StrCat("fsync ", temp_path), errno);
+    return absl::ErrnoToStatus(errno, absl::StrCat("fsync ", temp_path));
   }
-  if (int err = fd.Reset(); err != 0) {
-    return ErrnoStatus(absl::StrCat("close ", temp_path), err);
+  if (::close(fd.Release()) != 0) {
+    return absl::ErrnoToStatus(errno, absl::StrCat("close ", temp_path));
   }
   if (::rename(temp_path.c_str(), local_path.c_str()) != 0) {
-    return ErrnoStatus(absl::StrCat("rename ", temp_path, " to ", local_path),
-                       errno);
+    return absl::ErrnoToStatus(errno, absl::StrCat("rename ", temp_path, " to ", local_path));
   }
   keep = true;
   return absl::OkStatus();
@@ -490,7 +441,7 @@ absl::Status SmolVM::upload_dir(const std::string& local_dir,
   if (absl::Status s = CheckStarted("upload to"); !s.ok()) return s;
   std::error_code ec;
   if (!std::filesystem::is_directory(local_dir, ec)) {
-    return ec ? ErrnoStatus(absl::StrCat("upload ", local_dir), ec.value())
+    return ec ? absl::ErrnoToStatus(ec.value(), absl::StrCat("upload ", local_dir))
               : absl::InvalidArgumentError(
                     absl::StrCat("upload ", local_dir, ": not a directory"));
   }
@@ -512,11 +463,10 @@ absl::StatusOr<DirDownload> SmolVM::download_dir(const std::string& guest_dir,
   std::error_code ec;
   std::filesystem::create_directories(local_dir, ec);
   if (ec) {
-    return ErrnoStatus(absl::StrCat("create directory ", local_dir),
-                       ec.value());
+    return absl::ErrnoToStatus(ec.value(), absl::StrCat("create directory ", local_dir));
   }
   int fds[2];
-  if (::pipe2(fds, O_CLOEXEC) != 0) return ErrnoStatus("pipe", errno);
+  if (::pipe2(fds, O_CLOEXEC) != 0) return absl::ErrnoToStatus(errno, "pipe");
   UniqueFd read_end(fds[0]), write_end(fds[1]);
   // The extractor reads the pipe to its end unless it fails; then it closes
   // its end, and the next write here fails with EPIPE.

@@ -312,6 +312,10 @@ absl::Status ValidateTenantName(const std::string& name) {
 absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) {
   FlagLayer flags;
   CLI::App app{"smolvmd: the microVM sandbox daemon"};
+  // --help shows every flag's default: FlagLayer binds the flags to a
+  // default DaemonConfig, which is what is captured here.
+  app.option_defaults()->always_capture_default();
+  app.set_version_flag("--version", "smolvmd " SMOLVM_VERSION);
   CLI::Option* config_flag = flags.Option(
       app, "--config", Field(&DaemonConfig::config_file),
       absl::StrCat("Configuration file (env SMOLVMD_CONFIG; default ", kDefaultConfigFile,
@@ -411,7 +415,9 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     *exit_code = e.get_exit_code();
-    std::string text = e.get_exit_code() == 0 ? app.help() : std::string(e.what());
+    std::string text = e.get_exit_code() != 0                               ? std::string(e.what())
+                       : dynamic_cast<const CLI::CallForVersion*>(&e) != nullptr ? std::string(e.what())
+                                                                                 : app.help();
     return absl::InvalidArgumentError(text);
   }
 

@@ -23,6 +23,8 @@ private_daemon_init() {
   export SMOLVMD_SOCKET="$work/smolvmd.sock"
   trap private_daemon_stop EXIT
   ip netns add "$netns"
+  # Loopback up, so that a forward to 127.0.0.1 can be tried in there.
+  ip -n "$netns" link set lo up
 }
 
 private_daemon_start() {

@@ -31,6 +31,7 @@ want -f lib/sysusers.d/smolvmd.conf
 want -f share/doc/smolvmd/smolvmd.toml.example
 want -f share/doc/smolvmd/README.md
 want -f share/doc/smolvmd/systemd-hardening.md
+want -f share/doc/smolvmd/cli.md
 # Every path the unit names exists in the installed tree.
 unit="$root/lib/systemd/system/smolvmd.service"
 for path in $(grep -oE "$prefix/[A-Za-z0-9_./-]+" "$unit" | sort -u); do

@@ -1,0 +1,163 @@
+#include "client/cli/args.h"
+
+#include <arpa/inet.h>
+
+#include <cstdio>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+
+namespace smolvm::cli {
+
+absl::StatusOr<std::map<std::string, std::string>> ParseEnv(
+    const std::vector<std::string>& flags) {
+  std::map<std::string, std::string> env;
+  for (const std::string& flag : flags) {
+    const size_t eq = flag.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--env ", flag, ": want NAME=VALUE"));
+    }
+    env[flag.substr(0, eq)] = flag.substr(eq + 1);
+  }
+  return env;
+}
+
+absl::StatusOr<uint32_t> ParsePort(absl::string_view text) {
+  uint32_t port = 0;
+  const bool digits =
+      !text.empty() && text.size() <= 5 &&
+      text.find_first_not_of("0123456789") == absl::string_view::npos;
+  if (!digits || !absl::SimpleAtoi(text, &port) || port == 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("port \"", text, "\" is not a number in 1-65535"));
+  }
+  return port;
+}
+
+absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what,
+                                       absl::string_view spec,
+                                       bool with_guest_port) {
+  const absl::string_view want = with_guest_port
+                                     ? "[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]"
+                                     : "[HOST_IP:]HOST_PORT[/udp]";
+  auto error = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, " ", spec, ": ", why, "; want ", want));
+  };
+  HostSide out;
+  absl::string_view rest = spec;
+  if (const size_t slash = rest.rfind('/'); slash != absl::string_view::npos) {
+    out.protocol = std::string(rest.substr(slash + 1));
+    rest = rest.substr(0, slash);
+    if (out.protocol != "tcp" && out.protocol != "udp") {
+      return error(
+          absl::StrCat("protocol \"", out.protocol, "\" is not tcp or udp"));
+    }
+  }
+  std::vector<absl::string_view> parts = absl::StrSplit(rest, ':');
+  const size_t ports = with_guest_port ? 2 : 1;
+  if (parts.size() != ports && parts.size() != ports + 1) {
+    return error("wrong number of fields");
+  }
+  if (parts.size() == ports + 1) {
+    out.host_ip = std::string(parts[0]);
+    in_addr ignored;
+    if (inet_pton(AF_INET, out.host_ip.c_str(), &ignored) != 1) {
+      return error(
+          absl::StrCat("HOST_IP \"", out.host_ip, "\" is not an IPv4 address"));
+    }
+    parts.erase(parts.begin());
+  }
+  absl::StatusOr<uint32_t> host_port = ParsePort(parts[0]);
+  if (!host_port.ok()) return error(host_port.status().message());
+  out.host_port = *host_port;
+  if (with_guest_port) {
+    absl::StatusOr<uint32_t> guest_port = ParsePort(parts[1]);
+    if (!guest_port.ok()) return error(guest_port.status().message());
+    out.guest_port = *guest_port;
+  }
+  return out;
+}
+
+absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what,
+                                             absl::string_view spec) {
+  absl::StatusOr<HostSide> side = ParsePortSpec(what, spec, true);
+  if (!side.ok()) return side.status();
+  v1::PortForward forward;
+  forward.set_host_ip(side->host_ip);
+  forward.set_host_port(side->host_port);
+  forward.set_guest_port(side->guest_port);
+  forward.set_protocol(side->protocol);
+  return forward;
+}
+
+absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
+    const std::string& mode, const std::vector<std::string>& allow) {
+  if (mode.empty() && allow.empty()) return std::nullopt;
+  v1::EgressPolicy policy;
+  if (mode == "open") {
+    policy.set_mode(v1::EgressPolicy::EGRESS_OPEN);
+  } else if (mode == "off") {
+    policy.set_mode(v1::EgressPolicy::EGRESS_OFF);
+  } else if (mode == "restricted" || mode.empty()) {
+    policy.set_mode(v1::EgressPolicy::EGRESS_RESTRICTED);
+  } else {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--egress ", mode, ": want open, off or restricted"));
+  }
+  if (!allow.empty() && policy.mode() != v1::EgressPolicy::EGRESS_RESTRICTED) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--allow needs --egress restricted (not --egress ", mode, ")"));
+  }
+  for (const std::string& cidr : allow) policy.add_allow_cidrs(cidr);
+  return policy;
+}
+
+absl::StatusOr<uint32_t> ParseMode(const std::string& text) {
+  uint32_t mode = 0;
+  bool ok = !text.empty() && text.size() <= 5;
+  for (char c : text) {
+    if (c < '0' || c > '7') ok = false;
+    mode = mode * 8 + static_cast<uint32_t>(c - '0');
+  }
+  if (!ok || mode > 07777) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--mode ", text, ": want octal permission bits, e.g. 0755"));
+  }
+  return mode;
+}
+
+namespace {
+// kMaxStdin is the most an ExecRequest.stdin may carry.
+constexpr size_t kMaxStdin = 16 << 20;
+
+}  // namespace
+
+absl::StatusOr<std::string> ReadStdin() {
+  std::string data;
+  char buffer[1 << 16];
+  while (true) {
+    size_t n = std::fread(buffer, 1, sizeof(buffer), stdin);
+    data.append(buffer, n);
+    if (data.size() > kMaxStdin) {
+      return absl::InvalidArgumentError(
+          "--stdin: more than 16 MiB on stdin; upload it as a file instead");
+    }
+    if (n < sizeof(buffer)) break;
+  }
+  if (std::ferror(stdin)) return absl::InternalError("--stdin: read error");
+  return data;
+}
+
+std::string BaseName(const std::string& path) {
+  std::string trimmed = path;
+  while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+  const size_t slash = trimmed.rfind('/');
+  std::string base =
+      slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
+  return base == "/" ? "" : base;
+}
+
+}  // namespace smolvm::cli

@@ -1,0 +1,249 @@
+// smolvmctl as a user meets it (docs/cli.md): the real binary against a real
+// daemon, asserting exit codes and messages. One cold boot for the suite
+// (cli-vm, RUNNING); the other VMs are created without booting.
+#include <unistd.h>
+
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "nlohmann/json.hpp"
+#include "tests/e2e/test_daemon.h"
+#include "tests/e2e/test_users.h"
+
+namespace smolvm::testing {
+namespace {
+
+constexpr char kVm[] = "cli-vm";
+
+class CliTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    daemon_ = new TestDaemon();
+    absl::Status s = daemon_->Start();
+    ASSERT_TRUE(s.ok()) << s;
+    ProcResult created = Cli({"vm", "create", "--id", kVm, "--memory-mib", "256"});
+    ASSERT_EQ(created.exit_code, 0) << created.Describe() << daemon_->DaemonLog();
+    ready_ = true;
+  }
+  static void TearDownTestSuite() {
+    delete daemon_;
+    daemon_ = nullptr;
+  }
+  void SetUp() override {
+    if (!ready_) GTEST_FAIL() << "suite set-up failed (see above)";
+  }
+
+  // smolvmctl --socket OURS `args` (tables, unlike TestDaemon::Ctl's --json).
+  static ProcResult Cli(const std::vector<std::string>& args,
+                        std::optional<RunAs> as = std::nullopt) {
+    std::vector<std::string> argv = AsUser(as);
+    argv.insert(argv.end(), {SmolvmctlPath(), "--socket", daemon_->socket_path()});
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(argv, {"SMOLVMD_ENDPOINT="});
+  }
+  static std::set<std::string> Lines(const std::string& text) {
+    std::set<std::string> lines;
+    for (absl::string_view line : absl::StrSplit(text, '\n', absl::SkipEmpty())) {
+      lines.insert(std::string(line));
+    }
+    return lines;
+  }
+
+  static TestDaemon* daemon_;
+  static bool ready_;
+};
+TestDaemon* CliTest::daemon_ = nullptr;
+bool CliTest::ready_ = false;
+
+TEST_F(CliTest, ExecExitCodes) {
+  ProcResult r = Cli({"vm", "exec", kVm, "--", "sh", "-c", "echo out; exit 3"});
+  EXPECT_EQ(r.exit_code, 3) << r.Describe();
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "");
+
+  r = Cli({"vm", "exec", "no-such-vm", "--", "true"});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "no-such-vm")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "not found")) << r.err;
+
+  r = Cli({"vm", "exec", kVm, "--", "/no/such/program"});
+  EXPECT_EQ(r.exit_code, 127) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "No such file or directory")) << r.err;
+
+  r = Cli({"vm", "exec", kVm, "--", "/etc/hostname"});  // Not executable.
+  EXPECT_EQ(r.exit_code, 126) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "Permission denied")) << r.err;
+
+  r = Cli({"vm", "exec", kVm, "--", "sh", "-c", "kill -9 $$"});
+  EXPECT_EQ(r.exit_code, 137) << r.Describe();
+
+  r = Cli({"vm", "exec", kVm});  // No command: a usage error, also 125.
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+}
+
+TEST_F(CliTest, ExecWithoutSeparatorAndTimeout) {
+  ProcResult r = Cli({"vm", "exec", kVm, "uname", "-a"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "Linux ")) << r.out;
+  // Flags before the command are smolvmctl's, after it the command's.
+  r = Cli({"vm", "exec", kVm, "--env", "X=1", "sh", "-c", "echo $X \"$0\"", "--json"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "1 --json\n");
+
+  r = Cli({"vm", "exec", kVm, "--timeout", "1", "--", "sleep", "5"});
+  EXPECT_EQ(r.exit_code, 124) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "timed out after 1000 ms")) << r.err;
+  // The global --timeout, before `vm`, limits the command too.
+  r = Cli({"--timeout", "1", "vm", "exec", kVm, "--", "sleep", "5"});
+  EXPECT_EQ(r.exit_code, 124) << r.Describe();
+
+  r = Cli({"--timeout", "0", "vm", "list"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "more than 0")) << r.err;
+  EXPECT_LT(r.err.size(), 200u) << r.err;
+}
+
+TEST_F(CliTest, AliasesSuggestionsAndVersion) {
+  ProcResult r = Cli({"vm", "ls"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out, kVm)) << r.out;
+  EXPECT_EQ(Cli({"snapshot", "ls"}).exit_code, 0);
+  EXPECT_EQ(Cli({"image", "ls"}).exit_code, 0);
+  EXPECT_EQ(Cli({"pool", "ls"}).exit_code, 0);
+
+  r = Cli({"vm", "lst"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "did you mean \"list\"?")) << r.err;
+  r = Cli({"version"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "did you mean \"--version\"?")) << r.err;
+  r = Cli({"vm", "remove", "x"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "unknown command \"remove\"")) << r.err;
+
+  r = Cli({"--version"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "smolvmctl ")) << r.out;
+}
+
+TEST_F(CliTest, CreateValidatesVcpusAtTheEdge) {
+  ProcResult r = Cli({"vm", "create", "--id", "zero", "--vcpus", "0", "--no-start"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "1 to 32")) << r.err;
+  EXPECT_EQ(Cli({"vm", "get", "zero"}).exit_code, 3);  // Nothing was sent.
+}
+
+TEST_F(CliTest, ListQuietAndDeleteSeveral) {
+  for (const char* id : {"cli-a", "cli-b", "cli-c"}) {
+    ProcResult r = Cli({"vm", "create", "--id", id, "--no-start"});
+    ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  }
+  ProcResult r = Cli({"vm", "list", "-q"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Lines(r.out), (std::set<std::string>{kVm, "cli-a", "cli-b", "cli-c"})) << r.out;
+
+  r = Cli({"vm", "delete", "cli-a", "cli-b"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "deleted vm cli-a\ndeleted vm cli-b\n");
+  // One missing id: the others go, the exit code is the failure's.
+  r = Cli({"vm", "rm", "cli-gone", "cli-c"});
+  EXPECT_EQ(r.exit_code, 3) << r.Describe();
+  EXPECT_EQ(r.out, "deleted vm cli-c\n");
+  EXPECT_TRUE(absl::StrContains(r.err, "cli-gone")) << r.err;
+  EXPECT_EQ(Lines(Cli({"vm", "ls", "-q"}).out), std::set<std::string>{kVm});
+
+  // --all without a terminal needs --yes; nothing is deleted.
+  r = Cli({"vm", "delete", "--all"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "--yes")) << r.err;
+  EXPECT_EQ(Lines(Cli({"vm", "ls", "-q"}).out), std::set<std::string>{kVm});
+}
+
+TEST_F(CliTest, ExposePrintsTheForward) {
+  ProcResult r = Cli({"vm", "expose", kVm, "18080:80"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "127.0.0.1:18080 -> 80/tcp\n");
+  r = daemon_->Ctl({"vm", "expose", kVm, "127.0.0.1:18081:81/udp"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  nlohmann::json forward = nlohmann::json::parse(r.out);
+  EXPECT_EQ(forward["host_port"], 18081);
+  EXPECT_EQ(forward["guest_port"], 81);
+  EXPECT_EQ(forward["protocol"], "udp");
+  EXPECT_EQ(Cli({"vm", "unexpose", kVm, "18080"}).exit_code, 0);
+  EXPECT_EQ(Cli({"vm", "unexpose", kVm, "127.0.0.1:18081/udp"}).exit_code, 0);
+}
+
+TEST_F(CliTest, OutputYaml) {
+  ProcResult r = Cli({"--output", "yaml", "vm", "get", kVm});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "vm_id: cli-vm\n")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\nstatus: RUNNING\n")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\nconfig:\n  vm_id: cli-vm\n")) << r.out;
+  r = Cli({"vm", "list", "-o", "yaml"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "- vm_id: cli-vm\n")) << r.out;
+  // --json still works, and --output wins over it.
+  r = daemon_->Ctl({"vm", "get", kVm});
+  EXPECT_EQ(nlohmann::json::parse(r.out)["vm_id"], kVm) << r.Describe();
+  r = daemon_->Ctl({"--output", "yaml", "vm", "get", kVm});
+  EXPECT_TRUE(absl::StartsWith(r.out, "vm_id: cli-vm\n")) << r.out;
+}
+
+TEST_F(CliTest, SnapshotCreateSaysTheVmIsPaused) {
+  ProcResult r = Cli({"snapshot", "create", kVm, "--id", "cli-snap"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe() << daemon_->DaemonLog();
+  EXPECT_TRUE(absl::StrContains(r.err, "is left PAUSED")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "smolvmctl vm resume cli-vm")) << r.err;
+  EXPECT_EQ(Cli({"vm", "resume", kVm}).exit_code, 0);
+  EXPECT_EQ(Lines(Cli({"snapshot", "ls", "-q"}).out), std::set<std::string>{"cli-snap"});
+  EXPECT_EQ(Cli({"snapshot", "rm", "cli-snap"}).exit_code, 0);
+}
+
+TEST_F(CliTest, PermissionDeniedOnTheSocketSaysSo) {
+  absl::StatusOr<std::unique_ptr<TestUsers>> users = TestUsers::Create(0, 1);
+  ASSERT_TRUE(users.ok()) << users.status();
+  const TestUser& outsider = (*users)->user(0);
+  ProcResult r = Cli({"vm", "list"}, RunAs{outsider.uid, outsider.gid});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(
+      r.err, "permission denied on " + daemon_->socket_path() + ": join group root or use sudo"))
+      << r.err;
+  EXPECT_FALSE(absl::StrContains(r.err, "is smolvmd running")) << r.err;
+  // doctor says the same, with a fix.
+  r = Cli({"doctor"}, RunAs{outsider.uid, outsider.gid});
+  EXPECT_EQ(r.exit_code, 1) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out, "FAIL  socket")) << r.out;
+}
+
+TEST_F(CliTest, DoctorReports) {
+  ProcResult r = Cli({"doctor"});
+  EXPECT_TRUE(r.exit_code == 0 || r.exit_code == 1) << r.Describe();
+  for (const char* check : {"kvm", "daemon", "nftables", "bridge", "disk", "cgroups"}) {
+    EXPECT_TRUE(absl::StrContains(r.out, std::string("  ") + check + " ")) << check << r.out;
+  }
+  EXPECT_TRUE(absl::StrContains(r.out, "OK    daemon    smolvmd answers on")) << r.out;
+  r = Cli({"--json", "doctor", "--state-dir", daemon_->state_dir()});
+  nlohmann::json checks = nlohmann::json::parse(r.out);
+  ASSERT_TRUE(checks.is_array()) << r.out;
+  bool daemon_ok = false;
+  for (const auto& check : checks) {
+    if (check["check"] == "daemon") daemon_ok = check["status"] == "ok";
+  }
+  EXPECT_TRUE(daemon_ok) << r.out;
+}
+
+// Last: it deletes the suite's VM.
+TEST_F(CliTest, ZDeleteAllWithYes) {
+  ASSERT_EQ(Cli({"vm", "create", "--id", "cli-d", "--no-start"}).exit_code, 0);
+  ProcResult r = Cli({"vm", "delete", "--all", "--yes"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(Lines(r.out), (std::set<std::string>{"deleted vm cli-d", "deleted vm cli-vm"}));
+  EXPECT_EQ(Cli({"vm", "list", "-q"}).out, "");
+}
+
+}  // namespace
+}  // namespace smolvm::testing
