@@ -329,6 +329,7 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   snapshot_stub_ = v1::SnapshotService::NewStub(channel_);
   image_stub_ = v1::ImageService::NewStub(channel_);
   pool_stub_ = v1::PoolService::NewStub(channel_);
+  operation_stub_ = v1::OperationService::NewStub(channel_);
 }
 
 Connection::Connection(Connection&&) noexcept = default;

@@ -49,6 +49,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "smolvm/v1/image_service.grpc.pb.h"
+#include "smolvm/v1/operation_service.grpc.pb.h"
 #include "smolvm/v1/pool_service.grpc.pb.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
@@ -165,6 +166,9 @@ class Connection {
   v1::VmService::Stub& vm_stub() const { return *vm_stub_; }
   // image_stub is the ImageService stub, for the streaming BuildImage.
   v1::ImageService::Stub& image_stub() const { return *image_stub_; }
+  // operation_stub is the OperationService stub, for the streaming
+  // WatchOperation (client/operation_watch.h).
+  v1::OperationService::Stub& operation_stub() const { return *operation_stub_; }
 
   // PrepareContext readies a new call's `context`: a deadline `timeout` from
   // now (none if infinite or non-positive) and the tenant metadata. Returns
@@ -203,10 +207,12 @@ class Connection {
       return *image_stub_;
     } else if constexpr (std::is_same_v<Stub, v1::PoolService::Stub>) {
       return *pool_stub_;
+    } else if constexpr (std::is_same_v<Stub, v1::OperationService::Stub>) {
+      return *operation_stub_;
     } else {
       static_assert(std::is_same_v<Stub, v1::SnapshotService::Stub>,
                     "Connection::Call takes a VmService, SnapshotService, "
-                    "ImageService or PoolService stub method");
+                    "ImageService, PoolService or OperationService stub method");
       return *snapshot_stub_;
     }
   }
@@ -219,6 +225,7 @@ class Connection {
   std::unique_ptr<v1::SnapshotService::Stub> snapshot_stub_;
   std::unique_ptr<v1::ImageService::Stub> image_stub_;
   std::unique_ptr<v1::PoolService::Stub> pool_stub_;
+  std::unique_ptr<v1::OperationService::Stub> operation_stub_;
 };
 
 }  // namespace smolvm

@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "client/operation_watch.h"
 #include "client/status.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/vm_service.pb.h"
@@ -53,7 +54,7 @@ absl::Status SmolVM::CheckStarted(absl::string_view operation) const {
   return absl::OkStatus();
 }
 
-absl::Status SmolVM::start() {
+absl::Status SmolVM::start(const ProgressCallback& on_progress) {
   if (closed_) {
     return absl::FailedPreconditionError(
         absl::StrCat("start vm ", vm_id(), ": closed"));
@@ -63,11 +64,13 @@ absl::Status SmolVM::start() {
     v1::CreateVmRequest request;
     *request.mutable_config() = config_;
     request.set_start(true);
-    vm = connection_.Call(&VmStub::CreateVm, request);
+    vm = CallWithProgress(connection_, request, on_progress,
+                          [&] { return connection_.Call(&VmStub::CreateVm, request); });
   } else {
     v1::StartVmRequest request;
     request.set_vm_id(vm_id());
-    vm = connection_.Call(&VmStub::StartVm, request);
+    vm = CallWithProgress(connection_, request, on_progress,
+                          [&] { return connection_.Call(&VmStub::StartVm, request); });
   }
   if (!vm.ok()) return vm.status();
   info_ = *std::move(vm);
@@ -75,14 +78,16 @@ absl::Status SmolVM::start() {
 }
 
 absl::StatusOr<v1::SnapshotInfo> SmolVM::snapshot(
-    const std::string& snapshot_id, bool resume_source) {
+    const std::string& snapshot_id, bool resume_source,
+    const ProgressCallback& on_progress) {
   if (absl::Status s = CheckStarted("snapshot"); !s.ok()) return s;
   v1::CreateSnapshotRequest request;
   request.set_vm_id(vm_id());
   request.set_snapshot_id(snapshot_id);
   request.set_resume_source(resume_source);
-  absl::StatusOr<v1::SnapshotInfo> info =
-      connection_.Call(&SnapshotStub::CreateSnapshot, request);
+  absl::StatusOr<v1::SnapshotInfo> info = CallWithProgress(
+      connection_, request, on_progress,
+      [&] { return connection_.Call(&SnapshotStub::CreateSnapshot, request); });
   // CreateSnapshot returns the snapshot, not the VM; the API documents the
   // state it leaves the VM in.
   if (info.ok()) info_.set_status(resume_source ? v1::RUNNING : v1::PAUSED);
@@ -181,14 +186,16 @@ absl::Status SmolVM::unexpose_port(uint32_t host_port,
 absl::StatusOr<SmolVM> SmolVM::from_snapshot(const std::string& snapshot_id,
                                              bool resume_vm,
                                              const std::string& vm_id,
-                                             ClientOptions options) {
+                                             ClientOptions options,
+                                             const ProgressCallback& on_progress) {
   Connection connection(std::move(options));
   v1::RestoreSnapshotRequest request;
   request.set_snapshot_id(snapshot_id);
   request.set_resume_vm(resume_vm);
   request.set_vm_id(vm_id);
-  absl::StatusOr<v1::Vm> vm =
-      connection.Call(&SnapshotStub::RestoreSnapshot, request);
+  absl::StatusOr<v1::Vm> vm = CallWithProgress(connection, request, on_progress, [&] {
+    return connection.Call(&SnapshotStub::RestoreSnapshot, request);
+  });
   if (!vm.ok()) return vm.status();
   return SmolVM(ExistingVmTag{}, *std::move(vm), std::move(connection));
 }
@@ -282,16 +289,23 @@ absl::StatusOr<v1::Vm> SmolVMManager::get_vm(const std::string& id) const {
   return connection_.Call(&VmStub::GetVm, request);
 }
 
+absl::StatusOr<v1::Operation> SmolVMManager::get_operation(const std::string& id) const {
+  v1::GetOperationRequest request;
+  request.set_operation_id(id);
+  return connection_.Call(&v1::OperationService::Stub::GetOperation, request);
+}
+
 absl::StatusOr<std::vector<ForkOutcome>> SmolVMManager::fork_snapshot(
     const std::string& snapshot_id, uint32_t count, bool resume_vm,
-    const std::string& vm_id_prefix) const {
+    const std::string& vm_id_prefix, const ProgressCallback& on_progress) const {
   v1::ForkSnapshotRequest request;
   request.set_snapshot_id(snapshot_id);
   request.set_count(count);
   request.set_resume_vm(resume_vm);
   request.set_vm_id_prefix(vm_id_prefix);
   absl::StatusOr<v1::ForkSnapshotResponse> response =
-      connection_.Call(&SnapshotStub::ForkSnapshot, request);
+      CallWithProgress(connection_, request, on_progress,
+                       [&] { return connection_.Call(&SnapshotStub::ForkSnapshot, request); });
   if (!response.ok()) return response.status();
   std::vector<ForkOutcome> outcomes;
   outcomes.reserve(response->results_size());

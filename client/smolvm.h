@@ -50,6 +50,7 @@
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 #include "client/connection.h"
+#include "client/operation_watch.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 #include "smolvm/v1/vm_service.pb.h"
@@ -182,13 +183,17 @@ class SmolVM {
   // the daemon allows from CREATED, STOPPED or ERROR. On failure no VM id is
   // recorded by a first call; if the daemon kept the VM (e.g. in ERROR after a
   // boot timeout, with a caller-chosen vm_id), `attach()` to it or delete it.
-  absl::Status start();
+  // `on_progress` (optional; here and on the other long calls) sees the
+  // call's stages as the daemon reports them, on a thread of its own
+  // (client/operation_watch.h).
+  absl::Status start(const ProgressCallback& on_progress = {});
 
   // snapshot checkpoints the VM (CreateSnapshot) into `snapshot_id` ("" = a
   // generated id). The VM is left PAUSED unless `resume_source`, in which case
   // it keeps RUNNING. Requires a RUNNING or PAUSED VM.
   absl::StatusOr<v1::SnapshotInfo> snapshot(const std::string& snapshot_id,
-                                            bool resume_source = false);
+                                            bool resume_source = false,
+                                            const ProgressCallback& on_progress = {});
 
   // stop ends the VM's VMM process (StopVm); the disk is kept and `start()`
   // cold-boots it again. Requires RUNNING or PAUSED.
@@ -218,7 +223,8 @@ class SmolVM {
   static absl::StatusOr<SmolVM> from_snapshot(const std::string& snapshot_id,
                                               bool resume_vm = true,
                                               const std::string& vm_id = "",
-                                              ClientOptions options = {});
+                                              ClientOptions options = {},
+                                              const ProgressCallback& on_progress = {});
 
   // from_pool claims a ready VM from warm pool `pool_id` (PoolService.ClaimVm;
   // see SmolVMManager::create_pool) and returns a handle on it, RUNNING with
@@ -409,7 +415,11 @@ class SmolVMManager {
   // its own error. Attach to a clone with `SmolVM::attach(outcome.vm_id)`.
   absl::StatusOr<std::vector<ForkOutcome>> fork_snapshot(
       const std::string& snapshot_id, uint32_t count, bool resume_vm = true,
-      const std::string& vm_id_prefix = "") const;
+      const std::string& vm_id_prefix = "", const ProgressCallback& on_progress = {}) const;
+
+  // get_operation returns the state of operation `id` (OperationService): a
+  // call made with that operation_id, running or recently finished.
+  absl::StatusOr<v1::Operation> get_operation(const std::string& id) const;
 
   // --- Warm pools (PoolService) -------------------------------------------
 
@@ -421,6 +431,13 @@ class SmolVMManager {
                                        const std::string& snapshot_id,
                                        uint32_t size) const;
   absl::StatusOr<v1::Pool> get_pool(const std::string& pool_id) const;
+  // wait_for_pool polls the pool (GetPool, every 200 ms) until all `size`
+  // members are ready and returns it then; DEADLINE_EXCEEDED (with the
+  // pool's last refill error, if any) when `timeout` passes first.
+  // `on_progress` sees the fill as an Operation of kind "CreatePool": done
+  // of total "members" ready.
+  absl::StatusOr<v1::Pool> wait_for_pool(const std::string& pool_id, absl::Duration timeout,
+                                         const ProgressCallback& on_progress = {}) const;
   absl::StatusOr<std::vector<v1::Pool>> list_pools() const;
   // delete_pool removes the pool and its unclaimed members; claimed VMs stay.
   absl::Status delete_pool(const std::string& pool_id) const;

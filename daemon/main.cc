@@ -23,6 +23,7 @@
 #include "daemon/config.h"
 #include "daemon/image_service.h"
 #include "daemon/metrics.h"
+#include "daemon/operation_service.h"
 #include "daemon/pool_service.h"
 #include "daemon/snapshot_service.h"
 #include "daemon/systemd_notify.h"
@@ -315,8 +316,10 @@ int Run(int argc, char** argv) {
     }
   });
 
-  VmServiceImpl vm_service(&manager, &callers);
-  SnapshotServiceImpl snapshot_service(&manager, &callers);
+  core::OperationRegistry operations;
+  VmServiceImpl vm_service(&manager, &callers, &operations);
+  SnapshotServiceImpl snapshot_service(&manager, &callers, &operations);
+  OperationServiceImpl operation_service(&operations, &callers);
   ImageServiceImpl image_service(image_store, &manager, &callers);
   PoolServiceImpl pool_service(&manager, &callers);
   grpc::EnableDefaultHealthCheckService(true);
@@ -336,6 +339,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&snapshot_service);
   builder.RegisterService(&image_service);
   builder.RegisterService(&pool_service);
+  builder.RegisterService(&operation_service);
   // Exec stdin may be up to 16 MiB in one request.
   builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -134,6 +134,25 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   out->set_owner(s.owner);
 }
 
+void ToProto(const core::OperationState& op, v1::Operation* out) {
+  out->set_operation_id(op.operation_id);
+  out->set_kind(op.kind);
+  out->set_target(op.target);
+  out->set_stage(op.stage);
+  out->set_done(op.done);
+  out->set_total(op.total);
+  out->set_unit(op.unit);
+  out->set_stage_number(op.stage_number);
+  out->set_finished(op.finished);
+  if (op.finished) {
+    // What the call itself answered (grpc_status.h maps codes 1:1).
+    out->set_code(static_cast<int32_t>(op.outcome.code()));
+    out->set_error_message(std::string(op.outcome.message()));
+  }
+  SetTimestamp(op.started_at, out->mutable_started_at());
+  SetTimestamp(op.updated_at, out->mutable_updated_at());
+}
+
 void ToProto(const PoolStatus& status, v1::Pool* out) {
   out->set_pool_id(status.pool.pool_id);
   out->set_snapshot_id(status.pool.snapshot_id);

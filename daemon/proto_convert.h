@@ -7,9 +7,11 @@
 
 #include "absl/status/statusor.h"
 #include "lib/agent/agent_client.h"
+#include "lib/core/operations.h"
 #include "lib/model/pool.h"
 #include "lib/model/vm.h"
 #include "lib/snapshot/snapshot_files.h"
+#include "smolvm/v1/operation_service.pb.h"
 #include "smolvm/v1/pool_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
@@ -24,6 +26,7 @@ void ToProto(const NetworkConfig& network, v1::NetworkConfig* out);
 void ToProto(const VmRecord& vm, v1::Vm* out);
 void ToProto(const SnapshotRecord& snapshot, v1::SnapshotInfo* out);
 void ToProto(const PoolStatus& pool, v1::Pool* out);
+void ToProto(const core::OperationState& op, v1::Operation* out);
 void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* out);
 v1::VmStatus ToProto(VmState state);
 // Argv or shell form, env, cwd, stdin and timeout of an Exec request.

@@ -1,6 +1,8 @@
 #include "daemon/snapshot_service.h"
 
+#include "daemon/operation_service.h"
 #include "daemon/rpc_reply.h"
+#include "lib/base/status_macros.h"
 
 namespace smolvm::daemon {
 
@@ -9,9 +11,13 @@ grpc::Status SnapshotServiceImpl::CreateSnapshot(grpc::ServerContext* ctx,
                                                  v1::SnapshotInfo* resp) {
   return Serve(*callers_, *ctx, "CreateSnapshot", Access::kMutate, req->vm_id(),
                [&](const Caller& c) {
-                 return Fill(manager_->CreateSnapshot(c, req->vm_id(), req->snapshot_id(),
-                                                      req->resume_source()),
-                             resp);
+                 return WithOperation(
+                     *operations_, c, req->operation_id(), "CreateSnapshot", req->vm_id(),
+                     [&](Progress* p) {
+                       return Fill(manager_->CreateSnapshot(c, req->vm_id(), req->snapshot_id(),
+                                                            req->resume_source(), p),
+                                   resp);
+                     });
                });
 }
 
@@ -51,9 +57,13 @@ grpc::Status SnapshotServiceImpl::RestoreSnapshot(grpc::ServerContext* ctx,
                                                   v1::Vm* resp) {
   return Serve(*callers_, *ctx, "RestoreSnapshot", Access::kMutate, req->snapshot_id(),
                [&](const Caller& c) {
-                 return Fill(manager_->RestoreSnapshot(c, req->snapshot_id(), req->resume_vm(),
-                                                       req->vm_id()),
-                             resp);
+                 return WithOperation(
+                     *operations_, c, req->operation_id(), "RestoreSnapshot", req->snapshot_id(),
+                     [&](Progress* p) {
+                       return Fill(manager_->RestoreSnapshot(c, req->snapshot_id(),
+                                                             req->resume_vm(), req->vm_id(), p),
+                                   resp);
+                     });
                });
 }
 
@@ -73,9 +83,15 @@ grpc::Status SnapshotServiceImpl::ForkSnapshot(grpc::ServerContext* ctx,
                                                v1::ForkSnapshotResponse* resp) {
   return Serve(*callers_, *ctx, "ForkSnapshot", Access::kMutate, req->snapshot_id(),
                [&](const Caller& c) -> absl::Status {
-                 auto results = manager_->ForkSnapshot(c, req->snapshot_id(), req->count(),
-                                                       req->resume_vm(), req->vm_id_prefix());
-                 if (!results.ok()) return results.status();
+                 absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>>
+                     results = absl::UnknownError("not forked");
+                 SMOLVM_RETURN_IF_ERROR(WithOperation(
+                     *operations_, c, req->operation_id(), "ForkSnapshot", req->snapshot_id(),
+                     [&](Progress* p) {
+                       results = manager_->ForkSnapshot(c, req->snapshot_id(), req->count(),
+                                                        req->resume_vm(), req->vm_id_prefix(), p);
+                       return results.status();
+                     }));
                  for (const auto& [vm_id, vm] : *results) {
                    auto* r = resp->add_results();
                    r->set_vm_id(vm_id);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "daemon/caller_resolver.h"
+#include "lib/core/operations.h"
 #include "lib/core/vm_manager.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 
@@ -11,8 +12,9 @@ namespace smolvm::daemon {
 
 class SnapshotServiceImpl final : public v1::SnapshotService::Service {
  public:
-  SnapshotServiceImpl(core::VmManager* manager, const CallerResolver* callers)
-      : manager_(manager), callers_(callers) {}
+  SnapshotServiceImpl(core::VmManager* manager, const CallerResolver* callers,
+                      core::OperationRegistry* operations)
+      : manager_(manager), callers_(callers), operations_(operations) {}
 
   grpc::Status CreateSnapshot(grpc::ServerContext* ctx, const v1::CreateSnapshotRequest* req,
                               v1::SnapshotInfo* resp) override;
@@ -32,6 +34,7 @@ class SnapshotServiceImpl final : public v1::SnapshotService::Service {
  private:
   core::VmManager* const manager_;
   const CallerResolver* const callers_;
+  core::OperationRegistry* const operations_;  // Calls named by an operation_id.
 };
 
 }  // namespace smolvm::daemon

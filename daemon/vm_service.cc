@@ -1,6 +1,7 @@
 #include "daemon/vm_service.h"
 
 #include "daemon/guest_streams.h"
+#include "daemon/operation_service.h"
 #include "daemon/rpc_reply.h"
 
 namespace smolvm::daemon {
@@ -9,14 +10,20 @@ grpc::Status VmServiceImpl::CreateVm(grpc::ServerContext* ctx, const v1::CreateV
                                      v1::Vm* resp) {
   return Serve(*callers_, *ctx, "CreateVm", Access::kMutate, req->config().vm_id(),
                [&](const Caller& c) {
-                 return Fill(manager_->CreateVm(c, FromProto(req->config()), req->start()), resp);
+                 return WithOperation(*operations_, c, req->operation_id(), "CreateVm",
+                                      req->config().vm_id(), [&](Progress* p) {
+                                        return Fill(manager_->CreateVm(c, FromProto(req->config()),
+                                                                       req->start(), p),
+                                                    resp);
+                                      });
                });
 }
 
 grpc::Status VmServiceImpl::StartVm(grpc::ServerContext* ctx, const v1::StartVmRequest* req,
                                     v1::Vm* resp) {
   return Serve(*callers_, *ctx, "StartVm", Access::kMutate, req->vm_id(), [&](const Caller& c) {
-    return Fill(manager_->StartVm(c, req->vm_id()), resp);
+    return WithOperation(*operations_, c, req->operation_id(), "StartVm", req->vm_id(),
+                         [&](Progress* p) { return Fill(manager_->StartVm(c, req->vm_id(), p), resp); });
   });
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include "daemon/caller_resolver.h"
+#include "lib/core/operations.h"
 #include "lib/core/vm_manager.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -11,8 +12,9 @@ namespace smolvm::daemon {
 
 class VmServiceImpl final : public v1::VmService::Service {
  public:
-  VmServiceImpl(core::VmManager* manager, const CallerResolver* callers)
-      : manager_(manager), callers_(callers) {}
+  VmServiceImpl(core::VmManager* manager, const CallerResolver* callers,
+                core::OperationRegistry* operations)
+      : manager_(manager), callers_(callers), operations_(operations) {}
 
   grpc::Status CreateVm(grpc::ServerContext* ctx, const v1::CreateVmRequest* req,
                         v1::Vm* resp) override;
@@ -47,6 +49,7 @@ class VmServiceImpl final : public v1::VmService::Service {
  private:
   core::VmManager* const manager_;
   const CallerResolver* const callers_;
+  core::OperationRegistry* const operations_;  // Calls named by an operation_id.
 };
 
 }  // namespace smolvm::daemon

@@ -34,6 +34,7 @@ struct Globals {
   std::string tls_cert, tls_key, tls_ca;
   std::string as_tenant;
   bool json = false;    // --json: the same as --output json.
+  bool no_progress = false;  // --no-progress: long calls report nothing on stderr.
   std::string output;   // --output table|json|yaml ("" = table, or json with --json).
   double timeout_seconds = 600;
   bool timeout_given = false;  // --timeout was on the command line.

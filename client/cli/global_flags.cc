@@ -78,6 +78,8 @@ void RegisterGlobalFlags(CLI::App& app, CliContext& ctx) {
   app.add_option("--as-tenant", g.as_tenant,
                  "act for this tenant (admins only): its objects, its quota")
       ->type_name("TENANT");
+  app.add_flag("--no-progress", g.no_progress,
+               "do not report the progress of long calls on stderr");
   app.add_flag("--json", g.json, "print protobuf JSON (proto field names); = --output json");
   app.add_option("--output,-o", g.output,
                  "table (default), json (protobuf JSON, proto field names) or yaml (the same "

@@ -28,10 +28,18 @@ void RegisterPoolCommands(CLI::App& app, CliContext& ctx) {
   pool_create->add_option("--size", pool_size, "members kept ready, 1-64")
       ->type_name("N")
       ->required();
+  auto& pool_wait = ctx.Make<bool>();
+  pool_create->add_flag("--wait", pool_wait,
+                        "return once every member is ready, showing the fill (at most --timeout)");
   ctx.OnRun(pool_create, [&]() -> absl::Status {
-    auto created = SmolVMManager(ctx.globals.options()).create_pool(pool_id, pool_snapshot,
-                                                                pool_size);
+    SmolVMManager manager(ctx.globals.options());
+    auto created = manager.create_pool(pool_id, pool_snapshot, pool_size);
     if (!created.ok()) return created.status();
+    if (pool_wait) {
+      created = manager.wait_for_pool(pool_id, absl::Seconds(ctx.globals.timeout_seconds),
+                                      ctx.out.OperationProgress());
+      if (!created.ok()) return created.status();
+    }
     return ctx.out.Pool(*created);
   });
   CLI::App* pool_get = pool->add_subcommand("get", "show a pool and its ready members");

@@ -2,9 +2,12 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <iostream>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "client/cli/context.h"
 #include "client/cli/yaml.h"
 #include "client/cli_format.h"
@@ -108,6 +111,73 @@ absl::Status Printer::BuildDone(const SmolVMManager::BuiltImage& built) const {
     absl::StrAppend(&text, "warm_snapshot: ", built.warm_snapshot->snapshot_id(), "\n");
   }
   return One(event, [&] { return text; });
+}
+
+namespace {
+
+// Renders one call's updates; shared by the callback's copies.
+class OperationRenderer {
+ public:
+  OperationRenderer(bool json, bool tty) : json_(json), tty_(tty) {}
+
+  void Show(const v1::Operation& op) {
+    if (json_) {
+      if (absl::StatusOr<std::string> line = ToJsonLine(op); line.ok()) {
+        std::cerr << *line << "\n" << std::flush;
+      }
+      return;
+    }
+    const double seconds =
+        static_cast<double>(op.updated_at().seconds() - op.started_at().seconds()) +
+        (op.updated_at().nanos() - op.started_at().nanos()) / 1e9;
+    // The end names the last stage too: updates carry the latest state, so
+    // a quick last stage may never have been shown on its own.
+    std::string line =
+        absl::StrFormat("[%.1fs] %s%s", seconds, op.finished() ? (op.code() == 0 ? "done: " : "failed: ") : "",
+                        EscapeForTerminal(op.stage()));
+    const int percent =
+        op.total() == 0 ? -1 : static_cast<int>(100 * std::min(op.done(), op.total()) / op.total());
+    if (op.total() > 0) {
+      const bool bytes = op.unit() == "bytes";
+      const std::string done = bytes ? FormatBytes(op.done()) : absl::StrCat(op.done());
+      const std::string total =
+          bytes ? FormatBytes(op.total()) : absl::StrCat(op.total(), " ", op.unit());
+      if (tty_) {
+        constexpr int kWidth = 24;
+        const int filled = percent * kWidth / 100;
+        absl::StrAppend(&line, " [", std::string(filled, '#'), std::string(kWidth - filled, '.'),
+                        "]");
+      }
+      absl::StrAppend(&line, absl::StrFormat(" %d%% (%s of %s)", percent, done, EscapeForTerminal(total)));
+    } else if (op.done() > 0 && op.unit() == "bytes") {
+      absl::StrAppend(&line, " (", FormatBytes(op.done()), ")");
+    }
+    if (tty_) {
+      std::cerr << "\r\033[K" << line << (op.finished() ? "\r\033[K" : "") << std::flush;
+      return;
+    }
+    // Plain lines: each stage once, then each tenth of it, then the end.
+    const bool new_stage = op.stage_number() != stage_;
+    const bool new_tenth = percent >= 0 && percent / 10 != tenth_;
+    if (op.finished() || new_stage || new_tenth) std::cerr << line << "\n" << std::flush;
+    stage_ = op.stage_number();
+    tenth_ = percent < 0 ? -1 : percent / 10;
+  }
+
+ private:
+  const bool json_;
+  const bool tty_;
+  uint32_t stage_ = 0;
+  int tenth_ = -1;
+};
+
+}  // namespace
+
+ProgressCallback Printer::OperationProgress() const {
+  if (globals_.no_progress) return {};
+  auto renderer =
+      std::make_shared<OperationRenderer>(structured(), isatty(STDERR_FILENO) == 1);
+  return [renderer](const v1::Operation& op) { renderer->Show(op); };
 }
 
 void Printer::EndProgress() const {

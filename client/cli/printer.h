@@ -64,6 +64,14 @@ class Printer {
   absl::Status BuildDone(const SmolVMManager::BuiltImage& built) const;
   void EndProgress() const;
 
+  // The progress of a long call (OperationService), on stderr so that
+  // stdout holds only the result: a bar rewritten in place on a terminal,
+  // a plain line per stage (and per tenth of a measured stage) elsewhere,
+  // one Operation per line as JSON with --output json|yaml; nothing with
+  // --no-progress (then the callback is empty and no watch is made). The
+  // callback keeps its own state; make one per call.
+  ProgressCallback OperationProgress() const;
+
   // Deleted reports a successful delete: "deleted vm ID", or the (empty)
   // response message.
   absl::Status Deleted(const std::string& kind, const std::string& id,

@@ -33,9 +33,11 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
     request.set_vm_id(source_vm);
     request.set_snapshot_id(snapshot_id_flag);
     request.set_resume_source(resume_source);
+    Connection connection(ctx.globals.options());
     absl::StatusOr<v1::SnapshotInfo> info =
-        Connection(ctx.globals.options())
-            .Call(&SnapshotStub::CreateSnapshot, request);
+        CallWithProgress(connection, request, ctx.out.OperationProgress(), [&] {
+          return connection.Call(&SnapshotStub::CreateSnapshot, request);
+        });
     if (!info.ok()) return info.status();
     if (!resume_source) {
       // On stderr, so that stdout stays the snapshot (a table or --output).
@@ -123,9 +125,11 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
     request.set_snapshot_id(snapshot_id);
     request.set_resume_vm(!paused);
     request.set_vm_id(new_vm_id);
+    Connection connection(ctx.globals.options());
     absl::StatusOr<v1::Vm> restored =
-        Connection(ctx.globals.options())
-            .Call(&SnapshotStub::RestoreSnapshot, request);
+        CallWithProgress(connection, request, ctx.out.OperationProgress(), [&] {
+          return connection.Call(&SnapshotStub::RestoreSnapshot, request);
+        });
     if (!restored.ok()) return restored.status();
     return ctx.out.Vm(*restored);
   });
@@ -151,7 +155,7 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
     absl::StatusOr<std::vector<ForkOutcome>> outcomes =
         SmolVMManager(ctx.globals.options())
             .fork_snapshot(snapshot_id, fork_count, !fork_paused,
-                           fork_prefix);
+                           fork_prefix, ctx.out.OperationProgress());
     if (!outcomes.ok()) return outcomes.status();
     std::vector<v1::ForkResult> results;
     size_t failed = 0;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <iostream>
 #include <map>
+#include <type_traits>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -51,8 +52,10 @@ absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
   c->set_disk_size_mib(f.disk_size_mib);
   c->set_boot_args(f.boot_args);
   request.set_start(!f.no_start);
+  Connection connection(ctx.globals.options());
   absl::StatusOr<v1::Vm> created =
-      Connection(ctx.globals.options()).Call(&VmStub::CreateVm, request);
+      CallWithProgress(connection, request, ctx.out.OperationProgress(),
+                       [&] { return connection.Call(&VmStub::CreateVm, request); });
   if (!created.ok()) return created.status();
   return ctx.out.Vm(*created);
 }
@@ -108,7 +111,15 @@ absl::Status VmCall(const CliContext& ctx,
                     const std::string& vm_id) {
   Request request;
   request.set_vm_id(vm_id);
-  absl::StatusOr<v1::Vm> vm = Connection(ctx.globals.options()).Call(method, request);
+  Connection connection(ctx.globals.options());
+  absl::StatusOr<v1::Vm> vm;
+  if constexpr (std::is_same_v<Request, v1::StartVmRequest>) {
+    // A cold boot takes seconds: its progress is shown.
+    vm = CallWithProgress(connection, request, ctx.out.OperationProgress(),
+                          [&] { return connection.Call(method, request); });
+  } else {
+    vm = connection.Call(method, request);
+  }
   if (!vm.ok()) return vm.status();
   return ctx.out.Vm(*vm);
 }

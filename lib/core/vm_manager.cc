@@ -121,7 +121,8 @@ size_t VmManager::SlotCountForTesting() {
 
 absl::StatusOr<std::shared_ptr<void>> VmManager::ResolveImage(const Caller& caller,
                                                               VmConfig& config,
-                                                              UniqueFd& rootfs) {
+                                                              UniqueFd& rootfs,
+                                                              Progress* progress) {
   const bool named = !config.kernel_path.empty() || !config.initrd_path.empty() ||
                      !config.rootfs_path.empty();
   if (named && !config.image.empty()) {
@@ -151,7 +152,7 @@ absl::StatusOr<std::shared_ptr<void>> VmManager::ResolveImage(const Caller& call
     config.image_digest.clear();
     return std::shared_ptr<void>();
   }
-  auto image = images_->Resolve(caller, config.image);
+  auto image = images_->Resolve(caller, config.image, progress);
   if (!image.ok()) {
     if (absl::IsNotFound(image.status()) || absl::IsInvalidArgument(image.status()) ||
         absl::IsPermissionDenied(image.status())) {
@@ -183,7 +184,7 @@ absl::StatusOr<std::shared_ptr<void>> VmManager::ResolveImage(const Caller& call
 }
 
 absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig config,
-                                             bool start) {
+                                             bool start, Progress* progress) {
   if (config.vm_id.empty()) config.vm_id = GenerateId("vm");
   SMOLVM_RETURN_IF_ERROR(ValidateId(config.vm_id, "vm_id"));
   SMOLVM_RETURN_IF_ERROR(NormalizeVmConfig(config));
@@ -198,7 +199,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   // Held until the VM's row names the image: a concurrent delete of the
   // image fails meanwhile.
   SMOLVM_ASSIGN_OR_RETURN(std::shared_ptr<void> image_lease,
-                          ResolveImage(caller, config, rootfs));
+                          ResolveImage(caller, config, rootfs, progress));
   const std::string& id = config.vm_id;
 
   auto slot = SlotFor(id);
@@ -232,6 +233,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   });
   SMOLVM_RETURN_IF_ERROR(network_->Assign(vm, config.port_forwards));
   CrashPoint("create.network_assigned");
+  ReportStage(progress, "copying the root disk");
   // Written under a staged name and renamed into place: a VM whose
   // disk.ext4 exists has all of it (Reconcile rolls back a CREATED VM
   // without one).
@@ -243,7 +245,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   spdlog::info("vm {}: created ({} vcpus, {} MiB)", id, config.vcpu_count,
                config.memory_mib);
   if (!start) return vm;
-  return BootLocked(*slot, std::move(vm));
+  return BootLocked(*slot, std::move(vm), progress);
 }
 
 absl::StatusOr<vmm::LaunchSpec> VmManager::LaunchSpecFor(VmRecord& vm) {
@@ -264,8 +266,9 @@ absl::StatusOr<vmm::LaunchSpec> VmManager::LaunchSpecFor(VmRecord& vm) {
   return spec;
 }
 
-absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
+absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm, Progress* progress) {
   const std::string& id = vm.vm_id;
+  ReportStage(progress, "starting the VMM");
   auto spec = LaunchSpecFor(vm);
   if (!spec.ok()) {
     (void)FailVmLocked(slot, vm, spec.status());
@@ -299,6 +302,7 @@ absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm) {
   CrashPoint("boot.pid_recorded");
   // Ready means the guest agent answered (an image without the agent may
   // instead write the legacy line SMOLVM_READY on the port).
+  ReportStage(progress, "booting the guest");
   if (auto s = ConnectAgentLocked(slot, id, options_.boot_timeout); !s.ok()) return fail(s);
   vm.state = VmState::kRunning;
   vm.restored_from.clear();
@@ -426,7 +430,8 @@ absl::StatusOr<VmRecord> VmManager::Refresh(VmRecord vm) {
   return RefreshLocked(*slot, std::move(fresh));
 }
 
-absl::StatusOr<VmRecord> VmManager::StartVm(const Caller& caller, const std::string& vm_id) {
+absl::StatusOr<VmRecord> VmManager::StartVm(const Caller& caller, const std::string& vm_id,
+                                            Progress* progress) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
@@ -438,7 +443,7 @@ absl::StatusOr<VmRecord> VmManager::StartVm(const Caller& caller, const std::str
   }
   SMOLVM_ASSIGN_OR_RETURN(QuotaLedger::Claim claim,
                           ClaimQuota(caller, vm.owner, VmQuotaKey(vm_id), VmUsage(vm, true)));
-  return BootLocked(*slot, std::move(vm));
+  return BootLocked(*slot, std::move(vm), progress);
 }
 
 absl::Status VmManager::StopLocked(VmSlot& slot, VmRecord& vm) {

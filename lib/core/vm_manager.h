@@ -39,6 +39,7 @@
 #include "lib/core/vm_network.h"
 #include "lib/core/events.h"
 #include "lib/core/quota.h"
+#include "lib/base/progress.h"
 #include "lib/base/unique_fd.h"
 #include "lib/image/host_paths.h"
 #include "lib/image/image_store.h"
@@ -120,9 +121,13 @@ class VmManager {
   // records the VM as CREATED; with `start`, boots it and returns once the
   // guest is ready. On a boot failure the VM is left in ERROR with the
   // reason and the VMM is gone; validation failures leave nothing behind.
-  absl::StatusOr<VmRecord> CreateVm(const Caller& caller, VmConfig config, bool start);
+  // `progress` (optional, also on the calls below) hears the call's stages
+  // as it goes (OperationService).
+  absl::StatusOr<VmRecord> CreateVm(const Caller& caller, VmConfig config, bool start,
+                                    Progress* progress = nullptr);
   // CREATED/STOPPED/ERROR → RUNNING (cold boot from the VM's disk).
-  absl::StatusOr<VmRecord> StartVm(const Caller& caller, const std::string& vm_id);
+  absl::StatusOr<VmRecord> StartVm(const Caller& caller, const std::string& vm_id,
+                                   Progress* progress = nullptr);
   // RUNNING/PAUSED → STOPPED.
   absl::StatusOr<VmRecord> StopVm(const Caller& caller, const std::string& vm_id);
   // RUNNING → PAUSED.
@@ -138,7 +143,8 @@ class VmManager {
   // RUNNING/PAUSED VM → snapshot; the VM is PAUSED afterwards unless
   // `resume_source`. Published atomically (complete and listed, or nothing).
   absl::StatusOr<SnapshotRecord> CreateSnapshot(const Caller& caller, const std::string& vm_id,
-                                                std::string snapshot_id, bool resume_source);
+                                                std::string snapshot_id, bool resume_source,
+                                                Progress* progress = nullptr);
   absl::StatusOr<SnapshotRecord> GetSnapshot(const Caller& caller, const std::string& snapshot_id);
   absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(const Caller& caller, int page_size,
                                                             const std::string& page_token,
@@ -159,7 +165,8 @@ class VmManager {
   // VerifySnapshot, except that files whose stamps are those of their last
   // verification are not hashed again; a mismatch is DATA_LOSS.
   absl::StatusOr<VmRecord> RestoreSnapshot(const Caller& caller, const std::string& snapshot_id,
-                                           bool resume_vm, std::string vm_id);
+                                           bool resume_vm, std::string vm_id,
+                                           Progress* progress = nullptr);
 
   // Runs a command in a RUNNING VM's guest. `spec.env` is layered over the
   // VM's VMConfig.env. The handle streams output then the exit; dropping it
@@ -187,7 +194,7 @@ class VmManager {
   // INVALID_ARGUMENT / NOT_FOUND only for a bad request.
   absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(
       const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
-      const std::string& vm_id_prefix);
+      const std::string& vm_id_prefix, Progress* progress = nullptr);
 
   // OK while the state store answers a query: what the systemd watchdog
   // pings on (a wedged store blocks here, and the pings stop).
@@ -283,7 +290,7 @@ class VmManager {
   // Fills the VM's kernel, initrd, rootfs and exec defaults from its image
   // (or checks its admin-named host files). Returns the image's lease.
   absl::StatusOr<std::shared_ptr<void>> ResolveImage(const Caller& caller, VmConfig& config,
-                                                     UniqueFd& rootfs);
+                                                     UniqueFd& rootfs, Progress* progress);
   // NOT_FOUND, worded like a missing object, unless `caller` may access
   // an object of `owner`.
   static absl::Status CheckAccess(const Caller& caller, const char* kind,
@@ -297,7 +304,7 @@ class VmManager {
   absl::StatusOr<QuotaUsage> StoredUsage(const std::string& tenant,
                                          const std::set<std::string>& skip);
   // Cold-boots `vm` and waits for readiness; on failure records ERROR.
-  absl::StatusOr<VmRecord> BootLocked(VmSlot& slot, VmRecord vm)
+  absl::StatusOr<VmRecord> BootLocked(VmSlot& slot, VmRecord vm, Progress* progress = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // Records `vm` as ERROR with `cause`, ending its VMM and freeing its RAM.
   absl::Status FailVmLocked(VmSlot& slot, VmRecord& vm, const absl::Status& cause)
@@ -344,12 +351,13 @@ class VmManager {
                                          const SnapshotRecord& snap, bool resume_vm,
                                          const std::string& vm_id, bool own_identity,
                                          const std::function<void()>& release_files,
-                                         const std::string& pool_id = "")
+                                         const std::string& pool_id = "",
+                                         Progress* progress = nullptr)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // RestoreSnapshot's locking around RestoreLocked.
   absl::StatusOr<VmRecord> RestoreAs(const Caller& caller, const std::string& snapshot_id,
                                      bool resume_vm, std::string vm_id,
-                                     const std::string& pool_id);
+                                     const std::string& pool_id, Progress* progress = nullptr);
   // The pool refill worker (vm_manager_pools.cc): one pass tops every pool
   // up by at most one member, removes failed and orphaned members and
   // pauses members a crash left running; returns whether more work is due.

@@ -150,7 +150,8 @@ absl::StatusOr<snapshot::VerifyReport> VmManager::VerifySnapshot(
 absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
                                                          const std::string& vm_id,
                                                          std::string snapshot_id,
-                                                         bool resume_source) {
+                                                         bool resume_source,
+                                                         Progress* progress) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   if (snapshot_id.empty()) snapshot_id = GenerateId("snap");
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
@@ -208,9 +209,11 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   // destructor), and the VM is given back in the state it had.
   SMOLVM_ASSIGN_OR_RETURN(std::unique_ptr<snapshot::SnapshotDraft> draft,
                           files_->BeginSnapshot(snapshot_id, sources));
+  draft->set_progress(progress);
 
   absl::Time t0 = absl::Now();
   const bool was_running = vm.state == VmState::kRunning;
+  ReportStage(progress, "saving device state");
   if (was_running) SMOLVM_RETURN_IF_ERROR(slot->instance->Pause());
   auto resume = absl::MakeCleanup([&] {
     if (was_running) (void)slot->instance->Resume();
@@ -234,6 +237,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   // Content checksums, for the manifest and the row; the stamps of the
   // files as hashed make this their first verification.
   absl::Time t_sum = absl::Now();
+  ReportStage(progress, "sealing the snapshot");
   snapshot::Manifest manifest;
   manifest.snapshot_id = snapshot_id;
   manifest.vm_id = vm_id;
@@ -336,13 +340,15 @@ absl::Status VmManager::DeleteSnapshot(const Caller& caller, const std::string& 
 
 absl::StatusOr<VmRecord> VmManager::RestoreSnapshot(const Caller& caller,
                                                     const std::string& snapshot_id,
-                                                    bool resume_vm, std::string vm_id) {
-  return RestoreAs(caller, snapshot_id, resume_vm, std::move(vm_id), /*pool_id=*/"");
+                                                    bool resume_vm, std::string vm_id,
+                                                    Progress* progress) {
+  return RestoreAs(caller, snapshot_id, resume_vm, std::move(vm_id), /*pool_id=*/"", progress);
 }
 
 absl::StatusOr<VmRecord> VmManager::RestoreAs(const Caller& caller,
                                               const std::string& snapshot_id, bool resume_vm,
-                                              std::string vm_id, const std::string& pool_id) {
+                                              std::string vm_id, const std::string& pool_id,
+                                              Progress* progress) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   // Held while the snapshot's files are read; given up as soon as the VMM
@@ -367,7 +373,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreAs(const Caller& caller,
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
   return RestoreLocked(*slot, caller, snap, resume_vm, vm_id, own_identity, release_files,
-                       pool_id);
+                       pool_id, progress);
 }
 
 absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& caller,
@@ -376,8 +382,10 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
                                                   const std::string& vm_id,
                                                   bool own_identity,
                                                   const std::function<void()>& release_files,
-                                                  const std::string& pool_id) {
+                                                  const std::string& pool_id,
+                                                  Progress* progress) {
   auto paths = files_->SnapshotPathsOf(snap.snapshot_id);
+  ReportStage(progress, "verifying the snapshot");
   SMOLVM_ASSIGN_OR_RETURN(snapshot::Manifest manifest, snapshot::ReadAndVerify(paths));
   // Before anything is recorded or started: a corrupt or foreign snapshot
   // leaves nothing behind.
@@ -465,6 +473,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   }
   CrashPoint("restore.address_assigned");
   absl::Time t0 = absl::Now();
+  ReportStage(progress, "copying the disk");
   SMOLVM_RETURN_IF_ERROR(files_->StageRestoredDisk(vm_id, paths.disk));
   CrashPoint("restore.disk_staged");
   // A restored VM has no RAM file of its own (see CreateSnapshot).
@@ -479,6 +488,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   // The TAP and the VM's rules (its egress policy among them) are in place
   // before the restored guest runs a single instruction.
   SMOLVM_RETURN_IF_ERROR(network_->Plug(vm));
+  ReportStage(progress, "loading the VM's state");
   SMOLVM_ASSIGN_OR_RETURN(slot.instance, hypervisor_->Launch(spec));
   CrashPoint("restore.vmm_started");
   // The VMM has the device state loaded and mem.bin mapped (a DeleteSnapshot
@@ -489,6 +499,7 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   // state: a running restore is fixed up now, a paused one when resumed.
   slot.needs_readdress = !own_identity;
   if (resume_vm) {
+    ReportStage(progress, "giving the guest its clock and identity");
     SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
     CrashPoint("restore.resumed");
     SMOLVM_RETURN_IF_ERROR(FixUpRestoredLocked(slot, vm_id));
@@ -525,7 +536,8 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
 
 absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>>
 VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, uint32_t count,
-                        bool resume_vm, const std::string& vm_id_prefix) {
+                        bool resume_vm, const std::string& vm_id_prefix,
+                        Progress* progress) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   if (count < 1 || count > 128) {
     return absl::InvalidArgumentError(absl::StrCat("fork count ", count, " must be 1-128"));
@@ -545,9 +557,13 @@ VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, ui
   parallel = std::min(parallel, count);
   std::atomic<uint32_t> next{0};
   std::atomic<bool> first_done{false};
+  // Done counts clones finished either way; each one's outcome is in the
+  // results.
+  ReportStage(progress, "restoring clones", count, "clones");
   auto work = [&] {
     for (uint32_t i; (i = next.fetch_add(1)) < count;) {
       results[i].second = RestoreSnapshot(caller, snapshot_id, resume_vm, results[i].first);
+      ReportAdvance(progress);
       if (!first_done.exchange(true)) CrashPoint("fork.first_clone_done");
     }
   };

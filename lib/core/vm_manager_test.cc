@@ -39,7 +39,8 @@ using ::testing::HasSubstr;
 class FakeImages : public image::ImageStore {
  public:
   explicit FakeImages(std::string dir) : ImageStore({}, nullptr), dir_(std::move(dir)) {}
-  absl::StatusOr<image::ResolvedImage> Resolve(const Caller&, const std::string&) override {
+  absl::StatusOr<image::ResolvedImage> Resolve(const Caller&, const std::string&,
+                                               Progress*) override {
     image::ResolvedImage image;
     image.record.digest = "sha256:" + std::string(64, 'f');
     image.kernel_path = JoinPath(dir_, "vmlinuz");

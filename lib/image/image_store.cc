@@ -418,7 +418,8 @@ absl::StatusOr<ImageRecord> ImageStore::BuildLocked(const std::string& owner,
   return record;
 }
 
-absl::StatusOr<ImageRecord> ImageStore::EnsureBuiltin(const std::string& name) {
+absl::StatusOr<ImageRecord> ImageStore::EnsureBuiltin(const std::string& name,
+                                                      Progress* progress) {
   std::optional<ImageSource> source = BuiltinSource(name);
   auto current = [&]() -> absl::StatusOr<std::optional<ImageRecord>> {
     auto digest = store_->ResolveImageName(name);
@@ -437,6 +438,7 @@ absl::StatusOr<ImageRecord> ImageStore::EnsureBuiltin(const std::string& name) {
   SMOLVM_ASSIGN_OR_RETURN(std::optional<ImageRecord> found, current());
   if (found) return *found;
   if (!source) return absl::NotFoundError(absl::StrCat("image \"", name, "\" not found"));
+  ReportStage(progress, absl::StrCat("building image ", name, " (first use)"));
   absl::MutexLock build(&build_mu_);
   SMOLVM_ASSIGN_OR_RETURN(found, current());  // Built while we waited.
   if (found) return *found;
@@ -447,8 +449,18 @@ absl::StatusOr<ImageRecord> ImageStore::EnsureBuiltin(const std::string& name) {
   }
   spdlog::info("building built-in image {} (first use)", name);
   BuildContext ctx;
-  ctx.progress = [&](const std::string& step, uint64_t) {
+  std::string last_step;
+  ctx.progress = [&](const std::string& step, uint64_t bytes) {
+    // Steps report again as their bytes grow: logged and staged once each.
+    if (step == last_step) {
+      ReportDone(progress, bytes);
+      return;
+    }
+    last_step = step;
     spdlog::info("image {}: {}", name, step);
+    ReportStage(progress, absl::StrCat("building image ", name, ": ", step), 0,
+                bytes > 0 ? "bytes" : "");
+    ReportDone(progress, bytes);
   };
   BuildRequest request;
   request.name = name;
@@ -484,12 +496,13 @@ std::shared_ptr<void> ImageStore::Lease(const std::string& digest) {
   });
 }
 
-absl::StatusOr<ResolvedImage> ImageStore::Resolve(const Caller& caller, const std::string& ref) {
+absl::StatusOr<ResolvedImage> ImageStore::Resolve(const Caller& caller, const std::string& ref,
+                                                  Progress* progress) {
   const std::string wanted = ref.empty() ? options_.default_image : ref;
   if (!IsDigestRef(wanted)) {
     SMOLVM_ASSIGN_OR_RETURN(std::string name, NormalizeImageName(wanted));
     if (BuiltinSource(name)) {
-      auto built = EnsureBuiltin(name);
+      auto built = EnsureBuiltin(name, progress);
       if (!built.ok()) {
         return absl::Status(built.status().code(),
                             absl::StrCat("build the built-in image \"", name,

@@ -37,6 +37,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "lib/base/progress.h"
 #include "lib/image/build_context.h"
 #include "lib/image/guest_payload.h"
 #include "lib/image/rootfs_sources.h"
@@ -123,7 +124,9 @@ class ImageStore {
   // The image `ref` names ("" = the default), building a built-in on first
   // use. NOT_FOUND for an unknown or invisible one. (Virtual: the core's
   // unit tests resolve to a prebuilt fake image.)
-  virtual absl::StatusOr<ResolvedImage> Resolve(const Caller& caller, const std::string& ref);
+  // `progress` (optional) hears the steps of such a build.
+  virtual absl::StatusOr<ResolvedImage> Resolve(const Caller& caller, const std::string& ref,
+                                                Progress* progress = nullptr);
 
   absl::StatusOr<std::vector<ImageRecord>> List(const Caller& caller);
   absl::StatusOr<ImageRecord> Get(const Caller& caller, const std::string& ref);
@@ -148,7 +151,7 @@ class ImageStore {
   absl::StatusOr<ImageRecord> BuildLocked(const std::string& owner, const BuildRequest& request,
                                           const BuildContext& caller_ctx)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(build_mu_);
-  absl::StatusOr<ImageRecord> EnsureBuiltin(const std::string& name)
+  absl::StatusOr<ImageRecord> EnsureBuiltin(const std::string& name, Progress* progress)
       ABSL_LOCKS_EXCLUDED(build_mu_);
   absl::StatusOr<std::string> PayloadHash();
   absl::Status EnsureKernel(const BuildContext& ctx);

@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -24,6 +25,16 @@ absl::Status ValidateId(const std::string& id, const char* kind) {
   return absl::InvalidArgumentError(absl::StrCat(
       "invalid ", kind, " \"", absl::CHexEscape(shown), "\": must be 1-64 characters of "
       "lowercase letters, digits and hyphens, starting and ending with a letter or digit"));
+}
+
+absl::Status ValidateOperationId(const std::string& id) {
+  bool ok = !id.empty() && id.size() <= 64;
+  for (char c : id) ok = ok && (absl::ascii_isalnum(c) || c == '.' || c == '_' || c == '-');
+  if (ok) return absl::OkStatus();
+  std::string shown = id.size() > 80 ? id.substr(0, 80) + "..." : id;
+  return absl::InvalidArgumentError(absl::StrCat(
+      "invalid operation_id \"", absl::CHexEscape(shown),
+      "\": must be 1-64 characters of letters, digits, '.', '_' and '-' (e.g. a UUID)"));
 }
 
 std::string GenerateId(const std::string& prefix) {

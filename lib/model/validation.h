@@ -18,6 +18,10 @@ namespace smolvm {
 // `kind` ("vm_id", "snapshot_id") names the field in the message.
 absl::Status ValidateId(const std::string& id, const char* kind);
 
+// An operation id (OperationService) chosen by a client: 1-64 chars of
+// [A-Za-z0-9._-], so a UUID or a tool's own job id fits.
+absl::Status ValidateOperationId(const std::string& id);
+
 // A fresh random id with the given prefix ("vm", "snap"): prefix-8 hex chars.
 std::string GenerateId(const std::string& prefix);
 

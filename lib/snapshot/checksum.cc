@@ -103,7 +103,8 @@ absl::StatusOr<FileStamp> StampFile(const std::string& path) {
   return StampOf(fd.get(), path);
 }
 
-absl::StatusOr<FileChecksum> ChecksumFile(const std::string& path) {
+absl::StatusOr<FileChecksum> ChecksumFile(const std::string& path,
+                                          const std::function<void(uint64_t)>& on_position) {
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
   if (!fd.valid()) {
     if (errno == ENOENT) {
@@ -138,6 +139,7 @@ absl::StatusOr<FileChecksum> ChecksumFile(const std::string& path) {
     // Blocks wholly before the data are holes: not read.
     const uint64_t first_data_block = data_start >= size ? blocks : data_start / kBlock;
     for (; block < first_data_block; ++block) AppendLittleEndian(hole_hash(block), summary);
+    if (on_position) on_position(std::min(size, block * kBlock));
     if (block >= blocks) break;
     // Blocks the extent touches are read whole (a partial hole reads as
     // zeros, as it hashes).
@@ -150,6 +152,7 @@ absl::StatusOr<FileChecksum> ChecksumFile(const std::string& path) {
       SMOLVM_RETURN_IF_ERROR(ReadBlock(fd.get(), block * kBlock, len, buf.get(), path));
       result.bytes_read += len;
       AppendLittleEndian(XXH3_64bits(buf.get(), len), summary);
+      if (on_position) on_position(block * kBlock + len);
     }
   }
 

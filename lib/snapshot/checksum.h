@@ -15,6 +15,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include "absl/status/statusor.h"
@@ -36,7 +37,10 @@ struct FileChecksum {
 // Checksums the regular file `path`. The file must not change while it is
 // hashed: ABORTED if its stamp differs before and after. DATA_LOSS if it
 // is missing or not a regular file; other errors name the path.
-absl::StatusOr<FileChecksum> ChecksumFile(const std::string& path);
+// `on_position` (optional) hears how far into the file the hash is, after
+// each block and each hole skipped.
+absl::StatusOr<FileChecksum> ChecksumFile(
+    const std::string& path, const std::function<void(uint64_t offset)>& on_position = {});
 
 // The stamp of an open file / of `path` (fstat). DATA_LOSS if `path` is
 // missing.

@@ -44,10 +44,18 @@ absl::Status Rename(const std::string& from, const std::string& to) {
 // Source and copy hold the same bytes because nothing writes the source
 // meanwhile (its VM is paused, which is also what makes the copy
 // consistent); ChecksumFile fails with ABORTED if the source changed.
+// Its progress is the hash's: how far into the source it has read.
 absl::Status CopyChecksummed(SnapshotDraft& draft, const std::string& src,
-                             const std::string& dst, const std::string& what) {
+                             const std::string& dst, const std::string& what,
+                             std::string_view stage) {
+  Progress* progress = draft.progress();
+  struct stat st;
+  ReportStage(progress, stage, stat(src.c_str(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0,
+              "bytes");
   absl::StatusOr<FileChecksum> sum = absl::UnknownError("not hashed");
-  std::thread hasher([&] { sum = ChecksumFile(src); });
+  std::thread hasher([&] {
+    sum = ChecksumFile(src, [progress](uint64_t offset) { ReportDone(progress, offset); });
+  });
   absl::Status copied = SparseCopyFile(src, dst);
   hasher.join();
   SMOLVM_RETURN_IF_ERROR(DiskFullAware(copied, what));
@@ -175,7 +183,8 @@ absl::Status StateFiles::CaptureMemory(SnapshotDraft& draft, const std::string& 
                                        uint64_t memory_bytes) {
   const std::string& mem = draft.paths().mem;
   if (!mem_source.empty()) {
-    SMOLVM_RETURN_IF_ERROR(CopyChecksummed(draft, mem_source, mem, "copy guest RAM"));
+    SMOLVM_RETURN_IF_ERROR(CopyChecksummed(draft, mem_source, mem, "copy guest RAM",
+                                           "copying guest memory"));
   } else {
     UniqueFd fd(open(mem.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
     if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("create ", mem));
@@ -191,7 +200,8 @@ absl::Status StateFiles::CaptureMemory(SnapshotDraft& draft, const std::string& 
 }
 
 absl::Status StateFiles::CaptureDisk(SnapshotDraft& draft, const std::string& vm_id) {
-  return CopyChecksummed(draft, VmDisk(vm_id), draft.paths().disk, "copy the disk");
+  return CopyChecksummed(draft, VmDisk(vm_id), draft.paths().disk, "copy the disk",
+                         "copying the disk");
 }
 
 absl::StatusOr<ChecksummedFiles> StateFiles::Seal(SnapshotDraft& draft, Manifest manifest) {

@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "lib/base/progress.h"
 #include "lib/snapshot/checksum.h"
 #include "lib/snapshot/snapshot_files.h"
 
@@ -48,9 +49,13 @@ class SnapshotDraft {
   void AddChecksum(const std::string& path, FileChecksum sum) {
     checksums_[path] = std::move(sum);
   }
+  // Where the copies report their stages and bytes (may be null).
+  void set_progress(Progress* progress) { progress_ = progress; }
+  Progress* progress() const { return progress_; }
 
  private:
   SnapshotPaths paths_;
+  Progress* progress_ = nullptr;
   bool published_ = false;
   std::map<std::string, FileChecksum> checksums_;
 };

@@ -203,6 +203,85 @@ TEST_F(CliTest, SnapshotCreateSaysTheVmIsPaused) {
   EXPECT_EQ(Cli({"snapshot", "rm", "cli-snap"}).exit_code, 0);
 }
 
+// Progress of long calls (OperationService): plain lines on a stderr that is
+// not a terminal, JSON lines with --json, nothing with --no-progress; the
+// operation readable by its id afterwards; a malformed id refused.
+TEST_F(CliTest, LongCallsReportProgress) {
+  ProcResult r = Cli({"snapshot", "create", kVm, "--id", "cli-prog", "--resume"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe() << daemon_->DaemonLog();
+  EXPECT_TRUE(absl::StrContains(r.err, "] done: ")) << r.err;
+
+  r = Cli({"snapshot", "fork", "cli-prog", "--count", "2", "--prefix", "cli-pf"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "] restoring clones")) << r.err;
+  EXPECT_TRUE(absl::StrContains(r.err, "] done: restoring clones 100% (2 of 2 clones)\n"))
+      << r.err;
+  EXPECT_EQ(Lines(r.out).size(), 3u) << r.out;  // The table: header and two clones.
+
+  r = Cli({"--json", "snapshot", "fork", "cli-prog", "--count", "1", "--prefix", "cli-pj"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_NO_THROW(nlohmann::json::parse(r.out)) << r.out;  // stdout: the result alone.
+  std::vector<nlohmann::json> updates;
+  for (absl::string_view line : absl::StrSplit(r.err, '\n', absl::SkipEmpty())) {
+    updates.push_back(nlohmann::json::parse(line));
+  }
+  ASSERT_FALSE(updates.empty()) << r.err;
+  for (const auto& u : updates) EXPECT_EQ(u["kind"], "ForkSnapshot") << u;
+  EXPECT_EQ(updates.back()["finished"], true) << r.err;
+  EXPECT_EQ(updates.back()["done"], "1") << r.err;  // uint64 is a JSON string.
+  EXPECT_EQ(updates.back()["total"], "1") << r.err;
+  EXPECT_EQ(updates.back()["target"], "cli-prog") << r.err;
+
+  r = Cli({"--no-progress", "snapshot", "fork", "cli-prog", "--count", "1", "--prefix",
+           "cli-pn"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.err, "");
+
+  // The library: an id of the caller's choosing, watched, then read back.
+  ClientOptions options;
+  options.socket_path = daemon_->socket_path();
+  SmolVMManager manager(options);
+  std::vector<v1::Operation> seen;
+  v1::ForkSnapshotRequest fork;
+  fork.set_snapshot_id("cli-prog");
+  fork.set_count(1);
+  fork.set_vm_id_prefix("cli-pl");
+  fork.set_operation_id("cli-op-1");
+  {
+    OperationWatcher watch(manager.connection(), "cli-op-1",
+                           [&](const v1::Operation& op) { seen.push_back(op); });
+    auto forked = manager.connection().Call(&v1::SnapshotService::Stub::ForkSnapshot, fork);
+    ASSERT_TRUE(forked.ok()) << forked.status();
+    EXPECT_EQ(forked->results(0).error_code(), 0) << forked->results(0).error_message();
+  }
+  ASSERT_FALSE(seen.empty());
+  EXPECT_TRUE(seen.back().finished());
+  absl::StatusOr<v1::Operation> op = manager.get_operation("cli-op-1");
+  ASSERT_TRUE(op.ok()) << op.status();
+  EXPECT_EQ(op->kind(), "ForkSnapshot");
+  EXPECT_EQ(op->target(), "cli-prog");
+  EXPECT_TRUE(op->finished());
+  EXPECT_EQ(op->code(), 0);
+  EXPECT_EQ(op->done(), 1u);
+  EXPECT_EQ(op->unit(), "clones");
+  EXPECT_EQ(manager.get_operation("cli-op-never").status().code(), absl::StatusCode::kNotFound);
+
+  // A malformed id fails the call before it does anything.
+  v1::CreateSnapshotRequest bad;
+  bad.set_vm_id(kVm);
+  bad.set_snapshot_id("cli-bad-op");
+  bad.set_operation_id("no spaces/slashes");
+  auto refused = manager.connection().Call(&v1::SnapshotService::Stub::CreateSnapshot, bad);
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kInvalidArgument) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "operation_id"));
+  EXPECT_EQ(manager.get_snapshot("cli-bad-op").status().code(), absl::StatusCode::kNotFound);
+
+  for (const char* vm : {"cli-pf-1", "cli-pf-2", "cli-pj-1", "cli-pn-1", "cli-pl-1"}) {
+    EXPECT_EQ(Cli({"vm", "delete", vm}).exit_code, 0) << vm;
+  }
+  EXPECT_EQ(Cli({"snapshot", "delete", "cli-prog"}).exit_code, 0);
+}
+
 TEST_F(CliTest, PermissionDeniedOnTheSocketSaysSo) {
   absl::StatusOr<std::unique_ptr<TestUsers>> users = TestUsers::Create(0, 1);
   ASSERT_TRUE(users.ok()) << users.status();
@@ -217,6 +296,21 @@ TEST_F(CliTest, PermissionDeniedOnTheSocketSaysSo) {
   r = Cli({"doctor"}, RunAs{outsider.uid, outsider.gid});
   EXPECT_EQ(r.exit_code, 1) << r.Describe();
   EXPECT_TRUE(absl::StrContains(r.out, "FAIL  socket")) << r.out;
+  // And so does the Python SDK.
+  std::vector<std::string> py = AsUser(RunAs{outsider.uid, outsider.gid});
+  py.insert(py.end(),
+            {SMOLVM_PYTHON, "-c",
+             "import sys, smolvm\n"
+             "try:\n"
+             "    smolvm.SmolVMManager(smolvm.ClientOptions(socket_path=sys.argv[1])).list_vms()\n"
+             "except smolvm.PermissionDeniedError as e:\n"
+             "    print(e.message)\n",
+             daemon_->socket_path()});
+  r = RunProcess(py, {"PYTHONPATH=" SMOLVM_PYTHON_SDK_DIR, "PYTHONDONTWRITEBYTECODE=1"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(
+      r.out, "permission denied on " + daemon_->socket_path() + ": join group root or use sudo"))
+      << r.Describe();
 }
 
 TEST_F(CliTest, DoctorReports) {

@@ -27,6 +27,7 @@ from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
                            SmolVMError, UnauthenticatedError, UnavailableError,
                            UnimplementedError, UnknownError)
 from smolvm.manager import SmolVMManager
+from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
                           ForkOutcome, Image, NetworkConfig, Pool, PortForward,
                           SnapshotInfo, SnapshotVerification, VMConfig, VMInfo,
@@ -39,7 +40,7 @@ __all__ = [
     "SmolVM", "SmolVMManager", "ClientOptions", "Connection",
     "VMConfig", "NetworkConfig", "EgressPolicy", "PortForward", "VMInfo", "VmStatus",
     "SnapshotInfo", "CommandResult", "ForkOutcome", "Pool", "Image", "BuiltImage",
-    "FileCheck", "SnapshotVerification",
+    "FileCheck", "SnapshotVerification", "OperationProgress", "ProgressCallback",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

@@ -17,16 +17,18 @@ Constructing one does no I/O besides reading the TLS files; the channel
 connects on the first call, and calls fail fast (no wait-for-ready).
 """
 
+import grp
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any, Callable, List, Optional, Tuple, TypeVar
 
 import grpc
 
 from smolvm.errors import (FailedPreconditionError, InvalidArgumentError,
-                           SmolVMError, UnavailableError, from_rpc_error)
-from smolvm.v1 import (image_service_pb2_grpc, pool_service_pb2_grpc,
-                       snapshot_service_pb2_grpc, vm_service_pb2_grpc)
+                           PermissionDeniedError, SmolVMError, UnavailableError, from_rpc_error)
+from smolvm.v1 import (image_service_pb2_grpc, operation_service_pb2_grpc,
+                       pool_service_pb2_grpc, snapshot_service_pb2_grpc, vm_service_pb2_grpc)
 
 __all__ = [
     "DEFAULT_SOCKET_PATH", "SOCKET_ENV_VAR", "ENDPOINT_ENV_VAR", "TLS_CERT_ENV_VAR",
@@ -164,6 +166,27 @@ def parse_endpoint(endpoint: str) -> Tuple[str, str]:
     return "", endpoint
 
 
+def _socket_permission_error(path: str) -> Optional[PermissionDeniedError]:
+    """PermissionDeniedError naming the fix when connecting to the Unix
+    socket `path` is refused for lack of permission, else None (as the C++
+    client's ProbeUnixSocket)."""
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return None
+    except PermissionError:
+        try:
+            group = grp.getgrgid(os.stat(path).st_gid).gr_name
+        except (OSError, KeyError):
+            group = "smolvm"
+        return PermissionDeniedError(message=(
+            f"connect to smolvmd: permission denied on {path}: join group {group} or use sudo"))
+    except OSError:
+        return None
+    finally:
+        probe.close()
+
+
 def _read_pem(option: str, flag: str, env_var: str, path: str) -> bytes:
     def fail(why: str) -> FailedPreconditionError:
         return FailedPreconditionError(message=f"read {option} ({flag}, ${env_var}) {path}: {why}")
@@ -236,6 +259,7 @@ class Connection(ClosesOnExit):
         self.snapshot = snapshot_service_pb2_grpc.SnapshotServiceStub(self._channel)
         self.image = image_service_pb2_grpc.ImageServiceStub(self._channel)
         self.pool = pool_service_pb2_grpc.PoolServiceStub(self._channel)
+        self.operation = operation_service_pb2_grpc.OperationServiceStub(self._channel)
 
     @property
     def endpoint(self) -> str:
@@ -283,6 +307,10 @@ class Connection(ClosesOnExit):
         UNAVAILABLE while the channel is not connected."""
         converted = from_rpc_error(error)
         if isinstance(converted, UnavailableError) and not self._channel_ready():
+            # A Unix socket we may not open reads as no daemon to gRPC: say which.
+            denied = _socket_permission_error(self.socket_path) if self.socket_path else None
+            if denied is not None:
+                return denied
             where = (f"socket {self.socket_path}" if self.socket_path else
                      f"(and do the TLS files match it?) endpoint {self.endpoint}")
             return UnavailableError(message=(

@@ -10,17 +10,21 @@ sends nothing; each method is one RPC, except that the list methods follow
             print(snap.snapshot_id, snap.created_at)
 """
 
+import time
+from datetime import datetime, timezone
 from typing import Any, Callable, Iterator, List, Mapping, Optional, Union
 
 import grpc
 from google.protobuf import json_format
 
 from smolvm.connection import ClientOptions, ClosesOnExit, Connection
-from smolvm.errors import InternalError, InvalidArgumentError, error_for_code_number
+from smolvm.errors import (DeadlineExceededError, InternalError, InvalidArgumentError,
+                           error_for_code_number)
+from smolvm.progress import OperationProgress, ProgressCallback, call_with_progress
 from smolvm.types import (BuiltImage, ForkOutcome, Image, Pool, SnapshotInfo,
                           SnapshotVerification, VMInfo)
-from smolvm.v1 import (image_service_pb2, pool_service_pb2, snapshot_service_pb2,
-                       vm_service_pb2)
+from smolvm.v1 import (image_service_pb2, operation_service_pb2, pool_service_pb2,
+                       snapshot_service_pb2, vm_service_pb2)
 
 __all__ = ["SmolVMManager"]
 
@@ -87,7 +91,8 @@ class SmolVMManager(ClosesOnExit):
         return SnapshotVerification.from_proto(conn.call(conn.snapshot.VerifySnapshot, request))
 
     def fork_snapshot(self, snapshot_id: str, count: int, resume_vm: bool = True,
-                      vm_id_prefix: str = "") -> List[ForkOutcome]:
+                      vm_id_prefix: str = "", *,
+                      on_progress: Optional[ProgressCallback] = None) -> List[ForkOutcome]:
         """Restores `count` (1-128) independent clones of `snapshot_id` in
         one call (ForkSnapshot), each with a fresh identity, named
         ``<vm_id_prefix>-<n>`` ("" = ``<snapshot_id>-fork``). Raises only
@@ -98,7 +103,7 @@ class SmolVMManager(ClosesOnExit):
         request = snapshot_service_pb2.ForkSnapshotRequest(
             snapshot_id=snapshot_id, count=count, resume_vm=resume_vm,
             vm_id_prefix=vm_id_prefix)
-        response = conn.call(conn.snapshot.ForkSnapshot, request)
+        response = call_with_progress(conn, conn.snapshot.ForkSnapshot, request, on_progress)
         outcomes = []
         for result in response.results:
             outcome = ForkOutcome(vm_id=result.vm_id)
@@ -142,6 +147,42 @@ class SmolVMManager(ClosesOnExit):
         conn = self._connection
         return Pool.from_proto(conn.call(conn.pool.GetPool,
                                          pool_service_pb2.GetPoolRequest(pool_id=pool_id)))
+
+    def wait_for_pool(self, pool_id: str, timeout: float = 600.0, *,
+                      on_progress: Optional[ProgressCallback] = None) -> Pool:
+        """Polls the pool (every 0.2 s) until all its members are ready and
+        returns it; DeadlineExceededError (with the last refill error, if
+        any) after `timeout` seconds. `on_progress` sees the fill as an
+        OperationProgress of kind "CreatePool" (done of total "members")."""
+        start = time.monotonic()
+        started_at = datetime.now(timezone.utc)
+        while True:
+            pool = self.get_pool(pool_id)
+            ready = len(pool.ready_vm_ids)
+            full = ready >= pool.size
+            if on_progress is not None:
+                on_progress(OperationProgress(
+                    operation_id=pool_id, kind="CreatePool", target=pool_id,
+                    stage="filling the pool", done=min(ready, pool.size), total=pool.size,
+                    unit="members", stage_number=1, finished=full, started_at=started_at,
+                    updated_at=datetime.now(timezone.utc)))
+            if full:
+                return pool
+            waited = time.monotonic() - start
+            if waited >= timeout:
+                last = f"; last refill error: {pool.last_error}" if pool.last_error else ""
+                raise DeadlineExceededError(message=(
+                    f"pool {pool_id}: {ready} of {pool.size} members ready after "
+                    f"{waited:.1f}s{last}"))
+            time.sleep(0.2)
+
+    def get_operation(self, operation_id: str) -> OperationProgress:
+        """The state of operation `operation_id` (OperationService): a call
+        made with that operation id, running or finished recently."""
+        conn = self._connection
+        return OperationProgress.from_proto(conn.call(
+            conn.operation.GetOperation,
+            operation_service_pb2.GetOperationRequest(operation_id=operation_id)))
 
     def list_pools(self) -> List[Pool]:
         """The caller's pools."""

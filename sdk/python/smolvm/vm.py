@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 
 from smolvm import _streams
 from smolvm.connection import ClientOptions, Connection
+from smolvm.progress import ProgressCallback, call_with_progress
 from smolvm.errors import FailedPreconditionError, NotFoundError
 from smolvm.types import (CommandResult, ConfigLike, SnapshotInfo, VMConfig, VMInfo,
                           VmStatus, coerce_config)
@@ -119,22 +120,26 @@ class SmolVM:
 
     # --- Lifecycle -----------------------------------------------------------
 
-    def start(self) -> "SmolVM":
+    def start(self, *, on_progress: Optional[ProgressCallback] = None) -> "SmolVM":
         """Boots the VM and returns once the guest is ready (RUNNING).
 
         The first call creates it (CreateVm with start); later calls (after
         stop(), or on an attached VM) cold-boot it (StartVm). Returns self.
+        `on_progress` (here and on the other long calls) sees the call's
+        stages as the daemon reports them (smolvm.progress).
         """
         if self._closed:
             raise FailedPreconditionError(message=f"start vm {self.vm_id}: closed")
         conn = self._connection
         if not self.vm_id:
             request = vm_service_pb2.CreateVmRequest(config=self._config.to_proto(), start=True)
-            return self._set_info(conn.call(conn.vm.CreateVm, request))
-        return self._set_info(conn.call(conn.vm.StartVm,
-                                        vm_service_pb2.StartVmRequest(vm_id=self.vm_id)))
+            return self._set_info(call_with_progress(conn, conn.vm.CreateVm, request,
+                                                     on_progress))
+        return self._set_info(call_with_progress(
+            conn, conn.vm.StartVm, vm_service_pb2.StartVmRequest(vm_id=self.vm_id), on_progress))
 
-    def snapshot(self, snapshot_id: str = "", resume_source: bool = False) -> SnapshotInfo:
+    def snapshot(self, snapshot_id: str = "", resume_source: bool = False, *,
+                 on_progress: Optional[ProgressCallback] = None) -> SnapshotInfo:
         """Checkpoints the VM (CreateSnapshot) as `snapshot_id` ("" = a
         generated id). The VM is left PAUSED unless `resume_source`.
         Requires a RUNNING or PAUSED VM."""
@@ -142,7 +147,7 @@ class SmolVM:
         conn = self._connection
         request = snapshot_service_pb2.CreateSnapshotRequest(
             vm_id=self.vm_id, snapshot_id=snapshot_id, resume_source=resume_source)
-        info = conn.call(conn.snapshot.CreateSnapshot, request)
+        info = call_with_progress(conn, conn.snapshot.CreateSnapshot, request, on_progress)
         # The reply is the snapshot; the API documents the VM's new state.
         self._info.status = types_pb2.RUNNING if resume_source else types_pb2.PAUSED
         return SnapshotInfo.from_proto(info)
@@ -205,7 +210,8 @@ class SmolVM:
 
     @classmethod
     def from_snapshot(cls, snapshot_id: str, resume_vm: bool = True, vm_id: str = "", *,
-                      options: Optional[ClientOptions] = None) -> "SmolVM":
+                      options: Optional[ClientOptions] = None,
+                      on_progress: Optional[ProgressCallback] = None) -> "SmolVM":
         """Restores a VM from `snapshot_id` (RestoreSnapshot): RUNNING when
         `resume_vm`, else PAUSED. With an empty `vm_id` the VM takes the
         snapshot's own identity (FAILED_PRECONDITION while that VM is
@@ -213,7 +219,13 @@ class SmolVM:
         conn = Connection(options)
         request = snapshot_service_pb2.RestoreSnapshotRequest(
             snapshot_id=snapshot_id, resume_vm=resume_vm, vm_id=vm_id)
-        return cls._existing(_call_or_close(conn, conn.snapshot.RestoreSnapshot, request), conn)
+        try:
+            restored = call_with_progress(conn, conn.snapshot.RestoreSnapshot, request,
+                                          on_progress)
+        except BaseException:
+            conn.close()
+            raise
+        return cls._existing(restored, conn)
 
     @classmethod
     def from_pool(cls, pool_id: str, vm_id: str = "", *,

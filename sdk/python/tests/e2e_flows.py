@@ -77,6 +77,23 @@ class Checks:
         self.check(name, False, f"no exception, want {cls.__name__}")
 
 
+
+def check_progress(c: Any, what: str, updates: list, kind: str) -> None:
+    """A long call's progress as on_progress saw it: its kind, stages in
+    order, done never past total, and a last update that says it succeeded."""
+    c.check(f"{what} progress: updates arrived", len(updates) >= 1, updates)
+    if not updates:
+        return
+    c.check(f"{what} progress: kind {kind}", all(p.kind == kind for p in updates), updates[0])
+    c.check(f"{what} progress: stage numbers never go back",
+            all(a.stage_number <= b.stage_number for a, b in zip(updates, updates[1:])), updates)
+    c.check(f"{what} progress: done within total",
+            all(p.total == 0 or p.done <= p.total for p in updates), updates)
+    c.check(f"{what} progress: the last update is the successful end",
+            updates[-1].finished and updates[-1].code == 0, updates[-1])
+    c.check(f"{what} progress: only the last is finished",
+            not any(p.finished for p in updates[:-1]), updates)
+
 def check_snapshot_info(c: Checks, snap: SnapshotInfo, vm_id: str) -> None:
     c.check("snapshot_id", snap.snapshot_id == SNAPSHOT_ID, snap.snapshot_id)
     c.check("vm_id", snap.vm_id == vm_id, snap.vm_id)
@@ -155,8 +172,14 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     files(c, vm)
 
     c.require("marker written", vm.run("echo before-snapshot > /root/marker").ok)
-    snap = vm.snapshot(snapshot_id=SNAPSHOT_ID)
+    snap_progress: list = []
+    snap = vm.snapshot(snapshot_id=SNAPSHOT_ID, on_progress=snap_progress.append)
     check_snapshot_info(c, snap, MAIN_VM_ID)
+    check_progress(c, "snapshot", snap_progress, "CreateSnapshot")
+    # Updates carry the latest state (at most ten a second), so a quick
+    # stage may not be seen on its own; the count of stages is kept.
+    c.check("snapshot progress: save, copies and seal were staged",
+            bool(snap_progress) and snap_progress[-1].stage_number >= 3, snap_progress[-1:])
     c.check("the VM is paused after the snapshot", vm.status == VmStatus.PAUSED, vm.status)
     c.check("refresh agrees", vm.refresh().status == VmStatus.PAUSED)
     c.check("list_snapshots contains it",
@@ -182,7 +205,13 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     c.check("pause", restored.pause().status == VmStatus.PAUSED, restored.status)
     c.check("resume", restored.resume().status == VmStatus.RUNNING, restored.status)
 
-    outcomes = sdk.fork_snapshot(SNAPSHOT_ID, 2, vm_id_prefix=FORK_PREFIX)
+    fork_progress: list = []
+    outcomes = sdk.fork_snapshot(SNAPSHOT_ID, 2, vm_id_prefix=FORK_PREFIX,
+                                 on_progress=fork_progress.append)
+    check_progress(c, "fork", fork_progress, "ForkSnapshot")
+    c.check("fork progress: ends with 2 of 2 clones",
+            (fork_progress[-1].done, fork_progress[-1].total, fork_progress[-1].unit)
+            == (2, 2, "clones") if fork_progress else False, fork_progress[-1:])
     forks = [SmolVM.attach(o.vm_id) for o in outcomes if o.ok]
     vms.extend(forks)
     c.check("fork of 2: both running",
@@ -196,11 +225,11 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
                 clone.info.network.guest_ip != restored.info.network.guest_ip, clone.info.network)
 
     sdk.create_pool(POOL_ID, SNAPSHOT_ID, 1)
-    deadline = time.monotonic() + 120
-    while not sdk.get_pool(POOL_ID).ready_vm_ids and time.monotonic() < deadline:
-        time.sleep(0.2)
-    c.check("pool: a member is ready", bool(sdk.get_pool(POOL_ID).ready_vm_ids),
-            sdk.get_pool(POOL_ID))
+    fill: list = []
+    pool = sdk.wait_for_pool(POOL_ID, timeout=120, on_progress=fill.append)
+    c.check("pool: a member is ready", bool(pool.ready_vm_ids), pool)
+    c.check("wait_for_pool: reports the fill, ending full",
+            bool(fill) and fill[-1].finished and (fill[-1].done, fill[-1].total) == (1, 1), fill)
     c.check("list_pools", [p.pool_id for p in sdk.list_pools()] == [POOL_ID])
     claimed = SmolVM.from_pool(POOL_ID)
     vms.append(claimed)

@@ -14,10 +14,11 @@ from typing import Any, Dict, Iterator, List
 
 import grpc
 
-from smolvm import (ClientOptions, FailedPreconditionError, NotFoundError, SmolVM,
-                    SmolVMManager, VmStatus)
-from smolvm.v1 import (snapshot_service_pb2, snapshot_service_pb2_grpc, types_pb2,
-                       vm_service_pb2, vm_service_pb2_grpc)
+from smolvm import (ClientOptions, FailedPreconditionError, NotFoundError, OperationProgress,
+                    SmolVM, SmolVMManager, VmStatus)
+from smolvm.v1 import (operation_service_pb2, operation_service_pb2_grpc, snapshot_service_pb2,
+                       snapshot_service_pb2_grpc, types_pb2, vm_service_pb2,
+                       vm_service_pb2_grpc)
 
 
 class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
@@ -95,10 +96,30 @@ class FakeSnapshotService(snapshot_service_pb2_grpc.SnapshotServiceServicer):
                             config=types_pb2.VMConfig(memory_mib=256))
 
     def ForkSnapshot(self, request: Any, context: Any) -> snapshot_service_pb2.ForkSnapshotResponse:
+        self.requests.append(request)
         return snapshot_service_pb2.ForkSnapshotResponse(results=[
             snapshot_service_pb2.ForkResult(vm_id="c-1", vm=types_pb2.Vm(vm_id="c-1")),
             snapshot_service_pb2.ForkResult(vm_id="c-2", error_code=8, error_message="quota"),
             snapshot_service_pb2.ForkResult(vm_id="c-3")])
+
+
+class FakeOperationService(operation_service_pb2_grpc.OperationServiceServicer):
+    """Streams a fixed fork: 1 then 3 of 3 clones, then the end."""
+
+    def __init__(self) -> None:
+        self.watched: List[str] = []
+
+    def WatchOperation(self, request: Any, context: Any
+                       ) -> Iterator[operation_service_pb2.Operation]:
+        self.watched.append(request.operation_id)
+        for done, finished in ((1, False), (3, False), (3, True)):
+            yield operation_service_pb2.Operation(
+                operation_id=request.operation_id, kind="ForkSnapshot", target="ckpt",
+                stage="restoring clones", done=done, total=3, unit="clones", stage_number=1,
+                finished=finished)
+
+    def GetOperation(self, request: Any, context: Any) -> operation_service_pb2.Operation:
+        context.abort(grpc.StatusCode.NOT_FOUND, f"no operation \"{request.operation_id}\"")
 
 
 class FakeDaemonTest(unittest.TestCase):
@@ -111,6 +132,9 @@ class FakeDaemonTest(unittest.TestCase):
         vm_service_pb2_grpc.add_VmServiceServicer_to_server(self.vms, self.server)
         snapshot_service_pb2_grpc.add_SnapshotServiceServicer_to_server(self.snapshots,
                                                                          self.server)
+        self.operations = FakeOperationService()
+        operation_service_pb2_grpc.add_OperationServiceServicer_to_server(self.operations,
+                                                                           self.server)
         self.server.add_insecure_port(f"unix://{self.socket}")
         self.server.start()
         self.options = ClientOptions(socket_path=self.socket, timeout=30,
@@ -220,6 +244,24 @@ class FakeDaemonTest(unittest.TestCase):
             self.assertEqual(outcomes[2].error.code, grpc.StatusCode.INTERNAL)  # type: ignore[union-attr]
             with self.assertRaises(NotFoundError):
                 sdk.get_vm("nope")
+
+    def test_progress_of_a_fork(self) -> None:
+        seen: List[OperationProgress] = []
+        with SmolVMManager(self.options) as sdk:
+            outcomes = sdk.fork_snapshot("ckpt", 3, on_progress=seen.append)
+            self.assertEqual(len(outcomes), 3)
+            # Without a callback no operation id is sent.
+            sdk.fork_snapshot("ckpt", 3)
+            self.assertEqual(self.snapshots.requests[-1].operation_id, "")
+            with self.assertRaises(NotFoundError):
+                sdk.get_operation("op-x")
+        sent = self.snapshots.requests[-2].operation_id
+        self.assertRegex(sent, r"^op-[0-9a-f]{32}$")
+        self.assertEqual(self.operations.watched, [sent])
+        self.assertEqual([(p.done, p.finished) for p in seen], [(1, False), (3, False), (3, True)])
+        self.assertEqual(seen[0].fraction, 1 / 3)
+        self.assertEqual((seen[-1].kind, seen[-1].unit, seen[-1].operation_id),
+                         ("ForkSnapshot", "clones", sent))
 
 
 if __name__ == "__main__":
