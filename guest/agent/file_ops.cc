@@ -23,8 +23,18 @@ using agent::v1::OpResult;
 
 constexpr size_t kMaxTarStderr = 4096;
 
-std::string ErrnoError(const std::string& op, const std::string& path, int error) {
-  return op + " " + path + ": " + std::strerror(error);
+// Why a file operation failed: the text names the step and the path, and
+// `errnum` is the errno of the failing call (0 if none, e.g. tar's own
+// failure), so the host can tell "no such file" from other failures
+// (OpResult.error_errno).
+struct FileError {
+  std::string text;  // "" = success.
+  int errnum = 0;
+  bool failed() const { return !text.empty(); }
+};
+
+FileError ErrnoError(const std::string& op, const std::string& path, int error) {
+  return {op + " " + path + ": " + std::strerror(error), error};
 }
 
 std::string DirName(const std::string& path) {
@@ -38,11 +48,11 @@ std::string BaseName(const std::string& path) {
   return slash == std::string::npos ? path : path.substr(slash + 1);
 }
 
-// mkdir -p. Returns "" or an error naming the directory that failed.
-std::string MakeDirs(const std::string& path) {
+// mkdir -p. Returns success or an error naming the directory that failed.
+FileError MakeDirs(const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) == 0) {
-    return S_ISDIR(st.st_mode) ? "" : ErrnoError("mkdir", path, ENOTDIR);
+    return S_ISDIR(st.st_mode) ? FileError{} : ErrnoError("mkdir", path, ENOTDIR);
   }
   for (size_t pos = 1; pos <= path.size(); ++pos) {
     if (pos != path.size() && path[pos] != '/') continue;
@@ -53,27 +63,27 @@ std::string MakeDirs(const std::string& path) {
     }
   }
   if (stat(path.c_str(), &st) != 0) return ErrnoError("mkdir", path, errno);
-  return S_ISDIR(st.st_mode) ? "" : ErrnoError("mkdir", path, ENOTDIR);
+  return S_ISDIR(st.st_mode) ? FileError{} : ErrnoError("mkdir", path, ENOTDIR);
 }
 
-std::string CheckPath(const std::string& op, const std::string& path) {
-  if (path.empty() || path[0] != '/') return op + " " + path + ": path must be absolute";
-  return "";
+FileError CheckPath(const std::string& op, const std::string& path) {
+  if (path.empty() || path[0] != '/') return {op + " " + path + ": path must be absolute", EINVAL};
+  return {};
 }
 
 // "tar -x -C /dst: <tar's stderr>" for a tar child that did not succeed.
-std::string TarError(const std::string& what, const ChildOutcome& outcome,
-                     const std::string& stderr_text) {
-  if (!outcome.start_error.empty()) return what + ": " + outcome.start_error;
-  if (!outcome.abort_error.empty()) return what + ": " + outcome.abort_error;
-  if (outcome.signal == 0 && outcome.exit_code == 0) return "";
+FileError TarError(const std::string& what, const ChildOutcome& outcome,
+                   const std::string& stderr_text) {
+  if (!outcome.start_error.empty()) return {what + ": " + outcome.start_error};
+  if (!outcome.abort_error.empty()) return {what + ": " + outcome.abort_error};
+  if (outcome.signal == 0 && outcome.exit_code == 0) return {};
   std::string cause = stderr_text;
   while (!cause.empty() && (cause.back() == '\n' || cause.back() == ' ')) cause.pop_back();
   if (cause.empty()) {
     cause = outcome.signal != 0 ? "killed by signal " + std::to_string(outcome.signal)
                                 : "exit status " + std::to_string(outcome.exit_code);
   }
-  return what + ": " + cause;
+  return {what + ": " + cause};
 }
 
 void SendResult(Channel* channel, OpResult result) {
@@ -95,14 +105,14 @@ std::string AbortReason(OpInput* input) {
   return input->overflowed() ? "more than 16 MiB queued" : "cancelled (host disconnected)";
 }
 
-// Plain upload; returns "" and sets *bytes, or the error.
-std::string WriteFile(const agent::v1::FileWriteStart& request, OpInput* input, uint64_t* bytes) {
+// Plain upload; returns success and sets *bytes, or the error.
+FileError WriteFile(const agent::v1::FileWriteStart& request, OpInput* input, uint64_t* bytes) {
   const std::string& path = request.path();
-  if (std::string e = CheckPath("open", path); !e.empty()) return e;
+  if (FileError e = CheckPath("open", path); e.failed()) return e;
   if (path.back() == '/') return ErrnoError("open", path, EISDIR);
   const std::string dir = DirName(path);
   if (request.make_parents()) {
-    if (std::string e = MakeDirs(dir); !e.empty()) return e;
+    if (FileError e = MakeDirs(dir); e.failed()) return e;
   }
   std::string tmp = (dir == "/" ? "" : dir) + "/." + BaseName(path) + ".smolvm-XXXXXX";
   UniqueFd fd(mkostemp(tmp.data(), O_CLOEXEC));
@@ -121,7 +131,7 @@ std::string WriteFile(const agent::v1::FileWriteStart& request, OpInput* input, 
   std::string chunk;
   for (;;) {
     OpInput::Pop pop = input->WaitPop(&chunk);
-    if (pop == OpInput::Pop::kAborted) return "write " + path + ": " + AbortReason(input);
+    if (pop == OpInput::Pop::kAborted) return {"write " + path + ": " + AbortReason(input)};
     if (pop == OpInput::Pop::kEof) break;
     size_t done = 0;
     while (done < chunk.size()) {
@@ -139,14 +149,14 @@ std::string WriteFile(const agent::v1::FileWriteStart& request, OpInput* input, 
   // Make the rename itself durable.
   UniqueFd dir_fd(open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
   if (!dir_fd.valid() || fsync(dir_fd.get()) != 0) return ErrnoError("fsync", dir, errno);
-  return "";
+  return {};
 }
 
-std::string ExtractTar(const agent::v1::FileWriteStart& request, OpInput* input,
-                       uint64_t* bytes) {
+FileError ExtractTar(const agent::v1::FileWriteStart& request, OpInput* input,
+                     uint64_t* bytes) {
   const std::string& path = request.path();
-  if (std::string e = CheckPath("tar -x -C", path); !e.empty()) return e;
-  if (std::string e = MakeDirs(path); !e.empty()) return e;
+  if (FileError e = CheckPath("tar -x -C", path); e.failed()) return e;
+  if (FileError e = MakeDirs(path); e.failed()) return e;
   ChildSpec spec;
   spec.argv = {"tar", "-x", "-C", path};
   spec.env = BuildEnv({});
@@ -160,7 +170,7 @@ std::string ExtractTar(const agent::v1::FileWriteStart& request, OpInput* input,
   ChildOutcome outcome = RunChild(spec, input, 0, "tar data", collect);
   *bytes = outcome.stdin_bytes;
   if (outcome.abort_error.empty() && input->cancelled()) {
-    return "tar -x -C " + path + ": " + AbortReason(input);
+    return {"tar -x -C " + path + ": " + AbortReason(input)};
   }
   return TarError("tar -x -C " + path, outcome, stderr_text);
 }
@@ -171,11 +181,12 @@ void ReadFile(Channel* channel, const agent::v1::FileReadStart& request) {
   const std::string& path = request.path();
   OpResult result;
   result.set_id(request.id());
-  auto fail = [&](std::string error) {
-    result.set_error(std::move(error));
+  auto fail = [&](FileError error) {
+    result.set_error(std::move(error.text));
+    result.set_error_errno(error.errnum);
     SendResult(channel, std::move(result));
   };
-  if (std::string e = CheckPath("open", path); !e.empty()) return fail(e);
+  if (FileError e = CheckPath("open", path); e.failed()) return fail(e);
   UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY));
   if (!fd.valid()) return fail(ErrnoError("open", path, errno));
   struct stat st;
@@ -208,14 +219,15 @@ void CreateTar(Channel* channel, const agent::v1::FileReadStart& request) {
   const std::string what = "tar -c -C " + path;
   OpResult result;
   result.set_id(request.id());
-  auto fail = [&](std::string error) {
-    result.set_error(std::move(error));
+  auto fail = [&](FileError error) {
+    result.set_error(std::move(error.text));
+    result.set_error_errno(error.errnum);
     SendResult(channel, std::move(result));
   };
-  if (std::string e = CheckPath(what, path); !e.empty()) return fail(e);
+  if (FileError e = CheckPath(what, path); e.failed()) return fail(e);
   struct stat st;
   if (stat(path.c_str(), &st) != 0) return fail(ErrnoError("stat", path, errno));
-  if (!S_ISDIR(st.st_mode)) return fail(what + ": " + std::strerror(ENOTDIR));
+  if (!S_ISDIR(st.st_mode)) return fail({what + ": " + std::strerror(ENOTDIR), ENOTDIR});
   ChildSpec spec;
   spec.argv = {"tar", "-c", "-C", path, "."};
   spec.env = BuildEnv({});
@@ -230,7 +242,7 @@ void CreateTar(Channel* channel, const agent::v1::FileReadStart& request) {
     }
   };
   ChildOutcome outcome = RunChild(spec, nullptr, 0, "tar output", stream_out);
-  if (std::string e = TarError(what, outcome, stderr_text); !e.empty()) return fail(e);
+  if (FileError e = TarError(what, outcome, stderr_text); e.failed()) return fail(e);
   SendData(channel, request.id(), "", 0, true);
   result.set_bytes(total);
   result.set_mode(st.st_mode & 07777);
@@ -241,14 +253,15 @@ void CreateTar(Channel* channel, const agent::v1::FileReadStart& request) {
 
 void RunUpload(Channel* channel, const agent::v1::FileWriteStart& request, OpInput* input) {
   uint64_t bytes = 0;
-  std::string error = request.tar() ? ExtractTar(request, input, &bytes)
-                                    : WriteFile(request, input, &bytes);
+  FileError error = request.tar() ? ExtractTar(request, input, &bytes)
+                                  : WriteFile(request, input, &bytes);
   OpResult result;
   result.set_id(request.id());
-  if (error.empty()) {
+  if (!error.failed()) {
     result.set_bytes(bytes);
   } else {
-    result.set_error(error);
+    result.set_error(std::move(error.text));
+    result.set_error_errno(error.errnum);
   }
   SendResult(channel, std::move(result));
 }

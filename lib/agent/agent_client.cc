@@ -27,6 +27,35 @@ constexpr char kLegacyReady[] = "SMOLVM_READY";
 // (unknown fields included) plus the bookkeeping around it.
 size_t QueuedSize(const v1::Frame& f) { return f.ByteSizeLong() + kQueuedFrameOverhead; }
 
+// A failed guest operation as a status: the agent's errno says what kind of
+// failure it was (a missing file is NOT_FOUND, not the VM's state), the
+// message names the step and path. No errno: FAILED_PRECONDITION, as before.
+absl::Status GuestError(const std::string& what, const v1::OpResult& result) {
+  const std::string message = absl::StrCat(what, ": ", result.error());
+  switch (result.error_errno()) {
+    case ENOENT:
+      return absl::NotFoundError(message);
+    case EEXIST:
+    case ENOTEMPTY:
+      return absl::AlreadyExistsError(message);
+    case EACCES:
+    case EPERM:
+      return absl::PermissionDeniedError(message);
+    case ENOSPC:
+    case EDQUOT:
+    case EFBIG:
+      return absl::ResourceExhaustedError(message);
+    case EISDIR:
+    case ENOTDIR:
+    case EINVAL:
+    case ENAMETOOLONG:
+    case ELOOP:
+      return absl::InvalidArgumentError(message);
+    default:
+      return absl::FailedPreconditionError(message);
+  }
+}
+
 absl::Status Annotated(const absl::Status& s, const std::string& what) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
@@ -546,10 +575,7 @@ absl::StatusOr<v1::OpResult> AgentClient::AwaitResult(OpChannel& channel, absl::
     auto frame = channel.Next(deadline);
     if (!frame.ok()) return Annotated(frame.status(), what);
     if (!frame->has_op_result()) continue;
-    if (!frame->op_result().error().empty()) {
-      return absl::FailedPreconditionError(
-          absl::StrCat(what, ": ", frame->op_result().error()));
-    }
+    if (!frame->op_result().error().empty()) return GuestError(what, frame->op_result());
     return frame->op_result();
   }
 }
@@ -582,7 +608,7 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
       if (!frame->has_value()) return absl::OkStatus();
       if (!(*frame)->has_op_result()) continue;
       const v1::OpResult& r = (*frame)->op_result();
-      if (!r.error().empty()) return absl::FailedPreconditionError(absl::StrCat(what, ": ", r.error()));
+      if (!r.error().empty()) return GuestError(what, r);
       return absl::InternalError(
           absl::StrCat(what, ": the guest agent reported success before the data ended"));
     }
@@ -645,9 +671,7 @@ absl::StatusOr<FileInfo> AgentClient::ReadFile(
       continue;
     }
     if (frame->has_op_result()) {
-      if (!frame->op_result().error().empty()) {
-        return absl::FailedPreconditionError(absl::StrCat(what, ": ", frame->op_result().error()));
-      }
+      if (!frame->op_result().error().empty()) return GuestError(what, frame->op_result());
       return FileInfo{frame->op_result().bytes(), frame->op_result().mode()};
     }
   }

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -354,6 +355,39 @@ TEST(AgentClientTest, AnEarlyErrorFromTheAgentEndsTheUpload) {
                                       "upload /x: open /x: Permission denied"));
   EXPECT_LT(pulled.load(), kTotal);
   EXPECT_TRUE(client->healthy());
+}
+
+// The agent's errno sets the code: a missing file is NOT_FOUND, not a VM in
+// the wrong state; without one it stays FAILED_PRECONDITION.
+TEST(AgentClientTest, TheGuestsErrnoSetsTheCode) {
+  const std::pair<int, absl::StatusCode> cases[] = {
+      {ENOENT, absl::StatusCode::kNotFound},
+      {EEXIST, absl::StatusCode::kAlreadyExists},
+      {EACCES, absl::StatusCode::kPermissionDenied},
+      {EPERM, absl::StatusCode::kPermissionDenied},
+      {ENOSPC, absl::StatusCode::kResourceExhausted},
+      {EISDIR, absl::StatusCode::kInvalidArgument},
+      {ENOTDIR, absl::StatusCode::kInvalidArgument},
+      {EINVAL, absl::StatusCode::kInvalidArgument},
+      {EIO, absl::StatusCode::kFailedPrecondition},
+      {0, absl::StatusCode::kFailedPrecondition},
+  };
+  for (const auto& [errnum, code] : cases) {
+    FakeAgent fake([errnum = errnum](FakeAgent& f, const v1::Frame& frame) {
+      if (frame.has_file_read_start()) {
+        v1::Frame r = Result(frame.file_read_start().id(), 0, "open /f: it failed");
+        r.mutable_op_result()->set_error_errno(errnum);
+        f.Write(r);
+      }
+    });
+    auto client = ConnectTo(fake);
+    ASSERT_NE(client, nullptr);
+    auto info = client->ReadFile("/f", false, [](const std::string&) { return absl::OkStatus(); },
+                                 absl::Seconds(5));
+    EXPECT_EQ(info.status().code(), code) << errnum << " " << info.status();
+    EXPECT_TRUE(absl::StrContains(info.status().message(), "open /f: it failed"))
+        << info.status();
+  }
 }
 
 TEST(AgentClientTest, TooManyOperationsAreRefused) {

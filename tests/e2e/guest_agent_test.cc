@@ -194,10 +194,17 @@ TEST_F(GuestAgentTest, FileRoundTripsWithChecksumsAndMode) {
   std::string back = d.dir() + "/down.bin";
   ASSERT_TRUE(vm_->download_file("/root/dir/data.bin", back).ok());
   EXPECT_TRUE(ReadAll(back) == data);
-  // Errors name the path.
+  // Errors name the path, and the guest's errno sets the code.
   auto missing = vm_->download_file("/root/nope.txt", d.dir() + "/x");
-  EXPECT_FALSE(missing.ok());
+  EXPECT_EQ(missing.code(), absl::StatusCode::kNotFound) << missing;
   EXPECT_NE(missing.message().find("/root/nope.txt"), std::string::npos) << missing;
+  auto is_dir = vm_->download_file("/root", d.dir() + "/x");
+  EXPECT_EQ(is_dir.code(), absl::StatusCode::kInvalidArgument) << is_dir;
+  std::ofstream(d.dir() + "/up.bin") << "x";
+  auto under_a_file = vm_->upload_file(d.dir() + "/up.bin", "/root/dir/data.bin/x");
+  EXPECT_EQ(under_a_file.code(), absl::StatusCode::kInvalidArgument) << under_a_file;
+  EXPECT_NE(under_a_file.message().find("/root/dir/data.bin/x"), std::string::npos)
+      << under_a_file;
   // Directories travel as tar streams.
   std::filesystem::create_directories(d.dir() + "/tree/sub");
   std::ofstream(d.dir() + "/tree/a.txt") << "alpha";

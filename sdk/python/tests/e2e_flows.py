@@ -150,11 +150,9 @@ def files(c: Checks, vm: SmolVM) -> None:
         vm.download_file("/root/out.txt", local_out)
         with open(local_out) as f:
             c.check("download_file", f.read() == "SOME DATA\n")
-        # The daemon answers FAILED_PRECONDITION for a missing guest file
-        # today; what the SDK promises is an exception naming the path.
-        c.raises("download of a missing file names it", SmolVMError,
+        c.raises("download of a missing file is NotFoundError naming it", NotFoundError,
                  lambda: vm.download_file("/root/missing", os.path.join(tmp, "x")),
-                 text="/root/missing")
+                 code=grpc.StatusCode.NOT_FOUND, text="/root/missing")
         c.check("no temporary file left", sorted(os.listdir(tmp)) == ["in.txt", "out.txt"],
                 os.listdir(tmp))
 
