@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything smolvmd needs to build, test and run on Debian 12, from
 # Debian's archive only. Idempotent; run as root.
+# --build-only: what compiling and running needs, without the tools only the
+# test suite uses (docker/Dockerfile's build stage).
 set -euo pipefail
 
 PACKAGES=(
@@ -22,8 +24,21 @@ PACKAGES=(
   # The Python SDK (sdk/python): its runtime, and pip's offline install of it.
   python3-protobuf python3-setuptools python3-wheel python3-pip
   systemd
-  clang libclang-rt-14-dev
 )
+# Only the test suite: fuzzers (clang), the container image test (Docker's
+# daemon and CLI, used as /usr/bin/docker whatever else is in PATH) and the
+# unit under a real systemd (systemd-nspawn). Where systemd is not PID 1 (CI)
+# installing docker.io starts no dockerd (invoke-rc.d finds no runlevel, and
+# policy-rc.d, where present, forbids it); tests/container_test.sh runs its
+# own in a network namespace. On a host run by systemd, Debian starts
+# docker.service (README "Networking" says how smolvmd copes with Docker).
+TEST_PACKAGES=(
+  clang libclang-rt-14-dev
+  docker.io systemd-container
+)
+if [ "${1:-}" != "--build-only" ]; then
+  PACKAGES+=("${TEST_PACKAGES[@]}")
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
   echo "install-deps.sh: run as root (it uses apt-get)" >&2
