@@ -93,6 +93,7 @@ int Main(int argc, char** argv) {
   RegisterFileCommands(app, ctx);
   RegisterSnapshotCommands(app, ctx);
   RegisterPoolCommands(app, ctx);
+  RegisterOperationCommands(app, ctx);
   RegisterImageCommands(app, ctx);
   RegisterDoctorCommand(app, ctx);
   RegisterCompletionCommand(app, ctx);

@@ -23,6 +23,7 @@ void RegisterExecCommand(CLI::App& vm, CliContext& ctx);     // vm exec
 void RegisterFileCommands(CLI::App& app, CliContext& ctx);   // file put|get
 void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx);
 void RegisterPoolCommands(CLI::App& app, CliContext& ctx);
+void RegisterOperationCommands(CLI::App& app, CliContext& ctx);  // operation get
 void RegisterImageCommands(CLI::App& app, CliContext& ctx);
 void RegisterDoctorCommand(CLI::App& app, CliContext& ctx);      // doctor
 void RegisterCompletionCommand(CLI::App& app, CliContext& ctx);  // completion bash|zsh

@@ -265,6 +265,10 @@ TEST_F(CliTest, LongCallsReportProgress) {
   EXPECT_EQ(op->done(), 1u);
   EXPECT_EQ(op->unit(), "clones");
   EXPECT_EQ(manager.get_operation("cli-op-never").status().code(), absl::StatusCode::kNotFound);
+  r = Cli({"--json", "operation", "get", "cli-op-1"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(nlohmann::json::parse(r.out)["kind"], "ForkSnapshot") << r.out;
+  EXPECT_EQ(Cli({"operation", "get", "cli-op-never"}).exit_code, 3);
 
   // A malformed id fails the call before it does anything.
   v1::CreateSnapshotRequest bad;
