@@ -132,6 +132,14 @@ std::string Details(
   return out;
 }
 
+// "k1=v1,k2=v2", sorted by key (a proto map has no order).
+std::string FormatLabels(const google::protobuf::Map<std::string, std::string>& labels) {
+  std::map<std::string, std::string> sorted(labels.begin(), labels.end());
+  std::vector<std::string> parts;
+  for (const auto& [k, v] : sorted) parts.push_back(absl::StrCat(k, "=", v));
+  return absl::StrJoin(parts, ",");
+}
+
 void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
                   std::vector<std::pair<std::string, std::string>>* kv) {
   kv->emplace_back(prefix + "vcpu_count", absl::StrCat(config.vcpu_count()));
@@ -147,6 +155,7 @@ void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
   kv->emplace_back(prefix + "egress", FormatEgress(config.egress()));
   kv->emplace_back(prefix + "port_forwards",
                    FormatPortForwards(config.port_forwards()));
+  kv->emplace_back(prefix + "labels", FormatLabels(config.labels()));
 }
 
 void AppendNetwork(const std::string& prefix, const v1::NetworkConfig& network,
@@ -377,6 +386,7 @@ std::string SnapshotDetails(const v1::SnapshotInfo& s) {
       {"accelerator", s.accelerator()},
       {"restored", s.restored() ? "true" : "false"},
       {"restored_vm_id", s.has_restored_vm_id() ? s.restored_vm_id() : ""},
+      {"labels", FormatLabels(s.labels())},
       {"snapshot_path", s.snapshot_path()},
       {"mem_file_path", s.mem_file_path()},
       {"disk_path", s.disk_path()},

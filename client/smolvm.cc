@@ -26,6 +26,27 @@ absl::Status CheckPageToken(const std::string& sent,
   return absl::OkStatus();
 }
 
+// The clones of a ForkSnapshot / ForkVm reply, each OK with its VM or with
+// the daemon's error_code (a google.rpc.Code, gRPC's numbering).
+std::vector<ForkOutcome> ToForkOutcomes(google::protobuf::RepeatedPtrField<v1::ForkResult>* results,
+                                        const std::string& what) {
+  std::vector<ForkOutcome> outcomes;
+  outcomes.reserve(results->size());
+  for (v1::ForkResult& result : *results) {
+    ForkOutcome outcome{result.vm_id(), v1::Vm()};
+    if (result.error_code() != 0) {
+      outcome.vm = FromGrpcCode(result.error_code(), result.error_message());
+    } else if (!result.has_vm()) {
+      outcome.vm = absl::InternalError(absl::StrCat(
+          what, ": daemon reported clone ", result.vm_id(), " as created but returned no VM"));
+    } else {
+      outcome.vm = std::move(*result.mutable_vm());
+    }
+    outcomes.push_back(std::move(outcome));
+  }
+  return outcomes;
+}
+
 }  // namespace
 
 // --- SmolVM ------------------------------------------------------------------
@@ -79,12 +100,13 @@ absl::Status SmolVM::start(const ProgressCallback& on_progress) {
 
 absl::StatusOr<v1::SnapshotInfo> SmolVM::snapshot(
     const std::string& snapshot_id, bool resume_source,
-    const ProgressCallback& on_progress) {
+    const ProgressCallback& on_progress, const std::map<std::string, std::string>& labels) {
   if (absl::Status s = CheckStarted("snapshot"); !s.ok()) return s;
   v1::CreateSnapshotRequest request;
   request.set_vm_id(vm_id());
   request.set_snapshot_id(snapshot_id);
   request.set_resume_source(resume_source);
+  request.mutable_labels()->insert(labels.begin(), labels.end());
   absl::StatusOr<v1::SnapshotInfo> info = CallWithProgress(
       connection_, request, on_progress,
       [&] { return connection_.Call(&SnapshotStub::CreateSnapshot, request); });
@@ -92,6 +114,25 @@ absl::StatusOr<v1::SnapshotInfo> SmolVM::snapshot(
   // state it leaves the VM in.
   if (info.ok()) info_.set_status(resume_source ? v1::RUNNING : v1::PAUSED);
   return info;
+}
+
+absl::StatusOr<SmolVM::ForkVmResult> SmolVM::fork(uint32_t count, const ForkVmOptions& options,
+                                                   const ProgressCallback& on_progress) {
+  if (absl::Status s = CheckStarted("fork"); !s.ok()) return s;
+  v1::ForkVmRequest request;
+  request.set_vm_id(vm_id());
+  request.set_count(count);
+  request.set_snapshot_id(options.snapshot_id);
+  request.set_vm_id_prefix(options.vm_id_prefix);
+  request.set_paused(options.paused);
+  request.mutable_labels()->insert(options.labels.begin(), options.labels.end());
+  absl::StatusOr<v1::ForkVmResponse> response = CallWithProgress(
+      connection_, request, on_progress, [&] { return connection_.Call(&VmStub::ForkVm, request); });
+  if (!response.ok()) return response.status();
+  ForkVmResult result;
+  result.snapshot_id = response->snapshot_id();
+  result.children = ToForkOutcomes(response->mutable_results(), "fork " + vm_id());
+  return result;
 }
 
 absl::Status SmolVM::stop() {
@@ -220,11 +261,16 @@ SmolVMManager::SmolVMManager(ClientOptions options)
     : connection_(std::move(options)) {}
 
 absl::StatusOr<std::vector<v1::SnapshotInfo>> SmolVMManager::list_snapshots(
-    const std::string& vm_id) const {
+    const std::string& vm_id, const ListFilter& filter) const {
   std::vector<v1::SnapshotInfo> snapshots;
   v1::ListSnapshotsRequest request;
   request.set_page_size(kListPageSize);
   request.set_vm_id(vm_id);
+  if (!filter.statuses.empty()) {
+    return absl::InvalidArgumentError("list_snapshots: snapshots have no status to filter by");
+  }
+  request.mutable_labels()->insert(filter.labels.begin(), filter.labels.end());
+  request.set_image(filter.image);
   while (true) {
     absl::StatusOr<v1::ListSnapshotsResponse> page =
         connection_.Call(&SnapshotStub::ListSnapshots, request);
@@ -263,10 +309,13 @@ absl::StatusOr<v1::VerifySnapshotResponse> SmolVMManager::verify_snapshot(
   return connection_.Call(&SnapshotStub::VerifySnapshot, request);
 }
 
-absl::StatusOr<std::vector<v1::Vm>> SmolVMManager::list_vms() const {
+absl::StatusOr<std::vector<v1::Vm>> SmolVMManager::list_vms(const ListFilter& filter) const {
   std::vector<v1::Vm> vms;
   v1::ListVmsRequest request;
   request.set_page_size(kListPageSize);
+  request.mutable_labels()->insert(filter.labels.begin(), filter.labels.end());
+  for (v1::VmStatus status : filter.statuses) request.add_statuses(status);
+  request.set_image(filter.image);
   while (true) {
     absl::StatusOr<v1::ListVmsResponse> page =
         connection_.Call(&VmStub::ListVms, request);
@@ -307,23 +356,7 @@ absl::StatusOr<std::vector<ForkOutcome>> SmolVMManager::fork_snapshot(
       CallWithProgress(connection_, request, on_progress,
                        [&] { return connection_.Call(&SnapshotStub::ForkSnapshot, request); });
   if (!response.ok()) return response.status();
-  std::vector<ForkOutcome> outcomes;
-  outcomes.reserve(response->results_size());
-  for (v1::ForkResult& result : *response->mutable_results()) {
-    ForkOutcome outcome{result.vm_id(), v1::Vm()};
-    if (result.error_code() != 0) {
-      // error_code is a google.rpc.Code, the numbering gRPC shares.
-      outcome.vm = FromGrpcCode(result.error_code(), result.error_message());
-    } else if (!result.has_vm()) {
-      outcome.vm = absl::InternalError(absl::StrCat(
-          "fork snapshot ", snapshot_id, ": daemon reported clone ",
-          result.vm_id(), " as created but returned no VM"));
-    } else {
-      outcome.vm = std::move(*result.mutable_vm());
-    }
-    outcomes.push_back(std::move(outcome));
-  }
-  return outcomes;
+  return ToForkOutcomes(response->mutable_results(), "fork snapshot " + snapshot_id);
 }
 
 }  // namespace smolvm

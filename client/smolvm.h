@@ -62,8 +62,11 @@ namespace smolvm {
 struct RunOptions {
   // Added to the VM's environment (VMConfig.env); these win on conflicts.
   std::map<std::string, std::string> env;
-  // Working directory in the guest; "" = /root.
+  // Working directory in the guest; "" = /root (another user's: its home).
   std::string cwd;
+  // The guest user to run as: a name from the guest's /etc/passwd or a
+  // uid; "" = root. USER, LOGNAME and HOME follow it (`env` still wins).
+  std::string user;
   // The command's whole stdin (at most 16 MiB); nullopt = /dev/null. An
   // empty string is an empty stdin (EOF at once), not /dev/null.
   std::optional<std::string> stdin_data;
@@ -78,6 +81,14 @@ struct RunOptions {
   // ClientOptions::timeout is infinite); without a limit there is no
   // deadline, the call lasts as long as the command.
   absl::Duration timeout = absl::ZeroDuration();
+};
+
+// ForkVmOptions are the optional parts of `SmolVM::fork()` (ForkVmRequest).
+struct ForkVmOptions {
+  std::string snapshot_id;   // "" = "<vm_id>-fork-<unix ms>"
+  std::string vm_id_prefix;  // children are <prefix>-<n>; "" = the snapshot id
+  bool paused = false;       // leave the children PAUSED instead of RUNNING
+  std::map<std::string, std::string> labels;  // the snapshot's labels
 };
 
 // ExecExit is how a command ended (ExecResult).
@@ -191,9 +202,20 @@ class SmolVM {
   // snapshot checkpoints the VM (CreateSnapshot) into `snapshot_id` ("" = a
   // generated id). The VM is left PAUSED unless `resume_source`, in which case
   // it keeps RUNNING. Requires a RUNNING or PAUSED VM.
+  // `labels` tag the snapshot (list_snapshots filters by them).
   absl::StatusOr<v1::SnapshotInfo> snapshot(const std::string& snapshot_id,
                                             bool resume_source = false,
-                                            const ProgressCallback& on_progress = {});
+                                            const ProgressCallback& on_progress = {},
+                                            const std::map<std::string, std::string>& labels = {});
+
+  // fork snapshots this RUNNING (or PAUSED) VM and restores `count` (1-128)
+  // children from it in one call (ForkVm). The VM stays as it was; the
+  // snapshot is kept (ForkVmResult::snapshot_id) so more children can be
+  // forked from it later, and deleted like any other. Children inherit the
+  // VM's files and processes, then diverge; each has its own identity.
+  struct ForkVmResult;
+  absl::StatusOr<ForkVmResult> fork(uint32_t count, const ForkVmOptions& options = {},
+                                    const ProgressCallback& on_progress = {});
 
   // stop ends the VM's VMM process (StopVm); the disk is kept and `start()`
   // cold-boots it again. Requires RUNNING or PAUSED.
@@ -289,8 +311,11 @@ class SmolVM {
   // `guest_path`, replacing it; the guest sees it atomically (temp file,
   // fsync, rename). `mode` is its permission bits; 0 = 0644 (the local
   // file's mode is not copied). Missing parent directories are created.
+  // `user` (here and in the other file calls): the guest user whose
+  // permissions apply and who owns what is written; "" = root.
   absl::Status upload_file(const std::string& local_path,
-                           const std::string& guest_path, uint32_t mode = 0);
+                           const std::string& guest_path, uint32_t mode = 0,
+                           const std::string& user = "");
 
   // download_file copies the guest file `guest_path` to `local_path`. The
   // data goes to a temporary file next to `local_path` that is renamed over
@@ -298,7 +323,7 @@ class SmolVM {
   // either untouched or complete. It gets the guest file's permission bits
   // (0644 if the daemon reports none).
   absl::Status download_file(const std::string& guest_path,
-                             const std::string& local_path);
+                             const std::string& local_path, const std::string& user = "");
 
   // upload_dir copies the contents of the local directory `local_dir` into
   // the guest directory `guest_dir` (created with its parents if missing;
@@ -309,7 +334,7 @@ class SmolVM {
   // extracts anything. Not atomic in the guest: a failed extraction can
   // leave some files.
   absl::Status upload_dir(const std::string& local_dir,
-                          const std::string& guest_dir);
+                          const std::string& guest_dir, const std::string& user = "");
 
   // download_dir copies the contents of the guest directory `guest_dir` into
   // `local_dir` (created with its parents if missing; existing files are
@@ -324,7 +349,8 @@ class SmolVM {
   // not at all; the directory as a whole is not atomic: on failure some
   // files may have been written.
   absl::StatusOr<DirDownload> download_dir(const std::string& guest_dir,
-                                           const std::string& local_dir);
+                                           const std::string& local_dir,
+                                           const std::string& user = "");
 
   // attach returns a handle on the existing VM `vm_id` (GetVm).
   static absl::StatusOr<SmolVM> attach(const std::string& vm_id,
@@ -374,6 +400,24 @@ struct ForkOutcome {
   bool ok() const { return vm.ok(); }
 };
 
+// What `SmolVM::fork()` made: the snapshot and one outcome per child.
+struct SmolVM::ForkVmResult {
+  std::string snapshot_id;
+  std::vector<ForkOutcome> children;
+};
+
+// ListFilter narrows `SmolVMManager::list_vms()` / `list_snapshots()`: every
+// set part must match.
+struct ListFilter {
+  // Every one of these labels (VMConfig.labels; a snapshot's own labels).
+  std::map<std::string, std::string> labels;
+  // Any of these statuses (VMs only); empty = any.
+  std::vector<v1::VmStatus> statuses;
+  // The image as given at create time ("minimal" also matches
+  // "minimal:latest") or its digest; "" = any.
+  std::string image;
+};
+
 // SmolVMManager lists and looks up VMs and snapshots, deletes snapshots, and
 // forks VMs from a snapshot.
 //
@@ -389,7 +433,7 @@ class SmolVMManager {
   // list_snapshots returns all snapshots ordered by snapshot_id, or only
   // those taken from `vm_id` when non-empty.
   absl::StatusOr<std::vector<v1::SnapshotInfo>> list_snapshots(
-      const std::string& vm_id = "") const;
+      const std::string& vm_id = "", const ListFilter& filter = {}) const;
   // get_snapshot returns snapshot `id`; NOT_FOUND if there is none.
   absl::StatusOr<v1::SnapshotInfo> get_snapshot(const std::string& id) const;
   // delete_snapshot removes snapshot `id` (DeleteSnapshot); NOT_FOUND if
@@ -402,7 +446,7 @@ class SmolVMManager {
   absl::StatusOr<v1::VerifySnapshotResponse> verify_snapshot(
       const std::string& id) const;
   // list_vms returns all VMs ordered by vm_id.
-  absl::StatusOr<std::vector<v1::Vm>> list_vms() const;
+  absl::StatusOr<std::vector<v1::Vm>> list_vms(const ListFilter& filter = {}) const;
   // get_vm returns VM `id`; NOT_FOUND if there is none.
   absl::StatusOr<v1::Vm> get_vm(const std::string& id) const;
 

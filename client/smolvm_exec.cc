@@ -79,6 +79,7 @@ absl::StatusOr<ExecExit> SmolVM::StreamExec(
   request.set_vm_id(vm_id());
   request.mutable_env()->insert(options.env.begin(), options.env.end());
   request.set_cwd(options.cwd);
+  request.set_user(options.user);
   if (options.stdin_data.has_value()) {
     request.set_stdin(*options.stdin_data);
     request.set_has_stdin(true);

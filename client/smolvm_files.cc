@@ -366,7 +366,8 @@ absl::StatusOr<DownloadEnd> Download(
 }  // namespace
 
 absl::Status SmolVM::upload_file(const std::string& local_path,
-                                 const std::string& guest_path, uint32_t mode) {
+                                 const std::string& guest_path, uint32_t mode,
+                                 const std::string& user) {
   if (absl::Status s = CheckStarted("upload to"); !s.ok()) return s;
   UniqueFd fd(::open(local_path.c_str(), O_RDONLY | O_CLOEXEC));
   if (!fd.valid()) return absl::ErrnoToStatus(errno, absl::StrCat("open ", local_path));
@@ -384,12 +385,13 @@ absl::Status SmolVM::upload_file(const std::string& local_path,
   header.set_path(guest_path);
   header.set_mode(mode);
   header.set_make_parents(true);
+  header.set_user(user);
   FileSource source(std::move(fd), local_path);
   return Upload(connection_, header, source);
 }
 
 absl::Status SmolVM::download_file(const std::string& guest_path,
-                                   const std::string& local_path) {
+                                   const std::string& local_path, const std::string& user) {
   if (absl::Status s = CheckStarted("download from"); !s.ok()) return s;
   namespace fs = std::filesystem;
   // The temporary file lives next to the target so that rename() is atomic.
@@ -414,6 +416,7 @@ absl::Status SmolVM::download_file(const std::string& guest_path,
   v1::DownloadFileRequest request;
   request.set_vm_id(vm_id());
   request.set_path(guest_path);
+  request.set_user(user);
   absl::StatusOr<DownloadEnd> end =
       Download(connection_, request, [&](absl::string_view data) {
         return WriteAll(fd.get(), data, temp_path);
@@ -437,7 +440,7 @@ absl::Status SmolVM::download_file(const std::string& guest_path,
 }
 
 absl::Status SmolVM::upload_dir(const std::string& local_dir,
-                                const std::string& guest_dir) {
+                                const std::string& guest_dir, const std::string& user) {
   if (absl::Status s = CheckStarted("upload to"); !s.ok()) return s;
   std::error_code ec;
   if (!std::filesystem::is_directory(local_dir, ec)) {
@@ -453,12 +456,14 @@ absl::Status SmolVM::upload_dir(const std::string& local_dir,
   header.set_path(guest_dir);
   header.set_tar(true);
   header.set_make_parents(true);
+  header.set_user(user);
   TarSource source(*std::move(tar));
   return Upload(connection_, header, source);
 }
 
 absl::StatusOr<DirDownload> SmolVM::download_dir(const std::string& guest_dir,
-                                                 const std::string& local_dir) {
+                                                 const std::string& local_dir,
+                                                 const std::string& user) {
   if (absl::Status s = CheckStarted("download from"); !s.ok()) return s;
   std::error_code ec;
   std::filesystem::create_directories(local_dir, ec);
@@ -486,6 +491,7 @@ absl::StatusOr<DirDownload> SmolVM::download_dir(const std::string& guest_dir,
   request.set_vm_id(vm_id());
   request.set_path(guest_dir);
   request.set_tar(true);
+  request.set_user(user);
   absl::StatusOr<DownloadEnd> end;
   {
     ScopedSigpipeBlock no_sigpipe;  // The extractor may stop reading.

@@ -60,6 +60,7 @@ VmConfig FromProto(const v1::VMConfig& c) {
   // image_digest and working_dir are the daemon's to set.
   config.boot_args = c.boot_args();
   config.env.insert(c.env().begin(), c.env().end());
+  config.labels.insert(c.labels().begin(), c.labels().end());
   config.egress = FromProto(c.egress());
   for (const auto& f : c.port_forwards()) config.port_forwards.push_back(FromProto(f));
   return config;
@@ -77,6 +78,7 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   out->set_image_digest(c.image_digest);
   out->set_boot_args(c.boot_args);
   for (const auto& [k, v] : c.env) (*out->mutable_env())[k] = v;
+  for (const auto& [k, v] : c.labels) (*out->mutable_labels())[k] = v;
   ToProto(c.egress, out->mutable_egress());
   for (const auto& f : c.port_forwards) ToProto(f, out->add_port_forwards());
 }
@@ -132,6 +134,47 @@ void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {
   out->set_size_bytes(s.size_bytes);
   out->set_accelerator(s.accelerator);
   out->set_owner(s.owner);
+  for (const auto& [k, v] : s.labels) (*out->mutable_labels())[k] = v;
+}
+
+absl::StatusOr<ListFilter> FilterFromProto(const v1::ListVmsRequest& req) {
+  ListFilter filter;
+  filter.labels.insert(req.labels().begin(), req.labels().end());
+  for (int status : req.statuses()) {
+    switch (status) {
+      case v1::CREATED: filter.states.push_back(VmState::kCreated); break;
+      case v1::RUNNING: filter.states.push_back(VmState::kRunning); break;
+      case v1::PAUSED: filter.states.push_back(VmState::kPaused); break;
+      case v1::STOPPED: filter.states.push_back(VmState::kStopped); break;
+      case v1::ERROR: filter.states.push_back(VmState::kError); break;
+      default:
+        return absl::InvalidArgumentError(absl::StrCat(
+            "statuses: ", status, " is not a VM status (CREATED, RUNNING, PAUSED, STOPPED, ERROR)"));
+    }
+  }
+  if (!req.image().empty()) filter.images.push_back(req.image());
+  return filter;
+}
+
+ListFilter FilterFromProto(const v1::ListSnapshotsRequest& req) {
+  ListFilter filter;
+  filter.labels.insert(req.labels().begin(), req.labels().end());
+  if (!req.image().empty()) filter.images.push_back(req.image());
+  return filter;
+}
+
+void ToProto(const std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>& clones,
+             google::protobuf::RepeatedPtrField<v1::ForkResult>* out) {
+  for (const auto& [vm_id, vm] : clones) {
+    v1::ForkResult* r = out->Add();
+    r->set_vm_id(vm_id);
+    if (vm.ok()) {
+      ToProto(*vm, r->mutable_vm());
+    } else {
+      r->set_error_code(static_cast<int>(vm.status().code()));
+      r->set_error_message(std::string(vm.status().message()));
+    }
+  }
 }
 
 void ToProto(const core::OperationState& op, v1::Operation* out) {
@@ -192,6 +235,7 @@ absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req) {
   }
   spec.env.insert(req.env().begin(), req.env().end());
   spec.cwd = req.cwd();
+  spec.user = req.user();
   spec.timeout = absl::Milliseconds(req.timeout_ms());
   if (req.has_stdin() || !req.stdin().empty()) {
     if (req.stdin().size() > (16u << 20)) {

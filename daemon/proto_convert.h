@@ -29,6 +29,12 @@ void ToProto(const PoolStatus& pool, v1::Pool* out);
 void ToProto(const core::OperationState& op, v1::Operation* out);
 void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* out);
 v1::VmStatus ToProto(VmState state);
+// The filters of a list request; INVALID_ARGUMENT for an unknown status.
+absl::StatusOr<ListFilter> FilterFromProto(const v1::ListVmsRequest& req);
+ListFilter FilterFromProto(const v1::ListSnapshotsRequest& req);
+// Clones of ForkSnapshot / ForkVm, in order, each with its VM or its error.
+void ToProto(const std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>& clones,
+             google::protobuf::RepeatedPtrField<v1::ForkResult>* out);
 // Argv or shell form, env, cwd, stdin and timeout of an Exec request.
 absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req);
 // One exec event as a stream message.

@@ -9,6 +9,7 @@
 
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/escaping.h"
@@ -32,6 +33,15 @@ inline grpc::Status LogAndConvert(const char* method, const std::string& id,
                 absl::StatusCodeToString(status.code()), absl::CHexEscape(status.message()));
   }
   return ToGrpcStatus(status);
+}
+
+// Logs each failed clone of a fork once (the call itself succeeded).
+inline void LogCloneFailures(
+    const char* method,
+    const std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>& clones) {
+  for (const auto& [vm_id, vm] : clones) {
+    if (!vm.ok()) (void)LogAndConvert(method, vm_id, vm.status());
+  }
 }
 
 // Whether an RPC changes anything (and is therefore audited).

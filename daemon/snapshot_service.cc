@@ -14,8 +14,9 @@ grpc::Status SnapshotServiceImpl::CreateSnapshot(grpc::ServerContext* ctx,
                  return WithOperation(
                      *operations_, c, req->operation_id(), "CreateSnapshot", req->vm_id(),
                      [&](Progress* p) {
+                       Labels labels(req->labels().begin(), req->labels().end());
                        return Fill(manager_->CreateSnapshot(c, req->vm_id(), req->snapshot_id(),
-                                                            req->resume_source(), p),
+                                                            req->resume_source(), p, labels),
                                    resp);
                      });
                });
@@ -36,7 +37,7 @@ grpc::Status SnapshotServiceImpl::ListSnapshots(grpc::ServerContext* ctx,
   return Serve(*callers_, *ctx, "ListSnapshots", Access::kRead, req->vm_id(),
                [&](const Caller& c) {
                  auto page = manager_->ListSnapshots(c, req->page_size(), req->page_token(),
-                                                     req->vm_id());
+                                                     req->vm_id(), FilterFromProto(*req));
                  if (page.ok()) {
                    for (const auto& s : page->items) ToProto(s, resp->add_snapshots());
                    resp->set_next_page_token(page->next_page_token);
@@ -92,17 +93,8 @@ grpc::Status SnapshotServiceImpl::ForkSnapshot(grpc::ServerContext* ctx,
                                                         req->resume_vm(), req->vm_id_prefix(), p);
                        return results.status();
                      }));
-                 for (const auto& [vm_id, vm] : *results) {
-                   auto* r = resp->add_results();
-                   r->set_vm_id(vm_id);
-                   if (vm.ok()) {
-                     ToProto(*vm, r->mutable_vm());
-                   } else {
-                     r->set_error_code(static_cast<int>(vm.status().code()));
-                     r->set_error_message(std::string(vm.status().message()));
-                     (void)LogAndConvert("ForkSnapshot", vm_id, vm.status());
-                   }
-                 }
+                 ToProto(*results, resp->mutable_results());
+                 LogCloneFailures("ForkSnapshot", *results);
                  return absl::OkStatus();
                });
 }

@@ -3,6 +3,7 @@
 #include "daemon/guest_streams.h"
 #include "daemon/operation_service.h"
 #include "daemon/rpc_reply.h"
+#include "lib/base/status_macros.h"
 
 namespace smolvm::daemon {
 
@@ -64,7 +65,9 @@ grpc::Status VmServiceImpl::GetVm(grpc::ServerContext* ctx, const v1::GetVmReque
 grpc::Status VmServiceImpl::ListVms(grpc::ServerContext* ctx, const v1::ListVmsRequest* req,
                                     v1::ListVmsResponse* resp) {
   return Serve(*callers_, *ctx, "ListVms", Access::kRead, "", [&](const Caller& c) {
-    auto page = manager_->ListVms(c, req->page_size(), req->page_token());
+    absl::StatusOr<ListFilter> filter = FilterFromProto(*req);
+    if (!filter.ok()) return filter.status();
+    auto page = manager_->ListVms(c, req->page_size(), req->page_token(), *filter);
     if (page.ok()) {
       for (const auto& vm : page->items) ToProto(vm, resp->add_vms());
       resp->set_next_page_token(page->next_page_token);
@@ -97,8 +100,13 @@ grpc::Status VmServiceImpl::UploadFile(grpc::ServerContext* ctx,
                    return absl::InvalidArgumentError(
                        "upload: the first message must carry the header (vm_id, path)");
                  }
-                 auto written = manager_->UploadFile(c, h.vm_id(), h.path(), h.mode(), h.tar(),
-                                                     h.make_parents(), UploadChunks(ctx, reader));
+                 agent::FileRequest file{.path = h.path(),
+                                         .tar = h.tar(),
+                                         .user = h.user(),
+                                         .mode = h.mode(),
+                                         .make_parents = h.make_parents()};
+                 auto written = manager_->UploadFile(c, h.vm_id(), std::move(file),
+                                                     UploadChunks(ctx, reader));
                  if (written.ok()) resp->set_bytes_written(written->bytes);
                  return written.status();
                });
@@ -109,7 +117,9 @@ grpc::Status VmServiceImpl::DownloadFile(grpc::ServerContext* ctx,
                                          grpc::ServerWriter<v1::DownloadFileResponse>* writer) {
   return Serve(*callers_, *ctx, "DownloadFile", Access::kRead, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
-                 auto info = manager_->DownloadFile(c, req->vm_id(), req->path(), req->tar(),
+                 agent::FileRequest file{
+                     .path = req->path(), .tar = req->tar(), .user = req->user()};
+                 auto info = manager_->DownloadFile(c, req->vm_id(), std::move(file),
                                                     DownloadSink(ctx, writer));
                  if (info.ok()) {
                    v1::DownloadFileResponse last;
@@ -119,6 +129,27 @@ grpc::Status VmServiceImpl::DownloadFile(grpc::ServerContext* ctx,
                    writer->Write(last);
                  }
                  return info.status();
+               });
+}
+
+grpc::Status VmServiceImpl::ForkVm(grpc::ServerContext* ctx, const v1::ForkVmRequest* req,
+                                   v1::ForkVmResponse* resp) {
+  return Serve(*callers_, *ctx, "ForkVm", Access::kMutate, req->vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 absl::StatusOr<core::VmManager::ForkVmResult> fork =
+                     absl::UnknownError("not forked");
+                 SMOLVM_RETURN_IF_ERROR(WithOperation(
+                     *operations_, c, req->operation_id(), "ForkVm", req->vm_id(),
+                     [&](Progress* p) {
+                       Labels labels(req->labels().begin(), req->labels().end());
+                       fork = manager_->ForkVm(c, req->vm_id(), req->count(), req->snapshot_id(),
+                                               req->vm_id_prefix(), req->paused(), labels, p);
+                       return fork.status();
+                     }));
+                 resp->set_snapshot_id(fork->snapshot_id);
+                 ToProto(fork->children, resp->mutable_results());
+                 LogCloneFailures("ForkVm", fork->children);
+                 return absl::OkStatus();
                });
 }
 

@@ -37,6 +37,8 @@ class VmServiceImpl final : public v1::VmService::Service {
   grpc::Status UploadFile(grpc::ServerContext* ctx,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,
                           v1::UploadFileResponse* resp) override;
+  grpc::Status ForkVm(grpc::ServerContext* ctx, const v1::ForkVmRequest* req,
+                      v1::ForkVmResponse* resp) override;
   grpc::Status ExposePort(grpc::ServerContext* ctx, const v1::ExposePortRequest* req,
                           v1::Vm* resp) override;
   grpc::Status UnexposePort(grpc::ServerContext* ctx, const v1::UnexposePortRequest* req,

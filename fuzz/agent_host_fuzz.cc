@@ -88,7 +88,7 @@ void RunOperation(AgentClient& client, int op) {
       break;
     }
     case 1:
-      (void)client.ReadFile("/fuzz", false, discard, kTimeout);
+      (void)client.ReadFile({.path = "/fuzz"}, discard, kTimeout);
       break;
     case 2: {
       bool sent = false;
@@ -97,7 +97,7 @@ void RunOperation(AgentClient& client, int op) {
         sent = true;
         return std::string("data");
       };
-      (void)client.WriteFile("/fuzz", 0644, false, false, one_chunk, kTimeout);
+      (void)client.WriteFile({.path = "/fuzz", .mode = 0644}, one_chunk, kTimeout);
       break;
     }
     case 3:

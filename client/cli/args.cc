@@ -4,6 +4,7 @@
 
 #include <cstdio>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -12,16 +13,35 @@ namespace smolvm::cli {
 
 absl::StatusOr<std::map<std::string, std::string>> ParseEnv(
     const std::vector<std::string>& flags) {
-  std::map<std::string, std::string> env;
+  return ParseKeyValues(flags, "--env");
+}
+
+absl::StatusOr<std::map<std::string, std::string>> ParseKeyValues(
+    const std::vector<std::string>& flags, absl::string_view flag_name) {
+  std::map<std::string, std::string> out;
   for (const std::string& flag : flags) {
     const size_t eq = flag.find('=');
     if (eq == std::string::npos || eq == 0) {
       return absl::InvalidArgumentError(
-          absl::StrCat("--env ", flag, ": want NAME=VALUE"));
+          absl::StrCat(flag_name, " ", flag, ": want NAME=VALUE"));
     }
-    env[flag.substr(0, eq)] = flag.substr(eq + 1);
+    out[flag.substr(0, eq)] = flag.substr(eq + 1);
   }
-  return env;
+  return out;
+}
+
+absl::StatusOr<std::vector<v1::VmStatus>> ParseStatuses(const std::vector<std::string>& flags) {
+  std::vector<v1::VmStatus> out;
+  for (const std::string& flag : flags) {
+    v1::VmStatus status;
+    if (!v1::VmStatus_Parse(absl::AsciiStrToUpper(flag), &status) ||
+        status == v1::VM_STATUS_UNSPECIFIED) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--status ", flag, ": want created, running, paused, stopped or error"));
+    }
+    out.push_back(status);
+  }
+  return out;
 }
 
 absl::StatusOr<uint32_t> ParsePort(absl::string_view text) {

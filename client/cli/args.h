@@ -24,6 +24,13 @@ namespace smolvm::cli {
 // ParseEnv turns repeated K=V flags into a map (the value may contain '=' and
 // be empty; a later K wins). Names are checked by the daemon.
 absl::StatusOr<std::map<std::string, std::string>> ParseEnv(const std::vector<std::string>& flags);
+// ParseKeyValues is ParseEnv for any repeated KEY=VALUE flag (`flag` names
+// it in errors), e.g. --label team=ml.
+absl::StatusOr<std::map<std::string, std::string>> ParseKeyValues(
+    const std::vector<std::string>& flags, absl::string_view flag);
+// ParseStatuses turns --status values (created, running, paused, stopped,
+// error; any case) into VM statuses.
+absl::StatusOr<std::vector<v1::VmStatus>> ParseStatuses(const std::vector<std::string>& flags);
 
 // ParsePort parses a decimal port number, 1-65535.
 absl::StatusOr<uint32_t> ParsePort(absl::string_view text);

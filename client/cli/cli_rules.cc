@@ -7,7 +7,18 @@
 namespace smolvm::cli {
 
 int ExecErrorExitCode(const absl::Status& status) {
-  if (status.code() != absl::StatusCode::kFailedPrecondition) return kExitExecFailed;
+  // The agent's start errors: FAILED_PRECONDITION from agents before
+  // protocol 3, the errno's code (NOT_FOUND, PERMISSION_DENIED,
+  // INVALID_ARGUMENT) since.
+  switch (status.code()) {
+    case absl::StatusCode::kFailedPrecondition:
+    case absl::StatusCode::kNotFound:
+    case absl::StatusCode::kPermissionDenied:
+    case absl::StatusCode::kInvalidArgument:
+      break;
+    default:
+      return kExitExecFailed;
+  }
   const absl::string_view message = status.message();
   constexpr absl::string_view kStartError = "exec in guest: ";
   const size_t at = message.find(kStartError);

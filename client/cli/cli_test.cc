@@ -38,6 +38,16 @@ TEST(ExecErrorExitCodeTest, StartFailuresOfTheGuestAgentAreDistinguished) {
   EXPECT_EQ(ExecErrorExitCode(absl::FailedPreconditionError(
                 "exec in guest: exec bad: Exec format error")),
             126);
+  // Agents since protocol 3 send the errno, which sets the code.
+  EXPECT_EQ(ExecErrorExitCode(absl::NotFoundError(
+                "exec in guest: exec no-such: No such file or directory")),
+            127);
+  EXPECT_EQ(ExecErrorExitCode(absl::PermissionDeniedError(
+                "exec in guest: exec /etc/passwd: Permission denied")),
+            126);
+  EXPECT_EQ(ExecErrorExitCode(absl::InvalidArgumentError(
+                "exec in guest: user \"bob\": no such user in the guest's /etc/passwd")),
+            126);
 }
 
 TEST(ExecErrorExitCodeTest, EverythingElseIs125) {

@@ -31,6 +31,15 @@ void RegisterCompletionCommand(CLI::App& app, CliContext& ctx);  // completion b
 // AddQuietFlag adds -q/--quiet to a list command: print only the ids.
 CLI::Option* AddQuietFlag(CLI::App* list, bool& quiet);
 
+// AddLabelOption adds a repeatable --label KEY=VALUE (ParseKeyValues).
+CLI::Option* AddLabelOption(CLI::App* command, std::vector<std::string>& labels,
+                            const std::string& help);
+
+// NoteForkFailures sets exit code 1, with a count on stderr, if any clone
+// of a fork (`what`: "fork snapshot S") failed.
+void NoteForkFailures(CliContext& ctx, const std::string& what,
+                      const std::vector<v1::ForkResult>& results);
+
 // IdsOf returns the `id` field of each of `items` (for -q).
 template <typename T>
 std::vector<std::string> IdsOf(const std::vector<T>& items, const std::string& (T::*id)() const) {

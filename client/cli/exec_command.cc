@@ -16,7 +16,7 @@ namespace smolvm::cli {
 namespace {
 
 struct ExecFlags {
-  std::string vm_id, cwd;
+  std::string vm_id, cwd, user;
   std::vector<std::string> env, argv;
   std::uint32_t timeout_ms = 0;
   double timeout_seconds = 0;
@@ -43,6 +43,7 @@ absl::Status RunExec(CliContext& ctx, const ExecFlags& f) {
   if (!env.ok()) return env.status();
   options.env = *std::move(env);
   options.cwd = f.cwd;
+  options.user = f.user;
   absl::StatusOr<absl::Duration> timeout = CommandTimeout(ctx, f);
   if (!timeout.ok()) return timeout.status();
   options.timeout = *timeout;
@@ -87,7 +88,9 @@ void RegisterExecCommand(CLI::App& vm, CliContext& ctx) {
   exec->add_option("--env", f.env, "extra environment variable (repeatable)")
       ->type_name("NAME=VALUE")
       ->allow_extra_args(false);
-  exec->add_option("--cwd", f.cwd, "working directory (default /root)")->type_name("DIR");
+  exec->add_option("--cwd", f.cwd, "working directory (default /root, or --user's home)")
+      ->type_name("DIR");
+  exec->add_option("--user,-u", f.user, "guest user to run as, name or uid (default root)");
   // The agent takes a 32-bit number of milliseconds.
   f.timeout = exec->add_option("--timeout", f.timeout_seconds,
                                "kill the command after SECONDS (default: no limit)")

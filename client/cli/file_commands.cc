@@ -23,6 +23,7 @@ void RegisterFileCommands(CLI::App& app, CliContext& ctx) {
   auto& file_dst = ctx.Make<std::string>();
   auto& file_mode = ctx.Make<std::string>();
   auto& file_dir = ctx.Make<bool>();
+  auto& file_user = ctx.Make<std::string>();
   CLI::App* put = file->add_subcommand(
       "put",
       "copy LOCAL to GUEST_PATH (atomically replaced; parents created); a "
@@ -35,6 +36,9 @@ void RegisterFileCommands(CLI::App& app, CliContext& ctx) {
   put->add_option("--mode", file_mode,
                   "permission bits of the guest file, octal (default 0644)")
       ->type_name("MODE");
+  put->add_option("--user,-u", file_user,
+                  "write as this guest user, name or uid: its permissions apply and it owns the "
+                  "file (default root)");
   ctx.OnRun(put, [&]() -> absl::Status {
     uint32_t mode = 0;
     if (!file_mode.empty()) {
@@ -55,8 +59,8 @@ void RegisterFileCommands(CLI::App& app, CliContext& ctx) {
     absl::StatusOr<SmolVM> target =
         SmolVM::attach(file_vm, ctx.globals.options());
     if (!target.ok()) return target.status();
-    return is_dir ? target->upload_dir(file_src, guest_path)
-                  : target->upload_file(file_src, guest_path, mode);
+    return is_dir ? target->upload_dir(file_src, guest_path, file_user)
+                  : target->upload_file(file_src, guest_path, mode, file_user);
   });
 
   CLI::App* get = file->add_subcommand(
@@ -71,6 +75,7 @@ void RegisterFileCommands(CLI::App& app, CliContext& ctx) {
   get->add_flag("--dir,-r", file_dir,
                 "GUEST_PATH is a directory: copy its contents into LOCAL "
                 "(created if missing) through tar");
+  get->add_option("--user,-u", file_user, "read as this guest user, name or uid (default root)");
   ctx.OnRun(get, [&]() -> absl::Status {
     std::string local = file_dst;
     std::error_code ec;
@@ -80,8 +85,8 @@ void RegisterFileCommands(CLI::App& app, CliContext& ctx) {
     absl::StatusOr<SmolVM> target =
         SmolVM::attach(file_vm, ctx.globals.options());
     if (!target.ok()) return target.status();
-    if (!file_dir) return target->download_file(file_src, local);
-    absl::StatusOr<DirDownload> got = target->download_dir(file_src, local);
+    if (!file_dir) return target->download_file(file_src, local, file_user);
+    absl::StatusOr<DirDownload> got = target->download_dir(file_src, local, file_user);
     if (!got.ok()) return got.status();
     // Entries the guest sent that were not extracted: a warning each (the
     // copy itself succeeded). Their names are the guest's bytes.

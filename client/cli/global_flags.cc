@@ -1,12 +1,15 @@
 // The flags every smolvmctl command takes, and small helpers the command
 // modules share.
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <iostream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "client/cli/commands.h"
+#include "client/cli_format.h"
 
 namespace smolvm::cli {
 
@@ -38,6 +41,24 @@ OutputFormat Globals::format() const {
 
 CLI::Option* AddQuietFlag(CLI::App* list, bool& quiet) {
   return list->add_flag("-q,--quiet", quiet, "print only the ids, one per line");
+}
+
+CLI::Option* AddLabelOption(CLI::App* command, std::vector<std::string>& labels,
+                            const std::string& help) {
+  return command->add_option("--label", labels, help)
+      ->type_name("KEY=VALUE")
+      ->allow_extra_args(false);
+}
+
+void NoteForkFailures(CliContext& ctx, const std::string& what,
+                      const std::vector<v1::ForkResult>& results) {
+  const size_t failed = std::count_if(results.begin(), results.end(),
+                                      [](const v1::ForkResult& r) { return r.error_code() != 0; });
+  if (failed > 0) {
+    std::cerr << "smolvmctl: " << EscapeForTerminal(what) << ": " << failed << " of "
+              << results.size() << " clones failed\n";
+    ctx.exit_code = 1;
+  }
 }
 
 CLI::Validator TimeoutSeconds(double max_seconds) {

@@ -2,9 +2,11 @@
 
 #include <cstdint>
 #include <iostream>
+#include <map>
 #include <string>
 #include <vector>
 
+#include "client/cli/args.h"
 #include "client/cli/commands.h"
 #include "client/cli_format.h"
 #include "client/smolvm.h"
@@ -21,6 +23,7 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
   auto& source_vm = ctx.Make<std::string>();
   auto& snapshot_id_flag = ctx.Make<std::string>();
   auto& resume_source = ctx.Make<bool>();
+  auto& create_labels = ctx.Make<std::vector<std::string>>();
   CLI::App* snap_create = snapshot->add_subcommand(
       "create", "snapshot a VM (left PAUSED unless --resume)");
   snap_create->add_option("VM_ID", source_vm, "VM to snapshot")->required();
@@ -28,8 +31,14 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
                           "snapshot id (default: generated)");
   snap_create->add_flag("--resume", resume_source,
                         "resume the VM after the snapshot");
+  AddLabelOption(snap_create, create_labels,
+                 "tag the snapshot (repeatable; snapshot list --label filters by it)");
   ctx.OnRun(snap_create, [&]() -> absl::Status {
+    absl::StatusOr<std::map<std::string, std::string>> labels =
+        ParseKeyValues(create_labels, "--label");
+    if (!labels.ok()) return labels.status();
     v1::CreateSnapshotRequest request;
+    request.mutable_labels()->insert(labels->begin(), labels->end());
     request.set_vm_id(source_vm);
     request.set_snapshot_id(snapshot_id_flag);
     request.set_resume_source(resume_source);
@@ -102,9 +111,21 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
   AddQuietFlag(snap_list, quiet);
   snap_list->add_option("--vm", list_vm, "only snapshots of this VM")
       ->type_name("VM_ID");
+  auto& list_labels = ctx.Make<std::vector<std::string>>();
+  auto& list_image = ctx.Make<std::string>();
+  AddLabelOption(snap_list, list_labels,
+                 "only snapshots with this label (repeatable: all must match)");
+  snap_list->add_option("--image", list_image,
+                        "only snapshots of VMs made from this image (name or digest)");
   ctx.OnRun(snap_list, [&]() -> absl::Status {
+    absl::StatusOr<std::map<std::string, std::string>> labels =
+        ParseKeyValues(list_labels, "--label");
+    if (!labels.ok()) return labels.status();
+    ListFilter filter;
+    filter.labels = *labels;
+    filter.image = list_image;
     absl::StatusOr<std::vector<v1::SnapshotInfo>> snaps =
-        SmolVMManager(ctx.globals.options()).list_snapshots(list_vm);
+        SmolVMManager(ctx.globals.options()).list_snapshots(list_vm, filter);
     if (!snaps.ok()) return snaps.status();
     return quiet ? Printer::Ids(IdsOf(*snaps, &v1::SnapshotInfo::snapshot_id))
                  : ctx.out.Snapshots(*snaps);
@@ -158,25 +179,18 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx) {
                            fork_prefix, ctx.out.OperationProgress());
     if (!outcomes.ok()) return outcomes.status();
     std::vector<v1::ForkResult> results;
-    size_t failed = 0;
     for (const ForkOutcome& outcome : *outcomes) {
       v1::ForkResult& result = results.emplace_back();
       result.set_vm_id(outcome.vm_id);
       if (outcome.vm.ok()) {
         *result.mutable_vm() = *outcome.vm;
       } else {
-        ++failed;
         result.set_error_code(static_cast<int>(outcome.vm.status().code()));
         result.set_error_message(std::string(outcome.vm.status().message()));
       }
     }
     if (absl::Status s = ctx.out.Forks(results); !s.ok()) return s;
-    if (failed > 0) {
-      std::cerr << "smolvmctl: fork snapshot "
-                << EscapeForTerminal(snapshot_id) << ": " << failed
-                << " of " << results.size() << " clones failed\n";
-      ctx.exit_code = 1;
-    }
+    NoteForkFailures(ctx, "fork snapshot " + snapshot_id, results);
     return absl::OkStatus();
   });
 

@@ -25,7 +25,7 @@ struct CreateFlags {
   std::string vm_id, kernel, initrd, rootfs, boot_args, image, egress;
   std::uint32_t vcpus = 0, memory_mib = 0, disk_size_mib = 0;
   bool no_start = false;
-  std::vector<std::string> env, allow, forwards;
+  std::vector<std::string> env, allow, forwards, labels;
 };
 
 absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
@@ -33,8 +33,11 @@ absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
   if (!env.ok()) return env.status();
   absl::StatusOr<std::optional<v1::EgressPolicy>> egress = ParseEgress(f.egress, f.allow);
   if (!egress.ok()) return egress.status();
+  absl::StatusOr<std::map<std::string, std::string>> labels = ParseKeyValues(f.labels, "--label");
+  if (!labels.ok()) return labels.status();
   v1::CreateVmRequest request;
   v1::VMConfig* c = request.mutable_config();
+  c->mutable_labels()->insert(labels->begin(), labels->end());
   for (const std::string& spec : f.forwards) {
     absl::StatusOr<v1::PortForward> forward = ParseForward("--forward", spec);
     if (!forward.ok()) return forward.status();
@@ -100,7 +103,53 @@ void RegisterCreate(CLI::App* vm, CliContext& ctx) {
                    "expose a guest port on the host (repeatable; HOST_IP defaults to 127.0.0.1)")
       ->type_name("[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]")
       ->allow_extra_args(false);
+  AddLabelOption(create, f.labels, "tag the VM (repeatable; vm list --label filters by it)");
   ctx.OnRun(create, [&ctx, &f] { return RunCreate(ctx, f); });
+}
+
+struct ForkFlags {
+  std::string vm_id, snapshot_id, prefix;
+  std::uint32_t count = 1;
+  bool paused = false;
+  std::vector<std::string> labels;
+};
+
+// vm fork ID: ForkVm (snapshot + children in one call, the source runs on).
+void RegisterFork(CLI::App* vm, CliContext& ctx) {
+  ForkFlags& f = ctx.Make<ForkFlags>();
+  CLI::App* fork = vm->add_subcommand(
+      "fork", "snapshot a running VM and start copies of it (the VM keeps running)");
+  fork->add_option("ID", f.vm_id, "VM id")->required();
+  fork->add_option("--count,-n", f.count, "children, 1-128 (default 1)")->check(CLI::Range(1u, 128u));
+  fork->add_option("--snapshot-id", f.snapshot_id,
+                   "id of the kept snapshot (default: <ID>-fork-<unix ms>)");
+  fork->add_option("--prefix", f.prefix, "children are PREFIX-1..N (default: the snapshot id)");
+  fork->add_flag("--paused", f.paused, "leave the children PAUSED");
+  AddLabelOption(fork, f.labels, "tag the snapshot (repeatable)");
+  ctx.OnRun(fork, [&ctx, &f]() -> absl::Status {
+    absl::StatusOr<std::map<std::string, std::string>> labels = ParseKeyValues(f.labels, "--label");
+    if (!labels.ok()) return labels.status();
+    v1::ForkVmRequest request;
+    request.set_vm_id(f.vm_id);
+    request.set_count(f.count);
+    request.set_snapshot_id(f.snapshot_id);
+    request.set_vm_id_prefix(f.prefix);
+    request.set_paused(f.paused);
+    request.mutable_labels()->insert(labels->begin(), labels->end());
+    Connection connection(ctx.globals.options());
+    absl::StatusOr<v1::ForkVmResponse> response =
+        CallWithProgress(connection, request, ctx.out.OperationProgress(),
+                         [&] { return connection.Call(&VmStub::ForkVm, request); });
+    if (!response.ok()) return response.status();
+    std::vector<v1::ForkResult> results(response->results().begin(), response->results().end());
+    // JSON/YAML: the whole reply (snapshot_id and results).
+    absl::Status printed = ctx.out.Message(
+        *response, absl::StrCat("snapshot ", EscapeForTerminal(response->snapshot_id()), "\n",
+                                ForkTable(results)));
+    if (!printed.ok()) return printed;
+    NoteForkFailures(ctx, "fork vm " + f.vm_id, results);
+    return absl::OkStatus();
+  });
 }
 
 // VmCall makes one VmService call that takes {vm_id} and returns a Vm, and
@@ -274,15 +323,36 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx) {
   });
   RegisterExpose(vm, ctx);
 
-  bool& quiet = ctx.Make<bool>();
-  CLI::App* list = vm->add_subcommand("list", "list all VMs");
+  struct ListFlags {
+    bool quiet = false;
+    std::vector<std::string> labels, statuses;
+    std::string image;
+  };
+  ListFlags& lf = ctx.Make<ListFlags>();
+  CLI::App* list = vm->add_subcommand("list", "list all VMs (or those matching every filter)");
   list->alias("ls");
-  AddQuietFlag(list, quiet);
-  ctx.OnRun(list, [&ctx, &quiet]() -> absl::Status {
-    absl::StatusOr<std::vector<v1::Vm>> vms = SmolVMManager(ctx.globals.options()).list_vms();
+  AddQuietFlag(list, lf.quiet);
+  AddLabelOption(list, lf.labels, "only VMs with this label (repeatable: all must match)");
+  list->add_option("--status", lf.statuses, "only VMs in this status (repeatable: any)")
+      ->type_name("created|running|paused|stopped|error")
+      ->allow_extra_args(false);
+  list->add_option("--image", lf.image, "only VMs made from this image (name or digest)");
+  ctx.OnRun(list, [&ctx, &lf]() -> absl::Status {
+    ListFilter filter;
+    absl::StatusOr<std::map<std::string, std::string>> labels =
+        ParseKeyValues(lf.labels, "--label");
+    if (!labels.ok()) return labels.status();
+    absl::StatusOr<std::vector<v1::VmStatus>> statuses = ParseStatuses(lf.statuses);
+    if (!statuses.ok()) return statuses.status();
+    filter.labels = *labels;
+    filter.statuses = *statuses;
+    filter.image = lf.image;
+    absl::StatusOr<std::vector<v1::Vm>> vms =
+        SmolVMManager(ctx.globals.options()).list_vms(filter);
     if (!vms.ok()) return vms.status();
-    return quiet ? Printer::Ids(IdsOf(*vms, &v1::Vm::vm_id)) : ctx.out.Vms(*vms);
+    return lf.quiet ? Printer::Ids(IdsOf(*vms, &v1::Vm::vm_id)) : ctx.out.Vms(*vms);
   });
+  RegisterFork(vm, ctx);
 
   RegisterExecCommand(*vm, ctx);
 }

@@ -37,6 +37,7 @@
 #include <utility>
 #include <vector>
 
+#include "guest/agent/guest_user.h"
 #include "gtest/gtest.h"
 #include "lib/agent/frame_codec.h"
 #include "nlohmann/json.hpp"
@@ -456,12 +457,17 @@ TEST(AgentTest, StartErrors) {
   ExecResult r = RunExec(agent, Cmd(1, {"no-such-program-smolvm"}));
   EXPECT_EQ(r.exit.start_error(), "exec no-such-program-smolvm: No such file or directory");
   EXPECT_EQ(r.out + r.err, "");
+  EXPECT_EQ(r.exit.start_errno(), ENOENT);
   r = RunExec(agent, Cmd(2, {"/nonexistent/prog"}));
   EXPECT_EQ(r.exit.start_error(), "exec /nonexistent/prog: No such file or directory");
   v1::ExecStart start = Cmd(3, {"true"});
   start.set_cwd("/nonexistent-dir-smolvm");
   r = RunExec(agent, start);
   EXPECT_EQ(r.exit.start_error(), "chdir /nonexistent-dir-smolvm: No such file or directory");
+  EXPECT_EQ(r.exit.start_errno(), ENOENT);
+  r = RunExec(agent, Cmd(6, {"/etc/passwd"}));  // not executable
+  EXPECT_EQ(r.exit.start_error(), "exec /etc/passwd: Permission denied");
+  EXPECT_EQ(r.exit.start_errno(), EACCES);
   r = RunExec(agent, Cmd(4, {}));
   EXPECT_NE(r.exit.start_error(), "");
   // PATH comes from the request's environment.
@@ -521,9 +527,10 @@ TEST(AgentTest, ScriptWithoutShebangRunsUnderSh) {
 }
 
 void StartUpload(AgentProcess& agent, uint64_t id, const std::string& path, uint32_t mode,
-                 bool tar, bool make_parents) {
+                 bool tar, bool make_parents, const std::string& user = "") {
   v1::Frame frame;
   auto* start = frame.mutable_file_write_start();
+  start->set_user(user);
   start->set_id(id);
   start->set_path(path);
   start->set_mode(mode);
@@ -549,8 +556,8 @@ v1::OpResult WaitResult(AgentProcess& agent, uint64_t id) {
 
 v1::OpResult Upload(AgentProcess& agent, uint64_t id, const std::string& path,
                     const std::string& data, uint32_t mode = 0, bool tar = false,
-                    bool make_parents = false) {
-  StartUpload(agent, id, path, mode, tar, make_parents);
+                    bool make_parents = false, const std::string& user = "") {
+  StartUpload(agent, id, path, mode, tar, make_parents, user);
   for (size_t off = 0; off < data.size(); off += agent::kMaxChunkBytes) {
     SendFileData(agent, id, data.substr(off, agent::kMaxChunkBytes), false);
   }
@@ -565,8 +572,10 @@ struct Download {
   int chunks = 0;
 };
 
-Download Fetch(AgentProcess& agent, uint64_t id, const std::string& path, bool tar = false) {
+Download Fetch(AgentProcess& agent, uint64_t id, const std::string& path, bool tar = false,
+               const std::string& user = "") {
   v1::Frame frame;
+  frame.mutable_file_read_start()->set_user(user);
   frame.mutable_file_read_start()->set_id(id);
   frame.mutable_file_read_start()->set_path(path);
   frame.mutable_file_read_start()->set_tar(tar);
@@ -662,6 +671,96 @@ TEST(AgentTest, FileErrorsNameThePath) {
   EXPECT_EQ(d.result.error(), "read " + dir.path() + ": Is a directory");
   EXPECT_EQ(ListDir(dir.path()), std::set<std::string>{"plain"});
   ASSERT_TRUE(agent.Hello());
+}
+
+// Exec and file operations as another user: its uid, gid, environment and
+// permissions; what it writes is its own. Runs as root (the agent switches
+// to "nobody", which every Debian has: uid and gid 65534, home /nonexistent).
+TEST(AgentTest, RunsAsTheRequestedUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  AgentProcess agent;
+  v1::ExecStart start = Cmd(1, {"sh", "-c", "id -u; id -g; echo $USER/$LOGNAME/$HOME; pwd"});
+  start.set_user("nobody");
+  ExecResult r = RunExec(agent, start);
+  EXPECT_EQ(r.exit.start_error(), "");
+  // nobody's home does not exist: cwd falls back to /, as login does.
+  EXPECT_EQ(r.out, "65534\n65534\nnobody/nobody//nonexistent\n/\n");
+  start = Cmd(2, {"sh", "-c", "id -u; echo $USER/$HOME"});
+  start.set_user("65534");  // a numeric uid finds the same entry
+  r = RunExec(agent, start);
+  EXPECT_EQ(r.out, "65534\nnobody//nonexistent\n");
+  r = RunExec(agent, Cmd(3, {"sh", "-c", "id -u; echo $USER"}));
+  EXPECT_EQ(r.out, "0\nroot\n");  // "" is root, with USER set too
+  start = Cmd(4, {"true"});
+  start.set_user("no-such-user-smolvm");
+  r = RunExec(agent, start);
+  EXPECT_EQ(r.exit.start_error(),
+            "user \"no-such-user-smolvm\": no such user in the guest's /etc/passwd");
+  EXPECT_EQ(r.exit.start_errno(), EINVAL);
+
+  TempDir dir;
+  ASSERT_EQ(chmod(dir.path().c_str(), 0777), 0);
+  v1::OpResult w = Upload(agent, 5, dir.path() + "/sub/owned", "mine", 0600, false, true, "nobody");
+  EXPECT_EQ(w.error(), "");
+  struct stat st;
+  ASSERT_EQ(stat((dir.path() + "/sub/owned").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);
+  EXPECT_EQ(st.st_gid, 65534u);
+  ASSERT_EQ(stat((dir.path() + "/sub").c_str(), &st), 0);
+  EXPECT_EQ(st.st_uid, 65534u);  // made parents are the user's too
+  Download d = Fetch(agent, 6, dir.path() + "/sub/owned", false, "nobody");
+  EXPECT_EQ(d.result.error(), "");
+  EXPECT_EQ(d.data, "mine");
+
+  // Root's files stay root's: permission denied, with its errno.
+  { std::ofstream(dir.path() + "/secret") << "root only"; }
+  ASSERT_EQ(chmod((dir.path() + "/secret").c_str(), 0600), 0);
+  d = Fetch(agent, 7, dir.path() + "/secret", false, "nobody");
+  EXPECT_EQ(d.result.error(), "open " + dir.path() + "/secret: Permission denied");
+  EXPECT_EQ(d.result.error_errno(), EACCES);
+  ASSERT_EQ(mkdir((dir.path() + "/rootdir").c_str(), 0755), 0);
+  w = Upload(agent, 8, dir.path() + "/rootdir/x", "data", 0, false, false, "nobody");
+  EXPECT_EQ(w.error_errno(), EACCES) << w.error();
+  w = Upload(agent, 9, dir.path() + "/x", "data", 0, false, false, "no-such-user-smolvm");
+  EXPECT_EQ(w.error_errno(), EINVAL) << w.error();
+  // Root still works on the same connection after a thread switched users.
+  d = Fetch(agent, 10, dir.path() + "/secret");
+  EXPECT_EQ(d.data, "root only");
+  ASSERT_TRUE(agent.Hello());
+}
+
+TEST(GuestUserTest, ResolvesFromTheGuestsOwnFiles) {
+  TempDir etc;
+  {
+    std::ofstream(etc.path() + "/passwd")
+        << "root:x:0:0:root:/srv/root:/bin/sh\n"
+           "garbage line\n"
+           "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n"
+           "svc:x:998:50::/:/sbin/nologin\n";
+    std::ofstream(etc.path() + "/group")
+        << "root:x:0:\nalice:x:1000:\nwheel:x:10:bob,alice\ndocker:x:999:alice\n"
+           "other:x:20:bob\n";
+  }
+  GuestUser u;
+  std::string error;
+  ASSERT_TRUE(ResolveUser("alice", &u, &error, etc.path()));
+  EXPECT_EQ(u.uid, 1000u);
+  EXPECT_EQ(u.gid, 1000u);
+  EXPECT_EQ(u.home, "/home/alice");
+  EXPECT_EQ(u.groups, (std::vector<gid_t>{1000, 10, 999}));
+  ASSERT_TRUE(ResolveUser("998", &u, &error, etc.path()));
+  EXPECT_EQ(u.name, "svc");
+  EXPECT_EQ(u.gid, 50u);
+  ASSERT_TRUE(ResolveUser("4242", &u, &error, etc.path()));  // no entry: gid = uid, home /
+  EXPECT_EQ(u.name, "");
+  EXPECT_EQ(u.gid, 4242u);
+  EXPECT_EQ(u.home, "/");
+  ASSERT_TRUE(ResolveUser("", &u, &error, etc.path()));
+  EXPECT_TRUE(u.is_root());
+  EXPECT_EQ(u.home, "/srv/root");
+  EXPECT_FALSE(ResolveUser("bob", &u, &error, etc.path()));
+  EXPECT_EQ(error, "user \"bob\": no such user in the guest's /etc/passwd");
+  EXPECT_FALSE(ResolveUser("99999999999", &u, &error, etc.path()));
 }
 
 TEST(AgentTest, TarUploadAndDownload) {
@@ -995,7 +1094,7 @@ TEST(AgentTest, ReidentifySetsClockEntropyAndNetworkInOneRequest) {
   AgentProcess agent({/*without_host_privileges=*/true, kGuestNet, {"--resolv-conf", resolv}});
   auto hello = agent.Hello();
   ASSERT_TRUE(hello) << "the agent did not start in its network namespace";
-  EXPECT_EQ(hello->protocol_version(), 2u);
+  EXPECT_EQ(hello->protocol_version(), static_cast<uint32_t>(v1::PROTOCOL_VERSION));
   ASSERT_EQ(MacOf(agent.pid(), "eth0"), "02:53:c0:00:02:07");
   ASSERT_EQ(AddressesOf(agent.pid(), "eth0").size(), 3u);
   ArpCapture arp(agent.pid(), "peer0");

@@ -34,7 +34,7 @@ struct ChildFailure {
   int32_t stage;
   int32_t error;
 };
-enum : int32_t { kStageSetup = 1, kStageChdir = 2, kStageExec = 3 };
+enum : int32_t { kStageSetup = 1, kStageChdir = 2, kStageExec = 3, kStageUser = 4 };
 
 std::string Errno(int error) { return std::strerror(error); }
 
@@ -83,8 +83,11 @@ struct Started {
 
 // fork + exec. Everything the child touches is prepared here: between fork
 // and exec a multi-threaded process may only make async-signal-safe calls.
-std::string Start(const ChildSpec& spec, Started* out) {
-  if (spec.argv.empty() || spec.argv[0].empty()) return "exec: empty argv";
+std::string Start(const ChildSpec& spec, Started* out, int* start_errno) {
+  if (spec.argv.empty() || spec.argv[0].empty()) {
+    *start_errno = EINVAL;
+    return "exec: empty argv";
+  }
   std::vector<char*> argv;
   for (const std::string& a : spec.argv) argv.push_back(const_cast<char*>(a.c_str()));
   argv.push_back(nullptr);
@@ -103,11 +106,15 @@ std::string Start(const ChildSpec& spec, Started* out) {
   UniqueFd in_r, in_w, out_r, out_w, err_r, err_w, fail_r, fail_w;
   if ((spec.stdin_from_input && !Pipe(&in_r, &in_w)) || !Pipe(&out_r, &out_w) ||
       !Pipe(&err_r, &err_w) || !Pipe(&fail_r, &fail_w)) {
+    *start_errno = errno;
     return "pipe: " + Errno(errno);
   }
 
   pid_t pid = fork();
-  if (pid < 0) return "fork: " + Errno(errno);
+  if (pid < 0) {
+    *start_errno = errno;
+    return "fork: " + Errno(errno);
+  }
   if (pid == 0) {
     // Child.
     int fail = fail_w.get();
@@ -124,6 +131,9 @@ std::string Start(const ChildSpec& spec, Started* out) {
     // lands on a source fd; dup2 clears close-on-exec on the targets.
     if (dup2(stdin_fd, 0) < 0 || dup2(out_w.get(), 1) < 0 || dup2(err_w.get(), 2) < 0) {
       ChildFail(fail, kStageSetup, errno);
+    }
+    if (int error = SwitchThreadToUser(spec.user); error != 0) {
+      ChildFail(fail, kStageUser, error);
     }
     if (chdir(cwd) != 0) ChildFail(fail, kStageChdir, errno);
     int error = ENOENT;
@@ -159,7 +169,10 @@ std::string Start(const ChildSpec& spec, Started* out) {
   if (n == static_cast<ssize_t>(sizeof failure)) {
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
+    *start_errno = failure.error;
     switch (failure.stage) {
+      case kStageUser:
+        return "switch to uid " + std::to_string(spec.user.uid) + ": " + Errno(failure.error);
       case kStageChdir:
         return "chdir " + std::string(cwd) + ": " + Errno(failure.error);
       case kStageExec:
@@ -176,6 +189,7 @@ std::string Start(const ChildSpec& spec, Started* out) {
     kill(-pid, SIGKILL);
     while (waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
     }
+    *start_errno = error;
     return "pidfd_open: " + Errno(error);
   }
   if (in_w.valid()) fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
@@ -206,7 +220,7 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
                       const std::string& abort_label, const OutputFn& on_output) {
   ChildOutcome outcome;
   Started child;
-  outcome.start_error = Start(spec, &child);
+  outcome.start_error = Start(spec, &child, &outcome.start_errno);
   if (!outcome.start_error.empty()) return outcome;
 
   const bool has_deadline = timeout_ms > 0;

@@ -22,6 +22,7 @@
 #include <utility>
 #include <vector>
 
+#include "guest/agent/guest_user.h"
 #include "guest/agent/op_input.h"
 
 namespace smolvm::guest {
@@ -33,10 +34,14 @@ struct ChildSpec {
   std::vector<std::string> env;   // "KEY=VALUE": the child's whole environment
   std::string cwd = "/";
   bool stdin_from_input = false;  // else stdin is /dev/null
+  // Who the child runs as (root: the agent's own credentials). Switched
+  // before chdir, so the user's permissions apply to cwd too.
+  GuestUser user;
 };
 
 struct ChildOutcome {
   std::string start_error;  // set: the program never ran
+  int start_errno = 0;      // with start_error: the failed call's errno, if any
   std::string abort_error;  // set: killed because the input overflowed
   bool timed_out = false;
   int exit_code = 0;
@@ -53,8 +58,8 @@ using OutputFn = std::function<void(int stream, const char* data, size_t size)>;
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
                       const std::string& abort_label, const OutputFn& on_output);
 
-// The agent's base environment for children, overridden by `overrides`
-// ("KEY=VALUE" entries, later ones win).
+// The agent's base environment for children (PATH, HOME=/root, TERM=dumb),
+// overridden by `overrides` (later ones win).
 std::vector<std::string> BuildEnv(
     const std::vector<std::pair<std::string, std::string>>& overrides);
 

@@ -1,5 +1,8 @@
 #include "guest/agent/exec_op.h"
 
+#include <sys/stat.h>
+
+#include <cerrno>
 #include <string>
 #include <utility>
 #include <vector>
@@ -14,11 +17,27 @@ using agent::v1::Frame;
 void RunExec(Channel* channel, const agent::v1::ExecStart& request, OpInput* input) {
   const uint64_t id = request.id();
   ChildSpec spec;
+  std::string user_error;
+  if (!ResolveUser(request.user(), &spec.user, &user_error)) {
+    Frame frame;
+    agent::v1::ExecExit* exit = frame.mutable_exec_exit();
+    exit->set_id(id);
+    exit->set_start_error(user_error);
+    exit->set_start_errno(EINVAL);
+    channel->Send(frame);
+    return;
+  }
   spec.argv.assign(request.argv().begin(), request.argv().end());
-  std::vector<std::pair<std::string, std::string>> overrides(request.env().begin(),
-                                                             request.env().end());
+  // The user's HOME, USER and LOGNAME first: the request's env wins.
+  std::vector<std::pair<std::string, std::string>> overrides = UserEnv(spec.user);
+  overrides.insert(overrides.end(), request.env().begin(), request.env().end());
   spec.env = BuildEnv(overrides);
-  spec.cwd = request.cwd().empty() ? "/root" : request.cwd();
+  // No cwd asked for: the user's home, or "/" when the image has none (as
+  // login does; "nobody" is /nonexistent on Debian).
+  struct stat st;
+  spec.cwd = !request.cwd().empty() ? request.cwd()
+             : stat(spec.user.home.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? spec.user.home
+                                                                             : "/";
   spec.stdin_from_input = request.stdin_follows();
 
   ChildOutcome outcome = RunChild(
@@ -37,6 +56,7 @@ void RunExec(Channel* channel, const agent::v1::ExecStart& request, OpInput* inp
   exit->set_id(id);
   if (!outcome.start_error.empty()) {
     exit->set_start_error(outcome.start_error);
+    exit->set_start_errno(outcome.start_errno);
   } else if (!outcome.abort_error.empty()) {
     exit->set_start_error(outcome.abort_error);
   } else if (outcome.timed_out) {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "guest/agent/child_process.h"
+#include "guest/agent/guest_user.h"
 #include "lib/agent/frame_codec.h"
 #include "lib/base/unique_fd.h"
 
@@ -64,6 +65,19 @@ FileError MakeDirs(const std::string& path) {
   }
   if (stat(path.c_str(), &st) != 0) return ErrnoError("mkdir", path, errno);
   return S_ISDIR(st.st_mode) ? FileError{} : ErrnoError("mkdir", path, ENOTDIR);
+}
+
+// Runs the rest of this (the operation's own) thread as `user`: its
+// permissions apply, what it creates is its own, and a tar child inherits
+// it. The thread ends with the operation, so there is no way back to root.
+FileError BecomeUser(const std::string& user_spec) {
+  GuestUser user;
+  std::string error;
+  if (!ResolveUser(user_spec, &user, &error)) return {error, EINVAL};
+  if (int e = SwitchThreadToUser(user); e != 0) {
+    return {"switch to user " + user_spec + ": " + std::strerror(e), e};
+  }
+  return {};
 }
 
 FileError CheckPath(const std::string& op, const std::string& path) {
@@ -253,8 +267,10 @@ void CreateTar(Channel* channel, const agent::v1::FileReadStart& request) {
 
 void RunUpload(Channel* channel, const agent::v1::FileWriteStart& request, OpInput* input) {
   uint64_t bytes = 0;
-  FileError error = request.tar() ? ExtractTar(request, input, &bytes)
-                                  : WriteFile(request, input, &bytes);
+  FileError error = BecomeUser(request.user());
+  if (!error.failed()) {
+    error = request.tar() ? ExtractTar(request, input, &bytes) : WriteFile(request, input, &bytes);
+  }
   OpResult result;
   result.set_id(request.id());
   if (!error.failed()) {
@@ -267,6 +283,14 @@ void RunUpload(Channel* channel, const agent::v1::FileWriteStart& request, OpInp
 }
 
 void RunDownload(Channel* channel, const agent::v1::FileReadStart& request) {
+  if (FileError error = BecomeUser(request.user()); error.failed()) {
+    OpResult result;
+    result.set_id(request.id());
+    result.set_error(std::move(error.text));
+    result.set_error_errno(error.errnum);
+    SendResult(channel, std::move(result));
+    return;
+  }
   if (request.tar()) {
     CreateTar(channel, request);
   } else {

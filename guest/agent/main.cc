@@ -11,6 +11,7 @@
 // Exits only on a usage error or when the port cannot be opened (init then
 // restarts it); never because of what the host sends.
 #include <fcntl.h>
+#include <sys/prctl.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -49,6 +50,10 @@ int main(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   // Children are reaped by pid; an inherited SIG_IGN would auto-reap them.
   signal(SIGCHLD, SIG_DFL);
+  // File operations run as a guest user on a thread of their own
+  // (guest_user.h): no process of that user may ptrace the agent through
+  // that thread.
+  prctl(PR_SET_DUMPABLE, 0);
 
   smolvm::guest::AgentOptions options;
   if (argc >= 3 && std::strcmp(argv[argc - 2], "--resolv-conf") == 0) {

@@ -30,9 +30,8 @@ size_t QueuedSize(const v1::Frame& f) { return f.ByteSizeLong() + kQueuedFrameOv
 // A failed guest operation as a status: the agent's errno says what kind of
 // failure it was (a missing file is NOT_FOUND, not the VM's state), the
 // message names the step and path. No errno: FAILED_PRECONDITION, as before.
-absl::Status GuestError(const std::string& what, const v1::OpResult& result) {
-  const std::string message = absl::StrCat(what, ": ", result.error());
-  switch (result.error_errno()) {
+absl::Status GuestErrnoError(int errnum, const std::string& message) {
+  switch (errnum) {
     case ENOENT:
       return absl::NotFoundError(message);
     case EEXIST:
@@ -54,6 +53,19 @@ absl::Status GuestError(const std::string& what, const v1::OpResult& result) {
     default:
       return absl::FailedPreconditionError(message);
   }
+}
+
+absl::Status GuestError(const std::string& what, const v1::OpResult& result) {
+  return GuestErrnoError(result.error_errno(), absl::StrCat(what, ": ", result.error()));
+}
+
+// Refuses a user for an agent that would ignore the field and run as root.
+absl::Status CheckUserSupported(const std::string& user, uint32_t protocol_version) {
+  if (user.empty() || protocol_version >= kUserProtocolVersion) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the guest agent speaks protocol ", protocol_version, " and cannot run as user \"", user,
+      "\" (needs ", kUserProtocolVersion,
+      "): the VM's image predates users; create the VM from an image built by this smolvmd"));
 }
 
 absl::Status Annotated(const absl::Status& s, const std::string& what) {
@@ -247,7 +259,9 @@ absl::StatusOr<ExecEvent> ChannelExecHandle::Next(absl::Time deadline) {
       const auto& e = frame->exec_exit();
       done_ = true;
       if (!e.start_error().empty()) {
-        return absl::FailedPreconditionError(absl::StrCat("exec in guest: ", e.start_error()));
+        // start_errno says why (protocol 3): no such program NOT_FOUND, not
+        // executable PERMISSION_DENIED; older agents: FAILED_PRECONDITION.
+        return GuestErrnoError(e.start_errno(), absl::StrCat("exec in guest: ", e.start_error()));
       }
       ev.kind = ExecEvent::Kind::kExit;
       ev.exit_code = e.exit_code();
@@ -540,6 +554,7 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
     return absl::FailedPreconditionError(
         "the guest has no smolvm agent (custom image?); exec needs the default image's agent");
   }
+  SMOLVM_RETURN_IF_ERROR(CheckUserSupported(spec.user, protocol_version_));
   SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
   auto [id, op] = std::move(reg);
   std::unique_ptr<ExecHandle> handle(new ChannelExecHandle(shared_from_this(), id, op));
@@ -549,6 +564,7 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
   for (const auto& a : spec.argv) s->add_argv(a);
   for (const auto& [k, v] : spec.env) (*s->mutable_env())[k] = v;
   s->set_cwd(spec.cwd);
+  s->set_user(spec.user);
   s->set_timeout_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(spec.timeout)));
   s->set_stdin_follows(spec.stdin_data.has_value());
   if (auto st = Send(start); !st.ok()) return st;
@@ -581,9 +597,11 @@ absl::StatusOr<v1::OpResult> AgentClient::AwaitResult(OpChannel& channel, absl::
 }
 
 absl::StatusOr<FileInfo> AgentClient::WriteFile(
-    const std::string& path, uint32_t mode, bool tar, bool make_parents,
+    const FileRequest& request,
     const std::function<absl::StatusOr<std::string>()>& next_chunk, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  SMOLVM_RETURN_IF_ERROR(CheckUserSupported(request.user, protocol_version_));
+  const std::string& path = request.path;
   SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kResult));
   const uint64_t id = reg.first;
   std::shared_ptr<OpChannel> op = std::move(reg.second);
@@ -594,9 +612,10 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
   auto* s = start.mutable_file_write_start();
   s->set_id(id);
   s->set_path(path);
-  s->set_mode(mode);
-  s->set_tar(tar);
-  s->set_make_parents(make_parents);
+  s->set_mode(request.mode);
+  s->set_tar(request.tar);
+  s->set_make_parents(request.make_parents);
+  s->set_user(request.user);
   if (auto st = Send(start, deadline); !st.ok()) return Annotated(st, what);
   // Drains what the guest sent while the data goes out: nothing legitimate
   // but an early error (the agent could not write the file), which ends the
@@ -646,9 +665,11 @@ absl::StatusOr<FileInfo> AgentClient::WriteFile(
 }
 
 absl::StatusOr<FileInfo> AgentClient::ReadFile(
-    const std::string& path, bool tar,
+    const FileRequest& request,
     const std::function<absl::Status(const std::string&)>& sink, absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  SMOLVM_RETURN_IF_ERROR(CheckUserSupported(request.user, protocol_version_));
+  const std::string& path = request.path;
   SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
   const uint64_t id = reg.first;
   std::shared_ptr<OpChannel> op = std::move(reg.second);
@@ -659,7 +680,8 @@ absl::StatusOr<FileInfo> AgentClient::ReadFile(
   auto* s = start.mutable_file_read_start();
   s->set_id(id);
   s->set_path(path);
-  s->set_tar(tar);
+  s->set_tar(request.tar);
+  s->set_user(request.user);
   if (auto st = Send(start, deadline); !st.ok()) return Annotated(st, what);
   while (true) {
     auto frame = op->Next(deadline);

@@ -192,12 +192,12 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   // An error the agent reports while the data is still being sent ends the
   // upload early (FAILED_PRECONDITION).
   absl::StatusOr<FileInfo> WriteFile(
-      const std::string& path, uint32_t mode, bool tar, bool make_parents,
+      const FileRequest& request,
       const std::function<absl::StatusOr<std::string>()>& next_chunk,
       absl::Duration timeout) override;
   // Downloads: `sink` receives the data in order; an error from it aborts.
   absl::StatusOr<FileInfo> ReadFile(
-      const std::string& path, bool tar,
+      const FileRequest& request,
       const std::function<absl::Status(const std::string&)>& sink,
       absl::Duration timeout) override;
 

@@ -331,7 +331,7 @@ TEST(AgentClientTest, UploadsAndReportsTheResult) {
   });
   auto client = ConnectTo(fake);
   ASSERT_NE(client, nullptr);
-  auto info = client->WriteFile("/x", 0644, false, false, Source(100000, 5 << 20),
+  auto info = client->WriteFile({.path = "/x", .mode = 0644}, Source(100000, 5 << 20),
                                 absl::Seconds(30));
   ASSERT_THAT(info.status(), IsOk());
   EXPECT_EQ(info->bytes, 5u << 20);
@@ -349,7 +349,7 @@ TEST(AgentClientTest, AnEarlyErrorFromTheAgentEndsTheUpload) {
   ASSERT_NE(client, nullptr);
   std::atomic<size_t> pulled{0};
   constexpr size_t kTotal = size_t{1} << 30;
-  auto info = client->WriteFile("/x", 0644, false, false, Source(kMaxChunkBytes, kTotal, &pulled),
+  auto info = client->WriteFile({.path = "/x", .mode = 0644}, Source(kMaxChunkBytes, kTotal, &pulled),
                                 absl::Seconds(30));
   EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kFailedPrecondition,
                                       "upload /x: open /x: Permission denied"));
@@ -382,7 +382,7 @@ TEST(AgentClientTest, TheGuestsErrnoSetsTheCode) {
     });
     auto client = ConnectTo(fake);
     ASSERT_NE(client, nullptr);
-    auto info = client->ReadFile("/f", false, [](const std::string&) { return absl::OkStatus(); },
+    auto info = client->ReadFile({.path = "/f"}, [](const std::string&) { return absl::OkStatus(); },
                                  absl::Seconds(5));
     EXPECT_EQ(info.status().code(), code) << errnum << " " << info.status();
     EXPECT_TRUE(absl::StrContains(info.status().message(), "open /f: it failed"))
@@ -424,7 +424,7 @@ void ExpectFloodFailsTheUpload(const std::function<std::string(uint64_t id)>& fl
   std::atomic<size_t> pulled{0};
   constexpr size_t kTotal = size_t{4} << 30;
   absl::Time t0 = absl::Now();
-  auto info = client->WriteFile("/x", 0644, false, false,
+  auto info = client->WriteFile({.path = "/x", .mode = 0644},
                                 Source(kMaxChunkBytes, kTotal, &pulled), absl::Seconds(60));
   absl::Duration took = absl::Now() - t0;
   EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kResourceExhausted,
@@ -495,7 +495,7 @@ TEST(AgentClientTest, AGuestThatStopsReadingFailsTheSendAndTheConnection) {
     clock_took = absl::Now() - t0;
   });
   absl::Time t0 = absl::Now();
-  auto info = client->WriteFile("/x", 0644, false, false, Source(1 << 20, 256 << 20),
+  auto info = client->WriteFile({.path = "/x", .mode = 0644}, Source(1 << 20, 256 << 20),
                                 absl::Seconds(60));
   absl::Duration took = absl::Now() - t0;
   second.join();
@@ -546,7 +546,7 @@ TEST(AgentClientTest, AnUploadsDeadlineBoundsItsSends) {
   auto client = ConnectTo(fake);  // the default 30 s send deadline
   ASSERT_NE(client, nullptr);
   absl::Time t0 = absl::Now();
-  auto info = client->WriteFile("/x", 0644, false, false, Source(1 << 20, 256 << 20),
+  auto info = client->WriteFile({.path = "/x", .mode = 0644}, Source(1 << 20, 256 << 20),
                                 absl::Milliseconds(300));
   EXPECT_THAT(info.status(), StatusIs(absl::StatusCode::kDeadlineExceeded));
   EXPECT_LT(absl::Now() - t0, absl::Seconds(3));
@@ -620,7 +620,7 @@ TEST(AgentClientTest, ACancelledUploadFreesItsQueueAndIsAbandonedNotCommitted) {
     EXPECT_GT(client->queued_bytes(), 30000u);
     return absl::CancelledError("the client went away");
   };
-  EXPECT_THAT(client->WriteFile("/x", 0644, false, false, source, absl::Seconds(30)).status(),
+  EXPECT_THAT(client->WriteFile({.path = "/x", .mode = 0644}, source, absl::Seconds(30)).status(),
               StatusIs(absl::StatusCode::kCancelled));
   EXPECT_EQ(client->queued_bytes(), 0u);
   EXPECT_TRUE(client->healthy());
@@ -758,6 +758,69 @@ TEST(AgentClientTest, AnOldAgentIsNeverSentReidentify) {
   EXPECT_THAT(client->Reidentify(r, absl::Seconds(5)).status(),
               StatusIs(absl::StatusCode::kUnimplemented));
   EXPECT_TRUE(fake.frames().empty());
+}
+
+// A protocol-2 agent would ignore `user` and run as root: never sent one.
+// The user reaches a current agent on exec, upload and download.
+TEST(AgentClientTest, AUserIsSentOnlyToAnAgentThatHonoursIt) {
+  FakeAgent old(nullptr, /*protocol_version=*/2);
+  auto client = ConnectTo(old);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"id"}};
+  spec.user = "alice";
+  EXPECT_THAT(client->StartExec(spec).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "protocol 2"));
+  auto sink = [](const std::string&) { return absl::OkStatus(); };
+  EXPECT_THAT(client->ReadFile({.path = "/f", .user = "alice"}, sink, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(old.frames().empty());
+
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_file_read_start()) f.Write(Result(frame.file_read_start().id(), 0));
+    if (frame.has_exec_start()) {
+      v1::Frame exit;
+      exit.mutable_exec_exit()->set_id(frame.exec_start().id());
+      f.Write(exit);
+    }
+  });
+  client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  auto exec = client->StartExec(spec);
+  ASSERT_THAT(exec.status(), IsOk());
+  EXPECT_THAT((*exec)->Next(absl::Now() + absl::Seconds(5)).status(), IsOk());
+  EXPECT_THAT(client->ReadFile({.path = "/f", .user = "bob"}, sink, absl::Seconds(5)).status(),
+              IsOk());
+  std::vector<std::string> users;
+  for (const v1::Frame& f : fake.frames()) {
+    if (f.has_exec_start()) users.push_back(f.exec_start().user());
+    if (f.has_file_read_start()) users.push_back(f.file_read_start().user());
+  }
+  EXPECT_EQ(users, (std::vector<std::string>{"alice", "bob"}));
+}
+
+// Why an exec could not start sets the code: no such program NOT_FOUND
+// (the CLI's 127), not executable PERMISSION_DENIED (126).
+TEST(AgentClientTest, AnExecStartErrnoSetsTheCode) {
+  for (const auto& [errnum, code] : std::vector<std::pair<int, absl::StatusCode>>{
+           {ENOENT, absl::StatusCode::kNotFound},
+           {EACCES, absl::StatusCode::kPermissionDenied},
+           {EINVAL, absl::StatusCode::kInvalidArgument},
+           {0, absl::StatusCode::kFailedPrecondition}}) {
+    FakeAgent fake([errnum = errnum](FakeAgent& f, const v1::Frame& frame) {
+      if (!frame.has_exec_start()) return;
+      v1::Frame exit;
+      exit.mutable_exec_exit()->set_id(frame.exec_start().id());
+      exit.mutable_exec_exit()->set_start_error("exec nope: it failed");
+      exit.mutable_exec_exit()->set_start_errno(errnum);
+      f.Write(exit);
+    });
+    auto client = ConnectTo(fake);
+    ASSERT_NE(client, nullptr);
+    auto exec = client->StartExec(ExecSpec{{"nope"}});
+    ASSERT_THAT(exec.status(), IsOk());
+    EXPECT_THAT((*exec)->Next(absl::Now() + absl::Seconds(5)).status(),
+                StatusIs(code, "exec in guest: exec nope: it failed"));
+  }
 }
 
 TEST(AgentClientTest, AnInvalidNetworkIdentityIsRefusedBeforeSending) {

@@ -20,12 +20,17 @@
 
 namespace smolvm::agent {
 
+// The first agent protocol version that runs operations as a guest user
+// (ExecSpec::user, FileRequest::user) and reports exec start errnos.
+inline constexpr uint32_t kUserProtocolVersion = 3;
+
 struct ExecSpec {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;
   std::string cwd;
   absl::Duration timeout = absl::ZeroDuration();  // Zero = no limit.
   std::optional<std::string> stdin_data;
+  std::string user;  // Guest user name or uid; "" = root.
 };
 
 // One event of a running exec, in order: output chunks, then the exit.
@@ -35,6 +40,15 @@ struct ExecEvent {
   int exit_code = 0;
   int signal = 0;
   bool timed_out = false;
+};
+
+// One upload or download.
+struct FileRequest {
+  std::string path;
+  bool tar = false;           // A directory as a tar stream.
+  std::string user;           // Guest user name or uid; "" = root.
+  uint32_t mode = 0;          // Uploads: permission bits; 0 = 0644.
+  bool make_parents = false;  // Uploads: create missing parent directories.
 };
 
 struct FileInfo {
@@ -90,15 +104,17 @@ class GuestAgent {
   virtual bool has_agent() const = 0;
   // False once the connection broke (the next operation reconnects).
   virtual bool healthy() const = 0;
+  // A user other than root needs protocol >= kUserProtocolVersion
+  // (FAILED_PRECONDITION otherwise, nothing sent), as do WriteFile/ReadFile.
   virtual absl::StatusOr<std::unique_ptr<ExecHandle>> StartExec(const ExecSpec& spec) = 0;
   // Uploads: `next_chunk` returns the next piece of data, "" at the end.
   virtual absl::StatusOr<FileInfo> WriteFile(
-      const std::string& path, uint32_t mode, bool tar, bool make_parents,
+      const FileRequest& request,
       const std::function<absl::StatusOr<std::string>()>& next_chunk,
       absl::Duration timeout) = 0;
   // Downloads: `sink` receives the data in order; an error from it aborts.
   virtual absl::StatusOr<FileInfo> ReadFile(
-      const std::string& path, bool tar,
+      const FileRequest& request,
       const std::function<absl::Status(const std::string&)>& sink,
       absl::Duration timeout) = 0;
   // Steps the guest's wall clock; returns the guest's time right after.

@@ -565,9 +565,12 @@ absl::StatusOr<VmRecord> VmManager::GetVm(const Caller& caller, const std::strin
 }
 
 absl::StatusOr<store::Page<VmRecord>> VmManager::ListVms(
-    const Caller& caller, int page_size, const std::string& page_token) {
+    const Caller& caller, int page_size, const std::string& page_token,
+    const ListFilter& filter) {
+  SMOLVM_RETURN_IF_ERROR(ValidateLabels(filter.labels, "labels"));
   SMOLVM_ASSIGN_OR_RETURN(auto page, store_->ListVms(page_size, page_token,
-                                                     caller.admin ? "" : caller.tenant));
+                                                     caller.admin ? "" : caller.tenant,
+                                                     WithImageAliases(filter)));
   for (auto& vm : page.items) {
     SMOLVM_ASSIGN_OR_RETURN(vm, Refresh(std::move(vm)));
   }

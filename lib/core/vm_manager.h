@@ -137,18 +137,23 @@ class VmManager {
   // Any state; ends the VMM, removes disk and record. Snapshots are kept.
   absl::Status DeleteVm(const Caller& caller, const std::string& vm_id);
   absl::StatusOr<VmRecord> GetVm(const Caller& caller, const std::string& vm_id);
+  // `filter`'s images also match their tagged/untagged spelling
+  // ("minimal" ~ "minimal:latest").
   absl::StatusOr<store::Page<VmRecord>> ListVms(const Caller& caller, int page_size,
-                                                const std::string& page_token);
+                                                const std::string& page_token,
+                                                const ListFilter& filter = {});
 
   // RUNNING/PAUSED VM → snapshot; the VM is PAUSED afterwards unless
   // `resume_source`. Published atomically (complete and listed, or nothing).
   absl::StatusOr<SnapshotRecord> CreateSnapshot(const Caller& caller, const std::string& vm_id,
                                                 std::string snapshot_id, bool resume_source,
-                                                Progress* progress = nullptr);
+                                                Progress* progress = nullptr,
+                                                const Labels& labels = {});
   absl::StatusOr<SnapshotRecord> GetSnapshot(const Caller& caller, const std::string& snapshot_id);
   absl::StatusOr<store::Page<SnapshotRecord>> ListSnapshots(const Caller& caller, int page_size,
                                                             const std::string& page_token,
-                                                            const std::string& vm_id);
+                                                            const std::string& vm_id,
+                                                            const ListFilter& filter = {});
   absl::Status DeleteSnapshot(const Caller& caller, const std::string& snapshot_id);
   // Checks a snapshot's content as a restore would, but always hashes its
   // files (whatever their recorded stamps say): the manifest must describe
@@ -174,13 +179,13 @@ class VmManager {
   absl::StatusOr<std::unique_ptr<agent::ExecHandle>> StartExec(const Caller& caller,
                                                                const std::string& vm_id,
                                                                agent::ExecSpec spec);
-  // Writes `path` in a RUNNING VM's guest from `next_chunk` ("" ends it).
+  // Writes `file.path` in a RUNNING VM's guest from `next_chunk` ("" ends it).
   absl::StatusOr<agent::FileInfo> UploadFile(
-      const Caller& caller, const std::string& vm_id, const std::string& path, uint32_t mode,
-      bool tar, bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk);
-  // Reads `path` from a RUNNING VM's guest into `sink`.
+      const Caller& caller, const std::string& vm_id, agent::FileRequest file,
+      const std::function<absl::StatusOr<std::string>()>& next_chunk);
+  // Reads `file.path` from a RUNNING VM's guest into `sink`.
   absl::StatusOr<agent::FileInfo> DownloadFile(
-      const Caller& caller, const std::string& vm_id, const std::string& path, bool tar,
+      const Caller& caller, const std::string& vm_id, agent::FileRequest file,
       const std::function<absl::Status(const std::string&)>& sink);
   // Exposes / removes a port forward of a VM (any state); the firewall is
   // updated before returning.
@@ -195,6 +200,21 @@ class VmManager {
   absl::StatusOr<std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>> ForkSnapshot(
       const Caller& caller, const std::string& snapshot_id, uint32_t count, bool resume_vm,
       const std::string& vm_id_prefix, Progress* progress = nullptr);
+
+  // ForkVm: a snapshot of a RUNNING or PAUSED VM (kept, with `labels`;
+  // `snapshot_id` "" = "<vm_id>-fork-<unix ms>") and `count` children
+  // restored from it as ForkSnapshot does (named <vm_id_prefix or the
+  // snapshot id>-<n>, RUNNING unless `paused`). The source is left in its
+  // state. Refusals (count, ids, labels, a missing or stopped source) come
+  // before the snapshot.
+  struct ForkVmResult {
+    std::string snapshot_id;
+    std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>> children;
+  };
+  absl::StatusOr<ForkVmResult> ForkVm(const Caller& caller, const std::string& vm_id,
+                                      uint32_t count, std::string snapshot_id,
+                                      const std::string& vm_id_prefix, bool paused,
+                                      const Labels& labels, Progress* progress = nullptr);
 
   // OK while the state store answers a query: what the systemd watchdog
   // pings on (a wedged store blocks here, and the pings stop).

@@ -118,25 +118,30 @@ absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
   }
   SMOLVM_RETURN_IF_ERROR(ValidateEnv(spec.env, "env"));
   if (!spec.cwd.empty()) SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(spec.cwd));
+  SMOLVM_ASSIGN_OR_RETURN(spec.user, NormalizeGuestUser(spec.user));
   SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
   // The VM's env first, the request's on top.
   std::map<std::string, std::string> env = vm.config.env;
   for (auto& [k, v] : spec.env) env[k] = v;
   spec.env = std::move(env);
-  if (spec.cwd.empty()) spec.cwd = vm.config.working_dir;  // The image's WorkingDir.
+  // The image's WorkingDir; for another user, the agent's default (its home).
+  if (spec.cwd.empty() && spec.user.empty()) spec.cwd = vm.config.working_dir;
   // The slot lock is not held while the command runs: execs are concurrent
   // with each other and with snapshots (a paused VM's exec just waits).
   return client->StartExec(spec);
 }
 
 absl::StatusOr<agent::FileInfo> VmManager::UploadFile(
-    const Caller& caller, const std::string& vm_id, const std::string& path, uint32_t mode, bool tar,
-    bool make_parents, const std::function<absl::StatusOr<std::string>()>& next_chunk) {
+    const Caller& caller, const std::string& vm_id, agent::FileRequest file,
+    const std::function<absl::StatusOr<std::string>()>& next_chunk) {
+  const std::string& path = file.path;
   SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(path));
-  if (mode > 07777) {
-    return absl::InvalidArgumentError(absl::StrCat("mode ", mode, " is not a permission mode"));
+  if (file.mode > 07777) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mode ", file.mode, " is not a permission mode"));
   }
+  SMOLVM_ASSIGN_OR_RETURN(file.user, NormalizeGuestUser(file.user));
   SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
   uint64_t total = 0;
   const uint64_t limit = options_.max_upload_bytes;
@@ -151,15 +156,16 @@ absl::StatusOr<agent::FileInfo> VmManager::UploadFile(
     }
     return chunk;
   };
-  return client->WriteFile(path, mode, tar, make_parents, bounded, absl::Hours(24));
+  return client->WriteFile(file, bounded, absl::Hours(24));
 }
 
 absl::StatusOr<agent::FileInfo> VmManager::DownloadFile(
-    const Caller& caller, const std::string& vm_id, const std::string& path, bool tar,
+    const Caller& caller, const std::string& vm_id, agent::FileRequest file,
     const std::function<absl::Status(const std::string&)>& sink) {
-  SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(path));
+  SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(file.path));
+  SMOLVM_ASSIGN_OR_RETURN(file.user, NormalizeGuestUser(file.user));
   SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
-  return client->ReadFile(path, tar, sink, absl::Hours(24));
+  return client->ReadFile(file, sink, absl::Hours(24));
 }
 
 absl::StatusOr<std::vector<absl::Duration>> VmManager::PingAgent(const Caller& caller,

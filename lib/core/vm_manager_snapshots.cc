@@ -151,8 +151,10 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
                                                          const std::string& vm_id,
                                                          std::string snapshot_id,
                                                          bool resume_source,
-                                                         Progress* progress) {
+                                                         Progress* progress,
+                                                         const Labels& labels) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  SMOLVM_RETURN_IF_ERROR(ValidateLabels(labels, "labels"));
   if (snapshot_id.empty()) snapshot_id = GenerateId("snap");
   SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
   // The id first, before any state is looked at, so that a retried create
@@ -261,6 +263,7 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   snap.disk_path = paths.disk;
   snap.vm_config = vm.config;
   snap.network_config = vm.network;
+  snap.labels = labels;
   snap.created_at = absl::Now();
   snap.accelerator = accelerator_;
   snap.owner = caller.tenant;
@@ -305,10 +308,11 @@ absl::StatusOr<SnapshotRecord> VmManager::GetSnapshot(const Caller& caller,
 
 absl::StatusOr<store::Page<SnapshotRecord>> VmManager::ListSnapshots(
     const Caller& caller, int page_size, const std::string& page_token,
-    const std::string& vm_id) {
+    const std::string& vm_id, const ListFilter& filter) {
   if (!vm_id.empty()) SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  SMOLVM_RETURN_IF_ERROR(ValidateLabels(filter.labels, "labels"));
   return store_->ListSnapshots(page_size, page_token, vm_id,
-                               caller.admin ? "" : caller.tenant);
+                               caller.admin ? "" : caller.tenant, WithImageAliases(filter));
 }
 
 absl::Status VmManager::DeleteSnapshot(const Caller& caller, const std::string& snapshot_id) {
@@ -572,6 +576,42 @@ VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, ui
   work();
   for (auto& t : workers) t.join();
   return results;
+}
+
+absl::StatusOr<VmManager::ForkVmResult> VmManager::ForkVm(
+    const Caller& caller, const std::string& vm_id, uint32_t count, std::string snapshot_id,
+    const std::string& vm_id_prefix, bool paused, const Labels& labels, Progress* progress) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  // Everything that can be refused is, before the snapshot is taken.
+  if (count < 1 || count > 128) {
+    return absl::InvalidArgumentError(absl::StrCat("fork count ", count, " must be 1-128"));
+  }
+  SMOLVM_RETURN_IF_ERROR(ValidateLabels(labels, "labels"));
+  if (snapshot_id.empty()) {
+    // "<vm_id>-fork-<unix ms>", short enough for the children's "-<n>".
+    std::string base = vm_id.substr(0, 40);
+    while (!base.empty() && base.back() == '-') base.pop_back();
+    snapshot_id = absl::StrCat(base, "-fork-", absl::ToUnixMillis(absl::Now()));
+  }
+  SMOLVM_RETURN_IF_ERROR(ValidateId(snapshot_id, "snapshot_id"));
+  const std::string prefix = vm_id_prefix.empty() ? snapshot_id : vm_id_prefix;
+  SMOLVM_RETURN_IF_ERROR(ValidateId(absl::StrCat(prefix, "-", count), "vm_id_prefix + \"-N\""));
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord source, GetVm(caller, vm_id));
+  if (source.state != VmState::kRunning && source.state != VmState::kPaused) {
+    return absl::FailedPreconditionError(
+        absl::StrCat("fork needs a RUNNING or PAUSED VM; ", vm_id, " is ",
+                     VmStateName(source.state), ": start it first"));
+  }
+  // The source stays as it was: a RUNNING one runs on after the snapshot.
+  SMOLVM_ASSIGN_OR_RETURN(
+      SnapshotRecord snap,
+      CreateSnapshot(caller, vm_id, snapshot_id,
+                     /*resume_source=*/source.state == VmState::kRunning, progress, labels));
+  ForkVmResult result;
+  result.snapshot_id = snap.snapshot_id;
+  SMOLVM_ASSIGN_OR_RETURN(result.children,
+                          ForkSnapshot(caller, snap.snapshot_id, count, !paused, prefix, progress));
+  return result;
 }
 
 }  // namespace smolvm::core

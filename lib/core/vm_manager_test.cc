@@ -520,14 +520,14 @@ TEST(VmManagerFaults, GuestOperationsFailCleanly) {
                   auto exec = m.StartExec(kAdmin, "a", spec);
                   if (!exec.ok()) return exec.status();
                   bool sent = false;
-                  auto up = m.UploadFile(kAdmin, "a", "/tmp/x", 0644, false, false,
+                  auto up = m.UploadFile(kAdmin, "a", {.path = "/tmp/x", .mode = 0644},
                                          [&]() -> absl::StatusOr<std::string> {
                                            if (sent) return std::string();
                                            sent = true;
                                            return std::string("data");
                                          });
                   if (!up.ok()) return up.status();
-                  auto down = m.DownloadFile(kAdmin, "a", "/tmp/x", false,
+                  auto down = m.DownloadFile(kAdmin, "a", {.path = "/tmp/x"},
                                              [](const std::string&) { return absl::OkStatus(); });
                   if (!down.ok()) return down.status();
                   return m.PingAgent(kAdmin, "a", 2).status();
@@ -721,6 +721,47 @@ TEST(VmManager, ForkRestoresClonesConcurrentlyInOrder) {
   host.ExpectConsistent("after a parallel fork");
   EXPECT_TRUE(absl::IsInvalidArgument(
       host.manager().ForkSnapshot(kAdmin, "s", 129, true, "g").status()));
+}
+
+// ForkVm: refusals before any snapshot; then a kept, labelled snapshot and
+// running children while the source runs on; a paused source stays paused.
+TEST(VmManager, ForkVmSnapshotsAndForksKeepingTheSource) {
+  Host host;
+  ASSERT_THAT(host.Start(), IsOk());
+  CreateRunning(host, "a");
+  VmManager& m = host.manager();
+  EXPECT_TRUE(absl::IsInvalidArgument(m.ForkVm(kAdmin, "a", 0, "", "", false, {}).status()));
+  EXPECT_TRUE(absl::IsNotFound(m.ForkVm(kAdmin, "gone", 1, "", "", false, {}).status()));
+  EXPECT_TRUE(absl::IsInvalidArgument(
+      m.ForkVm(kAdmin, "a", 1, "", "", false, {{"bad key", "v"}}).status()));
+  ASSERT_THAT(m.ListSnapshots(kAdmin, 0, "", "").status(), IsOk());
+  EXPECT_TRUE(m.ListSnapshots(kAdmin, 0, "", "")->items.empty());  // nothing taken yet
+
+  auto fork = m.ForkVm(kAdmin, "a", 3, "", "", false, {{"purpose", "fork"}});
+  ASSERT_THAT(fork.status(), IsOk());
+  EXPECT_THAT(fork->snapshot_id, testing::StartsWith("a-fork-"));
+  ASSERT_EQ(fork->children.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(fork->children[i].first, absl::StrCat(fork->snapshot_id, "-", i + 1));
+    ASSERT_THAT(fork->children[i].second.status(), IsOk());
+    EXPECT_EQ(fork->children[i].second->state, VmState::kRunning);
+  }
+  EXPECT_EQ(m.GetVm(kAdmin, "a")->state, VmState::kRunning);
+  auto snap = m.GetSnapshot(kAdmin, fork->snapshot_id);
+  ASSERT_THAT(snap.status(), IsOk());
+  EXPECT_EQ(snap->labels, (Labels{{"purpose", "fork"}}));
+  auto listed = m.ListSnapshots(kAdmin, 0, "", "", ListFilter{.labels = {{"purpose", "fork"}}});
+  ASSERT_THAT(listed.status(), IsOk());
+  ASSERT_EQ(listed->items.size(), 1u);
+
+  ASSERT_THAT(m.PauseVm(kAdmin, "a").status(), IsOk());
+  fork = m.ForkVm(kAdmin, "a", 1, "again", "kid", /*paused=*/true, {});
+  ASSERT_THAT(fork.status(), IsOk());
+  EXPECT_EQ(fork->children[0].first, "kid-1");
+  EXPECT_EQ(fork->children[0].second->state, VmState::kPaused);
+  EXPECT_EQ(m.GetVm(kAdmin, "a")->state, VmState::kPaused);
+  EXPECT_TRUE(absl::IsAlreadyExists(m.ForkVm(kAdmin, "a", 1, "again", "kid2", false, {}).status()));
+  host.ExpectConsistent("after ForkVm");
 }
 
 TEST(VmManager, SlotMapHoldsOnlyVmsWithAVmm) {

@@ -1,5 +1,6 @@
 #include "lib/model/validation.h"
 
+#include <algorithm>
 #include <random>
 
 #include "absl/strings/ascii.h"
@@ -94,6 +95,7 @@ absl::Status NormalizeVmConfig(VmConfig& config) {
         "initrd_path needs kernel_path: set both, or neither for the default image");
   }
   if (auto s = ValidateEnv(config.env, "env"); !s.ok()) return s;
+  if (auto s = ValidateLabels(config.labels, "labels"); !s.ok()) return s;
   if (auto s = ValidateEgress(config.egress); !s.ok()) return s;
   for (auto& f : config.port_forwards) {
     if (auto s = NormalizePortForward(f); !s.ok()) return s;
@@ -184,6 +186,73 @@ absl::Status ValidateGuestPath(const std::string& path) {
   if (path.size() > 4096 || path.find('\0') != std::string::npos) {
     return absl::InvalidArgumentError(
         "guest path must be at most 4096 bytes and contain no NUL byte");
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> NormalizeGuestUser(const std::string& user) {
+  if (user.empty() || user == "root" || user == "0") return std::string();
+  const bool numeric = user.find_first_not_of("0123456789") == std::string::npos;
+  if (numeric) {
+    if (user.size() > 10 || std::stoull(user) > 0x7fffffffull) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("user \"", user, "\": a uid must be below 2147483648"));
+    }
+    return user;
+  }
+  const bool ok = user.size() <= 32 && user[0] != '-' &&
+                  std::all_of(user.begin(), user.end(), [](char c) {
+                    return absl::ascii_isalnum(static_cast<unsigned char>(c)) || c == '.' ||
+                           c == '_' || c == '-';
+                  });
+  if (!ok) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "user \"", absl::CHexEscape(user.substr(0, 64)),
+        "\" is not a user name or uid: 1-32 characters of [A-Za-z0-9._-], not starting with "
+        "'-', or a number"));
+  }
+  return user;
+}
+
+namespace {
+
+// 1-`max` characters of [A-Za-z0-9._-] starting and ending with a letter or
+// digit (or "" when `allow_empty`).
+bool IsLabelWord(absl::string_view s, size_t max, bool allow_empty) {
+  if (s.empty()) return allow_empty;
+  auto alnum = [](char c) { return absl::ascii_isalnum(static_cast<unsigned char>(c)); };
+  return s.size() <= max && alnum(s.front()) && alnum(s.back()) &&
+         std::all_of(s.begin(), s.end(),
+                     [&](char c) { return alnum(c) || c == '.' || c == '_' || c == '-'; });
+}
+
+}  // namespace
+
+absl::Status ValidateLabels(const std::map<std::string, std::string>& labels,
+                            const char* field) {
+  if (labels.size() > 32) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": at most 32 labels, got ", labels.size()));
+  }
+  for (const auto& [key, value] : labels) {
+    const size_t slash = key.find('/');
+    const bool key_ok =
+        slash == std::string::npos
+            ? IsLabelWord(key, 63, false)
+            : IsLabelWord(absl::string_view(key).substr(0, slash), 253, false) &&
+                  IsLabelWord(absl::string_view(key).substr(slash + 1), 63, false);
+    if (!key_ok) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": label key \"", absl::CHexEscape(key.substr(0, 300)),
+          "\" must be 1-63 characters of [A-Za-z0-9._-] starting and ending with a letter or "
+          "digit, optionally after \"prefix/\""));
+    }
+    if (!IsLabelWord(value, 63, true)) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ": the value of label \"", key, "\" (\"", absl::CHexEscape(value.substr(0, 100)),
+          "\") must be at most 63 characters of [A-Za-z0-9._-] starting and ending with a "
+          "letter or digit"));
+    }
   }
   return absl::OkStatus();
 }

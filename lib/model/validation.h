@@ -10,6 +10,7 @@
 #include <string>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "lib/model/vm.h"
 
 namespace smolvm {
@@ -52,5 +53,20 @@ absl::Status NormalizePortForward(PortForward& forward);
 
 // A path inside the guest: absolute, at most 4096 bytes, no NUL bytes.
 absl::Status ValidateGuestPath(const std::string& path);
+
+// A guest user as a request names it: "" (root), a name of 1-32
+// characters of [A-Za-z0-9._-] not starting with '-' (what useradd and
+// busybox adduser accept, and no ':' that could break an /etc/passwd
+// line), or a decimal uid below 2^31. Returns "" for root ("", "root",
+// "0"), so any agent can run it, else the user as given.
+absl::StatusOr<std::string> NormalizeGuestUser(const std::string& user);
+
+// Labels (VMConfig.labels, SnapshotInfo.labels, list filters): at most 32;
+// keys of 1-63 characters of [A-Za-z0-9._-] starting and ending with a
+// letter or digit, optionally after a prefix of up to 253 such characters
+// and a '/'; values of 0-63 such characters, starting and ending with a
+// letter or digit when not empty. `field` names the request field.
+absl::Status ValidateLabels(const std::map<std::string, std::string>& labels,
+                            const char* field);
 
 }  // namespace smolvm

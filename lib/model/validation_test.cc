@@ -345,5 +345,45 @@ TEST(NormalizePortForwardTest, PortsAndProtocol) {
               StatusIs(absl::StatusCode::kInvalidArgument, "must be tcp or udp"));
 }
 
+TEST(NormalizeGuestUserTest, RootIsEmptyOthersAsGiven) {
+  for (const char* root : {"", "root", "0"}) {
+    EXPECT_EQ(NormalizeGuestUser(root).value_or("error"), "") << root;
+  }
+  for (const char* user : {"alice", "www-data", "svc_1.x", "1000", "2147483647"}) {
+    EXPECT_EQ(NormalizeGuestUser(user).value_or("error"), user) << user;
+  }
+  for (const char* bad : {"a:b", "-rf", "al ice", "bob\n", "2147483648", "99999999999",
+                          "averyveryveryveryveryverylongusername"}) {
+    EXPECT_THAT(NormalizeGuestUser(bad).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "user \""))
+        << bad;
+  }
+}
+
+TEST(ValidateLabelsTest, KeysAndValues) {
+  EXPECT_THAT(ValidateLabels({{"team", "ml"},
+                              {"example.com/task-id", "t-42"},
+                              {"empty", ""},
+                              {"A_b.C", "x.Y_z"}},
+                             "labels"),
+              IsOk());
+  for (const char* key : {"", "-x", "x-", "a/b/c", "/x", "x/", "sp ace", "k=v",
+                          "a234567890123456789012345678901234567890123456789012345678901234"}) {
+    EXPECT_THAT(ValidateLabels({{key, "v"}}, "labels"),
+                StatusIs(absl::StatusCode::kInvalidArgument, "labels: label key"))
+        << key;
+  }
+  for (const char* value : {"-x", "x ", "a,b", "a=b",
+                            "a234567890123456789012345678901234567890123456789012345678901234"}) {
+    EXPECT_THAT(ValidateLabels({{"k", value}}, "labels"),
+                StatusIs(absl::StatusCode::kInvalidArgument, "the value of label \"k\""))
+        << value;
+  }
+  std::map<std::string, std::string> many;
+  for (int i = 0; i < 33; ++i) many["k" + std::to_string(i)] = "v";
+  EXPECT_THAT(ValidateLabels(many, "labels"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "at most 32 labels"));
+}
+
 }  // namespace
 }  // namespace smolvm

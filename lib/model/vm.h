@@ -31,6 +31,9 @@ const char* VmStateName(VmState state);
 // Parses VmStateName's output; nullopt for anything else.
 std::optional<VmState> ParseVmState(const std::string& name);
 
+// key=value tags of VMs and snapshots (ValidateLabels).
+using Labels = std::map<std::string, std::string>;
+
 enum class EgressMode { kOpen, kOff, kRestricted };
 
 // What a guest may reach beyond its VM (never other VMs or the host).
@@ -74,6 +77,8 @@ struct VmConfig {
   EgressPolicy egress;
   // Forwards requested at create time (the live set is NetworkConfig's).
   std::vector<PortForward> port_forwards;
+  // The caller's key=value tags (ValidateLabels).
+  std::map<std::string, std::string> labels;
 
   bool operator==(const VmConfig&) const = default;
 };
@@ -172,8 +177,24 @@ struct SnapshotRecord {
   // creation): while the files still have them, a restore need not hash
   // them again. nullopt = never verified.
   std::optional<SnapshotStamps> verified_stamps;
+  // The caller's key=value tags of the snapshot itself (the source VM's are
+  // vm_config.labels).
+  std::map<std::string, std::string> labels;
 
   bool operator==(const SnapshotRecord&) const = default;
 };
+
+// What a listing keeps; every set part must match.
+struct ListFilter {
+  std::map<std::string, std::string> labels;  // All of these (the snapshot's own for snapshots).
+  std::vector<VmState> states;                // Any of these (VMs only); none = any.
+  // Any of these as VmConfig.image or image_digest; none = any.
+  std::vector<std::string> images;
+};
+
+// `filter` with each image name also in its other spelling: "minimal" adds
+// "minimal:latest" and the reverse, as the image store treats them alike.
+// Digests ("sha256:...") are left as they are.
+ListFilter WithImageAliases(ListFilter filter);
 
 }  // namespace smolvm

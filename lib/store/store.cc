@@ -150,6 +150,10 @@ ALTER TABLE vms ADD COLUMN pool_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE operation_previous_vms ADD COLUMN pool_id TEXT NOT NULL DEFAULT '';
 CREATE INDEX vms_pool_id ON vms (pool_id) WHERE pool_id != '';
 )sql",
+    // 10: a snapshot's own labels (a JSON object; VM labels live in config).
+    R"sql(
+ALTER TABLE snapshots ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -172,17 +176,17 @@ constexpr const char* kUpdateVm =
 constexpr absl::string_view kSelectSnapshots =
     "SELECT snapshot_id, vm_id, snapshot_path, mem_file_path, disk_path, "
     "vm_config, network_config, created_at, restored, restored_vm_id, "
-    "size_bytes, accelerator, owner, integrity FROM snapshots ";
+    "size_bytes, accelerator, owner, integrity, labels FROM snapshots ";
 constexpr const char* kInsertSnapshot =
     "INSERT INTO snapshots (snapshot_id, vm_id, snapshot_path, mem_file_path, "
     "disk_path, vm_config, network_config, created_at, restored, "
-    "restored_vm_id, size_bytes, accelerator, owner, integrity) "
-    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)";
+    "restored_vm_id, size_bytes, accelerator, owner, integrity, labels) "
+    "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)";
 constexpr const char* kUpdateSnapshot =
     "UPDATE snapshots SET vm_id = ?2, snapshot_path = ?3, mem_file_path = ?4, "
     "disk_path = ?5, vm_config = ?6, network_config = ?7, created_at = ?8, "
     "restored = ?9, restored_vm_id = ?10, size_bytes = ?11, accelerator = ?12, "
-    "owner = ?13, integrity = ?14 WHERE snapshot_id = ?1";
+    "owner = ?13, integrity = ?14, labels = ?15 WHERE snapshot_id = ?1";
 
 absl::StatusOr<int> ReadUserVersion(sqlite3* db, absl::string_view what) {
   SMOLVM_ASSIGN_OR_RETURN(Stmt stmt, Prepare(db, "PRAGMA user_version", what));
@@ -293,7 +297,8 @@ Json ToJson(const VmConfig& config) {
               {"boot_args", config.boot_args},
               {"env", config.env},
               {"egress", ToJson(config.egress)},
-              {"port_forwards", ToJson(config.port_forwards)}};
+              {"port_forwards", ToJson(config.port_forwards)},
+              {"labels", config.labels}};
 }
 
 Json ToJson(const NetworkConfig& network) {
@@ -416,7 +421,8 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "boot_args", &config.boot_args) &&
       ReadField(json, "env", &config.env) &&
       ReadField(json, "egress", &config.egress) &&
-      ReadField(json, "port_forwards", &config.port_forwards)) {
+      ReadField(json, "port_forwards", &config.port_forwards) &&
+      ReadField(json, "labels", &config.labels)) {
     return config;
   }
   return BadColumn(kind, id, column, "is not a VmConfig JSON object");
@@ -576,6 +582,10 @@ absl::StatusOr<SnapshotRecord> ReadSnapshotRow(sqlite3_stmt* stmt) {
   snapshot.accelerator = ColumnString(stmt, 11);
   snapshot.owner = ColumnString(stmt, 12);
   SMOLVM_RETURN_IF_ERROR(DecodeIntegrity(ColumnString(stmt, 13), id, &snapshot));
+  Json labels = Json::parse(ColumnString(stmt, 14), nullptr, /*allow_exceptions=*/false);
+  if (!labels.is_object() || !ReadField(Json{{"labels", labels}}, "labels", &snapshot.labels)) {
+    return BadColumn("snapshot", id, "labels", "is not a JSON object of strings");
+  }
   return snapshot;
 }
 
@@ -587,13 +597,14 @@ absl::StatusOr<Stmt> PrepareSnapshotWrite(sqlite3* db, const char* sql,
   SMOLVM_ASSIGN_OR_RETURN(std::string network_config,
                           Dump(ToJson(snapshot.network_config), what));
   SMOLVM_ASSIGN_OR_RETURN(std::string integrity, Dump(IntegrityJson(snapshot), what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string labels, Dump(Json(snapshot.labels), what));
   return Prepare(db, sql, what, snapshot.snapshot_id, snapshot.vm_id,
                  snapshot.snapshot_path, snapshot.mem_file_path,
                  snapshot.disk_path, vm_config, network_config,
                  absl::ToUnixMicros(snapshot.created_at),
                  int64_t{snapshot.restored ? 1 : 0}, snapshot.restored_vm_id,
                  static_cast<int64_t>(snapshot.size_bytes),
-                 snapshot.accelerator, snapshot.owner, integrity);
+                 snapshot.accelerator, snapshot.owner, integrity, labels);
 }
 
 // Looks up one row by primary key (bound as ?1).
@@ -607,6 +618,24 @@ absl::StatusOr<Record> GetRow(sqlite3* db, const std::string& sql,
   if (rc == SQLITE_DONE) return NotFound(kind, id);
   if (rc != SQLITE_ROW) return SqliteError(db, what);
   return read(stmt.get());
+}
+
+// SQL: every key=value of the JSON object bound as `param` is in the JSON
+// object at `path` of `column` ("{}" matches every row). Keys go into the
+// path double-quoted; ValidateLabels keeps '"' out of them.
+std::string LabelsMatch(absl::string_view column, absl::string_view path,
+                        absl::string_view param) {
+  return absl::StrCat("NOT EXISTS (SELECT 1 FROM json_each(", param, ") AS f WHERE json_extract(",
+                      column, ", '", path, ".\"' || f.key || '\"') IS NOT f.value)");
+}
+
+// SQL: the VmConfig JSON in `column` was made from one of the images in the
+// JSON array bound as `param`, by reference or digest ("[]" matches all).
+std::string ImageMatches(absl::string_view column, absl::string_view param) {
+  return absl::StrCat("(", param, " = '[]' OR json_extract(", column,
+                      ", '$.image') IN (SELECT value FROM json_each(", param,
+                      ")) OR json_extract(", column,
+                      ", '$.image_digest') IN (SELECT value FROM json_each(", param, ")))");
 }
 
 // The number of rows a list call returns: page_size with its default and cap
@@ -697,19 +726,30 @@ absl::Status Store::DeleteVm(const std::string& vm_id) {
 
 absl::StatusOr<Page<VmRecord>> Store::ListVms(int page_size,
                                               const std::string& page_token,
-                                              const std::string& owner) {
+                                              const std::string& owner,
+                                              const ListFilter& filter) {
   SMOLVM_ASSIGN_OR_RETURN(int limit, PageLimit(page_size, page_token));
   constexpr absl::string_view what = "list vms";
+  Json states = Json::array();
+  for (VmState state : filter.states) states.push_back(VmStateName(state));
+  SMOLVM_ASSIGN_OR_RETURN(std::string labels_json, Dump(Json(filter.labels), what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string states_json, Dump(states, what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string images_json, Dump(Json(filter.images), what));
   absl::MutexLock lock(&mu_);
   // Ids are non-empty, so the first page's token "" sorts before all of them;
-  // owner "" matches every row.
+  // owner "" matches every row. The filters are JSON ("{}"/"[]" = any),
+  // matched in SQL so that a page is a page of matches.
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt,
       Prepare(db_,
               absl::StrCat(kSelectVms,
-                           "WHERE vm_id > ?1 AND (?2 = '' OR owner = ?2) AND pool_id = '' "
-                           "ORDER BY vm_id LIMIT ?3"),
-              what, page_token, owner, int64_t{limit} + 1));
+                           "WHERE vm_id > ?1 AND (?2 = '' OR owner = ?2) AND pool_id = '' AND ",
+                           LabelsMatch("config", "$.labels", "?4"),
+                           " AND (?5 = '[]' OR state IN (SELECT value FROM json_each(?5)))"
+                           " AND ", ImageMatches("config", "?6"),
+                           " ORDER BY vm_id LIMIT ?3"),
+              what, page_token, owner, int64_t{limit} + 1, labels_json, states_json,
+              images_json));
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> rows,
                           ReadRows(db_, stmt.get(), what, &ReadVmRow));
   return MakePage(std::move(rows), limit, &VmRecord::vm_id);
@@ -794,18 +834,22 @@ absl::Status Store::DeleteSnapshot(const std::string& snapshot_id) {
 
 absl::StatusOr<Page<SnapshotRecord>> Store::ListSnapshots(
     int page_size, const std::string& page_token, const std::string& vm_id,
-    const std::string& owner) {
+    const std::string& owner, const ListFilter& filter) {
   SMOLVM_ASSIGN_OR_RETURN(int limit, PageLimit(page_size, page_token));
   constexpr absl::string_view what = "list snapshots";
+  SMOLVM_ASSIGN_OR_RETURN(std::string labels_json, Dump(Json(filter.labels), what));
+  SMOLVM_ASSIGN_OR_RETURN(std::string images_json, Dump(Json(filter.images), what));
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt,
       Prepare(db_,
               absl::StrCat(kSelectSnapshots,
                            "WHERE snapshot_id > ?1 AND (?2 = '' OR vm_id = ?2) "
-                           "AND (?3 = '' OR owner = ?3) "
-                           "ORDER BY snapshot_id LIMIT ?4"),
-              what, page_token, vm_id, owner, int64_t{limit} + 1));
+                           "AND (?3 = '' OR owner = ?3) AND ",
+                           LabelsMatch("labels", "$", "?5"), " AND ",
+                           ImageMatches("vm_config", "?6"),
+                           " ORDER BY snapshot_id LIMIT ?4"),
+              what, page_token, vm_id, owner, int64_t{limit} + 1, labels_json, images_json));
   SMOLVM_ASSIGN_OR_RETURN(std::vector<SnapshotRecord> rows,
                           ReadRows(db_, stmt.get(), what, &ReadSnapshotRow));
   return MakePage(std::move(rows), limit, &SnapshotRecord::snapshot_id);

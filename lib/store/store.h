@@ -33,7 +33,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 9;
+inline constexpr int kSchemaVersion = 10;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -66,9 +66,11 @@ class Store {
   // Ordered by vm_id. page_size 0 means 100; capped at 1000. `owner` ""
   // means every tenant's. Unclaimed pool members are not listed (they are
   // the pool's, see PoolVms).
+  // `filter`: see ListFilter (labels against config.labels).
   absl::StatusOr<Page<VmRecord>> ListVms(int page_size,
                                          const std::string& page_token,
-                                         const std::string& owner = "");
+                                         const std::string& owner = "",
+                                         const ListFilter& filter = {});
   absl::StatusOr<std::vector<VmRecord>> AllVms();
   // The unclaimed members of a pool ("": of every pool), ordered by vm_id.
   absl::StatusOr<std::vector<VmRecord>> PoolVms(const std::string& pool_id);
@@ -90,10 +92,12 @@ class Store {
                                    const SnapshotStamps& stamps);
   absl::StatusOr<SnapshotRecord> GetSnapshot(const std::string& snapshot_id);
   absl::Status DeleteSnapshot(const std::string& snapshot_id);
-  // Ordered by snapshot_id; `vm_id` "" and `owner` "" mean all.
+  // Ordered by snapshot_id; `vm_id` "" and `owner` "" mean all. `filter`:
+  // labels against the snapshot's own, images against vm_config (states
+  // are ignored).
   absl::StatusOr<Page<SnapshotRecord>> ListSnapshots(
       int page_size, const std::string& page_token, const std::string& vm_id,
-      const std::string& owner = "");
+      const std::string& owner = "", const ListFilter& filter = {});
   absl::StatusOr<std::vector<SnapshotRecord>> AllSnapshots();
 
   // Guest addresses. AllocateAddress gives `vm_id` the first of

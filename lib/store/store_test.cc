@@ -49,6 +49,7 @@ VmRecord MakeVm(const std::string& vm_id) {
   vm.vmm_pid = 4242;
   vm.restored_from = "snap-0badc0de";
   vm.pending_fixup = kFixupReaddress;
+  vm.config.labels = {{"team", "ml"}, {"example.com/task", "t-1"}};
   return vm;
 }
 
@@ -78,6 +79,7 @@ SnapshotRecord MakeSnapshot(const std::string& snapshot_id,
       .mem = {.ino = uint64_t{1} << 63,  // Does not fit in int64.
               .size = uint64_t{2} << 30, .mtime_ns = -5, .ctime_ns = 7},
       .disk = {.ino = 14, .size = 0, .mtime_ns = 0, .ctime_ns = 0}};
+  snapshot.labels = {{"stage", "golden"}, {"empty", ""}};
   return snapshot;
 }
 
@@ -165,6 +167,84 @@ TEST_F(StoreTest, PoolsAndTheirMembers) {
   ASSERT_TRUE(store_->DeletePool("p").ok());
   EXPECT_EQ(store_->GetPool("p").status().code(), absl::StatusCode::kNotFound);
   EXPECT_EQ(store_->DeletePool("p").code(), absl::StatusCode::kNotFound);
+}
+
+std::vector<std::string> VmIds(const absl::StatusOr<Page<VmRecord>>& page) {
+  std::vector<std::string> ids;
+  if (!page.ok()) return {page.status().ToString()};
+  for (const VmRecord& vm : page->items) ids.push_back(vm.vm_id);
+  return ids;
+}
+
+// Filters are matched in SQL: labels (all of them, by exact value, "" too),
+// states (any), images (as given or by digest), on top of owner and paging.
+TEST_F(StoreTest, ListVmsFiltersByLabelsStatesAndImages) {
+  auto add = [&](const std::string& id, VmState state, std::map<std::string, std::string> labels,
+                 const std::string& image, const std::string& digest) {
+    VmRecord vm = MakeVm(id);
+    vm.state = state;
+    vm.config.labels = std::move(labels);
+    vm.config.image = image;
+    vm.config.image_digest = digest;
+    ASSERT_TRUE(store_->InsertVm(vm).ok());
+  };
+  add("a", VmState::kRunning, {{"team", "ml"}, {"env", "prod"}}, "debian-python:latest",
+      "sha256:aa");
+  add("b", VmState::kPaused, {{"team", "ml"}, {"env", ""}}, "minimal", "sha256:bb");
+  add("c", VmState::kRunning, {{"team", "web"}}, "minimal", "sha256:bb");
+  add("d", VmState::kStopped, {}, "", "");
+  using F = ListFilter;
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{})),
+            (std::vector<std::string>{"a", "b", "c", "d"}));
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{.labels = {{"team", "ml"}}})),
+            (std::vector<std::string>{"a", "b"}));
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{.labels = {{"team", "ml"}, {"env", "prod"}}})),
+            (std::vector<std::string>{"a"}));
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{.labels = {{"env", ""}}})),
+            (std::vector<std::string>{"b"}));  // "" matches "" only, not a missing key
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{.labels = {{"nope", "x"}}})),
+            (std::vector<std::string>{}));
+  EXPECT_EQ(VmIds(store_->ListVms(
+                0, "", "", F{.states = {VmState::kRunning, VmState::kStopped}})),
+            (std::vector<std::string>{"a", "c", "d"}));
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{.images = {"minimal"}})),
+            (std::vector<std::string>{"b", "c"}));
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "", F{.images = {"sha256:aa"}})),
+            (std::vector<std::string>{"a"}));
+  EXPECT_EQ(VmIds(store_->ListVms(0, "", "",
+                                  F{.labels = {{"team", "ml"}},
+                                    .states = {VmState::kRunning},
+                                    .images = {"minimal", "debian-python:latest"}})),
+            (std::vector<std::string>{"a"}));
+  // Pages are pages of matches.
+  auto page = store_->ListVms(1, "", "", F{.states = {VmState::kRunning}});
+  EXPECT_EQ(VmIds(page), (std::vector<std::string>{"a"}));
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(VmIds(store_->ListVms(1, page->next_page_token, "", F{.states = {VmState::kRunning}})),
+            (std::vector<std::string>{"c"}));
+}
+
+TEST_F(StoreTest, ListSnapshotsFiltersByTheirOwnLabelsAndImage) {
+  SnapshotRecord golden = MakeSnapshot("s1", "vm-1");
+  golden.labels = {{"stage", "golden"}};
+  golden.vm_config.image = "minimal";
+  ASSERT_TRUE(store_->InsertSnapshot(golden).ok());
+  SnapshotRecord other = MakeSnapshot("s2", "vm-1");
+  other.labels = {};
+  other.vm_config.labels = {{"stage", "golden"}};  // the VM's, not the snapshot's
+  ASSERT_TRUE(store_->InsertSnapshot(other).ok());
+  auto ids = [](const absl::StatusOr<Page<SnapshotRecord>>& page) {
+    std::vector<std::string> out;
+    if (!page.ok()) return std::vector<std::string>{page.status().ToString()};
+    for (const SnapshotRecord& s : page->items) out.push_back(s.snapshot_id);
+    return out;
+  };
+  EXPECT_EQ(ids(store_->ListSnapshots(0, "", "", "", ListFilter{.labels = {{"stage", "golden"}}})),
+            (std::vector<std::string>{"s1"}));
+  EXPECT_EQ(ids(store_->ListSnapshots(0, "", "", "", ListFilter{.images = {"minimal"}})),
+            (std::vector<std::string>{"s1"}));
+  EXPECT_EQ(ids(store_->ListSnapshots(0, "", "", "", ListFilter{})),
+            (std::vector<std::string>{"s1", "s2"}));
 }
 
 TEST_F(StoreTest, FreshDatabaseHasCurrentSchemaVersion) {

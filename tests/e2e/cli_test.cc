@@ -83,6 +83,15 @@ TEST_F(CliTest, ExecExitCodes) {
 
   r = Cli({"vm", "exec", kVm});  // No command: a usage error, also 125.
   EXPECT_EQ(r.exit_code, 125) << r.Describe();
+
+  // --user: a uid without a passwd entry runs as that uid; an unknown name
+  // cannot start (126, as docker exec -u says).
+  r = Cli({"vm", "exec", "--user", "4321", kVm, "--", "sh", "-c", "id -u; echo $HOME"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "4321\n/\n");
+  r = Cli({"vm", "exec", "-u", "no-such-user", kVm, "--", "true"});
+  EXPECT_EQ(r.exit_code, 126) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "no such user")) << r.err;
 }
 
 TEST_F(CliTest, ExecWithoutSeparatorAndTimeout) {
@@ -139,12 +148,26 @@ TEST_F(CliTest, CreateValidatesVcpusAtTheEdge) {
 
 TEST_F(CliTest, ListQuietAndDeleteSeveral) {
   for (const char* id : {"cli-a", "cli-b", "cli-c"}) {
-    ProcResult r = Cli({"vm", "create", "--id", id, "--no-start"});
+    ProcResult r = Cli({"vm", "create", "--id", id, "--no-start", "--label",
+                        absl::StrCat("team=", id[4] == 'a' ? "red" : "blue"), "--label", "tier=x"});
     ASSERT_EQ(r.exit_code, 0) << r.Describe();
   }
   ProcResult r = Cli({"vm", "list", "-q"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(Lines(r.out), (std::set<std::string>{kVm, "cli-a", "cli-b", "cli-c"})) << r.out;
+  // Labels are shown and filter the list (all labels, any status).
+  EXPECT_TRUE(absl::StrContains(Cli({"vm", "get", "cli-a"}).out, "team=red,tier=x"));
+  EXPECT_EQ(Lines(Cli({"vm", "list", "-q", "--label", "team=blue", "--label", "tier=x"}).out),
+            (std::set<std::string>{"cli-b", "cli-c"}));
+  EXPECT_EQ(Lines(Cli({"vm", "list", "-q", "--status", "running"}).out),
+            std::set<std::string>{kVm});
+  EXPECT_EQ(Lines(Cli({"vm", "list", "-q", "--status", "created", "--label", "team=red"}).out),
+            std::set<std::string>{"cli-a"});
+  r = Cli({"vm", "list", "--status", "sleeping"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  r = Cli({"vm", "create", "--id", "cli-bad", "--no-start", "--label", "bad key=v"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "label key")) << r.err;
 
   r = Cli({"vm", "delete", "cli-a", "cli-b"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
@@ -175,6 +198,26 @@ TEST_F(CliTest, ExposePrintsTheForward) {
   EXPECT_EQ(forward["protocol"], "udp");
   EXPECT_EQ(Cli({"vm", "unexpose", kVm, "18080"}).exit_code, 0);
   EXPECT_EQ(Cli({"vm", "unexpose", kVm, "127.0.0.1:18081/udp"}).exit_code, 0);
+}
+
+// vm fork: a child of the running VM and the kept snapshot, as JSON; the
+// VM runs on.
+TEST_F(CliTest, ForkOfARunningVm) {
+  ProcResult r = Cli({"--json", "--no-progress", "vm", "fork", kVm, "--paused", "--prefix",
+                      "cli-kid", "--snapshot-id", "cli-fork", "--label", "why=test"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  nlohmann::json reply = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(reply.is_object()) << r.out;
+  EXPECT_EQ(reply["snapshot_id"], "cli-fork");
+  ASSERT_EQ(reply["results"].size(), 1u) << r.out;
+  EXPECT_EQ(reply["results"][0]["vm_id"], "cli-kid-1");
+  EXPECT_EQ(reply["results"][0]["vm"]["status"], "PAUSED");
+  EXPECT_TRUE(absl::StrContains(Cli({"vm", "get", kVm}).out, "RUNNING"));
+  EXPECT_EQ(Lines(Cli({"snapshot", "list", "-q", "--label", "why=test"}).out),
+            std::set<std::string>{"cli-fork"});
+  EXPECT_EQ(Cli({"vm", "fork", kVm, "--count", "0"}).exit_code, 2);
+  EXPECT_EQ(Cli({"vm", "delete", "cli-kid-1"}).exit_code, 0);
+  EXPECT_EQ(Cli({"snapshot", "delete", "cli-fork"}).exit_code, 0);
 }
 
 TEST_F(CliTest, OutputYaml) {

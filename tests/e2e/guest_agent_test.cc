@@ -58,6 +58,7 @@ class GuestAgentTest : public ::testing::Test {
     config.set_vcpu_count(2);
     (*config.mutable_env())["GREETING"] = "hello from config";
     (*config.mutable_env())["OVERRIDE_ME"] = "config";
+    (*config.mutable_labels())["suite"] = "guest-agent";
     vm_ = new SmolVM(config, daemon_->client_options());
     s = vm_->start();
     ASSERT_TRUE(s.ok()) << s << daemon_->DaemonLog();
@@ -90,11 +91,138 @@ TEST_F(GuestAgentTest, ExitCodesAndSeparateStreams) {
   EXPECT_EQ(argv->exit_code, 0);
   auto killed = Run("kill -9 $$");
   EXPECT_EQ(killed.signal, 9);
-  // A program that does not exist is an error the caller can read.
+  // A program that does not exist is an error the caller can read, with
+  // the guest's meaning: NOT_FOUND; one that is not executable
+  // PERMISSION_DENIED.
   auto missing = vm_->run(std::vector<std::string>{"/no/such/program"});
-  EXPECT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
   EXPECT_NE(missing.status().message().find("/no/such/program"), std::string::npos)
       << missing.status();
+  auto not_executable = vm_->run(std::vector<std::string>{"/etc/passwd"});
+  EXPECT_EQ(not_executable.status().code(), absl::StatusCode::kPermissionDenied)
+      << not_executable.status();
+}
+
+// Exec and files as a user the guest knows: its ids, groups, environment
+// and home; what it writes is its own; root's files stay closed to it.
+TEST_F(GuestAgentTest, ExecAndFilesAsAGuestUser) {
+  TestDaemon& d = *daemon_;
+  auto setup = Run(
+      "grep -q '^alice:' /etc/passwd || {"
+      " echo 'alice:x:1000:1000:Alice:/home/alice:/bin/sh' >> /etc/passwd;"
+      " echo 'alice:x:1000:' >> /etc/group; echo 'dev:x:2000:alice' >> /etc/group; };"
+      " mkdir -p /home/alice && chown 1000:1000 /home/alice;"
+      " echo top-secret > /root/secret && chmod 600 /root/secret && chmod 700 /root");
+  ASSERT_EQ(setup.exit_code, 0) << setup.stderr_text;
+  RunOptions alice;
+  alice.user = "alice";
+  auto who = Run("id -u; id -g; id -G; echo $USER/$LOGNAME/$HOME; pwd", alice);
+  EXPECT_EQ(who.stdout_text, "1000\n1000\n1000 2000\nalice/alice//home/alice\n/home/alice\n")
+      << who.stderr_text;
+  RunOptions by_uid;
+  by_uid.user = "1000";
+  EXPECT_EQ(Run("id -un", by_uid).stdout_text, "alice\n");
+  EXPECT_EQ(Run("id -u; echo $USER").stdout_text, "0\nroot\n");  // default: root
+
+  const std::string local = d.dir() + "/alice.txt";
+  std::ofstream(local) << "from alice";
+  ASSERT_TRUE(vm_->upload_file(local, "/home/alice/notes/a.txt", 0, "alice").ok());
+  EXPECT_EQ(Run("stat -c '%u:%g %a' /home/alice/notes /home/alice/notes/a.txt").stdout_text,
+            "1000:1000 755\n1000:1000 644\n");
+  ASSERT_TRUE(vm_->download_file("/home/alice/notes/a.txt", d.dir() + "/back.txt", "alice").ok());
+  EXPECT_EQ(ReadAll(d.dir() + "/back.txt"), "from alice");
+
+  // Permission denied as a non-root user, with the code that says so.
+  auto read_root = vm_->download_file("/root/secret", d.dir() + "/x", "alice");
+  EXPECT_EQ(read_root.code(), absl::StatusCode::kPermissionDenied) << read_root;
+  EXPECT_NE(read_root.message().find("/root/secret"), std::string::npos) << read_root;
+  auto write_root = vm_->upload_file(local, "/root/from-alice.txt", 0, "alice");
+  EXPECT_EQ(write_root.code(), absl::StatusCode::kPermissionDenied) << write_root;
+  EXPECT_EQ(Run("cat /root/secret 2>&1; echo rc=$?", alice).stdout_text,
+            "cat: can't open '/root/secret': Permission denied\nrc=1\n");
+
+  RunOptions nobody;
+  nobody.user = "no-such-user";
+  auto unknown = vm_->run("true", nobody);
+  EXPECT_EQ(unknown.status().code(), absl::StatusCode::kInvalidArgument) << unknown.status();
+  nobody.user = "bad:name";
+  EXPECT_EQ(vm_->run("true", nobody).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+// ForkVm (E2B's fork): children inherit the source's files and running
+// processes, then diverge; the source keeps running; the kept snapshot and
+// the children carry labels a listing filters by.
+TEST_F(GuestAgentTest, ForkVmCopiesARunningVm) {
+  ClientOptions opts = daemon_->client_options();
+  SmolVMManager manager(opts);
+  // $! is the loop itself: setsid in a background job is no group leader,
+  // so it does not fork.
+  const std::string loop_pid =
+      Run("echo inherited > /root/fork.txt; "
+          "setsid sh -c 'while :; do sleep 1; done' </dev/null >/dev/null 2>&1 & echo $!")
+          .stdout_text;
+  ASSERT_FALSE(loop_pid.empty());
+  EXPECT_EQ(vm_->fork(0).status().code(), absl::StatusCode::kInvalidArgument);
+
+  ForkVmOptions fork_options;
+  fork_options.vm_id_prefix = "kid";
+  fork_options.labels = {{"purpose", "fork-test"}};
+  auto fork = vm_->fork(2, fork_options);
+  ASSERT_TRUE(fork.ok()) << fork.status() << daemon_->DaemonLog();
+  ASSERT_EQ(fork->children.size(), 2u);
+  EXPECT_EQ(manager.get_vm("agent-vm")->status(), v1::RUNNING);
+  std::vector<SmolVM> kids;
+  for (size_t i = 0; i < fork->children.size(); ++i) {
+    const ForkOutcome& kid = fork->children[i];
+    ASSERT_TRUE(kid.ok()) << kid.vm_id << ": " << kid.vm.status();
+    EXPECT_EQ(kid.vm_id, absl::StrCat("kid-", i + 1));
+    EXPECT_EQ(kid.vm->status(), v1::RUNNING);
+    auto handle = SmolVM::attach(kid.vm_id, opts);
+    ASSERT_TRUE(handle.ok()) << handle.status();
+    auto seen = handle->run("cat /root/fork.txt; ps | grep -c '[w]hile :'");
+    ASSERT_TRUE(seen.ok()) << seen.status();
+    EXPECT_EQ(seen->stdout_text, "inherited\n1\n") << kid.vm_id;
+    kids.push_back(*std::move(handle));
+  }
+  // They diverge: a write in one child is nowhere else.
+  ASSERT_TRUE(kids[0].run("echo mine > /root/fork.txt").ok());
+  EXPECT_EQ(kids[1].run("cat /root/fork.txt")->stdout_text, "inherited\n");
+  EXPECT_EQ(Run(absl::StrCat("cat /root/fork.txt; kill ", loop_pid)).stdout_text,
+            "inherited\n");
+
+  // Labels: the source's go to the children; the request's to the snapshot.
+  ListFilter by_suite;
+  by_suite.labels = {{"suite", "guest-agent"}};
+  auto vms = manager.list_vms(by_suite);
+  ASSERT_TRUE(vms.ok()) << vms.status();
+  std::vector<std::string> ids;
+  for (const v1::Vm& vm : *vms) ids.push_back(vm.vm_id());
+  EXPECT_EQ(ids, (std::vector<std::string>{"agent-vm", "kid-1", "kid-2"}));
+  ASSERT_TRUE(kids[1].pause().ok());
+  ListFilter paused = by_suite;
+  paused.statuses = {v1::PAUSED};
+  vms = manager.list_vms(paused);
+  ASSERT_TRUE(vms.ok());
+  ASSERT_EQ(vms->size(), 1u);
+  EXPECT_EQ((*vms)[0].vm_id(), "kid-2");
+  ListFilter by_purpose;
+  by_purpose.labels = {{"purpose", "fork-test"}};
+  auto snaps = manager.list_snapshots("", by_purpose);
+  ASSERT_TRUE(snaps.ok()) << snaps.status();
+  ASSERT_EQ(snaps->size(), 1u);
+  EXPECT_EQ((*snaps)[0].snapshot_id(), fork->snapshot_id);
+  EXPECT_EQ((*snaps)[0].labels().at("purpose"), "fork-test");
+
+  for (SmolVM& kid : kids) EXPECT_TRUE(kid.close().ok());
+  EXPECT_TRUE(manager.delete_snapshot(fork->snapshot_id).ok());
+  // A source that is gone is NOT_FOUND.
+  auto gone = SmolVM::attach("kid-1", opts);
+  EXPECT_EQ(gone.status().code(), absl::StatusCode::kNotFound);
+  v1::ForkVmRequest request;
+  request.set_vm_id("kid-1");
+  request.set_count(1);
+  EXPECT_EQ(Connection(opts).Call(&v1::VmService::Stub::ForkVm, request).status().code(),
+            absl::StatusCode::kNotFound);
 }
 
 TEST_F(GuestAgentTest, EnvFromConfigAndRequestAndCwd) {

@@ -43,12 +43,12 @@ class FakeGuestAgent : public agent::GuestAgent {
         std::make_unique<FakeExec>(spec.argv.empty() ? "" : spec.argv[0]));
   }
   absl::StatusOr<agent::FileInfo> WriteFile(
-      const std::string& path, uint32_t mode, bool tar, bool make_parents,
+      const agent::FileRequest& request,
       const std::function<absl::StatusOr<std::string>()>& next_chunk,
       absl::Duration timeout) override {
     SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.write_file"));
     agent::FileInfo info;
-    info.mode = mode;
+    info.mode = request.mode;
     for (;;) {
       SMOLVM_ASSIGN_OR_RETURN(std::string chunk, next_chunk());
       if (chunk.empty()) return info;
@@ -56,7 +56,7 @@ class FakeGuestAgent : public agent::GuestAgent {
     }
   }
   absl::StatusOr<agent::FileInfo> ReadFile(
-      const std::string& path, bool tar,
+      const agent::FileRequest& request,
       const std::function<absl::Status(const std::string&)>& sink,
       absl::Duration timeout) override {
     SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.read_file"));

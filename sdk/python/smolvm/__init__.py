@@ -29,9 +29,9 @@ from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
 from smolvm.manager import SmolVMManager
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
-                          ForkOutcome, Image, NetworkConfig, Pool, PortForward,
-                          SnapshotInfo, SnapshotVerification, VMConfig, VMInfo,
-                          VmStatus)
+                          ForkOutcome, ForkVmResult, Image, NetworkConfig, Pool,
+                          PortForward, SnapshotInfo, SnapshotVerification, VMConfig,
+                          VMInfo, VmStatus)
 from smolvm.vm import SmolVM
 
 __version__ = "0.1.0"
@@ -39,8 +39,9 @@ __version__ = "0.1.0"
 __all__ = [
     "SmolVM", "SmolVMManager", "ClientOptions", "Connection",
     "VMConfig", "NetworkConfig", "EgressPolicy", "PortForward", "VMInfo", "VmStatus",
-    "SnapshotInfo", "CommandResult", "ForkOutcome", "Pool", "Image", "BuiltImage",
-    "FileCheck", "SnapshotVerification", "OperationProgress", "ProgressCallback",
+    "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
+    "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
+    "ProgressCallback",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

@@ -56,11 +56,13 @@ def exec_deadline(client_timeout: Optional[float], command_timeout: Optional[flo
 
 
 def exec_request(vm_id: str, cmd: Union[str, List[str]], env: Optional[Dict[str, str]],
-                 cwd: str, stdin: Union[str, bytes, None], timeout: Optional[float]
-                 ) -> vm_service_pb2.ExecRequest:
+                 cwd: str, stdin: Union[str, bytes, None], timeout: Optional[float],
+                 user: str = "") -> vm_service_pb2.ExecRequest:
     """The ExecRequest of a command: a string runs with /bin/sh -c, a list is
-    an argv (argv[0] looked up in the guest's PATH)."""
-    request = vm_service_pb2.ExecRequest(vm_id=vm_id, cwd=cwd, timeout_ms=timeout_ms(timeout))
+    an argv (argv[0] looked up in the guest's PATH), as guest `user` ("" =
+    root)."""
+    request = vm_service_pb2.ExecRequest(vm_id=vm_id, cwd=cwd, timeout_ms=timeout_ms(timeout),
+                                         user=user)
     if isinstance(cmd, str):
         request.command = cmd
     else:
@@ -159,13 +161,14 @@ def upload(conn: Connection, header: vm_service_pb2.UploadFileHeader,
 
 
 def download(conn: Connection, vm_id: str, guest_path: str,
-             sink: Callable[[bytes], None]) -> int:
-    """Makes one DownloadFile call, passing each chunk to `sink` (whose
-    exception cancels the call and is raised). Checks that the stream ended
-    with eof after exactly total_bytes. Returns the file's permission bits."""
+             sink: Callable[[bytes], None], user: str = "") -> int:
+    """Makes one DownloadFile call, reading as guest `user` ("" = root),
+    passing each chunk to `sink` (whose exception cancels the call and is
+    raised). Checks that the stream ended with eof after exactly
+    total_bytes. Returns the file's permission bits."""
     conn.check()
     what = f"download from vm {vm_id}:{guest_path}"
-    request = vm_service_pb2.DownloadFileRequest(vm_id=vm_id, path=guest_path)
+    request = vm_service_pb2.DownloadFileRequest(vm_id=vm_id, path=guest_path, user=user)
     call = conn.vm.DownloadFile(request, timeout=conn.deadline(), metadata=conn.metadata())
     received = 0
     eof = False
@@ -193,17 +196,19 @@ def download(conn: Connection, vm_id: str, guest_path: str,
     return mode
 
 
-def download_to_file(conn: Connection, vm_id: str, guest_path: str, local_path: str) -> None:
-    """Downloads into a temporary file next to `local_path`, renamed over it
-    once complete: `local_path` is either untouched or whole. It gets the
-    guest file's permission bits (0644 if the daemon reports none)."""
+def download_to_file(conn: Connection, vm_id: str, guest_path: str, local_path: str,
+                     user: str = "") -> None:
+    """Downloads (as guest `user`) into a temporary file next to
+    `local_path`, renamed over it once complete: `local_path` is either
+    untouched or whole. It gets the guest file's permission bits (0644 if
+    the daemon reports none)."""
     parent, name = os.path.split(os.path.abspath(local_path))
     if not name or local_path.endswith("/"):
         raise InvalidArgumentError(message=f"download to {local_path}: not a file name")
     fd, temp_path = tempfile.mkstemp(dir=parent, prefix=f".smolvm-download-{name}.")
     try:
         with os.fdopen(fd, "wb") as f:
-            mode = download(conn, vm_id, guest_path, f.write)
+            mode = download(conn, vm_id, guest_path, f.write, user)
             f.flush()
             os.fchmod(f.fileno(), (mode & 0o777) if mode else 0o644)
             os.fsync(f.fileno())

@@ -8,21 +8,21 @@ sends nothing; each method is one RPC, except that the list methods follow
     with SmolVMManager() as sdk:
         for snap in sdk.list_snapshots():
             print(snap.snapshot_id, snap.created_at)
+        running = sdk.list_vms(labels={"team": "ci"}, statuses=["running"])
 """
 
 import time
 from datetime import datetime, timezone
-from typing import Any, Callable, Iterator, List, Mapping, Optional, Union
+from typing import Any, Callable, Iterable, Iterator, List, Mapping, Optional, Union
 
 import grpc
 from google.protobuf import json_format
 
 from smolvm.connection import ClientOptions, ClosesOnExit, Connection
-from smolvm.errors import (DeadlineExceededError, InternalError, InvalidArgumentError,
-                           error_for_code_number)
+from smolvm.errors import DeadlineExceededError, InternalError, InvalidArgumentError
 from smolvm.progress import OperationProgress, ProgressCallback, call_with_progress
 from smolvm.types import (BuiltImage, ForkOutcome, Image, Pool, SnapshotInfo,
-                          SnapshotVerification, VMInfo)
+                          SnapshotVerification, StatusLike, VMInfo, coerce_status, copy_labels)
 from smolvm.v1 import (image_service_pb2, operation_service_pb2, pool_service_pb2,
                        snapshot_service_pb2, vm_service_pb2)
 
@@ -64,10 +64,15 @@ class SmolVMManager(ClosesOnExit):
 
     # --- Snapshots -----------------------------------------------------------
 
-    def list_snapshots(self, vm_id: str = "") -> List[SnapshotInfo]:
-        """All snapshots ordered by snapshot_id, or those taken from `vm_id`."""
+    def list_snapshots(self, vm_id: str = "", labels: Optional[Mapping[str, str]] = None,
+                       image: str = "") -> List[SnapshotInfo]:
+        """All snapshots ordered by snapshot_id, or those matching every
+        filter given: taken from `vm_id`, carrying all of `labels` (the
+        snapshot's own, ``SnapshotInfo.labels``), of `image` (as the VM was
+        created with it, or its digest)."""
         conn = self._connection
-        request = snapshot_service_pb2.ListSnapshotsRequest(vm_id=vm_id)
+        request = snapshot_service_pb2.ListSnapshotsRequest(vm_id=vm_id, image=image)
+        copy_labels(labels, request.labels, "list snapshots")
         return [SnapshotInfo.from_proto(s)
                 for s in self._pages(conn.snapshot.ListSnapshots, request, "snapshots")]
 
@@ -104,27 +109,26 @@ class SmolVMManager(ClosesOnExit):
             snapshot_id=snapshot_id, count=count, resume_vm=resume_vm,
             vm_id_prefix=vm_id_prefix)
         response = call_with_progress(conn, conn.snapshot.ForkSnapshot, request, on_progress)
-        outcomes = []
-        for result in response.results:
-            outcome = ForkOutcome(vm_id=result.vm_id)
-            if result.error_code != 0:
-                outcome.error = error_for_code_number(result.error_code, result.error_message)
-            elif not result.HasField("vm"):
-                outcome.error = InternalError(message=(
-                    f"fork snapshot {snapshot_id}: daemon reported clone {result.vm_id} "
-                    "as created but returned no VM"))
-            else:
-                outcome.vm = VMInfo.from_proto(result.vm)
-            outcomes.append(outcome)
-        return outcomes
+        return [ForkOutcome.from_proto(r, f"fork snapshot {snapshot_id}")
+                for r in response.results]
 
     # --- VMs -----------------------------------------------------------------
 
-    def list_vms(self) -> List[VMInfo]:
-        """All VMs ordered by vm_id."""
+    def list_vms(self, labels: Optional[Mapping[str, str]] = None,
+                 statuses: Union[Iterable[StatusLike], StatusLike, None] = None,
+                 image: str = "") -> List[VMInfo]:
+        """All VMs ordered by vm_id, or those matching every filter given:
+        carrying all of `labels` (``VMConfig.labels``), in any of `statuses`
+        (``VmStatus`` values or their names, e.g. ``[VmStatus.RUNNING,
+        "paused"]``; one alone is fine), of `image` (as given at create
+        time, or its digest)."""
         conn = self._connection
-        return [VMInfo.from_proto(v)
-                for v in self._pages(conn.vm.ListVms, vm_service_pb2.ListVmsRequest(), "vms")]
+        request = vm_service_pb2.ListVmsRequest(image=image)
+        copy_labels(labels, request.labels, "list vms")
+        if isinstance(statuses, (str, int)):  # One status (VmStatus is a str).
+            statuses = [statuses]
+        request.statuses.extend(coerce_status(s) for s in statuses or ())
+        return [VMInfo.from_proto(v) for v in self._pages(conn.vm.ListVms, request, "vms")]
 
     def get_vm(self, vm_id: str) -> VMInfo:
         """VM `vm_id`; NotFoundError if there is none."""

@@ -1,7 +1,7 @@
 """Progress of long calls (smolvm.v1.OperationService).
 
-CreateVm, StartVm, CreateSnapshot, RestoreSnapshot and ForkSnapshot take an
-optional operation id; while such a call runs, the daemon reports its stages
+CreateVm, StartVm, CreateSnapshot, RestoreSnapshot, ForkSnapshot and ForkVm
+take an optional operation id; while such a call runs, the daemon reports its stages
 under that id. The SDK's long methods take ``on_progress``: a callable that
 sees an :class:`OperationProgress` for each update, the last one with
 ``finished`` set, on a thread of the SDK's (not the caller's)::

@@ -5,7 +5,7 @@ Names follow the SmolVM SDK and proto/smolvm/v1/types.proto field for field:
 attributes, with ``created_at`` a timezone-aware UTC ``datetime`` and
 ``restored_vm_id`` None until a restore), :class:`VMInfo` (a ``Vm``), plus
 results of the SDK's calls (:class:`CommandResult`, :class:`ForkOutcome`,
-:class:`Pool`, :class:`Image`, ...). Each type converts from its message with
+:class:`ForkVmResult`, :class:`Pool`, :class:`Image`, ...). Each type converts from its message with
 ``from_proto``; the config types also convert back with ``to_proto``.
 """
 
@@ -17,14 +17,16 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
 from google.protobuf import timestamp_pb2
 
-from smolvm.errors import InvalidArgumentError, SmolVMError
+from smolvm.errors import (InternalError, InvalidArgumentError, SmolVMError,
+                           error_for_code_number)
 from smolvm.v1 import (image_service_pb2, pool_service_pb2, snapshot_service_pb2,
                        types_pb2)
 
 __all__ = [
     "VmStatus", "EgressPolicy", "PortForward", "VMConfig", "NetworkConfig", "VMInfo",
-    "SnapshotInfo", "CommandResult", "ForkOutcome", "Pool", "Image", "BuiltImage",
-    "FileCheck", "SnapshotVerification", "to_datetime", "coerce_config",
+    "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
+    "BuiltImage", "FileCheck", "SnapshotVerification", "to_datetime", "coerce_config",
+    "StatusLike", "coerce_status", "copy_labels",
 ]
 
 
@@ -68,6 +70,45 @@ class VmStatus(str, enum.Enum):
         """The status of a ``smolvm.v1.VmStatus`` number."""
         name = types_pb2.VmStatus.Name(value) if value in types_pb2.VmStatus.values() else ""
         return cls.__members__.get(name, cls.UNSPECIFIED)
+
+    def to_proto(self) -> int:
+        """The ``smolvm.v1.VmStatus`` number of this status."""
+        if self is VmStatus.UNSPECIFIED:
+            return types_pb2.VM_STATUS_UNSPECIFIED
+        return types_pb2.VmStatus.Value(self.name)
+
+
+#: A status as the SDK takes it: a VmStatus, its name ("running") or number.
+StatusLike = Union[VmStatus, str, int]
+
+
+def coerce_status(value: StatusLike) -> int:
+    """`value` as a ``smolvm.v1.VmStatus`` number: a VmStatus, its value or
+    name in any case ("running", "RUNNING") or a VmStatus number; anything
+    else is INVALID_ARGUMENT."""
+    if isinstance(value, VmStatus):
+        return value.to_proto()
+    if isinstance(value, str):
+        status = VmStatus.__members__.get(value.upper())
+        if status is None:
+            known = ", ".join(s.value for s in VmStatus if s is not VmStatus.UNSPECIFIED)
+            raise InvalidArgumentError(message=f'status "{value}": want one of {known}')
+        return status.to_proto()
+    valid_number = (isinstance(value, int) and not isinstance(value, bool)
+                    and value in types_pb2.VmStatus.values())
+    if valid_number:
+        return value
+    raise InvalidArgumentError(message=f"status {value!r}: want a VmStatus, its name or number")
+
+
+def copy_labels(labels: Optional[Mapping[str, str]], dst: Any, what: str) -> None:
+    """Copies `labels` (None = none) into the map field `dst`. A key or
+    value that is not a str is INVALID_ARGUMENT; the daemon checks the rest
+    (types.proto, VMConfig.labels)."""
+    try:
+        dst.update(labels or {})
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(message=f"{what}: labels: {e}") from None
 
 
 _EGRESS_MODES = {"open": types_pb2.EgressPolicy.EGRESS_OPEN,
@@ -156,6 +197,9 @@ class VMConfig:
     image: str = ""                   #: "debian-python", "minimal", "name:tag".
     disk_size_mib: int = 0            #: 0 = the image's.
     image_digest: str = ""            #: Set by the daemon.
+    #: The caller's key=value tags; ``SmolVMManager.list_vms(labels=...)``
+    #: filters by them. At most 32.
+    labels: Dict[str, str] = field(default_factory=dict)
 
     _SCALARS = ("vm_id", "vcpu_count", "memory_mib", "kernel_path", "initrd_path",
                 "rootfs_path", "boot_args", "image", "disk_size_mib", "image_digest")
@@ -168,6 +212,7 @@ class VMConfig:
         except (TypeError, ValueError) as e:
             raise InvalidArgumentError(message=f"VMConfig: {e}") from None
         msg.env.update(self.env)
+        copy_labels(self.labels, msg.labels, "VMConfig")
         if self.egress is not None:
             msg.egress.CopyFrom(_nested(self.egress, EgressPolicy).to_proto())
         msg.port_forwards.extend(_nested(p, PortForward).to_proto() for p in self.port_forwards)
@@ -175,7 +220,7 @@ class VMConfig:
 
     @classmethod
     def from_proto(cls, msg: types_pb2.VMConfig) -> "VMConfig":
-        out = cls(env=dict(msg.env),
+        out = cls(env=dict(msg.env), labels=dict(msg.labels),
                   egress=EgressPolicy.from_proto(msg.egress) if msg.HasField("egress") else None,
                   port_forwards=[PortForward.from_proto(p) for p in msg.port_forwards])
         _copy_fields(msg, out, cls._SCALARS)
@@ -268,6 +313,9 @@ class SnapshotInfo:
     size_bytes: int = 0                #: Allocated bytes of the three files.
     accelerator: str = ""              #: "kvm" or "tcg".
     owner: str = ""
+    #: The snapshot's own tags (``SmolVM.snapshot(labels=...)``); the source
+    #: VM's are in ``vm_config.labels``.
+    labels: Dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_proto(cls, msg: types_pb2.SnapshotInfo) -> "SnapshotInfo":
@@ -279,7 +327,8 @@ class SnapshotInfo:
             created_at=to_datetime(msg.created_at) or datetime.fromtimestamp(0, timezone.utc),
             restored=msg.restored,
             restored_vm_id=msg.restored_vm_id if msg.HasField("restored_vm_id") else None,
-            size_bytes=msg.size_bytes, accelerator=msg.accelerator, owner=msg.owner)
+            size_bytes=msg.size_bytes, accelerator=msg.accelerator, owner=msg.owner,
+            labels=dict(msg.labels))
 
 
 @dataclass
@@ -308,8 +357,9 @@ class CommandResult:
 
 @dataclass
 class ForkOutcome:
-    """One clone of ``SmolVMManager.fork_snapshot()``: its `vm` when it was
-    restored, else the `error` that stopped it."""
+    """One clone of ``SmolVMManager.fork_snapshot()`` or child of
+    ``SmolVM.fork()``: its `vm` when it was restored, else the `error` that
+    stopped it."""
 
     vm_id: str
     vm: Optional[VMInfo] = None
@@ -318,6 +368,32 @@ class ForkOutcome:
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    @classmethod
+    def from_proto(cls, msg: snapshot_service_pb2.ForkResult, what: str) -> "ForkOutcome":
+        """The outcome of a ForkSnapshot / ForkVm result: its VM, or the
+        daemon's error_code (a google.rpc.Code) as a SmolVMError. A result
+        with neither is INTERNAL; `what` ("fork snapshot X") names the call
+        in that message."""
+        outcome = cls(vm_id=msg.vm_id)
+        if msg.error_code != 0:
+            outcome.error = error_for_code_number(msg.error_code, msg.error_message)
+        elif not msg.HasField("vm"):
+            outcome.error = InternalError(message=(
+                f"{what}: daemon reported clone {msg.vm_id} as created but returned no VM"))
+        else:
+            outcome.vm = VMInfo.from_proto(msg.vm)
+        return outcome
+
+
+@dataclass
+class ForkVmResult:
+    """What ``SmolVM.fork()`` made: the snapshot the children came from
+    (kept; fork more from it with ``SmolVMManager.fork_snapshot()``, delete
+    it like any other) and one outcome per child, in order."""
+
+    snapshot_id: str
+    children: List[ForkOutcome] = field(default_factory=list)
 
 
 @dataclass

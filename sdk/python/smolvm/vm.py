@@ -7,6 +7,7 @@ whose errors are raised unchanged (smolvm.errors).
     vm = SmolVM()                        # default image; nothing sent yet
     vm.start()                           # CreateVm(start=True): RUNNING
     print(vm.run("echo hi").output)      # Exec
+    forked = vm.fork(2)                  # ForkVm: 2 children; vm keeps running
     snap = vm.snapshot("my-checkpoint")  # CreateSnapshot: vm is PAUSED
     vm.close()                           # DeleteVm; snapshots stay
 
@@ -15,7 +16,7 @@ whose errors are raised unchanged (smolvm.errors).
 """
 
 import io
-from typing import BinaryIO, Callable, Dict, List, Optional, TypeVar, Union
+from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
 from google.protobuf.message import Message
 
@@ -23,8 +24,8 @@ from smolvm import _streams
 from smolvm.connection import ClientOptions, Connection
 from smolvm.progress import ProgressCallback, call_with_progress
 from smolvm.errors import FailedPreconditionError, NotFoundError
-from smolvm.types import (CommandResult, ConfigLike, SnapshotInfo, VMConfig, VMInfo,
-                          VmStatus, coerce_config)
+from smolvm.types import (CommandResult, ConfigLike, ForkOutcome, ForkVmResult, SnapshotInfo,
+                          VMConfig, VMInfo, VmStatus, coerce_config, copy_labels)
 from smolvm.v1 import (pool_service_pb2, snapshot_service_pb2, types_pb2,
                        vm_service_pb2)
 
@@ -139,18 +140,57 @@ class SmolVM:
             conn, conn.vm.StartVm, vm_service_pb2.StartVmRequest(vm_id=self.vm_id), on_progress))
 
     def snapshot(self, snapshot_id: str = "", resume_source: bool = False, *,
+                 labels: Optional[Mapping[str, str]] = None,
                  on_progress: Optional[ProgressCallback] = None) -> SnapshotInfo:
         """Checkpoints the VM (CreateSnapshot) as `snapshot_id` ("" = a
-        generated id). The VM is left PAUSED unless `resume_source`.
-        Requires a RUNNING or PAUSED VM."""
+        generated id), tagged with `labels` (``SnapshotInfo.labels``;
+        ``SmolVMManager.list_snapshots(labels=...)`` filters by them). The VM
+        is left PAUSED unless `resume_source`. Requires a RUNNING or PAUSED
+        VM."""
         self._check_started("snapshot")
         conn = self._connection
         request = snapshot_service_pb2.CreateSnapshotRequest(
             vm_id=self.vm_id, snapshot_id=snapshot_id, resume_source=resume_source)
+        copy_labels(labels, request.labels, f"snapshot vm {self.vm_id}")
         info = call_with_progress(conn, conn.snapshot.CreateSnapshot, request, on_progress)
         # The reply is the snapshot; the API documents the VM's new state.
         self._info.status = types_pb2.RUNNING if resume_source else types_pb2.PAUSED
         return SnapshotInfo.from_proto(info)
+
+    def fork(self, count: int = 1, *, snapshot_id: str = "", vm_id_prefix: str = "",
+             paused: bool = False, labels: Optional[Mapping[str, str]] = None,
+             on_progress: Optional[ProgressCallback] = None) -> ForkVmResult:
+        """Snapshots this RUNNING (or PAUSED) VM and restores `count`
+        (1-128) children from it in one call (ForkVm). This VM keeps its
+        state (``status`` is unchanged). Children inherit its files and
+        processes, then diverge, each with its own identity.
+
+        Args:
+            snapshot_id: the snapshot's id ("" = ``<vm_id>-fork-<unix ms>``);
+                AlreadyExistsError if taken. The snapshot is kept (more
+                children can be forked from it with
+                ``SmolVMManager.fork_snapshot()``) until deleted.
+            vm_id_prefix: children are named ``<vm_id_prefix>-<n>`` ("" =
+                the snapshot id).
+            paused: leave the children PAUSED instead of RUNNING.
+            labels: tags of the snapshot (the children carry this VM's
+                own labels, being copies of it).
+
+        Raises only for a bad request or a failed snapshot; otherwise
+        returns the snapshot id and one outcome per child, each with its VM
+        or its own error. ``SmolVM.attach(outcome.vm_id)`` gives a handle on
+        a child.
+        """
+        self._check_started("fork")
+        conn = self._connection
+        request = vm_service_pb2.ForkVmRequest(
+            vm_id=self.vm_id, count=count, snapshot_id=snapshot_id, vm_id_prefix=vm_id_prefix,
+            paused=paused)
+        copy_labels(labels, request.labels, f"fork vm {self.vm_id}")
+        response = call_with_progress(conn, conn.vm.ForkVm, request, on_progress)
+        return ForkVmResult(snapshot_id=response.snapshot_id,
+                            children=[ForkOutcome.from_proto(r, f"fork vm {self.vm_id}")
+                                      for r in response.results])
 
     def stop(self) -> "SmolVM":
         """Ends the VM's VMM (StopVm); the disk is kept and start() boots it
@@ -274,7 +314,7 @@ class SmolVM:
 
     def run(self, cmd: Command, timeout: Optional[float] = None, *,
             env: Optional[Dict[str, str]] = None, cwd: str = "",
-            stdin: Union[str, bytes, None] = None) -> CommandResult:
+            stdin: Union[str, bytes, None] = None, user: str = "") -> CommandResult:
         """Runs `cmd` in the guest and waits for it: a string runs with
         ``/bin/sh -c``, a list is an argv (no shell).
 
@@ -282,64 +322,76 @@ class SmolVM:
             timeout: seconds; the guest kills the command's process group
                 then and the result has ``timed_out``. None = no limit.
             env: added to the VM's environment (these win).
-            cwd: working directory ("" = /root).
+            cwd: working directory ("" = /root, or `user`'s home).
             stdin: the command's whole stdin (at most 16 MiB); None =
                 /dev/null.
+            user: the guest user to run as, a name from the guest's
+                /etc/passwd or a numeric uid ("" = root); USER, LOGNAME and
+                HOME follow it (`env` still wins).
 
         A failing command is a result (check ``.ok`` / ``.exit_code``); an
-        exception means it could not run (no such program in argv form, VM
-        not RUNNING, daemon unreachable, ...). The RPC deadline is
-        max(client timeout, timeout + 60 s), none without a timeout.
+        exception means it could not run: NotFoundError for no such program
+        (argv form) or cwd, PermissionDeniedError for one not executable,
+        InvalidArgumentError for an unknown `user`, FailedPreconditionError
+        for a VM not RUNNING, UnavailableError for an unreachable daemon...
+        The RPC deadline is max(client timeout, timeout + 60 s), none without
+        a timeout.
         """
-        return self.exec(cmd, timeout=timeout, env=env, cwd=cwd, stdin=stdin)
+        return self.exec(cmd, timeout=timeout, env=env, cwd=cwd, stdin=stdin, user=user)
 
     def exec(self, argv: Command, timeout: Optional[float] = None, *,
              env: Optional[Dict[str, str]] = None, cwd: str = "",
-             stdin: Union[str, bytes, None] = None,
+             stdin: Union[str, bytes, None] = None, user: str = "",
              on_output: Optional[_streams.OutputCallback] = None) -> CommandResult:
         """Runs `argv` like :meth:`run`; with `on_output`, each chunk of
         output is passed to ``on_output("stdout" | "stderr", data)`` as it
         arrives instead of being buffered into the result."""
         self._check_started("exec in")
-        request = _streams.exec_request(self.vm_id, argv, env, cwd, stdin, timeout)
+        request = _streams.exec_request(self.vm_id, argv, env, cwd, stdin, timeout, user)
         return _streams.run_exec(self._connection, request, timeout, on_output)
 
     # --- Files (UploadFile / DownloadFile; the VM must be RUNNING) -----------
 
-    def upload_file(self, local_path: str, remote_path: str, mode: int = 0) -> None:
+    def upload_file(self, local_path: str, remote_path: str, mode: int = 0, *,
+                    user: str = "") -> None:
         """Copies the local regular file `local_path` to the absolute guest
         path `remote_path` (parents created), which the guest replaces
-        atomically. `mode` is its permission bits (0 = 0644). A local file
-        that cannot be read raises its OSError."""
+        atomically. `mode` is its permission bits (0 = 0644). `user` (here
+        and in the other file methods; a name or uid as in :meth:`run`, "" =
+        root) is the guest user whose permissions apply and who owns what is
+        written. A local file that cannot be read raises its OSError."""
         self._check_started("upload to")
         _streams.check_regular_file(local_path)
         with open(local_path, "rb") as source:
-            self._upload(source, remote_path, mode)
+            self._upload(source, remote_path, mode, user)
 
-    def upload_bytes(self, data: Union[bytes, str], remote_path: str, mode: int = 0) -> None:
+    def upload_bytes(self, data: Union[bytes, str], remote_path: str, mode: int = 0, *,
+                     user: str = "") -> None:
         """Writes `data` (str is UTF-8 encoded) to the guest file
         `remote_path`, like :meth:`upload_file`."""
         self._check_started("upload to")
         self._upload(io.BytesIO(data.encode() if isinstance(data, str) else data),
-                     remote_path, mode)
+                     remote_path, mode, user)
 
-    def _upload(self, source: BinaryIO, remote_path: str, mode: int) -> None:
+    def _upload(self, source: BinaryIO, remote_path: str, mode: int, user: str) -> None:
         header = vm_service_pb2.UploadFileHeader(vm_id=self.vm_id, path=remote_path,
-                                                 mode=mode, make_parents=True)
+                                                 mode=mode, make_parents=True, user=user)
         _streams.upload(self._connection, header, source)
 
-    def download_file(self, remote_path: str, local_path: str) -> None:
-        """Copies the guest file `remote_path` to `local_path`, through a
-        temporary file renamed over it when complete (so `local_path` is
-        untouched or whole), with the guest file's permission bits."""
+    def download_file(self, remote_path: str, local_path: str, *, user: str = "") -> None:
+        """Copies the guest file `remote_path` (read as `user`, "" = root) to
+        `local_path`, through a temporary file renamed over it when complete
+        (so `local_path` is untouched or whole), with the guest file's
+        permission bits."""
         self._check_started("download from")
-        _streams.download_to_file(self._connection, self.vm_id, remote_path, local_path)
+        _streams.download_to_file(self._connection, self.vm_id, remote_path, local_path, user)
 
-    def download_bytes(self, remote_path: str) -> bytes:
-        """Returns the contents of the guest file `remote_path`."""
+    def download_bytes(self, remote_path: str, *, user: str = "") -> bytes:
+        """Returns the contents of the guest file `remote_path` (read as
+        `user`, "" = root)."""
         self._check_started("download from")
         chunks: List[bytes] = []
-        _streams.download(self._connection, self.vm_id, remote_path, chunks.append)
+        _streams.download(self._connection, self.vm_id, remote_path, chunks.append, user)
         return b"".join(chunks)
 
 

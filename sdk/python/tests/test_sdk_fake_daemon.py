@@ -14,8 +14,9 @@ from typing import Any, Dict, Iterator, List
 
 import grpc
 
-from smolvm import (ClientOptions, FailedPreconditionError, NotFoundError, OperationProgress,
-                    SmolVM, SmolVMManager, VmStatus)
+from smolvm import (ClientOptions, FailedPreconditionError, ForkVmResult, InvalidArgumentError,
+                    NotFoundError, OperationProgress, PermissionDeniedError, SmolVM,
+                    SmolVMManager, VMConfig, VmStatus)
 from smolvm.v1 import (operation_service_pb2, operation_service_pb2_grpc, snapshot_service_pb2,
                        snapshot_service_pb2_grpc, types_pb2, vm_service_pb2,
                        vm_service_pb2_grpc)
@@ -45,6 +46,7 @@ class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
         return types_pb2.Vm(vm_id=request.vm_id, status=types_pb2.PAUSED)
 
     def ListVms(self, request: Any, context: Any) -> vm_service_pb2.ListVmsResponse:
+        self.requests.append(request)
         start = int(request.page_token or 0)
         end = start + request.page_size
         return vm_service_pb2.ListVmsResponse(
@@ -53,8 +55,13 @@ class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
 
     def Exec(self, request: Any, context: Any) -> Iterator[vm_service_pb2.ExecResponse]:
         self.requests.append(request)
+        # Start errors as the daemon maps the guest's errno.
         if list(request.argv) == ["/no/such"]:
             context.abort(grpc.StatusCode.NOT_FOUND, "exec /no/such: no such file")
+        if list(request.argv) == ["/etc/passwd"]:
+            context.abort(grpc.StatusCode.PERMISSION_DENIED, "exec /etc/passwd: not executable")
+        if request.user == "nosuchuser":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, "exec: unknown user nosuchuser")
         yield vm_service_pb2.ExecResponse(stdout=b"out1 ")
         yield vm_service_pb2.ExecResponse(stderr=b"err\xff")
         yield vm_service_pb2.ExecResponse(stdout=b"out2\n")
@@ -69,12 +76,32 @@ class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
 
     def DownloadFile(self, request: Any, context: Any
                      ) -> Iterator[vm_service_pb2.DownloadFileResponse]:
+        self.requests.append(request)
         if request.path not in self.files:
             context.abort(grpc.StatusCode.NOT_FOUND, f"{request.path}: not found")
         data = self.files[request.path]
         for i in range(0, len(data), 1000):
             yield vm_service_pb2.DownloadFileResponse(data=data[i:i + 1000])
         yield vm_service_pb2.DownloadFileResponse(eof=True, mode=0o600, total_bytes=len(data))
+
+    def ForkVm(self, request: Any, context: Any) -> vm_service_pb2.ForkVmResponse:
+        """Children <prefix>-1..count; the second fails as out of quota."""
+        self.requests.append(request)
+        if request.vm_id != "gen-1":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"vm {request.vm_id}: not found")
+        snapshot_id = request.snapshot_id or f"{request.vm_id}-fork-1700000000000"
+        prefix = request.vm_id_prefix or snapshot_id
+        status = types_pb2.PAUSED if request.paused else types_pb2.RUNNING
+        results = []
+        for n in range(1, request.count + 1):
+            child = f"{prefix}-{n}"
+            if n == 2:
+                results.append(snapshot_service_pb2.ForkResult(
+                    vm_id=child, error_code=8, error_message="quota"))
+                continue
+            results.append(snapshot_service_pb2.ForkResult(vm_id=child, vm=types_pb2.Vm(
+                vm_id=child, status=status, config=types_pb2.VMConfig(labels=request.labels))))
+        return vm_service_pb2.ForkVmResponse(snapshot_id=snapshot_id, results=results)
 
 
 class FakeSnapshotService(snapshot_service_pb2_grpc.SnapshotServiceServicer):
@@ -84,9 +111,15 @@ class FakeSnapshotService(snapshot_service_pb2_grpc.SnapshotServiceServicer):
     def CreateSnapshot(self, request: Any, context: Any) -> types_pb2.SnapshotInfo:
         self.requests.append(request)
         info = types_pb2.SnapshotInfo(snapshot_id=request.snapshot_id, vm_id=request.vm_id,
-                                      snapshot_path="/s/vmstate.bin")
+                                      snapshot_path="/s/vmstate.bin", labels=request.labels)
         info.created_at.GetCurrentTime()
         return info
+
+    def ListSnapshots(self, request: Any, context: Any
+                      ) -> snapshot_service_pb2.ListSnapshotsResponse:
+        self.requests.append(request)
+        return snapshot_service_pb2.ListSnapshotsResponse(snapshots=[
+            types_pb2.SnapshotInfo(snapshot_id="ckpt", vm_id="gen-1", labels={"team": "ci"})])
 
     def RestoreSnapshot(self, request: Any, context: Any) -> types_pb2.Vm:
         self.requests.append(request)
@@ -108,13 +141,14 @@ class FakeOperationService(operation_service_pb2_grpc.OperationServiceServicer):
 
     def __init__(self) -> None:
         self.watched: List[str] = []
+        self.kind = "ForkSnapshot"
 
     def WatchOperation(self, request: Any, context: Any
                        ) -> Iterator[operation_service_pb2.Operation]:
         self.watched.append(request.operation_id)
         for done, finished in ((1, False), (3, False), (3, True)):
             yield operation_service_pb2.Operation(
-                operation_id=request.operation_id, kind="ForkSnapshot", target="ckpt",
+                operation_id=request.operation_id, kind=self.kind, target="ckpt",
                 stage="restoring clones", done=done, total=3, unit="clones", stage_number=1,
                 finished=finished)
 
@@ -262,6 +296,143 @@ class FakeDaemonTest(unittest.TestCase):
         self.assertEqual(seen[0].fraction, 1 / 3)
         self.assertEqual((seen[-1].kind, seen[-1].unit, seen[-1].operation_id),
                          ("ForkSnapshot", "clones", sent))
+
+    def test_user_is_forwarded_on_exec_and_files(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        vm.run("id -un", user="alice")
+        self.assertEqual(self.vms.requests[-1].user, "alice")
+        vm.exec(["id", "-u"], user="1000", on_output=lambda s, d: None)
+        self.assertEqual((list(self.vms.requests[-1].argv), self.vms.requests[-1].user),
+                         (["id", "-u"], "1000"))
+        vm.run("id")
+        self.assertEqual(self.vms.requests[-1].user, "")  # "" = root.
+
+        local = os.path.join(self.dir.name, "in.txt")
+        with open(local, "w") as f:
+            f.write("data")
+        vm.upload_file(local, "/home/alice/in.txt", user="alice")
+        self.assertEqual((self.vms.requests[-1].path, self.vms.requests[-1].user),
+                         ("/home/alice/in.txt", "alice"))
+        vm.upload_bytes(b"b", "/home/alice/b.txt", 0o600, user="alice")
+        self.assertEqual((self.vms.requests[-1].mode, self.vms.requests[-1].user),
+                         (0o600, "alice"))
+        self.assertEqual(vm.download_bytes("/home/alice/b.txt", user="alice"), b"b")
+        self.assertEqual(self.vms.requests[-1],
+                         vm_service_pb2.DownloadFileRequest(vm_id="gen-1",
+                                                            path="/home/alice/b.txt",
+                                                            user="alice"))
+        vm.download_file("/home/alice/in.txt", os.path.join(self.dir.name, "out.txt"),
+                         user="bob")
+        self.assertEqual(self.vms.requests[-1].user, "bob")
+        vm.download_bytes("/home/alice/b.txt")
+        self.assertEqual(self.vms.requests[-1].user, "")
+
+    def test_exec_start_errors_carry_their_code(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        with self.assertRaises(NotFoundError) as ctx:
+            vm.run(["/no/such"])
+        self.assertIs(ctx.exception.code, grpc.StatusCode.NOT_FOUND)
+        self.assertEqual(ctx.exception.message, "exec /no/such: no such file")
+        with self.assertRaises(PermissionDeniedError):
+            vm.exec(["/etc/passwd"])
+        with self.assertRaises(InvalidArgumentError) as ctx2:
+            vm.run("true", user="nosuchuser")
+        self.assertIn("nosuchuser", ctx2.exception.message)
+
+    def test_labels_round_trip_on_create_and_snapshot(self) -> None:
+        vm = SmolVM(VMConfig(labels={"team": "ci", "example.com/task": "t-1"}),
+                    options=self.options).start()
+        self.assertEqual(dict(self.vms.requests[-1].config.labels),
+                         {"team": "ci", "example.com/task": "t-1"})
+        self.assertEqual(vm.info.config.labels, {"team": "ci", "example.com/task": "t-1"})
+        with SmolVM({"labels": {"a": "b"}}, options=self.options) as other:
+            self.assertEqual(other.info.config.labels, {"a": "b"})
+
+        snap = vm.snapshot("ckpt", labels={"stage": "warm"})
+        self.assertEqual(dict(self.snapshots.requests[-1].labels), {"stage": "warm"})
+        self.assertEqual(snap.labels, {"stage": "warm"})
+        self.assertEqual(vm.snapshot("ckpt2").labels, {})
+        self.assertEqual(dict(self.snapshots.requests[-1].labels), {})
+        with self.assertRaises(InvalidArgumentError):
+            vm.snapshot("ckpt3", labels={"n": 1})  # type: ignore[dict-item]
+
+    def test_list_filters_are_sent(self) -> None:
+        with SmolVMManager(self.options) as sdk:
+            sdk.list_vms()
+            unfiltered = self.vms.requests[-1]
+            self.assertEqual((dict(unfiltered.labels), list(unfiltered.statuses), unfiltered.image),
+                             ({}, [], ""))
+            vms = sdk.list_vms(labels={"team": "ci"},
+                               statuses=[VmStatus.RUNNING, "paused", "STOPPED", types_pb2.ERROR],
+                               image="minimal")
+            self.assertEqual(len(vms), len(self.vms.vms))  # Pagination as before.
+            pages = [r for r in self.vms.requests if isinstance(r, vm_service_pb2.ListVmsRequest)]
+            self.assertEqual(len(pages), 6)
+            for page in pages[3:]:  # The filters stay the same across pages.
+                self.assertEqual(dict(page.labels), {"team": "ci"})
+                self.assertEqual(list(page.statuses), [types_pb2.RUNNING, types_pb2.PAUSED,
+                                                       types_pb2.STOPPED, types_pb2.ERROR])
+                self.assertEqual(page.image, "minimal")
+            self.assertEqual([p.page_token for p in pages[3:]], ["", "1000", "2000"])
+            sdk.list_vms(statuses="running")  # One status alone.
+            self.assertEqual(list(self.vms.requests[-1].statuses), [types_pb2.RUNNING])
+            with self.assertRaises(InvalidArgumentError) as ctx:
+                sdk.list_vms(statuses=["sleeping"])
+            self.assertIn("running", ctx.exception.message)  # Lists the known ones.
+
+            snaps = sdk.list_snapshots(labels={"team": "ci"}, image="sha256:abc")
+            self.assertEqual([(s.snapshot_id, s.labels) for s in snaps],
+                             [("ckpt", {"team": "ci"})])
+            self.assertEqual(self.snapshots.requests[-1],
+                             snapshot_service_pb2.ListSnapshotsRequest(
+                                 page_size=1000, labels={"team": "ci"}, image="sha256:abc"))
+            sdk.list_snapshots("gen-1")
+            self.assertEqual(self.snapshots.requests[-1],
+                             snapshot_service_pb2.ListSnapshotsRequest(page_size=1000,
+                                                                       vm_id="gen-1"))
+
+    def test_fork_vm(self) -> None:
+        vm = SmolVM(options=self.options)
+        with self.assertRaises(FailedPreconditionError):
+            vm.fork()
+        vm.start()
+        result = vm.fork(3, snapshot_id="snap-a", vm_id_prefix="kid", paused=True,
+                         labels={"job": "j1"})
+        self.assertEqual(self.vms.requests[-1], vm_service_pb2.ForkVmRequest(
+            vm_id="gen-1", count=3, snapshot_id="snap-a", vm_id_prefix="kid", paused=True,
+            labels={"job": "j1"}))
+        self.assertIsInstance(result, ForkVmResult)
+        self.assertEqual(result.snapshot_id, "snap-a")
+        self.assertEqual([c.vm_id for c in result.children], ["kid-1", "kid-2", "kid-3"])
+        self.assertTrue(result.children[0].ok)
+        self.assertEqual(result.children[0].vm.status, VmStatus.PAUSED)  # type: ignore[union-attr]
+        self.assertEqual(result.children[0].vm.config.labels, {"job": "j1"})  # type: ignore[union-attr]
+        self.assertFalse(result.children[1].ok)
+        self.assertIsNone(result.children[1].vm)
+        self.assertEqual(result.children[1].error.code, grpc.StatusCode.RESOURCE_EXHAUSTED)  # type: ignore[union-attr]
+        self.assertEqual(result.children[1].error.message, "quota")  # type: ignore[union-attr]
+        self.assertEqual(vm.status, VmStatus.RUNNING)  # The source keeps its state.
+
+        # Defaults: one RUNNING child named after the generated snapshot;
+        # progress watched under a fresh operation id.
+        seen: List[OperationProgress] = []
+        self.operations.kind = "ForkVm"
+        result = vm.fork(on_progress=seen.append)
+        request = self.vms.requests[-1]
+        self.assertEqual((request.count, request.snapshot_id, request.vm_id_prefix,
+                          request.paused, dict(request.labels)), (1, "", "", False, {}))
+        self.assertRegex(request.operation_id, r"^op-[0-9a-f]{32}$")
+        self.assertEqual(self.operations.watched, [request.operation_id])
+        self.assertEqual((seen[-1].kind, seen[-1].finished), ("ForkVm", True))
+        self.assertEqual(result.snapshot_id, "gen-1-fork-1700000000000")
+        self.assertEqual([(c.vm_id, c.vm.status) for c in result.children],  # type: ignore[union-attr]
+                         [("gen-1-fork-1700000000000-1", VmStatus.RUNNING)])
+        vm.fork()
+        self.assertEqual(self.vms.requests[-1].operation_id, "")  # No callback, no id.
+
+        gone = SmolVM.attach("box", options=self.options)
+        with self.assertRaises(NotFoundError):
+            gone.fork()
 
 
 if __name__ == "__main__":

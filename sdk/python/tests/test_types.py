@@ -3,10 +3,12 @@
 import unittest
 from datetime import datetime, timezone
 
-from smolvm import (CommandResult, EgressPolicy, InvalidArgumentError, PortForward,
-                    SnapshotInfo, VMConfig, VMInfo, VmStatus)
-from smolvm.types import coerce_config
-from smolvm.v1 import types_pb2
+import grpc
+
+from smolvm import (CommandResult, EgressPolicy, ForkOutcome, InternalError,
+                    InvalidArgumentError, PortForward, SnapshotInfo, VMConfig, VMInfo, VmStatus)
+from smolvm.types import coerce_config, coerce_status
+from smolvm.v1 import snapshot_service_pb2, types_pb2
 
 
 def snapshot_message(restored_vm_id: "str | None" = None) -> types_pb2.SnapshotInfo:
@@ -32,9 +34,11 @@ class ConfigTest(unittest.TestCase):
         config = VMConfig(vm_id="box1", vcpu_count=1, memory_mib=256, image="minimal",
                           env={"A": "1"}, boot_args="quiet", disk_size_mib=2048,
                           egress=EgressPolicy("restricted", ["1.2.3.4/32"]),
-                          port_forwards=[PortForward(host_port=8080, guest_port=80)])
+                          port_forwards=[PortForward(host_port=8080, guest_port=80)],
+                          labels={"team": "ci", "example.com/task-id": "t-1"})
         msg = config.to_proto()
         self.assertEqual(msg.memory_mib, 256)
+        self.assertEqual(dict(msg.labels), {"team": "ci", "example.com/task-id": "t-1"})
         self.assertEqual(msg.egress.mode, types_pb2.EgressPolicy.EGRESS_RESTRICTED)
         self.assertEqual(msg.port_forwards[0].protocol, "tcp")
         self.assertEqual(VMConfig.from_proto(msg), config)
@@ -66,6 +70,14 @@ class ConfigTest(unittest.TestCase):
             VMConfig(memory_mib="lots").to_proto()  # type: ignore[arg-type]
         with self.assertRaises(InvalidArgumentError):
             VMConfig(egress=EgressPolicy(mode="sometimes")).to_proto()
+        with self.assertRaises(InvalidArgumentError) as ctx:
+            VMConfig(labels={"n": 1}).to_proto()  # type: ignore[dict-item]
+        self.assertIn("labels", ctx.exception.message)
+
+    def test_dict_config_with_labels(self) -> None:
+        msg = coerce_config({"labels": {"team": "ci"}}).to_proto()
+        self.assertEqual(dict(msg.labels), {"team": "ci"})
+        self.assertEqual(VMConfig().labels, {})
 
 
 class SnapshotInfoTest(unittest.TestCase):
@@ -85,6 +97,15 @@ class SnapshotInfoTest(unittest.TestCase):
         self.assertFalse(info.restored)
         self.assertIsNone(info.restored_vm_id)
         self.assertEqual((info.size_bytes, info.accelerator, info.owner), (1234, "tcg", "root"))
+        self.assertEqual(info.labels, {})
+
+    def test_labels(self) -> None:
+        msg = snapshot_message()
+        msg.labels["stage"] = "warm"
+        msg.vm_config.labels["team"] = "ci"
+        info = SnapshotInfo.from_proto(msg)
+        self.assertEqual(info.labels, {"stage": "warm"})
+        self.assertEqual(info.vm_config.labels, {"team": "ci"})
 
     def test_restored(self) -> None:
         info = SnapshotInfo.from_proto(snapshot_message(restored_vm_id="box2"))
@@ -101,6 +122,33 @@ class VmTest(unittest.TestCase):
         self.assertEqual(VmStatus.RUNNING, "running")
         self.assertIs(VmStatus.from_proto(types_pb2.STOPPED), VmStatus.STOPPED)
         self.assertIs(VmStatus.from_proto(99), VmStatus.UNSPECIFIED)
+
+    def test_status_to_proto_and_coercion(self) -> None:
+        for status in VmStatus:
+            self.assertIs(VmStatus.from_proto(status.to_proto()), status)
+        self.assertEqual(VmStatus.UNSPECIFIED.to_proto(), types_pb2.VM_STATUS_UNSPECIFIED)
+        self.assertEqual(coerce_status(VmStatus.PAUSED), types_pb2.PAUSED)
+        self.assertEqual(coerce_status("running"), types_pb2.RUNNING)
+        self.assertEqual(coerce_status("STOPPED"), types_pb2.STOPPED)
+        self.assertEqual(coerce_status(types_pb2.ERROR), types_pb2.ERROR)
+        for bad in ("sleeping", 99, True, None, 2.0):
+            with self.assertRaises(InvalidArgumentError):
+                coerce_status(bad)  # type: ignore[arg-type]
+
+    def test_fork_outcome(self) -> None:
+        ok = ForkOutcome.from_proto(snapshot_service_pb2.ForkResult(
+            vm_id="c-1", vm=types_pb2.Vm(vm_id="c-1", status=types_pb2.RUNNING)), "fork x")
+        self.assertTrue(ok.ok)
+        self.assertEqual((ok.vm.vm_id, ok.vm.status), ("c-1", VmStatus.RUNNING))  # type: ignore[union-attr]
+        failed = ForkOutcome.from_proto(snapshot_service_pb2.ForkResult(
+            vm_id="c-2", error_code=5, error_message="gone"), "fork x")
+        self.assertEqual((failed.error.code, failed.error.message),  # type: ignore[union-attr]
+                         (grpc.StatusCode.NOT_FOUND, "gone"))
+        self.assertIsNone(failed.vm)
+        empty = ForkOutcome.from_proto(snapshot_service_pb2.ForkResult(vm_id="c-3"), "fork x")
+        self.assertIsInstance(empty.error, InternalError)
+        self.assertEqual(empty.error.message,  # type: ignore[union-attr]
+                         "fork x: daemon reported clone c-3 as created but returned no VM")
 
     def test_vm_info(self) -> None:
         msg = types_pb2.Vm(vm_id="box1", status=types_pb2.RUNNING, vmm_pid=42,
