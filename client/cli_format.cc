@@ -9,6 +9,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -335,6 +336,91 @@ std::string ForkTable(absl::Span<const v1::ForkResult> results) {
                     Dash(net.tap_device()), "-"});
   }
   return RenderTable(rows);
+}
+
+namespace {
+
+std::string FileTypeName(v1::FileType type) {
+  switch (type) {
+    case v1::FILE_TYPE_FILE:
+      return "file";
+    case v1::FILE_TYPE_DIRECTORY:
+      return "dir";
+    case v1::FILE_TYPE_SYMLINK:
+      return "link";
+    case v1::FILE_TYPE_OTHER:
+      return "other";
+    default:
+      return "-";
+  }
+}
+
+std::string FormatUnixNanos(int64_t ns) {
+  int64_t seconds = ns / 1000000000;
+  int64_t nanos = ns % 1000000000;
+  if (nanos < 0) {  // Before 1970: the Timestamp's nanos count forward.
+    --seconds;
+    nanos += 1000000000;
+  }
+  google::protobuf::Timestamp ts;
+  ts.set_seconds(seconds);
+  ts.set_nanos(static_cast<int32_t>(nanos));
+  return FormatTimestamp(ts);
+}
+
+// StripPath is `path` without `prefix`, or all of it when it does not start
+// with it (or is the prefix itself).
+std::string StripPath(const std::string& path, absl::string_view prefix) {
+  if (prefix.empty() || path.size() <= prefix.size() || !absl::StartsWith(path, prefix)) {
+    return path;
+  }
+  return path.substr(prefix.size());
+}
+
+}  // namespace
+
+std::string FileEntryTable(absl::Span<const v1::FileEntry> entries,
+                           absl::string_view strip_prefix) {
+  std::vector<std::vector<std::string>> rows = {
+      {"TYPE", "MODE", "SIZE", "OWNER", "MTIME", "PATH"}};
+  for (const v1::FileEntry& e : entries) {
+    std::string path = StripPath(e.path(), strip_prefix);
+    if (e.type() == v1::FILE_TYPE_SYMLINK) absl::StrAppend(&path, " -> ", e.symlink_target());
+    rows.push_back({FileTypeName(e.type()), absl::StrFormat("%04o", e.mode() & 07777u),
+                    absl::StrCat(e.size()), absl::StrCat(e.uid(), ":", e.gid()),
+                    FormatUnixNanos(e.mtime_unix_ns()), path});
+  }
+  return RenderTable(rows);
+}
+
+std::string FileEntryNames(absl::Span<const v1::FileEntry> entries,
+                           absl::string_view strip_prefix) {
+  std::string out;
+  for (const v1::FileEntry& e : entries) {
+    absl::StrAppend(&out, Cell(StripPath(e.path(), strip_prefix)), "\n");
+  }
+  return out;
+}
+
+std::string ListedDirPrefix(absl::Span<const v1::FileEntry> entries) {
+  if (entries.empty()) return "";
+  const std::string& first = entries.front().path();
+  const size_t slash = first.rfind('/');
+  return slash == std::string::npos ? "" : first.substr(0, slash + 1);
+}
+
+std::string WatchEventLine(const v1::WatchDirEvent& event) {
+  std::string line(
+      absl::StripPrefix(v1::WatchEventType_Name(event.type()), "WATCH_EVENT_TYPE_"));
+  if (line.empty()) line = absl::StrCat("EVENT_", static_cast<int>(event.type()));
+  const auto shown = [&event](const std::string& path) {
+    return event.is_dir() && !path.empty() && path.back() != '/' ? path + "/" : path;
+  };
+  if (event.type() == v1::WATCH_EVENT_TYPE_RENAME && !event.old_path().empty()) {
+    absl::StrAppend(&line, " ", shown(event.old_path()), " ->");
+  }
+  if (!event.path().empty()) absl::StrAppend(&line, " ", shown(event.path()));
+  return Cell(line);
 }
 
 std::string VerifyTable(const v1::VerifySnapshotResponse& r) {

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "smolvm/v1/filesystem_service.pb.h"
 #include "smolvm/v1/image_service.pb.h"
 #include "smolvm/v1/pool_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
@@ -70,6 +71,33 @@ std::string ImageTable(absl::Span<const v1::Image> images);
 
 // ImageDetails renders every field of `image` as "name: value" lines.
 std::string ImageDetails(const v1::Image& image);
+
+// FileEntryTable renders guest file entries (FilesystemService) with the
+// columns TYPE MODE SIZE OWNER MTIME PATH: TYPE is file, dir, link or other;
+// MODE the permission bits in octal ("0755"); SIZE in bytes; OWNER
+// "uid:gid"; MTIME as FormatTimestamp; PATH the entry's path without
+// `strip_prefix` (when it starts with it; "" = the absolute path), and
+// " -> TARGET" for a symlink.
+std::string FileEntryTable(absl::Span<const v1::FileEntry> entries,
+                           absl::string_view strip_prefix = "");
+
+// FileEntryNames renders the paths of `entries`, `strip_prefix` removed as
+// in FileEntryTable, one per line; each is escaped like a table cell, so
+// that a name with a newline stays one line.
+std::string FileEntryNames(absl::Span<const v1::FileEntry> entries,
+                           absl::string_view strip_prefix);
+
+// ListedDirPrefix is the `strip_prefix` that makes the paths of a ListDir
+// answer relative to the listed directory: the parent of the first entry
+// (breadth-first, so one level down) with its trailing "/", e.g. "/root/"
+// or "/". "" when there are no entries.
+std::string ListedDirPrefix(absl::Span<const v1::FileEntry> entries);
+
+// WatchEventLine renders a WatchDir event as one line, without the newline:
+// the type without its prefix, then the path ("CREATE /root/x"); a rename
+// as "RENAME /a -> /b"; a directory's paths end in "/". Escaped like a
+// table cell.
+std::string WatchEventLine(const v1::WatchDirEvent& event);
 
 // VerifyTable renders a VerifySnapshot answer with the columns
 // FILE STATUS CHECKSUM EXPECTED PATH, then one summary line. STATUS is "ok",

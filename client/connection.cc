@@ -330,6 +330,7 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   image_stub_ = v1::ImageService::NewStub(channel_);
   pool_stub_ = v1::PoolService::NewStub(channel_);
   operation_stub_ = v1::OperationService::NewStub(channel_);
+  filesystem_stub_ = v1::FilesystemService::NewStub(channel_);
 }
 
 Connection::Connection(Connection&&) noexcept = default;

@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "smolvm/v1/filesystem_service.grpc.pb.h"
 #include "smolvm/v1/image_service.grpc.pb.h"
 #include "smolvm/v1/operation_service.grpc.pb.h"
 #include "smolvm/v1/pool_service.grpc.pb.h"
@@ -166,6 +167,9 @@ class Connection {
   v1::VmService::Stub& vm_stub() const { return *vm_stub_; }
   // image_stub is the ImageService stub, for the streaming BuildImage.
   v1::ImageService::Stub& image_stub() const { return *image_stub_; }
+  // filesystem_stub is the FilesystemService stub, for the streaming
+  // WatchDir.
+  v1::FilesystemService::Stub& filesystem_stub() const { return *filesystem_stub_; }
   // operation_stub is the OperationService stub, for the streaming
   // WatchOperation (client/operation_watch.h).
   v1::OperationService::Stub& operation_stub() const { return *operation_stub_; }
@@ -209,10 +213,13 @@ class Connection {
       return *pool_stub_;
     } else if constexpr (std::is_same_v<Stub, v1::OperationService::Stub>) {
       return *operation_stub_;
+    } else if constexpr (std::is_same_v<Stub, v1::FilesystemService::Stub>) {
+      return *filesystem_stub_;
     } else {
       static_assert(std::is_same_v<Stub, v1::SnapshotService::Stub>,
                     "Connection::Call takes a VmService, SnapshotService, "
-                    "ImageService, PoolService or OperationService stub method");
+                    "ImageService, PoolService, OperationService or FilesystemService "
+                    "stub method");
       return *snapshot_stub_;
     }
   }
@@ -226,6 +233,7 @@ class Connection {
   std::unique_ptr<v1::ImageService::Stub> image_stub_;
   std::unique_ptr<v1::PoolService::Stub> pool_stub_;
   std::unique_ptr<v1::OperationService::Stub> operation_stub_;
+  std::unique_ptr<v1::FilesystemService::Stub> filesystem_stub_;
 };
 
 }  // namespace smolvm

@@ -51,6 +51,7 @@
 #include "absl/time/time.h"
 #include "client/connection.h"
 #include "client/operation_watch.h"
+#include "smolvm/v1/filesystem_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 #include "smolvm/v1/vm_service.pb.h"
@@ -175,6 +176,8 @@ using ExecOutputCallback =
 // Thread-safety: not thread-safe; use one SmolVM from one thread at a time
 // (independent SmolVM objects may be used concurrently). Movable, not
 // copyable; a moved-from SmolVM may only be destroyed or assigned to.
+class DirWatch;
+
 class SmolVM {
  public:
   // Prepares a VM with `config` (empty fields = daemon defaults; empty vm_id =
@@ -352,6 +355,40 @@ class SmolVM {
                                            const std::string& local_dir,
                                            const std::string& user = "");
 
+  // --- Guest file system (FilesystemService; the VM must be RUNNING) -------
+  //
+  // Paths are absolute or relative to `user`'s home; "" user = root. Errors
+  // carry the guest's meaning (NOT_FOUND, ALREADY_EXISTS, PERMISSION_DENIED,
+  // ...; see filesystem_service.proto) and name the path.
+
+  // stat_path describes `path` itself (a symlink is not followed).
+  absl::StatusOr<v1::FileEntry> stat_path(const std::string& path,
+                                          const std::string& user = "");
+  // list_dir lists what is under the directory `path`, `depth` (1-32)
+  // levels down, breadth-first and sorted; `truncated` past 10,000 entries.
+  absl::StatusOr<v1::ListDirResponse> list_dir(const std::string& path, uint32_t depth = 1,
+                                               const std::string& user = "");
+  // make_dir makes the directory `path` (`mode` 0 = 0755); with `parents`
+  // the missing ones above it too, and an existing directory is fine
+  // (`created` false).
+  absl::StatusOr<v1::MakeDirResponse> make_dir(const std::string& path, bool parents = false,
+                                               uint32_t mode = 0, const std::string& user = "");
+  // remove_path removes a file, symlink or empty directory; with
+  // `recursive` a whole tree (links inside are removed, not followed).
+  absl::Status remove_path(const std::string& path, bool recursive = false,
+                           const std::string& user = "");
+  // rename_path moves `path` to `new_path`; an existing destination is
+  // ALREADY_EXISTS unless `overwrite`. Returns the moved object.
+  absl::StatusOr<v1::FileEntry> rename_path(const std::string& path, const std::string& new_path,
+                                            bool overwrite = false, const std::string& user = "");
+  // watch_dir starts watching the directory `path` (with `recursive`, every
+  // directory below it too) and returns once the watch is in place in the
+  // guest: every change after the return is reported by DirWatch::next().
+  // The watch has no deadline; it ends with cancel() or the DirWatch.
+  absl::StatusOr<std::unique_ptr<DirWatch>> watch_dir(const std::string& path,
+                                                      bool recursive = false,
+                                                      const std::string& user = "");
+
   // attach returns a handle on the existing VM `vm_id` (GetVm).
   static absl::StatusOr<SmolVM> attach(const std::string& vm_id,
                                        ClientOptions options = {});
@@ -387,6 +424,19 @@ class SmolVM {
   v1::VMConfig config_;
   v1::Vm info_;
   bool closed_ = false;
+};
+
+// DirWatch is a running WatchDir call (`SmolVM::watch_dir()`). Destroying it
+// cancels the watch.
+class DirWatch {
+ public:
+  virtual ~DirWatch() = default;
+  // next blocks until the next change; after the end of the watch it returns
+  // why it ended (CANCELLED after cancel(); the VM's end; a lost daemon).
+  virtual absl::StatusOr<v1::WatchDirEvent> next() = 0;
+  // cancel ends the watch; a next() blocked in another thread returns.
+  // Thread-safe, idempotent.
+  virtual void cancel() = 0;
 };
 
 // ForkOutcome is what became of one clone of `SmolVMManager::fork_snapshot()`.

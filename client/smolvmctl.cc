@@ -3,7 +3,7 @@
 //   smolvmctl [--endpoint unix:///PATH|HOST:PORT] [--socket PATH]
 //       [--tls-cert PEM --tls-key PEM --tls-ca PEM] [--as-tenant TENANT]
 //       [--json | --output table|json|yaml] [--timeout SECONDS]
-//       vm|snapshot|file|image|pool|doctor|completion ...
+//       vm|snapshot|file|fs|image|pool|doctor|completion ...
 //
 // Each command is one RPC (lists follow every page) made through the client
 // library (client/connection.h, client/smolvm.h), which also resolves where
@@ -91,6 +91,7 @@ int Main(int argc, char** argv) {
   RegisterGlobalFlags(app, ctx);
   RegisterVmCommands(app, ctx);
   RegisterFileCommands(app, ctx);
+  RegisterFsCommands(app, ctx);
   RegisterSnapshotCommands(app, ctx);
   RegisterPoolCommands(app, ctx);
   RegisterOperationCommands(app, ctx);

@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "daemon/caller_resolver.h"
 #include "daemon/config.h"
+#include "daemon/filesystem_service.h"
 #include "daemon/image_service.h"
 #include "daemon/metrics.h"
 #include "daemon/operation_service.h"
@@ -322,6 +323,7 @@ int Run(int argc, char** argv) {
   OperationServiceImpl operation_service(&operations, &callers);
   ImageServiceImpl image_service(image_store, &manager, &callers);
   PoolServiceImpl pool_service(&manager, &callers);
+  FilesystemServiceImpl filesystem_service(&manager, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -340,6 +342,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&image_service);
   builder.RegisterService(&pool_service);
   builder.RegisterService(&operation_service);
+  builder.RegisterService(&filesystem_service);
   // Exec stdin may be up to 16 MiB in one request.
   builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

@@ -21,6 +21,7 @@ void RegisterGlobalFlags(CLI::App& app, CliContext& ctx);
 void RegisterVmCommands(CLI::App& app, CliContext& ctx);     // vm ... (exec: exec_command.cc)
 void RegisterExecCommand(CLI::App& vm, CliContext& ctx);     // vm exec
 void RegisterFileCommands(CLI::App& app, CliContext& ctx);   // file put|get
+void RegisterFsCommands(CLI::App& app, CliContext& ctx);     // fs stat|ls|mkdir|rm|mv|watch
 void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx);
 void RegisterPoolCommands(CLI::App& app, CliContext& ctx);
 void RegisterOperationCommands(CLI::App& app, CliContext& ctx);  // operation get

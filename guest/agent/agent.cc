@@ -12,6 +12,8 @@
 
 #include "guest/agent/exec_op.h"
 #include "guest/agent/file_ops.h"
+#include "guest/agent/fs_ops.h"
+#include "guest/agent/fs_watch.h"
 #include "guest/agent/log.h"
 #include "guest/agent/system_ops.h"
 #include "lib/agent/frame_codec.h"
@@ -41,6 +43,18 @@ void SendOpError(Channel* channel, uint64_t id, std::string error) {
   channel->Send(frame);
 }
 
+void SendWatchError(Channel* channel, const agent::v1::FsWatch& request, std::string error,
+                    int errnum) {
+  Frame frame;
+  agent::v1::FsEvent* event = frame.mutable_fs_event();
+  event->set_id(request.id());
+  event->set_type(agent::v1::FsEvent::ERROR);
+  event->set_path(request.path());
+  event->set_error(std::move(error));
+  event->set_error_errno(errnum);
+  channel->Send(frame);
+}
+
 // Runs `body` on a detached thread; false if no thread could be created.
 template <typename F>
 bool Spawn(F&& body) {
@@ -66,7 +80,7 @@ void Agent::Run() {
       if (connected) Log("host disconnected");
       connected = false;
       decoder = FrameDecoder();  // a partial frame will never be completed
-      CancelUploads();
+      CancelOnDisconnect();
       std::this_thread::sleep_for(kReconnectPoll);
       continue;
     }
@@ -99,11 +113,8 @@ void Agent::Dispatch(Frame* frame) {
       std::lock_guard<std::mutex> lock(ops_mu_);
       auto it = ops_.find(frame->exec_cancel().id());
       // An exec's process group is killed; an upload is abandoned (its temp
-      // file removed, nothing committed).
-      if (it != ops_.end() && (it->second->kind == Kind::kExec ||
-                               it->second->kind == Kind::kUpload)) {
-        it->second->input.Cancel();
-      }
+      // file removed, nothing committed); a watch stops (no event follows).
+      if (it != ops_.end()) it->second->input.Cancel();
       break;
     }
     case Frame::kFileWriteStart:
@@ -117,6 +128,12 @@ void Agent::Dispatch(Frame* frame) {
       PushInput(data->id(), Kind::kUpload, std::move(*data->mutable_data()), data->eof());
       break;
     }
+    case Frame::kFsRequest:
+      StartFsRequest(frame->fs_request());
+      break;
+    case Frame::kFsWatch:
+      StartWatch(frame->fs_watch());
+      break;
     case Frame::kSetClock: {
       Frame reply;
       *reply.mutable_op_result() = SetClock(frame->set_clock());
@@ -194,6 +211,38 @@ void Agent::StartDownload(const agent::v1::FileReadStart& request) {
   }
 }
 
+void Agent::StartFsRequest(const agent::v1::FsRequest& request) {
+  if (!Spawn([this, request] { RunFsRequest(channel_, request); })) {
+    Frame frame;
+    frame.mutable_fs_reply()->set_id(request.id());
+    frame.mutable_fs_reply()->set_error("start fs thread: Resource temporarily unavailable");
+    frame.mutable_fs_reply()->set_error_errno(EAGAIN);
+    channel_->Send(frame);
+  }
+}
+
+void Agent::StartWatch(const agent::v1::FsWatch& request) {
+  const uint64_t id = request.id();
+  std::shared_ptr<Op> op = Register(id, Kind::kWatch);
+  if (op == nullptr) {
+    return SendWatchError(channel_, request, "watch id " + std::to_string(id) + " is already in use",
+                          EINVAL);
+  }
+  if (!op->input.ok()) {
+    int e = errno;
+    Unregister(id, op.get());
+    return SendWatchError(channel_, request, std::string("eventfd: ") + std::strerror(e), e);
+  }
+  if (!Spawn([this, op, request] {
+        RunWatch(channel_, request, &op->input);
+        Unregister(request.id(), op.get());
+      })) {
+    Unregister(id, op.get());
+    SendWatchError(channel_, request, "start watch thread: Resource temporarily unavailable",
+                   EAGAIN);
+  }
+}
+
 void Agent::PushInput(uint64_t id, Kind kind, std::string data, bool eof) {
   std::shared_ptr<Op> op;
   {
@@ -205,10 +254,10 @@ void Agent::PushInput(uint64_t id, Kind kind, std::string data, bool eof) {
   op->input.Push(std::move(data), eof);
 }
 
-void Agent::CancelUploads() {
+void Agent::CancelOnDisconnect() {
   std::lock_guard<std::mutex> lock(ops_mu_);
   for (auto& [id, op] : ops_) {
-    if (op->kind == Kind::kUpload) op->input.Cancel();
+    if (op->kind == Kind::kUpload || op->kind == Kind::kWatch) op->input.Cancel();
   }
 }
 

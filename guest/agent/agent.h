@@ -2,15 +2,17 @@
 //
 // Agent: the guest side of proto/smolvm/agent/v1/agent.proto. One reader
 // thread (Run) decodes frames and dispatches them; it never blocks on a
-// child or a file: every exec, upload and download runs on its own detached
-// thread, and the data the host streams into an operation (ExecStdin,
-// FileData) is queued in that operation's bounded OpInput.
+// child or a file: every exec, upload, download, filesystem call (FsRequest)
+// and directory watch (FsWatch) runs on its own detached thread, and the
+// data the host streams into an operation (ExecStdin, FileData) is queued in
+// that operation's bounded OpInput.
 //
 // Survives everything the host can do: at end of stream (host disconnected,
 // not yet connected, VM restored from a snapshot) the decoder is reset and
 // reading resumes after kReconnectPoll; on a corrupt stream the buffered
 // bytes are dropped. Running execs outlive a disconnect; unfinished uploads
-// are cancelled (their data cannot arrive any more).
+// are cancelled (their data cannot arrive any more) and watches are stopped
+// (the host that asked for them is gone).
 #pragma once
 
 #include <chrono>
@@ -46,7 +48,9 @@ class Agent {
   [[noreturn]] void Run();
 
  private:
-  enum class Kind { kExec, kUpload };
+  // Operations the host can address after starting them (ExecStdin,
+  // FileData, ExecCancel). A watch only uses its input's cancel.
+  enum class Kind { kExec, kUpload, kWatch };
   struct Op {
     explicit Op(Kind k) : kind(k) {}
     const Kind kind;
@@ -57,9 +61,12 @@ class Agent {
   void StartExec(const agent::v1::ExecStart& request);
   void StartUpload(const agent::v1::FileWriteStart& request);
   void StartDownload(const agent::v1::FileReadStart& request);
+  void StartFsRequest(const agent::v1::FsRequest& request);
+  void StartWatch(const agent::v1::FsWatch& request);
   // Feeds host data to op `id` if it is running and of `kind`; else drops it.
   void PushInput(uint64_t id, Kind kind, std::string data, bool eof);
-  void CancelUploads();
+  // Cancels unfinished uploads and stops watches: the host is gone.
+  void CancelOnDisconnect();
 
   // Returns null (and reports nothing) if `id` is already in use.
   std::shared_ptr<Op> Register(uint64_t id, Kind kind);

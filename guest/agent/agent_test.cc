@@ -17,6 +17,7 @@
 #include <linux/capability.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -1247,6 +1248,487 @@ TEST(AgentTest, ReidentifyErrorsNameTheStep) {
   ASSERT_EQ(addrs.size(), 1u);
   EXPECT_EQ(addrs[0].local, "10.77.0.5");
   ASSERT_TRUE(agent.Hello());
+}
+
+// --- Filesystem calls and watches (protocol 4) -------------------------------
+
+v1::FsRequest FsOp(v1::FsRequest::Op op, const std::string& path, const std::string& user = "") {
+  v1::FsRequest request;
+  request.set_op(op);
+  request.set_path(path);
+  request.set_user(user);
+  return request;
+}
+
+// Sends `request` with a fresh id and returns its FsReply.
+v1::FsReply Fs(AgentProcess& agent, v1::FsRequest request) {
+  static std::atomic<uint64_t> next_id{5000};
+  const uint64_t id = next_id++;
+  request.set_id(id);
+  v1::Frame frame;
+  *frame.mutable_fs_request() = request;
+  agent.Send(frame);
+  auto reply = agent.WaitFor(
+      [id](const v1::Frame& f) { return f.has_fs_reply() && f.fs_reply().id() == id; });
+  EXPECT_TRUE(reply) << "no FsReply for " << id;
+  return reply ? reply->fs_reply() : v1::FsReply();
+}
+
+std::vector<std::string> EntryPaths(const v1::FsReply& reply) {
+  std::vector<std::string> out;
+  for (const auto& e : reply.entries()) out.push_back(e.path());
+  return out;
+}
+
+TEST(GuestUserTest, PathFromHomeIsAbsoluteAndNormalized) {
+  GuestUser u;
+  u.home = "/home/alice";
+  EXPECT_EQ(PathFromHome(u, ""), "/home/alice");
+  EXPECT_EQ(PathFromHome(u, "x"), "/home/alice/x");
+  EXPECT_EQ(PathFromHome(u, "./x//y/"), "/home/alice/x/y");
+  EXPECT_EQ(PathFromHome(u, "a/../b"), "/home/alice/a/../b");  // ".." is kept
+  EXPECT_EQ(PathFromHome(u, "/abs/./p/"), "/abs/p");
+  EXPECT_EQ(PathFromHome(u, "/"), "/");
+  EXPECT_EQ(PathFromHome(u, "//"), "/");
+  u.home = "/";
+  EXPECT_EQ(PathFromHome(u, "x"), "/x");
+  EXPECT_EQ(PathFromHome(u, ""), "/");
+}
+
+TEST(AgentFsTest, StatReportsFilesDirectoriesAndSymlinks) {
+  AgentProcess agent;
+  TempDir dir;
+  const std::string file = dir.path() + "/file";
+  { std::ofstream(file) << "hello"; }
+  ASSERT_EQ(chmod(file.c_str(), 0640), 0);
+  ASSERT_EQ(mkdir((dir.path() + "/sub").c_str(), 0750), 0);
+  ASSERT_EQ(chmod((dir.path() + "/sub").c_str(), 0750), 0);  // whatever the umask
+  ASSERT_EQ(symlink("file", (dir.path() + "/link").c_str()), 0);
+  struct stat st;
+  ASSERT_EQ(lstat(file.c_str(), &st), 0);
+
+  v1::FsReply r = Fs(agent, FsOp(v1::FsRequest::STAT, file));
+  EXPECT_EQ(r.error(), "");
+  ASSERT_EQ(r.entries_size(), 1);
+  const v1::FsEntry& e = r.entries(0);
+  EXPECT_EQ(e.path(), file);
+  EXPECT_EQ(e.name(), "file");
+  EXPECT_EQ(e.type(), v1::FsEntry::FILE);
+  EXPECT_EQ(e.size(), 5u);
+  EXPECT_EQ(e.mode(), 0640u);
+  EXPECT_EQ(e.uid(), st.st_uid);
+  EXPECT_EQ(e.gid(), st.st_gid);
+  EXPECT_EQ(e.mtime_ns(), int64_t{st.st_mtim.tv_sec} * 1000000000 + st.st_mtim.tv_nsec);
+  EXPECT_EQ(e.symlink_target(), "");
+
+  r = Fs(agent, FsOp(v1::FsRequest::STAT, dir.path() + "//./sub/"));  // normalized
+  ASSERT_EQ(r.entries_size(), 1) << r.error();
+  EXPECT_EQ(r.entries(0).path(), dir.path() + "/sub");
+  EXPECT_EQ(r.entries(0).name(), "sub");
+  EXPECT_EQ(r.entries(0).type(), v1::FsEntry::DIRECTORY);
+  EXPECT_EQ(r.entries(0).mode(), 0750u);
+
+  r = Fs(agent, FsOp(v1::FsRequest::STAT, dir.path() + "/link"));  // not followed
+  ASSERT_EQ(r.entries_size(), 1) << r.error();
+  EXPECT_EQ(r.entries(0).type(), v1::FsEntry::SYMLINK);
+  EXPECT_EQ(r.entries(0).symlink_target(), "file");
+
+  r = Fs(agent, FsOp(v1::FsRequest::STAT, dir.path() + "/missing"));
+  EXPECT_EQ(r.error(), "lstat " + dir.path() + "/missing: No such file or directory");
+  EXPECT_EQ(r.error_errno(), ENOENT);
+  EXPECT_EQ(r.entries_size(), 0);
+
+  v1::FsRequest unknown = FsOp(v1::FsRequest::STAT, file);
+  unknown.set_op(static_cast<v1::FsRequest::Op>(99));
+  r = Fs(agent, unknown);
+  EXPECT_EQ(r.error_errno(), EINVAL) << r.error();
+  ASSERT_TRUE(agent.Hello());
+}
+
+TEST(AgentFsTest, ListIsBreadthFirstSortedAndNeverFollowsLinks) {
+  AgentProcess agent;
+  TempDir dir;
+  const std::string& d = dir.path();
+  ASSERT_EQ(mkdir((d + "/a").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir((d + "/a/y").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir((d + "/d").c_str(), 0755), 0);
+  { std::ofstream(d + "/b") << "b"; }
+  { std::ofstream(d + "/a/z") << "z"; }
+  { std::ofstream(d + "/a/y/deep") << "deep"; }
+  { std::ofstream(d + "/d/x") << "x"; }
+  ASSERT_EQ(symlink((d + "/a").c_str(), (d + "/c").c_str()), 0);
+
+  v1::FsReply r = Fs(agent, FsOp(v1::FsRequest::LIST, d));  // depth 0 = 1
+  EXPECT_EQ(r.error(), "");
+  EXPECT_FALSE(r.truncated());
+  EXPECT_EQ(EntryPaths(r), (std::vector<std::string>{d + "/a", d + "/b", d + "/c", d + "/d"}));
+  ASSERT_EQ(r.entries_size(), 4);
+  EXPECT_EQ(r.entries(0).type(), v1::FsEntry::DIRECTORY);
+  EXPECT_EQ(r.entries(1).name(), "b");
+  EXPECT_EQ(r.entries(1).size(), 1u);
+  EXPECT_EQ(r.entries(2).type(), v1::FsEntry::SYMLINK);
+  EXPECT_EQ(r.entries(2).symlink_target(), d + "/a");
+
+  v1::FsRequest request = FsOp(v1::FsRequest::LIST, d);
+  request.set_depth(2);
+  r = Fs(agent, request);
+  EXPECT_EQ(EntryPaths(r), (std::vector<std::string>{d + "/a", d + "/b", d + "/c", d + "/d",
+                                                     d + "/a/y", d + "/a/z", d + "/d/x"}));
+  request.set_depth(32);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.entries_size(), 8);  // + a/y/deep; c (a link) is not entered
+  EXPECT_EQ(r.entries(7).path(), d + "/a/y/deep");
+
+  request.set_depth(33);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error_errno(), EINVAL) << r.error();
+  EXPECT_EQ(r.entries_size(), 0);
+
+  r = Fs(agent, FsOp(v1::FsRequest::LIST, d + "/b"));
+  EXPECT_EQ(r.error_errno(), ENOTDIR) << r.error();
+  r = Fs(agent, FsOp(v1::FsRequest::LIST, d + "/c"));  // a link to a directory is not one
+  EXPECT_EQ(r.error_errno(), ENOTDIR) << r.error();
+  r = Fs(agent, FsOp(v1::FsRequest::LIST, d + "/nope"));
+  EXPECT_EQ(r.error_errno(), ENOENT) << r.error();
+  ASSERT_EQ(mkdir((d + "/empty").c_str(), 0755), 0);
+  r = Fs(agent, FsOp(v1::FsRequest::LIST, d + "/empty"));
+  EXPECT_EQ(r.error(), "");
+  EXPECT_EQ(r.entries_size(), 0);
+}
+
+TEST(AgentFsTest, MkdirWithAndWithoutParents) {
+  umask(022);  // inherited by the agent
+  AgentProcess agent;
+  TempDir dir;
+  const std::string& d = dir.path();
+  v1::FsReply r = Fs(agent, FsOp(v1::FsRequest::MKDIR, d + "/new"));
+  EXPECT_EQ(r.error(), "");
+  EXPECT_TRUE(r.created());
+  ASSERT_EQ(r.entries_size(), 1);
+  EXPECT_EQ(r.entries(0).path(), d + "/new");
+  EXPECT_EQ(r.entries(0).type(), v1::FsEntry::DIRECTORY);
+  EXPECT_EQ(r.entries(0).mode(), 0755u);  // mode 0 = 0755
+
+  r = Fs(agent, FsOp(v1::FsRequest::MKDIR, d + "/new"));
+  EXPECT_EQ(r.error(), "mkdir " + d + "/new: File exists");
+  EXPECT_EQ(r.error_errno(), EEXIST);
+
+  v1::FsRequest request = FsOp(v1::FsRequest::MKDIR, d + "/new");
+  request.set_parents(true);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_FALSE(r.created());  // already there: fine with parents
+  ASSERT_EQ(r.entries_size(), 1);
+
+  request = FsOp(v1::FsRequest::MKDIR, d + "/p/q/r");
+  request.set_parents(true);
+  request.set_mode(0700);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_TRUE(r.created());
+  ASSERT_EQ(r.entries_size(), 1);
+  EXPECT_EQ(r.entries(0).mode(), 0700u);
+  struct stat st;
+  ASSERT_EQ(stat((d + "/p/q").c_str(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+
+  r = Fs(agent, FsOp(v1::FsRequest::MKDIR, d + "/missing/x"));
+  EXPECT_EQ(r.error_errno(), ENOENT) << r.error();
+  EXPECT_FALSE(fs::exists(d + "/missing"));
+
+  { std::ofstream(d + "/file") << "x"; }
+  request = FsOp(v1::FsRequest::MKDIR, d + "/file");
+  request.set_parents(true);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error_errno(), EEXIST) << r.error();
+  request.set_path(d + "/file/sub");
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error_errno(), ENOTDIR) << r.error();
+}
+
+TEST(AgentFsTest, RemoveFilesLinksAndTrees) {
+  AgentProcess agent;
+  TempDir dir, outside;
+  const std::string& d = dir.path();
+  { std::ofstream(d + "/file") << "x"; }
+  v1::FsReply r = Fs(agent, FsOp(v1::FsRequest::REMOVE, d + "/file"));
+  EXPECT_EQ(r.error(), "");
+  EXPECT_FALSE(fs::exists(d + "/file"));
+  r = Fs(agent, FsOp(v1::FsRequest::REMOVE, d + "/file"));
+  EXPECT_EQ(r.error(), "lstat " + d + "/file: No such file or directory");
+  EXPECT_EQ(r.error_errno(), ENOENT);
+
+  // The tree: t/a/b/f, t/out -> outside (a directory), t/a/keep -> outside/keep.
+  const std::string keep = outside.path() + "/keep";
+  { std::ofstream(keep) << "keep"; }
+  ASSERT_EQ(mkdir((d + "/t").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir((d + "/t/a").c_str(), 0755), 0);
+  ASSERT_EQ(mkdir((d + "/t/a/b").c_str(), 0755), 0);
+  { std::ofstream(d + "/t/a/b/f") << "f"; }
+  ASSERT_EQ(symlink(outside.path().c_str(), (d + "/t/out").c_str()), 0);
+  ASSERT_EQ(symlink(keep.c_str(), (d + "/t/a/keep").c_str()), 0);
+
+  r = Fs(agent, FsOp(v1::FsRequest::REMOVE, d + "/t"));
+  EXPECT_EQ(r.error(), "rmdir " + d + "/t: Directory not empty");
+  EXPECT_EQ(r.error_errno(), ENOTEMPTY);
+  EXPECT_TRUE(fs::exists(d + "/t/a/b/f"));
+
+  // A link to a directory is removed, not its target.
+  ASSERT_EQ(symlink(outside.path().c_str(), (d + "/link").c_str()), 0);
+  r = Fs(agent, FsOp(v1::FsRequest::REMOVE, d + "/link"));
+  EXPECT_EQ(r.error(), "");
+  EXPECT_FALSE(fs::is_symlink(d + "/link"));
+  EXPECT_EQ(ReadAll(keep), "keep");
+
+  v1::FsRequest request = FsOp(v1::FsRequest::REMOVE, d + "/t");
+  request.set_recursive(true);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_FALSE(fs::exists(d + "/t"));
+  EXPECT_EQ(ReadAll(keep), "keep");  // nothing followed out of the tree
+  EXPECT_EQ(ListDir(outside.path()), std::set<std::string>{"keep"});
+
+  // An empty directory goes without recursive; "/" and "x/.." never.
+  ASSERT_EQ(mkdir((d + "/empty").c_str(), 0755), 0);
+  r = Fs(agent, FsOp(v1::FsRequest::REMOVE, d + "/empty"));
+  EXPECT_EQ(r.error(), "");
+  EXPECT_FALSE(fs::exists(d + "/empty"));
+  r = Fs(agent, FsOp(v1::FsRequest::REMOVE, "/"));
+  EXPECT_EQ(r.error_errno(), EINVAL) << r.error();
+  ASSERT_EQ(mkdir((d + "/x").c_str(), 0755), 0);
+  r = Fs(agent, FsOp(v1::FsRequest::REMOVE, d + "/x/.."));
+  EXPECT_EQ(r.error_errno(), EINVAL) << r.error();
+  EXPECT_TRUE(fs::exists(d + "/x"));
+}
+
+TEST(AgentFsTest, RenameRefusesToReplaceUnlessAsked) {
+  AgentProcess agent;
+  TempDir dir;
+  const std::string& d = dir.path();
+  { std::ofstream(d + "/a") << "A"; }
+  { std::ofstream(d + "/b") << "BB"; }
+  v1::FsRequest request = FsOp(v1::FsRequest::RENAME, d + "/a");
+  request.set_new_path(d + "/b");
+  v1::FsReply r = Fs(agent, request);
+  EXPECT_EQ(r.error_errno(), EEXIST) << r.error();
+  EXPECT_EQ(r.error().rfind("rename " + d + "/a", 0), 0u) << r.error();
+  EXPECT_EQ(ReadAll(d + "/a"), "A");
+  EXPECT_EQ(ReadAll(d + "/b"), "BB");
+
+  request.set_overwrite(true);
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error(), "");
+  ASSERT_EQ(r.entries_size(), 1);
+  EXPECT_EQ(r.entries(0).path(), d + "/b");
+  EXPECT_EQ(r.entries(0).size(), 1u);
+  EXPECT_FALSE(fs::exists(d + "/a"));
+  EXPECT_EQ(ReadAll(d + "/b"), "A");
+
+  request = FsOp(v1::FsRequest::RENAME, d + "/b");
+  request.set_new_path(d + "/c");
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error(), "");
+  EXPECT_EQ(ReadAll(d + "/c"), "A");
+
+  request = FsOp(v1::FsRequest::RENAME, d + "/nope");
+  request.set_new_path(d + "/other");
+  r = Fs(agent, request);
+  EXPECT_EQ(r.error_errno(), ENOENT) << r.error();
+}
+
+// Relative paths are under the user's home (from the host's /etc/passwd
+// here); the call runs with the user's permissions.
+TEST(AgentFsTest, RelativePathsAreUnderTheUsersHome) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  AgentProcess agent;
+  GuestUser nobody;
+  std::string error;
+  ASSERT_TRUE(ResolveUser("nobody", &nobody, &error)) << error;
+  v1::FsReply r = Fs(agent, FsOp(v1::FsRequest::STAT, "smolvm-missing/x", "nobody"));
+  EXPECT_EQ(r.error(), "lstat " + PathFromHome(nobody, "smolvm-missing/x") +
+                           ": No such file or directory");
+  EXPECT_EQ(r.error_errno(), ENOENT);
+
+  GuestUser root;
+  ASSERT_TRUE(ResolveUser("", &root, &error)) << error;
+  r = Fs(agent, FsOp(v1::FsRequest::STAT, ""));
+  if (r.error().empty()) {
+    ASSERT_EQ(r.entries_size(), 1);
+    EXPECT_EQ(r.entries(0).path(), PathFromHome(root, ""));
+  } else {
+    EXPECT_EQ(r.error().rfind("lstat " + PathFromHome(root, "") + ":", 0), 0u) << r.error();
+  }
+
+  TempDir dir;  // root's, 0700
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);
+  r = Fs(agent, FsOp(v1::FsRequest::MKDIR, dir.path() + "/x", "nobody"));
+  EXPECT_EQ(r.error(), "mkdir " + dir.path() + "/x: Permission denied");
+  EXPECT_EQ(r.error_errno(), EACCES);
+  ASSERT_EQ(chmod(dir.path().c_str(), 0777), 0);
+  r = Fs(agent, FsOp(v1::FsRequest::MKDIR, dir.path() + "/x", "nobody"));
+  EXPECT_EQ(r.error(), "");
+  ASSERT_EQ(r.entries_size(), 1);
+  EXPECT_EQ(r.entries(0).uid(), 65534u);
+
+  r = Fs(agent, FsOp(v1::FsRequest::STAT, dir.path(), "no-such-user-smolvm"));
+  EXPECT_EQ(r.error_errno(), EINVAL) << r.error();
+}
+
+void StartWatch(AgentProcess& agent, uint64_t id, const std::string& path, bool recursive) {
+  v1::Frame frame;
+  frame.mutable_fs_watch()->set_id(id);
+  frame.mutable_fs_watch()->set_path(path);
+  frame.mutable_fs_watch()->set_recursive(recursive);
+  agent.Send(frame);
+}
+
+// The next event of watch `id` (any, if type is TYPE_UNSPECIFIED) at `path`.
+std::optional<v1::FsEvent> NextEvent(AgentProcess& agent, uint64_t id,
+                                     v1::FsEvent::Type type = v1::FsEvent::TYPE_UNSPECIFIED,
+                                     const std::string& path = "",
+                                     Clock::duration timeout = 10s) {
+  auto frame = agent.WaitFor(
+      [&](const v1::Frame& f) {
+        if (!f.has_fs_event() || f.fs_event().id() != id) return false;
+        if (type == v1::FsEvent::TYPE_UNSPECIFIED) return true;
+        return f.fs_event().type() == type && f.fs_event().path() == path;
+      },
+      timeout);
+  if (!frame) return std::nullopt;
+  return frame->fs_event();
+}
+
+void SendCancel(AgentProcess& agent, uint64_t id) {
+  v1::Frame cancel;
+  cancel.mutable_exec_cancel()->set_id(id);
+  agent.Send(cancel);
+}
+
+TEST(AgentFsTest, RecursiveWatchReportsChangesUntilCancelled) {
+  AgentProcess agent;
+  TempDir dir, outside;
+  const std::string& d = dir.path();
+  ASSERT_EQ(mkdir((d + "/pre").c_str(), 0755), 0);  // watched from the start
+  StartWatch(agent, 1, d, true);
+  auto first = NextEvent(agent, 1);
+  ASSERT_TRUE(first);
+  EXPECT_EQ(first->type(), v1::FsEvent::WATCHING) << first->error();
+  EXPECT_EQ(first->path(), d);
+
+  { std::ofstream(d + "/a") << "x"; }
+  auto e = NextEvent(agent, 1, v1::FsEvent::CREATE, d + "/a");
+  ASSERT_TRUE(e) << "no CREATE";
+  EXPECT_FALSE(e->is_dir());
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::MODIFY, d + "/a")) << "no MODIFY";
+  { std::ofstream(d + "/pre/p") << "x"; }
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::CREATE, d + "/pre/p"));
+
+  ASSERT_EQ(mkdir((d + "/sub").c_str(), 0755), 0);
+  e = NextEvent(agent, 1, v1::FsEvent::CREATE, d + "/sub");
+  ASSERT_TRUE(e);
+  EXPECT_TRUE(e->is_dir());
+  { std::ofstream(d + "/sub/f") << "f"; }
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::CREATE, d + "/sub/f"));
+
+  ASSERT_EQ(rename((d + "/a").c_str(), (d + "/sub/b").c_str()), 0);
+  e = NextEvent(agent, 1, v1::FsEvent::RENAME, d + "/sub/b");
+  ASSERT_TRUE(e) << "no RENAME";
+  EXPECT_EQ(e->old_path(), d + "/a");
+
+  // A renamed directory is followed under its new name.
+  ASSERT_EQ(rename((d + "/sub").c_str(), (d + "/sub2").c_str()), 0);
+  e = NextEvent(agent, 1, v1::FsEvent::RENAME, d + "/sub2");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->old_path(), d + "/sub");
+  EXPECT_TRUE(e->is_dir());
+  { std::ofstream(d + "/sub2/g") << "g"; }
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::CREATE, d + "/sub2/g"));
+  ASSERT_EQ(chmod((d + "/sub2/g").c_str(), 0600), 0);
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::CHMOD, d + "/sub2/g"));
+  ASSERT_EQ(unlink((d + "/sub2/g").c_str()), 0);
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::DELETE, d + "/sub2/g"));
+  // Moved out of the tree: a DELETE; moved in: a CREATE.
+  ASSERT_EQ(rename((d + "/sub2/b").c_str(), (outside.path() + "/b").c_str()), 0);
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::DELETE, d + "/sub2/b"));
+  ASSERT_EQ(rename((outside.path() + "/b").c_str(), (d + "/in").c_str()), 0);
+  EXPECT_TRUE(NextEvent(agent, 1, v1::FsEvent::CREATE, d + "/in"));
+
+  SendCancel(agent, 1);
+  ASSERT_TRUE(agent.Hello());  // the cancel was read
+  std::this_thread::sleep_for(100ms);
+  while (NextEvent(agent, 1, v1::FsEvent::TYPE_UNSPECIFIED, "", 200ms)) {
+  }  // drop what was in flight
+  { std::ofstream(d + "/late") << "x"; }
+  ASSERT_EQ(mkdir((d + "/late-dir").c_str(), 0755), 0);
+  auto late = NextEvent(agent, 1, v1::FsEvent::TYPE_UNSPECIFIED, "", 500ms);
+  EXPECT_FALSE(late) << "event after cancel: " << late->path();
+}
+
+TEST(AgentFsTest, WatchErrorsAndNonRecursiveWatch) {
+  AgentProcess agent;
+  TempDir dir;
+  const std::string& d = dir.path();
+  { std::ofstream(d + "/file") << "x"; }
+  ASSERT_EQ(mkdir((d + "/sub").c_str(), 0755), 0);
+
+  StartWatch(agent, 1, d + "/file", false);
+  auto e = NextEvent(agent, 1);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type(), v1::FsEvent::ERROR);
+  EXPECT_EQ(e->error(), "inotify_add_watch " + d + "/file: Not a directory");
+  EXPECT_EQ(e->error_errno(), ENOTDIR);
+  StartWatch(agent, 2, d + "/missing", true);
+  e = NextEvent(agent, 2);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type(), v1::FsEvent::ERROR);
+  EXPECT_EQ(e->error_errno(), ENOENT);
+  EXPECT_FALSE(NextEvent(agent, 1, v1::FsEvent::TYPE_UNSPECIFIED, "", 200ms));  // ERROR ends it
+
+  StartWatch(agent, 3, d, false);
+  e = NextEvent(agent, 3);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type(), v1::FsEvent::WATCHING);
+  { std::ofstream(d + "/sub/deep") << "x"; }  // not watched without recursive
+  { std::ofstream(d + "/top") << "x"; }
+  EXPECT_TRUE(NextEvent(agent, 3, v1::FsEvent::CREATE, d + "/top"));
+  EXPECT_FALSE(NextEvent(agent, 3, v1::FsEvent::CREATE, d + "/sub/deep", 300ms));
+  // Removing the watched directory itself ends the watch.
+  ASSERT_EQ(unlink((d + "/top").c_str()), 0);
+  ASSERT_EQ(unlink((d + "/file").c_str()), 0);
+  ASSERT_EQ(unlink((d + "/sub/deep").c_str()), 0);
+  ASSERT_EQ(rmdir((d + "/sub").c_str()), 0);
+  ASSERT_EQ(rmdir(d.c_str()), 0);
+  e = NextEvent(agent, 3, v1::FsEvent::ERROR, d);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->error_errno(), ENOENT);
+  ASSERT_TRUE(agent.Hello());
+}
+
+size_t ThreadCount(pid_t pid) {
+  size_t n = 0;
+  for (const auto& entry : fs::directory_iterator("/proc/" + std::to_string(pid) + "/task")) {
+    (void)entry;
+    ++n;
+  }
+  return n;
+}
+
+TEST(AgentFsTest, WatchesStopWhenTheHostDisconnects) {
+  AgentProcess agent;
+  TempDir dir;
+  ASSERT_TRUE(agent.Hello());
+  const size_t idle = ThreadCount(agent.pid());
+  StartWatch(agent, 1, dir.path(), true);
+  auto e = NextEvent(agent, 1);
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->type(), v1::FsEvent::WATCHING);
+  EXPECT_EQ(ThreadCount(agent.pid()), idle + 1);
+  ASSERT_EQ(shutdown(agent.fd(), SHUT_WR), 0);
+  Clock::time_point deadline = Clock::now() + 5s;
+  while (ThreadCount(agent.pid()) > idle && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(ThreadCount(agent.pid()), idle) << "the watch thread did not end";
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <string_view>
 #include <utility>
 
 namespace smolvm::guest {
@@ -113,6 +114,30 @@ int SwitchThreadToUser(const GuestUser& user) {
   if (syscall(SYS_setresgid, user.gid, user.gid, user.gid) != 0) return errno;
   if (syscall(SYS_setresuid, user.uid, user.uid, user.uid) != 0) return errno;
   return 0;
+}
+
+std::string PathFromHome(const GuestUser& user, const std::string& path) {
+  std::string joined;
+  if (!path.empty() && path[0] == '/') {
+    joined = path;
+  } else if (path.empty()) {
+    joined = user.home;
+  } else {
+    joined = user.home + "/" + path;
+  }
+  std::string out;
+  size_t start = 0;
+  while (start <= joined.size()) {
+    size_t slash = joined.find('/', start);
+    if (slash == std::string::npos) slash = joined.size();
+    std::string_view part(joined.data() + start, slash - start);
+    if (!part.empty() && part != ".") {
+      out += '/';
+      out += part;
+    }
+    start = slash + 1;
+  }
+  return out.empty() ? "/" : out;
 }
 
 std::vector<std::pair<std::string, std::string>> UserEnv(const GuestUser& user) {

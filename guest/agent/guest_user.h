@@ -41,6 +41,13 @@ bool ResolveUser(const std::string& spec, GuestUser* out, std::string* error,
 // the call that failed. Async-signal-safe. A no-op for root.
 int SwitchThreadToUser(const GuestUser& user);
 
+// The absolute path `path` names for `user` (agent protocol 4, FsRequest
+// and FsWatch): an absolute path as is, a relative one under the user's
+// home, "" the home itself. Normalized lexically: no empty or "."
+// components and no trailing slash ("/" stays "/"). ".." is kept, as it
+// cannot be resolved lexically across symlinks.
+std::string PathFromHome(const GuestUser& user, const std::string& path);
+
 // USER, LOGNAME (when the user has a name) and HOME of `user`, as
 // "KEY=VALUE" overrides for BuildEnv.
 std::vector<std::pair<std::string, std::string>> UserEnv(const GuestUser& user);

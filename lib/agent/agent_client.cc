@@ -68,6 +68,57 @@ absl::Status CheckUserSupported(const std::string& user, uint32_t protocol_versi
       "): the VM's image predates users; create the VM from an image built by this smolvmd"));
 }
 
+// Refuses a filesystem call to an agent that would never answer it.
+absl::Status CheckFsSupported(uint32_t protocol_version) {
+  if (protocol_version >= kFsProtocolVersion) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the guest agent speaks protocol ", protocol_version,
+      " and has no filesystem calls (needs ", kFsProtocolVersion,
+      "): the VM's image predates them; create the VM from an image built by this smolvmd"));
+}
+
+FsEntry FromProto(const v1::FsEntry& e) {
+  FsEntry out;
+  out.path = e.path();
+  out.name = e.name();
+  switch (e.type()) {
+    case v1::FsEntry::FILE: out.type = FsEntry::Type::kFile; break;
+    case v1::FsEntry::DIRECTORY: out.type = FsEntry::Type::kDirectory; break;
+    case v1::FsEntry::SYMLINK: out.type = FsEntry::Type::kSymlink; break;
+    case v1::FsEntry::OTHER: out.type = FsEntry::Type::kOther; break;
+    default: out.type = FsEntry::Type::kUnknown; break;
+  }
+  out.size = e.size();
+  out.mode = e.mode() & 07777;
+  out.uid = e.uid();
+  out.gid = e.gid();
+  out.mtime_ns = e.mtime_ns();
+  out.symlink_target = e.symlink_target();
+  return out;
+}
+
+v1::FsRequest::Op ToProto(FsCall::Op op) {
+  switch (op) {
+    case FsCall::Op::kStat: return v1::FsRequest::STAT;
+    case FsCall::Op::kList: return v1::FsRequest::LIST;
+    case FsCall::Op::kMakeDir: return v1::FsRequest::MKDIR;
+    case FsCall::Op::kRemove: return v1::FsRequest::REMOVE;
+    case FsCall::Op::kRename: return v1::FsRequest::RENAME;
+  }
+  return v1::FsRequest::OP_UNSPECIFIED;
+}
+
+const char* FsOpName(FsCall::Op op) {
+  switch (op) {
+    case FsCall::Op::kStat: return "stat";
+    case FsCall::Op::kList: return "list";
+    case FsCall::Op::kMakeDir: return "mkdir";
+    case FsCall::Op::kRemove: return "remove";
+    case FsCall::Op::kRename: return "rename";
+  }
+  return "fs";
+}
+
 absl::Status Annotated(const absl::Status& s, const std::string& what) {
   return absl::Status(s.code(), absl::StrCat(what, ": ", s.message()));
 }
@@ -273,6 +324,51 @@ absl::StatusOr<ExecEvent> ChannelExecHandle::Next(absl::Time deadline) {
   }
 }
 
+// ---- ChannelWatchHandle ----
+
+ChannelWatchHandle::~ChannelWatchHandle() {
+  client_->Unregister(id_);
+  if (ended_.ok() && client_->healthy()) {
+    v1::Frame cancel;
+    cancel.mutable_exec_cancel()->set_id(id_);
+    (void)client_->Send(cancel);
+  }
+}
+
+absl::StatusOr<FsChange> ChannelWatchHandle::Next(absl::Time deadline) {
+  if (!ended_.ok()) return ended_;
+  while (true) {
+    auto frame = channel_->Next(deadline);
+    if (!frame.ok()) {
+      if (!absl::IsDeadlineExceeded(frame.status())) {
+        ended_ = Annotated(frame.status(), what_);
+        return ended_;
+      }
+      return frame.status();
+    }
+    if (!frame->has_fs_event()) continue;  // A confused guest; drop it.
+    const v1::FsEvent& e = frame->fs_event();
+    FsChange change;
+    switch (e.type()) {
+      case v1::FsEvent::CREATE: change.kind = FsChange::Kind::kCreate; break;
+      case v1::FsEvent::MODIFY: change.kind = FsChange::Kind::kModify; break;
+      case v1::FsEvent::DELETE: change.kind = FsChange::Kind::kDelete; break;
+      case v1::FsEvent::RENAME: change.kind = FsChange::Kind::kRename; break;
+      case v1::FsEvent::CHMOD: change.kind = FsChange::Kind::kChmod; break;
+      case v1::FsEvent::OVERFLOW: change.kind = FsChange::Kind::kOverflow; break;
+      case v1::FsEvent::ERROR:
+        ended_ = GuestErrnoError(e.error_errno(), absl::StrCat(what_, ": ", e.error()));
+        return ended_;
+      default:
+        continue;  // WATCHING again, or a type from a newer agent.
+    }
+    change.path = e.path();
+    change.old_path = e.old_path();
+    change.is_dir = e.is_dir();
+    return change;
+  }
+}
+
 // ---- AgentClient ----
 
 AgentClient::AgentClient(UniqueFd fd, const AgentClientOptions& options)
@@ -422,6 +518,8 @@ void AgentClient::ReaderLoop() {
         case v1::Frame::kExecExit: id = frame.exec_exit().id(); break;
         case v1::Frame::kFileData: id = frame.file_data().id(); break;
         case v1::Frame::kOpResult: id = frame.op_result().id(); break;
+        case v1::Frame::kFsReply: id = frame.fs_reply().id(); break;
+        case v1::Frame::kFsEvent: id = frame.fs_event().id(); break;
         default: continue;  // Not something a guest sends; drop it.
       }
       std::shared_ptr<OpChannel> op;
@@ -759,6 +857,86 @@ absl::StatusOr<absl::Time> AgentClient::Reidentify(const Reidentity& r,
   if (absl::Status sent = Send(f, deadline); !sent.ok()) return Annotated(sent, what);
   SMOLVM_ASSIGN_OR_RETURN(v1::OpResult result, AwaitResult(*reg.second, deadline, what));
   return absl::FromUnixNanos(result.guest_time_ns());
+}
+
+absl::StatusOr<FsResult> AgentClient::FileSystem(const FsCall& call, absl::Duration timeout) {
+  if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  SMOLVM_RETURN_IF_ERROR(CheckFsSupported(protocol_version_));
+  // A listing's reply is up to one full frame, more than a kResult queue
+  // takes: a streaming queue, drained right here.
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  const uint64_t id = reg.first;
+  std::shared_ptr<OpChannel> op = std::move(reg.second);
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
+  const absl::Time deadline = absl::Now() + timeout;
+  const std::string what = absl::StrCat(FsOpName(call.op), " ", call.path);
+  v1::Frame frame;
+  auto* r = frame.mutable_fs_request();
+  r->set_id(id);
+  r->set_op(ToProto(call.op));
+  r->set_path(call.path);
+  r->set_user(call.user);
+  r->set_depth(call.depth);
+  r->set_parents(call.parents);
+  r->set_mode(call.mode);
+  r->set_recursive(call.recursive);
+  r->set_new_path(call.new_path);
+  r->set_overwrite(call.overwrite);
+  if (auto st = Send(frame, deadline); !st.ok()) return Annotated(st, what);
+  while (true) {
+    auto reply = op->Next(deadline);
+    if (!reply.ok()) return Annotated(reply.status(), what);
+    if (!reply->has_fs_reply()) continue;
+    const v1::FsReply& fr = reply->fs_reply();
+    if (!fr.error().empty()) {
+      if (call.op == FsCall::Op::kRemove && fr.error_errno() == ENOTEMPTY) {
+        // Not a name clash (rename's ENOTEMPTY): the directory has content.
+        return absl::FailedPreconditionError(absl::StrCat(
+            what, ": ", fr.error(), " (remove it with recursive to delete its content too)"));
+      }
+      return GuestErrnoError(fr.error_errno(), absl::StrCat(what, ": ", fr.error()));
+    }
+    FsResult result;
+    result.entries.reserve(fr.entries_size());
+    for (const auto& e : fr.entries()) result.entries.push_back(FromProto(e));
+    result.truncated = fr.truncated();
+    result.created = fr.created();
+    return result;
+  }
+}
+
+absl::StatusOr<std::unique_ptr<WatchHandle>> AgentClient::WatchDir(const std::string& path,
+                                                                   const std::string& user,
+                                                                   bool recursive,
+                                                                   absl::Duration timeout) {
+  if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  SMOLVM_RETURN_IF_ERROR(CheckFsSupported(protocol_version_));
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  auto [id, op] = std::move(reg);
+  const std::string what = absl::StrCat("watch ", path);
+  // From here the handle owns the id: its destruction cancels the watch.
+  std::unique_ptr<ChannelWatchHandle> handle(
+      new ChannelWatchHandle(shared_from_this(), id, op, what));
+  const absl::Time deadline = absl::Now() + timeout;
+  v1::Frame frame;
+  auto* w = frame.mutable_fs_watch();
+  w->set_id(id);
+  w->set_path(path);
+  w->set_user(user);
+  w->set_recursive(recursive);
+  if (auto st = Send(frame, deadline); !st.ok()) return Annotated(st, what);
+  while (true) {
+    auto reply = op->Next(deadline);
+    if (!reply.ok()) return Annotated(reply.status(), what);
+    if (!reply->has_fs_event()) continue;
+    const v1::FsEvent& e = reply->fs_event();
+    if (e.type() == v1::FsEvent::WATCHING) return std::unique_ptr<WatchHandle>(std::move(handle));
+    if (e.type() == v1::FsEvent::ERROR) {
+      handle->ended_ = GuestErrnoError(e.error_errno(), absl::StrCat(what, ": ", e.error()));
+      return handle->ended_;
+    }
+    // A change before WATCHING would be a confused guest; drop it.
+  }
 }
 
 absl::Status AgentClient::Ping(absl::Duration timeout) {

@@ -155,6 +155,28 @@ class ChannelExecHandle : public ExecHandle {
   bool done_ = false;
 };
 
+// The watch handle of an AgentClient: destroying it stops the watch in the
+// guest (ExecCancel with its id) and frees its queue.
+class ChannelWatchHandle : public WatchHandle {
+ public:
+  ~ChannelWatchHandle() override;
+  absl::StatusOr<FsChange> Next(absl::Time deadline) override;
+
+ private:
+  friend class AgentClient;
+  ChannelWatchHandle(std::shared_ptr<AgentClient> client, uint64_t id,
+                     std::shared_ptr<OpChannel> channel, std::string what)
+      : client_(std::move(client)),
+        id_(id),
+        channel_(std::move(channel)),
+        what_(std::move(what)) {}
+  std::shared_ptr<AgentClient> client_;
+  uint64_t id_;
+  std::shared_ptr<OpChannel> channel_;
+  std::string what_;
+  absl::Status ended_;  // Set once the guest ended the watch.
+};
+
 class AgentClient : public GuestAgent, public std::enable_shared_from_this<AgentClient> {
  public:
   // Connects to `socket_path` and greets the agent: HelloRequest every
@@ -209,6 +231,15 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   absl::StatusOr<absl::Time> Reidentify(const Reidentity& r, absl::Duration timeout) override;
   // A HelloRequest round trip (the latency floor of the channel).
   absl::Status Ping(absl::Duration timeout) override;
+  // One FsRequest and its FsReply (a kStream operation: a listing's reply
+  // may fill a whole frame).
+  absl::StatusOr<FsResult> FileSystem(const FsCall& call, absl::Duration timeout) override;
+  // An FsWatch whose FsEvents stream into a kStream queue: a consumer that
+  // falls behind makes the guest's writes wait, and the guest's inotify
+  // queue overflows (an OVERFLOW event) rather than anything growing here.
+  absl::StatusOr<std::unique_ptr<WatchHandle>> WatchDir(const std::string& path,
+                                                        const std::string& user, bool recursive,
+                                                        absl::Duration timeout) override;
 
  private:
   AgentClient(UniqueFd fd, const AgentClientOptions& options);
@@ -228,6 +259,7 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
                                            const std::string& what);
   void Close(absl::Status why);
   friend class ChannelExecHandle;
+  friend class ChannelWatchHandle;
 
   const AgentClientOptions options_;
   UniqueFd fd_;

@@ -863,5 +863,100 @@ TEST(AgentClientTest, AnInvalidNetworkIdentityIsRefusedBeforeSending) {
   EXPECT_TRUE(fake.frames().empty());
 }
 
+// Filesystem calls and watches go only to agents of protocol 4; the reply
+// is converted, errors carry their errno's code, a watch returns once the
+// guest says WATCHING and is cancelled by its destruction.
+TEST(AgentClientTest, FilesystemCallsAndWatches) {
+  FakeAgent old(nullptr, /*protocol_version=*/3);
+  auto client = ConnectTo(old);
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(client->FileSystem({.op = FsCall::Op::kStat, .path = "/x"}, absl::Seconds(5))
+                  .status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "protocol 3"));
+  EXPECT_THAT(client->WatchDir("/x", "", false, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(old.frames().empty());
+
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_fs_request()) {
+      const auto& r = frame.fs_request();
+      v1::Frame reply;
+      auto* fr = reply.mutable_fs_reply();
+      fr->set_id(r.id());
+      if (r.path() == "/missing") {
+        fr->set_error("lstat /missing: No such file or directory");
+        fr->set_error_errno(ENOENT);
+      } else if (r.path() == "/full") {
+        fr->set_error("rmdir /full: Directory not empty");
+        fr->set_error_errno(ENOTEMPTY);
+      } else {
+        auto* e = fr->add_entries();
+        e->set_path(r.path());
+        e->set_type(v1::FsEntry::DIRECTORY);
+        e->set_mode(0100755);
+        fr->set_truncated(true);
+        fr->set_created(true);
+      }
+      f.Write(reply);
+    }
+    if (frame.has_fs_watch()) {
+      for (auto type : {v1::FsEvent::WATCHING, v1::FsEvent::RENAME}) {
+        v1::Frame ev;
+        ev.mutable_fs_event()->set_id(frame.fs_watch().id());
+        ev.mutable_fs_event()->set_type(type);
+        ev.mutable_fs_event()->set_path("/d/b");
+        ev.mutable_fs_event()->set_old_path("/d/a");
+        f.Write(ev);
+      }
+    }
+  });
+  client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  auto made = client->FileSystem(
+      {.op = FsCall::Op::kMakeDir, .path = "/d", .user = "alice", .parents = true},
+      absl::Seconds(5));
+  ASSERT_THAT(made.status(), IsOk());
+  ASSERT_EQ(made->entries.size(), 1u);
+  EXPECT_EQ(made->entries[0].type, FsEntry::Type::kDirectory);
+  EXPECT_EQ(made->entries[0].mode, 0755u);
+  EXPECT_TRUE(made->created);
+  EXPECT_TRUE(made->truncated);
+  EXPECT_THAT(client->FileSystem({.op = FsCall::Op::kStat, .path = "/missing"}, absl::Seconds(5))
+                  .status(),
+              StatusIs(absl::StatusCode::kNotFound, "/missing"));
+  EXPECT_THAT(client->FileSystem({.op = FsCall::Op::kRemove, .path = "/full"}, absl::Seconds(5))
+                  .status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "recursive"));
+  EXPECT_THAT(client->FileSystem({.op = FsCall::Op::kRename, .path = "/full"}, absl::Seconds(5))
+                  .status(),
+              StatusIs(absl::StatusCode::kAlreadyExists));
+  {
+    auto watch = client->WatchDir("/d", "alice", true, absl::Seconds(5));
+    ASSERT_THAT(watch.status(), IsOk());
+    auto change = (*watch)->Next(absl::Now() + absl::Seconds(5));
+    ASSERT_THAT(change.status(), IsOk());
+    EXPECT_EQ(change->kind, FsChange::Kind::kRename);
+    EXPECT_EQ(change->old_path, "/d/a");
+    EXPECT_THAT((*watch)->Next(absl::Now() + absl::Milliseconds(50)).status(),
+                StatusIs(absl::StatusCode::kDeadlineExceeded));
+  }
+  // The handle's end cancelled the watch in the guest.
+  absl::Time deadline = absl::Now() + absl::Seconds(5);
+  uint64_t watch_id = 0, cancelled = 0;
+  while (absl::Now() < deadline && cancelled == 0) {
+    for (const v1::Frame& f : fake.frames()) {
+      if (f.has_fs_watch()) {
+        watch_id = f.fs_watch().id();
+        EXPECT_EQ(f.fs_watch().user(), "alice");
+        EXPECT_TRUE(f.fs_watch().recursive());
+      }
+      if (f.has_exec_cancel()) cancelled = f.exec_cancel().id();
+    }
+    if (cancelled == 0) absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_NE(watch_id, 0u);
+  EXPECT_EQ(cancelled, watch_id);
+}
+
 }  // namespace
 }  // namespace smolvm::agent

@@ -56,6 +56,64 @@ struct FileInfo {
   uint32_t mode = 0;
 };
 
+// The first agent protocol version with the filesystem calls (FsCall) and
+// directory watches.
+inline constexpr uint32_t kFsProtocolVersion = 4;
+
+// One file system object as the guest's lstat sees it (agent.proto FsEntry).
+struct FsEntry {
+  enum class Type { kUnknown, kFile, kDirectory, kSymlink, kOther };
+  std::string path;  // Absolute.
+  std::string name;
+  Type type = Type::kUnknown;
+  uint64_t size = 0;
+  uint32_t mode = 0;  // Permission bits.
+  uint32_t uid = 0;
+  uint32_t gid = 0;
+  int64_t mtime_ns = 0;
+  std::string symlink_target;
+};
+
+// One filesystem call (agent.proto FsRequest). Paths are absolute or
+// relative to `user`'s home.
+struct FsCall {
+  enum class Op { kStat, kList, kMakeDir, kRemove, kRename };
+  Op op = Op::kStat;
+  std::string path;
+  std::string user;         // "" = root.
+  uint32_t depth = 1;       // kList: 1-32.
+  bool parents = false;     // kMakeDir.
+  uint32_t mode = 0;        // kMakeDir: 0 = 0755.
+  bool recursive = false;   // kRemove.
+  std::string new_path;     // kRename.
+  bool overwrite = false;   // kRename.
+};
+
+struct FsResult {
+  std::vector<FsEntry> entries;  // kStat, kMakeDir, kRename: one; kList: the listing.
+  bool truncated = false;        // kList: a prefix of the listing.
+  bool created = false;          // kMakeDir.
+};
+
+// One change under a watched directory (agent.proto FsEvent).
+struct FsChange {
+  enum class Kind { kCreate, kModify, kDelete, kRename, kChmod, kOverflow };
+  Kind kind = Kind::kCreate;
+  std::string path;
+  std::string old_path;  // kRename.
+  bool is_dir = false;
+};
+
+// A running directory watch. Destroying it stops the watch in the guest.
+class WatchHandle {
+ public:
+  virtual ~WatchHandle() = default;
+  // The next change, DEADLINE_EXCEEDED at `deadline` (the watch goes on),
+  // or why the watch ended (the guest's error, UNAVAILABLE when the
+  // connection broke).
+  virtual absl::StatusOr<FsChange> Next(absl::Time deadline) = 0;
+};
+
 // The first agent protocol version with Reidentify (agent.proto). Older
 // agents (images built before it keep theirs) get SetClock, AddEntropy and
 // a re-addressing script instead.
@@ -128,6 +186,16 @@ class GuestAgent {
   // identity (nothing sent); FAILED_PRECONDITION with the agent's text
   // naming each failed step.
   virtual absl::StatusOr<absl::Time> Reidentify(const Reidentity& r, absl::Duration timeout) = 0;
+  // One filesystem call (protocol >= kFsProtocolVersion; FAILED_PRECONDITION
+  // naming the protocol otherwise, nothing sent). Guest errors carry their
+  // errno's meaning (NOT_FOUND, ALREADY_EXISTS, ...).
+  virtual absl::StatusOr<FsResult> FileSystem(const FsCall& call, absl::Duration timeout) = 0;
+  // Starts watching the directory `path` and returns once the guest says
+  // the watch is in place (or its error), within `timeout`.
+  virtual absl::StatusOr<std::unique_ptr<WatchHandle>> WatchDir(const std::string& path,
+                                                                const std::string& user,
+                                                                bool recursive,
+                                                                absl::Duration timeout) = 0;
   // A round trip with no work (the latency floor of the channel).
   virtual absl::Status Ping(absl::Duration timeout) = 0;
   // The protocol version the agent announced in its Hello (0 without an

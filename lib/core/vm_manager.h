@@ -187,6 +187,17 @@ class VmManager {
   absl::StatusOr<agent::FileInfo> DownloadFile(
       const Caller& caller, const std::string& vm_id, agent::FileRequest file,
       const std::function<absl::Status(const std::string&)>& sink);
+  // One filesystem call in a RUNNING VM's guest (FilesystemService): the
+  // paths absolute or relative to the user's home, validated here.
+  absl::StatusOr<agent::FsResult> FileSystem(const Caller& caller, const std::string& vm_id,
+                                             agent::FsCall call);
+  // Starts watching a directory of a RUNNING VM's guest; returns once the
+  // watch is in place. Dropping the handle ends the watch.
+  absl::StatusOr<std::unique_ptr<agent::WatchHandle>> WatchDir(const Caller& caller,
+                                                               const std::string& vm_id,
+                                                               const std::string& path,
+                                                               std::string user,
+                                                               bool recursive);
   // Exposes / removes a port forward of a VM (any state); the firewall is
   // updated before returning.
   absl::StatusOr<VmRecord> ExposePort(const Caller& caller, const std::string& vm_id,

@@ -168,6 +168,41 @@ absl::StatusOr<agent::FileInfo> VmManager::DownloadFile(
   return client->ReadFile(file, sink, absl::Hours(24));
 }
 
+absl::StatusOr<agent::FsResult> VmManager::FileSystem(const Caller& caller,
+                                                      const std::string& vm_id,
+                                                      agent::FsCall call) {
+  SMOLVM_RETURN_IF_ERROR(ValidateGuestFsPath(call.path));
+  if (call.op == agent::FsCall::Op::kRename) {
+    SMOLVM_RETURN_IF_ERROR(ValidateGuestFsPath(call.new_path));
+  }
+  if (call.op == agent::FsCall::Op::kList) {
+    if (call.depth == 0) call.depth = 1;
+    if (call.depth > 32) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("depth ", call.depth, " is too deep: list at most 32 levels"));
+    }
+  }
+  if (call.mode > 07777) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("mode ", call.mode, " is not a permission mode"));
+  }
+  SMOLVM_ASSIGN_OR_RETURN(call.user, NormalizeGuestUser(call.user));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  // A recursive remove of a big tree is the slow case; the agent answers
+  // when it is done.
+  return client->FileSystem(call, absl::Minutes(10));
+}
+
+absl::StatusOr<std::unique_ptr<agent::WatchHandle>> VmManager::WatchDir(
+    const Caller& caller, const std::string& vm_id, const std::string& path, std::string user,
+    bool recursive) {
+  SMOLVM_RETURN_IF_ERROR(ValidateGuestFsPath(path));
+  SMOLVM_ASSIGN_OR_RETURN(user, NormalizeGuestUser(user));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  // Setting up a recursive watch walks the tree (at most 4,096 directories).
+  return client->WatchDir(path, user, recursive, absl::Minutes(1));
+}
+
 absl::StatusOr<std::vector<absl::Duration>> VmManager::PingAgent(const Caller& caller,
                                                                  const std::string& vm_id,
                                                                  uint32_t count) {

@@ -190,6 +190,18 @@ absl::Status ValidateGuestPath(const std::string& path) {
   return absl::OkStatus();
 }
 
+absl::Status ValidateGuestFsPath(const std::string& path) {
+  if (path.empty() || path[0] != '/') {
+    // Relative: the same bounds as an absolute path, checked on "/" + path.
+    if (path.size() > 4095 || path.find('\0') != std::string::npos) {
+      return absl::InvalidArgumentError(
+          "guest path must be at most 4096 bytes and contain no NUL byte");
+    }
+    return absl::OkStatus();
+  }
+  return ValidateGuestPath(path);
+}
+
 absl::StatusOr<std::string> NormalizeGuestUser(const std::string& user) {
   if (user.empty() || user == "root" || user == "0") return std::string();
   const bool numeric = user.find_first_not_of("0123456789") == std::string::npos;

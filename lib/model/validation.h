@@ -53,6 +53,9 @@ absl::Status NormalizePortForward(PortForward& forward);
 
 // A path inside the guest: absolute, at most 4096 bytes, no NUL bytes.
 absl::Status ValidateGuestPath(const std::string& path);
+// A path of a filesystem call: absolute, or relative to the guest user's
+// home ("" = the home itself); at most 4096 bytes, no NUL.
+absl::Status ValidateGuestFsPath(const std::string& path);
 
 // A guest user as a request names it: "" (root), a name of 1-32
 // characters of [A-Za-z0-9._-] not starting with '-' (what useradd and

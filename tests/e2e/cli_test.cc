@@ -3,11 +3,15 @@
 // (cli-vm, RUNNING); the other VMs are created without booting.
 #include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <set>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
@@ -375,6 +379,74 @@ TEST_F(CliTest, DoctorReports) {
     if (check["check"] == "daemon") daemon_ok = check["status"] == "ok";
   }
   EXPECT_TRUE(daemon_ok) << r.out;
+}
+
+// fs: a relative path starts at root's home, ls names are relative to the
+// listed directory, the guest's errors keep their exit codes, and watch
+// prints the changes made while it runs until its --timeout (exit 0).
+TEST_F(CliTest, FsCommands) {
+  ProcResult r = Cli({"fs", "mkdir", kVm, "cli-fs/a/b", "-p"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "created /root/cli-fs/a/b\n");
+  r = Cli({"fs", "mkdir", kVm, "cli-fs/a/b", "--parents"});  // Already there: fine with -p.
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "exists /root/cli-fs/a/b\n");
+
+  r = Cli({"--json", "fs", "ls", kVm, "cli-fs", "--depth", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  nlohmann::json listed = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(listed.is_object()) << r.out;
+  EXPECT_EQ(listed["truncated"], false) << r.out;
+  ASSERT_EQ(listed["entries"].size(), 2u) << r.out;
+  EXPECT_EQ(listed["entries"][0]["path"], "/root/cli-fs/a") << r.out;
+  EXPECT_EQ(listed["entries"][0]["name"], "a") << r.out;
+  EXPECT_EQ(listed["entries"][0]["type"], "FILE_TYPE_DIRECTORY") << r.out;
+  EXPECT_EQ(listed["entries"][1]["path"], "/root/cli-fs/a/b") << r.out;
+  r = Cli({"fs", "ls", kVm, "cli-fs", "--depth", "2"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "a\na/b\n");
+  r = Cli({"fs", "stat", kVm, "/root/cli-fs/a"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "TYPE ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "\ndir ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, " 0:0 ")) << r.out;
+
+  r = Cli({"fs", "stat", kVm, "cli-fs/missing"});
+  EXPECT_EQ(r.exit_code, 3) << r.Describe();  // NOT_FOUND.
+  EXPECT_TRUE(absl::StrContains(r.err, "cli-fs/missing")) << r.err;
+
+  r = Cli({"--json", "fs", "mv", kVm, "cli-fs/a", "cli-fs/c"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(nlohmann::json::parse(r.out, nullptr, false)["path"], "/root/cli-fs/c") << r.out;
+  EXPECT_EQ(Cli({"fs", "stat", kVm, "cli-fs/a"}).exit_code, 3);
+  EXPECT_EQ(Cli({"fs", "stat", kVm, "cli-fs/c/b"}).exit_code, 0);
+
+  // Changes made while the watch runs; it is in place a moment after it
+  // starts, so make directories until it ends.
+  std::atomic<bool> watch_ended{false};
+  ProcResult watched;
+  std::thread watcher([&] {
+    watched = Cli({"fs", "watch", kVm, "cli-fs", "--timeout", "3"});
+    watch_ended = true;
+  });
+  for (int i = 0; !watch_ended && i < 100; ++i) {
+    Cli({"fs", "mkdir", kVm, absl::StrCat("cli-fs/w", i)});
+    std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  }
+  watcher.join();
+  EXPECT_EQ(watched.exit_code, 0) << watched.Describe();
+  EXPECT_TRUE(absl::StrContains(watched.err, "watching cli-fs")) << watched.err;
+  EXPECT_TRUE(absl::StartsWith(watched.out, "CREATE /root/cli-fs/w")) << watched.out;
+  for (const std::string& line : Lines(watched.out)) {
+    EXPECT_TRUE(absl::EndsWith(line, "/")) << line;  // Each a directory.
+  }
+
+  r = Cli({"fs", "rm", kVm, "cli-fs"});
+  EXPECT_EQ(r.exit_code, 5) << r.Describe();  // Not empty: FAILED_PRECONDITION.
+  r = Cli({"fs", "rm", kVm, "cli-fs", "-r"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "removed cli-fs\n");
+  EXPECT_EQ(Cli({"fs", "stat", kVm, "cli-fs"}).exit_code, 3);
 }
 
 // Last: it deletes the suite's VM.

@@ -10,7 +10,7 @@
 //
 // ENDPOINT is unix:/path or host:port (TLS, the server verified against
 // --ca; a client certificate only with --cert/--key). METHOD is a VmService
-// or SnapshotService method (ListVms, GetVm, CreateVm, PauseVm, Exec,
+// SnapshotService or unary FilesystemService method (ListVms, StatPath, GetVm, CreateVm, PauseVm, Exec,
 // UploadFile, DownloadFile, ExposePort, CreateSnapshot, ...) with its
 // request as protobuf JSON (UploadFile: the header; a few bytes of data
 // follow), or Health (grpc.health.v1.Health/Check) or Reflection
@@ -29,6 +29,7 @@
 
 #include "absl/status/status.h"
 #include "google/protobuf/util/json_util.h"
+#include "smolvm/v1/filesystem_service.grpc.pb.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -144,6 +145,7 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   using namespace smolvm::v1;
   auto vms = VmService::NewStub(channel);
   auto snaps = SnapshotService::NewStub(channel);
+  auto fs = FilesystemService::NewStub(channel);
   const grpc::Status bad(grpc::StatusCode::INTERNAL, "grpc_probe: bad request JSON");
   if (method == "ListVms") {
     ListVmsResponse r;
@@ -173,6 +175,26 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   if (method == "DeleteVm") {
     DeleteVmResponse r;
     return Unary(vms.get(), &VmService::Stub::DeleteVm, json, tenant, &r);
+  }
+  if (method == "StatPath") {
+    StatPathResponse r;
+    return Unary(fs.get(), &FilesystemService::Stub::StatPath, json, tenant, &r);
+  }
+  if (method == "ListDir") {
+    ListDirResponse r;
+    return Unary(fs.get(), &FilesystemService::Stub::ListDir, json, tenant, &r);
+  }
+  if (method == "MakeDir") {
+    MakeDirResponse r;
+    return Unary(fs.get(), &FilesystemService::Stub::MakeDir, json, tenant, &r);
+  }
+  if (method == "RemovePath") {
+    RemovePathResponse r;
+    return Unary(fs.get(), &FilesystemService::Stub::RemovePath, json, tenant, &r);
+  }
+  if (method == "RenamePath") {
+    RenamePathResponse r;
+    return Unary(fs.get(), &FilesystemService::Stub::RenamePath, json, tenant, &r);
   }
   if (method == "PingAgent") {
     PingAgentResponse r;

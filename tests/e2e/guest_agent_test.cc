@@ -149,6 +149,114 @@ TEST_F(GuestAgentTest, ExecAndFilesAsAGuestUser) {
   EXPECT_EQ(vm_->run("true", nobody).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+// The filesystem API (FilesystemService) in a real guest: round trips, the
+// guest's errors with their codes, relative paths as a user, and a watch
+// through the daemon seeing the guest's changes.
+TEST_F(GuestAgentTest, FilesystemCallsAndWatch) {
+  ASSERT_EQ(Run("rm -rf /root/fs && mkdir -p /root/fs/sub && echo hi > /root/fs/sub/f && "
+                "ln -s /etc /root/fs/link")
+                .exit_code,
+            0);
+  auto file = vm_->stat_path("/root/fs/sub/f");
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->type(), v1::FILE_TYPE_FILE);
+  EXPECT_EQ(file->size(), 3u);
+  EXPECT_EQ(file->name(), "f");
+  EXPECT_EQ(file->mode(), 0644u);
+  auto link = vm_->stat_path("/root/fs/link");
+  ASSERT_TRUE(link.ok()) << link.status();
+  EXPECT_EQ(link->type(), v1::FILE_TYPE_SYMLINK);
+  EXPECT_EQ(link->symlink_target(), "/etc");
+
+  auto made = vm_->make_dir("/root/fs/a/b/c", /*parents=*/true, 0750);
+  ASSERT_TRUE(made.ok()) << made.status();
+  EXPECT_TRUE(made->created());
+  EXPECT_EQ(made->entry().type(), v1::FILE_TYPE_DIRECTORY);
+  EXPECT_EQ(made->entry().mode(), 0750u);
+  auto again = vm_->make_dir("/root/fs/a/b/c", /*parents=*/true);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_FALSE(again->created());
+  EXPECT_EQ(vm_->make_dir("/root/fs/a").status().code(), absl::StatusCode::kAlreadyExists);
+
+  auto listed = vm_->list_dir("/root/fs", 2);
+  ASSERT_TRUE(listed.ok()) << listed.status();
+  std::vector<std::string> paths;
+  for (const auto& e : listed->entries()) paths.push_back(e.path());
+  EXPECT_EQ(paths, (std::vector<std::string>{"/root/fs/a", "/root/fs/link", "/root/fs/sub",
+                                             "/root/fs/a/b", "/root/fs/sub/f"}));
+  EXPECT_FALSE(listed->truncated());
+
+  auto moved = vm_->rename_path("/root/fs/sub/f", "/root/fs/a/g");
+  ASSERT_TRUE(moved.ok()) << moved.status();
+  EXPECT_EQ(moved->path(), "/root/fs/a/g");
+  ASSERT_EQ(Run("echo x > /root/fs/sub/f").exit_code, 0);
+  EXPECT_EQ(vm_->rename_path("/root/fs/sub/f", "/root/fs/a/g").status().code(),
+            absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(vm_->rename_path("/root/fs/sub/f", "/root/fs/a/g", /*overwrite=*/true).ok());
+
+  // The guest's errors, with the path named.
+  auto missing = vm_->stat_path("/root/fs/nope");
+  EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound) << missing.status();
+  EXPECT_NE(missing.status().message().find("/root/fs/nope"), std::string::npos);
+  EXPECT_EQ(vm_->list_dir("/root/fs/a/g").status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(vm_->remove_path("/root/fs/a").code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ(vm_->list_dir("/root/fs", 33).status().code(), absl::StatusCode::kInvalidArgument);
+  // A recursive remove takes the link, not what it points to.
+  EXPECT_TRUE(vm_->remove_path("/root/fs/link").ok());
+  EXPECT_EQ(Run("test -f /etc/passwd && echo kept").stdout_text, "kept\n");
+  EXPECT_TRUE(vm_->remove_path("/root/fs/a", /*recursive=*/true).ok());
+  EXPECT_EQ(vm_->stat_path("/root/fs/a").status().code(), absl::StatusCode::kNotFound);
+
+  // As a user: relative paths are in its home, made things are its own,
+  // and root's files are out of reach.
+  ASSERT_EQ(Run("grep -q '^fsuser:' /etc/passwd || "
+                "echo 'fsuser:x:1500:1500::/home/fsuser:/bin/sh' >> /etc/passwd; "
+                "mkdir -p /home/fsuser && chown 1500:1500 /home/fsuser")
+                .exit_code,
+            0);
+  auto mine = vm_->make_dir("work/out", /*parents=*/true, 0, "fsuser");
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  EXPECT_EQ(mine->entry().path(), "/home/fsuser/work/out");
+  EXPECT_EQ(mine->entry().uid(), 1500u);
+  EXPECT_EQ(vm_->list_dir("/root", 1, "fsuser").status().code(),
+            absl::StatusCode::kPermissionDenied);
+
+  // A recursive watch through the daemon, as the guest changes the tree.
+  auto watch = vm_->watch_dir("/root/fs", /*recursive=*/true);
+  ASSERT_TRUE(watch.ok()) << watch.status();
+  // Each event as "TYPE [old -> ]path[/]", metadata changes left out.
+  auto next_changes = [&](size_t n) {
+    std::vector<std::string> seen;
+    while (seen.size() < n) {
+      auto ev = (*watch)->next();
+      if (!ev.ok()) {
+        seen.push_back(ev.status().ToString());
+        break;
+      }
+      if (ev->type() == v1::WATCH_EVENT_TYPE_CHMOD) continue;
+      seen.push_back(absl::StrCat(v1::WatchEventType_Name(ev->type()).substr(17), " ",
+                                  ev->old_path().empty() ? "" : ev->old_path() + " -> ",
+                                  ev->path(), ev->is_dir() ? "/" : ""));
+    }
+    return seen;
+  };
+  ASSERT_EQ(Run("echo 1 > /root/fs/new; mkdir /root/fs/d").exit_code, 0);
+  EXPECT_EQ(next_changes(3), (std::vector<std::string>{"CREATE /root/fs/new",
+                                                       "MODIFY /root/fs/new", "CREATE /root/fs/d/"}));
+  // The new directory is watched once its CREATE was reported.
+  ASSERT_EQ(Run("echo 2 > /root/fs/d/inner; mv /root/fs/new /root/fs/renamed; "
+                "rm /root/fs/renamed")
+                .exit_code,
+            0);
+  EXPECT_EQ(next_changes(4),
+            (std::vector<std::string>{"CREATE /root/fs/d/inner", "MODIFY /root/fs/d/inner",
+                                      "RENAME /root/fs/new -> /root/fs/renamed",
+                                      "DELETE /root/fs/renamed"}));
+  (*watch)->cancel();
+  EXPECT_EQ((*watch)->next().status().code(), absl::StatusCode::kCancelled);
+  ASSERT_EQ(Run("rm -rf /root/fs").exit_code, 0);
+}
+
 // ForkVm (E2B's fork): children inherit the source's files and running
 // processes, then diverge; the source keeps running; the kept snapshot and
 // the children carry labels a listing filters by.

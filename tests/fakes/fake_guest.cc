@@ -82,6 +82,27 @@ class FakeGuestAgent : public agent::GuestAgent {
     if (log_) log_->AddReidentity(r);
     return r.clock.value_or(absl::Now());
   }
+  // The fake's file system: every path is an empty file.
+  absl::StatusOr<agent::FsResult> FileSystem(const agent::FsCall& call,
+                                             absl::Duration timeout) override {
+    SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.fs"));
+    agent::FsResult result;
+    if (call.op != agent::FsCall::Op::kRemove && call.op != agent::FsCall::Op::kList) {
+      agent::FsEntry entry;
+      entry.path = call.op == agent::FsCall::Op::kRename ? call.new_path : call.path;
+      entry.type = call.op == agent::FsCall::Op::kMakeDir ? agent::FsEntry::Type::kDirectory
+                                                          : agent::FsEntry::Type::kFile;
+      result.entries.push_back(entry);
+      result.created = call.op == agent::FsCall::Op::kMakeDir;
+    }
+    return result;
+  }
+  absl::StatusOr<std::unique_ptr<agent::WatchHandle>> WatchDir(const std::string&,
+                                                               const std::string&, bool,
+                                                               absl::Duration) override {
+    SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.watch"));
+    return absl::UnimplementedError("the fake guest agent does not watch directories");
+  }
   absl::Status Ping(absl::Duration timeout) override { return host_->faults.Hit("guest.ping"); }
 
  private:

@@ -10,6 +10,7 @@
         print([s.snapshot_id for s in sdk.list_snapshots()])
     vm = SmolVM.from_snapshot("my-checkpoint", resume_vm=True)
     print(f"{vm.vm_id} is {vm.status}")          # "... is running"
+    print([e.name for e in vm.list_dir("/etc")])  # the guest file system
     vm.close()
 
 The daemon is found through $SMOLVMD_ENDPOINT / $SMOLVMD_SOCKET, else
@@ -26,6 +27,8 @@ from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
                            PermissionDeniedError, ResourceExhaustedError,
                            SmolVMError, UnauthenticatedError, UnavailableError,
                            UnimplementedError, UnknownError)
+from smolvm.fs import (DirWatch, FileEntry, FileType, ListDirResult, WatchEvent,
+                       WatchEventType)
 from smolvm.manager import SmolVMManager
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
@@ -42,6 +45,7 @@ __all__ = [
     "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",
+    "FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent", "DirWatch",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

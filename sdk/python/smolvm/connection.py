@@ -27,8 +27,9 @@ import grpc
 
 from smolvm.errors import (FailedPreconditionError, InvalidArgumentError,
                            PermissionDeniedError, SmolVMError, UnavailableError, from_rpc_error)
-from smolvm.v1 import (image_service_pb2_grpc, operation_service_pb2_grpc,
-                       pool_service_pb2_grpc, snapshot_service_pb2_grpc, vm_service_pb2_grpc)
+from smolvm.v1 import (filesystem_service_pb2_grpc, image_service_pb2_grpc,
+                       operation_service_pb2_grpc, pool_service_pb2_grpc,
+                       snapshot_service_pb2_grpc, vm_service_pb2_grpc)
 
 __all__ = [
     "DEFAULT_SOCKET_PATH", "SOCKET_ENV_VAR", "ENDPOINT_ENV_VAR", "TLS_CERT_ENV_VAR",
@@ -217,7 +218,8 @@ def _tls_credentials(address: str, options: ClientOptions) -> grpc.ChannelCreden
 
 
 class Connection(ClosesOnExit):
-    """One gRPC channel to smolvmd plus the stubs of its four services.
+    """One gRPC channel to smolvmd plus the stubs of its services
+    (``vm``, ``snapshot``, ``image``, ``pool``, ``operation``, ``filesystem``).
 
     Thread-safe (gRPC channels and stubs are). ``close()`` (or ``with``)
     releases the channel.
@@ -260,6 +262,7 @@ class Connection(ClosesOnExit):
         self.image = image_service_pb2_grpc.ImageServiceStub(self._channel)
         self.pool = pool_service_pb2_grpc.PoolServiceStub(self._channel)
         self.operation = operation_service_pb2_grpc.OperationServiceStub(self._channel)
+        self.filesystem = filesystem_service_pb2_grpc.FilesystemServiceStub(self._channel)
 
     @property
     def endpoint(self) -> str:

@@ -7,6 +7,7 @@ whose errors are raised unchanged (smolvm.errors).
     vm = SmolVM()                        # default image; nothing sent yet
     vm.start()                           # CreateVm(start=True): RUNNING
     print(vm.run("echo hi").output)      # Exec
+    print(vm.stat_path("/etc/hosts"))    # StatPath (FilesystemService)
     forked = vm.fork(2)                  # ForkVm: 2 children; vm keeps running
     snap = vm.snapshot("my-checkpoint")  # CreateSnapshot: vm is PAUSED
     vm.close()                           # DeleteVm; snapshots stay
@@ -23,11 +24,12 @@ from google.protobuf.message import Message
 from smolvm import _streams
 from smolvm.connection import ClientOptions, Connection
 from smolvm.progress import ProgressCallback, call_with_progress
-from smolvm.errors import FailedPreconditionError, NotFoundError
+from smolvm.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from smolvm.fs import DirWatch, FileEntry, ListDirResult
 from smolvm.types import (CommandResult, ConfigLike, ForkOutcome, ForkVmResult, SnapshotInfo,
                           VMConfig, VMInfo, VmStatus, coerce_config, copy_labels)
-from smolvm.v1 import (pool_service_pb2, snapshot_service_pb2, types_pb2,
-                       vm_service_pb2)
+from smolvm.v1 import (filesystem_service_pb2, pool_service_pb2, snapshot_service_pb2,
+                       types_pb2, vm_service_pb2)
 
 __all__ = ["SmolVM"]
 
@@ -393,6 +395,104 @@ class SmolVM:
         chunks: List[bytes] = []
         _streams.download(self._connection, self.vm_id, remote_path, chunks.append, user)
         return b"".join(chunks)
+
+    # --- Guest file system (FilesystemService; the VM must be RUNNING) -------
+    #
+    # Paths are absolute or relative to `user`'s home ("" user = root, whose
+    # permissions then apply). Errors carry the guest's meaning and name the
+    # path: NotFoundError (missing), AlreadyExistsError (existing target),
+    # PermissionDeniedError, ResourceExhaustedError (full disk),
+    # InvalidArgumentError (a directory where a file was expected, or the
+    # reverse), FailedPreconditionError (a non-empty directory without
+    # `recursive`; also an image whose agent predates these calls).
+
+    def _fs_request(self, operation: str, message: Callable[..., T], **fields: object) -> T:
+        """`message` (a request type) with this VM's id and `fields`; a
+        field of the wrong type or range is INVALID_ARGUMENT."""
+        self._check_started(operation)
+        try:
+            return message(vm_id=self.vm_id, **fields)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(message=f"{operation} vm {self.vm_id}: {e}") from None
+
+    def stat_path(self, path: str, *, user: str = "") -> FileEntry:
+        """Describes `path` (StatPath), as lstat does: a symlink is reported
+        (type SYMLINK, ``symlink_target``), not followed. NotFoundError if
+        it does not exist."""
+        conn = self._connection
+        request = self._fs_request("stat path in", filesystem_service_pb2.StatPathRequest,
+                                   path=path, user=user)
+        return FileEntry.from_proto(conn.call(conn.filesystem.StatPath, request).entry)
+
+    def list_dir(self, path: str = "", depth: int = 1, *, user: str = "") -> ListDirResult:
+        """Lists what is under the directory `path` ("" = `user`'s home)
+        (ListDir): `depth` (1-32) levels down, breadth-first, each
+        directory's entries sorted by name; symlinks are listed, not
+        followed. At most 10,000 entries: ``truncated`` then says the
+        entries are a prefix."""
+        conn = self._connection
+        request = self._fs_request("list dir in", filesystem_service_pb2.ListDirRequest,
+                                   path=path, user=user, depth=depth)
+        return ListDirResult.from_proto(conn.call(conn.filesystem.ListDir, request))
+
+    def make_dir(self, path: str, parents: bool = False, mode: int = 0, *,
+                 user: str = "") -> bool:
+        """Makes the directory `path` (MakeDir), owned by `user`, with
+        permission bits `mode` (0 = 0755; the guest's umask 022 applies).
+        With `parents` the missing directories above it are made too, and
+        an existing directory is not an error. Returns whether it was
+        created (False: it existed, only with `parents`); without `parents`
+        an existing path is AlreadyExistsError. :meth:`stat_path` describes
+        the directory."""
+        conn = self._connection
+        request = self._fs_request("make dir in", filesystem_service_pb2.MakeDirRequest,
+                                   path=path, user=user, parents=parents, mode=mode)
+        return conn.call(conn.filesystem.MakeDir, request).created
+
+    def remove_path(self, path: str, recursive: bool = False, *, user: str = "") -> None:
+        """Removes the file, symlink or empty directory `path` (RemovePath);
+        with `recursive` a whole tree (symlinks in it are removed, never
+        followed). A non-empty directory without `recursive` is
+        FailedPreconditionError; a missing path NotFoundError."""
+        conn = self._connection
+        request = self._fs_request("remove path in", filesystem_service_pb2.RemovePathRequest,
+                                   path=path, user=user, recursive=recursive)
+        conn.call(conn.filesystem.RemovePath, request)
+
+    def rename_path(self, path: str, new_path: str, overwrite: bool = False, *,
+                    user: str = "") -> FileEntry:
+        """Moves `path` to `new_path` within the guest (RenamePath); an
+        existing `new_path` is AlreadyExistsError unless `overwrite`.
+        Returns what is now at `new_path`."""
+        conn = self._connection
+        request = self._fs_request("rename path in", filesystem_service_pb2.RenamePathRequest,
+                                   path=path, new_path=new_path, user=user,
+                                   overwrite=overwrite)
+        return FileEntry.from_proto(conn.call(conn.filesystem.RenamePath, request).entry)
+
+    def watch_dir(self, path: str, recursive: bool = False, *, user: str = "",
+                  timeout: Optional[float] = None) -> DirWatch:
+        """Watches the directory `path` (WatchDir; inotify in the guest),
+        with `recursive` every directory below it too (up to 4,096,
+        including ones made later).
+
+        Returns once the watch is in place in the guest (waiting at most the
+        connection's per-call timeout), so every change after the return is
+        seen. The :class:`~smolvm.fs.DirWatch` is an iterator of
+        :class:`~smolvm.fs.WatchEvent` and a context manager::
+
+            with vm.watch_dir("/tmp/jobs", timeout=30) as watch:
+                for event in watch:
+                    print(event.type, event.path)
+
+        The iteration ends without raising after ``close()`` / ``cancel()``
+        (from any thread) or `timeout` seconds after this call (None or 0 =
+        no limit), and raises the SmolVMError of any other end (the VM
+        stopped, the daemon lost).
+        """
+        request = self._fs_request("watch dir in", filesystem_service_pb2.WatchDirRequest,
+                                   path=path, user=user, recursive=recursive)
+        return DirWatch(self._connection, request, timeout)
 
 
 def _call_or_close(conn: Connection, method: Callable[..., T], request: Message) -> T:

@@ -32,8 +32,8 @@ from typing import Any, Callable, List, Optional
 
 import grpc
 
-from smolvm import (InvalidArgumentError, NotFoundError, SmolVM, SmolVMError,
-                    SmolVMManager, SnapshotInfo, VMConfig, VmStatus)
+from smolvm import (FileType, InvalidArgumentError, NotFoundError, SmolVM, SmolVMError,
+                    SmolVMManager, SnapshotInfo, VMConfig, VmStatus, WatchEventType)
 
 SNAPSHOT_ID = "pysdk-snap"
 MAIN_VM_ID = "pysdk-main"
@@ -157,6 +157,37 @@ def files(c: Checks, vm: SmolVM) -> None:
                 os.listdir(tmp))
 
 
+def filesystem(c: Checks, vm: SmolVM) -> None:
+    c.check("make_dir with parents made it", vm.make_dir("/root/pyfs/a/b", parents=True) is True)
+    c.check("make_dir of an existing dir with parents", vm.make_dir("/root/pyfs/a/b",
+                                                                    parents=True) is False)
+    vm.upload_bytes(b"12345", "/root/pyfs/a/f")
+    entry = vm.stat_path("/root/pyfs/a/f")
+    c.check("stat_path: a 5-byte file", (entry.type, entry.size, entry.name) ==
+            (FileType.FILE, 5, "f"), entry)
+    listed = vm.list_dir("/root/pyfs", depth=2)
+    c.check("list_dir depth 2, breadth-first and sorted",
+            [e.path for e in listed.entries] == ["/root/pyfs/a", "/root/pyfs/a/b", "/root/pyfs/a/f"]
+            and not listed.truncated, listed)
+    c.check("rename_path", vm.rename_path("/root/pyfs/a/f", "/root/pyfs/g").path == "/root/pyfs/g")
+    c.raises("stat of a missing path is NotFoundError", NotFoundError,
+             lambda: vm.stat_path("/root/pyfs/a/f"), code=grpc.StatusCode.NOT_FOUND,
+             text="/root/pyfs/a/f")
+    with vm.watch_dir("/root/pyfs", recursive=True, timeout=30) as watch:
+        vm.run("echo hi > /root/pyfs/a/b/new")
+        events = []
+        for ev in watch:
+            events.append((ev.type, ev.path))
+            if len(events) == 2:
+                break
+    c.check("watch_dir: create then modify in a subdirectory",
+            events == [(WatchEventType.CREATE, "/root/pyfs/a/b/new"),
+                       (WatchEventType.MODIFY, "/root/pyfs/a/b/new")], events)
+    vm.remove_path("/root/pyfs", recursive=True)
+    c.raises("remove_path recursive removed the tree", NotFoundError,
+             lambda: vm.stat_path("/root/pyfs"))
+
+
 def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) -> None:
     if base_snapshot:
         vm = SmolVM.from_snapshot(base_snapshot, resume_vm=True, vm_id=MAIN_VM_ID)
@@ -168,6 +199,7 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     c.check("status prints like the seed", f"{vm.status}" == "running", f"{vm.status}")
     commands(c, vm)
     files(c, vm)
+    filesystem(c, vm)
 
     c.require("marker written", vm.run("echo before-snapshot > /root/marker").ok)
     snap_progress: list = []

@@ -8,18 +8,26 @@ RPC each method makes with which fields, paging, streams, errors.
 
 import os
 import tempfile
+import threading
+import time
 import unittest
 from concurrent import futures
+from datetime import datetime, timezone
 from typing import Any, Dict, Iterator, List
 
 import grpc
 
-from smolvm import (ClientOptions, FailedPreconditionError, ForkVmResult, InvalidArgumentError,
-                    NotFoundError, OperationProgress, PermissionDeniedError, SmolVM,
-                    SmolVMManager, VMConfig, VmStatus)
-from smolvm.v1 import (operation_service_pb2, operation_service_pb2_grpc, snapshot_service_pb2,
+from smolvm import (AlreadyExistsError, ClientOptions, DeadlineExceededError, DirWatch,
+                    FailedPreconditionError, FileEntry, FileType, ForkVmResult,
+                    InvalidArgumentError, ListDirResult, NotFoundError, OperationProgress,
+                    PermissionDeniedError, SmolVM, SmolVMManager, VMConfig, VmStatus,
+                    WatchEvent, WatchEventType)
+from smolvm.v1 import (filesystem_service_pb2, filesystem_service_pb2_grpc,
+                       operation_service_pb2, operation_service_pb2_grpc, snapshot_service_pb2,
                        snapshot_service_pb2_grpc, types_pb2, vm_service_pb2,
                        vm_service_pb2_grpc)
+
+fs_pb2 = filesystem_service_pb2
 
 
 class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
@@ -156,6 +164,111 @@ class FakeOperationService(operation_service_pb2_grpc.OperationServiceServicer):
         context.abort(grpc.StatusCode.NOT_FOUND, f"no operation \"{request.operation_id}\"")
 
 
+def fake_entry(path: str, kind: int = fs_pb2.FILE_TYPE_FILE) -> fs_pb2.FileEntry:
+    return fs_pb2.FileEntry(path=path, name=path.rsplit("/", 1)[-1], type=kind, size=5,
+                            mode=0o640, uid=1000, gid=100,
+                            mtime_unix_ns=1_700_000_000_123_456_789)
+
+
+# What the fake's WatchDir sends after WATCHING: changes, plus a second
+# WATCHING and an UNSPECIFIED event, which the SDK skips.
+WATCH_EVENTS = [
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_CREATE, path="/srv/a"),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_WATCHING),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_MODIFY, path="/srv/a"),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_UNSPECIFIED, path="/srv/?"),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_RENAME, path="/srv/b", old_path="/srv/a"),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_CREATE, path="/srv/d", is_dir=True),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_CHMOD, path="/srv/d", is_dir=True),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_DELETE, path="/srv/b"),
+    fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_OVERFLOW),
+]
+EXPECTED_EVENTS = [
+    WatchEvent(WatchEventType.CREATE, "/srv/a"),
+    WatchEvent(WatchEventType.MODIFY, "/srv/a"),
+    WatchEvent(WatchEventType.RENAME, "/srv/b", old_path="/srv/a"),
+    WatchEvent(WatchEventType.CREATE, "/srv/d", is_dir=True),
+    WatchEvent(WatchEventType.CHMOD, "/srv/d", is_dir=True),
+    WatchEvent(WatchEventType.DELETE, "/srv/b"),
+    WatchEvent(WatchEventType.OVERFLOW, ""),
+]
+
+
+class FakeFilesystemService(filesystem_service_pb2_grpc.FilesystemServiceServicer):
+    """Answers like the daemon; "/missing" is NOT_FOUND everywhere."""
+
+    def __init__(self) -> None:
+        self.requests: List[Any] = []
+        self.metadata: Dict[str, str] = {}
+        # WatchDir sends WATCH_EVENTS once `go` is set, then waits for the
+        # client to cancel; `watch_ended` is set when a WatchDir call ends.
+        self.go = threading.Event()
+        self.watch_ended = threading.Event()
+
+    def _record(self, request: Any, context: Any) -> None:
+        self.requests.append(request)
+        self.metadata = dict(context.invocation_metadata())
+        if request.path == "/missing":
+            context.abort(grpc.StatusCode.NOT_FOUND, f"{request.path}: no such file or directory")
+
+    def StatPath(self, request: Any, context: Any) -> fs_pb2.StatPathResponse:
+        self._record(request, context)
+        if request.path == "/link":
+            entry = fake_entry("/link", fs_pb2.FILE_TYPE_SYMLINK)
+            entry.symlink_target = "/etc/hosts"
+            return fs_pb2.StatPathResponse(entry=entry)
+        return fs_pb2.StatPathResponse(entry=fake_entry(request.path))
+
+    def ListDir(self, request: Any, context: Any) -> fs_pb2.ListDirResponse:
+        self._record(request, context)
+        entries = [fake_entry(f"{request.path}/a", fs_pb2.FILE_TYPE_DIRECTORY),
+                   fake_entry(f"{request.path}/b")]
+        if request.depth > 1:
+            entries.append(fake_entry(f"{request.path}/a/c", fs_pb2.FILE_TYPE_OTHER))
+        return fs_pb2.ListDirResponse(entries=entries, truncated=request.depth > 2)
+
+    def MakeDir(self, request: Any, context: Any) -> fs_pb2.MakeDirResponse:
+        self._record(request, context)
+        exists = request.path == "/exists"
+        if exists and not request.parents:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{request.path}: file exists")
+        return fs_pb2.MakeDirResponse(entry=fake_entry(request.path, fs_pb2.FILE_TYPE_DIRECTORY),
+                                      created=not exists)
+
+    def RemovePath(self, request: Any, context: Any) -> fs_pb2.RemovePathResponse:
+        self._record(request, context)
+        if request.path == "/full" and not request.recursive:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{request.path}: directory not empty")
+        return fs_pb2.RemovePathResponse()
+
+    def RenamePath(self, request: Any, context: Any) -> fs_pb2.RenamePathResponse:
+        self._record(request, context)
+        if request.new_path == "/exists" and not request.overwrite:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, f"{request.new_path}: file exists")
+        return fs_pb2.RenamePathResponse(entry=fake_entry(request.new_path))
+
+    def WatchDir(self, request: Any, context: Any) -> Iterator[fs_pb2.WatchDirEvent]:
+        self._record(request, context)
+        cancelled = threading.Event()
+
+        def ended() -> None:  # Run by grpc when the call ends (cancelled).
+            cancelled.set()
+            self.watch_ended.set()
+
+        context.add_callback(ended)
+        if request.path == "/slow":  # Never in place.
+            cancelled.wait(10)
+            return
+        yield fs_pb2.WatchDirEvent(type=fs_pb2.WATCH_EVENT_TYPE_WATCHING)
+        if request.path == "/vm-stops":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, "vm gen-1 is not running")
+        if not self.go.wait(10):
+            return
+        yield from WATCH_EVENTS
+        cancelled.wait(10)
+
+
 class FakeDaemonTest(unittest.TestCase):
     def setUp(self) -> None:
         self.dir = tempfile.TemporaryDirectory()
@@ -169,6 +282,9 @@ class FakeDaemonTest(unittest.TestCase):
         self.operations = FakeOperationService()
         operation_service_pb2_grpc.add_OperationServiceServicer_to_server(self.operations,
                                                                            self.server)
+        self.fs = FakeFilesystemService()
+        filesystem_service_pb2_grpc.add_FilesystemServiceServicer_to_server(self.fs,
+                                                                             self.server)
         self.server.add_insecure_port(f"unix://{self.socket}")
         self.server.start()
         self.options = ClientOptions(socket_path=self.socket, timeout=30,
@@ -433,6 +549,155 @@ class FakeDaemonTest(unittest.TestCase):
         gone = SmolVM.attach("box", options=self.options)
         with self.assertRaises(NotFoundError):
             gone.fork()
+
+
+    def test_filesystem_calls_send_requests_and_convert_replies(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        mtime = datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc)
+
+        entry = vm.stat_path("/etc/hosts")
+        self.assertEqual(self.fs.requests[-1],
+                         fs_pb2.StatPathRequest(vm_id="gen-1", path="/etc/hosts"))
+        self.assertEqual(self.fs.metadata.get("x-smolvm-tenant"), "ci")
+        self.assertEqual(entry, FileEntry(path="/etc/hosts", name="hosts", type=FileType.FILE,
+                                          size=5, mode=0o640, uid=1000, gid=100, mtime=mtime))
+        link = vm.stat_path("/link", user="alice")
+        self.assertEqual(self.fs.requests[-1].user, "alice")
+        self.assertEqual((link.type, link.symlink_target, link.is_dir),
+                         (FileType.SYMLINK, "/etc/hosts", False))
+
+        listed = vm.list_dir("/srv")
+        self.assertEqual(self.fs.requests[-1],
+                         fs_pb2.ListDirRequest(vm_id="gen-1", path="/srv", depth=1))
+        self.assertIsInstance(listed, ListDirResult)
+        self.assertEqual([(e.path, e.type) for e in listed],
+                         [("/srv/a", FileType.DIRECTORY), ("/srv/b", FileType.FILE)])
+        self.assertFalse(listed.truncated)
+        deep = vm.list_dir("/srv", 3, user="1000")
+        self.assertEqual(self.fs.requests[-1],
+                         fs_pb2.ListDirRequest(vm_id="gen-1", path="/srv", depth=3, user="1000"))
+        self.assertEqual((len(deep), deep.entries[2].type, deep.truncated),
+                         (3, FileType.OTHER, True))
+        vm.list_dir()  # "" = the user's home.
+        self.assertEqual(self.fs.requests[-1], fs_pb2.ListDirRequest(vm_id="gen-1", depth=1))
+
+        self.assertTrue(vm.make_dir("/srv/new"))
+        self.assertEqual(self.fs.requests[-1], fs_pb2.MakeDirRequest(vm_id="gen-1",
+                                                                     path="/srv/new"))
+        self.assertFalse(vm.make_dir("/exists", parents=True, mode=0o700, user="alice"))
+        self.assertEqual(self.fs.requests[-1], fs_pb2.MakeDirRequest(
+            vm_id="gen-1", path="/exists", parents=True, mode=0o700, user="alice"))
+        with self.assertRaises(AlreadyExistsError):
+            vm.make_dir("/exists")
+
+        self.assertIsNone(vm.remove_path("/srv/b"))
+        self.assertEqual(self.fs.requests[-1], fs_pb2.RemovePathRequest(vm_id="gen-1",
+                                                                        path="/srv/b"))
+        with self.assertRaises(FailedPreconditionError) as ctx:
+            vm.remove_path("/full")
+        self.assertEqual(ctx.exception.message, "/full: directory not empty")
+        vm.remove_path("/full", recursive=True, user="bob")
+        self.assertEqual(self.fs.requests[-1], fs_pb2.RemovePathRequest(
+            vm_id="gen-1", path="/full", recursive=True, user="bob"))
+
+        moved = vm.rename_path("/srv/a", "/srv/z")
+        self.assertEqual(self.fs.requests[-1], fs_pb2.RenamePathRequest(
+            vm_id="gen-1", path="/srv/a", new_path="/srv/z"))
+        self.assertEqual((moved.path, moved.name, moved.mtime), ("/srv/z", "z", mtime))
+        with self.assertRaises(AlreadyExistsError):
+            vm.rename_path("/srv/a", "/exists")
+        vm.rename_path("/srv/a", "/exists", overwrite=True, user="alice")
+        self.assertEqual(self.fs.requests[-1], fs_pb2.RenamePathRequest(
+            vm_id="gen-1", path="/srv/a", new_path="/exists", overwrite=True, user="alice"))
+
+    def test_filesystem_errors(self) -> None:
+        never_started = SmolVM(options=self.options)
+        for call in (lambda: never_started.stat_path("/"), lambda: never_started.list_dir(),
+                     lambda: never_started.make_dir("/d"),
+                     lambda: never_started.remove_path("/d"),
+                     lambda: never_started.rename_path("/a", "/b"),
+                     lambda: never_started.watch_dir("/")):
+            with self.assertRaises(FailedPreconditionError):
+                call()
+        self.assertEqual(self.fs.requests, [])  # Nothing sent.
+
+        vm = SmolVM(options=self.options).start()
+        for call in (lambda: vm.stat_path("/missing"), lambda: vm.list_dir("/missing"),
+                     lambda: vm.make_dir("/missing"), lambda: vm.remove_path("/missing"),
+                     lambda: vm.rename_path("/missing", "/x"),
+                     lambda: vm.watch_dir("/missing")):
+            with self.assertRaises(NotFoundError) as ctx:
+                call()
+            self.assertIs(ctx.exception.code, grpc.StatusCode.NOT_FOUND)
+            self.assertEqual(ctx.exception.message, "/missing: no such file or directory")
+        sent = len(self.fs.requests)
+        with self.assertRaises(InvalidArgumentError):
+            vm.list_dir("/srv", depth=-1)
+        with self.assertRaises(InvalidArgumentError):
+            vm.make_dir("/d", mode="0755")  # type: ignore[arg-type]
+        with self.assertRaises(InvalidArgumentError):
+            vm.watch_dir("/srv", timeout=-1)
+        self.assertEqual(len(self.fs.requests), sent)
+
+    def test_watch_dir_yields_events_and_close_ends_it(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        watch = vm.watch_dir("/srv", recursive=True, user="alice")
+        self.assertIsInstance(watch, DirWatch)
+        self.assertEqual(self.fs.requests[-1], fs_pb2.WatchDirRequest(
+            vm_id="gen-1", path="/srv", recursive=True, user="alice"))
+        # It returned on WATCHING, before any change was sent.
+        self.assertFalse(self.fs.go.is_set())
+        self.fs.go.set()
+        events = [next(watch) for _ in EXPECTED_EVENTS]
+        self.assertEqual(events, EXPECTED_EVENTS)
+        self.assertEqual(f"{events[2].type}", "rename")
+        self.assertFalse(watch.closed)
+        self.assertFalse(self.fs.watch_ended.is_set())
+        watch.close()
+        self.assertTrue(watch.closed)
+        self.assertEqual(list(watch), [])  # Ends without raising.
+        self.assertTrue(self.fs.watch_ended.wait(5))  # The call was cancelled.
+        watch.close()  # Idempotent.
+
+    def test_watch_dir_context_manager_and_cancel_from_another_thread(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        self.fs.go.set()
+        with vm.watch_dir("/srv") as watch:
+            seen: List[WatchEvent] = []
+            for event in watch:
+                seen.append(event)
+                if len(seen) == len(EXPECTED_EVENTS):
+                    # The next iteration blocks until the other thread cancels.
+                    threading.Timer(0.2, watch.cancel).start()
+        self.assertEqual(seen, EXPECTED_EVENTS)
+        self.assertTrue(watch.closed)
+        self.assertTrue(self.fs.watch_ended.wait(5))
+
+        with vm.watch_dir("/srv") as other:
+            next(other)
+        self.assertTrue(other.closed)  # Closed on leaving the block.
+
+    def test_watch_dir_timeout_ends_iteration(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        self.fs.go.set()
+        start = time.monotonic()
+        with vm.watch_dir("/srv", timeout=0.5) as watch:
+            self.assertEqual(list(watch), EXPECTED_EVENTS)  # Ends at the timeout.
+        self.assertGreaterEqual(time.monotonic() - start, 0.4)
+
+    def test_watch_dir_failures(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        watch = vm.watch_dir("/vm-stops")
+        with self.assertRaises(FailedPreconditionError) as ctx:
+            next(watch)  # The end of the VM is an error, not the end of iteration.
+        self.assertEqual(ctx.exception.message, "vm gen-1 is not running")
+        self.assertEqual(list(watch), [])
+
+        impatient = SmolVM.attach("box", options=ClientOptions(socket_path=self.socket,
+                                                              timeout=0.3))
+        with self.assertRaises(DeadlineExceededError) as ctx2:
+            impatient.watch_dir("/slow")  # No WATCHING within the call timeout.
+        self.assertIn("/slow", ctx2.exception.message)
 
 
 if __name__ == "__main__":

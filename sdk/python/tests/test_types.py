@@ -1,13 +1,17 @@
-"""Unit tests of smolvm.types: configs to and from messages, SnapshotInfo."""
+"""Unit tests of smolvm.types and smolvm.fs: configs to and from messages,
+SnapshotInfo, the file system's entries and watch events."""
 
 import unittest
 from datetime import datetime, timezone
 
 import grpc
 
-from smolvm import (CommandResult, EgressPolicy, ForkOutcome, InternalError,
-                    InvalidArgumentError, PortForward, SnapshotInfo, VMConfig, VMInfo, VmStatus)
+from smolvm import (CommandResult, EgressPolicy, FileEntry, FileType, ForkOutcome,
+                    InternalError, InvalidArgumentError, ListDirResult, PortForward,
+                    SnapshotInfo, VMConfig, VMInfo, VmStatus, WatchEvent, WatchEventType)
+from smolvm.fs import from_unix_ns
 from smolvm.types import coerce_config, coerce_status
+from smolvm.v1 import filesystem_service_pb2 as fs_pb2
 from smolvm.v1 import snapshot_service_pb2, types_pb2
 
 
@@ -168,6 +172,68 @@ class VmTest(unittest.TestCase):
         self.assertFalse(CommandResult(exit_code=1).ok)
         self.assertFalse(CommandResult(signal=9).ok)
         self.assertFalse(CommandResult(timed_out=True).ok)
+
+
+
+class FilesystemTypesTest(unittest.TestCase):
+    def test_file_type(self) -> None:
+        self.assertIs(FileType.from_proto(fs_pb2.FILE_TYPE_FILE), FileType.FILE)
+        self.assertIs(FileType.from_proto(fs_pb2.FILE_TYPE_DIRECTORY), FileType.DIRECTORY)
+        self.assertIs(FileType.from_proto(fs_pb2.FILE_TYPE_SYMLINK), FileType.SYMLINK)
+        self.assertIs(FileType.from_proto(fs_pb2.FILE_TYPE_OTHER), FileType.OTHER)
+        # Unspecified, or newer than the SDK: OTHER.
+        self.assertIs(FileType.from_proto(fs_pb2.FILE_TYPE_UNSPECIFIED), FileType.OTHER)
+        self.assertIs(FileType.from_proto(99), FileType.OTHER)
+        self.assertEqual(f"{FileType.DIRECTORY}", "directory")
+        self.assertEqual(FileType.SYMLINK, "symlink")
+
+    def test_file_entry(self) -> None:
+        msg = fs_pb2.FileEntry(path="/home/alice/link", name="link",
+                               type=fs_pb2.FILE_TYPE_SYMLINK, size=9, mode=0o777, uid=1000,
+                               gid=1000, mtime_unix_ns=1_700_000_000_123_456_789,
+                               symlink_target="/etc/hosts")
+        entry = FileEntry.from_proto(msg)
+        self.assertEqual(entry, FileEntry(
+            path="/home/alice/link", name="link", type=FileType.SYMLINK, size=9, mode=0o777,
+            uid=1000, gid=1000,
+            mtime=datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc),
+            symlink_target="/etc/hosts"))
+        self.assertIs(entry.mtime.tzinfo, timezone.utc)
+        self.assertFalse(entry.is_dir)
+        empty = FileEntry.from_proto(fs_pb2.FileEntry())
+        self.assertEqual((empty.type, empty.mtime),
+                         (FileType.OTHER, datetime(1970, 1, 1, tzinfo=timezone.utc)))
+        self.assertEqual(from_unix_ns(-1_500),
+                         datetime(1969, 12, 31, 23, 59, 59, 999998, tzinfo=timezone.utc))
+        self.assertEqual(from_unix_ns(2**63 - 1).year, 2262)
+
+    def test_list_dir_result(self) -> None:
+        result = ListDirResult.from_proto(fs_pb2.ListDirResponse(entries=[
+            fs_pb2.FileEntry(path="/d", name="d", type=fs_pb2.FILE_TYPE_DIRECTORY),
+            fs_pb2.FileEntry(path="/d/f", name="f", type=fs_pb2.FILE_TYPE_FILE, size=3)],
+            truncated=True))
+        self.assertTrue(result.truncated)
+        self.assertEqual([(e.path, e.is_dir) for e in result], [("/d", True), ("/d/f", False)])
+        self.assertEqual((len(result), result.entries[1].size), (2, 3))
+        self.assertEqual(ListDirResult.from_proto(fs_pb2.ListDirResponse()), ListDirResult())
+
+    def test_watch_events(self) -> None:
+        names = {WatchEventType.CREATE: fs_pb2.WATCH_EVENT_TYPE_CREATE,
+                 WatchEventType.MODIFY: fs_pb2.WATCH_EVENT_TYPE_MODIFY,
+                 WatchEventType.DELETE: fs_pb2.WATCH_EVENT_TYPE_DELETE,
+                 WatchEventType.RENAME: fs_pb2.WATCH_EVENT_TYPE_RENAME,
+                 WatchEventType.CHMOD: fs_pb2.WATCH_EVENT_TYPE_CHMOD,
+                 WatchEventType.OVERFLOW: fs_pb2.WATCH_EVENT_TYPE_OVERFLOW}
+        self.assertEqual(set(names), set(WatchEventType))
+        for kind, number in names.items():
+            self.assertIs(WatchEventType.from_proto(number), kind)
+        for skipped in (fs_pb2.WATCH_EVENT_TYPE_WATCHING, fs_pb2.WATCH_EVENT_TYPE_UNSPECIFIED, 99):
+            self.assertIsNone(WatchEventType.from_proto(skipped))
+            self.assertIsNone(WatchEvent.from_proto(fs_pb2.WatchDirEvent(type=skipped)))
+        renamed = WatchEvent.from_proto(fs_pb2.WatchDirEvent(
+            type=fs_pb2.WATCH_EVENT_TYPE_RENAME, path="/d/new", old_path="/d/old", is_dir=True))
+        self.assertEqual(renamed, WatchEvent(WatchEventType.RENAME, "/d/new", "/d/old", True))
+        self.assertEqual(str(WatchEventType.MODIFY), "modify")
 
 
 if __name__ == "__main__":
