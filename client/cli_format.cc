@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/strip.h"
 #include "absl/time/time.h"
 
@@ -421,6 +422,52 @@ std::string WatchEventLine(const v1::WatchDirEvent& event) {
   }
   if (!event.path().empty()) absl::StrAppend(&line, " ", shown(event.path()));
   return Cell(line);
+}
+
+namespace {
+
+// ShellWord is `word` as a POSIX shell reads it back: as it is when it has
+// only characters a shell takes literally, else in single quotes (a ' in it
+// becomes '\'').
+std::string ShellWord(const std::string& word) {
+  const bool plain = !word.empty() && std::all_of(word.begin(), word.end(), [](char c) {
+    return absl::ascii_isalnum(static_cast<unsigned char>(c)) ||
+           absl::StrContains("_@%+=:,./-", c);
+  });
+  if (plain) return word;
+  return absl::StrCat("'", absl::StrReplaceAll(word, {{"'", "'\\''"}}), "'");
+}
+
+}  // namespace
+
+std::string SignalName(int sig) {
+  // The Linux numbering (asm-generic, x86 and arm64 alike): the guest's.
+  static constexpr const char* kNames[] = {
+      nullptr, "HUP",  "INT",    "QUIT", "ILL",  "TRAP", "ABRT", "BUS",  "FPE",  "KILL", "USR1",
+      "SEGV",  "USR2", "PIPE",   "ALRM", "TERM", "STKFLT", "CHLD", "CONT", "STOP", "TSTP",
+      "TTIN",  "TTOU", "URG",    "XCPU", "XFSZ", "VTALRM", "PROF", "WINCH", "IO",  "PWR",
+      "SYS"};
+  if (sig > 0 && static_cast<size_t>(sig) < std::size(kNames)) return kNames[sig];
+  return absl::StrCat(sig);
+}
+
+std::string ProcessStatus(const v1::ProcessInfo& process) {
+  if (process.running()) return "running";
+  if (process.signal() != 0) return absl::StrCat("signal ", SignalName(process.signal()));
+  return absl::StrCat("exited ", process.exit_code());
+}
+
+std::string ProcessTable(absl::Span<const v1::ProcessInfo> processes) {
+  std::vector<std::vector<std::string>> rows = {
+      {"PID", "STATUS", "STARTED", "OUTPUT", "USER", "COMMAND"}};
+  for (const v1::ProcessInfo& p : processes) {
+    std::vector<std::string> words;
+    for (const std::string& arg : p.argv()) words.push_back(ShellWord(arg));
+    rows.push_back({absl::StrCat(p.pid()), ProcessStatus(p),
+                    FormatUnixNanos(p.started_at_unix_ns()), FormatBytes(p.output_bytes()),
+                    Dash(p.user()), Dash(absl::StrJoin(words, " "))});
+  }
+  return RenderTable(rows);
 }
 
 std::string VerifyTable(const v1::VerifySnapshotResponse& r) {

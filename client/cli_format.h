@@ -26,6 +26,7 @@
 #include "smolvm/v1/filesystem_service.pb.h"
 #include "smolvm/v1/image_service.pb.h"
 #include "smolvm/v1/pool_service.pb.h"
+#include "smolvm/v1/process_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 
@@ -98,6 +99,23 @@ std::string ListedDirPrefix(absl::Span<const v1::FileEntry> entries);
 // as "RENAME /a -> /b"; a directory's paths end in "/". Escaped like a
 // table cell.
 std::string WatchEventLine(const v1::WatchDirEvent& event);
+
+// ProcessTable renders a VM's background processes (ProcessService) with
+// the columns PID STATUS STARTED OUTPUT USER COMMAND: STATUS as
+// ProcessStatus; STARTED as FormatTimestamp; OUTPUT the bytes written to
+// stdout and stderr so far (FormatBytes); USER as requested ("-" = the
+// default, root); COMMAND the argv, each word that a shell would not take
+// as it is in single quotes ("sh -c 'sleep 1; echo hi'").
+std::string ProcessTable(absl::Span<const v1::ProcessInfo> processes);
+
+// ProcessStatus renders a process's state: "running", "exited N" or
+// "signal NAME" (SignalName; e.g. "signal TERM").
+std::string ProcessStatus(const v1::ProcessInfo& process);
+
+// SignalName is the name of Linux signal `sig` without its "SIG" prefix
+// ("TERM", "KILL", "USR1"), or its number in decimal when it has none (the
+// real-time signals, 32-64, and anything out of range).
+std::string SignalName(int sig);
 
 // VerifyTable renders a VerifySnapshot answer with the columns
 // FILE STATUS CHECKSUM EXPECTED PATH, then one summary line. STATUS is "ok",

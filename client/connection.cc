@@ -331,6 +331,7 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   pool_stub_ = v1::PoolService::NewStub(channel_);
   operation_stub_ = v1::OperationService::NewStub(channel_);
   filesystem_stub_ = v1::FilesystemService::NewStub(channel_);
+  process_stub_ = v1::ProcessService::NewStub(channel_);
 }
 
 Connection::Connection(Connection&&) noexcept = default;

@@ -52,6 +52,7 @@
 #include "smolvm/v1/image_service.grpc.pb.h"
 #include "smolvm/v1/operation_service.grpc.pb.h"
 #include "smolvm/v1/pool_service.grpc.pb.h"
+#include "smolvm/v1/process_service.grpc.pb.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -170,6 +171,9 @@ class Connection {
   // filesystem_stub is the FilesystemService stub, for the streaming
   // WatchDir.
   v1::FilesystemService::Stub& filesystem_stub() const { return *filesystem_stub_; }
+  // process_stub is the ProcessService stub, for the streaming
+  // ConnectProcess and WaitProcess (no per-RPC deadline).
+  v1::ProcessService::Stub& process_stub() const { return *process_stub_; }
   // operation_stub is the OperationService stub, for the streaming
   // WatchOperation (client/operation_watch.h).
   v1::OperationService::Stub& operation_stub() const { return *operation_stub_; }
@@ -215,11 +219,13 @@ class Connection {
       return *operation_stub_;
     } else if constexpr (std::is_same_v<Stub, v1::FilesystemService::Stub>) {
       return *filesystem_stub_;
+    } else if constexpr (std::is_same_v<Stub, v1::ProcessService::Stub>) {
+      return *process_stub_;
     } else {
       static_assert(std::is_same_v<Stub, v1::SnapshotService::Stub>,
                     "Connection::Call takes a VmService, SnapshotService, "
-                    "ImageService, PoolService, OperationService or FilesystemService "
-                    "stub method");
+                    "ImageService, PoolService, OperationService, FilesystemService or "
+                    "ProcessService stub method");
       return *snapshot_stub_;
     }
   }
@@ -234,6 +240,7 @@ class Connection {
   std::unique_ptr<v1::PoolService::Stub> pool_stub_;
   std::unique_ptr<v1::OperationService::Stub> operation_stub_;
   std::unique_ptr<v1::FilesystemService::Stub> filesystem_stub_;
+  std::unique_ptr<v1::ProcessService::Stub> process_stub_;
 };
 
 }  // namespace smolvm

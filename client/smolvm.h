@@ -52,6 +52,7 @@
 #include "client/connection.h"
 #include "client/operation_watch.h"
 #include "smolvm/v1/filesystem_service.pb.h"
+#include "smolvm/v1/process_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
 #include "smolvm/v1/vm_service.pb.h"
@@ -177,6 +178,7 @@ using ExecOutputCallback =
 // (independent SmolVM objects may be used concurrently). Movable, not
 // copyable; a moved-from SmolVM may only be destroyed or assigned to.
 class DirWatch;
+class ProcessConnection;
 
 class SmolVM {
  public:
@@ -389,6 +391,39 @@ class SmolVM {
                                                       bool recursive = false,
                                                       const std::string& user = "");
 
+  // --- Background processes (ProcessService; the VM must be RUNNING) -------
+  //
+  // A process runs in the guest whether or not a client is attached: it
+  // outlives this handle, this client and a daemon restart. Its output is
+  // kept in the guest (the last 256 KiB) for any client to attach to.
+
+  // start_process starts `argv` (or, in the string form, `command` under
+  // /bin/sh -c) in the background with `options`' env, cwd and user (its
+  // stdin_data and timeout must be unset: a background process has no stdin
+  // and no limit; INVALID_ARGUMENT otherwise) and returns once it runs.
+  absl::StatusOr<v1::ProcessInfo> start_process(const std::vector<std::string>& argv,
+                                                const RunOptions& options = {});
+  absl::StatusOr<v1::ProcessInfo> start_process(const std::string& command,
+                                                const RunOptions& options = {});
+  absl::StatusOr<v1::ProcessInfo> start_process(std::initializer_list<std::string> argv,
+                                                const RunOptions& options = {});
+  // list_processes returns the tracked processes (running and exited).
+  absl::StatusOr<std::vector<v1::ProcessInfo>> list_processes();
+  // signal_process sends `signal` (1-64) to a running process, or with
+  // `group` to its process group. NOT_FOUND if it is not running.
+  absl::StatusOr<v1::ProcessInfo> signal_process(uint32_t pid, int signal = 15,
+                                                 bool group = false);
+  // connect_process attaches to a process's output: first up to
+  // `tail_bytes` of what it wrote before, then what it writes, then its
+  // exit. The connection has no deadline; cancelling it (or destroying it)
+  // detaches without touching the process.
+  absl::StatusOr<std::unique_ptr<ProcessConnection>> connect_process(uint32_t pid,
+                                                                     uint32_t tail_bytes = 0);
+  // wait_process waits until the process has exited (DEADLINE_EXCEEDED
+  // after `timeout`; infinite = no limit) and returns it.
+  absl::StatusOr<v1::ProcessInfo> wait_process(
+      uint32_t pid, absl::Duration timeout = absl::InfiniteDuration());
+
   // attach returns a handle on the existing VM `vm_id` (GetVm).
   static absl::StatusOr<SmolVM> attach(const std::string& vm_id,
                                        ClientOptions options = {});
@@ -435,6 +470,20 @@ class DirWatch {
   // why it ended (CANCELLED after cancel(); the VM's end; a lost daemon).
   virtual absl::StatusOr<v1::WatchDirEvent> next() = 0;
   // cancel ends the watch; a next() blocked in another thread returns.
+  // Thread-safe, idempotent.
+  virtual void cancel() = 0;
+};
+
+// ProcessConnection is a running ConnectProcess call
+// (`SmolVM::connect_process()`). Destroying it detaches.
+class ProcessConnection {
+ public:
+  virtual ~ProcessConnection() = default;
+  // next blocks until the next output chunk or the exit (a response whose
+  // `exit` is set, the last); after it, or after cancel(), the status the
+  // call ended with (CANCELLED after cancel()).
+  virtual absl::StatusOr<v1::ConnectProcessResponse> next() = 0;
+  // cancel detaches; a next() blocked in another thread returns.
   // Thread-safe, idempotent.
   virtual void cancel() = 0;
 };

@@ -5,71 +5,40 @@
 #include <grpcpp/support/sync_stream.h>
 
 #include <memory>
-#include <mutex>
 #include <string>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "client/smolvm.h"
-#include "client/status.h"
+#include "client/stream_call.h"
 
 namespace smolvm {
 
 namespace {
 
-// GrpcDirWatch is a WatchDir call: next() reads the stream, cancel()
-// cancels its context (which ends a blocked Read).
+// GrpcDirWatch is a WatchDir call that has seen its WATCHING event.
 class GrpcDirWatch : public DirWatch {
  public:
   explicit GrpcDirWatch(std::unique_ptr<grpc::ClientContext> context)
-      : context_(std::move(context)) {}
-  ~GrpcDirWatch() override {
-    cancel();
-    if (reader_) (void)reader_->Finish();
-  }
+      : call_(std::move(context)) {}
 
   // Starts the call and waits for WATCHING (or the call's error).
-  // The call holds its channel: the watch may outlive the SmolVM.
   absl::Status Start(v1::FilesystemService::Stub& stub, const v1::WatchDirRequest& request) {
-    reader_ = stub.WatchDir(context_.get(), request);
-    v1::WatchDirEvent first;
-    if (!reader_->Read(&first)) return End();
-    if (first.type() != v1::WATCH_EVENT_TYPE_WATCHING) {
+    call_.Begin([&](grpc::ClientContext* c) { return stub.WatchDir(c, request); });
+    auto first = call_.Next();
+    if (!first.ok()) return first.status();
+    if (first->type() != v1::WATCH_EVENT_TYPE_WATCHING) {
       return absl::InternalError(absl::StrCat(
           "watch ", request.path(), ": the daemon's first event was not WATCHING"));
     }
     return absl::OkStatus();
   }
 
-  absl::StatusOr<v1::WatchDirEvent> next() override {
-    if (!ended_.ok()) return ended_;
-    v1::WatchDirEvent event;
-    if (reader_->Read(&event)) return event;
-    return End();
-  }
-
-  void cancel() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (!cancelled_) context_->TryCancel();
-    cancelled_ = true;
-  }
+  absl::StatusOr<v1::WatchDirEvent> next() override { return call_.Next(); }
+  void cancel() override { call_.Cancel(); }
 
  private:
-  // The stream is over: its status, CANCELLED if it ended with OK (the
-  // daemon closed the watch) so that next() never returns OK again.
-  absl::Status End() {
-    grpc::Status status = reader_->Finish();
-    reader_.reset();
-    ended_ = status.ok() ? absl::CancelledError("the watch ended")
-                         : FromGrpcStatus(status);
-    return ended_;
-  }
-
-  std::unique_ptr<grpc::ClientContext> context_;
-  std::unique_ptr<grpc::ClientReader<v1::WatchDirEvent>> reader_;
-  absl::Status ended_;
-  std::mutex mu_;
-  bool cancelled_ = false;
+  StreamCall<v1::WatchDirEvent> call_;
 };
 
 }  // namespace

@@ -3,7 +3,7 @@
 //   smolvmctl [--endpoint unix:///PATH|HOST:PORT] [--socket PATH]
 //       [--tls-cert PEM --tls-key PEM --tls-ca PEM] [--as-tenant TENANT]
 //       [--json | --output table|json|yaml] [--timeout SECONDS]
-//       vm|snapshot|file|fs|image|pool|doctor|completion ...
+//       vm|snapshot|file|fs|process|image|pool|doctor|completion ...
 //
 // Each command is one RPC (lists follow every page) made through the client
 // library (client/connection.h, client/smolvm.h), which also resolves where
@@ -15,6 +15,8 @@
 //
 // Errors print "smolvmctl: <message>" on stderr and exit with ExitCodeFor
 // (client/status.h), or for `vm exec` 125/126/127 (client/cli/cli_rules.h).
+// `vm exec`, `process attach` and `process wait` exit with the guest
+// command's status when it ran.
 // Text that comes from the daemon or a guest is escaped so that it cannot
 // carry terminal control sequences (cli::EscapeForTerminal); exec output and
 // downloaded files are data and pass through unchanged.
@@ -24,6 +26,7 @@
 #include <algorithm>
 #include <iostream>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -92,6 +95,7 @@ int Main(int argc, char** argv) {
   RegisterVmCommands(app, ctx);
   RegisterFileCommands(app, ctx);
   RegisterFsCommands(app, ctx);
+  RegisterProcessCommands(app, ctx);
   RegisterSnapshotCommands(app, ctx);
   RegisterPoolCommands(app, ctx);
   RegisterOperationCommands(app, ctx);
@@ -99,19 +103,31 @@ int Main(int argc, char** argv) {
   RegisterDoctorCommand(app, ctx);
   RegisterCompletionCommand(app, ctx);
 
-  // `vm exec ID uname -a`: everything from the command on is the command's.
+  // `vm exec ID uname -a`, `process start ID sleep 60`: everything from the
+  // command on is the command's. `levels` are the command and its parents,
+  // where its flags are looked up.
+  const auto separate = [&app](std::vector<std::string> words,
+                               const std::vector<std::string>& path,
+                               std::vector<const CLI::App*> levels) {
+    levels.push_back(&app);
+    return InsertCommandSeparator(std::move(words), path, 1, [&](const std::string& flag) {
+      for (const CLI::App* level : levels) {
+        if (const CLI::Option* opt = level->get_option_no_throw(flag); opt != nullptr) {
+          return opt->get_type_size() != 0;
+        }
+      }
+      return false;
+    });
+  };
   const CLI::App* vm = app.get_subcommand("vm");
   const CLI::App* exec = vm->get_subcommand("exec");
-  std::vector<std::string> args = InsertCommandSeparator(
-      std::vector<std::string>(argv + 1, argv + argc), {"vm", "exec"}, 1,
-      [&](const std::string& flag) {
-        for (const CLI::App* level : {exec, vm, static_cast<const CLI::App*>(&app)}) {
-          if (const CLI::Option* opt = level->get_option_no_throw(flag); opt != nullptr) {
-            return opt->get_type_size() != 0;
-          }
-        }
-        return false;
-      });
+  const CLI::App* process = app.get_subcommand("process");
+  const CLI::App* start = process->get_subcommand("start");
+  std::vector<std::string> args =
+      separate(std::vector<std::string>(argv + 1, argv + argc), {"vm", "exec"}, {exec, vm});
+  for (const char* name : {"process", "ps"}) {
+    args = separate(std::move(args), {name, "start"}, {start, process});
+  }
   std::reverse(args.begin(), args.end());  // CLI11 takes them last first.
 
   try {

@@ -26,6 +26,7 @@
 #include "daemon/metrics.h"
 #include "daemon/operation_service.h"
 #include "daemon/pool_service.h"
+#include "daemon/process_service.h"
 #include "daemon/snapshot_service.h"
 #include "daemon/systemd_notify.h"
 #include "daemon/tls_credentials.h"
@@ -324,6 +325,7 @@ int Run(int argc, char** argv) {
   ImageServiceImpl image_service(image_store, &manager, &callers);
   PoolServiceImpl pool_service(&manager, &callers);
   FilesystemServiceImpl filesystem_service(&manager, &callers);
+  ProcessServiceImpl process_service(&manager, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -343,6 +345,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&pool_service);
   builder.RegisterService(&operation_service);
   builder.RegisterService(&filesystem_service);
+  builder.RegisterService(&process_service);
   // Exec stdin may be up to 16 MiB in one request.
   builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();

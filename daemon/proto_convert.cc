@@ -224,18 +224,9 @@ void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* o
 }
 
 absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req) {
-  agent::ExecSpec spec;
-  if (req.argv_size() > 0 && !req.command().empty()) {
-    return absl::InvalidArgumentError("exec: set either argv or command, not both");
-  }
-  if (req.argv_size() > 0) {
-    spec.argv.assign(req.argv().begin(), req.argv().end());
-  } else if (!req.command().empty()) {
-    spec.argv = {"/bin/sh", "-c", req.command()};
-  }
-  spec.env.insert(req.env().begin(), req.env().end());
-  spec.cwd = req.cwd();
-  spec.user = req.user();
+  absl::StatusOr<agent::ExecSpec> command = CommandSpecFromProto(req, "exec");
+  if (!command.ok()) return command.status();
+  agent::ExecSpec spec = *std::move(command);
   spec.timeout = absl::Milliseconds(req.timeout_ms());
   if (req.has_stdin() || !req.stdin().empty()) {
     if (req.stdin().size() > (16u << 20)) {

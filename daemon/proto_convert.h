@@ -6,6 +6,7 @@
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "lib/agent/agent_client.h"
 #include "lib/core/operations.h"
 #include "lib/model/pool.h"
@@ -36,6 +37,27 @@ ListFilter FilterFromProto(const v1::ListSnapshotsRequest& req);
 void ToProto(const std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>& clones,
              google::protobuf::RepeatedPtrField<v1::ForkResult>* out);
 // Argv or shell form, env, cwd, stdin and timeout of an Exec request.
+// The command every request that runs one carries (ExecRequest,
+// StartProcessRequest): argv, or a shell command (/bin/sh -c), with env, cwd
+// and user. `what` names the call in the error for both set.
+template <typename Request>
+absl::StatusOr<agent::ExecSpec> CommandSpecFromProto(const Request& req, const char* what) {
+  agent::ExecSpec spec;
+  if (req.argv_size() > 0 && !req.command().empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(what, ": set either argv or command, not both"));
+  }
+  if (req.argv_size() > 0) {
+    spec.argv.assign(req.argv().begin(), req.argv().end());
+  } else if (!req.command().empty()) {
+    spec.argv = {"/bin/sh", "-c", req.command()};
+  }
+  spec.env.insert(req.env().begin(), req.env().end());
+  spec.cwd = req.cwd();
+  spec.user = req.user();
+  return spec;
+}
+
 absl::StatusOr<agent::ExecSpec> ExecSpecFromProto(const v1::ExecRequest& req);
 // One exec event as a stream message.
 void ToProto(const agent::ExecEvent& event, v1::ExecResponse* out);

@@ -22,6 +22,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx);     // vm ... (exec: ex
 void RegisterExecCommand(CLI::App& vm, CliContext& ctx);     // vm exec
 void RegisterFileCommands(CLI::App& app, CliContext& ctx);   // file put|get
 void RegisterFsCommands(CLI::App& app, CliContext& ctx);     // fs stat|ls|mkdir|rm|mv|watch
+void RegisterProcessCommands(CLI::App& app, CliContext& ctx);  // process (ps) start|ls|kill|...
 void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx);
 void RegisterPoolCommands(CLI::App& app, CliContext& ctx);
 void RegisterOperationCommands(CLI::App& app, CliContext& ctx);  // operation get

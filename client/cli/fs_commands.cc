@@ -4,35 +4,23 @@
 // meaning, so the exit codes are the usual ones: 3 for a missing path, 4
 // for an existing target, 5 for a non-empty directory without -r.
 //
-// `fs watch` streams until Ctrl-C, SIGTERM or its --timeout. The signal
-// handler only writes the signal's number to a pipe; a thread of ours reads
-// it (or sees the deadline pass) and cancels the watch, so the blocked
+// `fs watch` streams until Ctrl-C, SIGTERM or its --timeout: a
+// StreamStopper (stream_stopper.h) cancels the watch, so the blocked
 // DirWatch::next() returns and the output ends cleanly.
 
-#include <fcntl.h>
-#include <poll.h>
-#include <signal.h>
-#include <unistd.h>
-
-#include <algorithm>
-#include <atomic>
-#include <cerrno>
-#include <climits>
 #include <cstdint>
-#include <functional>
 #include <iostream>
 #include <memory>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/str_cat.h"
-#include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "client/cli/args.h"
 #include "client/cli/commands.h"
+#include "client/cli/stream_stopper.h"
 #include "client/cli/yaml.h"
 #include "client/cli_format.h"
 #include "client/smolvm.h"
@@ -52,131 +40,6 @@ struct FsFlags {
   double timeout_seconds = 0;
   CLI::Option* timeout = nullptr;  // fs watch --timeout.
 };
-
-// --- Ending a watch from a signal or a deadline ---------------------------
-
-// The write end of the running WatchStopper's pipe, for the signal handler
-// (-1: none).
-std::atomic<int> g_stop_fd{-1};
-static_assert(std::atomic<int>::is_always_lock_free, "read in a signal handler");
-
-// OnStopSignal is the SIGINT/SIGTERM handler: it only writes the signal's
-// number to the pipe (write is async-signal-safe; the pipe is non-blocking).
-void OnStopSignal(int sig) {
-  const int saved_errno = errno;
-  const int fd = g_stop_fd.load();
-  if (fd >= 0) {
-    const unsigned char byte = static_cast<unsigned char>(sig);
-    const ssize_t ignored = write(fd, &byte, 1);
-    (void)ignored;
-  }
-  errno = saved_errno;
-}
-
-// WatchStopper calls `stop` from its own thread on the first SIGINT or
-// SIGTERM, or once `timeout` (if more than zero) has passed, whichever comes
-// first, and then does nothing more. A signal that was ignored when it
-// started (a background job's SIGINT) stays ignored; a second Ctrl-C, should
-// the stop hang, kills the process as usual. One at a time per process.
-// Destroying it restores the handlers and joins the thread: destroy it
-// before what `stop` touches.
-class WatchStopper {
- public:
-  static absl::StatusOr<std::unique_ptr<WatchStopper>> Start(std::function<void()> stop,
-                                                             absl::Duration timeout);
-  ~WatchStopper();
-  WatchStopper(const WatchStopper&) = delete;
-  WatchStopper& operator=(const WatchStopper&) = delete;
-
-  // The signal that stopped it; 0 if none did.
-  int stop_signal() const { return stop_signal_.load(); }
-  // Whether the timeout stopped it.
-  bool timed_out() const { return timed_out_.load(); }
-
- private:
-  struct Handler {
-    int sig;
-    struct sigaction old;
-    bool installed;
-  };
-
-  WatchStopper(int read_fd, int write_fd) : read_fd_(read_fd), write_fd_(write_fd) {}
-  void Run(const std::function<void()>& stop, absl::Duration timeout);
-
-  const int read_fd_;
-  const int write_fd_;
-  Handler handlers_[2] = {{SIGINT, {}, false}, {SIGTERM, {}, false}};
-  std::atomic<int> stop_signal_{0};
-  std::atomic<bool> timed_out_{false};
-  std::thread thread_;
-};
-
-absl::StatusOr<std::unique_ptr<WatchStopper>> WatchStopper::Start(std::function<void()> stop,
-                                                                  absl::Duration timeout) {
-  int fds[2];
-  if (pipe2(fds, O_CLOEXEC | O_NONBLOCK) != 0) {
-    return absl::ErrnoToStatus(errno, "fs watch: make the signal pipe");
-  }
-  std::unique_ptr<WatchStopper> stopper(new WatchStopper(fds[0], fds[1]));
-  g_stop_fd.store(fds[1]);
-  struct sigaction action = {};
-  action.sa_handler = OnStopSignal;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART | SA_RESETHAND;
-  for (Handler& h : stopper->handlers_) {
-    if (sigaction(h.sig, nullptr, &h.old) != 0 || h.old.sa_handler == SIG_IGN) continue;
-    h.installed = sigaction(h.sig, &action, &h.old) == 0;
-  }
-  WatchStopper* self = stopper.get();
-  stopper->thread_ = std::thread(
-      [self, stop = std::move(stop), timeout] { self->Run(stop, timeout); });
-  return stopper;
-}
-
-WatchStopper::~WatchStopper() {
-  for (Handler& h : handlers_) {
-    if (h.installed) sigaction(h.sig, &h.old, nullptr);
-  }
-  g_stop_fd.store(-1);
-  const unsigned char quit = 0;  // Not a signal number: "end the thread".
-  const ssize_t ignored = write(write_fd_, &quit, 1);
-  (void)ignored;
-  if (thread_.joinable()) thread_.join();
-  close(read_fd_);
-  close(write_fd_);
-}
-
-void WatchStopper::Run(const std::function<void()>& stop, absl::Duration timeout) {
-  const bool has_deadline = timeout > absl::ZeroDuration();
-  const absl::Time deadline = has_deadline ? absl::Now() + timeout : absl::InfiniteFuture();
-  while (true) {
-    int wait_ms = -1;
-    if (has_deadline) {
-      const absl::Duration left = deadline - absl::Now();
-      if (left <= absl::ZeroDuration()) {
-        timed_out_.store(true);
-        stop();
-        return;
-      }
-      // Rounded up, so that the wake-up is at or after the deadline.
-      wait_ms = static_cast<int>(
-          std::min<int64_t>(absl::ToInt64Milliseconds(left) + 1, INT_MAX));
-    }
-    pollfd p = {read_fd_, POLLIN, 0};
-    const int ready = poll(&p, 1, wait_ms);
-    if (ready < 0 && errno == EINTR) continue;
-    if (ready < 0) return;   // Not expected; the watch can still end by itself.
-    if (ready == 0) continue;  // The deadline, checked above.
-    unsigned char byte = 0;
-    if (read(read_fd_, &byte, 1) != 1) continue;
-    if (byte == 0) return;  // The destructor: the watch ended by itself.
-    stop_signal_.store(byte);
-    stop();
-    return;
-  }
-}
-
-// --- The commands ---------------------------------------------------------
 
 absl::StatusOr<SmolVM> Target(const CliContext& ctx, const FsFlags& f) {
   return SmolVM::attach(f.vm_id, ctx.globals.options());
@@ -288,8 +151,8 @@ absl::Status RunWatch(CliContext& ctx, const FsFlags& f) {
   if (!ctx.out.structured()) {
     std::cerr << "watching " << EscapeForTerminal(f.path) << "\n" << std::flush;
   }
-  absl::StatusOr<std::unique_ptr<WatchStopper>> stopper =
-      WatchStopper::Start([&w] { w.cancel(); }, timeout);
+  absl::StatusOr<std::unique_ptr<StreamStopper>> stopper =
+      StreamStopper::Start([&w] { w.cancel(); }, timeout);
   if (!stopper.ok()) return stopper.status();
 
   absl::Status ended;

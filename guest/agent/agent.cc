@@ -15,6 +15,7 @@
 #include "guest/agent/fs_ops.h"
 #include "guest/agent/fs_watch.h"
 #include "guest/agent/log.h"
+#include "guest/agent/process_table.h"
 #include "guest/agent/system_ops.h"
 #include "lib/agent/frame_codec.h"
 
@@ -53,6 +54,20 @@ void SendWatchError(Channel* channel, const agent::v1::FsWatch& request, std::st
   event->set_error(std::move(error));
   event->set_error_errno(errnum);
   channel->Send(frame);
+}
+
+void SendProcReply(Channel* channel, agent::v1::ProcReply reply) {
+  Frame frame;
+  *frame.mutable_proc_reply() = std::move(reply);
+  channel->Send(frame);
+}
+
+void SendProcError(Channel* channel, uint64_t id, std::string error, int errnum) {
+  agent::v1::ProcReply reply;
+  reply.set_id(id);
+  reply.set_error(std::move(error));
+  reply.set_error_errno(errnum);
+  SendProcReply(channel, std::move(reply));
 }
 
 // Runs `body` on a detached thread; false if no thread could be created.
@@ -113,8 +128,9 @@ void Agent::Dispatch(Frame* frame) {
       std::lock_guard<std::mutex> lock(ops_mu_);
       auto it = ops_.find(frame->exec_cancel().id());
       // An exec's process group is killed; an upload is abandoned (its temp
-      // file removed, nothing committed); a watch stops (no event follows).
-      if (it != ops_.end()) it->second->input.Cancel();
+      // file removed, nothing committed); a watch stops (no event follows);
+      // an attach detaches (its process goes on).
+      if (it != ops_.end()) CancelOp(*it->second);
       break;
     }
     case Frame::kFileWriteStart:
@@ -133,6 +149,19 @@ void Agent::Dispatch(Frame* frame) {
       break;
     case Frame::kFsWatch:
       StartWatch(frame->fs_watch());
+      break;
+    case Frame::kProcStart:
+      StartProcess(frame->proc_start());
+      break;
+    case Frame::kProcList:
+      SendProcReply(channel_, processes_.List(frame->proc_list().id()));
+      break;
+    case Frame::kProcSignal:
+      // On the reader thread: one kill().
+      SendProcReply(channel_, processes_.Signal(frame->proc_signal()));
+      break;
+    case Frame::kProcAttach:
+      StartAttach(frame->proc_attach());
       break;
     case Frame::kSetClock: {
       Frame reply;
@@ -243,6 +272,39 @@ void Agent::StartWatch(const agent::v1::FsWatch& request) {
   }
 }
 
+void Agent::StartProcess(const agent::v1::ProcStart& request) {
+  // Not registered as an operation: no ExecCancel or disconnect ends it.
+  if (!Spawn([this, request] { processes_.Run(channel_, request); })) {
+    SendProcError(channel_, request.id(), "start process thread: Resource temporarily unavailable",
+                  EAGAIN);
+  }
+}
+
+void Agent::StartAttach(const agent::v1::ProcAttach& request) {
+  const uint64_t id = request.id();
+  std::shared_ptr<ProcessTable::Process> process = processes_.Find(request.pid());
+  if (process == nullptr) {
+    return SendProcError(channel_, id, "no process " + std::to_string(request.pid()), ESRCH);
+  }
+  std::shared_ptr<Op> op = Register(id, Kind::kAttach);
+  if (op == nullptr) {
+    return SendProcError(channel_, id, "attach id " + std::to_string(id) + " is already in use",
+                         EINVAL);
+  }
+  if (!Spawn([this, op, process, request] {
+        processes_.Attach(channel_, request, *process, &op->input);
+        Unregister(request.id(), op.get());
+      })) {
+    Unregister(id, op.get());
+    SendProcError(channel_, id, "start attach thread: Resource temporarily unavailable", EAGAIN);
+  }
+}
+
+void Agent::CancelOp(Op& op) {
+  op.input.Cancel();
+  if (op.kind == Kind::kAttach) processes_.WakeAttaches();
+}
+
 void Agent::PushInput(uint64_t id, Kind kind, std::string data, bool eof) {
   std::shared_ptr<Op> op;
   {
@@ -257,7 +319,7 @@ void Agent::PushInput(uint64_t id, Kind kind, std::string data, bool eof) {
 void Agent::CancelOnDisconnect() {
   std::lock_guard<std::mutex> lock(ops_mu_);
   for (auto& [id, op] : ops_) {
-    if (op->kind == Kind::kUpload || op->kind == Kind::kWatch) op->input.Cancel();
+    if (op->kind != Kind::kExec) CancelOp(*op);
   }
 }
 

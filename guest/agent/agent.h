@@ -5,14 +5,17 @@
 // child or a file: every exec, upload, download, filesystem call (FsRequest)
 // and directory watch (FsWatch) runs on its own detached thread, and the
 // data the host streams into an operation (ExecStdin, FileData) is queued in
-// that operation's bounded OpInput.
+// that operation's bounded OpInput. Background processes (ProcStart, protocol
+// 5) live in the ProcessTable; an attach to one (ProcAttach) is an operation
+// like a watch.
 //
 // Survives everything the host can do: at end of stream (host disconnected,
 // not yet connected, VM restored from a snapshot) the decoder is reset and
 // reading resumes after kReconnectPoll; on a corrupt stream the buffered
 // bytes are dropped. Running execs outlive a disconnect; unfinished uploads
-// are cancelled (their data cannot arrive any more) and watches are stopped
-// (the host that asked for them is gone).
+// are cancelled (their data cannot arrive any more), watches are stopped and
+// attaches detached (the host that asked for them is gone); background
+// processes go on.
 #pragma once
 
 #include <chrono>
@@ -25,6 +28,7 @@
 
 #include "guest/agent/channel.h"
 #include "guest/agent/op_input.h"
+#include "guest/agent/process_table.h"
 #include "smolvm/agent/v1/agent.pb.h"
 
 namespace smolvm::guest {
@@ -49,8 +53,9 @@ class Agent {
 
  private:
   // Operations the host can address after starting them (ExecStdin,
-  // FileData, ExecCancel). A watch only uses its input's cancel.
-  enum class Kind { kExec, kUpload, kWatch };
+  // FileData, ExecCancel). A watch and an attach only use their input's
+  // cancel.
+  enum class Kind { kExec, kUpload, kWatch, kAttach };
   struct Op {
     explicit Op(Kind k) : kind(k) {}
     const Kind kind;
@@ -63,9 +68,14 @@ class Agent {
   void StartDownload(const agent::v1::FileReadStart& request);
   void StartFsRequest(const agent::v1::FsRequest& request);
   void StartWatch(const agent::v1::FsWatch& request);
+  void StartProcess(const agent::v1::ProcStart& request);
+  void StartAttach(const agent::v1::ProcAttach& request);
+  // Stops op `op` (ExecCancel, host disconnected). REQUIRES: ops_mu_ held.
+  void CancelOp(Op& op);
   // Feeds host data to op `id` if it is running and of `kind`; else drops it.
   void PushInput(uint64_t id, Kind kind, std::string data, bool eof);
-  // Cancels unfinished uploads and stops watches: the host is gone.
+  // Cancels unfinished uploads, stops watches and detaches attaches: the
+  // host is gone.
   void CancelOnDisconnect();
 
   // Returns null (and reports nothing) if `id` is already in use.
@@ -76,6 +86,7 @@ class Agent {
   const AgentOptions options_;
   std::mutex ops_mu_;
   std::unordered_map<uint64_t, std::shared_ptr<Op>> ops_;  // guarded by ops_mu_
+  ProcessTable processes_;
 };
 
 }  // namespace smolvm::guest

@@ -1731,5 +1731,347 @@ TEST(AgentFsTest, WatchesStopWhenTheHostDisconnects) {
   EXPECT_EQ(ThreadCount(agent.pid()), idle) << "the watch thread did not end";
 }
 
+
+// --- background processes (protocol 5) --------------------------------------
+
+// Kills the process groups of the background processes a test started (they
+// outlive the agent).
+class GroupKiller {
+ public:
+  GroupKiller() = default;
+  GroupKiller(const GroupKiller&) = delete;
+  GroupKiller& operator=(const GroupKiller&) = delete;
+  ~GroupKiller() {
+    for (pid_t pid : pids_) kill(-pid, SIGKILL);
+  }
+  void Add(pid_t pid) {
+    if (pid > 0) pids_.push_back(pid);
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
+v1::ProcReply ProcCall(AgentProcess& agent, const v1::Frame& request, uint64_t id,
+                       Clock::duration timeout = 10s) {
+  agent.Send(request);
+  auto reply = agent.WaitFor(
+      [id](const v1::Frame& f) { return f.has_proc_reply() && f.proc_reply().id() == id; },
+      timeout);
+  if (!reply) {
+    ADD_FAILURE() << "no ProcReply " << id;
+    return {};
+  }
+  return reply->proc_reply();
+}
+
+v1::ProcReply StartProc(AgentProcess& agent, uint64_t id, std::vector<std::string> argv,
+                        GroupKiller* killer, const std::string& user = "") {
+  v1::Frame frame;
+  frame.mutable_proc_start()->set_id(id);
+  for (auto& a : argv) frame.mutable_proc_start()->add_argv(a);
+  frame.mutable_proc_start()->set_user(user);
+  v1::ProcReply reply = ProcCall(agent, frame, id);
+  if (reply.processes_size() == 1) killer->Add(reply.processes(0).pid());
+  return reply;
+}
+
+v1::ProcReply ListProcs(AgentProcess& agent, uint64_t id) {
+  v1::Frame frame;
+  frame.mutable_proc_list()->set_id(id);
+  return ProcCall(agent, frame, id);
+}
+
+std::optional<v1::ProcInfo> Listed(AgentProcess& agent, uint64_t id, pid_t pid) {
+  v1::ProcReply reply = ListProcs(agent, id);
+  EXPECT_EQ(reply.error(), "");
+  for (const v1::ProcInfo& info : reply.processes()) {
+    if (info.pid() == pid) return info;
+  }
+  return std::nullopt;
+}
+
+v1::ProcReply SignalProc(AgentProcess& agent, uint64_t id, pid_t pid, int sig, bool group) {
+  v1::Frame frame;
+  frame.mutable_proc_signal()->set_id(id);
+  frame.mutable_proc_signal()->set_pid(pid);
+  frame.mutable_proc_signal()->set_signal(sig);
+  frame.mutable_proc_signal()->set_group(group);
+  return ProcCall(agent, frame, id);
+}
+
+void AttachProc(AgentProcess& agent, uint64_t id, pid_t pid, uint32_t tail_bytes, bool output) {
+  v1::Frame frame;
+  frame.mutable_proc_attach()->set_id(id);
+  frame.mutable_proc_attach()->set_pid(pid);
+  frame.mutable_proc_attach()->set_tail_bytes(tail_bytes);
+  frame.mutable_proc_attach()->set_output(output);
+  agent.Send(frame);
+}
+
+// Appends the stdout of attach `id` to *out until it contains `needle`.
+bool OutputUntil(AgentProcess& agent, uint64_t id, const std::string& needle, std::string* out,
+                 Clock::duration timeout = 10s) {
+  Clock::time_point deadline = Clock::now() + timeout;
+  while (out->find(needle) == std::string::npos) {
+    auto frame = agent.WaitFor(
+        [id](const v1::Frame& f) { return f.has_exec_output() && f.exec_output().id() == id; },
+        deadline - Clock::now());
+    if (!frame) return false;
+    EXPECT_EQ(frame->exec_output().skipped_bytes(), 0u);
+    *out += frame->exec_output().data();
+  }
+  return true;
+}
+
+// Drops what attach `id` has sent so far; false if it sent anything within
+// `quiet` after that.
+bool QuietAfterDrain(AgentProcess& agent, uint64_t id, Clock::duration quiet) {
+  auto of_id = [id](const v1::Frame& f) {
+    return (f.has_exec_output() && f.exec_output().id() == id) ||
+           (f.has_exec_exit() && f.exec_exit().id() == id);
+  };
+  while (agent.WaitFor(of_id, 200ms)) {
+  }
+  return !agent.WaitFor(of_id, quiet);
+}
+
+constexpr uint64_t kMaxTracked = 64;  // process_table.h's kMaxProcesses
+
+const char* const kLoopScript = "i=0; while :; do echo line$i; i=$((i+1)); sleep 0.1; done";
+
+TEST(AgentProcTest, StartListAttachDetachSignal) {
+  AgentProcess agent;
+  GroupKiller killer;
+  v1::ProcReply started = StartProc(agent, 1, {"sh", "-c", kLoopScript}, &killer);
+  ASSERT_EQ(started.error(), "");
+  ASSERT_EQ(started.processes_size(), 1);
+  const v1::ProcInfo& info = started.processes(0);
+  const pid_t pid = info.pid();
+  ASSERT_GT(pid, 0);
+  EXPECT_TRUE(info.running());
+  EXPECT_EQ(info.user(), "");
+  EXPECT_EQ(info.cwd(), "/root");
+  EXPECT_GT(info.started_unix_ns(), 0);
+  EXPECT_EQ(info.ended_unix_ns(), 0);
+  EXPECT_EQ(getpgid(pid), pid) << "not in a session of its own";
+  // A cancel of the start's id is not the process's business.
+  SendCancel(agent, 1);
+
+  std::this_thread::sleep_for(350ms);
+  auto listed = Listed(agent, 2, pid);
+  ASSERT_TRUE(listed);
+  EXPECT_TRUE(listed->running());
+  ASSERT_EQ(listed->argv_size(), 3);
+  EXPECT_EQ(listed->argv(0), "sh");
+  EXPECT_EQ(listed->argv(2), kLoopScript);
+  EXPECT_GT(listed->output_bytes(), 0u);
+
+  // From the start of the buffer, then live.
+  AttachProc(agent, 3, pid, 1000000, true);
+  std::string all;
+  ASSERT_TRUE(OutputUntil(agent, 3, "line8\n", &all)) << all;
+  EXPECT_EQ(all.rfind("line0\nline1\nline2\n", 0), 0u) << all;
+
+  // From now on only.
+  AttachProc(agent, 4, pid, 0, true);
+  std::string fresh;
+  ASSERT_TRUE(OutputUntil(agent, 4, "\n", &fresh));
+  EXPECT_EQ(fresh.rfind("line", 0), 0u) << fresh;
+  EXPECT_GE(std::stoi(fresh.substr(4)), 9) << fresh;
+
+  // Detach 3: its output stops, the process and attach 4 go on.
+  SendCancel(agent, 3);
+  ASSERT_TRUE(agent.Hello());
+  EXPECT_TRUE(QuietAfterDrain(agent, 3, 500ms)) << "output after detaching";
+  std::string more;
+  ASSERT_TRUE(OutputUntil(agent, 4, "\nline", &more));
+  auto after = Listed(agent, 5, pid);
+  ASSERT_TRUE(after);
+  EXPECT_TRUE(after->running());
+  EXPECT_GT(after->output_bytes(), listed->output_bytes());
+
+  // An attach without output gets only the exit.
+  AttachProc(agent, 6, pid, 1000000, false);
+  v1::ProcReply signalled = SignalProc(agent, 7, pid, SIGTERM, true);
+  EXPECT_EQ(signalled.error(), "");
+  ASSERT_EQ(signalled.processes_size(), 1);
+  EXPECT_EQ(signalled.processes(0).pid(), pid);
+  ExecResult quiet = Collect(agent, 6, 10s);
+  ASSERT_TRUE(quiet.done);
+  EXPECT_EQ(quiet.out + quiet.err, "");
+  EXPECT_EQ(quiet.exit.signal(), SIGTERM);
+  ExecResult live = Collect(agent, 4, 10s);
+  ASSERT_TRUE(live.done);
+  EXPECT_EQ(live.exit.signal(), SIGTERM);
+
+  auto ended = Listed(agent, 8, pid);
+  ASSERT_TRUE(ended);
+  EXPECT_FALSE(ended->running());
+  EXPECT_EQ(ended->signal(), SIGTERM);
+  EXPECT_GE(ended->ended_unix_ns(), ended->started_unix_ns());
+  v1::ProcReply again = SignalProc(agent, 9, pid, SIGTERM, false);
+  EXPECT_EQ(again.error_errno(), ESRCH);
+  EXPECT_EQ(again.error(), "process " + std::to_string(pid) + " is not running");
+  // Attaching to an exited process: the exit at once (after the tail asked for).
+  AttachProc(agent, 10, pid, 0, true);
+  ExecResult late = Collect(agent, 10, 5s);
+  EXPECT_EQ(late.out, "");
+  EXPECT_EQ(late.exit.signal(), SIGTERM);
+  AttachProc(agent, 11, pid, 6, true);
+  late = Collect(agent, 11, 5s);
+  EXPECT_EQ(late.out.size(), 6u);
+  EXPECT_EQ(late.exit.signal(), SIGTERM);
+}
+
+TEST(AgentProcTest, ExitCodeComesAfterAllOutput) {
+  AgentProcess agent;
+  GroupKiller killer;
+  v1::ProcReply started = StartProc(
+      agent, 1,
+      {"sh", "-c",
+       "sleep 0.3; i=0; while [ $i -lt 3000 ]; do echo out$i; i=$((i+1)); done; "
+       "echo oops >&2; exit 3"},
+      &killer);
+  ASSERT_EQ(started.processes_size(), 1) << started.error();
+  const pid_t pid = started.processes(0).pid();
+  AttachProc(agent, 2, pid, 1000000, true);
+  ExecResult r = Collect(agent, 2, 20s);
+  ASSERT_TRUE(r.done);
+  std::string expected;
+  for (int i = 0; i < 3000; ++i) expected += "out" + std::to_string(i) + "\n";
+  EXPECT_EQ(r.out, expected);
+  EXPECT_EQ(r.err, "oops\n");
+  EXPECT_EQ(r.exit.exit_code(), 3);
+  EXPECT_EQ(r.exit.signal(), 0);
+  auto info = Listed(agent, 3, pid);
+  ASSERT_TRUE(info);
+  EXPECT_FALSE(info->running());
+  EXPECT_EQ(info->exit_code(), 3);
+  EXPECT_EQ(info->output_bytes(), expected.size() + 5);
+}
+
+TEST(AgentProcTest, BufferKeepsTheLast256KiB) {
+  AgentProcess agent;
+  GroupKiller killer;
+  v1::ProcReply started = StartProc(agent, 1, {"head", "-c", "600000", "/dev/zero"}, &killer);
+  ASSERT_EQ(started.processes_size(), 1) << started.error();
+  const pid_t pid = started.processes(0).pid();
+  AttachProc(agent, 2, pid, 0, false);
+  ExecResult done = Collect(agent, 2, 20s);
+  ASSERT_TRUE(done.done);
+  EXPECT_EQ(done.exit.exit_code(), 0);
+  AttachProc(agent, 3, pid, 1000000, true);
+  ExecResult r = Collect(agent, 3, 20s);
+  ASSERT_TRUE(r.done);
+  EXPECT_EQ(r.out.size(), 262144u);
+  EXPECT_EQ(r.out, std::string(262144, '\0'));
+  AttachProc(agent, 4, pid, 1000, true);
+  r = Collect(agent, 4, 20s);
+  EXPECT_EQ(r.out.size(), 1000u);
+  auto info = Listed(agent, 5, pid);
+  ASSERT_TRUE(info);
+  EXPECT_EQ(info->output_bytes(), 600000u);
+}
+
+TEST(AgentProcTest, Errors) {
+  AgentProcess agent;
+  GroupKiller killer;
+  v1::Frame frame;
+  frame.mutable_proc_attach()->set_id(1);
+  frame.mutable_proc_attach()->set_pid(999999999);
+  frame.mutable_proc_attach()->set_output(true);
+  v1::ProcReply r = ProcCall(agent, frame, 1);
+  EXPECT_EQ(r.error_errno(), ESRCH);
+  EXPECT_EQ(r.error(), "no process 999999999");
+
+  r = StartProc(agent, 2, {"no-such-program-smolvm"}, &killer);
+  EXPECT_EQ(r.error(), "exec no-such-program-smolvm: No such file or directory");
+  EXPECT_EQ(r.error_errno(), ENOENT);
+  EXPECT_EQ(r.processes_size(), 0);
+  r = StartProc(agent, 3, {"/etc/passwd"}, &killer);
+  EXPECT_EQ(r.error_errno(), EACCES);
+  r = StartProc(agent, 4, {"true"}, &killer, "no-such-user-smolvm");
+  EXPECT_EQ(r.error_errno(), EINVAL);
+  EXPECT_NE(r.error().find("no-such-user-smolvm"), std::string::npos) << r.error();
+  EXPECT_EQ(ListProcs(agent, 5).processes_size(), 0) << "a failed start is tracked";
+
+  r = SignalProc(agent, 6, 999999999, SIGTERM, false);
+  EXPECT_EQ(r.error_errno(), ESRCH);
+  EXPECT_EQ(r.error(), "no process 999999999");
+  r = StartProc(agent, 7, {"sleep", "100"}, &killer);
+  ASSERT_EQ(r.processes_size(), 1) << r.error();
+  const pid_t pid = r.processes(0).pid();
+  EXPECT_EQ(SignalProc(agent, 8, pid, 0, false).error_errno(), EINVAL);
+  EXPECT_EQ(SignalProc(agent, 9, pid, 65, false).error_errno(), EINVAL);
+  // Attach ids are operation ids.
+  AttachProc(agent, 10, pid, 0, false);
+  frame.mutable_proc_attach()->set_id(10);
+  frame.mutable_proc_attach()->set_pid(pid);
+  r = ProcCall(agent, frame, 10);
+  EXPECT_EQ(r.error_errno(), EINVAL) << r.error();
+  EXPECT_EQ(SignalProc(agent, 11, pid, SIGKILL, false).error(), "");
+  ExecResult exit = Collect(agent, 10, 10s);
+  EXPECT_EQ(exit.exit.signal(), SIGKILL);
+}
+
+TEST(AgentProcTest, AtMost64AndTheOldestExitedIsEvicted) {
+  AgentProcess agent;
+  GroupKiller killer;
+  std::vector<pid_t> pids;
+  for (uint64_t id = 1; id <= kMaxTracked; ++id) {
+    v1::ProcReply r = StartProc(agent, id, {"sleep", "100"}, &killer);
+    ASSERT_EQ(r.processes_size(), 1) << r.error();
+    pids.push_back(r.processes(0).pid());
+  }
+  v1::ProcReply full = StartProc(agent, 100, {"true"}, &killer);
+  EXPECT_EQ(full.error_errno(), EAGAIN);
+  EXPECT_EQ(full.error(), "64 processes are running; wait for or kill one");
+  // Two exit; the first of them to have started is evicted first.
+  for (size_t i : {5, 2}) {
+    ASSERT_EQ(SignalProc(agent, 200 + i, pids[i], SIGKILL, false).error(), "");
+    AttachProc(agent, 300 + i, pids[i], 0, false);
+    ASSERT_TRUE(Collect(agent, 300 + i, 10s).done);
+  }
+  v1::ProcReply r = StartProc(agent, 101, {"sleep", "100"}, &killer);
+  ASSERT_EQ(r.processes_size(), 1) << r.error();
+  v1::ProcReply list = ListProcs(agent, 102);
+  EXPECT_EQ(list.processes_size(), 64);
+  std::set<pid_t> listed;
+  for (const v1::ProcInfo& info : list.processes()) listed.insert(info.pid());
+  EXPECT_EQ(listed.count(pids[2]), 0u);
+  EXPECT_EQ(listed.count(pids[5]), 1u);
+  for (int i = 1; i < list.processes_size(); ++i) {
+    EXPECT_LT(list.processes(i - 1).pid(), list.processes(i).pid()) << "not by pid";
+  }
+}
+
+// The test harness cannot reconnect a host to the same agent (one
+// socketpair per agent), so this checks what a disconnect does from the
+// outside: attaches end, the process goes on.
+TEST(AgentProcTest, ProcessesOutliveTheHostAndAttachesEndWithIt) {
+  AgentProcess agent;
+  GroupKiller killer;
+  ASSERT_TRUE(agent.Hello());
+  const size_t idle = ThreadCount(agent.pid());
+  v1::ProcReply started = StartProc(agent, 1, {"sh", "-c", kLoopScript}, &killer);
+  ASSERT_EQ(started.processes_size(), 1) << started.error();
+  const pid_t pid = started.processes(0).pid();
+  AttachProc(agent, 2, pid, 0, true);
+  std::string out;
+  ASSERT_TRUE(OutputUntil(agent, 2, "\n", &out));
+  EXPECT_EQ(ThreadCount(agent.pid()), idle + 2);  // the process's and the attach's
+
+  ASSERT_EQ(shutdown(agent.fd(), SHUT_WR), 0);
+  Clock::time_point deadline = Clock::now() + 5s;
+  while (ThreadCount(agent.pid()) > idle + 1 && Clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+  }
+  EXPECT_EQ(ThreadCount(agent.pid()), idle + 1) << "the attach did not end";
+  EXPECT_TRUE(QuietAfterDrain(agent, 2, 500ms));
+  std::this_thread::sleep_for(300ms);
+  EXPECT_EQ(LiveGroupMembers(pid).empty(), false) << "the process died with the host";
+  EXPECT_EQ(kill(pid, 0), 0);
+}
 }  // namespace
 }  // namespace smolvm::guest

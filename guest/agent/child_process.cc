@@ -217,11 +217,13 @@ std::vector<std::string> BuildEnv(
 }
 
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
-                      const std::string& abort_label, const OutputFn& on_output) {
+                      const std::string& abort_label, const OutputFn& on_output,
+                      const StartedFn& on_started) {
   ChildOutcome outcome;
   Started child;
   outcome.start_error = Start(spec, &child, &outcome.start_errno);
   if (!outcome.start_error.empty()) return outcome;
+  if (on_started) on_started(child.pid);
 
   const bool has_deadline = timeout_ms > 0;
   const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);

@@ -15,6 +15,8 @@
 #pragma once
 
 #include <chrono>
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -51,12 +53,17 @@ struct ChildOutcome {
 
 // stream: 1 = stdout, 2 = stderr. Called on the RunChild thread.
 using OutputFn = std::function<void(int stream, const char* data, size_t size)>;
+// Called on the RunChild thread once the program runs (its execve
+// succeeded), with its pid (= its process group), before any output.
+using StartedFn = std::function<void(pid_t pid)>;
 
 // Runs `spec` to completion on the calling thread. `input` (may be null if
 // !stdin_from_input) supplies stdin and the cancel request; `timeout_ms` 0 =
 // no limit. `abort_label` names the input in abort_error ("stdin of exec 7").
+// `on_started` (may be empty) is not called if the start failed.
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
-                      const std::string& abort_label, const OutputFn& on_output);
+                      const std::string& abort_label, const OutputFn& on_output,
+                      const StartedFn& on_started = nullptr);
 
 // The agent's base environment for children (PATH, HOME=/root, TERM=dumb),
 // overridden by `overrides` (later ones win).

@@ -7,18 +7,36 @@
 #include <utility>
 #include <vector>
 
-#include "guest/agent/child_process.h"
-
 namespace smolvm::guest {
 
 using agent::v1::ExecOutput;
 using agent::v1::Frame;
 
+bool PrepareChildSpec(const std::string& user,
+                      const google::protobuf::RepeatedPtrField<std::string>& argv,
+                      const google::protobuf::Map<std::string, std::string>& env,
+                      const std::string& cwd, ChildSpec* spec, std::string* error) {
+  if (!ResolveUser(user, &spec->user, error)) return false;
+  spec->argv.assign(argv.begin(), argv.end());
+  // The user's HOME, USER and LOGNAME first: the request's env wins.
+  std::vector<std::pair<std::string, std::string>> overrides = UserEnv(spec->user);
+  overrides.insert(overrides.end(), env.begin(), env.end());
+  spec->env = BuildEnv(overrides);
+  // No cwd asked for: the user's home, or "/" when the image has none (as
+  // login does; "nobody" is /nonexistent on Debian).
+  struct stat st;
+  spec->cwd = !cwd.empty() ? cwd
+              : stat(spec->user.home.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? spec->user.home
+                                                                               : "/";
+  return true;
+}
+
 void RunExec(Channel* channel, const agent::v1::ExecStart& request, OpInput* input) {
   const uint64_t id = request.id();
   ChildSpec spec;
   std::string user_error;
-  if (!ResolveUser(request.user(), &spec.user, &user_error)) {
+  if (!PrepareChildSpec(request.user(), request.argv(), request.env(), request.cwd(), &spec,
+                        &user_error)) {
     Frame frame;
     agent::v1::ExecExit* exit = frame.mutable_exec_exit();
     exit->set_id(id);
@@ -27,17 +45,6 @@ void RunExec(Channel* channel, const agent::v1::ExecStart& request, OpInput* inp
     channel->Send(frame);
     return;
   }
-  spec.argv.assign(request.argv().begin(), request.argv().end());
-  // The user's HOME, USER and LOGNAME first: the request's env wins.
-  std::vector<std::pair<std::string, std::string>> overrides = UserEnv(spec.user);
-  overrides.insert(overrides.end(), request.env().begin(), request.env().end());
-  spec.env = BuildEnv(overrides);
-  // No cwd asked for: the user's home, or "/" when the image has none (as
-  // login does; "nobody" is /nonexistent on Debian).
-  struct stat st;
-  spec.cwd = !request.cwd().empty() ? request.cwd()
-             : stat(spec.user.home.c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? spec.user.home
-                                                                             : "/";
   spec.stdin_from_input = request.stdin_follows();
 
   ChildOutcome outcome = RunChild(

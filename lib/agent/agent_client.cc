@@ -40,9 +40,12 @@ absl::Status GuestErrnoError(int errnum, const std::string& message) {
     case EACCES:
     case EPERM:
       return absl::PermissionDeniedError(message);
+    case ESRCH:
+      return absl::NotFoundError(message);
     case ENOSPC:
     case EDQUOT:
     case EFBIG:
+    case EAGAIN:
       return absl::ResourceExhaustedError(message);
     case EISDIR:
     case ENOTDIR:
@@ -66,6 +69,30 @@ absl::Status CheckUserSupported(const std::string& user, uint32_t protocol_versi
       "the guest agent speaks protocol ", protocol_version, " and cannot run as user \"", user,
       "\" (needs ", kUserProtocolVersion,
       "): the VM's image predates users; create the VM from an image built by this smolvmd"));
+}
+
+// Refuses a process call to an agent that would never answer it.
+absl::Status CheckProcessSupported(uint32_t protocol_version) {
+  if (protocol_version >= kProcessProtocolVersion) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the guest agent speaks protocol ", protocol_version,
+      " and has no background processes (needs ", kProcessProtocolVersion,
+      "): the VM's image predates them; create the VM from an image built by this smolvmd"));
+}
+
+ProcessInfo FromProto(const v1::ProcInfo& p) {
+  ProcessInfo out;
+  out.pid = p.pid();
+  out.argv.assign(p.argv().begin(), p.argv().end());
+  out.user = p.user();
+  out.cwd = p.cwd();
+  out.running = p.running();
+  out.exit_code = p.exit_code();
+  out.signal = p.signal();
+  out.started_unix_ns = p.started_unix_ns();
+  out.ended_unix_ns = p.ended_unix_ns();
+  out.output_bytes = p.output_bytes();
+  return out;
 }
 
 // Refuses a filesystem call to an agent that would never answer it.
@@ -304,7 +331,14 @@ absl::StatusOr<ExecEvent> ChannelExecHandle::Next(absl::Time deadline) {
                     ? ExecEvent::Kind::kStderr
                     : ExecEvent::Kind::kStdout;
       ev.data = std::move(*frame->mutable_exec_output()->mutable_data());
+      ev.skipped_bytes = frame->exec_output().skipped_bytes();
       return ev;
+    }
+    if (frame->has_proc_reply() && !frame->proc_reply().error().empty()) {
+      // A refused ProcAttach (no such process).
+      done_ = true;
+      const v1::ProcReply& r = frame->proc_reply();
+      return GuestErrnoError(r.error_errno(), absl::StrCat("attach: ", r.error()));
     }
     if (frame->has_exec_exit()) {
       const auto& e = frame->exec_exit();
@@ -520,6 +554,7 @@ void AgentClient::ReaderLoop() {
         case v1::Frame::kOpResult: id = frame.op_result().id(); break;
         case v1::Frame::kFsReply: id = frame.fs_reply().id(); break;
         case v1::Frame::kFsEvent: id = frame.fs_event().id(); break;
+        case v1::Frame::kProcReply: id = frame.proc_reply().id(); break;
         default: continue;  // Not something a guest sends; drop it.
       }
       std::shared_ptr<OpChannel> op;
@@ -937,6 +972,99 @@ absl::StatusOr<std::unique_ptr<WatchHandle>> AgentClient::WatchDir(const std::st
     }
     // A change before WATCHING would be a confused guest; drop it.
   }
+}
+
+absl::StatusOr<v1::ProcReply> AgentClient::ProcCall(v1::Frame request, absl::Duration timeout,
+                                                    const std::string& what) {
+  if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  SMOLVM_RETURN_IF_ERROR(CheckProcessSupported(protocol_version_));
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  const uint64_t id = reg.first;
+  std::shared_ptr<OpChannel> op = std::move(reg.second);
+  absl::Cleanup unregister = [this, id] { Unregister(id); };
+  const absl::Time deadline = absl::Now() + timeout;
+  switch (request.msg_case()) {
+    case v1::Frame::kProcStart: request.mutable_proc_start()->set_id(id); break;
+    case v1::Frame::kProcList: request.mutable_proc_list()->set_id(id); break;
+    case v1::Frame::kProcSignal: request.mutable_proc_signal()->set_id(id); break;
+    default: return absl::InternalError("ProcCall: not a process request");
+  }
+  if (auto st = Send(request, deadline); !st.ok()) return Annotated(st, what);
+  while (true) {
+    auto reply = op->Next(deadline);
+    if (!reply.ok()) return Annotated(reply.status(), what);
+    if (!reply->has_proc_reply()) continue;
+    const v1::ProcReply& r = reply->proc_reply();
+    if (!r.error().empty()) {
+      return GuestErrnoError(r.error_errno(), absl::StrCat(what, ": ", r.error()));
+    }
+    return std::move(*reply->mutable_proc_reply());
+  }
+}
+
+absl::StatusOr<ProcessInfo> AgentClient::StartProcess(const ExecSpec& spec,
+                                                      absl::Duration timeout) {
+  SMOLVM_RETURN_IF_ERROR(CheckUserSupported(spec.user, protocol_version_));
+  v1::Frame frame;
+  auto* s = frame.mutable_proc_start();
+  for (const auto& a : spec.argv) s->add_argv(a);
+  for (const auto& [k, v] : spec.env) (*s->mutable_env())[k] = v;
+  s->set_cwd(spec.cwd);
+  s->set_user(spec.user);
+  SMOLVM_ASSIGN_OR_RETURN(
+      v1::ProcReply reply,
+      ProcCall(std::move(frame), timeout,
+               absl::StrCat("start process ", spec.argv.empty() ? "" : spec.argv[0])));
+  if (reply.processes_size() != 1) {
+    return absl::InternalError("the guest agent started a process without reporting it");
+  }
+  return FromProto(reply.processes(0));
+}
+
+absl::StatusOr<std::vector<ProcessInfo>> AgentClient::ListProcesses(absl::Duration timeout) {
+  v1::Frame frame;
+  frame.mutable_proc_list();
+  SMOLVM_ASSIGN_OR_RETURN(v1::ProcReply reply,
+                          ProcCall(std::move(frame), timeout, "list processes"));
+  std::vector<ProcessInfo> out;
+  out.reserve(reply.processes_size());
+  for (const auto& p : reply.processes()) out.push_back(FromProto(p));
+  return out;
+}
+
+absl::StatusOr<ProcessInfo> AgentClient::SignalProcess(int32_t pid, int signal, bool group,
+                                                       absl::Duration timeout) {
+  v1::Frame frame;
+  auto* s = frame.mutable_proc_signal();
+  s->set_pid(pid);
+  s->set_signal(signal);
+  s->set_group(group);
+  SMOLVM_ASSIGN_OR_RETURN(
+      v1::ProcReply reply,
+      ProcCall(std::move(frame), timeout, absl::StrCat("signal process ", pid)));
+  if (reply.processes_size() != 1) {
+    return absl::InternalError("the guest agent signalled a process without reporting it");
+  }
+  return FromProto(reply.processes(0));
+}
+
+absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::AttachProcess(int32_t pid,
+                                                                      uint32_t tail_bytes,
+                                                                      bool output) {
+  if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
+  SMOLVM_RETURN_IF_ERROR(CheckProcessSupported(protocol_version_));
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  auto [id, op] = std::move(reg);
+  // The handle's end sends ExecCancel: a detach, for an attach.
+  std::unique_ptr<ExecHandle> handle(new ChannelExecHandle(shared_from_this(), id, op));
+  v1::Frame frame;
+  auto* a = frame.mutable_proc_attach();
+  a->set_id(id);
+  a->set_pid(pid);
+  a->set_tail_bytes(tail_bytes);
+  a->set_output(output);
+  if (auto st = Send(frame); !st.ok()) return st;
+  return handle;
 }
 
 absl::Status AgentClient::Ping(absl::Duration timeout) {

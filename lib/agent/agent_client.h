@@ -240,6 +240,16 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   absl::StatusOr<std::unique_ptr<WatchHandle>> WatchDir(const std::string& path,
                                                         const std::string& user, bool recursive,
                                                         absl::Duration timeout) override;
+  // Background processes: ProcStart / ProcList / ProcSignal and their one
+  // ProcReply, ProcAttach's output and exit like an exec's. All kStream:
+  // a listing of 64 processes with long argvs may exceed a kResult queue.
+  absl::StatusOr<ProcessInfo> StartProcess(const ExecSpec& spec,
+                                           absl::Duration timeout) override;
+  absl::StatusOr<std::vector<ProcessInfo>> ListProcesses(absl::Duration timeout) override;
+  absl::StatusOr<ProcessInfo> SignalProcess(int32_t pid, int signal, bool group,
+                                            absl::Duration timeout) override;
+  absl::StatusOr<std::unique_ptr<ExecHandle>> AttachProcess(int32_t pid, uint32_t tail_bytes,
+                                                            bool output) override;
 
  private:
   AgentClient(UniqueFd fd, const AgentClientOptions& options);
@@ -254,6 +264,10 @@ class AgentClient : public GuestAgent, public std::enable_shared_from_this<Agent
   // Ends an operation: its late frames are dropped and its queue is freed.
   // Idempotent.
   void Unregister(uint64_t id);
+  // Sends `request` (its id set to the new operation's) and waits for its
+  // ProcReply; the reply's error as a status naming `what`.
+  absl::StatusOr<v1::ProcReply> ProcCall(v1::Frame request, absl::Duration timeout,
+                                         const std::string& what);
   // Waits for an OpResult (skipping anything else).
   absl::StatusOr<v1::OpResult> AwaitResult(OpChannel& channel, absl::Time deadline,
                                            const std::string& what);

@@ -958,5 +958,92 @@ TEST(AgentClientTest, FilesystemCallsAndWatches) {
   EXPECT_EQ(cancelled, watch_id);
 }
 
+// Process calls go only to agents of protocol 5; replies are converted, a
+// refused attach is the first Next()'s error, and dropping an attach sends
+// the cancel that detaches it.
+TEST(AgentClientTest, BackgroundProcessCalls) {
+  FakeAgent old(nullptr, /*protocol_version=*/4);
+  auto client = ConnectTo(old);
+  ASSERT_NE(client, nullptr);
+  EXPECT_THAT(client->ListProcesses(absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "protocol 4"));
+  EXPECT_THAT(client->AttachProcess(7, 0, true).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition));
+  EXPECT_TRUE(old.frames().empty());
+
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    v1::Frame reply;
+    if (frame.has_proc_start()) {
+      auto* r = reply.mutable_proc_reply();
+      r->set_id(frame.proc_start().id());
+      auto* p = r->add_processes();
+      p->set_pid(42);
+      p->add_argv(frame.proc_start().argv(0));
+      p->set_user(frame.proc_start().user());
+      p->set_running(true);
+      f.Write(reply);
+    } else if (frame.has_proc_signal()) {
+      auto* r = reply.mutable_proc_reply();
+      r->set_id(frame.proc_signal().id());
+      r->set_error("no process 9");
+      r->set_error_errno(ESRCH);
+      f.Write(reply);
+    } else if (frame.has_proc_attach()) {
+      const auto& a = frame.proc_attach();
+      if (a.pid() != 42) {
+        reply.mutable_proc_reply()->set_id(a.id());
+        reply.mutable_proc_reply()->set_error("no process");
+        reply.mutable_proc_reply()->set_error_errno(ESRCH);
+        f.Write(reply);
+        return;
+      }
+      auto* out = reply.mutable_exec_output();
+      out->set_id(a.id());
+      out->set_data("tail");
+      out->set_skipped_bytes(5);
+      f.Write(reply);
+    }
+  });
+  client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"sleep", "9"}};
+  spec.user = "alice";
+  auto started = client->StartProcess(spec, absl::Seconds(5));
+  ASSERT_THAT(started.status(), IsOk());
+  EXPECT_EQ(started->pid, 42);
+  EXPECT_EQ(started->argv, std::vector<std::string>{"sleep"});
+  EXPECT_EQ(started->user, "alice");
+  EXPECT_TRUE(started->running);
+  EXPECT_THAT(client->SignalProcess(9, 15, true, absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kNotFound, "no process 9"));
+  auto missing = client->AttachProcess(9, 0, true);
+  ASSERT_THAT(missing.status(), IsOk());
+  EXPECT_THAT((*missing)->Next(absl::Now() + absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kNotFound));
+  uint64_t attach_id = 0;
+  {
+    auto attach = client->AttachProcess(42, 100, true);
+    ASSERT_THAT(attach.status(), IsOk());
+    auto ev = (*attach)->Next(absl::Now() + absl::Seconds(5));
+    ASSERT_THAT(ev.status(), IsOk());
+    EXPECT_EQ(ev->data, "tail");
+    EXPECT_EQ(ev->skipped_bytes, 5u);
+  }
+  absl::Time deadline = absl::Now() + absl::Seconds(5);
+  uint64_t cancelled = 0;
+  while (absl::Now() < deadline && cancelled == 0) {
+    for (const v1::Frame& f : fake.frames()) {
+      if (f.has_proc_attach() && f.proc_attach().pid() == 42) {
+        attach_id = f.proc_attach().id();
+        EXPECT_EQ(f.proc_attach().tail_bytes(), 100u);
+      }
+      if (f.has_exec_cancel() && f.exec_cancel().id() == attach_id) cancelled = attach_id;
+    }
+    if (cancelled == 0) absl::SleepFor(absl::Milliseconds(10));
+  }
+  EXPECT_NE(attach_id, 0u);
+  EXPECT_EQ(cancelled, attach_id);
+}
+
 }  // namespace
 }  // namespace smolvm::agent

@@ -40,6 +40,9 @@ struct ExecEvent {
   int exit_code = 0;
   int signal = 0;
   bool timed_out = false;
+  // Output chunks of an attach (AttachProcess): output lost before this
+  // chunk because the attach fell behind the guest's buffer.
+  uint64_t skipped_bytes = 0;
 };
 
 // One upload or download.
@@ -112,6 +115,24 @@ class WatchHandle {
   // or why the watch ended (the guest's error, UNAVAILABLE when the
   // connection broke).
   virtual absl::StatusOr<FsChange> Next(absl::Time deadline) = 0;
+};
+
+// The first agent protocol version with background processes
+// (StartProcess, ListProcesses, SignalProcess, AttachProcess).
+inline constexpr uint32_t kProcessProtocolVersion = 5;
+
+// A background process the guest agent tracks (agent.proto ProcInfo).
+struct ProcessInfo {
+  int32_t pid = 0;
+  std::vector<std::string> argv;
+  std::string user;
+  std::string cwd;
+  bool running = false;
+  int exit_code = 0;
+  int signal = 0;
+  int64_t started_unix_ns = 0;
+  int64_t ended_unix_ns = 0;
+  uint64_t output_bytes = 0;
 };
 
 // The first agent protocol version with Reidentify (agent.proto). Older
@@ -196,6 +217,23 @@ class GuestAgent {
                                                                 const std::string& user,
                                                                 bool recursive,
                                                                 absl::Duration timeout) = 0;
+  // Background processes (protocol >= kProcessProtocolVersion;
+  // FAILED_PRECONDITION naming the protocol otherwise, nothing sent).
+  // StartProcess runs `spec` (argv, env, cwd, user; no stdin, no time
+  // limit) and returns once it runs, with its start error's meaning.
+  virtual absl::StatusOr<ProcessInfo> StartProcess(const ExecSpec& spec,
+                                                   absl::Duration timeout) = 0;
+  virtual absl::StatusOr<std::vector<ProcessInfo>> ListProcesses(absl::Duration timeout) = 0;
+  // NOT_FOUND for a pid that is not tracked or not running.
+  virtual absl::StatusOr<ProcessInfo> SignalProcess(int32_t pid, int signal, bool group,
+                                                    absl::Duration timeout) = 0;
+  // Follows a tracked process: its output (from `tail_bytes` back; none
+  // without `output`), then its exit, as an exec's events. Dropping the
+  // handle detaches; the process goes on. An unknown pid is the first
+  // Next()'s NOT_FOUND.
+  virtual absl::StatusOr<std::unique_ptr<ExecHandle>> AttachProcess(int32_t pid,
+                                                                    uint32_t tail_bytes,
+                                                                    bool output) = 0;
   // A round trip with no work (the latency floor of the channel).
   virtual absl::Status Ping(absl::Duration timeout) = 0;
   // The protocol version the agent announced in its Hello (0 without an

@@ -187,6 +187,23 @@ class VmManager {
   absl::StatusOr<agent::FileInfo> DownloadFile(
       const Caller& caller, const std::string& vm_id, agent::FileRequest file,
       const std::function<absl::Status(const std::string&)>& sink);
+  // Background processes of a RUNNING VM's guest (ProcessService), tracked
+  // by its agent. StartProcess completes `spec` as StartExec does (the VM's
+  // env, its working dir) and refuses stdin and a time limit.
+  absl::StatusOr<agent::ProcessInfo> StartProcess(const Caller& caller, const std::string& vm_id,
+                                                  agent::ExecSpec spec);
+  absl::StatusOr<std::vector<agent::ProcessInfo>> ListProcesses(const Caller& caller,
+                                                                const std::string& vm_id);
+  // `signal` 0 = SIGTERM; 1-64 otherwise.
+  absl::StatusOr<agent::ProcessInfo> SignalProcess(const Caller& caller, const std::string& vm_id,
+                                                   uint32_t pid, int signal, bool group);
+  // Follows a process's output (from `tail_bytes` back) and exit; dropping
+  // the handle detaches.
+  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> AttachProcess(const Caller& caller,
+                                                                   const std::string& vm_id,
+                                                                   uint32_t pid,
+                                                                   uint32_t tail_bytes,
+                                                                   bool output);
   // One filesystem call in a RUNNING VM's guest (FilesystemService): the
   // paths absolute or relative to the user's home, validated here.
   absl::StatusOr<agent::FsResult> FileSystem(const Caller& caller, const std::string& vm_id,
@@ -362,6 +379,11 @@ class VmManager {
   absl::StatusOr<vmm::LaunchSpec> LaunchSpecFor(VmRecord& vm);
 
   // The agent connection of a RUNNING VM, connecting if needed.
+  // Validates a command (`spec`) and completes it with the VM's env and
+  // working dir; returns the VM's agent to run it on.
+  absl::StatusOr<std::shared_ptr<agent::GuestAgent>> PrepareCommand(const Caller& caller,
+                                                                    const std::string& vm_id,
+                                                                    agent::ExecSpec& spec);
   absl::StatusOr<std::shared_ptr<agent::GuestAgent>> AgentFor(const Caller& caller,
                                                                const std::string& vm_id);
   // Passes an event to ManagerOptions::events, if set.

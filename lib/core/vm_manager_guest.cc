@@ -9,6 +9,21 @@
 #include "spdlog/spdlog.h"
 
 namespace smolvm::core {
+namespace {
+
+// 64 listed processes x 8 KiB of argv stay well inside one agent frame.
+constexpr size_t kMaxProcessArgvBytes = 8 << 10;
+
+// A guest pid as a request names it: 1 is the guest's init, never one of
+// the agent's processes; Linux pids stay below 2^22.
+absl::Status ValidatePid(uint32_t pid) {
+  if (pid < 2 || pid > (1u << 22)) {
+    return absl::InvalidArgumentError(absl::StrCat("pid ", pid, " is not a process's pid"));
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
 
 namespace {
 
@@ -111,10 +126,10 @@ absl::StatusOr<std::shared_ptr<agent::GuestAgent>> VmManager::AgentFor(
   return slot->agent;
 }
 
-absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
-    const Caller& caller, const std::string& vm_id, agent::ExecSpec spec) {
+absl::StatusOr<std::shared_ptr<agent::GuestAgent>> VmManager::PrepareCommand(
+    const Caller& caller, const std::string& vm_id, agent::ExecSpec& spec) {
   if (spec.argv.empty() || spec.argv[0].empty()) {
-    return absl::InvalidArgumentError("exec needs a command: set argv or command");
+    return absl::InvalidArgumentError("a command is needed: set argv or command");
   }
   SMOLVM_RETURN_IF_ERROR(ValidateEnv(spec.env, "env"));
   if (!spec.cwd.empty()) SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(spec.cwd));
@@ -127,9 +142,63 @@ absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
   spec.env = std::move(env);
   // The image's WorkingDir; for another user, the agent's default (its home).
   if (spec.cwd.empty() && spec.user.empty()) spec.cwd = vm.config.working_dir;
+  return client;
+}
+
+absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
+    const Caller& caller, const std::string& vm_id, agent::ExecSpec spec) {
+  SMOLVM_ASSIGN_OR_RETURN(auto client, PrepareCommand(caller, vm_id, spec));
   // The slot lock is not held while the command runs: execs are concurrent
   // with each other and with snapshots (a paused VM's exec just waits).
   return client->StartExec(spec);
+}
+
+absl::StatusOr<agent::ProcessInfo> VmManager::StartProcess(const Caller& caller,
+                                                          const std::string& vm_id,
+                                                          agent::ExecSpec spec) {
+  if (spec.stdin_data || spec.timeout != absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        "a background process has no stdin and no time limit (use Exec for those)");
+  }
+  // The agent lists up to 64 processes in one frame (1 MiB): each one's
+  // command line must leave room for the others.
+  size_t argv_bytes = 0;
+  for (const auto& a : spec.argv) argv_bytes += a.size() + 1;
+  if (argv_bytes > kMaxProcessArgvBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a background process's command line is ", argv_bytes, " bytes; at most ",
+        kMaxProcessArgvBytes, " (pass more through a file or the environment)"));
+  }
+  SMOLVM_ASSIGN_OR_RETURN(auto client, PrepareCommand(caller, vm_id, spec));
+  return client->StartProcess(spec, absl::Seconds(30));
+}
+
+absl::StatusOr<std::vector<agent::ProcessInfo>> VmManager::ListProcesses(
+    const Caller& caller, const std::string& vm_id) {
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  return client->ListProcesses(absl::Seconds(30));
+}
+
+absl::StatusOr<agent::ProcessInfo> VmManager::SignalProcess(const Caller& caller,
+                                                           const std::string& vm_id,
+                                                           uint32_t pid, int signal,
+                                                           bool group) {
+  if (signal == 0) signal = 15;  // SIGTERM
+  if (signal < 1 || signal > 64) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("signal ", signal, " is not a signal: use 1-64 (15 = SIGTERM)"));
+  }
+  SMOLVM_RETURN_IF_ERROR(ValidatePid(pid));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  return client->SignalProcess(static_cast<int32_t>(pid), signal, group, absl::Seconds(30));
+}
+
+absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::AttachProcess(
+    const Caller& caller, const std::string& vm_id, uint32_t pid, uint32_t tail_bytes,
+    bool output) {
+  SMOLVM_RETURN_IF_ERROR(ValidatePid(pid));
+  SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  return client->AttachProcess(static_cast<int32_t>(pid), tail_bytes, output);
 }
 
 absl::StatusOr<agent::FileInfo> VmManager::UploadFile(

@@ -10,7 +10,9 @@
 #include <thread>
 #include <vector>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
@@ -447,6 +449,88 @@ TEST_F(CliTest, FsCommands) {
   EXPECT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_EQ(r.out, "removed cli-fs\n");
   EXPECT_EQ(Cli({"fs", "stat", kVm, "cli-fs"}).exit_code, 3);
+}
+
+// process: a background command runs on without the smolvmctl that
+// started it or the one attached to it (SIGTERM detaches, exit 143); attach
+// replays the earlier output and exits with the command's status; kill
+// --group ends it, wait reports 128+N, and a second kill finds nothing.
+TEST_F(CliTest, ProcessCommands) {
+  ProcResult r = Cli({"process", "start", kVm, "--", "sh", "-c",
+                      "i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.2; done"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string pid(absl::StripTrailingAsciiWhitespace(r.out));
+  uint32_t pid_number = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(pid, &pid_number)) << r.out;
+  EXPECT_EQ(r.out, pid + "\n");
+
+  // The alias, and the whole ListProcessesResponse with --json.
+  r = Cli({"--json", "ps", "ls", kVm});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  nlohmann::json listed = nlohmann::json::parse(r.out, nullptr, false);
+  ASSERT_TRUE(listed.is_object()) << r.out;
+  int found = 0;
+  for (const nlohmann::json& p : listed["processes"]) {
+    if (p["pid"] != pid_number) continue;
+    ++found;
+    EXPECT_EQ(p["running"], true) << r.out;
+    EXPECT_EQ(p["argv"].size(), 3u) << r.out;
+    EXPECT_EQ(p["argv"][0], "sh") << r.out;
+  }
+  EXPECT_EQ(found, 1) << r.out;
+  r = Cli({"process", "list", kVm});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "PID ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, " running ")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "sh -c 'i=0; while")) << r.out;
+  EXPECT_TRUE(Lines(Cli({"process", "list", kVm, "-q"}).out).count(pid)) << pid;
+
+  // Attached for 1.5 s, then SIGTERM (timeout(1); --foreground so that only
+  // smolvmctl gets it, --preserve-status for its exit code, -k in case it
+  // hangs): everything from tick0 on, in order, and the command runs on.
+  r = RunProcess({"timeout", "--foreground", "--preserve-status", "-k", "10", "1.5",
+                  SmolvmctlPath(), "--socket", daemon_->socket_path(), "process", "attach", kVm,
+                  pid, "--tail", "100000"},
+                 {"SMOLVMD_ENDPOINT="});
+  EXPECT_EQ(r.exit_code, 143) << r.Describe();
+  EXPECT_EQ(r.err, "") << r.Describe();
+  std::vector<std::string> ticks = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  EXPECT_GE(ticks.size(), 5u) << r.out;
+  for (size_t i = 0; i < ticks.size(); ++i) {
+    EXPECT_EQ(ticks[i], absl::StrCat("tick", i)) << r.out;
+  }
+  r = Cli({"--json", "process", "list", kVm});
+  EXPECT_TRUE(absl::StrContains(r.out, "\"running\": true")) << r.Describe();
+
+  // A command that ends by itself; without "--" and through the alias, as
+  // for vm exec: flags before the command are ours.
+  r = Cli({"ps", "start", kVm, "--env", "X=out", "sh", "-c", "echo $X; echo err >&2; exit 7"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string short_pid(absl::StripTrailingAsciiWhitespace(r.out));
+  r = Cli({"process", "attach", kVm, short_pid, "--tail", "1000"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_EQ(r.out, "out\n");
+  EXPECT_EQ(r.err, "err\n");
+  r = Cli({"process", "wait", kVm, short_pid});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  EXPECT_EQ(r.out, "exited 7\n");
+
+  r = Cli({"process", "kill", kVm, pid, "-s", "NOPE"});
+  EXPECT_EQ(r.exit_code, 2) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "--signal NOPE")) << r.err;
+  r = Cli({"process", "kill", kVm, pid, "-s", "TERM", "--group"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, absl::StrCat("sent SIGTERM to process group ", pid, "\n"));
+  r = Cli({"process", "wait", kVm, pid, "--timeout", "60"});
+  EXPECT_EQ(r.exit_code, 143) << r.Describe();  // 128 + SIGTERM.
+  EXPECT_EQ(r.out, "signal TERM\n");
+  r = Cli({"--json", "process", "wait", kVm, pid});
+  EXPECT_EQ(r.exit_code, 143) << r.Describe();
+  nlohmann::json waited = nlohmann::json::parse(r.out, nullptr, false);
+  EXPECT_EQ(waited["running"], false) << r.out;
+  EXPECT_EQ(waited["signal"], 15) << r.out;
+  r = Cli({"process", "kill", kVm, pid, "-s", "sigkill"});
+  EXPECT_EQ(r.exit_code, 3) << r.Describe();  // NOT_FOUND: it has exited.
 }
 
 // Last: it deletes the suite's VM.

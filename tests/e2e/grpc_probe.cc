@@ -10,7 +10,8 @@
 //
 // ENDPOINT is unix:/path or host:port (TLS, the server verified against
 // --ca; a client certificate only with --cert/--key). METHOD is a VmService
-// SnapshotService or unary FilesystemService method (ListVms, StatPath, GetVm, CreateVm, PauseVm, Exec,
+// SnapshotService or unary FilesystemService / ProcessService method
+// (ListVms, StatPath, StartProcess, GetVm, CreateVm, PauseVm, Exec,
 // UploadFile, DownloadFile, ExposePort, CreateSnapshot, ...) with its
 // request as protobuf JSON (UploadFile: the header; a few bytes of data
 // follow), or Health (grpc.health.v1.Health/Check) or Reflection
@@ -30,6 +31,7 @@
 #include "absl/status/status.h"
 #include "google/protobuf/util/json_util.h"
 #include "smolvm/v1/filesystem_service.grpc.pb.h"
+#include "smolvm/v1/process_service.grpc.pb.h"
 #include "smolvm/v1/snapshot_service.grpc.pb.h"
 #include "smolvm/v1/vm_service.grpc.pb.h"
 
@@ -146,6 +148,7 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   auto vms = VmService::NewStub(channel);
   auto snaps = SnapshotService::NewStub(channel);
   auto fs = FilesystemService::NewStub(channel);
+  auto procs = ProcessService::NewStub(channel);
   const grpc::Status bad(grpc::StatusCode::INTERNAL, "grpc_probe: bad request JSON");
   if (method == "ListVms") {
     ListVmsResponse r;
@@ -195,6 +198,22 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   if (method == "RenamePath") {
     RenamePathResponse r;
     return Unary(fs.get(), &FilesystemService::Stub::RenamePath, json, tenant, &r);
+  }
+  if (method == "StartProcess") {
+    ProcessInfo r;
+    return Unary(procs.get(), &ProcessService::Stub::StartProcess, json, tenant, &r);
+  }
+  if (method == "ListProcesses") {
+    ListProcessesResponse r;
+    return Unary(procs.get(), &ProcessService::Stub::ListProcesses, json, tenant, &r);
+  }
+  if (method == "SignalProcess") {
+    ProcessInfo r;
+    return Unary(procs.get(), &ProcessService::Stub::SignalProcess, json, tenant, &r);
+  }
+  if (method == "WaitProcess") {
+    ProcessInfo r;
+    return Unary(procs.get(), &ProcessService::Stub::WaitProcess, json, tenant, &r);
   }
   if (method == "PingAgent") {
     PingAgentResponse r;

@@ -5,13 +5,16 @@
 
 #include <array>
 #include <atomic>
+#include <csignal>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
@@ -255,6 +258,103 @@ TEST_F(GuestAgentTest, FilesystemCallsAndWatch) {
   (*watch)->cancel();
   EXPECT_EQ((*watch)->next().status().code(), absl::StatusCode::kCancelled);
   ASSERT_EQ(Run("rm -rf /root/fs").exit_code, 0);
+}
+
+// Background processes (ProcessService): a loop started by a client that
+// then goes away is listed, reattached with its buffered tail, detached
+// without harm, signalled as a group and waited for.
+TEST_F(GuestAgentTest, BackgroundProcessesOutliveTheirClient) {
+  uint32_t pid = 0;
+  {
+    auto starter = SmolVM::attach(vm_->vm_id(), daemon_->client_options());
+    ASSERT_TRUE(starter.ok()) << starter.status();
+    auto started = starter->start_process(
+        "i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.2; done");
+    ASSERT_TRUE(started.ok()) << started.status();
+    EXPECT_TRUE(started->running());
+    pid = started->pid();
+  }  // The starting client is gone.
+  auto find = [&](uint32_t want) -> std::optional<v1::ProcessInfo> {
+    auto listed = vm_->list_processes();
+    EXPECT_TRUE(listed.ok()) << listed.status();
+    if (!listed.ok()) return std::nullopt;
+    for (const auto& p : *listed) {
+      if (p.pid() == want) return p;
+    }
+    return std::nullopt;
+  };
+  auto listed = find(pid);
+  ASSERT_TRUE(listed.has_value());
+  EXPECT_TRUE(listed->running());
+  EXPECT_EQ(listed->argv(0), "/bin/sh");
+
+  // Reattached with the tail: the first lines, then live ones.
+  std::string out;
+  {
+    auto conn = vm_->connect_process(pid, 100000);
+    ASSERT_TRUE(conn.ok()) << conn.status();
+    while (out.find("tick3\n") == std::string::npos) {
+      auto r = (*conn)->next();
+      ASSERT_TRUE(r.ok()) << r.status() << " after " << out;
+      ASSERT_FALSE(r->has_exit());
+      out += r->stdout();
+    }
+  }  // Detached.
+  EXPECT_TRUE(absl::StartsWith(out, "tick0\ntick1\n")) << out;
+  const uint64_t bytes_then = find(pid)->output_bytes();
+  absl::SleepFor(absl::Milliseconds(600));
+  auto still = find(pid);
+  ASSERT_TRUE(still.has_value());
+  EXPECT_TRUE(still->running()) << "a detach must not end the process";
+  EXPECT_GT(still->output_bytes(), bytes_then);
+  {
+    // From now on only: no replay of the first line.
+    auto live = vm_->connect_process(pid);
+    ASSERT_TRUE(live.ok()) << live.status();
+    auto r = (*live)->next();
+    ASSERT_TRUE(r.ok()) << r.status();
+    EXPECT_TRUE(absl::StartsWith(r->stdout(), "tick")) << r->stdout();
+    EXPECT_FALSE(absl::StartsWith(r->stdout(), "tick0\n")) << r->stdout();
+  }
+
+  auto too_soon = vm_->wait_process(pid, absl::Milliseconds(300));
+  EXPECT_EQ(too_soon.status().code(), absl::StatusCode::kDeadlineExceeded) << too_soon.status();
+  auto signalled = vm_->signal_process(pid, SIGTERM, /*group=*/true);
+  ASSERT_TRUE(signalled.ok()) << signalled.status();
+  auto waited = vm_->wait_process(pid, absl::Seconds(20));
+  ASSERT_TRUE(waited.ok()) << waited.status();
+  EXPECT_FALSE(waited->running());
+  EXPECT_EQ(waited->signal(), SIGTERM);
+  EXPECT_EQ(vm_->signal_process(pid).status().code(), absl::StatusCode::kNotFound);
+
+  // A process that ends by itself: its exit code, and its whole output
+  // before the exit for a late attach.
+  auto quick = vm_->start_process({"sh", "-c", "echo out; echo err >&2; exit 3"});
+  ASSERT_TRUE(quick.ok()) << quick.status();
+  auto quick_exit = vm_->wait_process(quick->pid(), absl::Seconds(20));
+  ASSERT_TRUE(quick_exit.ok()) << quick_exit.status();
+  EXPECT_EQ(quick_exit->exit_code(), 3);
+  auto replay = vm_->connect_process(quick->pid(), 1000);
+  ASSERT_TRUE(replay.ok()) << replay.status();
+  std::string replay_out, replay_err;
+  while (true) {
+    auto r = (*replay)->next();
+    ASSERT_TRUE(r.ok()) << r.status();
+    if (r->has_exit()) {
+      EXPECT_EQ(r->exit().exit_code(), 3);
+      break;
+    }
+    replay_out += r->stdout();
+    replay_err += r->stderr();
+  }
+  EXPECT_EQ(replay_out, "out\n");
+  EXPECT_EQ(replay_err, "err\n");
+
+  EXPECT_EQ(vm_->start_process({"/no/such/program"}).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(vm_->wait_process(4000000, absl::Seconds(5)).status().code(),
+            absl::StatusCode::kNotFound);
+  EXPECT_EQ(vm_->signal_process(pid, 99).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 // ForkVm (E2B's fork): children inherit the source's files and running

@@ -1,5 +1,6 @@
 #include "tests/fakes/fake_guest.h"
 
+#include "absl/strings/str_cat.h"
 #include "lib/base/status_macros.h"
 
 namespace smolvm::fakes {
@@ -102,6 +103,29 @@ class FakeGuestAgent : public agent::GuestAgent {
                                                                absl::Duration) override {
     SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.watch"));
     return absl::UnimplementedError("the fake guest agent does not watch directories");
+  }
+  // The fake's processes: none is ever tracked.
+  absl::StatusOr<agent::ProcessInfo> StartProcess(const agent::ExecSpec& spec,
+                                                  absl::Duration) override {
+    SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.start_process"));
+    if (log_) log_->AddExec(spec.argv);
+    agent::ProcessInfo info;
+    info.pid = 100;
+    info.argv = spec.argv;
+    info.running = true;
+    return info;
+  }
+  absl::StatusOr<std::vector<agent::ProcessInfo>> ListProcesses(absl::Duration) override {
+    SMOLVM_RETURN_IF_ERROR(host_->faults.Hit("guest.list_processes"));
+    return std::vector<agent::ProcessInfo>{};
+  }
+  absl::StatusOr<agent::ProcessInfo> SignalProcess(int32_t pid, int, bool,
+                                                   absl::Duration) override {
+    return absl::NotFoundError(absl::StrCat("no process ", pid));
+  }
+  absl::StatusOr<std::unique_ptr<agent::ExecHandle>> AttachProcess(int32_t pid, uint32_t,
+                                                                   bool) override {
+    return absl::NotFoundError(absl::StrCat("no process ", pid));
   }
   absl::Status Ping(absl::Duration timeout) override { return host_->faults.Hit("guest.ping"); }
 

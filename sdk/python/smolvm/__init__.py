@@ -11,6 +11,7 @@
     vm = SmolVM.from_snapshot("my-checkpoint", resume_vm=True)
     print(f"{vm.vm_id} is {vm.status}")          # "... is running"
     print([e.name for e in vm.list_dir("/etc")])  # the guest file system
+    proc = vm.start_process("python3 -m http.server 8000")  # in the background
     vm.close()
 
 The daemon is found through $SMOLVMD_ENDPOINT / $SMOLVMD_SOCKET, else
@@ -30,6 +31,7 @@ from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
 from smolvm.fs import (DirWatch, FileEntry, FileType, ListDirResult, WatchEvent,
                        WatchEventType)
 from smolvm.manager import SmolVMManager
+from smolvm.process import ProcessConnection, ProcessInfo, ProcessOutput
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
                           ForkOutcome, ForkVmResult, Image, NetworkConfig, Pool,
@@ -46,6 +48,7 @@ __all__ = [
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",
     "FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent", "DirWatch",
+    "ProcessInfo", "ProcessOutput", "ProcessConnection",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

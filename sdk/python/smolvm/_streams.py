@@ -8,11 +8,12 @@ them: one RPC each, whose deadline covers the whole command or transfer.
 import os
 import stat
 import tempfile
-from typing import BinaryIO, Callable, Dict, Iterator, List, Optional, Union
+import threading
+from typing import Any, BinaryIO, Callable, Dict, Iterator, List, Optional, Union
 
 import grpc
 
-from smolvm.connection import Connection
+from smolvm.connection import ClosesOnExit, Connection
 from smolvm.errors import DataLossError, InternalError, InvalidArgumentError
 from smolvm.types import CommandResult
 from smolvm.v1 import vm_service_pb2
@@ -28,17 +29,18 @@ EXEC_DEADLINE_SLACK = 60.0
 _MAX_TIMEOUT_MS = (1 << 32) - 1
 
 
-def timeout_ms(timeout: Optional[float]) -> int:
+def timeout_ms(timeout: Optional[float], what: str = "exec") -> int:
     """A run's timeout in seconds as ExecRequest.timeout_ms (0 = no limit),
-    rounded up to whole milliseconds."""
+    rounded up to whole milliseconds (also WaitProcessRequest.timeout_ms;
+    `what` names the call in errors)."""
     if timeout is None or timeout == 0 or timeout == float("inf"):
         return 0
     if timeout < 0:
-        raise InvalidArgumentError(message=f"exec: negative timeout {timeout} s")
+        raise InvalidArgumentError(message=f"{what}: negative timeout {timeout} s")
     ms = -(-int(timeout * 1_000_000) // 1000)  # Ceiling, via microseconds.
     if ms > _MAX_TIMEOUT_MS:
         raise InvalidArgumentError(
-            message=f"exec: timeout {timeout} s is longer than the maximum of 2^32-1 ms")
+            message=f"{what}: timeout {timeout} s is longer than the maximum of 2^32-1 ms")
     return ms
 
 
@@ -231,3 +233,75 @@ def check_regular_file(path: str) -> None:
 
 __all__ = ["OutputCallback", "CHUNK_SIZE", "timeout_ms", "exec_deadline", "exec_request",
            "run_exec", "upload", "download", "download_to_file", "check_regular_file"]
+
+
+def stream_timeout(timeout: Optional[float], what: str) -> Optional[float]:
+    """`timeout` (seconds) as a stream's gRPC deadline: None, 0 or inf =
+    none; negative is INVALID_ARGUMENT naming `what`."""
+    if timeout is None or timeout == 0 or timeout == float("inf"):
+        return None
+    if timeout < 0:
+        raise InvalidArgumentError(message=f"{what}: negative timeout {timeout} s")
+    return float(timeout)
+
+
+class CancellableStream(ClosesOnExit):
+    """The shared core of a long-lived server stream a client may cancel
+    from any thread (DirWatch, ProcessConnection): ``cancel()`` / ``close()``
+    and ``_read()``, which returns the next message, or None once the stream
+    is over by the client's doing (cancelled, or its `timeout` expired) or
+    ended by the daemon, and raises any other end as its SmolVMError."""
+
+    def __init__(self, conn: Connection, call: "grpc.Future", timeout: Optional[float]) -> None:
+        self._conn = conn
+        self._call = call
+        self._timeout = timeout
+        self._lock = threading.Lock()
+        self._cancelled = False
+        self._ended = False
+        self._daemon_ended = False  # The daemon closed the stream cleanly.
+
+    @property
+    def closed(self) -> bool:
+        """True once close() / cancel() was called."""
+        return self._cancelled
+
+    def cancel(self) -> None:
+        """Ends the call; an iteration blocked in another thread ends.
+        Thread-safe, idempotent."""
+        with self._lock:
+            self._cancelled = True
+        self._call.cancel()
+
+    def close(self) -> None:
+        """Same as :meth:`cancel`."""
+        self.cancel()
+
+    def _end(self) -> None:
+        """The stream is over (its last message was read)."""
+        self._ended = True
+        self._call.cancel()  # Nothing more to read.
+
+    def _read(self) -> Optional[Any]:
+        if self._ended:
+            return None
+        with self._lock:
+            if self._cancelled:
+                self._ended = True
+                return None
+        try:
+            return next(self._call)
+        except StopIteration:
+            self._ended = True
+            self._daemon_ended = True
+            return None
+        except grpc.RpcError as e:
+            self._ended = True
+            with self._lock:
+                ours = self._cancelled
+            code = getattr(e, "code", None)
+            expired = (self._timeout is not None and callable(code)
+                       and code() is grpc.StatusCode.DEADLINE_EXCEEDED)
+            if ours or expired:
+                return None
+            raise self._conn.convert(e) from None

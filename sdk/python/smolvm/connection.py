@@ -29,7 +29,8 @@ from smolvm.errors import (FailedPreconditionError, InvalidArgumentError,
                            PermissionDeniedError, SmolVMError, UnavailableError, from_rpc_error)
 from smolvm.v1 import (filesystem_service_pb2_grpc, image_service_pb2_grpc,
                        operation_service_pb2_grpc, pool_service_pb2_grpc,
-                       snapshot_service_pb2_grpc, vm_service_pb2_grpc)
+                       process_service_pb2_grpc, snapshot_service_pb2_grpc,
+                       vm_service_pb2_grpc)
 
 __all__ = [
     "DEFAULT_SOCKET_PATH", "SOCKET_ENV_VAR", "ENDPOINT_ENV_VAR", "TLS_CERT_ENV_VAR",
@@ -219,7 +220,8 @@ def _tls_credentials(address: str, options: ClientOptions) -> grpc.ChannelCreden
 
 class Connection(ClosesOnExit):
     """One gRPC channel to smolvmd plus the stubs of its services
-    (``vm``, ``snapshot``, ``image``, ``pool``, ``operation``, ``filesystem``).
+    (``vm``, ``snapshot``, ``image``, ``pool``, ``operation``, ``filesystem``,
+    ``process``).
 
     Thread-safe (gRPC channels and stubs are). ``close()`` (or ``with``)
     releases the channel.
@@ -263,6 +265,7 @@ class Connection(ClosesOnExit):
         self.pool = pool_service_pb2_grpc.PoolServiceStub(self._channel)
         self.operation = operation_service_pb2_grpc.OperationServiceStub(self._channel)
         self.filesystem = filesystem_service_pb2_grpc.FilesystemServiceStub(self._channel)
+        self.process = process_service_pb2_grpc.ProcessServiceStub(self._channel)
 
     @property
     def endpoint(self) -> str:

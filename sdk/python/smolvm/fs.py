@@ -23,8 +23,9 @@ from typing import Iterator, List, Optional
 
 import grpc
 
-from smolvm.connection import ClosesOnExit, Connection
-from smolvm.errors import DeadlineExceededError, InternalError, InvalidArgumentError
+from smolvm._streams import CancellableStream, stream_timeout
+from smolvm.connection import Connection
+from smolvm.errors import DeadlineExceededError, InternalError
 from smolvm.v1 import filesystem_service_pb2
 
 __all__ = ["FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent",
@@ -163,17 +164,7 @@ class WatchEvent:
         return cls(type=kind, path=msg.path, old_path=msg.old_path, is_dir=msg.is_dir)
 
 
-def _watch_timeout(timeout: Optional[float]) -> Optional[float]:
-    """`timeout` as a gRPC deadline: None, 0 or inf = none; negative is
-    INVALID_ARGUMENT."""
-    if timeout is None or timeout == 0 or timeout == float("inf"):
-        return None
-    if timeout < 0:
-        raise InvalidArgumentError(message=f"watch dir: negative timeout {timeout} s")
-    return float(timeout)
-
-
-class DirWatch(ClosesOnExit):
+class DirWatch(CancellableStream):
     """A running WatchDir call (``SmolVM.watch_dir()``): an iterator of
     :class:`WatchEvent` and a context manager that closes it on exit.
 
@@ -197,13 +188,9 @@ class DirWatch(ClosesOnExit):
         self.vm_id: str = request.vm_id
         self.path: str = request.path
         self._what = f"watch dir in vm {request.vm_id}:{request.path}"
-        self._conn = conn
-        self._timeout = _watch_timeout(timeout)
-        self._lock = threading.Lock()
-        self._cancelled = False
-        self._ended = False
-        self._call = conn.filesystem.WatchDir(request, timeout=self._timeout,
-                                              metadata=conn.metadata())
+        deadline = stream_timeout(timeout, "watch dir")
+        super().__init__(conn, conn.filesystem.WatchDir(request, timeout=deadline,
+                                                        metadata=conn.metadata()), deadline)
         self._wait_until_watching(conn.deadline())
 
     def _wait_until_watching(self, setup_timeout: Optional[float]) -> None:
@@ -249,46 +236,17 @@ class DirWatch(ClosesOnExit):
             kind = names.Name(first.type) if first.type in names.values() else str(first.type)
             raise InternalError(message=f"{self._what}: the daemon sent {kind} before WATCHING")
 
-    @property
-    def closed(self) -> bool:
-        """True once close() / cancel() was called."""
-        return self._cancelled
-
-    def cancel(self) -> None:
-        """Ends the watch (cancels the call); an iteration blocked in
-        another thread ends. Thread-safe, idempotent."""
-        with self._lock:
-            self._cancelled = True
-        self._call.cancel()
-
-    def close(self) -> None:
-        """Same as :meth:`cancel`."""
-        self.cancel()
-
     def __iter__(self) -> "DirWatch":
         return self
 
     def __next__(self) -> WatchEvent:
-        while not self._ended:
-            try:
-                msg = next(self._call)
-            except StopIteration:
-                self._ended = True
-                break
-            except grpc.RpcError as e:
-                self._ended = True
-                with self._lock:
-                    ours = self._cancelled
-                code = getattr(e, "code", None)
-                expired = (self._timeout is not None and callable(code)
-                           and code() is grpc.StatusCode.DEADLINE_EXCEEDED)
-                if ours or expired:
-                    break
-                raise self._conn.convert(e) from None
+        while True:
+            msg = self._read()
+            if msg is None:
+                raise StopIteration
             event = WatchEvent.from_proto(msg)
             if event is not None:
                 return event
-        raise StopIteration
 
     def __repr__(self) -> str:
         return f"DirWatch(vm_id={self.vm_id!r}, path={self.path!r}, closed={self.closed})"

@@ -8,6 +8,7 @@ whose errors are raised unchanged (smolvm.errors).
     vm.start()                           # CreateVm(start=True): RUNNING
     print(vm.run("echo hi").output)      # Exec
     print(vm.stat_path("/etc/hosts"))    # StatPath (FilesystemService)
+    proc = vm.start_process("./serve")   # StartProcess (ProcessService)
     forked = vm.fork(2)                  # ForkVm: 2 children; vm keeps running
     snap = vm.snapshot("my-checkpoint")  # CreateSnapshot: vm is PAUSED
     vm.close()                           # DeleteVm; snapshots stay
@@ -17,6 +18,7 @@ whose errors are raised unchanged (smolvm.errors).
 """
 
 import io
+import signal as _signal
 from typing import BinaryIO, Callable, Dict, List, Mapping, Optional, TypeVar, Union
 
 from google.protobuf.message import Message
@@ -26,10 +28,11 @@ from smolvm.connection import ClientOptions, Connection
 from smolvm.progress import ProgressCallback, call_with_progress
 from smolvm.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from smolvm.fs import DirWatch, FileEntry, ListDirResult
+from smolvm.process import ProcessConnection, ProcessInfo
 from smolvm.types import (CommandResult, ConfigLike, ForkOutcome, ForkVmResult, SnapshotInfo,
                           VMConfig, VMInfo, VmStatus, coerce_config, copy_labels)
-from smolvm.v1 import (filesystem_service_pb2, pool_service_pb2, snapshot_service_pb2,
-                       types_pb2, vm_service_pb2)
+from smolvm.v1 import (filesystem_service_pb2, pool_service_pb2, process_service_pb2,
+                       snapshot_service_pb2, types_pb2, vm_service_pb2)
 
 __all__ = ["SmolVM"]
 
@@ -406,9 +409,10 @@ class SmolVM:
     # reverse), FailedPreconditionError (a non-empty directory without
     # `recursive`; also an image whose agent predates these calls).
 
-    def _fs_request(self, operation: str, message: Callable[..., T], **fields: object) -> T:
+    def _request(self, operation: str, message: Callable[..., T], **fields: object) -> T:
         """`message` (a request type) with this VM's id and `fields`; a
-        field of the wrong type or range is INVALID_ARGUMENT."""
+        field of the wrong type or range is INVALID_ARGUMENT. Raises
+        FailedPreconditionError before start() and after close()."""
         self._check_started(operation)
         try:
             return message(vm_id=self.vm_id, **fields)
@@ -420,8 +424,8 @@ class SmolVM:
         (type SYMLINK, ``symlink_target``), not followed. NotFoundError if
         it does not exist."""
         conn = self._connection
-        request = self._fs_request("stat path in", filesystem_service_pb2.StatPathRequest,
-                                   path=path, user=user)
+        request = self._request("stat path in", filesystem_service_pb2.StatPathRequest,
+                                path=path, user=user)
         return FileEntry.from_proto(conn.call(conn.filesystem.StatPath, request).entry)
 
     def list_dir(self, path: str = "", depth: int = 1, *, user: str = "") -> ListDirResult:
@@ -431,8 +435,8 @@ class SmolVM:
         followed. At most 10,000 entries: ``truncated`` then says the
         entries are a prefix."""
         conn = self._connection
-        request = self._fs_request("list dir in", filesystem_service_pb2.ListDirRequest,
-                                   path=path, user=user, depth=depth)
+        request = self._request("list dir in", filesystem_service_pb2.ListDirRequest,
+                                path=path, user=user, depth=depth)
         return ListDirResult.from_proto(conn.call(conn.filesystem.ListDir, request))
 
     def make_dir(self, path: str, parents: bool = False, mode: int = 0, *,
@@ -445,8 +449,8 @@ class SmolVM:
         an existing path is AlreadyExistsError. :meth:`stat_path` describes
         the directory."""
         conn = self._connection
-        request = self._fs_request("make dir in", filesystem_service_pb2.MakeDirRequest,
-                                   path=path, user=user, parents=parents, mode=mode)
+        request = self._request("make dir in", filesystem_service_pb2.MakeDirRequest,
+                                path=path, user=user, parents=parents, mode=mode)
         return conn.call(conn.filesystem.MakeDir, request).created
 
     def remove_path(self, path: str, recursive: bool = False, *, user: str = "") -> None:
@@ -455,8 +459,8 @@ class SmolVM:
         followed). A non-empty directory without `recursive` is
         FailedPreconditionError; a missing path NotFoundError."""
         conn = self._connection
-        request = self._fs_request("remove path in", filesystem_service_pb2.RemovePathRequest,
-                                   path=path, user=user, recursive=recursive)
+        request = self._request("remove path in", filesystem_service_pb2.RemovePathRequest,
+                                path=path, user=user, recursive=recursive)
         conn.call(conn.filesystem.RemovePath, request)
 
     def rename_path(self, path: str, new_path: str, overwrite: bool = False, *,
@@ -465,9 +469,9 @@ class SmolVM:
         existing `new_path` is AlreadyExistsError unless `overwrite`.
         Returns what is now at `new_path`."""
         conn = self._connection
-        request = self._fs_request("rename path in", filesystem_service_pb2.RenamePathRequest,
-                                   path=path, new_path=new_path, user=user,
-                                   overwrite=overwrite)
+        request = self._request("rename path in", filesystem_service_pb2.RenamePathRequest,
+                                path=path, new_path=new_path, user=user,
+                                overwrite=overwrite)
         return FileEntry.from_proto(conn.call(conn.filesystem.RenamePath, request).entry)
 
     def watch_dir(self, path: str, recursive: bool = False, *, user: str = "",
@@ -490,9 +494,117 @@ class SmolVM:
         no limit), and raises the SmolVMError of any other end (the VM
         stopped, the daemon lost).
         """
-        request = self._fs_request("watch dir in", filesystem_service_pb2.WatchDirRequest,
-                                   path=path, user=user, recursive=recursive)
+        request = self._request("watch dir in", filesystem_service_pb2.WatchDirRequest,
+                                path=path, user=user, recursive=recursive)
         return DirWatch(self._connection, request, timeout)
+
+    # --- Background processes (ProcessService; the VM must be RUNNING) ------
+    #
+    # A background process belongs to the guest: it runs whether or not a
+    # client is attached, outlives this handle, this client and a daemon
+    # restart, and is part of the VM's memory (snapshots, restores and forks
+    # keep it). The guest keeps its last 256 KiB of output for any client to
+    # attach to, and tracks up to 64 processes (a new one evicts the oldest
+    # exited one; with 64 running, ResourceExhaustedError). Images whose
+    # agent predates these calls answer FailedPreconditionError.
+
+    def start_process(self, cmd: Command, *, env: Optional[Dict[str, str]] = None,
+                      cwd: str = "", user: str = "") -> ProcessInfo:
+        """Starts `cmd` in the background (StartProcess) and returns once it
+        runs: a string runs with ``/bin/sh -c``, a list is an argv (no
+        shell), as in :meth:`run`, with its `env`, `cwd` and `user` (the
+        process has no stdin and no time limit).
+
+        An exception means it could not start: NotFoundError for no such
+        program (argv form) or cwd, PermissionDeniedError for one not
+        executable, InvalidArgumentError for an unknown `user`.
+        """
+        self._check_started("start process in")
+        fields: Dict[str, object] = {"cwd": cwd, "user": user}
+        if isinstance(cmd, str):
+            fields["command"] = cmd
+        else:
+            argv = list(cmd)
+            if not argv:
+                raise InvalidArgumentError(
+                    message=f"start process in vm {self.vm_id}: empty argv")
+            fields["argv"] = argv
+        if env:
+            fields["env"] = dict(env)
+        conn = self._connection
+        request = self._request("start process in", process_service_pb2.StartProcessRequest,
+                                **fields)
+        return ProcessInfo.from_proto(conn.call(conn.process.StartProcess, request))
+
+    def list_processes(self) -> List[ProcessInfo]:
+        """The tracked background processes, running and exited, by pid
+        (ListProcesses)."""
+        conn = self._connection
+        request = self._request("list processes in",
+                                process_service_pb2.ListProcessesRequest)
+        return [ProcessInfo.from_proto(p)
+                for p in conn.call(conn.process.ListProcesses, request).processes]
+
+    def signal_process(self, pid: int, signal: Union[int, _signal.Signals] = 15, *,
+                       group: bool = False) -> ProcessInfo:
+        """Sends `signal` (1-64, e.g. ``signal.SIGKILL``; default SIGTERM)
+        to the running process `pid`, with `group` to its whole process
+        group (the process and its children) (SignalProcess). Returns the
+        process as it was then (usually still running: :meth:`wait_process`
+        waits for the end). NotFoundError if `pid` is not tracked or has
+        exited."""
+        self._check_started("signal process in")
+        if not isinstance(signal, int) or isinstance(signal, bool):
+            raise InvalidArgumentError(
+                message=f"signal process {pid} in vm {self.vm_id}: signal {signal!r} "
+                        "is not a number")
+        conn = self._connection
+        request = self._request("signal process in", process_service_pb2.SignalProcessRequest,
+                                pid=pid, signal=int(signal), group=group)
+        return ProcessInfo.from_proto(conn.call(conn.process.SignalProcess, request))
+
+    def connect_process(self, pid: int, *, tail_bytes: int = 0,
+                        timeout: Optional[float] = None) -> ProcessConnection:
+        """Attaches to the output of process `pid` (ConnectProcess): first
+        up to `tail_bytes` of what it wrote before (0 = only new output; at
+        most the 256 KiB the guest keeps), then what it writes, then its
+        exit. The :class:`~smolvm.process.ProcessConnection` is an iterator
+        of :class:`~smolvm.process.ProcessOutput` and a context manager::
+
+            with vm.connect_process(pid, tail_bytes=4096) as conn:
+                for out in conn:
+                    print(out.stream, out.text, end="")
+            print(conn.exit)             # ProcessInfo, or None if detached
+
+        The iteration ends when the process has exited (``conn.exit`` is
+        then set; at once for an exited process, after its tail), and
+        without raising after ``close()`` / ``cancel()`` (from any thread)
+        or `timeout` seconds after this call (None or 0 = no limit; the call
+        has no other deadline). Detaching never touches the process. Errors
+        (NotFoundError for an unknown pid, the VM stopped, the daemon lost)
+        are raised by the iteration.
+        """
+        request = self._request("connect to process in",
+                                process_service_pb2.ConnectProcessRequest,
+                                pid=pid, tail_bytes=tail_bytes)
+        return ProcessConnection(self._connection, request, timeout)
+
+    def wait_process(self, pid: int, *, timeout: Optional[float] = None) -> ProcessInfo:
+        """Waits until process `pid` has exited and returns it
+        (WaitProcess; at once for an exited one). `timeout`: seconds (None
+        or 0 = no limit), after which DeadlineExceededError is raised and
+        the process goes on. The RPC deadline is max(client timeout,
+        timeout + 60 s), none without a timeout. NotFoundError if `pid` is
+        not tracked."""
+        conn = self._connection
+        request = self._request("wait for process in", process_service_pb2.WaitProcessRequest,
+                                pid=pid)
+        request.timeout_ms = _streams.timeout_ms(
+            timeout, f"wait for process {pid} in vm {self.vm_id}")
+        deadline = _streams.exec_deadline(conn.options.timeout,
+                                          timeout if request.timeout_ms else None)
+        return ProcessInfo.from_proto(conn.call(conn.process.WaitProcess, request,
+                                                timeout=deadline))
 
 
 def _call_or_close(conn: Connection, method: Callable[..., T], request: Message) -> T:

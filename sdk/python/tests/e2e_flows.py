@@ -11,7 +11,9 @@ daemon you may write to:
 The main VM is a clone of --from-snapshot when given (so the suite pays for
 one cold boot only, in create_and_snapshot.py), else a cold boot with
 SmolVM().start(). Then: run (output, exit codes, a missing program, env,
-cwd, stdin, a timeout), uploads and downloads, snapshot and its
+cwd, stdin, a timeout), uploads and downloads, the guest file system,
+background processes (start, list, reattach with a tail, signal, wait),
+snapshot and its
 SnapshotInfo, list/get, from_snapshot(resume_vm=True) seeing a file written
 before the snapshot, pause/resume, a fork of 2, a warm pool of 1, errors as
 exceptions with their codes, close. Every VM, pool and snapshot it makes is
@@ -188,6 +190,69 @@ def filesystem(c: Checks, vm: SmolVM) -> None:
              lambda: vm.stat_path("/root/pyfs"))
 
 
+def read_until(conn: Any, marker: bytes) -> bytes:
+    """The stdout `conn` yields until `marker` is in it (or its end)."""
+    seen = b""
+    for out in conn:
+        if out.stream == "stdout":
+            seen += out.data
+        if marker in seen:
+            break
+    return seen
+
+
+def processes(c: Checks, vm: SmolVM) -> None:
+    loop = "i=0; while :; do echo tick$i; i=$((i+1)); sleep 0.2; done"
+    proc = vm.start_process(["sh", "-c", loop])
+    c.check("start_process: running, with a pid and its argv",
+            proc.running and proc.pid > 0 and proc.argv == ["sh", "-c", loop], proc)
+    listed = {p.pid: p for p in vm.list_processes()}
+    c.check("list_processes: it is listed running",
+            proc.pid in listed and listed[proc.pid].running, listed)
+
+    with vm.connect_process(proc.pid, tail_bytes=100000, timeout=30) as conn:
+        seen = read_until(conn, b"tick1\n")
+    c.check("connect_process: its output arrives", b"tick1\n" in seen, seen[-200:])
+    c.check("connect_process: close detaches, no exit", conn.closed and conn.exit is None,
+            conn)
+
+    # Another client reattaches and gets the earlier output from the tail.
+    other = SmolVM.attach(vm.vm_id)
+    try:
+        with other.connect_process(proc.pid, tail_bytes=100000, timeout=30) as conn:
+            seen = read_until(conn, b"tick0\n")
+        c.check("connect_process from another client: the tail starts at tick0",
+                seen.startswith(b"tick0\n"), seen[:200])
+    finally:
+        other.connection.close()  # Not other.close(): that would delete the VM.
+    c.check("the process still runs after detaching",
+            any(p.pid == proc.pid and p.running for p in vm.list_processes()))
+
+    sent = vm.signal_process(proc.pid, 15, group=True)
+    c.check("signal_process: returns the process", sent.pid == proc.pid, sent)
+    done = vm.wait_process(proc.pid, timeout=10)
+    c.check("wait_process: ended by signal 15",
+            not done.running and done.signal == 15 and not done.ok
+            and done.ended_at is not None and done.ended_at >= done.started_at, done)
+    with vm.connect_process(proc.pid, timeout=30) as conn:
+        rest = list(conn)
+    c.check("connect_process to an exited process: the exit at once",
+            conn.exit is not None and conn.exit.signal == 15 and not rest, (conn, rest))
+    c.raises("signal_process of an exited process is NotFoundError", NotFoundError,
+             lambda: vm.signal_process(proc.pid, 15, group=True),
+             code=grpc.StatusCode.NOT_FOUND)
+    c.raises("wait_process of an unknown pid is NotFoundError", NotFoundError,
+             lambda: vm.wait_process(999999, timeout=1), code=grpc.StatusCode.NOT_FOUND)
+
+    short = vm.start_process("exit 3")
+    r = vm.wait_process(short.pid, timeout=10)
+    c.check("wait_process: a process that exits 3 by itself",
+            (r.pid, r.running, r.exit_code, r.signal, r.ok) == (short.pid, False, 3, 0, False), r)
+    listed = {p.pid: p for p in vm.list_processes()}
+    c.check("list_processes: the exited ones stay listed",
+            short.pid in listed and listed[short.pid].exit_code == 3
+            and proc.pid in listed and listed[proc.pid].signal == 15, listed)
+
 def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) -> None:
     if base_snapshot:
         vm = SmolVM.from_snapshot(base_snapshot, resume_vm=True, vm_id=MAIN_VM_ID)
@@ -200,6 +265,7 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     commands(c, vm)
     files(c, vm)
     filesystem(c, vm)
+    processes(c, vm)
 
     c.require("marker written", vm.run("echo before-snapshot > /root/marker").ok)
     snap_progress: list = []

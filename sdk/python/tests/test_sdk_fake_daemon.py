@@ -7,6 +7,7 @@ RPC each method makes with which fields, paging, streams, errors.
 """
 
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -20,14 +21,16 @@ import grpc
 from smolvm import (AlreadyExistsError, ClientOptions, DeadlineExceededError, DirWatch,
                     FailedPreconditionError, FileEntry, FileType, ForkVmResult,
                     InvalidArgumentError, ListDirResult, NotFoundError, OperationProgress,
-                    PermissionDeniedError, SmolVM, SmolVMManager, VMConfig, VmStatus,
-                    WatchEvent, WatchEventType)
+                    PermissionDeniedError, ProcessConnection, ProcessInfo, ProcessOutput,
+                    SmolVM, SmolVMManager, VMConfig, VmStatus, WatchEvent, WatchEventType)
 from smolvm.v1 import (filesystem_service_pb2, filesystem_service_pb2_grpc,
-                       operation_service_pb2, operation_service_pb2_grpc, snapshot_service_pb2,
+                       operation_service_pb2, operation_service_pb2_grpc,
+                       process_service_pb2, process_service_pb2_grpc, snapshot_service_pb2,
                        snapshot_service_pb2_grpc, types_pb2, vm_service_pb2,
                        vm_service_pb2_grpc)
 
 fs_pb2 = filesystem_service_pb2
+proc_pb2 = process_service_pb2
 
 
 class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
@@ -269,6 +272,92 @@ class FakeFilesystemService(filesystem_service_pb2_grpc.FilesystemServiceService
         cancelled.wait(10)
 
 
+# 2023-11-14 22:13:20.123456 UTC and one second later.
+STARTED_NS = 1_700_000_000_123_456_789
+ENDED_NS = STARTED_NS + 1_000_000_000
+STARTED = datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc)
+ENDED = datetime(2023, 11, 14, 22, 13, 21, 123456, tzinfo=timezone.utc)
+
+
+def fake_process(pid: int, running: bool = True, **fields: Any) -> proc_pb2.ProcessInfo:
+    info = proc_pb2.ProcessInfo(pid=pid, argv=["/bin/sh", "-c", "serve"], running=running,
+                                started_at_unix_ns=STARTED_NS, output_bytes=12)
+    if not running:
+        info.ended_at_unix_ns = ENDED_NS
+    for name, value in fields.items():
+        setattr(info, name, value)
+    return info
+
+
+class FakeProcessService(process_service_pb2_grpc.ProcessServiceServicer):
+    """Answers like the daemon. Pid 42 runs, 7 has exited with 0, 404 is not
+    tracked (NOT_FOUND everywhere); ConnectProcess of 42 sends a tail, output
+    and the exit (signal 15), of 43 one chunk and then waits to be
+    cancelled; WaitProcess of 99 with a timeout is DEADLINE_EXCEEDED."""
+
+    def __init__(self) -> None:
+        self.requests: List[Any] = []
+        self.metadata: Dict[str, str] = {}
+        # The time left (s) before the deadline of the last WaitProcess
+        # call (None: no deadline).
+        self.wait_time_left: Any = None
+        self.connect_ended = threading.Event()  # Set when a ConnectProcess ends.
+
+    def _record(self, request: Any, context: Any) -> None:
+        self.requests.append(request)
+        self.metadata = dict(context.invocation_metadata())
+        if getattr(request, "pid", 0) == 404:
+            context.abort(grpc.StatusCode.NOT_FOUND, "process 404: not found")
+
+    def StartProcess(self, request: Any, context: Any) -> proc_pb2.ProcessInfo:
+        self._record(request, context)
+        if list(request.argv) == ["/no/such"]:
+            context.abort(grpc.StatusCode.NOT_FOUND, "start /no/such: no such file")
+        argv = list(request.argv) or ["/bin/sh", "-c", request.command]
+        return proc_pb2.ProcessInfo(pid=42, argv=argv, user=request.user,
+                                    cwd=request.cwd or "/root", running=True,
+                                    started_at_unix_ns=STARTED_NS)
+
+    def ListProcesses(self, request: Any, context: Any) -> proc_pb2.ListProcessesResponse:
+        self._record(request, context)
+        return proc_pb2.ListProcessesResponse(processes=[
+            fake_process(7, running=False), fake_process(42)])
+
+    def SignalProcess(self, request: Any, context: Any) -> proc_pb2.ProcessInfo:
+        self._record(request, context)
+        return fake_process(request.pid)
+
+    def ConnectProcess(self, request: Any, context: Any
+                       ) -> Iterator[proc_pb2.ConnectProcessResponse]:
+        self._record(request, context)
+        cancelled = threading.Event()
+
+        def ended() -> None:  # Run by grpc when the call ends.
+            cancelled.set()
+            self.connect_ended.set()
+
+        context.add_callback(ended)
+        if request.tail_bytes:
+            yield proc_pb2.ConnectProcessResponse(stdout=b"tick0\n")
+        if request.pid == 43:
+            yield proc_pb2.ConnectProcessResponse(stdout=b"tick1\n")
+            cancelled.wait(10)
+            return
+        yield proc_pb2.ConnectProcessResponse(stderr=b"warn\n", skipped_bytes=10)
+        yield proc_pb2.ConnectProcessResponse()  # No event: skipped.
+        yield proc_pb2.ConnectProcessResponse(stdout=b"tick1\n")
+        yield proc_pb2.ConnectProcessResponse(exit=fake_process(request.pid, running=False,
+                                                                signal=15))
+
+    def WaitProcess(self, request: Any, context: Any) -> proc_pb2.ProcessInfo:
+        self._record(request, context)
+        self.wait_time_left = context.time_remaining()
+        if request.pid == 99 and request.timeout_ms:
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"process 99 still running after {request.timeout_ms} ms")
+        return fake_process(request.pid, running=False, exit_code=3)
+
+
 class FakeDaemonTest(unittest.TestCase):
     def setUp(self) -> None:
         self.dir = tempfile.TemporaryDirectory()
@@ -285,6 +374,8 @@ class FakeDaemonTest(unittest.TestCase):
         self.fs = FakeFilesystemService()
         filesystem_service_pb2_grpc.add_FilesystemServiceServicer_to_server(self.fs,
                                                                              self.server)
+        self.procs = FakeProcessService()
+        process_service_pb2_grpc.add_ProcessServiceServicer_to_server(self.procs, self.server)
         self.server.add_insecure_port(f"unix://{self.socket}")
         self.server.start()
         self.options = ClientOptions(socket_path=self.socket, timeout=30,
@@ -698,6 +789,157 @@ class FakeDaemonTest(unittest.TestCase):
         with self.assertRaises(DeadlineExceededError) as ctx2:
             impatient.watch_dir("/slow")  # No WATCHING within the call timeout.
         self.assertIn("/slow", ctx2.exception.message)
+
+    def test_process_calls_send_requests_and_convert_replies(self) -> None:
+        vm = SmolVM(options=self.options).start()
+
+        started = vm.start_process("while :; do date; sleep 1; done")
+        self.assertEqual(self.procs.requests[-1], proc_pb2.StartProcessRequest(
+            vm_id="gen-1", command="while :; do date; sleep 1; done"))
+        self.assertEqual(self.procs.metadata.get("x-smolvm-tenant"), "ci")
+        self.assertEqual(started, ProcessInfo(
+            pid=42, argv=["/bin/sh", "-c", "while :; do date; sleep 1; done"], cwd="/root",
+            running=True, started_at=STARTED))
+        self.assertIsNone(started.ended_at)
+        self.assertFalse(started.ok)  # Still running.
+        vm.start_process(["python3", "-m", "http.server"], env={"PORT": "8000"}, cwd="/srv",
+                         user="alice")
+        self.assertEqual(self.procs.requests[-1], proc_pb2.StartProcessRequest(
+            vm_id="gen-1", argv=["python3", "-m", "http.server"], env={"PORT": "8000"},
+            cwd="/srv", user="alice"))
+
+        listed = vm.list_processes()
+        self.assertEqual(self.procs.requests[-1], proc_pb2.ListProcessesRequest(vm_id="gen-1"))
+        self.assertEqual([(p.pid, p.running, p.ok) for p in listed],
+                         [(7, False, True), (42, True, False)])
+        self.assertEqual((listed[0].started_at, listed[0].ended_at, listed[0].output_bytes),
+                         (STARTED, ENDED, 12))
+        self.assertIsNone(listed[1].ended_at)
+
+        signalled = vm.signal_process(42)
+        self.assertEqual(self.procs.requests[-1], proc_pb2.SignalProcessRequest(
+            vm_id="gen-1", pid=42, signal=15))
+        self.assertEqual((signalled.pid, signalled.running), (42, True))
+        vm.signal_process(42, signal.SIGKILL, group=True)
+        self.assertEqual(self.procs.requests[-1], proc_pb2.SignalProcessRequest(
+            vm_id="gen-1", pid=42, signal=9, group=True))
+        vm.signal_process(42, 2)
+        self.assertEqual(self.procs.requests[-1].signal, 2)
+
+        waited = vm.wait_process(42)
+        self.assertEqual(self.procs.requests[-1], proc_pb2.WaitProcessRequest(vm_id="gen-1",
+                                                                              pid=42))
+        self.assertEqual((waited.running, waited.exit_code, waited.ok, waited.ended_at),
+                         (False, 3, False, ENDED))
+
+    def test_process_errors(self) -> None:
+        never_started = SmolVM(options=self.options)
+        for call in (lambda: never_started.start_process("true"),
+                     lambda: never_started.list_processes(),
+                     lambda: never_started.signal_process(42),
+                     lambda: never_started.connect_process(42),
+                     lambda: never_started.wait_process(42)):
+            with self.assertRaises(FailedPreconditionError):
+                call()
+        self.assertEqual(self.procs.requests, [])  # Nothing sent.
+
+        vm = SmolVM(options=self.options).start()
+        for call in (lambda: vm.signal_process(404), lambda: vm.wait_process(404),
+                     lambda: next(vm.connect_process(404))):
+            with self.assertRaises(NotFoundError) as ctx:
+                call()
+            self.assertIs(ctx.exception.code, grpc.StatusCode.NOT_FOUND)
+            self.assertEqual(ctx.exception.message, "process 404: not found")
+        with self.assertRaises(NotFoundError) as ctx2:
+            vm.start_process(["/no/such"])
+        self.assertEqual(ctx2.exception.message, "start /no/such: no such file")
+        with self.assertRaises(DeadlineExceededError):
+            vm.wait_process(99, timeout=0.5)  # The daemon's timeout, not the call's.
+
+        sent = len(self.procs.requests)
+        for call in (lambda: vm.start_process([]),
+                     lambda: vm.start_process(["echo", 1]),  # type: ignore[list-item]
+                     lambda: vm.signal_process(-1),
+                     lambda: vm.signal_process(42, "TERM"),  # type: ignore[arg-type]
+                     lambda: vm.connect_process(42, tail_bytes=-1),
+                     lambda: vm.connect_process(42, timeout=-1),
+                     lambda: vm.wait_process(42, timeout=-1)):
+            with self.assertRaises(InvalidArgumentError):
+                call()
+        self.assertEqual(len(self.procs.requests), sent)
+
+    def test_connect_process_yields_outputs_then_the_exit(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        with vm.connect_process(42, tail_bytes=100) as conn:
+            self.assertIsInstance(conn, ProcessConnection)
+            outputs = list(conn)
+        self.assertEqual(self.procs.requests[-1], proc_pb2.ConnectProcessRequest(
+            vm_id="gen-1", pid=42, tail_bytes=100))
+        self.assertEqual(outputs, [ProcessOutput("stdout", b"tick0\n"),
+                                   ProcessOutput("stderr", b"warn\n", skipped_bytes=10),
+                                   ProcessOutput("stdout", b"tick1\n")])
+        self.assertEqual((outputs[0].text, conn.skipped_bytes), ("tick0\n", 10))
+        self.assertEqual(conn.exit, ProcessInfo.from_proto(
+            fake_process(42, running=False, signal=15)))
+        assert conn.exit is not None
+        self.assertEqual((conn.exit.signal, conn.exit.running, conn.exit.ended_at),
+                         (15, False, ENDED))
+        self.assertTrue(conn.exited)
+        self.assertEqual(list(conn), [])  # Over.
+
+        no_tail = vm.connect_process(42)
+        self.assertEqual(next(no_tail), ProcessOutput("stderr", b"warn\n", skipped_bytes=10))
+        self.assertEqual(self.procs.requests[-1].tail_bytes, 0)
+        no_tail.close()
+
+    def test_connect_process_close_detaches_cleanly(self) -> None:
+        vm = SmolVM(options=self.options).start()
+        conn = vm.connect_process(43)
+        self.assertEqual(next(conn), ProcessOutput("stdout", b"tick1\n"))
+        self.assertFalse(self.procs.connect_ended.is_set())
+        conn.close()
+        self.assertTrue(conn.closed)
+        self.assertEqual(list(conn), [])  # Ends without raising.
+        self.assertIsNone(conn.exit)
+        self.assertTrue(self.procs.connect_ended.wait(5))  # The call was cancelled.
+        conn.close()  # Idempotent.
+
+        # From another thread while the iteration is blocked.
+        self.procs.connect_ended.clear()
+        with vm.connect_process(43) as other:
+            seen = []
+            for out in other:
+                seen.append(out)
+                threading.Timer(0.2, other.cancel).start()
+        self.assertEqual(seen, [ProcessOutput("stdout", b"tick1\n")])
+        self.assertIsNone(other.exit)
+        self.assertTrue(self.procs.connect_ended.wait(5))
+
+        # A timeout ends it too, without raising.
+        start = time.monotonic()
+        with vm.connect_process(43, timeout=0.5) as timed:
+            self.assertEqual(len(list(timed)), 1)
+        self.assertGreaterEqual(time.monotonic() - start, 0.4)
+        self.assertIsNone(timed.exit)
+
+    def test_wait_process_passes_timeout_ms_and_a_longer_deadline(self) -> None:
+        vm = SmolVM(options=self.options).start()  # A 30 s call timeout.
+        vm.wait_process(42, timeout=100)
+        self.assertEqual(self.procs.requests[-1], proc_pb2.WaitProcessRequest(
+            vm_id="gen-1", pid=42, timeout_ms=100_000))
+        # The call's deadline is the wait plus 60 s, not the 30 s default
+        # (gRPC sends deadlines rounded up to the second).
+        self.assertGreater(self.procs.wait_time_left, 150)
+        self.assertLess(self.procs.wait_time_left, 162)
+        vm.wait_process(42, timeout=1.5)
+        self.assertEqual(self.procs.requests[-1].timeout_ms, 1500)
+        self.assertGreater(self.procs.wait_time_left, 60)
+        vm.wait_process(42, timeout=0.0001)
+        self.assertEqual(self.procs.requests[-1].timeout_ms, 1)  # Rounded up.
+        vm.wait_process(42)  # No limit: no deadline either.
+        self.assertEqual(self.procs.requests[-1].timeout_ms, 0)
+        self.assertTrue(self.procs.wait_time_left is None or self.procs.wait_time_left > 1e6,
+                        self.procs.wait_time_left)
 
 
 if __name__ == "__main__":

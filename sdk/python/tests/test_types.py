@@ -1,5 +1,6 @@
-"""Unit tests of smolvm.types and smolvm.fs: configs to and from messages,
-SnapshotInfo, the file system's entries and watch events."""
+"""Unit tests of smolvm.types, smolvm.fs and smolvm.process: configs to and
+from messages, SnapshotInfo, the file system's entries and watch events,
+background processes."""
 
 import unittest
 from datetime import datetime, timezone
@@ -8,10 +9,12 @@ import grpc
 
 from smolvm import (CommandResult, EgressPolicy, FileEntry, FileType, ForkOutcome,
                     InternalError, InvalidArgumentError, ListDirResult, PortForward,
-                    SnapshotInfo, VMConfig, VMInfo, VmStatus, WatchEvent, WatchEventType)
+                    ProcessInfo, ProcessOutput, SnapshotInfo, VMConfig, VMInfo, VmStatus,
+                    WatchEvent, WatchEventType)
 from smolvm.fs import from_unix_ns
 from smolvm.types import coerce_config, coerce_status
 from smolvm.v1 import filesystem_service_pb2 as fs_pb2
+from smolvm.v1 import process_service_pb2 as proc_pb2
 from smolvm.v1 import snapshot_service_pb2, types_pb2
 
 
@@ -234,6 +237,43 @@ class FilesystemTypesTest(unittest.TestCase):
             type=fs_pb2.WATCH_EVENT_TYPE_RENAME, path="/d/new", old_path="/d/old", is_dir=True))
         self.assertEqual(renamed, WatchEvent(WatchEventType.RENAME, "/d/new", "/d/old", True))
         self.assertEqual(str(WatchEventType.MODIFY), "modify")
+
+
+class ProcessTypesTest(unittest.TestCase):
+    def test_process_info(self) -> None:
+        exited = ProcessInfo.from_proto(proc_pb2.ProcessInfo(
+            pid=321, argv=["/bin/sh", "-c", "exit 3"], user="alice", cwd="/home/alice",
+            running=False, exit_code=3, started_at_unix_ns=1_700_000_000_123_456_789,
+            ended_at_unix_ns=1_700_000_001_000_000_000, output_bytes=42))
+        self.assertEqual(exited, ProcessInfo(
+            pid=321, argv=["/bin/sh", "-c", "exit 3"], user="alice", cwd="/home/alice",
+            running=False, exit_code=3,
+            started_at=datetime(2023, 11, 14, 22, 13, 20, 123456, tzinfo=timezone.utc),
+            ended_at=datetime(2023, 11, 14, 22, 13, 21, tzinfo=timezone.utc),
+            output_bytes=42))
+        self.assertIs(exited.started_at.tzinfo, timezone.utc)
+        self.assertFalse(exited.ok)
+        self.assertIsInstance(exited.argv, list)
+
+        running = ProcessInfo.from_proto(proc_pb2.ProcessInfo(pid=5, running=True,
+                                                              started_at_unix_ns=1))
+        self.assertIsNone(running.ended_at)  # 0 = still running.
+        self.assertFalse(running.ok)  # Not exited yet.
+        killed = ProcessInfo.from_proto(proc_pb2.ProcessInfo(pid=5, signal=9,
+                                                             ended_at_unix_ns=2))
+        self.assertEqual((killed.signal, killed.exit_code, killed.ok), (9, 0, False))
+        clean = ProcessInfo.from_proto(proc_pb2.ProcessInfo(pid=5, ended_at_unix_ns=2))
+        self.assertTrue(clean.ok)
+        empty = ProcessInfo.from_proto(proc_pb2.ProcessInfo())
+        self.assertEqual(empty, ProcessInfo(pid=0))
+        self.assertEqual(empty.started_at, datetime(1970, 1, 1, tzinfo=timezone.utc))
+
+    def test_process_output(self) -> None:
+        out = ProcessOutput("stderr", b"caf\xc3\xa9 \xff", skipped_bytes=7)
+        self.assertEqual((out.stream, out.data, out.skipped_bytes),
+                         ("stderr", b"caf\xc3\xa9 \xff", 7))
+        self.assertEqual(out.text, "caf\u00e9 \ufffd")
+        self.assertEqual(ProcessOutput("stdout", b"x").skipped_bytes, 0)
 
 
 if __name__ == "__main__":
