@@ -147,9 +147,9 @@ grpc::Status FilesystemServiceImpl::WatchDir(grpc::ServerContext* ctx,
                  }
                  // Until the client cancels (checked at least once a
                  // second) or the watch ends in the guest. A slow client
-                 // holds up this loop, and so the guest's writes: its
-                 // inotify queue overflows, which it reports, rather than
-                 // anything growing here.
+                 // holds up this loop; once 4 MiB of events wait for it,
+                 // the watch fails (RESOURCE_EXHAUSTED) rather than stall
+                 // the VM's agent connection or grow.
                  while (true) {
                    if (ctx->IsCancelled()) return absl::OkStatus();
                    auto change = watch->Next(absl::Now() + absl::Seconds(1));

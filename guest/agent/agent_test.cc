@@ -1924,6 +1924,54 @@ TEST(AgentProcTest, StartListAttachDetachSignal) {
   EXPECT_EQ(late.exit.signal(), SIGTERM);
 }
 
+// A process whose pipes outlive it (a grandchild in a session of its own
+// keeps writing): listed as exited and never signalled once reaped, since
+// its pid may be reused; the attach's exit waits for the pipes.
+TEST(AgentProcTest, AReapedProcessIsNeverSignalled) {
+  AgentProcess agent;
+  GroupKiller killer;
+  v1::ProcReply started = StartProc(
+      agent, 1,
+      {"sh", "-c", "setsid sh -c 'echo grandchild $$; while :; do echo x; sleep 0.1; done' & "
+                   "sleep 0.3; exit 4"},
+      &killer);
+  ASSERT_EQ(started.error(), "");
+  ASSERT_EQ(started.processes_size(), 1);
+  const pid_t pid = started.processes(0).pid();
+  AttachProc(agent, 2, pid, 1000, true);
+  std::string out;
+  ASSERT_TRUE(OutputUntil(agent, 2, "grandchild ", &out));
+  ASSERT_TRUE(OutputUntil(agent, 2, "\nx\n", &out));
+  pid_t grandchild = 0;
+  {
+    size_t at = out.find("grandchild ");
+    grandchild = static_cast<pid_t>(std::stol(out.substr(at + 11)));
+    killer.Add(grandchild);  // its own session: its own group
+  }
+  // The leader exits after 0.3 s; the grandchild keeps the pipe open.
+  std::optional<v1::ProcInfo> info;
+  for (Clock::time_point end = Clock::now() + 5s; Clock::now() < end;) {
+    info = Listed(agent, 3, pid);
+    if (info && !info->running()) break;
+    std::this_thread::sleep_for(50ms);
+  }
+  ASSERT_TRUE(info.has_value());
+  EXPECT_FALSE(info->running());
+  EXPECT_EQ(info->exit_code(), 4);
+  EXPECT_GT(info->ended_unix_ns(), 0);
+  v1::ProcReply signalled = SignalProc(agent, 4, pid, SIGTERM, true);
+  EXPECT_EQ(signalled.error_errno(), ESRCH) << signalled.error();
+  EXPECT_EQ(kill(grandchild, 0), 0) << "the grandchild must not have been signalled";
+  // No exit while the output goes on.
+  EXPECT_FALSE(agent.WaitFor(
+      [](const v1::Frame& f) { return f.has_exec_exit() && f.exec_exit().id() == 2; }, 300ms));
+  kill(-grandchild, SIGKILL);
+  auto exit = agent.WaitFor(
+      [](const v1::Frame& f) { return f.has_exec_exit() && f.exec_exit().id() == 2; }, 10s);
+  ASSERT_TRUE(exit.has_value());
+  EXPECT_EQ(exit->exec_exit().exit_code(), 4);
+}
+
 TEST(AgentProcTest, ExitCodeComesAfterAllOutput) {
   AgentProcess agent;
   GroupKiller killer;

@@ -218,7 +218,7 @@ std::vector<std::string> BuildEnv(
 
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
                       const std::string& abort_label, const OutputFn& on_output,
-                      const StartedFn& on_started) {
+                      const StartedFn& on_started, const ReapedFn& on_reaped) {
   ChildOutcome outcome;
   Started child;
   outcome.start_error = Start(spec, &child, &outcome.start_errno);
@@ -341,6 +341,7 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
         exited = true;
         drain_until = Clock::now() + kDrainIdle;
         child.stdin_w.Reset();
+        if (on_reaped) on_reaped(status);
       }
     }
   }

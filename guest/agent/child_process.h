@@ -56,6 +56,10 @@ using OutputFn = std::function<void(int stream, const char* data, size_t size)>;
 // Called on the RunChild thread once the program runs (its execve
 // succeeded), with its pid (= its process group), before any output.
 using StartedFn = std::function<void(pid_t pid)>;
+// Called on the RunChild thread right after the child was reaped (its pid
+// may be reused from then on), with its wait status, before its pipes are
+// drained.
+using ReapedFn = std::function<void(int wait_status)>;
 
 // Runs `spec` to completion on the calling thread. `input` (may be null if
 // !stdin_from_input) supplies stdin and the cancel request; `timeout_ms` 0 =
@@ -63,7 +67,8 @@ using StartedFn = std::function<void(pid_t pid)>;
 // `on_started` (may be empty) is not called if the start failed.
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
                       const std::string& abort_label, const OutputFn& on_output,
-                      const StartedFn& on_started = nullptr);
+                      const StartedFn& on_started = nullptr,
+                      const ReapedFn& on_reaped = nullptr);
 
 // The agent's base environment for children (PATH, HOME=/root, TERM=dumb),
 // overridden by `overrides` (later ones win).

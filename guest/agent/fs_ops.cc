@@ -222,7 +222,12 @@ FsError Mkdir(const std::string& path, uint32_t mode_request, bool parents, FsRe
 // directory swapped for a symlink meanwhile cannot redirect the removal.
 // Does not cross into another file system (a mount point is EBUSY), so a
 // mount under the tree (/proc, a volume) is never emptied.
-FsError RemoveContents(int dirfd, const std::string& dir_path, dev_t dev) {
+//
+// Each level holds one fd (the agent's limit is 1024, shared with every
+// other operation): deeper than kMaxRemoveDepth is ELOOP, before any fd
+// runs out.
+FsError RemoveContents(int dirfd, const std::string& dir_path, dev_t dev, int depth) {
+  if (depth > kMaxRemoveDepth) return FsErrnoError("remove", dir_path, ELOOP);
   std::vector<std::string> names;
   if (!ReadNames(dirfd, &names)) return FsErrnoError("opendir", dir_path, errno);
   for (const std::string& name : names) {
@@ -236,7 +241,12 @@ FsError RemoveContents(int dirfd, const std::string& dir_path, dev_t dev) {
       if (st.st_dev != dev) return FsErrnoError("rmdir", path, EBUSY);
       UniqueFd child(OpenDirAt(dirfd, name.c_str()));
       if (child.valid()) {
-        if (FsError e = RemoveContents(child.get(), path, dev); e.failed()) return e;
+        // The directory actually opened must be on the same file system
+        // (not one mounted there since the fstatat).
+        struct stat opened;
+        if (fstat(child.get(), &opened) != 0) return FsErrnoError("fstat", path, errno);
+        if (opened.st_dev != dev) return FsErrnoError("rmdir", path, EBUSY);
+        if (FsError e = RemoveContents(child.get(), path, dev, depth + 1); e.failed()) return e;
         child.Reset();
         if (unlinkat(dirfd, name.c_str(), AT_REMOVEDIR) != 0 && errno != ENOENT) {
           return FsErrnoError("rmdir", path, errno);
@@ -280,7 +290,7 @@ FsError Remove(const std::string& path, bool recursive) {
   }
   struct stat top;
   if (fstat(fd.get(), &top) != 0) return FsErrnoError("fstat", path, errno);
-  if (FsError e = RemoveContents(fd.get(), path, top.st_dev); e.failed()) return e;
+  if (FsError e = RemoveContents(fd.get(), path, top.st_dev, 1); e.failed()) return e;
   fd.Reset();
   if (unlinkat(parent_fd.get(), name.c_str(), AT_REMOVEDIR) != 0) {
     return FsErrnoError("rmdir", path, errno);
@@ -298,12 +308,16 @@ FsError Rename(const std::string& from, const std::string& to, bool overwrite, F
     if (rc != 0 && (errno == ENOSYS || errno == EINVAL)) {
       // A kernel or file system without RENAME_NOREPLACE (or a genuinely
       // invalid rename, which rename() then reports again): check, then
-      // rename. Racy, as `mv -n` is on such systems.
+      // rename. Racy, as `mv -n` is on such systems. Any other failure of
+      // the check reports renameat2's own errno.
+      const int renameat2_errno = errno;
       struct stat st;
       if (lstat(to.c_str(), &st) == 0) {
         errno = EEXIST;
       } else if (errno == ENOENT) {
         rc = rename(from.c_str(), to.c_str());
+      } else {
+        errno = renameat2_errno;
       }
     }
   }

@@ -24,6 +24,8 @@ namespace smolvm::guest {
 inline constexpr uint32_t kMaxListDepth = 32;
 inline constexpr size_t kMaxListEntries = 10000;
 inline constexpr size_t kMaxListBytes = size_t{768} << 10;  // summed FsEntry sizes
+// Levels a recursive REMOVE descends (one open fd each): deeper is ELOOP.
+inline constexpr int kMaxRemoveDepth = 256;
 
 // Runs `request` on the calling thread (which it switches to the request's
 // user for good: call it on a thread of its own) and sends one FsReply.

@@ -1,6 +1,7 @@
 #include "guest/agent/process_table.h"
 
 #include <signal.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include <algorithm>
@@ -120,7 +121,7 @@ class ProcessTable::Process {
     info.set_pid(pid);
     for (const std::string& a : argv) info.add_argv(a);
     info.set_user(user);
-    info.set_running(running);
+    info.set_running(!reaped);
     info.set_exit_code(exit_code);
     info.set_signal(signal);
     info.set_started_unix_ns(started_unix_ns);
@@ -137,6 +138,11 @@ class ProcessTable::Process {
   const int64_t started_unix_ns;
   const uint64_t seq;  // start order: the smallest exited one is evicted first
 
+  // Reaped: the pid may belong to another process now, so it is never
+  // signalled again; exit_code, signal and ended_unix_ns are set.
+  bool reaped = false;
+  // Until its pipes are drained too (after the reap): the exit an attach
+  // sends comes after all the output.
   bool running = true;
   int exit_code = 0;
   int signal = 0;
@@ -184,6 +190,16 @@ void ProcessTable::Run(Channel* channel, const agent::v1::ProcStart& request) {
           *reply.add_processes() = process->Info();
         }
         SendReply(channel, std::move(reply));
+      },
+      [&](int wait_status) {
+        std::lock_guard<std::mutex> lock(mu_);
+        process->reaped = true;
+        if (WIFSIGNALED(wait_status)) {
+          process->signal = WTERMSIG(wait_status);
+        } else {
+          process->exit_code = WEXITSTATUS(wait_status);
+        }
+        process->ended_unix_ns = UnixNowNs();
       });
 
   if (!outcome.start_error.empty()) {
@@ -195,9 +211,12 @@ void ProcessTable::Run(Channel* channel, const agent::v1::ProcStart& request) {
   }
   std::lock_guard<std::mutex> lock(mu_);
   process->running = false;
-  process->exit_code = outcome.exit_code;
-  process->signal = outcome.signal;
-  process->ended_unix_ns = UnixNowNs();
+  if (!process->reaped) {  // RunChild reaped it without the callback
+    process->reaped = true;
+    process->exit_code = outcome.exit_code;
+    process->signal = outcome.signal;
+    process->ended_unix_ns = UnixNowNs();
+  }
   process->changed.notify_all();
 }
 
@@ -239,9 +258,8 @@ ProcReply ProcessTable::Signal(const agent::v1::ProcSignal& request) {
     return ErrorReply(id, "no process " + std::to_string(pid), ESRCH);
   }
   Process& process = *it->second;
-  // Marked exited only once its pipes are drained (RunChild), a moment
-  // after it was reaped; a kill meanwhile finds no such process (ESRCH).
-  if (!process.running) {
+  // Never once reaped: the pid may be another process's by now.
+  if (process.reaped) {
     return ErrorReply(id, "process " + std::to_string(pid) + " is not running", ESRCH);
   }
   if (kill(request.group() ? -pid : pid, sig) != 0) {

@@ -266,7 +266,19 @@ void OpChannel::Push(v1::Frame frame) {
   const size_t bytes = QueuedSize(frame);
   absl::MutexLock lock(&budget_->mu);
   if (abandoned_ || !broken_.ok()) return;
-  if (mode_ == Mode::kResult) {
+  if (mode_ == Mode::kFollow) {
+    // A follower that is behind must not stall this VM's reader (and with
+    // it every other operation): it fails, and can start again from the
+    // guest's buffer.
+    if (queued_bytes_ + bytes > kMaxQueuedBytes ||
+        budget_->queued + bytes > kMaxConnectionQueuedBytes) {
+      broken_ = absl::ResourceExhaustedError(absl::StrCat(
+          "the client fell more than ", kMaxQueuedBytes >> 20,
+          " MiB behind the guest; start again (a process's output: with a tail)"));
+      ClearLocked();
+      return;
+    }
+  } else if (mode_ == Mode::kResult) {
     // Nobody may be draining this queue (an upload sending its data): never
     // wait for room, fail the operation instead.
     if (queued_bytes_ + bytes > kMaxResultQueuedBytes) {
@@ -362,7 +374,9 @@ absl::StatusOr<ExecEvent> ChannelExecHandle::Next(absl::Time deadline) {
 
 ChannelWatchHandle::~ChannelWatchHandle() {
   client_->Unregister(id_);
-  if (ended_.ok() && client_->healthy()) {
+  // Also after a local end (a client too slow): the guest's watch goes on
+  // until told.
+  if (!guest_ended_ && client_->healthy()) {
     v1::Frame cancel;
     cancel.mutable_exec_cancel()->set_id(id_);
     (void)client_->Send(cancel);
@@ -391,6 +405,7 @@ absl::StatusOr<FsChange> ChannelWatchHandle::Next(absl::Time deadline) {
       case v1::FsEvent::CHMOD: change.kind = FsChange::Kind::kChmod; break;
       case v1::FsEvent::OVERFLOW: change.kind = FsChange::Kind::kOverflow; break;
       case v1::FsEvent::ERROR:
+        guest_ended_ = true;
         ended_ = GuestErrnoError(e.error_errno(), absl::StrCat(what_, ": ", e.error()));
         return ended_;
       default:
@@ -556,6 +571,15 @@ void AgentClient::ReaderLoop() {
         case v1::Frame::kFsEvent: id = frame.fs_event().id(); break;
         case v1::Frame::kProcReply: id = frame.proc_reply().id(); break;
         default: continue;  // Not something a guest sends; drop it.
+      }
+      // Queues count a frame's wire size; a reply of many empty entries
+      // takes ~100 times that once parsed. The agent never sends more than
+      // its documented bounds, so more is a hostile guest: disconnect.
+      if (frame.fs_reply().entries_size() > kMaxFsReplyEntries ||
+          frame.proc_reply().processes_size() > kMaxProcReplyProcesses) {
+        Close(absl::UnavailableError(
+            "the guest agent sent a reply with more entries than the protocol allows"));
+        return;
       }
       std::shared_ptr<OpChannel> op;
       {
@@ -946,7 +970,7 @@ absl::StatusOr<std::unique_ptr<WatchHandle>> AgentClient::WatchDir(const std::st
                                                                    absl::Duration timeout) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
   SMOLVM_RETURN_IF_ERROR(CheckFsSupported(protocol_version_));
-  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kFollow));
   auto [id, op] = std::move(reg);
   const std::string what = absl::StrCat("watch ", path);
   // From here the handle owns the id: its destruction cancels the watch.
@@ -967,6 +991,7 @@ absl::StatusOr<std::unique_ptr<WatchHandle>> AgentClient::WatchDir(const std::st
     const v1::FsEvent& e = reply->fs_event();
     if (e.type() == v1::FsEvent::WATCHING) return std::unique_ptr<WatchHandle>(std::move(handle));
     if (e.type() == v1::FsEvent::ERROR) {
+      handle->guest_ended_ = true;
       handle->ended_ = GuestErrnoError(e.error_errno(), absl::StrCat(what, ": ", e.error()));
       return handle->ended_;
     }
@@ -1053,7 +1078,7 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::AttachProcess(int32_t p
                                                                       bool output) {
   if (!has_agent_) return absl::FailedPreconditionError("the guest has no smolvm agent");
   SMOLVM_RETURN_IF_ERROR(CheckProcessSupported(protocol_version_));
-  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
+  SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kFollow));
   auto [id, op] = std::move(reg);
   // The handle's end sends ExecCancel: a detach, for an attach.
   std::unique_ptr<ExecHandle> handle(new ChannelExecHandle(shared_from_this(), id, op));

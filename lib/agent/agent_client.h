@@ -18,6 +18,13 @@
 //     kMaxConnectionQueuedBytes; a full queue makes this VM's reader wait
 //     for the consumer (back-pressure through virtio-serial: the guest's
 //     writes block), nothing is dropped.
+//   - Following operations (directory watches, attaches to a background
+//     process) have the same bounds but never make the reader wait: a
+//     consumer that lags past them fails with RESOURCE_EXHAUSTED (the guest
+//     keeps the process's output; a watch can be started again).
+//   - A reply with more entries than the protocol allows (a listing over
+//     10,000, over 64 processes) closes the connection: parsed, empty
+//     entries take far more memory than their wire size.
 //   - Request/result operations (uploads, clock, entropy, reidentify) expect one small
 //     OpResult. An upload drains its queue between the chunks it sends; a
 //     guest that queues more than kMaxResultQueuedBytes for one of them
@@ -80,6 +87,12 @@ inline constexpr size_t kMaxResultQueuedBytes = 64 << 10;
 inline constexpr size_t kQueuedFrameOverhead = 256;
 // Concurrent operations per connection.
 inline constexpr size_t kMaxOperations = 64;
+// The most entries an agent's reply may carry (agent.proto: a listing is at
+// most 10,000 entries; at most 64 processes are tracked). A frame with more
+// closes the connection: parsed, empty entries take ~100 times their wire
+// size, which the queue bounds would not see.
+inline constexpr int kMaxFsReplyEntries = 10000;
+inline constexpr int kMaxProcReplyProcesses = 64;
 
 struct AgentClientOptions {
   // A frame the guest has not taken within this long (after it was this
@@ -105,6 +118,12 @@ class OpChannel {
   enum class Mode {
     kStream,  // Drained by its consumer; a full queue makes the reader wait.
     kResult,  // One small answer expected; over kMaxResultQueuedBytes fails.
+    // Drained by its consumer, who may lag without harm to others (a
+    // directory watch, an attach to a process: the guest can start either
+    // again): a frame over kMaxQueuedBytes (or the connection's bound)
+    // fails the operation with RESOURCE_EXHAUSTED instead of stalling the
+    // reader.
+    kFollow,
   };
   OpChannel(std::shared_ptr<QueueBudget> budget, Mode mode)
       : budget_(std::move(budget)), mode_(mode) {}
@@ -174,7 +193,8 @@ class ChannelWatchHandle : public WatchHandle {
   uint64_t id_;
   std::shared_ptr<OpChannel> channel_;
   std::string what_;
-  absl::Status ended_;  // Set once the guest ended the watch.
+  absl::Status ended_;       // Set once the watch ended.
+  bool guest_ended_ = false;  // The guest ended it (an ERROR event).
 };
 
 class AgentClient : public GuestAgent, public std::enable_shared_from_this<AgentClient> {

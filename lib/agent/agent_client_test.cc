@@ -1045,5 +1045,49 @@ TEST(AgentClientTest, BackgroundProcessCalls) {
   EXPECT_EQ(cancelled, attach_id);
 }
 
+// A watch (or attach) whose consumer lags past the queue bound fails on its
+// own; the VM's reader is not stalled, so other calls go on. A reply with
+// more entries than the protocol allows closes the connection.
+TEST(AgentClientTest, ALaggingFollowerFailsAloneAndOversizedRepliesClose) {
+  FakeAgent fake([](FakeAgent& f, const v1::Frame& frame) {
+    if (frame.has_fs_watch()) {
+      v1::Frame ev;
+      ev.mutable_fs_event()->set_id(frame.fs_watch().id());
+      ev.mutable_fs_event()->set_type(v1::FsEvent::WATCHING);
+      f.Write(ev);
+      // ~6 MiB of events that nobody reads.
+      ev.mutable_fs_event()->set_type(v1::FsEvent::CREATE);
+      ev.mutable_fs_event()->set_path(std::string(60 << 10, 'p'));
+      for (int i = 0; i < 100; ++i) f.Write(ev);
+    }
+    if (frame.has_fs_request()) {
+      v1::Frame reply;
+      reply.mutable_fs_reply()->set_id(frame.fs_request().id());
+      for (int i = 0; i <= kMaxFsReplyEntries; ++i) reply.mutable_fs_reply()->add_entries();
+      f.Write(reply);
+    }
+  });
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  auto watch = client->WatchDir("/d", "", false, absl::Seconds(5));
+  ASSERT_THAT(watch.status(), IsOk());
+  // The flood arrives while nobody reads; the reader keeps serving others.
+  absl::SleepFor(absl::Milliseconds(500));
+  EXPECT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  absl::Status ended;
+  for (int i = 0; i < 200 && ended.ok(); ++i) {
+    auto change = (*watch)->Next(absl::Now() + absl::Seconds(5));
+    ended = change.status();
+  }
+  EXPECT_THAT(ended, StatusIs(absl::StatusCode::kResourceExhausted, "behind"));
+  watch->reset();  // Cancels the guest's watch.
+  EXPECT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+
+  EXPECT_THAT(
+      client->FileSystem({.op = FsCall::Op::kList, .path = "/"}, absl::Seconds(5)).status(),
+      StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_FALSE(client->healthy());
+}
+
 }  // namespace
 }  // namespace smolvm::agent
