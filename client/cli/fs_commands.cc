@@ -21,7 +21,6 @@
 #include "client/cli/args.h"
 #include "client/cli/commands.h"
 #include "client/cli/stream_stopper.h"
-#include "client/cli/yaml.h"
 #include "client/cli_format.h"
 #include "client/smolvm.h"
 #include "smolvm/v1/filesystem_service.pb.h"
@@ -121,15 +120,7 @@ absl::Status PrintEvent(const CliContext& ctx, const v1::WatchDirEvent& event) {
     std::cout << WatchEventLine(event) << "\n" << std::flush;
     return absl::OkStatus();
   }
-  absl::StatusOr<std::string> json = ToJsonLine(event);
-  if (!json.ok()) return json.status();
-  if (format == OutputFormat::kJson) {
-    std::cout << *json << "\n" << std::flush;
-  } else {
-    // ToJsonLine replaced invalid UTF-8 already, so this parse cannot fail.
-    std::cout << "---\n" << ToYaml(nlohmann::ordered_json::parse(*json)) << std::flush;
-  }
-  return absl::OkStatus();
+  return ctx.out.StreamEvent(event);
 }
 
 absl::Status RunWatch(CliContext& ctx, const FsFlags& f) {

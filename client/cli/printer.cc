@@ -80,6 +80,18 @@ absl::Status Printer::Ids(const std::vector<std::string>& ids) {
   return Write(text);
 }
 
+absl::Status Printer::StreamEvent(const google::protobuf::Message& message) const {
+  absl::StatusOr<std::string> json = ToJsonLine(message);
+  if (!json.ok()) return json.status();
+  if (format() == OutputFormat::kJson) {
+    std::cout << *json << "\n" << std::flush;
+  } else {
+    // ToJsonLine replaced invalid UTF-8 already, so this parse cannot fail.
+    std::cout << "---\n" << ToYaml(nlohmann::ordered_json::parse(*json)) << std::flush;
+  }
+  return absl::OkStatus();
+}
+
 void Printer::BuildProgress(const v1::BuildProgress& progress) const {
   if (format() == OutputFormat::kJson) {
     v1::BuildImageEvent event;

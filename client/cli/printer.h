@@ -53,6 +53,11 @@ class Printer {
   // Any message in the structured formats; `text` for tables.
   absl::Status Message(const google::protobuf::Message& message, const std::string& text) const;
 
+  // StreamEvent prints one message of a stream in a structured format, as
+  // it arrives (flushed): a JSON line (--output json) or a YAML document
+  // (yaml). For tables the caller prints its own text.
+  absl::Status StreamEvent(const google::protobuf::Message& message) const;
+
   // Ids prints one id per line (lists with -q), whatever the format.
   static absl::Status Ids(const std::vector<std::string>& ids);
 

@@ -31,7 +31,6 @@
 #include "client/cli/args.h"
 #include "client/cli/commands.h"
 #include "client/cli/stream_stopper.h"
-#include "client/cli/yaml.h"
 #include "client/cli_format.h"
 #include "client/smolvm.h"
 #include "smolvm/v1/process_service.pb.h"
@@ -161,15 +160,7 @@ absl::Status PrintResponse(const CliContext& ctx, const v1::ConnectProcessRespon
     }
     return absl::OkStatus();
   }
-  absl::StatusOr<std::string> json = ToJsonLine(response);
-  if (!json.ok()) return json.status();
-  if (format == OutputFormat::kJson) {
-    std::cout << *json << "\n" << std::flush;
-  } else {
-    // ToJsonLine replaced invalid UTF-8 already, so this parse cannot fail.
-    std::cout << "---\n" << ToYaml(nlohmann::ordered_json::parse(*json)) << std::flush;
-  }
-  return absl::OkStatus();
+  return ctx.out.StreamEvent(response);
 }
 
 absl::Status RunAttach(CliContext& ctx, const ProcessFlags& f) {

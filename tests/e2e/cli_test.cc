@@ -511,6 +511,18 @@ TEST_F(CliTest, ProcessCommands) {
   EXPECT_EQ(r.exit_code, 7) << r.Describe();
   EXPECT_EQ(r.out, "out\n");
   EXPECT_EQ(r.err, "err\n");
+  // --json: one ConnectProcessResponse per line, the exit last.
+  r = Cli({"--json", "process", "attach", kVm, short_pid, "--tail", "1000"});
+  EXPECT_EQ(r.exit_code, 7) << r.Describe();
+  {
+    std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+    ASSERT_FALSE(lines.empty()) << r.Describe();
+    for (const std::string& line : lines) {
+      EXPECT_FALSE(nlohmann::json::parse(line, nullptr, false).is_discarded()) << line;
+    }
+    auto last = nlohmann::json::parse(lines.back(), nullptr, false);
+    EXPECT_EQ(last["exit"]["exit_code"], 7) << lines.back();
+  }
   r = Cli({"process", "wait", kVm, short_pid});
   EXPECT_EQ(r.exit_code, 7) << r.Describe();
   EXPECT_EQ(r.out, "exited 7\n");
