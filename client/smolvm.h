@@ -93,6 +93,18 @@ struct ForkVmOptions {
   std::map<std::string, std::string> labels;  // the snapshot's labels
 };
 
+// ExecSessionOptions are the interactive parts of `SmolVM::exec_session()`
+// (ExecStreamStart).
+struct ExecSessionOptions {
+  // Run on a pseudo-terminal in the guest (all output is then stdout).
+  bool tty = false;
+  // With tty: the terminal's initial size; 0 = 24 rows / 80 columns.
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+  // With tty: TERM; "" = "xterm-256color" (RunOptions::env wins).
+  std::string term;
+};
+
 // ExecExit is how a command ended (ExecResult).
 struct ExecExit {
   // The command's exit status; meaningful when `signal == 0` and
@@ -179,6 +191,7 @@ using ExecOutputCallback =
 // copyable; a moved-from SmolVM may only be destroyed or assigned to.
 class DirWatch;
 class ProcessConnection;
+class ExecSession;
 
 class SmolVM {
  public:
@@ -305,6 +318,17 @@ class SmolVM {
   absl::StatusOr<ExecExit> exec(const std::vector<std::string>& argv,
                                 const RunOptions& options,
                                 const ExecOutputCallback& on_output);
+
+  // exec_session starts `argv` (use {"/bin/sh", "-c", command} for a shell
+  // command) as an interactive command (ExecStream): stdin is streamed with
+  // ExecSession::write_stdin / close_stdin, signals and terminal resizes are
+  // sent as they happen, output is read with next(). `options`' env, cwd,
+  // user and timeout apply as for exec(); its stdin_data must be unset
+  // (INVALID_ARGUMENT). The call has no deadline (it lasts as long as the
+  // session); destroying the session (or cancel()) kills the command.
+  absl::StatusOr<std::unique_ptr<ExecSession>> exec_session(
+      const std::vector<std::string>& argv, const RunOptions& options = {},
+      const ExecSessionOptions& session = {});
 
   // --- Files (UploadFile / DownloadFile; the VM must be RUNNING) ------------
   //
@@ -446,6 +470,10 @@ class SmolVM {
   // Makes a handle on a VM the daemon returned over `connection`.
   SmolVM(ExistingVmTag, v1::Vm vm, Connection connection);
 
+  // Completes `request` (argv or command already set) with the VM id and
+  // `options`; FAILED_PRECONDITION before start(), INVALID_ARGUMENT for a
+  // bad timeout. Shared by Exec and ExecStream.
+  absl::Status FillExecRequest(const RunOptions& options, v1::ExecRequest* request) const;
   // The one Exec implementation: sends `request` (argv or command already
   // set) completed with the VM id and `options`, reports output to
   // `on_output` and returns the exit (client/smolvm_exec.cc).
@@ -485,6 +513,38 @@ class ProcessConnection {
   virtual absl::StatusOr<v1::ConnectProcessResponse> next() = 0;
   // cancel detaches; a next() blocked in another thread returns.
   // Thread-safe, idempotent.
+  virtual void cancel() = 0;
+};
+
+// ExecSession is a running ExecStream call (`SmolVM::exec_session()`).
+// Destroying it before the exit cancels the call, which kills the command.
+//
+// Thread-safety: next() may be called from one thread while the writers
+// (write_stdin, close_stdin, signal, resize) are called from another; the
+// writers serialize among themselves. cancel() is callable from any thread.
+class ExecSession {
+ public:
+  virtual ~ExecSession() = default;
+  // next blocks until the next output chunk or the exit (a response whose
+  // `exit` is set, the last); after it, the status the call ended with
+  // (CANCELLED after cancel() or a clean end).
+  virtual absl::StatusOr<v1::ExecResponse> next() = 0;
+  // write_stdin sends data to the command's stdin (split into 1 MiB
+  // messages). It blocks while the daemon holds back (the command is not
+  // reading). FAILED_PRECONDITION after close_stdin(); the call's status if
+  // it ended.
+  virtual absl::Status write_stdin(absl::string_view data) = 0;
+  // close_stdin ends stdin (with a tty: sends the terminal's ^D once).
+  // Idempotent.
+  virtual absl::Status close_stdin() = 0;
+  // signal sends `signal` (1-64) to the command's process group (with a
+  // tty: the terminal's foreground process group).
+  virtual absl::Status signal(int signal) = 0;
+  // resize sets the terminal's size (tty only; the guest's foreground
+  // process group gets SIGWINCH).
+  virtual absl::Status resize(uint32_t rows, uint32_t cols) = 0;
+  // cancel ends the call (and kills the command); a next() blocked in
+  // another thread returns. Thread-safe, idempotent.
   virtual void cancel() = 0;
 };
 

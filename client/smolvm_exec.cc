@@ -70,21 +70,27 @@ std::string CommandResult::output() const {
   return std::string(absl::StripAsciiWhitespace(stdout_text));
 }
 
-absl::StatusOr<ExecExit> SmolVM::StreamExec(
-    v1::ExecRequest request, const RunOptions& options,
-    const ExecOutputCallback& on_output) {
+absl::Status SmolVM::FillExecRequest(const RunOptions& options,
+                                     v1::ExecRequest* request) const {
   if (absl::Status s = CheckStarted("exec in"); !s.ok()) return s;
   absl::StatusOr<uint32_t> timeout_ms = TimeoutMillis(options.timeout);
   if (!timeout_ms.ok()) return timeout_ms.status();
-  request.set_vm_id(vm_id());
-  request.mutable_env()->insert(options.env.begin(), options.env.end());
-  request.set_cwd(options.cwd);
-  request.set_user(options.user);
+  request->set_vm_id(vm_id());
+  request->mutable_env()->insert(options.env.begin(), options.env.end());
+  request->set_cwd(options.cwd);
+  request->set_user(options.user);
   if (options.stdin_data.has_value()) {
-    request.set_stdin(*options.stdin_data);
-    request.set_has_stdin(true);
+    request->set_stdin(*options.stdin_data);
+    request->set_has_stdin(true);
   }
-  request.set_timeout_ms(*timeout_ms);
+  request->set_timeout_ms(*timeout_ms);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<ExecExit> SmolVM::StreamExec(
+    v1::ExecRequest request, const RunOptions& options,
+    const ExecOutputCallback& on_output) {
+  if (absl::Status s = FillExecRequest(options, &request); !s.ok()) return s;
 
   grpc::ClientContext context;
   if (absl::Status s = connection_.PrepareContext(

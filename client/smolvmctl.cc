@@ -14,9 +14,9 @@
 // user's guide (exit codes, aliases, completion, --output, doctor).
 //
 // Errors print "smolvmctl: <message>" on stderr and exit with ExitCodeFor
-// (client/status.h), or for `vm exec` 125/126/127 (client/cli/cli_rules.h).
-// `vm exec`, `process attach` and `process wait` exit with the guest
-// command's status when it ran.
+// (client/status.h), or for `vm exec` and `vm shell` 125/126/127
+// (client/cli/cli_rules.h). `vm exec`, `vm shell`, `process attach` and
+// `process wait` exit with the guest command's status when it ran.
 // Text that comes from the daemon or a guest is escaped so that it cannot
 // carry terminal control sequences (cli::EscapeForTerminal); exec output and
 // downloaded files are data and pass through unchanged.
@@ -113,7 +113,8 @@ int Main(int argc, char** argv) {
     return InsertCommandSeparator(std::move(words), path, 1, [&](const std::string& flag) {
       for (const CLI::App* level : levels) {
         if (const CLI::Option* opt = level->get_option_no_throw(flag); opt != nullptr) {
-          return opt->get_type_size() != 0;
+          // A flag's type size is 1 in CLI11 2.1; it expects no items.
+          return opt->get_items_expected_min() != 0;
         }
       }
       return false;

@@ -1,5 +1,6 @@
 #include "daemon/vm_service.h"
 
+#include "daemon/exec_session.h"
 #include "daemon/guest_streams.h"
 #include "daemon/operation_service.h"
 #include "daemon/rpc_reply.h"
@@ -85,6 +86,25 @@ grpc::Status VmServiceImpl::Exec(grpc::ServerContext* ctx, const v1::ExecRequest
                  auto handle = manager_->StartExec(c, req->vm_id(), *std::move(spec));
                  if (!handle.ok()) return handle.status();
                  return StreamExec(**handle, ctx, writer);
+               });
+}
+
+grpc::Status VmServiceImpl::ExecStream(grpc::ServerContext* ctx, ExecSessionStream* stream) {
+  v1::ExecStreamRequest first;
+  const bool has_start = stream->Read(&first) && first.has_start();
+  const v1::ExecStreamStart& start = first.start();
+  return Serve(*callers_, *ctx, "ExecStream", Access::kMutate, start.exec().vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 if (!has_start) {
+                   return absl::InvalidArgumentError(
+                       "exec stream: the first request must be start (exec.vm_id, argv or "
+                       "command)");
+                 }
+                 auto spec = ExecSessionSpecFromProto(start);
+                 if (!spec.ok()) return spec.status();
+                 auto handle = manager_->StartExec(c, start.exec().vm_id(), *std::move(spec));
+                 if (!handle.ok()) return handle.status();
+                 return RunExecSession(**handle, start.tty(), ctx, stream);
                });
 }
 

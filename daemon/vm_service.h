@@ -34,6 +34,9 @@ class VmServiceImpl final : public v1::VmService::Service {
                        v1::ListVmsResponse* resp) override;
   grpc::Status Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
                     grpc::ServerWriter<v1::ExecResponse>* writer) override;
+  grpc::Status ExecStream(
+      grpc::ServerContext* ctx,
+      grpc::ServerReaderWriter<v1::ExecResponse, v1::ExecStreamRequest>* stream) override;
   grpc::Status UploadFile(grpc::ServerContext* ctx,
                           grpc::ServerReader<v1::UploadFileRequest>* reader,
                           v1::UploadFileResponse* resp) override;

@@ -32,9 +32,11 @@ PACKAGES=(
 # policy-rc.d, where present, forbids it); tests/container_test.sh runs its
 # own in a network namespace. On a host run by systemd, Debian starts
 # docker.service (README "Networking" says how smolvmd copes with Docker).
+# tmux plays the user's terminal for `smolvmctl vm shell` (cli_test).
 TEST_PACKAGES=(
   clang libclang-rt-14-dev
   docker.io systemd-container
+  tmux
 )
 if [ "${1:-}" != "--build-only" ]; then
   PACKAGES+=("${TEST_PACKAGES[@]}")

@@ -17,7 +17,7 @@ const char kExitCodeHelp[] =
     "Exit codes: 0 ok; 1 other error (e.g. permission denied); 2 invalid argument or usage; "
     "3 not found; 4 already exists; 5 failed precondition (wrong VM state); "
     "6 resource exhausted; 7 smolvmd unavailable. "
-    "vm exec exits with the command's status (128+N if killed by signal N), "
+    "vm exec (and vm shell) exits with the command's status (128+N if killed by signal N), "
     "124 if --timeout expired, 125 if smolvmctl or smolvmd failed (any error "
     "above), 126 if the command could not be started, 127 if it was not found.";
 

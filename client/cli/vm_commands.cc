@@ -1,5 +1,5 @@
 // smolvmctl vm create|start|stop|pause|resume|delete|get|list|expose|unexpose
-// (vm exec is in exec_command.cc).
+// (vm exec and vm shell are in exec_command.cc).
 
 #include <unistd.h>
 
@@ -355,6 +355,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx) {
   RegisterFork(vm, ctx);
 
   RegisterExecCommand(*vm, ctx);
+  RegisterShellCommand(*vm, ctx);
 }
 
 }  // namespace smolvm::cli

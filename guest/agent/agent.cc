@@ -124,6 +124,19 @@ void Agent::Dispatch(Frame* frame) {
       PushInput(in->id(), Kind::kExec, std::move(*in->mutable_data()), in->eof());
       break;
     }
+    case Frame::kExecSignal: {
+      const agent::v1::ExecSignal& sig = frame->exec_signal();
+      if (sig.signal() >= 1 && sig.signal() <= 64) {
+        PushControl(sig.id(), OpInput::Control{.signal = sig.signal()});
+      }
+      break;
+    }
+    case Frame::kExecResize: {
+      const agent::v1::TerminalSize& size = frame->exec_resize().size();
+      PushControl(frame->exec_resize().id(),
+                  OpInput::Control{.rows = size.rows(), .cols = size.cols()});
+      break;
+    }
     case Frame::kExecCancel: {
       std::lock_guard<std::mutex> lock(ops_mu_);
       auto it = ops_.find(frame->exec_cancel().id());
@@ -198,7 +211,7 @@ void Agent::Dispatch(Frame* frame) {
 
 void Agent::StartExec(const agent::v1::ExecStart& request) {
   const uint64_t id = request.id();
-  std::shared_ptr<Op> op = Register(id, Kind::kExec);
+  std::shared_ptr<Op> op = Register(id, Kind::kExec, request.interactive());
   if (op == nullptr) {
     return SendExecStartError(channel_, id, "exec id " + std::to_string(id) + " is already in use");
   }
@@ -316,18 +329,29 @@ void Agent::PushInput(uint64_t id, Kind kind, std::string data, bool eof) {
   op->input.Push(std::move(data), eof);
 }
 
+void Agent::PushControl(uint64_t id, const OpInput::Control& control) {
+  std::shared_ptr<Op> op;
+  {
+    std::lock_guard<std::mutex> lock(ops_mu_);
+    auto it = ops_.find(id);
+    if (it == ops_.end() || it->second->kind != Kind::kExec) return;
+    op = it->second;
+  }
+  op->input.PushControl(control);
+}
+
 void Agent::CancelOnDisconnect() {
   std::lock_guard<std::mutex> lock(ops_mu_);
   for (auto& [id, op] : ops_) {
-    if (op->kind != Kind::kExec) CancelOp(*op);
+    if (op->ends_with_host) CancelOp(*op);
   }
 }
 
-std::shared_ptr<Agent::Op> Agent::Register(uint64_t id, Kind kind) {
+std::shared_ptr<Agent::Op> Agent::Register(uint64_t id, Kind kind, bool ends_with_host) {
   std::lock_guard<std::mutex> lock(ops_mu_);
   auto [it, inserted] = ops_.try_emplace(id, nullptr);
   if (!inserted) return nullptr;
-  it->second = std::make_shared<Op>(kind);
+  it->second = std::make_shared<Op>(kind, ends_with_host);
   return it->second;
 }
 

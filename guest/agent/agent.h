@@ -12,10 +12,11 @@
 // Survives everything the host can do: at end of stream (host disconnected,
 // not yet connected, VM restored from a snapshot) the decoder is reset and
 // reading resumes after kReconnectPoll; on a corrupt stream the buffered
-// bytes are dropped. Running execs outlive a disconnect; unfinished uploads
-// are cancelled (their data cannot arrive any more), watches are stopped and
-// attaches detached (the host that asked for them is gone); background
-// processes go on.
+// bytes are dropped. Running execs outlive a disconnect, except interactive
+// ones (ExecStart.interactive: a shell whose client is gone); unfinished
+// uploads are cancelled (their data cannot arrive any more), watches are
+// stopped and attaches detached (the host that asked for them is gone);
+// background processes go on.
 #pragma once
 
 #include <chrono>
@@ -57,8 +58,13 @@ class Agent {
   // cancel.
   enum class Kind { kExec, kUpload, kWatch, kAttach };
   struct Op {
-    explicit Op(Kind k) : kind(k) {}
+    Op(Kind k, bool ends_with_host) : kind(k), ends_with_host(ends_with_host) {}
     const Kind kind;
+    // Cancelled when the host disconnects: every operation but a plain
+    // exec (which runs on, as a command started by a script would; its
+    // output is lost). An interactive exec (ExecStart.interactive) ends
+    // with its client.
+    const bool ends_with_host;
     OpInput input;
   };
 
@@ -74,12 +80,14 @@ class Agent {
   void CancelOp(Op& op);
   // Feeds host data to op `id` if it is running and of `kind`; else drops it.
   void PushInput(uint64_t id, Kind kind, std::string data, bool eof);
+  // Queues a signal or terminal size for exec `id` if it is running.
+  void PushControl(uint64_t id, const OpInput::Control& control);
   // Cancels unfinished uploads, stops watches and detaches attaches: the
   // host is gone.
   void CancelOnDisconnect();
 
   // Returns null (and reports nothing) if `id` is already in use.
-  std::shared_ptr<Op> Register(uint64_t id, Kind kind);
+  std::shared_ptr<Op> Register(uint64_t id, Kind kind, bool ends_with_host = true);
   void Unregister(uint64_t id, const Op* op);
 
   Channel* const channel_;

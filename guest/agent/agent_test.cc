@@ -290,9 +290,18 @@ uint64_t Fnv1a(const std::string& s) {
   return h;
 }
 
-// Pids of live (not zombie) processes whose process group is `pgid`.
-std::vector<pid_t> LiveGroupMembers(pid_t pgid) {
-  std::vector<pid_t> out;
+// A process as /proc/<pid>/stat describes it.
+struct ProcStat {
+  pid_t pid = 0;
+  pid_t ppid = 0;
+  pid_t pgrp = 0;
+  pid_t session = 0;
+  pid_t tpgid = 0;  // the foreground group of its controlling terminal, else -1
+};
+
+// Every live (not zombie) process on the machine.
+std::vector<ProcStat> LiveProcesses() {
+  std::vector<ProcStat> out;
   for (const auto& e : fs::directory_iterator("/proc")) {
     std::string name = e.path().filename();
     if (name.find_first_not_of("0123456789") != std::string::npos) continue;
@@ -300,11 +309,41 @@ std::vector<pid_t> LiveGroupMembers(pid_t pgid) {
     size_t paren = stat.rfind(')');
     if (paren == std::string::npos) continue;
     char state = 0;
-    int ppid = 0, pgrp = 0;
-    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d", &state, &ppid, &pgrp) != 3) continue;
-    if (pgrp == pgid && state != 'Z' && state != 'X') out.push_back(std::stoi(name));
+    int ppid = 0, pgrp = 0, session = 0, tty = 0, tpgid = 0;
+    if (std::sscanf(stat.c_str() + paren + 1, " %c %d %d %d %d %d", &state, &ppid, &pgrp, &session,
+                    &tty, &tpgid) != 6) {
+      continue;
+    }
+    if (state == 'Z' || state == 'X') continue;
+    out.push_back({std::stoi(name), ppid, pgrp, session, tpgid});
   }
   return out;
+}
+
+// Pids of live (not zombie) processes whose process group is `pgid`.
+std::vector<pid_t> LiveGroupMembers(pid_t pgid) {
+  std::vector<pid_t> out;
+  for (const ProcStat& p : LiveProcesses()) {
+    if (p.pgrp == pgid) out.push_back(p.pid);
+  }
+  return out;
+}
+
+// Pids of live (not zombie) processes in session `sid`.
+std::vector<pid_t> LiveSessionMembers(pid_t sid) {
+  std::vector<pid_t> out;
+  for (const ProcStat& p : LiveProcesses()) {
+    if (p.session == sid) out.push_back(p.pid);
+  }
+  return out;
+}
+
+// Polls `done` every 20 ms until it holds or `timeout` passed; its last value.
+bool Eventually(const std::function<bool()>& done, Clock::duration timeout = 5s) {
+  for (Clock::time_point end = Clock::now() + timeout;; std::this_thread::sleep_for(20ms)) {
+    if (done()) return true;
+    if (Clock::now() >= end) return false;
+  }
 }
 
 // --- tests -------------------------------------------------------------------
@@ -2121,5 +2160,489 @@ TEST(AgentProcTest, ProcessesOutliveTheHostAndAttachesEndWithIt) {
   EXPECT_EQ(LiveGroupMembers(pid).empty(), false) << "the process died with the host";
   EXPECT_EQ(kill(pid, 0), 0);
 }
+
+// --- interactive execs (protocol 6) -----------------------------------------
+
+// Kills, when the test ends (also on failure), every process in the
+// sessions of the execs the agent ran: each exec leads a session of its own,
+// and a job-control shell on a terminal puts its jobs in other process
+// groups of it. Track() records the sessions of the agent's current
+// children; declare the killer after the AgentProcess (it must run while the
+// agent still lives).
+class SessionKiller {
+ public:
+  explicit SessionKiller(const AgentProcess& agent) : agent_(agent.pid()) {}
+  SessionKiller(const SessionKiller&) = delete;
+  SessionKiller& operator=(const SessionKiller&) = delete;
+  ~SessionKiller() {
+    Track();
+    for (const ProcStat& p : LiveProcesses()) {
+      if (sessions_.count(p.session) != 0) kill(p.pid, SIGKILL);
+    }
+  }
+  void Track() {
+    for (const ProcStat& p : LiveProcesses()) {
+      if (p.ppid == agent_) sessions_.insert(p.pid);
+    }
+  }
+  // The agent's one running child (an exec's program); 0 if not exactly one.
+  pid_t OnlyChild() {
+    Track();
+    pid_t child = 0;
+    for (const ProcStat& p : LiveProcesses()) {
+      if (p.ppid != agent_) continue;
+      if (child != 0) return 0;
+      child = p.pid;
+    }
+    return child;
+  }
+
+ private:
+  const pid_t agent_;
+  std::set<pid_t> sessions_;
+};
+
+// One running exec, driven as a host's interactive session drives it: typed
+// into, signalled and resized while its output (by stream), its stdin acks
+// and its end are read as they come.
+class LiveExec {
+ public:
+  LiveExec(AgentProcess& agent, const v1::ExecStart& start) : agent_(agent), id_(start.id()) {
+    SendExecStart(agent, start);
+  }
+
+  void Type(const std::string& data, bool eof = false) { SendStdin(agent_, id_, data, eof); }
+  void Signal(int sig) {
+    v1::Frame frame;
+    frame.mutable_exec_signal()->set_id(id_);
+    frame.mutable_exec_signal()->set_signal(sig);
+    agent_.Send(frame);
+  }
+  void Resize(uint32_t rows, uint32_t cols) {
+    v1::Frame frame;
+    frame.mutable_exec_resize()->set_id(id_);
+    frame.mutable_exec_resize()->mutable_size()->set_rows(rows);
+    frame.mutable_exec_resize()->mutable_size()->set_cols(cols);
+    agent_.Send(frame);
+  }
+
+  // Reads until `needle` shows up in the stdout that came after the previous
+  // match (so one match never counts twice); false if it does not within
+  // `timeout` or the exec ended first.
+  bool Until(const std::string& needle, Clock::duration timeout = 10s) {
+    Clock::time_point deadline = Clock::now() + timeout;
+    for (;;) {
+      size_t at = out_.find(needle, mark_);
+      if (at != std::string::npos) {
+        mark_ = at + needle.size();
+        return true;
+      }
+      if (exited_ || !Next(deadline - Clock::now())) return false;
+    }
+  }
+
+  // Whether its ExecExit came within `timeout`.
+  bool ExitsWithin(Clock::duration timeout) {
+    Clock::time_point deadline = Clock::now() + timeout;
+    while (!exited_ && Next(deadline - Clock::now())) {
+    }
+    return exited_;
+  }
+
+  // Everything up to its ExecExit.
+  ExecResult Finish(Clock::duration timeout = 10s) {
+    if (!ExitsWithin(timeout)) ADD_FAILURE() << "no ExecExit for exec " << id_;
+    return ExecResult{out_, err_, exit_, exited_};
+  }
+
+  const std::string& out() const { return out_; }
+  const std::string& err() const { return err_; }
+  // consumed_bytes of each ExecStdinAck so far, in the order received.
+  const std::vector<uint64_t>& acks() const { return acks_; }
+
+ private:
+  // Takes the next frame of this exec; false if none came within `timeout`.
+  bool Next(Clock::duration timeout) {
+    const uint64_t id = id_;
+    auto frame = agent_.WaitFor(
+        [id](const v1::Frame& f) {
+          return (f.has_exec_output() && f.exec_output().id() == id) ||
+                 (f.has_exec_stdin_ack() && f.exec_stdin_ack().id() == id) ||
+                 (f.has_exec_exit() && f.exec_exit().id() == id);
+        },
+        std::max<Clock::duration>(timeout, Clock::duration::zero()));
+    if (!frame) return false;
+    if (frame->has_exec_output()) {
+      EXPECT_FALSE(exited_) << "output after the ExecExit";
+      (frame->exec_output().stream() == v1::ExecOutput::STDERR ? err_ : out_) +=
+          frame->exec_output().data();
+    } else if (frame->has_exec_stdin_ack()) {
+      EXPECT_FALSE(exited_) << "a stdin ack after the ExecExit";
+      acks_.push_back(frame->exec_stdin_ack().consumed_bytes());
+    } else {
+      EXPECT_FALSE(exited_) << "a second ExecExit";
+      exit_ = frame->exec_exit();
+      exited_ = true;
+    }
+    return true;
+  }
+
+  AgentProcess& agent_;
+  const uint64_t id_;
+  std::string out_, err_;
+  size_t mark_ = 0;  // where Until looks from
+  std::vector<uint64_t> acks_;
+  v1::ExecExit exit_;
+  bool exited_ = false;
+};
+
+// An exec of `argv` on a terminal of rows x cols (0 = the default 24 x 80)
+// whose stdin the test types into.
+v1::ExecStart TtyCmd(uint64_t id, std::vector<std::string> argv, uint32_t rows = 0,
+                     uint32_t cols = 0) {
+  v1::ExecStart start = Cmd(id, std::move(argv));
+  start.set_stdin_follows(true);
+  start.mutable_tty()->set_rows(rows);
+  start.mutable_tty()->set_cols(cols);
+  return start;
+}
+
+// The foreground process group of the terminal `pid` runs on (-1 if none).
+pid_t ForegroundGroupOf(pid_t pid) {
+  for (const ProcStat& p : LiveProcesses()) {
+    if (p.pid == pid) return p.tpgid;
+  }
+  return -1;
+}
+
+// What is typed into a shell on a terminal is echoed back, so every marker
+// the tests wait for is computed by the shell ("A$((1+1))B" prints "A2B"),
+// never typed as it is printed.
+
+TEST(AgentTtyTest, ShellOnATerminalResizesAndSendsAllOutputAsStdout) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  LiveExec sh(agent, TtyCmd(1, {"sh"}));  // the default size
+  sh.Type("tty; stty size\n");
+  ASSERT_TRUE(sh.Until("/dev/pts/")) << sh.out();
+  ASSERT_TRUE(sh.Until("24 80")) << sh.out();
+  killer.Track();
+  // Every standard stream is the terminal.
+  sh.Type("for fd in 0 1 2; do test -t $fd && echo T$((fd+10)); done\n");
+  ASSERT_TRUE(sh.Until("T10")) << sh.out();
+  ASSERT_TRUE(sh.Until("T11")) << sh.out();
+  ASSERT_TRUE(sh.Until("T12")) << sh.out();
+
+  sh.Resize(40, 120);
+  sh.Type("stty size\n");
+  ASSERT_TRUE(sh.Until("40 120")) << sh.out();
+  // A size of 0 x 0 is the default again.
+  sh.Resize(0, 0);
+  sh.Type("stty size\n");
+  ASSERT_TRUE(sh.Until("24 80")) << sh.out();
+
+  sh.Type("echo E$((2+3))E >&2\n");
+  ASSERT_TRUE(sh.Until("E5E")) << sh.out();
+  sh.Type("exit 7\n");
+  ExecResult r = sh.Finish();
+  EXPECT_EQ(r.exit.start_error(), "");
+  EXPECT_EQ(r.exit.signal(), 0);
+  EXPECT_EQ(r.exit.exit_code(), 7);
+  EXPECT_EQ(r.err, "") << "output on a terminal is all STDOUT";
+  EXPECT_EQ(r.out.find("E5E"), r.out.rfind("E5E")) << "stderr echoed twice: " << r.out;
+}
+
+TEST(AgentTtyTest, TerminalOfTheRequestedSizeWithoutStdin) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  v1::ExecStart start = TtyCmd(1, {"sh", "-c", "stty size; test -t 0 && echo stdin-tty"}, 30, 100);
+  start.set_stdin_follows(false);  // the terminal is still its stdin
+  ExecResult r = RunExec(agent, start);
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  EXPECT_EQ(r.out, "30 100\r\nstdin-tty\r\n");  // the terminal turns \n into \r\n
+  EXPECT_EQ(r.err, "");
+}
+
+// As another user (see RunsAsTheRequestedUser): the terminal is the user's,
+// as login makes it.
+TEST(AgentTtyTest, TerminalBelongsToTheRequestedUser) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  v1::ExecStart start =
+      TtyCmd(1, {"sh", "-c", "id -u; stat -c %u:%g:%a \"$(tty)\"; echo $USER; stty size"});
+  start.set_user("nobody");
+  start.set_stdin_follows(false);
+  ExecResult r = RunExec(agent, start);
+  EXPECT_EQ(r.exit.start_error(), "");
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  EXPECT_EQ(r.out, "65534\r\n65534:65534:620\r\nnobody\r\n24 80\r\n");
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(AgentTtyTest, SignalGoesToTheExecsGroup) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  // Sent right behind the start: applied once the program runs.
+  Clock::time_point t0 = Clock::now();
+  LiveExec sleep(agent, Cmd(1, {"sleep", "100"}));
+  sleep.Signal(SIGINT);
+  ExecResult r = sleep.Finish(5s);
+  killer.Track();
+  EXPECT_LT(Clock::now() - t0, 5s);
+  EXPECT_EQ(r.exit.signal(), SIGINT);
+  EXPECT_FALSE(r.exit.timed_out());
+  EXPECT_EQ(r.exit.start_error(), "");
+
+  // The whole group gets it, not only the exec's own process.
+  LiveExec sh(agent, Cmd(2, {"sh", "-c", "sleep 100 & echo $!; wait"}));
+  ASSERT_TRUE(sh.Until("\n"));
+  killer.Track();
+  const pid_t background = std::stoi(sh.out());
+  const pid_t group = killer.OnlyChild();
+  ASSERT_GT(group, 0);
+  sh.Signal(SIGTERM);
+  r = sh.Finish(5s);
+  EXPECT_EQ(r.exit.signal(), SIGTERM);
+  EXPECT_TRUE(Eventually([&] { return LiveGroupMembers(group).empty(); }))
+      << "the background sleep " << background << " survived";
+}
+
+TEST(AgentTtyTest, SignalOnATerminalGoesToTheForegroundJob) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  LiveExec sh(agent, TtyCmd(1, {"sh"}));
+  sh.Type("echo S$((1+1))S\n");
+  ASSERT_TRUE(sh.Until("S2S")) << sh.out();
+  const pid_t shell = killer.OnlyChild();
+  ASSERT_GT(shell, 0);
+  ASSERT_EQ(ForegroundGroupOf(shell), shell);
+
+  sh.Type("sleep 100\n");
+  // The job-control shell runs it in a group of its own, in the foreground.
+  pid_t job = -1;
+  ASSERT_TRUE(Eventually([&] {
+    job = ForegroundGroupOf(shell);
+    return job > 0 && job != shell;
+  })) << sh.out();
+  sh.Signal(SIGINT);  // as ^C
+  EXPECT_TRUE(Eventually([&] { return LiveGroupMembers(job).empty(); }))
+      << "the foreground sleep survived ^C";
+  sh.Type("echo A$((1+1))B\n");
+  ASSERT_TRUE(sh.Until("A2B")) << "the shell did not survive ^C: " << sh.out();
+  EXPECT_EQ(ForegroundGroupOf(shell), shell);
+  sh.Type("exit\n");
+  ExecResult r = sh.Finish();
+  EXPECT_EQ(r.exit.signal(), 0);
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  EXPECT_EQ(r.err, "");
+}
+
+TEST(AgentTtyTest, StdinAcksCountWhatTheChildTook) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  v1::ExecStart start = Cmd(1, {"cat"});
+  start.set_stdin_follows(true);
+  start.set_ack_stdin(true);
+  LiveExec cat(agent, start);
+  std::string data;
+  for (int chunk = 0; chunk < 3; ++chunk) {
+    std::string part;
+    for (int i = 0; i < 10000; ++i) part += static_cast<char>('a' + (chunk * 7 + i) % 26);
+    cat.Type(part);
+    data += part;
+  }
+  cat.Type("", true);
+  ExecResult r = cat.Finish();
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  EXPECT_TRUE(r.out == data) << r.out.size() << " bytes back of " << data.size();
+  ASSERT_FALSE(cat.acks().empty());
+  for (size_t i = 1; i < cat.acks().size(); ++i) {
+    EXPECT_LE(cat.acks()[i - 1], cat.acks()[i]) << "ack " << i << " went back";
+  }
+  EXPECT_EQ(cat.acks().back(), data.size());
+
+  // Only what the child took is acked, not what the agent queued: a
+  // program that never reads holds at most a pipe's worth.
+  start = Cmd(2, {"sleep", "100"});
+  start.set_stdin_follows(true);
+  start.set_ack_stdin(true);
+  LiveExec sleeper(agent, start);
+  const std::string chunk(64 << 10, 'q');
+  for (int i = 0; i < 16; ++i) sleeper.Type(chunk);  // 1 MiB
+  EXPECT_FALSE(sleeper.ExitsWithin(500ms));
+  killer.Track();
+  ASSERT_FALSE(sleeper.acks().empty()) << "nothing fit in the pipe?";
+  EXPECT_LT(sleeper.acks().back(), 16u * chunk.size());
+  v1::Frame cancel;
+  cancel.mutable_exec_cancel()->set_id(2);
+  agent.Send(cancel);
+  EXPECT_EQ(sleeper.Finish(5s).exit.signal(), SIGKILL);
+
+  // Without ack_stdin no ack comes.
+  start = Cmd(3, {"cat"});
+  start.set_stdin_follows(true);
+  LiveExec quiet(agent, start);
+  quiet.Type("abc", true);
+  r = quiet.Finish();
+  EXPECT_EQ(r.out, "abc");
+  EXPECT_TRUE(quiet.acks().empty());
+}
+
+TEST(AgentTtyTest, StdinDroppedAfterTheChildClosedItIsAcked) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  v1::ExecStart start = Cmd(1, {"sh", "-c", "exec 0<&-; echo closed; sleep 1"});
+  start.set_stdin_follows(true);
+  start.set_ack_stdin(true);
+  LiveExec exec(agent, start);
+  ASSERT_TRUE(exec.Until("closed\n"));
+  killer.Track();
+  // More than a pipe holds, sent after no one can read it any more.
+  const std::string chunk(100000, 'd');
+  for (int i = 0; i < 5; ++i) exec.Type(chunk);
+  exec.Type("", true);
+  ExecResult r = exec.Finish();
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  ASSERT_FALSE(exec.acks().empty());
+  for (size_t i = 1; i < exec.acks().size(); ++i) {
+    EXPECT_LE(exec.acks()[i - 1], exec.acks()[i]) << "ack " << i << " went back";
+  }
+  EXPECT_EQ(exec.acks().back(), 5u * chunk.size()) << "dropped stdin must count as consumed";
+}
+
+// cat closes its stdin, stdout and stderr just before it exits: the agent
+// must not hang the terminal up in that window (it did once; see
+// ClosingItsTerminalAfterEofDoesNotHangItUp), else cat ends with SIGHUP.
+TEST(AgentTtyTest, EofOnATerminalIsOneCtrlD) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  LiveExec cat(agent, TtyCmd(1, {"cat"}));
+  cat.Type("hello\n");
+  cat.Type("", true);
+  ExecResult r = cat.Finish();
+  EXPECT_EQ(r.exit.signal(), 0);
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  // The terminal's echo, then cat's copy.
+  EXPECT_EQ(r.out, "hello\r\nhello\r\n");
+  EXPECT_EQ(r.err, "");
+}
+
+// With a tty the ^D that the agent types for eof is not the host's: it is
+// not counted in ExecStdinAck.consumed_bytes (the acks would exceed the
+// bytes the host sent).
+TEST(AgentTtyTest, AcksOnATerminalCountOnlyTheHostsBytes) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  v1::ExecStart start = TtyCmd(1, {"cat"});
+  start.set_ack_stdin(true);
+  LiveExec cat(agent, start);
+  cat.Type("hello\n");
+  cat.Type("", true);
+  ExecResult r = cat.Finish();
+  EXPECT_EQ(r.exit.exit_code(), 0);
+  ASSERT_FALSE(cat.acks().empty());
+  EXPECT_EQ(cat.acks().back(), 6u) << "the host sent 6 bytes";
+}
+
+// Once the host's stdin ended (eof: the agent types ^D and closes its
+// duplicate of the master), the agent's only fd on the master is the
+// output side. When the program then closes every fd it has on its
+// terminal (a daemon redirecting to /dev/null; coreutils' close_stdout
+// right before every cat or ls exits), the master reads EIO; closing it
+// then, while the program still runs, would hang the terminal up (SIGHUP to
+// the session leader and the foreground group: signal 1 instead of the
+// exit code). The terminal is hung up only once the program has ended, as
+// sshd or a terminal emulator do.
+TEST(AgentTtyTest, ClosingItsTerminalAfterEofDoesNotHangItUp) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  LiveExec exec(agent, TtyCmd(1, {"sh", "-c",
+                                  "read line; echo got-$line; sleep 0.3;"
+                                  " exec </dev/null >/dev/null 2>&1; sleep 0.5; exit 3"}));
+  exec.Type("go\n", true);
+  ASSERT_TRUE(exec.Until("got-go")) << exec.out();
+  killer.Track();
+  ExecResult r = exec.Finish();
+  EXPECT_EQ(r.exit.signal(), 0) << "killed by signal " << r.exit.signal();
+  EXPECT_EQ(r.exit.exit_code(), 3);
+}
+
+// The harness cannot reconnect a host to the same agent (see
+// ProcessesOutliveTheHostAndAttachesEndWithIt): the host only stops
+// sending, and the agent's frames still arrive. A plain exec running on
+// through a disconnect is SurvivesEndOfStream; here it runs next to
+// interactive ones, which end.
+TEST(AgentTtyTest, InteractiveExecsEndWithTheHost) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  // An interactive shell on a terminal, with a job in the foreground.
+  v1::ExecStart start = TtyCmd(1, {"sh"});
+  start.set_interactive(true);
+  LiveExec shell(agent, start);
+  shell.Type("echo S$((1+1))S\n");
+  ASSERT_TRUE(shell.Until("S2S")) << shell.out();
+  const pid_t shell_pid = killer.OnlyChild();
+  ASSERT_GT(shell_pid, 0);
+  shell.Type("sleep 100\n");
+  ASSERT_TRUE(Eventually([&] {
+    pid_t job = ForegroundGroupOf(shell_pid);
+    return job > 0 && job != shell_pid;
+  })) << "sleep never ran in the foreground: "
+      << shell.out();
+  killer.Track();
+  // A program of its own.
+  start = Cmd(2, {"sh", "-c", "echo $$; exec sleep 100"});
+  start.set_interactive(true);
+  LiveExec interactive(agent, start);
+  ASSERT_TRUE(interactive.Until("\n"));
+  killer.Track();
+  const pid_t pid = std::stoi(interactive.out());
+  LiveExec plain(agent, Cmd(3, {"sh", "-c", "sleep 0.5; echo done"}));
+
+  ASSERT_EQ(shutdown(agent.fd(), SHUT_WR), 0);
+  ExecResult r = interactive.Finish(5s);
+  EXPECT_EQ(r.exit.signal(), SIGKILL);
+  EXPECT_TRUE(Eventually([&] { return kill(pid, 0) != 0; })) << pid << " still exists";
+  r = shell.Finish(5s);
+  EXPECT_EQ(r.exit.signal(), SIGKILL);
+  EXPECT_TRUE(Eventually([&] { return LiveSessionMembers(shell_pid).empty(); }))
+      << "the shell's foreground job outlived it";
+  r = plain.Finish();
+  EXPECT_EQ(r.out, "done\n");
+  EXPECT_EQ(r.exit.exit_code(), 0);
+}
+
+TEST(AgentTtyTest, InvalidSignalsAndResizeWithoutATerminalAreIgnored) {
+  AgentProcess agent;
+  SessionKiller killer(agent);
+  LiveExec exec(agent, Cmd(1, {"sh", "-c", "echo $$; exec sleep 100"}));
+  ASSERT_TRUE(exec.Until("\n"));
+  killer.Track();
+  const pid_t pid = std::stoi(exec.out());
+  for (int sig : {0, 65, -1, -9, 1000}) exec.Signal(sig);
+  exec.Resize(40, 120);  // no terminal: nothing to resize
+  // For ids that are not running: nothing.
+  v1::Frame frame;
+  frame.mutable_exec_signal()->set_id(99);
+  frame.mutable_exec_signal()->set_signal(SIGKILL);
+  agent.Send(frame);
+  frame.mutable_exec_resize()->set_id(98);
+  agent.Send(frame);
+  ASSERT_TRUE(agent.Hello());  // all of it was read
+  EXPECT_FALSE(exec.ExitsWithin(500ms)) << "exit " << exec.Finish().exit.ShortDebugString();
+  EXPECT_EQ(kill(pid, 0), 0);
+  EXPECT_EQ(exec.out(), std::to_string(pid) + "\n");
+  EXPECT_EQ(exec.err(), "");
+  // The highest valid signal still works (SIGRTMAX's default ends it).
+  exec.Signal(64);
+  ExecResult r = exec.Finish(5s);
+  EXPECT_EQ(r.exit.signal(), 64);
+  // Once it exited, its id takes no more signals, and the agent goes on.
+  exec.Signal(SIGKILL);
+  exec.Resize(1, 1);
+  ASSERT_TRUE(agent.Hello());
+}
+
 }  // namespace
 }  // namespace smolvm::guest

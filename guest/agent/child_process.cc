@@ -1,14 +1,21 @@
 #include "guest/agent/child_process.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdlib.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 #include <utility>
@@ -78,8 +85,52 @@ std::vector<std::string> Candidates(const std::string& argv0,
 struct Started {
   pid_t pid = -1;
   UniqueFd pidfd;
+  // With a tty, stdout_r is the terminal's master and stdin_w a duplicate
+  // of it (closing stdin must not close the terminal); stderr_r is unset.
   UniqueFd stdin_w, stdout_r, stderr_r;
+  int tty_master = -1;  // stdout_r's fd while it is open, with a tty
+  char veof = 4;        // the terminal's end-of-file character (^D)
 };
+
+winsize TtySize(unsigned rows, unsigned cols) {
+  winsize size = {};
+  // 0 = the traditional terminal; the host bounds real sizes (1-1000).
+  size.ws_row = static_cast<unsigned short>(rows == 0 ? 24 : std::min(rows, 0xffffu));
+  size.ws_col = static_cast<unsigned short>(cols == 0 ? 80 : std::min(cols, 0xffffu));
+  return size;
+}
+
+// A new pseudo-terminal: its master and its slave (both close-on-exec, the
+// slave not yet anyone's controlling terminal), the slave owned by the user
+// who will run on it (as login does, so it can fchmod/mesg it).
+std::string OpenTty(const ChildSpec& spec, UniqueFd* master, UniqueFd* slave, int* error) {
+  master->Reset(posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!master->valid() || grantpt(master->get()) != 0 || unlockpt(master->get()) != 0) {
+    *error = errno;
+    return "open a pseudo-terminal: " + Errno(errno);
+  }
+  char name[128];
+  if (ptsname_r(master->get(), name, sizeof name) != 0) {
+    *error = errno;
+    return "ptsname: " + Errno(errno);
+  }
+  slave->Reset(open(name, O_RDWR | O_NOCTTY | O_CLOEXEC));
+  if (!slave->valid()) {
+    *error = errno;
+    return std::string("open ") + name + ": " + Errno(errno);
+  }
+  if (spec.user.uid != 0 && (fchown(slave->get(), spec.user.uid, spec.user.gid) != 0 ||
+                             fchmod(slave->get(), 0620) != 0)) {
+    *error = errno;
+    return std::string("chown ") + name + ": " + Errno(errno);
+  }
+  winsize size = TtySize(spec.tty_rows, spec.tty_cols);
+  if (ioctl(master->get(), TIOCSWINSZ, &size) != 0) {
+    *error = errno;
+    return "set the terminal size: " + Errno(errno);
+  }
+  return "";
+}
 
 // fork + exec. Everything the child touches is prepared here: between fork
 // and exec a multi-threaded process may only make async-signal-safe calls.
@@ -103,9 +154,18 @@ std::string Start(const ChildSpec& spec, Started* out, int* start_errno) {
   std::vector<std::string> candidates = Candidates(spec.argv[0], spec.env);
   const char* cwd = spec.cwd.empty() ? "/" : spec.cwd.c_str();
 
-  UniqueFd in_r, in_w, out_r, out_w, err_r, err_w, fail_r, fail_w;
-  if ((spec.stdin_from_input && !Pipe(&in_r, &in_w)) || !Pipe(&out_r, &out_w) ||
-      !Pipe(&err_r, &err_w) || !Pipe(&fail_r, &fail_w)) {
+  UniqueFd in_r, in_w, out_r, out_w, err_r, err_w, fail_r, fail_w, tty_slave;
+  if (spec.tty) {
+    if (std::string error = OpenTty(spec, &out_r, &tty_slave, start_errno); !error.empty()) {
+      return error;
+    }
+    in_w.Reset(fcntl(out_r.get(), F_DUPFD_CLOEXEC, 3));
+    if (!in_w.valid() || !Pipe(&fail_r, &fail_w)) {
+      *start_errno = errno;
+      return "pipe: " + Errno(errno);
+    }
+  } else if ((spec.stdin_from_input && !Pipe(&in_r, &in_w)) || !Pipe(&out_r, &out_w) ||
+             !Pipe(&err_r, &err_w) || !Pipe(&fail_r, &fail_w)) {
     *start_errno = errno;
     return "pipe: " + Errno(errno);
   }
@@ -122,15 +182,28 @@ std::string Start(const ChildSpec& spec, Started* out, int* start_errno) {
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
+    // Every disposition back to the default: exec keeps SIG_IGN, and the
+    // agent ignores SIGPIPE, and SIGINT/SIGQUIT when a shell started it in
+    // the background — a command must die of ^C and of ExecSignal.
     struct sigaction dfl = {};
     dfl.sa_handler = SIG_DFL;
-    sigaction(SIGPIPE, &dfl, nullptr);  // the agent ignores it; exec keeps SIG_IGN
-    int stdin_fd = spec.stdin_from_input ? in_r.get() : open("/dev/null", O_RDONLY | O_CLOEXEC);
-    if (stdin_fd < 0) ChildFail(fail, kStageSetup, errno);
+    for (int sig = 1; sig < NSIG; ++sig) sigaction(sig, &dfl, nullptr);  // EINVAL: KILL/STOP
     // All pipe fds are >= 3 (main() makes sure 0-2 are open), so dup2 never
     // lands on a source fd; dup2 clears close-on-exec on the targets.
-    if (dup2(stdin_fd, 0) < 0 || dup2(out_w.get(), 1) < 0 || dup2(err_w.get(), 2) < 0) {
-      ChildFail(fail, kStageSetup, errno);
+    if (tty_slave.valid()) {
+      // The session leader's first terminal: its controlling terminal.
+      int tty = tty_slave.get();
+      if (ioctl(tty, TIOCSCTTY, 0) != 0 || dup2(tty, 0) < 0 || dup2(tty, 1) < 0 ||
+          dup2(tty, 2) < 0) {
+        ChildFail(fail, kStageSetup, errno);
+      }
+    } else {
+      int stdin_fd =
+          spec.stdin_from_input ? in_r.get() : open("/dev/null", O_RDONLY | O_CLOEXEC);
+      if (stdin_fd < 0) ChildFail(fail, kStageSetup, errno);
+      if (dup2(stdin_fd, 0) < 0 || dup2(out_w.get(), 1) < 0 || dup2(err_w.get(), 2) < 0) {
+        ChildFail(fail, kStageSetup, errno);
+      }
     }
     if (int error = SwitchThreadToUser(spec.user); error != 0) {
       ChildFail(fail, kStageUser, error);
@@ -161,6 +234,7 @@ std::string Start(const ChildSpec& spec, Started* out, int* start_errno) {
   in_r.Reset();
   out_w.Reset();
   err_w.Reset();
+  tty_slave.Reset();  // the master reads EIO once the child's side is all closed
   ChildFailure failure{};
   ssize_t n;
   do {
@@ -192,11 +266,53 @@ std::string Start(const ChildSpec& spec, Started* out, int* start_errno) {
     *start_errno = error;
     return "pidfd_open: " + Errno(error);
   }
+  // (With a tty this also makes the master's reads non-blocking: one open
+  // file; the pump handles EAGAIN.)
   if (in_w.valid()) fcntl(in_w.get(), F_SETFL, O_NONBLOCK);
+  if (spec.tty) {
+    out->tty_master = out_r.get();
+    termios attrs;
+    if (tcgetattr(out_r.get(), &attrs) == 0 && attrs.c_cc[VEOF] != 0) {
+      out->veof = static_cast<char>(attrs.c_cc[VEOF]);
+    }
+  }
   out->stdin_w = std::move(in_w);
   out->stdout_r = std::move(out_r);
   out->stderr_r = std::move(err_r);
   return "";
+}
+
+// SIGKILL to every process of session `sid`. The child leads a session of
+// its own, which only its descendants can be in: this also ends the jobs a
+// shell moved to process groups of their own (`sleep 100 &` in an
+// interactive shell), which killing the child's group would leave behind.
+void KillSession(pid_t sid) {
+  DIR* proc = opendir("/proc");
+  if (proc == nullptr) return;
+  while (dirent* entry = readdir(proc)) {
+    char* end = nullptr;
+    long pid = std::strtol(entry->d_name, &end, 10);
+    if (pid <= 0 || *end != '\0') continue;
+    char path[64];
+    std::snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+    UniqueFd fd(open(path, O_RDONLY | O_CLOEXEC));
+    if (!fd.valid()) continue;
+    char stat[512];
+    ssize_t n = read(fd.get(), stat, sizeof stat - 1);
+    if (n <= 0) continue;
+    stat[n] = '\0';
+    // "pid (comm) state ppid pgrp session ...": comm may hold anything,
+    // so parse after its last ')'.
+    const char* rest = std::strrchr(stat, ')');
+    char state;
+    int ppid, pgrp, session;
+    if (rest != nullptr && std::sscanf(rest + 1, " %c %d %d %d", &state, &ppid, &pgrp,
+                                       &session) == 4 &&
+        session == sid) {
+      kill(static_cast<pid_t>(pid), SIGKILL);
+    }
+  }
+  closedir(proc);
 }
 
 int MillisUntil(Clock::time_point t) {
@@ -217,13 +333,12 @@ std::vector<std::string> BuildEnv(
 }
 
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
-                      const std::string& abort_label, const OutputFn& on_output,
-                      const StartedFn& on_started, const ReapedFn& on_reaped) {
+                      const std::string& abort_label, const ChildHooks& hooks) {
   ChildOutcome outcome;
   Started child;
   outcome.start_error = Start(spec, &child, &outcome.start_errno);
   if (!outcome.start_error.empty()) return outcome;
-  if (on_started) on_started(child.pid);
+  if (hooks.on_started) hooks.on_started(child.pid);
 
   const bool has_deadline = timeout_ms > 0;
   const Clock::time_point deadline = Clock::now() + std::chrono::milliseconds(timeout_ms);
@@ -233,10 +348,22 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
   int status = 0;
   std::string pending;  // stdin chunk being written
   size_t pending_off = 0;
+  bool veof_queued = false;       // with a tty: the input's eof became ^D
+  bool pending_is_veof = false;   // ... and is being written (not the host's bytes)
+  // With a tty: every slave fd was closed while the child runs (a daemon
+  // redirecting to /dev/null, a program closing 0-2 before it exits). The
+  // master is no longer polled (it reads EIO) but kept open until the
+  // reap: its last close would hang the terminal up and SIGHUP the child.
+  bool tty_hung_up = false;
+  uint64_t consumed = 0;          // stdin bytes written or dropped
+  uint64_t consumed_reported = 0;
   std::vector<char> buffer(agent::kMaxChunkBytes);
 
   auto kill_group = [&] {
-    if (!killed && !exited) kill(-child.pid, SIGKILL);
+    if (!killed && !exited) {
+      kill(-child.pid, SIGKILL);
+      KillSession(child.pid);
+    }
     killed = true;
   };
 
@@ -249,19 +376,46 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
         kill_group();
       }
     }
+    // Signals and terminal sizes, only while the child is not reaped (its
+    // pid, and so its group's id, may be reused after).
+    OpInput::Control control;
+    while (input != nullptr && input->TryPopControl(&control)) {
+      if (exited) continue;
+      if (control.signal != 0) {
+        // With a tty the foreground job gets it, as from a key; it is in
+        // the child's session (the terminal belongs to no other).
+        pid_t group = child.tty_master >= 0 ? tcgetpgrp(child.tty_master) : -1;
+        kill(-(group > 0 ? group : child.pid), control.signal);
+      } else if (child.tty_master >= 0) {
+        winsize size = TtySize(control.rows, control.cols);
+        ioctl(child.tty_master, TIOCSWINSZ, &size);
+      }
+    }
     // Feed stdin as far as the pipe takes it; never block here.
     if (input != nullptr) {
       if (!child.stdin_w.valid() || exited) {
         child.stdin_w.Reset();
+        if (!pending_is_veof) consumed += pending.size() - pending_off;
+        pending.clear();
+        pending_off = 0;
         std::string discard;
-        while (input->TryPop(&discard) == OpInput::Pop::kData) {
-        }
+        while (input->TryPop(&discard) == OpInput::Pop::kData) consumed += discard.size();
       } else {
         for (;;) {
           if (pending_off == pending.size()) {
             pending.clear();
             pending_off = 0;
             OpInput::Pop pop = input->TryPop(&pending);
+            if (pop == OpInput::Pop::kEof && child.tty_master >= 0 && !veof_queued) {
+              // A terminal has no end of input; its VEOF character ends a
+              // read, which programs take as the end (closing our side
+              // would not: the master stays open for the output).
+              veof_queued = true;
+              pending_is_veof = true;
+              pending.assign(1, child.veof);
+              continue;
+            }
+            pending_is_veof = false;
             if (pop == OpInput::Pop::kEof) child.stdin_w.Reset();
             if (pop != OpInput::Pop::kData) break;
           }
@@ -269,18 +423,26 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
                             pending.size() - pending_off);
           if (n > 0) {
             pending_off += static_cast<size_t>(n);
-            outcome.stdin_bytes += static_cast<uint64_t>(n);
+            if (!pending_is_veof) {
+              outcome.stdin_bytes += static_cast<uint64_t>(n);
+              consumed += static_cast<uint64_t>(n);
+            }
           } else if (n < 0 && errno == EINTR) {
             continue;
           } else if (n < 0 && errno == EAGAIN) {
             break;
           } else {
             child.stdin_w.Reset();  // EPIPE: the child closed its stdin
+            if (!pending_is_veof) consumed += pending.size() - pending_off;
             pending.clear();
             pending_off = 0;
             break;
           }
         }
+      }
+      if (consumed != consumed_reported && hooks.on_stdin) {
+        consumed_reported = consumed;
+        hooks.on_stdin(consumed);
       }
     }
 
@@ -299,7 +461,7 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
       fds[nfds] = {fd.get(), events, 0};
       return nfds++;
     };
-    int out_i = add(child.stdout_r, POLLIN);
+    int out_i = tty_hung_up ? -1 : add(child.stdout_r, POLLIN);
     int err_i = add(child.stderr_r, POLLIN);
     if (pending_off < pending.size()) add(child.stdin_w, POLLOUT);  // retried at the top
     int pid_i = exited ? -1 : add(child.pidfd, POLLIN);
@@ -322,9 +484,17 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
       if (index < 0 || fds[index].revents == 0) return;
       ssize_t n = read(fd->get(), buffer.data(), buffer.size());
       if (n > 0) {
-        on_output(stream, buffer.data(), static_cast<size_t>(n));
+        hooks.on_output(stream, buffer.data(), static_cast<size_t>(n));
         if (exited) drain_until = Clock::now() + kDrainIdle;
       } else if (n == 0 || (errno != EINTR && errno != EAGAIN)) {
+        // A terminal's master reads EIO once no one holds the slave.
+        if (fd->get() == child.tty_master) {
+          if (!exited) {
+            tty_hung_up = true;  // see its declaration
+            return;
+          }
+          child.tty_master = -1;
+        }
         fd->Reset();
       }
     };
@@ -341,7 +511,11 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
         exited = true;
         drain_until = Clock::now() + kDrainIdle;
         child.stdin_w.Reset();
-        if (on_reaped) on_reaped(status);
+        if (tty_hung_up) {
+          child.stdout_r.Reset();
+          child.tty_master = -1;
+        }
+        if (hooks.on_reaped) hooks.on_reaped(status);
       }
     }
   }
@@ -349,6 +523,7 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
   if (!exited) {
     // Only reached if poll failed; do not leave a zombie behind.
     kill(-child.pid, SIGKILL);
+    KillSession(child.pid);
     while (waitpid(child.pid, &status, 0) < 0 && errno == EINTR) {
     }
   }

@@ -1,12 +1,16 @@
 // File: child_process.h
 //
 // RunChild: fork/exec one program in its own session and pump its pipes until
-// it is done. Used for ExecStart (output streamed as ExecOutput) and for the
-// busybox `tar` behind FileWriteStart/FileReadStart with tar=true.
+// it is done. Used for ExecStart (output streamed as ExecOutput), ProcStart
+// and for the busybox `tar` behind FileWriteStart/FileReadStart with tar=true.
 //
 // The child gets exactly `env` as its environment, `cwd` as its working
 // directory, stdin fed from an OpInput (or /dev/null), and stdout/stderr on
-// pipes. A failed chdir/execve is reported through a close-on-exec error pipe
+// pipes — or, with ChildSpec::tty, a new pseudo-terminal as its controlling
+// terminal and stdin/stdout/stderr (its output is then all "stdout"; the
+// input's eof types the terminal's VEOF character once). The OpInput's
+// controls signal the child's process group (with a tty: the terminal's
+// foreground group) or resize the terminal. A failed chdir/execve is reported through a close-on-exec error pipe
 // as ChildOutcome::start_error ("exec foo: No such file or directory").
 // Only the started child is reaped (waitpid by pid); its process group is
 // SIGKILLed on timeout, cancel or input overflow. After the child exits the
@@ -39,6 +43,10 @@ struct ChildSpec {
   // Who the child runs as (root: the agent's own credentials). Switched
   // before chdir, so the user's permissions apply to cwd too.
   GuestUser user;
+  // Run on a new pseudo-terminal of this size (rows x cols, 0 = 24 x 80).
+  bool tty = false;
+  unsigned tty_rows = 0;
+  unsigned tty_cols = 0;
 };
 
 struct ChildOutcome {
@@ -60,15 +68,25 @@ using StartedFn = std::function<void(pid_t pid)>;
 // may be reused from then on), with its wait status, before its pipes are
 // drained.
 using ReapedFn = std::function<void(int wait_status)>;
+// Called on the RunChild thread when more of the input was consumed: the
+// total bytes written to the child's stdin or dropped because it was
+// closed (so a host waiting for room is never left waiting).
+using StdinFn = std::function<void(uint64_t consumed_bytes)>;
+
+// What RunChild reports, each optional but on_output.
+struct ChildHooks {
+  OutputFn on_output;
+  StartedFn on_started;  // Not called if the start failed.
+  ReapedFn on_reaped;
+  StdinFn on_stdin;
+};
 
 // Runs `spec` to completion on the calling thread. `input` (may be null if
-// !stdin_from_input) supplies stdin and the cancel request; `timeout_ms` 0 =
-// no limit. `abort_label` names the input in abort_error ("stdin of exec 7").
-// `on_started` (may be empty) is not called if the start failed.
+// !stdin_from_input) supplies stdin, the controls and the cancel request;
+// `timeout_ms` 0 = no limit. `abort_label` names the input in abort_error
+// ("stdin of exec 7").
 ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms,
-                      const std::string& abort_label, const OutputFn& on_output,
-                      const StartedFn& on_started = nullptr,
-                      const ReapedFn& on_reaped = nullptr);
+                      const std::string& abort_label, const ChildHooks& hooks);
 
 // The agent's base environment for children (PATH, HOME=/root, TERM=dumb),
 // overridden by `overrides` (later ones win).

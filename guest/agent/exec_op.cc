@@ -46,17 +46,32 @@ void RunExec(Channel* channel, const agent::v1::ExecStart& request, OpInput* inp
     return;
   }
   spec.stdin_from_input = request.stdin_follows();
+  if (request.has_tty()) {
+    spec.tty = true;
+    spec.tty_rows = request.tty().rows();
+    spec.tty_cols = request.tty().cols();
+  }
 
-  ChildOutcome outcome = RunChild(
-      spec, input, request.timeout_ms(), "stdin of exec " + std::to_string(id),
-      [&](int stream, const char* data, size_t size) {
-        Frame frame;
-        ExecOutput* out = frame.mutable_exec_output();
-        out->set_id(id);
-        out->set_stream(stream == 2 ? ExecOutput::STDERR : ExecOutput::STDOUT);
-        out->set_data(data, size);
-        channel->Send(frame);
-      });
+  ChildHooks hooks;
+  hooks.on_output = [&](int stream, const char* data, size_t size) {
+    Frame frame;
+    ExecOutput* out = frame.mutable_exec_output();
+    out->set_id(id);
+    out->set_stream(stream == 2 ? ExecOutput::STDERR : ExecOutput::STDOUT);
+    out->set_data(data, size);
+    channel->Send(frame);
+  };
+  if (request.ack_stdin()) {
+    hooks.on_stdin = [&](uint64_t consumed) {
+      Frame frame;
+      agent::v1::ExecStdinAck* ack = frame.mutable_exec_stdin_ack();
+      ack->set_id(id);
+      ack->set_consumed_bytes(consumed);
+      channel->Send(frame);
+    };
+  }
+  ChildOutcome outcome =
+      RunChild(spec, input, request.timeout_ms(), "stdin of exec " + std::to_string(id), hooks);
 
   Frame frame;
   agent::v1::ExecExit* exit = frame.mutable_exec_exit();

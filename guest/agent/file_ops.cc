@@ -181,7 +181,7 @@ FileError ExtractTar(const agent::v1::FileWriteStart& request, OpInput* input,
       stderr_text.append(d, std::min(n, kMaxTarStderr - stderr_text.size()));
     }
   };
-  ChildOutcome outcome = RunChild(spec, input, 0, "tar data", collect);
+  ChildOutcome outcome = RunChild(spec, input, 0, "tar data", {.on_output = collect});
   *bytes = outcome.stdin_bytes;
   if (outcome.abort_error.empty() && input->cancelled()) {
     return {"tar -x -C " + path + ": " + AbortReason(input)};
@@ -255,7 +255,7 @@ void CreateTar(Channel* channel, const agent::v1::FileReadStart& request) {
       stderr_text.append(d, std::min(n, kMaxTarStderr - stderr_text.size()));
     }
   };
-  ChildOutcome outcome = RunChild(spec, nullptr, 0, "tar output", stream_out);
+  ChildOutcome outcome = RunChild(spec, nullptr, 0, "tar output", {.on_output = stream_out});
   if (FileError e = TarError(what, outcome, stderr_text); e.failed()) return fail(e);
   SendData(channel, request.id(), "", 0, true);
   result.set_bytes(total);

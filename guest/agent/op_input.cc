@@ -38,6 +38,23 @@ void OpInput::Cancel() {
   Wake();
 }
 
+void OpInput::PushControl(const Control& control) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (cancelled_ || controls_.size() >= kMaxQueuedControls) return;
+    controls_.push_back(control);
+  }
+  Wake();
+}
+
+bool OpInput::TryPopControl(Control* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (controls_.empty()) return false;
+  *out = controls_.front();
+  controls_.pop_front();
+  return true;
+}
+
 void OpInput::Wake() {
   uint64_t one = 1;
   // EAGAIN only when the counter is saturated: it is readable anyway.

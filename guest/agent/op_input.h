@@ -1,7 +1,8 @@
 // File: op_input.h
 //
 // OpInput: the bytes the host streams into one operation (ExecStdin for an
-// exec, FileData for an upload) plus the operation's cancel request.
+// exec, FileData for an upload), the controls of an interactive exec
+// (ExecSignal, ExecResize) and the operation's cancel request.
 //
 // Thread-safety: one producer (the agent's reader thread, which must never
 // block, so Push only queues) and one consumer (the operation's thread, which
@@ -24,6 +25,17 @@ namespace smolvm::guest {
 class OpInput {
  public:
   static constexpr size_t kMaxQueuedBytes = size_t{16} << 20;
+  // Controls queued and not yet applied; more are dropped (a host sending
+  // faster than one poll round applies them gains nothing: signals to one
+  // group coalesce anyway, and only the last size matters).
+  static constexpr size_t kMaxQueuedControls = 64;
+
+  // A signal to deliver (signal != 0) or a terminal size to set.
+  struct Control {
+    int signal = 0;
+    unsigned rows = 0;
+    unsigned cols = 0;
+  };
 
   enum class Pop { kData, kEmpty, kEof, kAborted };
 
@@ -40,6 +52,8 @@ class OpInput {
   bool Push(std::string data, bool eof);
   // Asks the consumer to abort (ExecCancel, host disconnected).
   void Cancel();
+  // Queues a control for the consumer; dropped beyond kMaxQueuedControls.
+  void PushControl(const Control& control);
 
   // Consumer side. wake_fd() becomes readable whenever Push or Cancel ran;
   // ClearWake() resets it.
@@ -50,6 +64,8 @@ class OpInput {
   Pop TryPop(std::string* out);
   // Blocks until a chunk, the end of input, or an abort (kAborted).
   Pop WaitPop(std::string* out);
+  // Non-blocking: the oldest queued control, if any.
+  bool TryPopControl(Control* out);
 
   bool cancelled() const;
   bool overflowed() const;
@@ -61,6 +77,7 @@ class OpInput {
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::deque<std::string> chunks_;  // guarded by mu_
+  std::deque<Control> controls_;    // guarded by mu_
   size_t queued_bytes_ = 0;         // guarded by mu_
   bool eof_ = false;                // guarded by mu_
   bool cancelled_ = false;          // guarded by mu_

@@ -172,35 +172,36 @@ void ProcessTable::Run(Channel* channel, const agent::v1::ProcStart& request) {
   }
 
   std::shared_ptr<Process> process;
-  ChildOutcome outcome = RunChild(
-      spec, nullptr, 0, "", [&](int stream, const char* data, size_t size) {
-        std::lock_guard<std::mutex> lock(mu_);
-        process->Append(stream, data, size);
-        process->changed.notify_all();
-      },
-      [&](pid_t pid) {
-        ProcReply reply;
-        reply.set_id(id);
-        {
-          std::lock_guard<std::mutex> lock(mu_);
-          process = std::make_shared<Process>(pid, request, spec.cwd, next_seq_++);
-          --starting_;
-          // An exited process whose pid was reused is dropped.
-          processes_[pid] = process;
-          *reply.add_processes() = process->Info();
-        }
-        SendReply(channel, std::move(reply));
-      },
-      [&](int wait_status) {
-        std::lock_guard<std::mutex> lock(mu_);
-        process->reaped = true;
-        if (WIFSIGNALED(wait_status)) {
-          process->signal = WTERMSIG(wait_status);
-        } else {
-          process->exit_code = WEXITSTATUS(wait_status);
-        }
-        process->ended_unix_ns = UnixNowNs();
-      });
+  ChildHooks hooks;
+  hooks.on_output = [&](int stream, const char* data, size_t size) {
+    std::lock_guard<std::mutex> lock(mu_);
+    process->Append(stream, data, size);
+    process->changed.notify_all();
+  };
+  hooks.on_started = [&](pid_t pid) {
+    ProcReply reply;
+    reply.set_id(id);
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      process = std::make_shared<Process>(pid, request, spec.cwd, next_seq_++);
+      --starting_;
+      // An exited process whose pid was reused is dropped.
+      processes_[pid] = process;
+      *reply.add_processes() = process->Info();
+    }
+    SendReply(channel, std::move(reply));
+  };
+  hooks.on_reaped = [&](int wait_status) {
+    std::lock_guard<std::mutex> lock(mu_);
+    process->reaped = true;
+    if (WIFSIGNALED(wait_status)) {
+      process->signal = WTERMSIG(wait_status);
+    } else {
+      process->exit_code = WEXITSTATUS(wait_status);
+    }
+    process->ended_unix_ns = UnixNowNs();
+  };
+  ChildOutcome outcome = RunChild(spec, nullptr, 0, "", hooks);
 
   if (!outcome.start_error.empty()) {
     {

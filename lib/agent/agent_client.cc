@@ -71,6 +71,16 @@ absl::Status CheckUserSupported(const std::string& user, uint32_t protocol_versi
       "): the VM's image predates users; create the VM from an image built by this smolvmd"));
 }
 
+// Refuses an interactive exec to an agent that would run it as a plain one
+// (no tty, no signals, outliving its client).
+absl::Status CheckInteractiveSupported(uint32_t protocol_version) {
+  if (protocol_version >= kInteractiveProtocolVersion) return absl::OkStatus();
+  return absl::FailedPreconditionError(absl::StrCat(
+      "the guest agent speaks protocol ", protocol_version,
+      " and has no interactive execs (needs ", kInteractiveProtocolVersion,
+      "): the VM's image predates them; create the VM from an image built by this smolvmd"));
+}
+
 // Refuses a process call to an agent that would never answer it.
 absl::Status CheckProcessSupported(uint32_t protocol_version) {
   if (protocol_version >= kProcessProtocolVersion) return absl::OkStatus();
@@ -304,7 +314,25 @@ void OpChannel::Push(v1::Frame frame) {
   queued_bytes_ += bytes;
   budget_->queued += bytes;
   budget_->peak = std::max(budget_->peak, budget_->queued);
+  if (frame.has_exec_exit()) exited_ = true;
   queue_.emplace_back(std::move(frame), bytes);
+}
+
+void OpChannel::Ack(uint64_t consumed) {
+  absl::MutexLock lock(&budget_->mu);
+  consumed_ = std::max(consumed_, consumed);
+}
+
+absl::StatusOr<bool> OpChannel::AwaitConsumed(uint64_t consumed, absl::Time deadline) {
+  absl::MutexLock lock(&budget_->mu);
+  auto ready = [this, consumed]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(budget_->mu) {
+    return consumed_ >= consumed || exited_ || !broken_.ok();
+  };
+  budget_->mu.AwaitWithDeadline(absl::Condition(&ready), deadline);
+  if (consumed_ >= consumed) return true;
+  if (exited_) return absl::FailedPreconditionError("the command has exited");
+  if (!broken_.ok()) return broken_;
+  return false;
 }
 
 void OpChannel::Fail(absl::Status status) {
@@ -368,6 +396,68 @@ absl::StatusOr<ExecEvent> ChannelExecHandle::Next(absl::Time deadline) {
     }
     // Anything else for this id is a confused guest; drop it.
   }
+}
+
+absl::Status ChannelExecHandle::CheckInteractive() const {
+  if (interactive_) return absl::OkStatus();
+  return absl::FailedPreconditionError("not an interactive exec");
+}
+
+absl::StatusOr<size_t> ChannelExecHandle::WriteStdin(absl::string_view data,
+                                                     absl::Time deadline) {
+  SMOLVM_RETURN_IF_ERROR(CheckInteractive());
+  absl::MutexLock lock(&input_mu_);
+  if (stdin_closed_) return absl::FailedPreconditionError("stdin is closed");
+  size_t sent = 0;
+  while (sent < data.size()) {
+    const size_t len = std::min(kMaxChunkBytes, data.size() - sent);
+    // Room for this chunk: the guest took all but kStdinWindow bytes.
+    const uint64_t after = stdin_sent_ + len;
+    if (after > kStdinWindow) {
+      SMOLVM_ASSIGN_OR_RETURN(bool room, channel_->AwaitConsumed(after - kStdinWindow, deadline));
+      if (!room) break;
+    }
+    v1::Frame frame;
+    auto* in = frame.mutable_exec_stdin();
+    in->set_id(id_);
+    in->set_data(data.data() + sent, len);
+    SMOLVM_RETURN_IF_ERROR(client_->Send(frame));
+    stdin_sent_ = after;
+    sent += len;
+  }
+  return sent;
+}
+
+absl::Status ChannelExecHandle::CloseStdin() {
+  SMOLVM_RETURN_IF_ERROR(CheckInteractive());
+  absl::MutexLock lock(&input_mu_);
+  if (stdin_closed_) return absl::OkStatus();
+  stdin_closed_ = true;
+  v1::Frame frame;
+  frame.mutable_exec_stdin()->set_id(id_);
+  frame.mutable_exec_stdin()->set_eof(true);
+  return client_->Send(frame);
+}
+
+absl::Status ChannelExecHandle::Signal(int signal) {
+  SMOLVM_RETURN_IF_ERROR(CheckInteractive());
+  if (signal < 1 || signal > 64) {
+    return absl::InvalidArgumentError(absl::StrCat("signal ", signal, " is not 1-64"));
+  }
+  v1::Frame frame;
+  frame.mutable_exec_signal()->set_id(id_);
+  frame.mutable_exec_signal()->set_signal(signal);
+  return client_->Send(frame);
+}
+
+absl::Status ChannelExecHandle::Resize(TerminalSize size) {
+  SMOLVM_RETURN_IF_ERROR(CheckInteractive());
+  v1::Frame frame;
+  auto* resize = frame.mutable_exec_resize();
+  resize->set_id(id_);
+  resize->mutable_size()->set_rows(size.rows);
+  resize->mutable_size()->set_cols(size.cols);
+  return client_->Send(frame);
 }
 
 // ---- ChannelWatchHandle ----
@@ -570,6 +660,18 @@ void AgentClient::ReaderLoop() {
         case v1::Frame::kFsReply: id = frame.fs_reply().id(); break;
         case v1::Frame::kFsEvent: id = frame.fs_event().id(); break;
         case v1::Frame::kProcReply: id = frame.proc_reply().id(); break;
+        case v1::Frame::kExecStdinAck: {
+          // Not queued: a writer waits for it while the output may be
+          // stalled behind a slow consumer.
+          std::shared_ptr<OpChannel> op;
+          {
+            absl::MutexLock lock(&mu_);
+            auto it = ops_.find(frame.exec_stdin_ack().id());
+            if (it != ops_.end()) op = it->second;
+          }
+          if (op) op->Ack(frame.exec_stdin_ack().consumed_bytes());
+          continue;
+        }
         default: continue;  // Not something a guest sends; drop it.
       }
       // Queues count a frame's wire size; a reply of many empty entries
@@ -712,9 +814,17 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
         "the guest has no smolvm agent (custom image?); exec needs the default image's agent");
   }
   SMOLVM_RETURN_IF_ERROR(CheckUserSupported(spec.user, protocol_version_));
+  if (spec.interactive || spec.tty) {
+    SMOLVM_RETURN_IF_ERROR(CheckInteractiveSupported(protocol_version_));
+    if (!spec.interactive || spec.stdin_data) {
+      return absl::InvalidArgumentError(
+          "an interactive exec takes its stdin through the handle, and only it has a tty");
+    }
+  }
   SMOLVM_ASSIGN_OR_RETURN(auto reg, Register(OpChannel::Mode::kStream));
   auto [id, op] = std::move(reg);
-  std::unique_ptr<ExecHandle> handle(new ChannelExecHandle(shared_from_this(), id, op));
+  std::unique_ptr<ExecHandle> handle(
+      new ChannelExecHandle(shared_from_this(), id, op, spec.interactive));
   v1::Frame start;
   auto* s = start.mutable_exec_start();
   s->set_id(id);
@@ -723,7 +833,15 @@ absl::StatusOr<std::unique_ptr<ExecHandle>> AgentClient::StartExec(const ExecSpe
   s->set_cwd(spec.cwd);
   s->set_user(spec.user);
   s->set_timeout_ms(static_cast<uint32_t>(absl::ToInt64Milliseconds(spec.timeout)));
-  s->set_stdin_follows(spec.stdin_data.has_value());
+  s->set_stdin_follows(spec.stdin_data.has_value() || spec.interactive);
+  if (spec.interactive) {
+    s->set_interactive(true);
+    s->set_ack_stdin(true);
+    if (spec.tty) {
+      s->mutable_tty()->set_rows(spec.tty->rows);
+      s->mutable_tty()->set_cols(spec.tty->cols);
+    }
+  }
   if (auto st = Send(start); !st.ok()) return st;
   if (spec.stdin_data) {
     const std::string& data = *spec.stdin_data;

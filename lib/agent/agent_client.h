@@ -137,12 +137,19 @@ class OpChannel {
   absl::StatusOr<v1::Frame> Next(absl::Time deadline);
   // The next queued frame without waiting: nullopt when none is queued.
   absl::StatusOr<std::optional<v1::Frame>> TryNext();
+  // An interactive exec's stdin window: waits until the guest acknowledged
+  // at least `consumed` bytes (ExecStdinAck, recorded by the reader without
+  // queueing), by `deadline` (false then). FAILED_PRECONDITION once the
+  // exec exited, the operation's failure if it failed.
+  absl::StatusOr<bool> AwaitConsumed(uint64_t consumed, absl::Time deadline);
 
  private:
   friend class AgentClient;
   // Called by the reader. kStream: waits while the queue is full.
   void Push(v1::Frame frame);
   void Fail(absl::Status status);
+  // Called by the reader for ExecStdinAck.
+  void Ack(uint64_t consumed);
   // The operation is over: drops the queue (and any later frame) at once.
   void Abandon();
   void ClearLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(budget_->mu);
@@ -154,6 +161,8 @@ class OpChannel {
   size_t queued_bytes_ ABSL_GUARDED_BY(budget_->mu) = 0;
   absl::Status broken_ ABSL_GUARDED_BY(budget_->mu);
   bool abandoned_ ABSL_GUARDED_BY(budget_->mu) = false;
+  uint64_t consumed_ ABSL_GUARDED_BY(budget_->mu) = 0;  // ExecStdinAck's total
+  bool exited_ ABSL_GUARDED_BY(budget_->mu) = false;    // an ExecExit was pushed
 };
 
 // The exec handle of an AgentClient: destroying it before the exit also
@@ -162,16 +171,29 @@ class ChannelExecHandle : public ExecHandle {
  public:
   ~ChannelExecHandle() override;
   absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture()) override;
+  absl::StatusOr<size_t> WriteStdin(absl::string_view data, absl::Time deadline) override;
+  absl::Status CloseStdin() override;
+  absl::Status Signal(int signal) override;
+  absl::Status Resize(TerminalSize size) override;
 
  private:
   friend class AgentClient;
   ChannelExecHandle(std::shared_ptr<AgentClient> client, uint64_t id,
-                    std::shared_ptr<OpChannel> channel)
-      : client_(std::move(client)), id_(id), channel_(std::move(channel)) {}
+                    std::shared_ptr<OpChannel> channel, bool interactive = false)
+      : client_(std::move(client)),
+        id_(id),
+        channel_(std::move(channel)),
+        interactive_(interactive) {}
+  absl::Status CheckInteractive() const;
   std::shared_ptr<AgentClient> client_;
   uint64_t id_;
   std::shared_ptr<OpChannel> channel_;
-  bool done_ = false;
+  const bool interactive_;
+  bool done_ = false;  // Next()'s thread only.
+  // The input side (WriteStdin, CloseStdin), serialized by input_mu_.
+  absl::Mutex input_mu_;
+  uint64_t stdin_sent_ ABSL_GUARDED_BY(input_mu_) = 0;
+  bool stdin_closed_ ABSL_GUARDED_BY(input_mu_) = false;
 };
 
 // The watch handle of an AgentClient: destroying it stops the watch in the

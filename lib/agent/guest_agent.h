@@ -7,6 +7,8 @@
 // paths. Types shared by both live here.
 #pragma once
 
+#include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
@@ -16,6 +18,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/time/time.h"
 
 namespace smolvm::agent {
@@ -24,6 +27,18 @@ namespace smolvm::agent {
 // (ExecSpec::user, FileRequest::user) and reports exec start errnos.
 inline constexpr uint32_t kUserProtocolVersion = 3;
 
+// The first agent protocol version with interactive execs (ExecSpec's
+// interactive and tty, ExecHandle's WriteStdin/CloseStdin/Signal/Resize).
+inline constexpr uint32_t kInteractiveProtocolVersion = 6;
+
+// A terminal size in character cells (0 = the guest's default, 24 x 80),
+// each at most kMaxTerminalCells.
+inline constexpr uint32_t kMaxTerminalCells = 1000;
+struct TerminalSize {
+  uint32_t rows = 0;
+  uint32_t cols = 0;
+};
+
 struct ExecSpec {
   std::vector<std::string> argv;
   std::map<std::string, std::string> env;
@@ -31,6 +46,14 @@ struct ExecSpec {
   absl::Duration timeout = absl::ZeroDuration();  // Zero = no limit.
   std::optional<std::string> stdin_data;
   std::string user;  // Guest user name or uid; "" = root.
+  // An interactive exec (protocol >= kInteractiveProtocolVersion;
+  // FAILED_PRECONDITION naming the protocol otherwise, nothing sent): its
+  // stdin is written through the handle (stdin_data must be unset), it
+  // takes signals (and, with a tty, resizes), and it dies with the agent
+  // connection instead of outliving it.
+  bool interactive = false;
+  // With interactive: run on a pseudo-terminal of this size.
+  std::optional<TerminalSize> tty;
 };
 
 // One event of a running exec, in order: output chunks, then the exit.
@@ -168,11 +191,38 @@ struct Reidentity {
 
 // A running exec. Destroying it before the exit cancels the exec (kills its
 // process group in the guest).
+//
+// The input calls (interactive execs only; FAILED_PRECONDITION otherwise)
+// may be made from one thread while another calls Next().
 class ExecHandle {
  public:
+  // Stdin bytes an interactive exec may have sent that the command has not
+  // yet taken; WriteStdin waits beyond.
+  static constexpr uint64_t kStdinWindow = 1 << 20;
+
   virtual ~ExecHandle() = default;
   // The next output chunk or the exit; after the exit, FAILED_PRECONDITION.
   virtual absl::StatusOr<ExecEvent> Next(absl::Time deadline = absl::InfiniteFuture()) = 0;
+  // Sends the front of `data` to the command's stdin, as much as the window
+  // allows by `deadline` (waiting for the command to take earlier bytes),
+  // and returns how many bytes were sent (0 at the deadline). Errors:
+  // FAILED_PRECONDITION after CloseStdin or the exit, UNAVAILABLE if the
+  // connection broke.
+  virtual absl::StatusOr<size_t> WriteStdin(absl::string_view data, absl::Time deadline) {
+    return NotInteractive();
+  }
+  // Ends stdin (with a tty: the terminal's ^D). Idempotent.
+  virtual absl::Status CloseStdin() { return NotInteractive(); }
+  // A signal (1-64) to the command's process group (with a tty: the
+  // terminal's foreground group). Ignored by the guest once it exited.
+  virtual absl::Status Signal(int signal) { return NotInteractive(); }
+  // The terminal's new size (ignored without a tty).
+  virtual absl::Status Resize(TerminalSize size) { return NotInteractive(); }
+
+ private:
+  static absl::Status NotInteractive() {
+    return absl::FailedPreconditionError("not an interactive exec");
+  }
 };
 
 // One connection to a VM's guest agent. Thread-safe.

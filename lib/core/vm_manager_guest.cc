@@ -147,6 +147,15 @@ absl::StatusOr<std::shared_ptr<agent::GuestAgent>> VmManager::PrepareCommand(
 
 absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
     const Caller& caller, const std::string& vm_id, agent::ExecSpec spec) {
+  if (spec.interactive && spec.stdin_data) {
+    return absl::InvalidArgumentError(
+        "an interactive exec's stdin is streamed; it takes no whole stdin");
+  }
+  if (spec.tty && (!spec.interactive || spec.tty->rows > agent::kMaxTerminalCells ||
+                   spec.tty->cols > agent::kMaxTerminalCells)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "a tty is for interactive execs, at most ", agent::kMaxTerminalCells, " rows and columns"));
+  }
   SMOLVM_ASSIGN_OR_RETURN(auto client, PrepareCommand(caller, vm_id, spec));
   // The slot lock is not held while the command runs: execs are concurrent
   // with each other and with snapshots (a paused VM's exec just waits).

@@ -1,20 +1,29 @@
 // smolvmctl as a user meets it (docs/cli.md): the real binary against a real
 // daemon, asserting exit codes and messages. One cold boot for the suite
-// (cli-vm, RUNNING); the other VMs are created without booting.
+// (cli-vm, RUNNING); the other VMs are created without booting. `vm shell`
+// runs in a private tmux server, which plays the user's terminal.
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <fstream>
+#include <functional>
 #include <set>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "absl/time/time.h"
 #include "gtest/gtest.h"
 #include "nlohmann/json.hpp"
 #include "tests/e2e/test_daemon.h"
@@ -24,6 +33,63 @@ namespace smolvm::testing {
 namespace {
 
 constexpr char kVm[] = "cli-vm";
+
+// Tmux is a private tmux server (its own socket, no config file) with one
+// session, "t", whose pane plays a user's terminal.
+class Tmux {
+ public:
+  explicit Tmux(std::string socket) : socket_(std::move(socket)) {}
+
+  ProcResult Run(const std::vector<std::string>& args) const {
+    std::vector<std::string> argv = {"tmux", "-S", socket_, "-f", "/dev/null"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return RunProcess(argv);
+  }
+  // Types `keys` (tmux key names such as Enter or C-c, or literal text).
+  void Keys(const std::vector<std::string>& keys) const {
+    std::vector<std::string> args = {"send-keys", "-t", "t"};
+    args.insert(args.end(), keys.begin(), keys.end());
+    Run(args);
+  }
+  // The pane's text, each line's trailing blanks dropped (capture-pane).
+  std::string Screen() const { return Run({"capture-pane", "-p", "-t", "t"}).out; }
+  // "ROWS COLS" of the pane, as `stty size` prints them.
+  std::string PaneSize() const {
+    return std::string(absl::StripTrailingAsciiWhitespace(
+        Run({"display-message", "-p", "-t", "t", "#{pane_height} #{pane_width}"}).out));
+  }
+  // Polls the screen every 200 ms until `done` holds or `timeout` passes;
+  // the last screen is left in *screen.
+  bool WaitFor(const std::function<bool(const std::string&)>& done, absl::Duration timeout,
+               std::string* screen) const {
+    const absl::Time deadline = absl::Now() + timeout;
+    while (true) {
+      *screen = Screen();
+      if (done(*screen)) return true;
+      if (absl::Now() > deadline) return false;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+  }
+  void Kill() const { Run({"kill-server"}); }
+
+ private:
+  std::string socket_;
+};
+
+// HasLine: one of the screen's lines is `line` (trailing blanks aside).
+bool HasLine(const std::string& screen, absl::string_view line) {
+  for (absl::string_view l : absl::StrSplit(screen, '\n')) {
+    if (absl::StripTrailingAsciiWhitespace(l) == line) return true;
+  }
+  return false;
+}
+
+std::string ReadText(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
 
 class CliTest : public ::testing::Test {
  protected:
@@ -543,6 +609,121 @@ TEST_F(CliTest, ProcessCommands) {
   EXPECT_EQ(waited["signal"], 15) << r.out;
   r = Cli({"process", "kill", kVm, pid, "-s", "sigkill"});
   EXPECT_EQ(r.exit_code, 3) << r.Describe();  // NOT_FOUND: it has exited.
+}
+
+// vm exec -i/-t without a terminal of ours: stdin streamed to its end, the
+// command's status, a guest terminal of the default size; the refusals.
+TEST_F(CliTest, ExecInteractiveWithoutATerminal) {
+  ProcResult r = RunProcess({"sh", "-c", "printf 'a\\nb\\n' | \"$@\"", "sh", SmolvmctlPath(),
+                             "--socket", daemon_->socket_path(), "vm", "exec", "-i", kVm, "--",
+                             "cat"},
+                            {"SMOLVMD_ENDPOINT="});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_EQ(r.out, "a\nb\n");
+
+  r = Cli({"vm", "exec", "-it", kVm, "--", "sh", "-c", "exit 3"});
+  EXPECT_EQ(r.exit_code, 3) << r.Describe();
+  // A guest terminal though ours is none (docker exec -t): 24x80, and its
+  // output has the terminal's line ends.
+  r = Cli({"vm", "exec", kVm, "-t", "sh", "-c", "tty; stty size"});
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StartsWith(r.out, "/dev/pts/")) << r.out;
+  EXPECT_TRUE(absl::StrContains(r.out, "24 80\r\n")) << r.out;
+
+  r = Cli({"vm", "exec", "-i", "--stdin", kVm, "--", "cat"});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "--stdin does not go with -i or -t")) << r.err;
+  r = Cli({"--json", "vm", "exec", "-it", kVm, "--", "true"});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.err, "do not apply")) << r.err;
+  r = Cli({"-o", "yaml", "vm", "shell", kVm});
+  EXPECT_EQ(r.exit_code, 125) << r.Describe();
+}
+
+// vm shell as a user meets it, in a tmux pane: a prompt, a command's
+// output, the pane's size and a resize of it, ^C ending the foreground job
+// only, `exit` ending smolvmctl with 0, and the terminal as it was before.
+TEST_F(CliTest, ShellInTmux) {
+  if (RunProcess({"tmux", "-V"}).exit_code != 0) {
+    GTEST_SKIP() << "needs tmux (scripts/install-deps.sh installs it)";
+  }
+  const std::string dir = daemon_->dir() + "/tmux";
+  ASSERT_EQ(mkdir(dir.c_str(), 0700), 0);
+  // The pane runs smolvmctl between two `stty -g` (the terminal's settings,
+  // without its size), then says how smolvmctl exited and stays open.
+  {
+    std::ofstream script(dir + "/run.sh");
+    script << "stty -g > " << dir << "/before\n"
+           << "SMOLVMD_ENDPOINT= " << SmolvmctlPath() << " --socket " << daemon_->socket_path()
+           << " vm shell " << kVm << " --env 'PS1=smol-prompt> '\n"
+           << "rc=$?\n"
+           << "stty -g > " << dir << "/after\n"
+           << "stty -a > " << dir << "/after-a\n"
+           << "echo \"shell-exited-$rc\"\n"
+           << "exec sleep 600\n";
+  }
+  const Tmux tmux(dir + "/sock");
+  absl::Cleanup kill_server = [&tmux] { tmux.Kill(); };
+  ProcResult r = tmux.Run({"new-session", "-d", "-s", "t", "-x", "100", "-y", "30",
+                           "sh " + dir + "/run.sh"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+
+  std::string screen;
+  ASSERT_TRUE(tmux.WaitFor(
+      [](const std::string& s) { return absl::StrContains(s, "smol-prompt>"); },
+      absl::Seconds(60), &screen))
+      << screen;
+  const std::string size = tmux.PaneSize();
+  EXPECT_EQ(size, "30 100");
+  tmux.Keys({"echo $((6*7)); stty size; tty", "Enter"});
+  EXPECT_TRUE(tmux.WaitFor(
+      [&](const std::string& s) {
+        return HasLine(s, "42") && HasLine(s, size) && absl::StrContains(s, "\n/dev/pts/");
+      },
+      absl::Seconds(30), &screen))
+      << screen;
+
+  // tmux resizes the pane's terminal; smolvmctl's SIGWINCH resizes the
+  // guest's.
+  r = tmux.Run({"resize-window", "-t", "t", "-x", "120", "-y", "40"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  const std::string resized = tmux.PaneSize();
+  EXPECT_EQ(resized, "40 120");
+  tmux.Keys({"stty size", "Enter"});
+  EXPECT_TRUE(tmux.WaitFor([&](const std::string& s) { return HasLine(s, resized); },
+                           absl::Seconds(30), &screen))
+      << screen;
+
+  // ^C is a byte that the guest's terminal turns into SIGINT for the
+  // foreground job: the shell survives and runs what was typed next at
+  // once, not after the 100 s.
+  tmux.Keys({"sleep 100", "Enter"});
+  ASSERT_TRUE(tmux.WaitFor(
+      [](const std::string& s) { return absl::StrContains(s, "smol-prompt> sleep 100"); },
+      absl::Seconds(30), &screen))
+      << screen;
+  std::this_thread::sleep_for(std::chrono::seconds(1));  // sleep has started.
+  tmux.Keys({"C-c"});
+  tmux.Keys({"echo after-$((1+1))", "Enter"});
+  EXPECT_TRUE(tmux.WaitFor([](const std::string& s) { return HasLine(s, "after-2"); },
+                           absl::Seconds(20), &screen))
+      << screen;
+
+  tmux.Keys({"exit", "Enter"});
+  ASSERT_TRUE(tmux.WaitFor(
+      [](const std::string& s) { return absl::StrContains(s, "shell-exited-"); },
+      absl::Seconds(30), &screen))
+      << screen;
+  EXPECT_TRUE(HasLine(screen, "shell-exited-0")) << screen;
+  // The terminal is as it was: cooked, echoing.
+  const std::string before = ReadText(dir + "/before");
+  EXPECT_FALSE(before.empty());
+  EXPECT_EQ(ReadText(dir + "/after"), before);
+  const std::vector<std::string> flags =
+      absl::StrSplit(ReadText(dir + "/after-a"), absl::ByAnyChar(" ;\n"), absl::SkipEmpty());
+  for (const char* flag : {"icanon", "echo", "isig", "opost"}) {
+    EXPECT_NE(std::find(flags.begin(), flags.end(), flag), flags.end()) << flag;
+  }
 }
 
 // Last: it deletes the suite's VM.

@@ -254,6 +254,23 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
     }
     return reader->Finish();
   }
+  if (method == "ExecStream") {
+    // The JSON is the ExecStreamStart; then "stolen\n" as stdin, closed.
+    ExecStreamRequest start;
+    if (!Parse(json, start.mutable_start())) return bad;
+    auto stream = vms->ExecStream(&ctx);
+    ExecStreamRequest input;
+    input.set_stdin("stolen\n");
+    ExecStreamRequest close;
+    close.set_close_stdin(true);
+    if (stream->Write(start) && stream->Write(input)) stream->Write(close);
+    ExecResponse r;
+    while (stream->Read(&r)) {
+      if (r.has_stdout()) *detail += r.stdout();
+      if (r.has_exit()) stream->WritesDone();
+    }
+    return stream->Finish();
+  }
   if (method == "DownloadFile") {
     DownloadFileRequest request;
     if (!Parse(json, &request)) return bad;

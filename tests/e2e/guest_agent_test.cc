@@ -360,6 +360,150 @@ TEST_F(GuestAgentTest, BackgroundProcessesOutliveTheirClient) {
 // ForkVm (E2B's fork): children inherit the source's files and running
 // processes, then diverge; the source keeps running; the kept snapshot and
 // the children carry labels a listing filters by.
+// Reads a session's output until `want` appears (or the exit, an error, or
+// 30 s); returns everything read.
+std::string ReadUntil(ExecSession& session, const std::string& want,
+                      std::optional<v1::ExecResult>* exit = nullptr) {
+  std::string out;
+  const absl::Time deadline = absl::Now() + absl::Seconds(30);
+  while (out.find(want) == std::string::npos && absl::Now() < deadline) {
+    auto r = session.next();
+    if (!r.ok()) {
+      ADD_FAILURE() << r.status() << " waiting for \"" << want << "\" after: " << out;
+      break;
+    }
+    out += r->stdout();
+    out += r->stderr();
+    if (r->has_exit()) {
+      if (exit != nullptr) *exit = r->exit();
+      break;
+    }
+  }
+  return out;
+}
+
+// The exit of a session, reading (and returning in *out) the rest.
+v1::ExecResult WaitExit(ExecSession& session, std::string* out = nullptr) {
+  std::optional<v1::ExecResult> exit;
+  std::string rest = ReadUntil(session, "\x01never\x02", &exit);
+  if (out != nullptr) *out += rest;
+  EXPECT_TRUE(exit.has_value()) << rest;
+  return exit.value_or(v1::ExecResult());
+}
+
+TEST_F(GuestAgentTest, InteractiveExecSessions) {
+  // Stdin streamed in chunks and closed; 3 MiB crosses the 1 MiB window
+  // many times (the daemon waits for the guest's acknowledgements).
+  {
+    auto session = vm_->exec_session({"sh", "-c", "wc -c; echo done"});
+    ASSERT_TRUE(session.ok()) << session.status();
+    const std::string chunk(256 << 10, 'x');
+    for (int i = 0; i < 12; ++i) ASSERT_TRUE((*session)->write_stdin(chunk).ok());
+    ASSERT_TRUE((*session)->close_stdin().ok());
+    std::string out;
+    v1::ExecResult exit = WaitExit(**session, &out);
+    EXPECT_EQ(exit.exit_code(), 0);
+    EXPECT_EQ(out, "3145728\ndone\n");
+    EXPECT_EQ((*session)->write_stdin("late").code(), absl::StatusCode::kFailedPrecondition);
+  }
+  // Keystrokes one by one to cat, which answers each line as it comes.
+  {
+    auto session = vm_->exec_session({"cat"});
+    ASSERT_TRUE(session.ok()) << session.status();
+    ASSERT_TRUE((*session)->write_stdin("ping\n").ok());
+    EXPECT_EQ(ReadUntil(**session, "ping\n"), "ping\n");
+    ASSERT_TRUE((*session)->write_stdin("pong\n").ok());
+    EXPECT_EQ(ReadUntil(**session, "pong\n"), "pong\n");
+    ASSERT_TRUE((*session)->close_stdin().ok());
+    EXPECT_EQ(WaitExit(**session).exit_code(), 0);
+  }
+  // SIGINT ends `sleep 100` at once.
+  {
+    auto session = vm_->exec_session({"sleep", "100"});
+    ASSERT_TRUE(session.ok()) << session.status();
+    // (A signal that reaches the guest before the command runs is queued
+    // for it: the agent applies it right after the start.)
+    const absl::Time sent = absl::Now();
+    ASSERT_TRUE((*session)->signal(SIGINT).ok());
+    v1::ExecResult exit = WaitExit(**session);
+    EXPECT_EQ(exit.signal(), SIGINT);
+    EXPECT_LT(absl::Now() - sent, absl::Seconds(5));
+    EXPECT_EQ((*session)->signal(0).code(), absl::StatusCode::kInvalidArgument);
+  }
+  // A shell on a terminal: its tty, its size, a resize, ^C to the
+  // foreground job only, and stderr on the same terminal.
+  {
+    ExecSessionOptions tty;
+    tty.tty = true;
+    RunOptions opts;
+    opts.env["PS1"] = "$ ";
+    auto session = vm_->exec_session({"/bin/sh", "-i"}, opts, tty);
+    ASSERT_TRUE(session.ok()) << session.status();
+    ExecSession& sh = **session;
+    // The terminal echoes what is typed: markers are split by "" there.
+    ASSERT_TRUE(sh.write_stdin(
+                      "tty; stty size; echo term=$TERM; echo e\"\"rr >&2; echo D\"\"ONE1\n")
+                    .ok());
+    std::string out = ReadUntil(sh, "DONE1");
+    EXPECT_TRUE(absl::StrContains(out, "err\r\n")) << out;
+    EXPECT_TRUE(absl::StrContains(out, "/dev/pts/")) << out;
+    EXPECT_TRUE(absl::StrContains(out, "24 80")) << out;
+    EXPECT_TRUE(absl::StrContains(out, "term=xterm-256color")) << out;
+    ASSERT_TRUE(sh.resize(40, 120).ok());
+    ASSERT_TRUE(sh.write_stdin("stty size\n").ok());
+    out = ReadUntil(sh, "40 120");
+    EXPECT_TRUE(absl::StrContains(out, "40 120")) << out;
+    ASSERT_TRUE(sh.write_stdin("sleep 100; echo after-$?\n").ok());
+    absl::SleepFor(absl::Milliseconds(500));
+    ASSERT_TRUE(sh.signal(SIGINT).ok());
+    ASSERT_TRUE(sh.write_stdin("echo al\"\"ive\n").ok());
+    out = ReadUntil(sh, "alive\r\n");
+    EXPECT_TRUE(absl::StrContains(out, "alive\r\n")) << "the shell must survive ^C: " << out;
+    ASSERT_TRUE(sh.write_stdin("exit 7\n").ok());
+    EXPECT_EQ(WaitExit(sh).exit_code(), 7);
+  }
+  // Cancelling a session kills its command in the guest, and every job it
+  // started on its terminal, also one in a process group of its own (job
+  // control, `set -m`).
+  {
+    ExecSessionOptions tty;
+    tty.tty = true;
+    auto session = vm_->exec_session(
+        {"sh", "-c",
+         "set -m; sleep 1000 & echo $! > /tmp/session-job.pid; echo $$ > /tmp/session.pid;"
+         " echo started; exec sleep 1000"},
+        {}, tty);
+    ASSERT_TRUE(session.ok()) << session.status();
+    ReadUntil(**session, "started");
+    // Field 5 of /proc/PID/stat is the process group (comm is "sleep").
+    auto groups = Run(
+        "cut -d' ' -f5 /proc/$(cat /tmp/session.pid)/stat /proc/$(cat /tmp/session-job.pid)/stat"
+        " | sort -u | wc -l");
+    EXPECT_EQ(groups.stdout_text, "2\n") << "the job must be in a group of its own";
+    (*session)->cancel();
+    session->reset();
+    auto gone = Run(
+        "for i in $(seq 50); do kill -0 $(cat /tmp/session.pid) 2>/dev/null ||"
+        " kill -0 $(cat /tmp/session-job.pid) 2>/dev/null || { echo gone; exit 0; };"
+        " sleep 0.1; done; echo alive");
+    EXPECT_EQ(gone.stdout_text, "gone\n");
+  }
+  // Refused at the edge, naming the fix.
+  {
+    ExecSessionOptions huge;
+    huge.tty = true;
+    huge.rows = 5000;
+    auto session = vm_->exec_session({"sh"}, {}, huge);
+    ASSERT_TRUE(session.ok()) << session.status();
+    auto r = (*session)->next();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << r.status();
+    RunOptions with_stdin;
+    with_stdin.stdin_data = "x";
+    EXPECT_EQ(vm_->exec_session({"cat"}, with_stdin).status().code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+}
+
 TEST_F(GuestAgentTest, ForkVmCopiesARunningVm) {
   ClientOptions opts = daemon_->client_options();
   SmolVMManager manager(opts);

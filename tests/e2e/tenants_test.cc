@@ -210,6 +210,8 @@ TEST_F(TenantsTest, TenantsCannotSeeOrTouchEachOther) {
         {"StartVm", R"({"vm_id":"%"})"},
         {"Exec", R"({"vm_id":"%","argv":["cat","/etc/hostname"]})"},
         {"Exec", R"({"vm_id":"%","command":"echo stolen"})"},
+        {"ExecStream", R"({"exec":{"vm_id":"%","argv":["cat"]}})"},
+        {"ExecStream", R"({"exec":{"vm_id":"%","argv":["sh"]},"tty":true})"},
         {"DownloadFile", R"({"vm_id":"%","path":"/etc/hostname"})"},
         {"UploadFile", R"({"vm_id":"%","path":"/root/planted"})"},
         {"PingAgent", R"({"vm_id":"%"})"},

@@ -12,6 +12,9 @@
     print(f"{vm.vm_id} is {vm.status}")          # "... is running"
     print([e.name for e in vm.list_dir("/etc")])  # the guest file system
     proc = vm.start_process("python3 -m http.server 8000")  # in the background
+    with vm.exec_session(["sh"], tty=True) as shell:  # interactive, on a tty
+        shell.write_stdin("exit 3\\n")
+        print(shell.wait().exit_code)             # 3
     vm.close()
 
 The daemon is found through $SMOLVMD_ENDPOINT / $SMOLVMD_SOCKET, else
@@ -28,6 +31,7 @@ from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
                            PermissionDeniedError, ResourceExhaustedError,
                            SmolVMError, UnauthenticatedError, UnavailableError,
                            UnimplementedError, UnknownError)
+from smolvm.exec_session import ExecSession
 from smolvm.fs import (DirWatch, FileEntry, FileType, ListDirResult, WatchEvent,
                        WatchEventType)
 from smolvm.manager import SmolVMManager
@@ -48,7 +52,7 @@ __all__ = [
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",
     "FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent", "DirWatch",
-    "ProcessInfo", "ProcessOutput", "ProcessConnection",
+    "ProcessInfo", "ProcessOutput", "ProcessConnection", "ExecSession",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

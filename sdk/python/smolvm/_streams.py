@@ -3,6 +3,8 @@
 Exec (server streaming), UploadFile (client streaming) and DownloadFile
 (server streaming), as client/smolvm_exec.cc and client/smolvm_files.cc make
 them: one RPC each, whose deadline covers the whole command or transfer.
+(ExecStream, bidirectional, is smolvm/exec_session.py; it shares the
+ExecRequest, deadline and result code here.)
 """
 
 import os
@@ -86,16 +88,15 @@ def run_exec(conn: Connection, request: vm_service_pb2.ExecRequest,
     """Makes one Exec call. Output is buffered into the result unless
     `on_output` is given, which then sees every chunk as it arrives."""
     conn.check()
-    result = CommandResult()
     out: List[bytes] = []
     err: List[bytes] = []
-    got_exit = False
+    exit_result: Optional[vm_service_pb2.ExecResult] = None
     call = conn.vm.Exec(request, metadata=conn.metadata(),
                         timeout=exec_deadline(conn.options.timeout, command_timeout))
     try:
         for response in call:
             kind = response.WhichOneof("event")
-            if got_exit:
+            if exit_result is not None:
                 call.cancel()
                 raise InternalError(message=(
                     f"exec in vm {request.vm_id}: the daemon sent more after the exit"))
@@ -106,19 +107,24 @@ def run_exec(conn: Connection, request: vm_service_pb2.ExecRequest,
                 else:
                     (out if kind == "stdout" else err).append(data)
             elif kind == "exit":
-                got_exit = True
-                result.exit_code = response.exit.exit_code
-                result.signal = response.exit.signal
-                result.timed_out = response.exit.timed_out
+                exit_result = response.exit
     except grpc.RpcError as e:
         raise conn.convert(e) from None
-    if not got_exit:
+    if exit_result is None:
         raise InternalError(message=(
             f"exec in vm {request.vm_id}: the daemon ended the stream without an exit"))
-    result.stdout_bytes, result.stderr_bytes = b"".join(out), b"".join(err)
-    result.stdout = result.stdout_bytes.decode("utf-8", errors="replace")
-    result.stderr = result.stderr_bytes.decode("utf-8", errors="replace")
-    return result
+    return command_result(exit_result, b"".join(out), b"".join(err))
+
+
+def command_result(exit_result: vm_service_pb2.ExecResult, stdout: bytes,
+                   stderr: bytes) -> CommandResult:
+    """The CommandResult of a command that ended as `exit_result` (an
+    ExecResponse's exit) having written `stdout` and `stderr`."""
+    return CommandResult(exit_code=exit_result.exit_code, signal=exit_result.signal,
+                         timed_out=exit_result.timed_out,
+                         stdout=stdout.decode("utf-8", errors="replace"),
+                         stderr=stderr.decode("utf-8", errors="replace"),
+                         stdout_bytes=stdout, stderr_bytes=stderr)
 
 
 class _SourceFailed(Exception):
@@ -232,7 +238,8 @@ def check_regular_file(path: str) -> None:
 
 
 __all__ = ["OutputCallback", "CHUNK_SIZE", "timeout_ms", "exec_deadline", "exec_request",
-           "run_exec", "upload", "download", "download_to_file", "check_regular_file"]
+           "run_exec", "command_result", "upload", "download", "download_to_file",
+           "check_regular_file"]
 
 
 def stream_timeout(timeout: Optional[float], what: str) -> Optional[float]:

@@ -7,6 +7,8 @@ whose errors are raised unchanged (smolvm.errors).
     vm = SmolVM()                        # default image; nothing sent yet
     vm.start()                           # CreateVm(start=True): RUNNING
     print(vm.run("echo hi").output)      # Exec
+    with vm.exec_session(["cat"]) as s:  # ExecStream: streamed stdin, signals, tty
+        s.write_stdin("hi\\n"); s.close_stdin(); print(s.wait().stdout)
     print(vm.stat_path("/etc/hosts"))    # StatPath (FilesystemService)
     proc = vm.start_process("./serve")   # StartProcess (ProcessService)
     forked = vm.fork(2)                  # ForkVm: 2 children; vm keeps running
@@ -27,6 +29,7 @@ from smolvm import _streams
 from smolvm.connection import ClientOptions, Connection
 from smolvm.progress import ProgressCallback, call_with_progress
 from smolvm.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
+from smolvm.exec_session import ExecSession
 from smolvm.fs import DirWatch, FileEntry, ListDirResult
 from smolvm.process import ProcessConnection, ProcessInfo
 from smolvm.types import (CommandResult, ConfigLike, ForkOutcome, ForkVmResult, SnapshotInfo,
@@ -354,6 +357,44 @@ class SmolVM:
         self._check_started("exec in")
         request = _streams.exec_request(self.vm_id, argv, env, cwd, stdin, timeout, user)
         return _streams.run_exec(self._connection, request, timeout, on_output)
+
+    def exec_session(self, cmd: Command, *, tty: bool = False, rows: int = 0, cols: int = 0,
+                     term: str = "", env: Optional[Dict[str, str]] = None, cwd: str = "",
+                     user: str = "", timeout: Optional[float] = None) -> ExecSession:
+        """Starts `cmd` as an interactive command (ExecStream): a string runs
+        with ``/bin/sh -c``, a list is an argv, with `env`, `cwd`, `user` and
+        `timeout` as in :meth:`run`. Its stdin is streamed
+        (``write_stdin()`` / ``close_stdin()``; until then the command reads
+        and waits), signals and terminal resizes are sent while it runs, and
+        its output is read as it comes. Returns an
+        :class:`~smolvm.exec_session.ExecSession`, a context manager that
+        cancels the command if it is still running on exit::
+
+            with vm.exec_session(["sh"], tty=True, rows=24, cols=80) as s:
+                s.write_stdin("stty size; exit\\n")
+                for out in s:                # ProcessOutput
+                    print(out.text, end="")  # "24 80"
+                print(s.exit.exit_code)      # 0 (CommandResult)
+
+        Args:
+            tty: run on a pseudo-terminal in the guest (its controlling
+                terminal: job control, ^C, ``stty size``); all output is
+                then stdout.
+            rows, cols: with `tty`, the terminal's initial size (1-1000;
+                0 and 0 = 24 x 80).
+            term: with `tty`, TERM ("" = xterm-256color; `env` wins).
+
+        The command dies with the session: cancel(), leaving the ``with``
+        block before the exit, dropping the session, a lost client or a
+        daemon restart kill its process group. Errors of the start
+        (NotFoundError for no such program, ...) are raised by the session's
+        iteration, ``wait()`` and writers, not here. The RPC deadline is
+        max(client timeout, timeout + 60 s), none without a timeout.
+        """
+        self._check_started("exec session in")
+        request = _streams.exec_request(self.vm_id, cmd, env, cwd, None, timeout, user)
+        return ExecSession(self._connection, request, tty=tty, rows=rows, cols=cols, term=term,
+                           command_timeout=timeout)
 
     # --- Files (UploadFile / DownloadFile; the VM must be RUNNING) -----------
 

@@ -13,7 +13,8 @@ one cold boot only, in create_and_snapshot.py), else a cold boot with
 SmolVM().start(). Then: run (output, exit codes, a missing program, env,
 cwd, stdin, a timeout), uploads and downloads, the guest file system,
 background processes (start, list, reattach with a tail, signal, wait),
-snapshot and its
+interactive exec sessions (stdin streamed to cat, a signal, a shell on a
+tty with a resize), snapshot and its
 SnapshotInfo, list/get, from_snapshot(resume_vm=True) seeing a file written
 before the snapshot, pause/resume, a fork of 2, a warm pool of 1, errors as
 exceptions with their codes, close. Every VM, pool and snapshot it makes is
@@ -25,6 +26,8 @@ exit code is 0 only when M is 0.
 
 import argparse
 import os
+import re
+import signal
 import sys
 import tempfile
 import time
@@ -34,8 +37,9 @@ from typing import Any, Callable, List, Optional
 
 import grpc
 
-from smolvm import (FileType, InvalidArgumentError, NotFoundError, SmolVM, SmolVMError,
-                    SmolVMManager, SnapshotInfo, VMConfig, VmStatus, WatchEventType)
+from smolvm import (DeadlineExceededError, ExecSession, FileType, InvalidArgumentError,
+                    NotFoundError, SmolVM, SmolVMError, SmolVMManager, SnapshotInfo, VMConfig,
+                    VmStatus, WatchEventType)
 
 SNAPSHOT_ID = "pysdk-snap"
 MAIN_VM_ID = "pysdk-main"
@@ -253,6 +257,73 @@ def processes(c: Checks, vm: SmolVM) -> None:
             short.pid in listed and listed[short.pid].exit_code == 3
             and proc.pid in listed and listed[proc.pid].signal == 15, listed)
 
+def read_session_until(session: ExecSession, pattern: "re.Pattern[bytes]",
+                       limit: float = 30) -> bytes:
+    """The output `session` yields until `pattern` is found in it, or its
+    end, or `limit` seconds."""
+    seen = b""
+    end = time.monotonic() + limit
+    while not pattern.search(seen):
+        left = end - time.monotonic()
+        if left <= 0:
+            break
+        try:
+            out = session.next_output(timeout=left)
+        except DeadlineExceededError:
+            break
+        if out is None:
+            break
+        seen += out.data
+    return seen
+
+
+def exec_sessions(c: Checks, vm: SmolVM) -> None:
+    # Stdin streamed in pieces (sent as several 1 MiB messages), then closed.
+    payload = b"".join(b"line %06d of the streamed stdin\n" % i for i in range(100_000))
+    with vm.exec_session(["cat"], timeout=120) as s:
+        for i in range(0, len(payload), 300_000):
+            s.write_stdin(payload[i:i + 300_000])
+        s.close_stdin()
+        r = s.wait(timeout=120)
+    c.check("exec_session: stdin streamed to cat comes back whole",
+            r.stdout_bytes == payload, (len(r.stdout_bytes), len(payload)))
+    c.check("exec_session: cat exits 0 once its stdin is closed",
+            r.ok and r.exit_code == 0 and r.stderr == "",
+            (r.exit_code, r.signal, r.timed_out, r.stderr))
+
+    # A signal ends the command; with an argv (no shell) it is the result.
+    with vm.exec_session(["sleep", "100"], timeout=60) as s:
+        time.sleep(0.5)  # Let it run first (so the signal meets sleep itself).
+        s.send_signal(signal.SIGINT)
+        r = s.wait(timeout=30)
+    c.check("exec_session: SIGINT ends sleep, reported as signal 2",
+            r.signal == 2 and not r.ok and not r.timed_out, r)
+
+    # A shell on a pseudo-terminal: commands typed in, the size set and changed.
+    with vm.exec_session(["sh"], tty=True, term="vt100", timeout=120) as s:
+        s.write_stdin("tty\n")
+        seen = read_session_until(s, re.compile(rb"/dev/pts/\d+"))
+        c.check("exec_session tty: tty names a pseudo-terminal",
+                re.search(rb"/dev/pts/\d+", seen) is not None, seen)
+        s.write_stdin("stty size\n")
+        seen = read_session_until(s, re.compile(rb"\b24 80\b"))
+        c.check("exec_session tty: the default size is 24 x 80",
+                re.search(rb"\b24 80\b", seen) is not None, seen)
+        s.resize(40, 120)
+        s.write_stdin("stty size\n")
+        seen = read_session_until(s, re.compile(rb"\b40 120\b"))
+        c.check("exec_session tty: resize(40, 120) reaches stty size",
+                re.search(rb"\b40 120\b", seen) is not None, seen)
+        s.write_stdin("echo term=$TERM\n")
+        seen = read_session_until(s, re.compile(rb"term=vt100\b"))
+        c.check("exec_session tty: TERM is the session's term",
+                re.search(rb"term=vt100\b", seen) is not None, seen)
+        s.write_stdin("exit 0\n")
+        r = s.wait(timeout=30)
+    c.check("exec_session tty: exit 0 ends the shell with 0, all output on stdout",
+            (r.exit_code, r.signal, r.timed_out, r.stderr) == (0, 0, False, ""), r)
+
+
 def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) -> None:
     if base_snapshot:
         vm = SmolVM.from_snapshot(base_snapshot, resume_vm=True, vm_id=MAIN_VM_ID)
@@ -266,6 +337,7 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     files(c, vm)
     filesystem(c, vm)
     processes(c, vm)
+    exec_sessions(c, vm)
 
     c.require("marker written", vm.run("echo before-snapshot > /root/marker").ok)
     snap_progress: list = []
