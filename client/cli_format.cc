@@ -551,8 +551,14 @@ std::string FormatEgress(const v1::EgressPolicy& egress) {
   std::string mode = absl::AsciiStrToLower(
       absl::StripPrefix(v1::EgressPolicy::Mode_Name(egress.mode()), "EGRESS_"));
   if (mode.empty()) mode = absl::StrCat("mode ", egress.mode());
-  if (egress.allow_cidrs().empty()) return mode;
-  return absl::StrCat(mode, ": ", absl::StrJoin(egress.allow_cidrs(), ", "));
+  std::string out = mode;
+  if (!egress.allow_cidrs().empty()) {
+    absl::StrAppend(&out, ": ", absl::StrJoin(egress.allow_cidrs(), ", "));
+  }
+  if (!egress.deny_cidrs().empty()) {
+    absl::StrAppend(&out, "; denied ", absl::StrJoin(egress.deny_cidrs(), ", "));
+  }
+  return out;
 }
 
 std::string FormatTimestamp(const google::protobuf::Timestamp& ts) {

@@ -224,6 +224,17 @@ absl::Status SmolVM::unexpose_port(uint32_t host_port,
   return absl::OkStatus();
 }
 
+absl::Status SmolVM::update_network_policy(const v1::EgressPolicy& egress) {
+  if (absl::Status s = CheckStarted("update the network policy of"); !s.ok()) return s;
+  v1::UpdateNetworkPolicyRequest request;
+  request.set_vm_id(vm_id());
+  *request.mutable_egress() = egress;
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::UpdateNetworkPolicy, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SmolVM> SmolVM::from_snapshot(const std::string& snapshot_id,
                                              bool resume_vm,
                                              const std::string& vm_id,

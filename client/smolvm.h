@@ -286,6 +286,10 @@ class SmolVM {
   absl::Status expose_port(uint32_t host_port, uint32_t guest_port,
                            const std::string& host_ip = "",
                            const std::string& protocol = "tcp");
+  // update_network_policy replaces the VM's egress policy (in any state;
+  // for a running VM in force when it returns, also for connections already
+  // open) and updates `info()`; kept across restarts and in snapshots.
+  absl::Status update_network_policy(const v1::EgressPolicy& egress);
   // unexpose_port removes the forward on `host_ip`:`host_port` / `protocol`
   // (UnexposePort) and updates `info()`.
   absl::Status unexpose_port(uint32_t host_port,
@@ -521,7 +525,13 @@ class ProcessConnection {
 //
 // Thread-safety: next() may be called from one thread while the writers
 // (write_stdin, close_stdin, signal, resize) are called from another; the
-// writers serialize among themselves. cancel() is callable from any thread.
+// writers serialize among themselves (a signal waits behind stdin the
+// command has not taken). cancel() is callable from any thread.
+//
+// Read the output while writing stdin: output nobody reads holds the
+// command back (and, past a few MiB, the VM's other guest calls, as with
+// exec()), so a command that answers its input would never take more of it
+// and write_stdin would wait for good.
 class ExecSession {
  public:
   virtual ~ExecSession() = default;

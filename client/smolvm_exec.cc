@@ -124,6 +124,7 @@ absl::StatusOr<ExecExit> SmolVM::StreamExec(
         exit = ExecExit{response.exit().exit_code(), response.exit().signal(),
                         response.exit().timed_out()};
         break;
+      case v1::ExecResponse::kFailing:  // ExecStream only.
       case v1::ExecResponse::EVENT_NOT_SET:
         break;  // An event this client does not know; nothing to do.
     }

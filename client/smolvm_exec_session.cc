@@ -44,9 +44,14 @@ class GrpcExecSession : public ExecSession {
   absl::StatusOr<v1::ExecResponse> next() override {
     if (!ended_.ok()) return ended_;
     v1::ExecResponse response;
-    if (stream_->Read(&response)) {
-      // The contract: end our requests after the exit.
+    while (stream_->Read(&response)) {
+      // The contract: end our requests after the exit, or when the call is
+      // failing (its status follows at once then).
       if (response.has_exit()) EndWrites();
+      if (response.failing()) {
+        EndWrites();
+        continue;
+      }
       return response;
     }
     // The stream is over: no write may be pending when Finish runs (a

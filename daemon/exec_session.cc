@@ -21,6 +21,11 @@ constexpr char kDefaultTerm[] = "xterm-256color";
 constexpr absl::Duration kPoll = absl::Milliseconds(200);
 
 absl::Status CheckSize(const v1::TerminalSize& size, const char* what) {
+  if ((size.rows() == 0) != (size.cols() == 0)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        what, ": a terminal of ", size.rows(), "x", size.cols(),
+        " cells; give both rows and cols, or neither (24x80)"));
+  }
   if (size.rows() > agent::kMaxTerminalCells || size.cols() > agent::kMaxTerminalCells) {
     return absl::InvalidArgumentError(absl::StrCat(what, ": a terminal of ", size.rows(), "x",
                                                    size.cols(), " cells; at most ",
@@ -166,8 +171,15 @@ absl::Status RunExecSession(agent::ExecHandle& handle, bool tty, grpc::ServerCon
   }
 
   // The reader must be done before the handler returns (gRPC's rule). A
-  // client ends its stream after the exit; one that does not is cut off.
+  // client ends its stream after the exit, or after `failing` when the call
+  // ends with an error (else its status would wait for the linger and then
+  // read CANCELLED); one that does not is cut off.
   stop = true;
+  if ((!result.ok() && !absl::IsCancelled(result)) || input_failed) {
+    v1::ExecResponse failing;
+    failing.set_failing(true);
+    (void)stream->Write(failing);
+  }
   if (!input_done.WaitForNotificationWithTimeout(kExecSessionLinger)) ctx->TryCancel();
   input.join();
   if (!input_error.ok()) return input_error;

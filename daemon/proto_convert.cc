@@ -1,23 +1,14 @@
 #include "daemon/proto_convert.h"
 
+#include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
+#include "lib/base/status_macros.h"
 
 namespace smolvm::daemon {
 namespace {
 
 void SetTimestamp(absl::Time t, google::protobuf::Timestamp* out) {
   *out = google::protobuf::util::TimeUtil::MicrosecondsToTimestamp(absl::ToUnixMicros(t));
-}
-
-EgressPolicy FromProto(const v1::EgressPolicy& e) {
-  EgressPolicy out;
-  switch (e.mode()) {
-    case v1::EgressPolicy::EGRESS_OFF: out.mode = EgressMode::kOff; break;
-    case v1::EgressPolicy::EGRESS_RESTRICTED: out.mode = EgressMode::kRestricted; break;
-    default: out.mode = EgressMode::kOpen; break;
-  }
-  out.allow_cidrs.assign(e.allow_cidrs().begin(), e.allow_cidrs().end());
-  return out;
 }
 
 void ToProto(const EgressPolicy& e, v1::EgressPolicy* out) {
@@ -27,6 +18,7 @@ void ToProto(const EgressPolicy& e, v1::EgressPolicy* out) {
     case EgressMode::kRestricted: out->set_mode(v1::EgressPolicy::EGRESS_RESTRICTED); break;
   }
   for (const auto& c : e.allow_cidrs) out->add_allow_cidrs(c);
+  for (const auto& c : e.deny_cidrs) out->add_deny_cidrs(c);
 }
 
 void ToProto(const PortForward& f, v1::PortForward* out) {
@@ -38,6 +30,22 @@ void ToProto(const PortForward& f, v1::PortForward* out) {
 
 }  // namespace
 
+absl::StatusOr<EgressPolicy> FromProto(const v1::EgressPolicy& e) {
+  EgressPolicy out;
+  switch (e.mode()) {
+    case v1::EgressPolicy::EGRESS_OPEN: out.mode = EgressMode::kOpen; break;
+    case v1::EgressPolicy::EGRESS_OFF: out.mode = EgressMode::kOff; break;
+    case v1::EgressPolicy::EGRESS_RESTRICTED: out.mode = EgressMode::kRestricted; break;
+    default:
+      // A mode from a newer client must not read as open.
+      return absl::InvalidArgumentError(absl::StrCat(
+          "egress.mode ", e.mode(), " is not EGRESS_OPEN, EGRESS_OFF or EGRESS_RESTRICTED"));
+  }
+  out.allow_cidrs.assign(e.allow_cidrs().begin(), e.allow_cidrs().end());
+  out.deny_cidrs.assign(e.deny_cidrs().begin(), e.deny_cidrs().end());
+  return out;
+}
+
 PortForward FromProto(const v1::PortForward& f) {
   PortForward out;
   out.host_ip = f.host_ip();
@@ -47,7 +55,7 @@ PortForward FromProto(const v1::PortForward& f) {
   return out;
 }
 
-VmConfig FromProto(const v1::VMConfig& c) {
+absl::StatusOr<VmConfig> FromProto(const v1::VMConfig& c) {
   VmConfig config;
   config.vm_id = c.vm_id();
   config.vcpu_count = c.vcpu_count();
@@ -61,7 +69,7 @@ VmConfig FromProto(const v1::VMConfig& c) {
   config.boot_args = c.boot_args();
   config.env.insert(c.env().begin(), c.env().end());
   config.labels.insert(c.labels().begin(), c.labels().end());
-  config.egress = FromProto(c.egress());
+  SMOLVM_ASSIGN_OR_RETURN(config.egress, FromProto(c.egress()));
   for (const auto& f : c.port_forwards()) config.port_forwards.push_back(FromProto(f));
   return config;
 }

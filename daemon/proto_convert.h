@@ -20,7 +20,9 @@
 
 namespace smolvm::daemon {
 
-VmConfig FromProto(const v1::VMConfig& config);
+// INVALID_ARGUMENT for an egress mode this daemon does not know.
+absl::StatusOr<VmConfig> FromProto(const v1::VMConfig& config);
+absl::StatusOr<EgressPolicy> FromProto(const v1::EgressPolicy& egress);
 PortForward FromProto(const v1::PortForward& forward);
 void ToProto(const VmConfig& config, v1::VMConfig* out);
 void ToProto(const NetworkConfig& network, v1::NetworkConfig* out);

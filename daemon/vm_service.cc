@@ -13,8 +13,10 @@ grpc::Status VmServiceImpl::CreateVm(grpc::ServerContext* ctx, const v1::CreateV
   return Serve(*callers_, *ctx, "CreateVm", Access::kMutate, req->config().vm_id(),
                [&](const Caller& c) {
                  return WithOperation(*operations_, c, req->operation_id(), "CreateVm",
-                                      req->config().vm_id(), [&](Progress* p) {
-                                        return Fill(manager_->CreateVm(c, FromProto(req->config()),
+                                      req->config().vm_id(), [&](Progress* p) -> absl::Status {
+                                        SMOLVM_ASSIGN_OR_RETURN(VmConfig config,
+                                                                FromProto(req->config()));
+                                        return Fill(manager_->CreateVm(c, std::move(config),
                                                                        req->start(), p),
                                                     resp);
                                       });
@@ -179,6 +181,16 @@ grpc::Status VmServiceImpl::ExposePort(grpc::ServerContext* ctx,
                [&](const Caller& c) {
                  return Fill(manager_->ExposePort(c, req->vm_id(), FromProto(req->forward())),
                              resp);
+               });
+}
+
+grpc::Status VmServiceImpl::UpdateNetworkPolicy(grpc::ServerContext* ctx,
+                                                const v1::UpdateNetworkPolicyRequest* req,
+                                                v1::Vm* resp) {
+  return Serve(*callers_, *ctx, "UpdateNetworkPolicy", Access::kMutate, req->vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 SMOLVM_ASSIGN_OR_RETURN(EgressPolicy egress, FromProto(req->egress()));
+                 return Fill(manager_->UpdateNetworkPolicy(c, req->vm_id(), egress), resp);
                });
 }
 

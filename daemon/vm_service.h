@@ -44,6 +44,9 @@ class VmServiceImpl final : public v1::VmService::Service {
                       v1::ForkVmResponse* resp) override;
   grpc::Status ExposePort(grpc::ServerContext* ctx, const v1::ExposePortRequest* req,
                           v1::Vm* resp) override;
+  grpc::Status UpdateNetworkPolicy(grpc::ServerContext* ctx,
+                                   const v1::UpdateNetworkPolicyRequest* req,
+                                   v1::Vm* resp) override;
   grpc::Status UnexposePort(grpc::ServerContext* ctx, const v1::UnexposePortRequest* req,
                             v1::Vm* resp) override;
   grpc::Status PingAgent(grpc::ServerContext* ctx, const v1::PingAgentRequest* req,

@@ -114,15 +114,18 @@ absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what,
 }
 
 absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
-    const std::string& mode, const std::vector<std::string>& allow) {
-  if (mode.empty() && allow.empty()) return std::nullopt;
+    const std::string& mode, const std::vector<std::string>& allow,
+    const std::vector<std::string>& deny) {
+  if (mode.empty() && allow.empty() && deny.empty()) return std::nullopt;
   v1::EgressPolicy policy;
   if (mode == "open") {
     policy.set_mode(v1::EgressPolicy::EGRESS_OPEN);
   } else if (mode == "off") {
     policy.set_mode(v1::EgressPolicy::EGRESS_OFF);
-  } else if (mode == "restricted" || mode.empty()) {
+  } else if (mode == "restricted" || (mode.empty() && !allow.empty())) {
     policy.set_mode(v1::EgressPolicy::EGRESS_RESTRICTED);
+  } else if (mode.empty()) {
+    policy.set_mode(v1::EgressPolicy::EGRESS_OPEN);  // --deny alone: open but those
   } else {
     return absl::InvalidArgumentError(
         absl::StrCat("--egress ", mode, ": want open, off or restricted"));
@@ -131,7 +134,11 @@ absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
     return absl::InvalidArgumentError(absl::StrCat(
         "--allow needs --egress restricted (not --egress ", mode, ")"));
   }
+  if (!deny.empty() && policy.mode() == v1::EgressPolicy::EGRESS_OFF) {
+    return absl::InvalidArgumentError("--deny does not go with --egress off (nothing is reachable)");
+  }
   for (const std::string& cidr : allow) policy.add_allow_cidrs(cidr);
+  for (const std::string& cidr : deny) policy.add_deny_cidrs(cidr);
   return policy;
 }
 

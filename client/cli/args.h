@@ -54,11 +54,13 @@ absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what, absl::string_view
 // ParseForward parses a --forward / expose spec into a PortForward.
 absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what, absl::string_view spec);
 
-// ParseEgress builds the policy of --egress MODE and --allow CIDR...; nullopt
-// when neither is given (the daemon's default, open). --allow alone implies
-// restricted. The CIDRs are checked by the daemon.
+// ParseEgress builds the policy of --egress MODE, --allow CIDR... and --deny
+// CIDR...; nullopt when none is given (the daemon's default, open). --allow
+// alone implies restricted, --deny alone open. The CIDRs are checked by the
+// daemon.
 absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(const std::string& mode,
-                                                            const std::vector<std::string>& allow);
+                                                            const std::vector<std::string>& allow,
+                                                            const std::vector<std::string>& deny);
 
 // ParseMode parses an octal permission mode such as "0755" or "644".
 absl::StatusOr<uint32_t> ParseMode(const std::string& text);

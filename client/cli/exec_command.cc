@@ -40,7 +40,8 @@ struct ShellFlags {
 // images differ (busybox's /etc/passwd gives root /bin/sh; an OCI image may
 // have no entry for the uid, or /sbin/nologin), so a POSIX sh picks the
 // shell: $SHELL if the VM's env or --env sets it (the agent does not), else
-// the user's shell in the guest's /etc/passwd, else /bin/sh; it replaces
+// the user's shell in the guest's /etc/passwd, else sh from PATH (the
+// image's, or the agent's own busybox in a shell-less image); it replaces
 // itself with that shell as a login shell (-l: it reads /etc/profile).
 constexpr char kLoginShellScript[] =
     "s=${SHELL:-}\n"
@@ -49,8 +50,8 @@ constexpr char kLoginShellScript[] =
     "    if [ \"$uid\" = \"$u\" ]; then s=$sh; break; fi\n"
     "  done </etc/passwd\n"
     "fi\n"
-    "case $s in ''|*/nologin|*/false) s=/bin/sh ;; esac\n"
-    "[ -x \"$s\" ] || s=/bin/sh\n"
+    "case $s in ''|*/nologin|*/false) s=sh ;; esac\n"
+    "[ \"$s\" = sh ] || [ -x \"$s\" ] || s=sh\n"
     "exec \"$s\" -l\n";
 
 // CommandTimeout is the command's time limit: --timeout-ms, else --timeout
@@ -153,7 +154,7 @@ absl::Status RunShell(CliContext& ctx, const ShellFlags& f) {
   mode.tty = true;
   mode.stream_stdin = true;
   absl::StatusOr<ExecExit> exit = RunInteractive(
-      f.vm_id, ctx.globals.options(), {"/bin/sh", "-c", kLoginShellScript}, *options, mode);
+      f.vm_id, ctx.globals.options(), {"sh", "-c", kLoginShellScript}, *options, mode);
   if (!exit.ok()) return exit.status();
   SetExitCode(ctx, *exit, options->timeout);
   return absl::OkStatus();

@@ -10,9 +10,12 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdlib>
+#include <deque>
 #include <future>
 #include <memory>
+#include <mutex>
 #include <thread>
 #include <utility>
 
@@ -160,6 +163,71 @@ absl::StatusOr<ExecExit> CopyOutput(ExecSession& session, const SessionIo& io) {
   }
 }
 
+// ControlSender sends signals and resizes to the session from a thread of
+// its own: a send waits behind stdin the command has not read (the writers
+// of a session take turns, and the daemon applies requests in order), and
+// the signal relay's thread must never wait, or a second ^C could not give
+// up. Controls queued beyond kMaxQueued are dropped (the one being sent is
+// stuck; more of the same change nothing).
+class ControlSender {
+ public:
+  static constexpr size_t kMaxQueued = 16;
+
+  explicit ControlSender(ExecSession& session)
+      : session_(session), thread_([this] { Run(); }) {}
+  ~ControlSender() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      done_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();  // The call has ended (or been cancelled): a send returns.
+  }
+  ControlSender(const ControlSender&) = delete;
+  ControlSender& operator=(const ControlSender&) = delete;
+
+  // A signal (rows/cols 0) or a size (signal 0). Never blocks.
+  void Push(int signal, uint32_t rows = 0, uint32_t cols = 0) {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (queue_.size() >= kMaxQueued) return;
+      queue_.push_back({signal, rows, cols});
+    }
+    cv_.notify_all();
+  }
+
+ private:
+  struct Control {
+    int signal;
+    uint32_t rows, cols;
+  };
+
+  void Run() {
+    std::unique_lock<std::mutex> lock(mu_);
+    while (true) {
+      cv_.wait(lock, [this] { return done_ || !queue_.empty(); });
+      if (done_) return;
+      const Control c = queue_.front();
+      queue_.pop_front();
+      lock.unlock();
+      // Errors mean the call ended, which next() reports.
+      if (c.signal != 0) {
+        session_.signal(c.signal).IgnoreError();
+      } else {
+        session_.resize(c.rows, c.cols).IgnoreError();
+      }
+      lock.lock();
+    }
+  }
+
+  ExecSession& session_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Control> queue_;  // guarded by mu_
+  bool done_ = false;          // guarded by mu_
+  std::thread thread_;
+};
+
 }  // namespace
 
 bool TerminalSize(int fd, uint32_t* rows, uint32_t* cols) {
@@ -177,10 +245,12 @@ absl::StatusOr<ExecExit> RunSession(ExecSession& session, const SessionIo& io) {
   // no lock; gave_up is read here once the relay has stopped.
   absl::Time last_interrupt = absl::InfinitePast();
   std::atomic<bool> gave_up{false};
+  auto controls = std::make_unique<ControlSender>(session);
+  // Never blocks (see ControlSender): giving up works whatever the sends.
   const auto on_signal = [&](int sig) {
     if (sig == SIGWINCH) {
       uint32_t rows = 0, cols = 0;
-      if (TerminalSize(io.terminal, &rows, &cols)) session.resize(rows, cols).IgnoreError();
+      if (TerminalSize(io.terminal, &rows, &cols)) controls->Push(0, rows, cols);
       return;
     }
     if (sig == SIGINT) {
@@ -192,8 +262,7 @@ absl::StatusOr<ExecExit> RunSession(ExecSession& session, const SessionIo& io) {
       }
       last_interrupt = now;
     }
-    // Errors mean the call ended, which next() reports.
-    session.signal(sig).IgnoreError();
+    controls->Push(sig);
   };
   std::vector<int> signals = {SIGINT};
   if (!io.raw) signals.insert(signals.end(), {SIGTERM, SIGHUP});
@@ -204,7 +273,7 @@ absl::StatusOr<ExecExit> RunSession(ExecSession& session, const SessionIo& io) {
   // now, or the guest would keep the old size until the next one.
   if (uint32_t rows = 0, cols = 0;
       TerminalSize(io.terminal, &rows, &cols) && (rows != io.rows || cols != io.cols)) {
-    session.resize(rows, cols).IgnoreError();
+    controls->Push(0, rows, cols);
   }
 
   std::unique_ptr<StdinPump> pump;
@@ -218,7 +287,8 @@ absl::StatusOr<ExecExit> RunSession(ExecSession& session, const SessionIo& io) {
 
   absl::StatusOr<ExecExit> exit = CopyOutput(session, io);
   pump.reset();   // Before the relay: the pump may cancel the call, never signal it.
-  relay->reset();  // Joins its thread, which may be calling the session.
+  relay->reset();  // Joins its thread (never blocked: it only queues).
+  controls.reset();  // The call is over, so a send in progress returns.
   if (!exit.ok() && gave_up && absl::IsCancelled(exit.status())) {
     // Ctrl-C twice: the call was cancelled, which killed the command;
     // exit as a shell does after an interrupt (130).

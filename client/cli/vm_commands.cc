@@ -1,4 +1,4 @@
-// smolvmctl vm create|start|stop|pause|resume|delete|get|list|expose|unexpose
+// smolvmctl vm create|start|stop|pause|resume|delete|get|list|expose|unexpose|egress
 // (vm exec and vm shell are in exec_command.cc).
 
 #include <unistd.h>
@@ -25,13 +25,28 @@ struct CreateFlags {
   std::string vm_id, kernel, initrd, rootfs, boot_args, image, egress;
   std::uint32_t vcpus = 0, memory_mib = 0, disk_size_mib = 0;
   bool no_start = false;
-  std::vector<std::string> env, allow, forwards, labels;
+  std::vector<std::string> env, allow, deny, forwards, labels;
 };
+
+// --allow and --deny, for vm create and vm egress.
+void AddEgressOptions(CLI::App* cmd, std::vector<std::string>& allow,
+                      std::vector<std::string>& deny) {
+  cmd->add_option("--allow", allow,
+                  "IPv4 CIDR the guest may reach with restricted egress (repeatable; implies "
+                  "restricted)")
+      ->type_name("CIDR")
+      ->allow_extra_args(false);
+  cmd->add_option("--deny", deny,
+                  "IPv4 CIDR the guest may not reach, with open or restricted egress "
+                  "(repeatable; checked before any allow)")
+      ->type_name("CIDR")
+      ->allow_extra_args(false);
+}
 
 absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
   absl::StatusOr<std::map<std::string, std::string>> env = ParseEnv(f.env);
   if (!env.ok()) return env.status();
-  absl::StatusOr<std::optional<v1::EgressPolicy>> egress = ParseEgress(f.egress, f.allow);
+  absl::StatusOr<std::optional<v1::EgressPolicy>> egress = ParseEgress(f.egress, f.allow, f.deny);
   if (!egress.ok()) return egress.status();
   absl::StatusOr<std::map<std::string, std::string>> labels = ParseKeyValues(f.labels, "--label");
   if (!labels.ok()) return labels.status();
@@ -92,12 +107,7 @@ void RegisterCreate(CLI::App* vm, CliContext& ctx) {
                    "what the guest may reach: open (default; anything beyond the host, through "
                    "NAT), off (nothing), restricted (only the --allow CIDRs)")
       ->type_name("open|off|restricted");
-  create
-      ->add_option("--allow", f.allow,
-                   "IPv4 CIDR the guest may reach with --egress restricted (repeatable; implies "
-                   "restricted)")
-      ->type_name("CIDR")
-      ->allow_extra_args(false);
+  AddEgressOptions(create, f.allow, f.deny);
   create
       ->add_option("--forward", f.forwards,
                    "expose a guest port on the host (repeatable; HOST_IP defaults to 127.0.0.1)")
@@ -254,6 +264,37 @@ struct PortFlags {
   std::string vm_id, spec;
 };
 
+struct EgressFlags {
+  std::string vm_id, mode;
+  std::vector<std::string> allow, deny;
+};
+
+// vm egress ID MODE [--allow CIDR]... [--deny CIDR]...: UpdateNetworkPolicy.
+void RegisterEgress(CLI::App* vm, CliContext& ctx) {
+  EgressFlags& f = ctx.Make<EgressFlags>();
+  CLI::App* egress = vm->add_subcommand(
+      "egress",
+      "replace a VM's egress policy, in force at once for a running VM (also for open "
+      "connections) and kept in its snapshots; prints the VM");
+  egress->add_option("ID", f.vm_id, "VM id")->required();
+  egress->add_option("MODE", f.mode, "open, off or restricted")
+      ->type_name("open|off|restricted")
+      ->required();
+  AddEgressOptions(egress, f.allow, f.deny);
+  ctx.OnRun(egress, [&ctx, &f]() -> absl::Status {
+    absl::StatusOr<std::optional<v1::EgressPolicy>> policy =
+        ParseEgress(f.mode, f.allow, f.deny);
+    if (!policy.ok()) return policy.status();
+    absl::StatusOr<SmolVM> target = SmolVM::attach(f.vm_id, ctx.globals.options());
+    if (!target.ok()) return target.status();
+    if (absl::Status s = target->update_network_policy(policy->value_or(v1::EgressPolicy()));
+        !s.ok()) {
+      return s;
+    }
+    return ctx.out.VmDetails(target->info());
+  });
+}
+
 void RegisterExpose(CLI::App* vm, CliContext& ctx) {
   PortFlags& f = ctx.Make<PortFlags>();
   CLI::App* expose = vm->add_subcommand(
@@ -322,6 +363,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx) {
     return ctx.out.VmDetails(*got);
   });
   RegisterExpose(vm, ctx);
+  RegisterEgress(vm, ctx);
 
   struct ListFlags {
     bool quiet = false;

@@ -2364,19 +2364,21 @@ TEST(AgentTtyTest, TerminalOfTheRequestedSizeWithoutStdin) {
 }
 
 // As another user (see RunsAsTheRequestedUser): the terminal is the user's,
-// as login makes it.
+// as login makes it, its group the terminal's own (not the user's group:
+// its other members must not write to it).
 TEST(AgentTtyTest, TerminalBelongsToTheRequestedUser) {
   if (geteuid() != 0) GTEST_SKIP() << "needs root to switch users";
   AgentProcess agent;
   SessionKiller killer(agent);
   v1::ExecStart start =
-      TtyCmd(1, {"sh", "-c", "id -u; stat -c %u:%g:%a \"$(tty)\"; echo $USER; stty size"});
+      TtyCmd(1, {"sh", "-c", "id -u; stat -c %u:%a \"$(tty)\"; stat -c %g \"$(tty)\" |"
+                             " grep -vqx \"$(id -g)\" && echo other-group; echo $USER; stty size"});
   start.set_user("nobody");
   start.set_stdin_follows(false);
   ExecResult r = RunExec(agent, start);
   EXPECT_EQ(r.exit.start_error(), "");
   EXPECT_EQ(r.exit.exit_code(), 0);
-  EXPECT_EQ(r.out, "65534\r\n65534:65534:620\r\nnobody\r\n24 80\r\n");
+  EXPECT_EQ(r.out, "65534\r\n65534:620\r\nother-group\r\nnobody\r\n24 80\r\n");
   EXPECT_EQ(r.err, "");
 }
 

@@ -119,7 +119,9 @@ std::string OpenTty(const ChildSpec& spec, UniqueFd* master, UniqueFd* slave, in
     *error = errno;
     return std::string("open ") + name + ": " + Errno(errno);
   }
-  if (spec.user.uid != 0 && (fchown(slave->get(), spec.user.uid, spec.user.gid) != 0 ||
+  // The group stays the terminal's (tty, or root): the user's own group
+  // must not write to it.
+  if (spec.user.uid != 0 && (fchown(slave->get(), spec.user.uid, static_cast<gid_t>(-1)) != 0 ||
                              fchmod(slave->get(), 0620) != 0)) {
     *error = errno;
     return std::string("chown ") + name + ": " + Errno(errno);
@@ -282,11 +284,9 @@ std::string Start(const ChildSpec& spec, Started* out, int* start_errno) {
   return "";
 }
 
-// SIGKILL to every process of session `sid`. The child leads a session of
-// its own, which only its descendants can be in: this also ends the jobs a
-// shell moved to process groups of their own (`sleep 100 &` in an
-// interactive shell), which killing the child's group would leave behind.
-void KillSession(pid_t sid) {
+// Calls fn(pid, process group, session) for every process in /proc.
+template <typename Fn>
+void ForEachProcess(Fn fn) {
   DIR* proc = opendir("/proc");
   if (proc == nullptr) return;
   while (dirent* entry = readdir(proc)) {
@@ -306,13 +306,43 @@ void KillSession(pid_t sid) {
     const char* rest = std::strrchr(stat, ')');
     char state;
     int ppid, pgrp, session;
-    if (rest != nullptr && std::sscanf(rest + 1, " %c %d %d %d", &state, &ppid, &pgrp,
-                                       &session) == 4 &&
-        session == sid) {
-      kill(static_cast<pid_t>(pid), SIGKILL);
+    if (rest != nullptr &&
+        std::sscanf(rest + 1, " %c %d %d %d", &state, &ppid, &pgrp, &session) == 4) {
+      fn(static_cast<pid_t>(pid), static_cast<pid_t>(pgrp), static_cast<pid_t>(session));
     }
   }
   closedir(proc);
+}
+
+// SIGKILL to every process of session `sid`. The child leads a session of
+// its own, which only its descendants can be in: this also ends the jobs a
+// shell moved to process groups of their own (`sleep 100 &` in an
+// interactive shell), which killing the child's group would leave behind.
+// The id stays the session's (the kernel does not reuse a pid number while
+// it names a session or group with members), also after the child's reap.
+// Scanned again while it finds any: a member forking fast may place a
+// child at a pid the scan had passed.
+void KillSession(pid_t sid) {
+  for (int round = 0; round < 8; ++round) {
+    bool found = false;
+    ForEachProcess([&](pid_t pid, pid_t, pid_t session) {
+      if (session != sid) return;
+      found = true;
+      kill(pid, SIGKILL);
+    });
+    if (!found) return;
+  }
+}
+
+// Whether process group `pgrp` has a member in session `sid`: a terminal
+// keeps naming its foreground group after the group's last member exited,
+// and that number may have become another group's since.
+bool GroupInSession(pid_t pgrp, pid_t sid) {
+  bool found = false;
+  ForEachProcess([&](pid_t, pid_t group, pid_t session) {
+    if (group == pgrp && session == sid) found = true;
+  });
+  return found;
 }
 
 int MillisUntil(Clock::time_point t) {
@@ -350,6 +380,7 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
   size_t pending_off = 0;
   bool veof_queued = false;       // with a tty: the input's eof became ^D
   bool pending_is_veof = false;   // ... and is being written (not the host's bytes)
+  char last_typed = 0;            // the last byte written to a tty (0: none)
   // With a tty: every slave fd was closed while the child runs (a daemon
   // redirecting to /dev/null, a program closing 0-2 before it exits). The
   // master is no longer polled (it reads EIO) but kept open until the
@@ -382,10 +413,21 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
     while (input != nullptr && input->TryPopControl(&control)) {
       if (exited) continue;
       if (control.signal != 0) {
-        // With a tty the foreground job gets it, as from a key; it is in
-        // the child's session (the terminal belongs to no other).
-        pid_t group = child.tty_master >= 0 ? tcgetpgrp(child.tty_master) : -1;
-        kill(-(group > 0 ? group : child.pid), control.signal);
+        // With a tty the foreground job gets it, as from a key: the keys'
+        // signals through the terminal itself (TIOCSIG: the kernel's own
+        // reference to the group), others to the foreground group if it
+        // still has a member in the child's session; else the child's.
+        const int sig = control.signal;
+        pid_t group = child.pid;
+        if (child.tty_master >= 0) {
+          if ((sig == SIGINT || sig == SIGQUIT || sig == SIGTSTP) &&
+              ioctl(child.tty_master, TIOCSIG, sig) == 0) {
+            continue;
+          }
+          const pid_t foreground = tcgetpgrp(child.tty_master);
+          if (foreground > 0 && GroupInSession(foreground, child.pid)) group = foreground;
+        }
+        kill(-group, sig);
       } else if (child.tty_master >= 0) {
         winsize size = TtySize(control.rows, control.cols);
         ioctl(child.tty_master, TIOCSWINSZ, &size);
@@ -412,7 +454,8 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
               // would not: the master stays open for the output).
               veof_queued = true;
               pending_is_veof = true;
-              pending.assign(1, child.veof);
+              // After a partial line the first ^D only ends that read.
+              pending.assign(last_typed == '\n' || last_typed == 0 ? 1 : 2, child.veof);
               continue;
             }
             pending_is_veof = false;
@@ -426,6 +469,7 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
             if (!pending_is_veof) {
               outcome.stdin_bytes += static_cast<uint64_t>(n);
               consumed += static_cast<uint64_t>(n);
+              last_typed = pending[pending_off - 1];
             }
           } else if (n < 0 && errno == EINTR) {
             continue;
@@ -449,6 +493,12 @@ ChildOutcome RunChild(const ChildSpec& spec, OpInput* input, uint32_t timeout_ms
     if (exited) {
       if (!child.stdout_r.valid() && !child.stderr_r.valid()) break;
       if (Clock::now() >= drain_until) break;
+      // A job left behind that keeps writing would drain forever: a cancel
+      // (or the host leaving an interactive exec) ends it and the drain.
+      if (input != nullptr && input->cancelled()) {
+        KillSession(child.pid);
+        break;
+      }
     } else if (has_deadline && !killed && Clock::now() >= deadline) {
       outcome.timed_out = true;
       kill_group();

@@ -335,6 +335,11 @@ absl::StatusOr<bool> OpChannel::AwaitConsumed(uint64_t consumed, absl::Time dead
   return false;
 }
 
+bool OpChannel::exited() const {
+  absl::MutexLock lock(&budget_->mu);
+  return exited_;
+}
+
 void OpChannel::Fail(absl::Status status) {
   absl::MutexLock lock(&budget_->mu);
   if (broken_.ok()) broken_ = std::move(status);
@@ -408,6 +413,7 @@ absl::StatusOr<size_t> ChannelExecHandle::WriteStdin(absl::string_view data,
   SMOLVM_RETURN_IF_ERROR(CheckInteractive());
   absl::MutexLock lock(&input_mu_);
   if (stdin_closed_) return absl::FailedPreconditionError("stdin is closed");
+  if (channel_->exited()) return absl::FailedPreconditionError("the command has exited");
   size_t sent = 0;
   while (sent < data.size()) {
     const size_t len = std::min(kMaxChunkBytes, data.size() - sent);

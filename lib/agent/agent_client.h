@@ -142,6 +142,8 @@ class OpChannel {
   // queueing), by `deadline` (false then). FAILED_PRECONDITION once the
   // exec exited, the operation's failure if it failed.
   absl::StatusOr<bool> AwaitConsumed(uint64_t consumed, absl::Time deadline);
+  // Whether an ExecExit of this operation has arrived.
+  bool exited() const;
 
  private:
   friend class AgentClient;

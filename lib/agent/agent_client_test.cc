@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
@@ -1087,6 +1088,473 @@ TEST(AgentClientTest, ALaggingFollowerFailsAloneAndOversizedRepliesClose) {
       client->FileSystem({.op = FsCall::Op::kList, .path = "/"}, absl::Seconds(5)).status(),
       StatusIs(absl::StatusCode::kUnavailable));
   EXPECT_FALSE(client->healthy());
+}
+
+// ---- Interactive execs ----
+
+v1::Frame StdinAck(uint64_t id, uint64_t consumed) {
+  v1::Frame f;
+  f.mutable_exec_stdin_ack()->set_id(id);
+  f.mutable_exec_stdin_ack()->set_consumed_bytes(consumed);
+  return f;
+}
+
+// The id of the exec the fake was asked to start with `argv0`.
+uint64_t ExecIdOf(FakeAgent& fake, const std::string& argv0) {
+  uint64_t id = 0;
+  EXPECT_TRUE(fake.WaitFor(
+      [&](const v1::Frame& f) {
+        if (!f.has_exec_start() || f.exec_start().argv_size() == 0 ||
+            f.exec_start().argv(0) != argv0) {
+          return false;
+        }
+        id = f.exec_start().id();
+        return true;
+      },
+      absl::Seconds(5)))
+      << "no ExecStart for " << argv0;
+  return id;
+}
+
+// What the fake received for exec `id` on its input side. Call after a
+// Ping: the fake records frames in order, so everything sent before the
+// ping's HelloRequest is recorded by the time the ping is answered.
+struct ReceivedInput {
+  std::string data;            // ExecStdin data, in order
+  std::vector<size_t> chunks;  // the size of each ExecStdin frame
+  int eofs = 0;                // ExecStdin frames with eof
+  std::vector<int> signals;    // ExecSignal
+  std::vector<std::pair<uint32_t, uint32_t>> resizes;  // ExecResize rows x cols
+};
+ReceivedInput InputOf(FakeAgent& fake, uint64_t id) {
+  ReceivedInput in;
+  for (const v1::Frame& f : fake.frames()) {
+    if (f.has_exec_stdin() && f.exec_stdin().id() == id) {
+      in.data += f.exec_stdin().data();
+      in.chunks.push_back(f.exec_stdin().data().size());
+      if (f.exec_stdin().eof()) ++in.eofs;
+    }
+    if (f.has_exec_signal() && f.exec_signal().id() == id) {
+      in.signals.push_back(f.exec_signal().signal());
+    }
+    if (f.has_exec_resize() && f.exec_resize().id() == id) {
+      in.resizes.emplace_back(f.exec_resize().size().rows(), f.exec_resize().size().cols());
+    }
+  }
+  return in;
+}
+
+// Distinct bytes, so that a chunk out of order or twice shows.
+std::string Pattern(size_t n) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>('a' + (i * 7 + i / 65536) % 26);
+  return s;
+}
+
+// A WriteStdin on a thread of its own, with a far deadline.
+class BlockedWrite {
+ public:
+  BlockedWrite(ExecHandle& exec, std::string data)
+      : data_(std::move(data)), thread_([this, &exec] {
+          auto r = exec.WriteStdin(data_, absl::Now() + absl::Seconds(30));
+          absl::MutexLock lock(&mu_);
+          result_ = std::move(r);
+          done_ = true;
+        }) {}
+  ~BlockedWrite() {
+    if (thread_.joinable()) thread_.join();
+  }
+  // Still waiting after `d`?
+  bool StillWaitingAfter(absl::Duration d) {
+    absl::SleepFor(d);
+    absl::MutexLock lock(&mu_);
+    return !done_;
+  }
+  // Its result, once it returned (UNKNOWN "still waiting" after 10 s).
+  absl::StatusOr<size_t> Result() {
+    absl::MutexLock lock(&mu_);
+    if (!mu_.AwaitWithTimeout(absl::Condition(&done_), absl::Seconds(10))) {
+      return absl::UnknownError("WriteStdin still waiting after 10 s");
+    }
+    return result_;
+  }
+
+ private:
+  const std::string data_;
+  absl::Mutex mu_;
+  bool done_ ABSL_GUARDED_BY(mu_) = false;
+  absl::StatusOr<size_t> result_ ABSL_GUARDED_BY(mu_) = absl::UnknownError("not returned");
+  std::thread thread_;
+};
+
+// Interactive execs go only to agents of protocol 6 (an older one would run
+// them as plain execs: no tty, no signals, outliving their client); stdin
+// goes through the handle; a plain exec's handle takes no input.
+TEST(AgentClientTest, InteractiveExecsNeedProtocol6AndAnInteractiveHandle) {
+  FakeAgent old(nullptr, /*protocol_version=*/5);
+  auto client = ConnectTo(old);
+  ASSERT_NE(client, nullptr);
+  const std::string needs = absl::StrCat("(needs ", kInteractiveProtocolVersion, ")");
+  ExecSpec interactive{{"sh"}};
+  interactive.interactive = true;
+  absl::Status refused = client->StartExec(interactive).status();
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition, "protocol 5"));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kFailedPrecondition, needs));
+  ExecSpec with_tty = interactive;
+  with_tty.tty = TerminalSize{24, 80};
+  EXPECT_THAT(client->StartExec(with_tty).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, needs));
+  ExecSpec tty_only{{"sh"}};
+  tty_only.tty = TerminalSize{24, 80};
+  EXPECT_THAT(client->StartExec(tty_only).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, needs));
+  // A plain exec still goes to the old agent.
+  auto plain_old = client->StartExec(ExecSpec{{"true"}});
+  EXPECT_THAT(plain_old.status(), IsOk());
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  ASSERT_EQ(old.frames().size(), 1u);
+  EXPECT_EQ(old.frames()[0].exec_start().argv(0), "true");
+
+  FakeAgent fake(nullptr);
+  client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec with_data = interactive;
+  with_data.stdin_data = "data";
+  EXPECT_THAT(client->StartExec(with_data).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT(client->StartExec(tty_only).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  EXPECT_TRUE(fake.frames().empty());
+
+  // A plain exec's and an attach's handles take no input, and send none.
+  auto plain = client->StartExec(ExecSpec{{"cat"}});
+  ASSERT_THAT(plain.status(), IsOk());
+  auto attach = client->AttachProcess(42, 0, true);
+  ASSERT_THAT(attach.status(), IsOk());
+  for (ExecHandle* h : {plain->get(), attach->get()}) {
+    EXPECT_THAT(h->WriteStdin("x", absl::Now() + absl::Seconds(1)).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, "not an interactive exec"));
+    EXPECT_THAT(h->CloseStdin(), StatusIs(absl::StatusCode::kFailedPrecondition));
+    EXPECT_THAT(h->Signal(2), StatusIs(absl::StatusCode::kFailedPrecondition));
+    EXPECT_THAT(h->Resize({40, 120}), StatusIs(absl::StatusCode::kFailedPrecondition));
+  }
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  std::vector<v1::Frame> frames = fake.frames();
+  ASSERT_EQ(frames.size(), 2u);
+  EXPECT_TRUE(frames[0].has_exec_start());
+  EXPECT_FALSE(frames[0].exec_start().interactive());
+  EXPECT_FALSE(frames[0].exec_start().ack_stdin());
+  EXPECT_FALSE(frames[0].exec_start().stdin_follows());
+  EXPECT_TRUE(frames[1].has_proc_attach());
+}
+
+// An interactive exec's ExecStart: interactive, acknowledged stdin that
+// follows, the terminal's size; nothing else is sent until the handle is
+// used (no stdin eof).
+TEST(AgentClientTest, AnInteractiveExecStartsWithItsTerminal) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"bash", "-l"}};
+  spec.interactive = true;
+  spec.tty = TerminalSize{30, 100};
+  spec.user = "alice";
+  auto tty = client->StartExec(spec);
+  ASSERT_THAT(tty.status(), IsOk());
+  spec.argv = {"cat"};
+  spec.tty.reset();
+  auto no_tty = client->StartExec(spec);
+  ASSERT_THAT(no_tty.status(), IsOk());
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  std::vector<v1::Frame> frames = fake.frames();
+  ASSERT_EQ(frames.size(), 2u);
+  ASSERT_TRUE(frames[0].has_exec_start());
+  const v1::ExecStart& s = frames[0].exec_start();
+  EXPECT_EQ(s.argv_size(), 2);
+  EXPECT_EQ(s.user(), "alice");
+  EXPECT_TRUE(s.interactive());
+  EXPECT_TRUE(s.ack_stdin());
+  EXPECT_TRUE(s.stdin_follows());
+  ASSERT_TRUE(s.has_tty());
+  EXPECT_EQ(s.tty().rows(), 30u);
+  EXPECT_EQ(s.tty().cols(), 100u);
+  ASSERT_TRUE(frames[1].has_exec_start());
+  const v1::ExecStart& c = frames[1].exec_start();
+  EXPECT_EQ(c.argv(0), "cat");
+  EXPECT_TRUE(c.interactive());
+  EXPECT_TRUE(c.ack_stdin());
+  EXPECT_TRUE(c.stdin_follows());
+  EXPECT_FALSE(c.has_tty());
+}
+
+// At most kStdinWindow bytes the agent has not acknowledged are in flight:
+// WriteStdin sends what fits by its deadline, in 64 KiB frames, and waits
+// for ExecStdinAck for the rest; an exit ends the wait.
+TEST(AgentClientTest, InteractiveStdinIsBoundByTheWindow) {
+  constexpr uint64_t kWindow = ExecHandle::kStdinWindow;
+  static_assert(kWindow == 1 << 20);
+  FakeAgent fake(nullptr);  // acknowledges nothing by itself
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"cat"}};
+  spec.interactive = true;
+  auto exec = client->StartExec(spec);
+  ASSERT_THAT(exec.status(), IsOk());
+  const uint64_t id = ExecIdOf(fake, "cat");
+  const std::string data = Pattern(kWindow + kWindow / 2);
+
+  // Without acks, exactly the window goes out, then the deadline ends it.
+  absl::Time t0 = absl::Now();
+  auto sent = (*exec)->WriteStdin(data, absl::Now() + absl::Milliseconds(200));
+  absl::Duration took = absl::Now() - t0;
+  ASSERT_THAT(sent.status(), IsOk());
+  EXPECT_EQ(*sent, kWindow);
+  EXPECT_GE(took, absl::Milliseconds(190));
+  EXPECT_LT(took, absl::Seconds(5));
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  ReceivedInput in = InputOf(fake, id);
+  EXPECT_EQ(in.data.size(), *sent);
+  EXPECT_TRUE(in.data == data.substr(0, *sent));
+  EXPECT_EQ(in.chunks, std::vector<size_t>(kWindow / kMaxChunkBytes, kMaxChunkBytes));
+  EXPECT_EQ(in.eofs, 0);
+  // A deadline already passed: nothing.
+  auto none = (*exec)->WriteStdin(data.substr(*sent), absl::Now());
+  ASSERT_THAT(none.status(), IsOk());
+  EXPECT_EQ(*none, 0u);
+
+  // The command took half a MiB: the rest (half a MiB) fits.
+  ASSERT_TRUE(fake.Write(StdinAck(id, data.size() - kWindow)));
+  auto rest = (*exec)->WriteStdin(data.substr(*sent), absl::Now() + absl::Seconds(10));
+  ASSERT_THAT(rest.status(), IsOk());
+  EXPECT_EQ(*rest, data.size() - *sent);
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  in = InputOf(fake, id);
+  EXPECT_EQ(in.data.size(), data.size());
+  EXPECT_TRUE(in.data == data);
+  EXPECT_EQ(in.chunks, std::vector<size_t>(data.size() / kMaxChunkBytes, kMaxChunkBytes));
+
+  // The window is full again. A write with a far deadline waits for the ack
+  // that makes room for all of it (one byte short is not enough)...
+  {
+    BlockedWrite write(**exec, "xyz");
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(100)));
+    ASSERT_TRUE(fake.Write(StdinAck(id, data.size() + 3 - kWindow - 1)));
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(200)));
+    ASSERT_TRUE(fake.Write(StdinAck(id, data.size() + 3 - kWindow)));
+    auto r = write.Result();
+    ASSERT_THAT(r.status(), IsOk());
+    EXPECT_EQ(*r, 3u);
+  }
+  // ...and returns when the command exits instead.
+  {
+    BlockedWrite write(**exec, "more");
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(100)));
+    ASSERT_TRUE(fake.Write(Exit(id, 0)));
+    EXPECT_THAT(write.Result().status(), StatusIs(absl::StatusCode::kFailedPrecondition, "exited"));
+  }
+  auto ev = (*exec)->Next(absl::Now() + absl::Seconds(5));
+  ASSERT_THAT(ev.status(), IsOk());
+  EXPECT_EQ(ev->kind, ExecEvent::Kind::kExit);
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  EXPECT_TRUE(InputOf(fake, id).data == data + "xyz");
+  EXPECT_TRUE(client->healthy());
+
+  // After the exit a write is refused also with room in the window, and
+  // nothing is sent.
+  ExecSpec roomy{{"tee"}};
+  roomy.interactive = true;
+  auto tee = client->StartExec(roomy);
+  ASSERT_THAT(tee.status(), IsOk());
+  const uint64_t tee_id = ExecIdOf(fake, "tee");
+  ASSERT_TRUE(fake.Write(Exit(tee_id, 0)));
+  auto tee_exit = (*tee)->Next(absl::Now() + absl::Seconds(5));
+  ASSERT_THAT(tee_exit.status(), IsOk());
+  EXPECT_THAT((*tee)->WriteStdin("late", absl::Now() + absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "exited"));
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  EXPECT_TRUE(InputOf(fake, tee_id).data.empty());
+}
+
+// A write waiting for the window fails with the connection (and so does
+// every input call after).
+TEST(AgentClientTest, InteractiveStdinWaitFailsWhenTheConnectionBreaks) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"cat"}};
+  spec.interactive = true;
+  auto exec = client->StartExec(spec);
+  ASSERT_THAT(exec.status(), IsOk());
+  // A whole window fits without waiting.
+  absl::Time t0 = absl::Now();
+  auto sent = (*exec)->WriteStdin(std::string(ExecHandle::kStdinWindow, 'i'),
+                                  absl::Now() + absl::Seconds(10));
+  ASSERT_THAT(sent.status(), IsOk());
+  EXPECT_EQ(*sent, ExecHandle::kStdinWindow);
+  EXPECT_LT(absl::Now() - t0, absl::Seconds(5));
+  {
+    BlockedWrite write(**exec, "x");
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(100)));
+    // A length prefix over kMaxFrameBytes: a corrupt stream closes the
+    // connection.
+    ASSERT_TRUE(fake.WriteRaw(std::string("\xff\xff\xff\xff", 4)));
+    EXPECT_THAT(write.Result().status(), StatusIs(absl::StatusCode::kUnavailable));
+  }
+  EXPECT_FALSE(client->healthy());
+  EXPECT_THAT((*exec)->WriteStdin("x", absl::Now() + absl::Seconds(1)).status(),
+              StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT((*exec)->Signal(2), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT((*exec)->Resize({40, 120}), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT((*exec)->CloseStdin(), StatusIs(absl::StatusCode::kUnavailable));
+  EXPECT_THAT((*exec)->Next(absl::Now() + absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kUnavailable));
+}
+
+// ExecStdinAck is recorded by the reader, not queued: it reaches a waiting
+// writer while the exec's output sits unread in its queue (which has room),
+// and takes no room there.
+TEST(AgentClientTest, InteractiveStdinAcksPassUnreadOutput) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"sh"}};
+  spec.interactive = true;
+  auto exec = client->StartExec(spec);
+  ASSERT_THAT(exec.status(), IsOk());
+  const uint64_t id = ExecIdOf(fake, "sh");
+  auto sent = (*exec)->WriteStdin(std::string(ExecHandle::kStdinWindow, 'i'),
+                                  absl::Now() + absl::Seconds(10));
+  ASSERT_THAT(sent.status(), IsOk());
+  ASSERT_EQ(*sent, ExecHandle::kStdinWindow);
+  // Half the exec's queue bound of output that nobody reads.
+  constexpr size_t kOutput = kMaxQueuedBytes / 2;
+  for (size_t n = 0; n < kOutput; n += kMaxChunkBytes) {
+    ASSERT_TRUE(fake.Write(Output(id, std::string(kMaxChunkBytes, 'o'))));
+  }
+  absl::Time until = absl::Now() + absl::Seconds(5);
+  while (client->queued_bytes() < kOutput && absl::Now() < until) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  const size_t queued = client->queued_bytes();
+  ASSERT_GE(queued, kOutput);
+  ASSERT_LT(queued, kMaxQueuedBytes);
+  {
+    BlockedWrite write(**exec, "z");
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(100)));
+    ASSERT_TRUE(fake.Write(StdinAck(id, 1)));
+    auto r = write.Result();
+    ASSERT_THAT(r.status(), IsOk());
+    EXPECT_EQ(*r, 1u);
+  }
+  EXPECT_EQ(client->queued_bytes(), queued);
+  // The output is all there, and nothing else.
+  size_t got = 0;
+  while (got < kOutput) {
+    auto ev = (*exec)->Next(absl::Now() + absl::Seconds(5));
+    ASSERT_THAT(ev.status(), IsOk());
+    ASSERT_EQ(ev->kind, ExecEvent::Kind::kStdout);
+    got += ev->data.size();
+  }
+  EXPECT_EQ(got, kOutput);
+  EXPECT_THAT((*exec)->Next(absl::Now() + absl::Milliseconds(50)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(client->queued_bytes(), 0u);
+}
+
+// CloseStdin sends one eof however often it is called, and ends WriteStdin;
+// Signal sends signals 1-64 only; Resize sends the size.
+TEST(AgentClientTest, InteractiveCloseStdinSignalAndResize) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"sh"}};
+  spec.interactive = true;
+  spec.tty = TerminalSize{24, 80};
+  auto exec = client->StartExec(spec);
+  ASSERT_THAT(exec.status(), IsOk());
+  const uint64_t id = ExecIdOf(fake, "sh");
+  auto sent = (*exec)->WriteStdin("echo hi\n", absl::Now() + absl::Seconds(5));
+  ASSERT_THAT(sent.status(), IsOk());
+  EXPECT_EQ(*sent, 8u);
+  EXPECT_THAT((*exec)->CloseStdin(), IsOk());
+  EXPECT_THAT((*exec)->CloseStdin(), IsOk());
+  EXPECT_THAT((*exec)->WriteStdin("x", absl::Now() + absl::Seconds(5)).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "closed"));
+  EXPECT_THAT((*exec)->CloseStdin(), IsOk());
+  EXPECT_THAT((*exec)->Signal(2), IsOk());
+  EXPECT_THAT((*exec)->Signal(0), StatusIs(absl::StatusCode::kInvalidArgument, "signal 0"));
+  EXPECT_THAT((*exec)->Signal(65), StatusIs(absl::StatusCode::kInvalidArgument, "signal 65"));
+  EXPECT_THAT((*exec)->Signal(-9), StatusIs(absl::StatusCode::kInvalidArgument));
+  EXPECT_THAT((*exec)->Signal(1), IsOk());
+  EXPECT_THAT((*exec)->Signal(64), IsOk());
+  EXPECT_THAT((*exec)->Resize({40, 120}), IsOk());
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());
+  ReceivedInput in = InputOf(fake, id);
+  EXPECT_EQ(in.data, "echo hi\n");
+  EXPECT_EQ(in.chunks, (std::vector<size_t>{8, 0}));  // the data, then the bare eof
+  EXPECT_EQ(in.eofs, 1);
+  EXPECT_EQ(in.signals, (std::vector<int>{2, 1, 64}));
+  EXPECT_EQ(in.resizes, (std::vector<std::pair<uint32_t, uint32_t>>{{40, 120}}));
+  // In the order made.
+  std::vector<v1::Frame::MsgCase> order;
+  for (const v1::Frame& f : fake.frames()) order.push_back(f.msg_case());
+  EXPECT_EQ(order, (std::vector<v1::Frame::MsgCase>{
+                       v1::Frame::kExecStart, v1::Frame::kExecStdin, v1::Frame::kExecStdin,
+                       v1::Frame::kExecSignal, v1::Frame::kExecSignal, v1::Frame::kExecSignal,
+                       v1::Frame::kExecResize}));
+  EXPECT_TRUE(client->healthy());
+}
+
+// An ExecStdinAck for an id nobody has (never used, or an exec that ended),
+// or for another exec, changes nothing; nor does one behind an earlier ack
+// (the count is a total).
+TEST(AgentClientTest, InteractiveStdinAcksForOtherIdsOrBehindChangeNothing) {
+  FakeAgent fake(nullptr);
+  auto client = ConnectTo(fake);
+  ASSERT_NE(client, nullptr);
+  ExecSpec spec{{"first"}};
+  spec.interactive = true;
+  auto first = client->StartExec(spec);
+  ASSERT_THAT(first.status(), IsOk());
+  const uint64_t first_id = ExecIdOf(fake, "first");
+  first->reset();  // ended: its id is unknown from here
+  spec.argv = {"second"};
+  auto exec = client->StartExec(spec);
+  ASSERT_THAT(exec.status(), IsOk());
+  const uint64_t id = ExecIdOf(fake, "second");
+  ASSERT_NE(id, first_id);
+  auto sent = (*exec)->WriteStdin(std::string(ExecHandle::kStdinWindow, 'i'),
+                                  absl::Now() + absl::Seconds(10));
+  ASSERT_THAT(sent.status(), IsOk());
+  ASSERT_EQ(*sent, ExecHandle::kStdinWindow);
+  {
+    BlockedWrite write(**exec, "w");
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(50)));
+    for (uint64_t other : {first_id, id + 1, uint64_t{999999}, ~uint64_t{0}}) {
+      ASSERT_TRUE(fake.Write(StdinAck(other, ~uint64_t{0})));
+    }
+    ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());  // the acks were read
+    EXPECT_TRUE(write.StillWaitingAfter(absl::Milliseconds(100)));
+    EXPECT_EQ(client->queued_bytes(), 0u);
+    EXPECT_TRUE(client->healthy());
+    ASSERT_TRUE(fake.Write(StdinAck(id, 1)));
+    auto r = write.Result();
+    ASSERT_THAT(r.status(), IsOk());
+    EXPECT_EQ(*r, 1u);
+  }
+  // Room for 256 KiB more, then a stale ack: the room stays.
+  constexpr size_t kMore = 256 << 10;
+  ASSERT_TRUE(fake.Write(StdinAck(id, 1 + kMore)));
+  ASSERT_TRUE(fake.Write(StdinAck(id, 0)));
+  ASSERT_THAT(client->Ping(absl::Seconds(5)), IsOk());  // both were read
+  auto more = (*exec)->WriteStdin(std::string(kMore, 'm'), absl::Now() + absl::Seconds(2));
+  ASSERT_THAT(more.status(), IsOk());
+  EXPECT_EQ(*more, kMore);
+  EXPECT_THAT((*exec)->Next(absl::Now() + absl::Milliseconds(50)).status(),
+              StatusIs(absl::StatusCode::kDeadlineExceeded));
+  EXPECT_EQ(client->queued_bytes(), 0u);
+  EXPECT_TRUE(client->healthy());
 }
 
 }  // namespace

@@ -219,6 +219,11 @@ class VmManager {
   // updated before returning.
   absl::StatusOr<VmRecord> ExposePort(const Caller& caller, const std::string& vm_id,
                                       PortForward forward);
+  // Changes the egress policy of a VM in any state (UpdateNetworkPolicy): a
+  // running one's at once (the next packet of every connection is judged by
+  // it), persisted in its config so restarts, snapshots and forks keep it.
+  absl::StatusOr<VmRecord> UpdateNetworkPolicy(const Caller& caller, const std::string& vm_id,
+                                               const EgressPolicy& egress);
   absl::StatusOr<VmRecord> UnexposePort(const Caller& caller, const std::string& vm_id,
                                         PortForward forward);
 

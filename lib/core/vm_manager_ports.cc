@@ -31,6 +31,23 @@ absl::StatusOr<VmRecord> VmManager::ExposePort(const Caller& caller, const std::
   return store_->GetVm(vm_id);
 }
 
+absl::StatusOr<VmRecord> VmManager::UpdateNetworkPolicy(const Caller& caller,
+                                                        const std::string& vm_id,
+                                                        const EgressPolicy& egress) {
+  SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
+  SMOLVM_RETURN_IF_ERROR(ValidateEgress(egress));
+  if (!network_->enabled()) {
+    return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
+  }
+  auto slot = SlotFor(vm_id);
+  absl::MutexLock lock(&slot->mu);
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
+  SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
+  SMOLVM_RETURN_IF_ERROR(network_->SetEgress(vm, egress));
+  spdlog::info("vm {}: egress policy changed", vm_id);
+  return store_->GetVm(vm_id);
+}
+
 absl::StatusOr<VmRecord> VmManager::UnexposePort(const Caller& caller, const std::string& vm_id,
                                                  PortForward forward) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));

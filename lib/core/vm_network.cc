@@ -151,6 +151,27 @@ absl::Status VmNetwork::AddForward(VmRecord& vm, const PortForward& forward) {
   return absl::OkStatus();
 }
 
+absl::Status VmNetwork::SetEgress(VmRecord& vm, const EgressPolicy& egress) {
+  if (!subnet_) {
+    return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
+  }
+  absl::MutexLock lock(&mu_);
+  const EgressPolicy config_before = vm.config.egress;
+  const EgressPolicy before = vm.network.egress;
+  vm.config.egress = egress;
+  vm.network.egress = egress;
+  SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  CrashPoint("egress.row_updated");
+  if (auto s = ApplyFirewallLocked(vm.vm_id, /*vm_must_apply=*/true); !s.ok()) {
+    vm.config.egress = config_before;
+    vm.network.egress = before;
+    (void)store_->UpdateVm(vm);
+    (void)ApplyFirewallLocked(vm.vm_id, /*vm_must_apply=*/false);
+    return s;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status VmNetwork::RemoveForward(VmRecord& vm, const PortForward& forward) {
   absl::MutexLock lock(&mu_);
   auto& forwards = vm.network.port_forwards;

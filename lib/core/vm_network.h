@@ -78,6 +78,11 @@ class VmNetwork {
   // nothing changed.
   absl::Status AddForward(VmRecord& vm, const PortForward& forward);
   absl::Status RemoveForward(VmRecord& vm, const PortForward& forward);
+  // Replaces `vm`'s egress policy (VmConfig's, so snapshots and forks carry
+  // it, and NetworkConfig's, the one in force) in the store and the
+  // firewall, as one change of its set elements (atomic: a packet sees the
+  // old policy or the new one). On failure nothing changed.
+  absl::Status SetEgress(VmRecord& vm, const EgressPolicy& egress);
   // TAP up and rules installed: before the VMM starts.
   absl::Status Plug(const VmRecord& vm);
   // TAP removed (the VM stopped); its rules stay while it exists.

@@ -145,15 +145,23 @@ absl::Status ValidateEgress(const EgressPolicy& egress) {
         "egress mode EGRESS_RESTRICTED needs at least one entry in allow_cidrs "
         "(use EGRESS_OFF to allow nothing)");
   }
-  if (egress.allow_cidrs.size() > 256) {
-    return absl::InvalidArgumentError("egress.allow_cidrs has more than 256 entries");
+  if (egress.mode == EgressMode::kOff && !egress.deny_cidrs.empty()) {
+    return absl::InvalidArgumentError(
+        "egress.deny_cidrs is meaningless with mode EGRESS_OFF (nothing is reachable)");
   }
-  for (const auto& cidr : egress.allow_cidrs) {
-    // The firewall's own parser: what passes here, the firewall renders.
-    if (!net::ParseCidr(cidr).ok()) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "egress.allow_cidrs entry \"", absl::CHexEscape(cidr.substr(0, 100)),
-          "\" is not an IPv4 CIDR like 198.51.100.0/24 or 203.0.113.7"));
+  for (const auto& [field, cidrs] : {std::pair{"allow_cidrs", &egress.allow_cidrs},
+                                     std::pair{"deny_cidrs", &egress.deny_cidrs}}) {
+    if (cidrs->size() > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("egress.", field, " has more than 256 entries"));
+    }
+    for (const auto& cidr : *cidrs) {
+      // The firewall's own parser: what passes here, the firewall renders.
+      if (!net::ParseCidr(cidr).ok()) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "egress.", field, " entry \"", absl::CHexEscape(cidr.substr(0, 100)),
+            "\" is not an IPv4 CIDR like 198.51.100.0/24 or 203.0.113.7"));
+      }
     }
   }
   return absl::OkStatus();

@@ -41,9 +41,10 @@ absl::Status ValidateImagePath(const std::string& path, const char* field);
 // request field in the message.
 absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const char* field);
 
-// Egress policy: restricted needs at least one CIDR; CIDRs are IPv4
+// Egress policy: restricted needs at least one allow CIDR; CIDRs are IPv4
 // "a.b.c.d/n" (or a bare address, meaning /32) as net::ParseCidr reads
-// them, only for restricted.
+// them, at most 256 of each; allow_cidrs only for restricted, deny_cidrs
+// for open and restricted.
 absl::Status ValidateEgress(const EgressPolicy& egress);
 
 // A port forward: ports 1-65535, protocol tcp or udp, host_ip an IPv4

@@ -310,6 +310,17 @@ TEST(ValidateEgressTest, ModesAndCidrsGoTogether) {
               StatusIs(absl::StatusCode::kInvalidArgument, "more than 256"));
 }
 
+TEST(ValidateEgressTest, DenyListsBesideOpenAndRestricted) {
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}, {"10.0.0.0/8", "1.2.3.4"}}), IsOk());
+  EXPECT_THAT(ValidateEgress({EgressMode::kRestricted, {"10.0.0.0/8"}, {"10.1.0.0/16"}}), IsOk());
+  EXPECT_THAT(ValidateEgress({EgressMode::kOff, {}, {"10.0.0.0/8"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "meaningless with mode EGRESS_OFF"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}, {"10.0.0.0/33"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "egress.deny_cidrs entry"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}, std::vector<std::string>(257, "1.2.3.4")}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "deny_cidrs has more than 256"));
+}
+
 TEST(NormalizePortForwardTest, FillsDefaults) {
   PortForward f;
   f.host_ip = "";

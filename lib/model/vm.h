@@ -40,6 +40,9 @@ enum class EgressMode { kOpen, kOff, kRestricted };
 struct EgressPolicy {
   EgressMode mode = EgressMode::kOpen;
   std::vector<std::string> allow_cidrs;  // IPv4 CIDRs, kRestricted only.
+  // IPv4 CIDRs the guest may not reach (kOpen and kRestricted): checked
+  // before any allow, so they also carve holes into allow_cidrs.
+  std::vector<std::string> deny_cidrs;
 
   bool operator==(const EgressPolicy&) const = default;
 };

@@ -167,6 +167,7 @@ struct CheckedVm {
   VmFirewallEntry vm;
   std::string mac;
   std::vector<Cidr> allow;  // kRestricted: canonical allow_cidrs.
+  std::vector<Cidr> deny;   // Canonical deny_cidrs.
   std::vector<Forward> forwards;
 };
 
@@ -236,6 +237,11 @@ absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEn
         checked.allow,
         CheckCidrs(absl::StrCat("egress allow_cidrs of vm ", vm.vm_id), vm.egress.allow_cidrs));
   }
+  if (vm.egress.mode != EgressMode::kOff) {
+    SMOLVM_ASSIGN_OR_RETURN(
+        checked.deny,
+        CheckCidrs(absl::StrCat("egress deny_cidrs of vm ", vm.vm_id), vm.egress.deny_cidrs));
+  }
   for (const PortForward& pf : vm.forwards) {
     SMOLVM_ASSIGN_OR_RETURN(Forward f, CheckForward(vm.vm_id, pf));
     bool clash = taken.ForwardClashes(f, vm.vm_id) ||
@@ -267,7 +273,8 @@ enum SetId {
   kTaps,                    // Every TAP listed: anything else from it is dropped.
   kEgressOpen,              // Guests with open egress.
   kAllow0,                  // allow_0 .. allow_32: kAllow0 + prefix length.
-  kIngress = kAllow0 + 33,  // Guest . protocol . guest port of each forward.
+  kVmDeny0 = kAllow0 + 33,  // vm_deny_0 .. vm_deny_32: a VM's deny_cidrs, the same way.
+  kIngress = kVmDeny0 + 33, // Guest . protocol . guest port of each forward.
   kDnatAddr,                // Host address . protocol . host port : guest . port.
   kDnatAny,                 // The same for 0.0.0.0 forwards, without the address.
   kOutAddr,                 // dnat_addr / dnat_any for connections made on the host.
@@ -292,8 +299,10 @@ const std::vector<SetSpec>& Sets() {
         {"bridge", "set", "l2_arp", "ifname . ether_addr . ether_addr . ipv4_addr"},
         {"bridge", "set", "taps", "ifname"},
         {"inet", "set", "egress_open", "ipv4_addr"}};
-    for (int prefix = 0; prefix <= 32; ++prefix) {
-      out->push_back({"inet", "set", absl::StrCat("allow_", prefix), "ipv4_addr . ipv4_addr"});
+    for (const char* name : {"allow_", "vm_deny_"}) {
+      for (int prefix = 0; prefix <= 32; ++prefix) {
+        out->push_back({"inet", "set", absl::StrCat(name, prefix), "ipv4_addr . ipv4_addr"});
+      }
     }
     out->insert(out->end(), {{"inet", "set", "ingress", "ipv4_addr . inet_proto . inet_service"},
                              {"inet", "map", "dnat_addr", kForwardMap},
@@ -354,6 +363,10 @@ VmElements RenderVm(const CheckedGlobals& globals, const CheckedVm& checked) {
             absl::StrCat(ip, " . ", IpToString(cidr.network)));
       }
       break;
+  }
+  for (const Cidr& cidr : checked.deny) {
+    add(static_cast<SetId>(kVmDeny0 + cidr.prefix),
+        absl::StrCat(ip, " . ", IpToString(cidr.network)));
   }
 
   for (const Forward& f : checked.forwards) {
@@ -464,15 +477,21 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
   // Closed whatever the mode: a restricted VM's allow list cannot open
   // what the operator denies.
   if (!globals.deny.empty()) forward.push_back(absl::StrCat(from_guests, "ip daddr @deny drop"));
+  // The destination masked to each prefix length, narrowest first (the
+  // likeliest: single hosts), looked up with the guest in a per-prefix set.
+  auto by_prefix = [&](const char* set, const char* verdict) {
+    for (int prefix = 32; prefix >= 0; --prefix) {
+      forward.push_back(
+          absl::StrCat(from_guests, "ip saddr . ip daddr",
+                       prefix == 32 ? "" : absl::StrCat(" & ", IpToString(PrefixToMask(prefix))),
+                       " @", set, prefix, " ", verdict));
+    }
+  };
+  // A VM's own deny list, before anything of it is accepted.
+  by_prefix("vm_deny_", "drop");
   forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open accept"));
-  // Restricted: the destination masked to each prefix length, narrowest
-  // first (the likeliest: single hosts).
-  for (int prefix = 32; prefix >= 0; --prefix) {
-    forward.push_back(
-        absl::StrCat(from_guests, "ip saddr . ip daddr",
-                     prefix == 32 ? "" : absl::StrCat(" & ", IpToString(PrefixToMask(prefix))),
-                     " @allow_", prefix, " accept"));
-  }
+  // Restricted.
+  by_prefix("allow_", "accept");
   forward.push_back(absl::StrCat(from_guests, "drop"));
   // Only forwarded (DNATed) connections reach a guest, and only on the
   // forwarded ports.

@@ -16,7 +16,9 @@
 //  * table inet: egress_open (guests with open egress); allow_0 ..
 //    allow_32 (restricted egress: guest . network address of each allowed
 //    /n, looked up as `ip saddr . ip daddr & <mask of /n>`; off, or an
-//    empty allow list, is no element at all); ingress (guest . protocol .
+//    empty allow list, is no element at all); vm_deny_0 .. vm_deny_32 (a
+//    VM's own deny_cidrs, the same way, checked before any accept of its
+//    egress); ingress (guest . protocol .
 //    guest port of each forward); and the DNAT maps from a forward's host
 //    address, protocol and port to guest . port: dnat_addr / dnat_any
 //    (0.0.0.0) for connections from outside, out_addr / out_any for those
@@ -35,7 +37,8 @@
 //    does not list (named with `tap_prefix`) are dropped;
 //  * VMs never reach each other (also not routed via the gateway) nor the
 //    host itself (table inet, input), apart from replies;
-//  * egress per VM: open, off, or restricted to CIDRs; NAT out of `uplink`;
+//  * egress per VM: open, off, or restricted to CIDRs, minus the VM's own
+//    deny CIDRs; NAT out of `uplink`;
 //  * destinations no guest reaches whatever its egress mode (deny_cidrs:
 //    cloud metadata, the host's LANs);
 //  * port forwards host_ip:host_port -> guest_ip:guest_port, also for

@@ -135,9 +135,16 @@ TEST(RenderNftRulesetTest, ForwardChainPolicesOnlyTheBridge) {
       "    ct state established ct direction reply accept\n"
       "    ct state related accept\n"
       "    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
-      "    iifname \"smolbr0\" ip saddr @egress_open accept\n"
-      "    iifname \"smolbr0\" ip saddr . ip daddr @allow_32 accept\n"
-      "    iifname \"smolbr0\" ip saddr . ip daddr & 255.255.255.254 @allow_31 accept\n"))
+      // A VM's own deny list, by prefix length, before any of its accepts.
+      "    iifname \"smolbr0\" ip saddr . ip daddr @vm_deny_32 drop\n"
+      "    iifname \"smolbr0\" ip saddr . ip daddr & 255.255.255.254 @vm_deny_31 drop\n"))
+      << chain;
+  EXPECT_THAT(chain,
+              HasSubstr("    iifname \"smolbr0\" ip saddr . ip daddr & 0.0.0.0 @vm_deny_0 drop\n"
+                        "    iifname \"smolbr0\" ip saddr @egress_open accept\n"
+                        "    iifname \"smolbr0\" ip saddr . ip daddr @allow_32 accept\n"
+                        "    iifname \"smolbr0\" ip saddr . ip daddr & 255.255.255.254 @allow_31 "
+                        "accept\n"))
       << chain;
   // Restricted egress: one lookup per prefix length, the masked
   // destination in the set of that length.
@@ -290,8 +297,7 @@ TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
   EXPECT_THAT(ChainOf(*script, "inet", "forward"),
               HasSubstr("    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
                         "    iifname \"smolbr0\" ip daddr @deny drop\n"
-                        "    iifname \"smolbr0\" ip saddr @egress_open accept\n"
-                        "    iifname \"smolbr0\" ip saddr . ip daddr @allow_32 accept\n"));
+                        "    iifname \"smolbr0\" ip saddr . ip daddr @vm_deny_32 drop\n"));
   // The allow list holds what it names; the deny rule before it wins.
   EXPECT_EQ(ElementsOf(*script, "inet", "allow_32"),
             (std::set<std::string>{"10.200.0.4 . 8.8.8.8 comment \"vm vm-c\"",
@@ -300,7 +306,8 @@ TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
   state.deny_cidrs.clear();
   script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  EXPECT_THAT(*script, Not(HasSubstr("deny")));
+  EXPECT_THAT(*script, Not(HasSubstr("set deny")));
+  EXPECT_THAT(*script, Not(HasSubstr("@deny")));
 
   // A bad deny entry is the operator's: nothing is rendered.
   for (const char* bad : {"169.254.0.0/33", "010.0.0.0/8", " 1.2.3.4", "fe80::/10"}) {

@@ -333,6 +333,43 @@ TEST_P(FirewallTrafficTest, IsolationAndEgress) {
   EXPECT_EQ(AcceptedFrom(*remote), IpToString(kVmA));
 }
 
+// A VM's own deny list: open egress minus some destinations, a hole in a
+// restricted allow list, and changes of a running VM's policy (open -> off
+// -> open) that take effect for the next packet, also of an open connection.
+TEST_P(FirewallTrafficTest, PerVmDenyListsAndLiveChanges) {
+  ASSERT_NO_FATAL_FAILURE(Apply());
+  auto remote = Listen(*internet_, 7000);
+  ASSERT_THAT(remote, IsOk());
+
+  state_.vms[0].egress = {EgressMode::kOpen, {}, {absl::StrCat(kRemote2, "/32")}};
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+  EXPECT_FALSE(Connect(*vm_a_, kRemote2, 7000).ok());
+  // Only vm-a's: vm-b (open, no deny list) reaches both.
+  EXPECT_THAT(Connect(*vm_b_, kRemote2, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+
+  // Restricted to a /24 with a /32 hole in it.
+  state_.vms[0].egress = {EgressMode::kRestricted, {"198.51.100.0/24"},
+                          {absl::StrCat(kRemote2, "/32")}};
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+  EXPECT_FALSE(Connect(*vm_a_, kRemote2, 7000).ok());
+
+  // Open -> off -> open while running: the next connection follows.
+  state_.vms[0].egress = {EgressMode::kOff, {}, {}};
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  EXPECT_FALSE(Connect(*vm_a_, kRemote1, 7000).ok());
+  state_.vms[0].egress = {EgressMode::kOpen, {}, {}};
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  EXPECT_THAT(Connect(*vm_a_, kRemote1, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+  EXPECT_THAT(Connect(*vm_a_, kRemote2, 7000, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+}
+
 TEST_P(FirewallTrafficTest, Spoofing) {
   ASSERT_NO_FATAL_FAILURE(Apply());
   auto remote = UdpReceiver(*internet_, 7000);

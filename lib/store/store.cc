@@ -271,7 +271,10 @@ const char* EgressModeName(EgressMode mode) {
 }
 
 Json ToJson(const EgressPolicy& egress) {
-  return Json{{"mode", EgressModeName(egress.mode)}, {"allow_cidrs", egress.allow_cidrs}};
+  Json out{{"mode", EgressModeName(egress.mode)}, {"allow_cidrs", egress.allow_cidrs}};
+  // Only when set: rows stay readable by a daemon from before deny_cidrs.
+  if (!egress.deny_cidrs.empty()) out["deny_cidrs"] = egress.deny_cidrs;
+  return out;
 }
 
 Json ToJson(const std::vector<PortForward>& forwards) {
@@ -370,12 +373,15 @@ bool ReadField(const Json& object, const char* key, EgressPolicy* out) {
   } else {
     return false;
   }
-  auto cidrs = it->find("allow_cidrs");
-  if (cidrs == it->end()) return true;
-  if (!cidrs->is_array()) return false;
-  for (const auto& c : *cidrs) {
-    if (!c.is_string()) return false;
-    out->allow_cidrs.push_back(c.get<std::string>());
+  for (const auto& [key, list] : {std::pair{"allow_cidrs", &out->allow_cidrs},
+                                  std::pair{"deny_cidrs", &out->deny_cidrs}}) {
+    auto cidrs = it->find(key);
+    if (cidrs == it->end()) continue;
+    if (!cidrs->is_array()) return false;
+    for (const auto& c : *cidrs) {
+      if (!c.is_string()) return false;
+      list->push_back(c.get<std::string>());
+    }
   }
   return true;
 }

@@ -290,6 +290,17 @@ TEST_F(StoreTest, VmRoundTripsEveryField) {
   EXPECT_EQ(got->updated_at, absl::FromUnixMicros(1700000001654321));
 }
 
+TEST_F(StoreTest, EgressPoliciesRoundTrip) {
+  VmRecord vm = MakeVm("vm-egress");
+  vm.config.egress = {EgressMode::kRestricted, {"10.0.0.0/8"}, {"10.1.0.0/16", "10.2.3.4"}};
+  vm.network.egress = {EgressMode::kOpen, {}, {"169.254.0.0/16"}};
+  ASSERT_TRUE(store_->InsertVm(vm).ok());
+  auto got = store_->GetVm("vm-egress");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->config.egress, vm.config.egress);
+  EXPECT_EQ(got->network.egress, vm.network.egress);
+}
+
 TEST_F(StoreTest, EveryVmStateRoundTrips) {
   int i = 0;
   for (VmState state : {VmState::kCreated, VmState::kRunning, VmState::kPaused,

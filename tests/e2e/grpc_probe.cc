@@ -175,6 +175,9 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   if (method == "UnexposePort") {
     return Unary(vms.get(), &VmService::Stub::UnexposePort, json, tenant, &vm);
   }
+  if (method == "UpdateNetworkPolicy") {
+    return Unary(vms.get(), &VmService::Stub::UpdateNetworkPolicy, json, tenant, &vm);
+  }
   if (method == "DeleteVm") {
     DeleteVmResponse r;
     return Unary(vms.get(), &VmService::Stub::DeleteVm, json, tenant, &r);

@@ -488,6 +488,16 @@ TEST_F(GuestAgentTest, InteractiveExecSessions) {
         " sleep 0.1; done; echo alive");
     EXPECT_EQ(gone.stdout_text, "gone\n");
   }
+  // A command that cannot start: the guest's meaning, at once (the daemon
+  // says `failing` and the client ends its requests; no 10 s linger).
+  {
+    const absl::Time started = absl::Now();
+    auto session = vm_->exec_session({"no-such-program"});
+    ASSERT_TRUE(session.ok()) << session.status();
+    auto r = (*session)->next();
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kNotFound) << r.status();
+    EXPECT_LT(absl::Now() - started, absl::Seconds(5));
+  }
   // Refused at the edge, naming the fix.
   {
     ExecSessionOptions huge;

@@ -311,6 +311,58 @@ TEST_F(PolicyTest, ForwardsOnlyWhereThePortPolicyAllows) {
 // reach the internet (and, with egress_allow_lan, the LAN), not each other
 // and not the metadata address; the daemon's accept rules live in the test
 // namespace only and go with the last VM.
+// UpdateNetworkPolicy on a running VM (smolvmctl vm egress): a deny list
+// beside open egress, off and back to open, each in force for the next
+// connection; the policy in the VM's record, and carried by a fork's
+// snapshot into its child. Leaves kVm open again.
+TEST_F(PolicyTest, LiveEgressChangesAndDenyLists) {
+  BootVm();
+  const std::string other = absl::StrCat(TestDaemon::kOtherInternetIp, "/32");
+  std::string why;
+  ProcResult r = Ctl({"--json", "vm", "egress", kVm, "open", "--deny", other});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  json egress = One(r.out).value("network", json::object()).value("egress", json::object());
+  EXPECT_EQ(egress.value("mode", ""), "EGRESS_OPEN") << r.out;
+  EXPECT_EQ(egress.value("deny_cidrs", json::array()), json::array({other})) << r.out;
+  EXPECT_TRUE(Fetches(TestDaemon::kInternetIp, &why)) << why;
+  EXPECT_FALSE(Fetches(TestDaemon::kOtherInternetIp)) << "a denied address was reached";
+
+  // Off, then open again: the next connection follows each change.
+  r = Ctl({"vm", "egress", kVm, "off"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_FALSE(Fetches(TestDaemon::kInternetIp)) << "egress off, and the guest got out";
+  r = Ctl({"vm", "egress", kVm, "open", "--deny", other});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(Fetches(TestDaemon::kInternetIp, &why)) << why;
+
+  // A fork's child (a snapshot restored) carries the policy.
+  r = Ctl({"vm", "fork", kVm, "--count", "1", "--snapshot-id", "pol-fork", "--prefix",
+           "pol-kid"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe() << daemon_->DaemonLog();
+  json kid = One(Ctl({"--json", "vm", "get", "pol-kid-1"}).out);
+  EXPECT_EQ(kid["network"]["egress"].value("deny_cidrs", json::array()), json::array({other}))
+      << kid.dump();
+  EXPECT_EQ(kid["config"]["egress"].value("deny_cidrs", json::array()), json::array({other}))
+      << kid.dump();
+  EXPECT_TRUE(Fetches(TestDaemon::kInternetIp, &why, "pol-kid-1")) << why;
+  EXPECT_FALSE(Fetches(TestDaemon::kOtherInternetIp, nullptr, "pol-kid-1"))
+      << "a fork's child reached what its source denies";
+  EXPECT_EQ(Ctl({"vm", "delete", "pol-kid-1"}).exit_code, 0);
+  EXPECT_EQ(Ctl({"snapshot", "delete", "pol-fork"}).exit_code, 0);
+
+  // Refused at the edge, nothing changed.
+  r = Ctl({"vm", "egress", kVm, "restricted", "--allow", "1.2.3.4/33"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "not an IPv4 CIDR")) << r.Describe();
+  r = Ctl({"vm", "egress", kVm, "off", "--deny", other});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_FALSE(Fetches(TestDaemon::kOtherInternetIp)) << "a refused change took effect";
+
+  r = Ctl({"vm", "egress", kVm, "open"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(Fetches(TestDaemon::kOtherInternetIp, &why)) << why;
+}
+
 TEST(DockerCoexistence, GuestsKeepEgressAndIsolationUnderForwardDrop) {
   TestDaemon d;
   ASSERT_TRUE(d.PrepareNetwork().ok());

@@ -226,6 +226,7 @@ TEST_F(TenantsTest, TenantsCannotSeeOrTouchEachOther) {
         {"WaitProcess", R"({"vm_id":"%","pid":2,"timeoutMs":10})"},
         {"ExposePort", R"({"vm_id":"%","forward":{"host_port":22001,"guest_port":80}})"},
         {"UnexposePort", R"({"vm_id":"%","host_port":22001})"},
+        {"UpdateNetworkPolicy", R"({"vm_id":"%","egress":{"mode":"EGRESS_OPEN"}})"},
         {"CreateSnapshot", R"({"vm_id":"%","snapshot_id":"x-steal-snap"})"},
         {"ListSnapshots", R"({"vm_id":"%"})"},
         {"DeleteVm", R"({"vm_id":"%"})"},

@@ -216,6 +216,10 @@ class _Pump:
                         self.exit = response.exit
                     self.requests.finish()  # Half-close: the daemon ends the call.
                     self.outputs.put(_EXIT, 0)
+                elif kind == "failing":
+                    # The call ends with an error (its status, next): half-close
+                    # so the daemon can send it at once.
+                    self.requests.finish()
                 # No event (newer than the SDK): skipped.
         except grpc.RpcError as e:
             with self.lock:

@@ -119,22 +119,26 @@ _EGRESS_MODES = {"open": types_pb2.EgressPolicy.EGRESS_OPEN,
 @dataclass
 class EgressPolicy:
     """What a guest may reach: mode "open" (default), "off" or "restricted"
-    (only `allow_cidrs`, IPv4 CIDRs)."""
+    (only `allow_cidrs`, IPv4 CIDRs), in open and restricted mode never
+    `deny_cidrs` (checked before any allow)."""
 
     mode: str = "open"
     allow_cidrs: List[str] = field(default_factory=list)
+    deny_cidrs: List[str] = field(default_factory=list)
 
     def to_proto(self) -> types_pb2.EgressPolicy:
         if self.mode not in _EGRESS_MODES:
             raise InvalidArgumentError(message=(
                 f'egress mode "{self.mode}": want one of {", ".join(_EGRESS_MODES)}'))
         return types_pb2.EgressPolicy(mode=_EGRESS_MODES[self.mode],
-                                      allow_cidrs=list(self.allow_cidrs))
+                                      allow_cidrs=list(self.allow_cidrs),
+                                      deny_cidrs=list(self.deny_cidrs))
 
     @classmethod
     def from_proto(cls, msg: types_pb2.EgressPolicy) -> "EgressPolicy":
         mode = next((k for k, v in _EGRESS_MODES.items() if v == msg.mode), "open")
-        return cls(mode=mode, allow_cidrs=list(msg.allow_cidrs))
+        return cls(mode=mode, allow_cidrs=list(msg.allow_cidrs),
+                   deny_cidrs=list(msg.deny_cidrs))
 
 
 @dataclass

@@ -32,8 +32,9 @@ from smolvm.errors import FailedPreconditionError, InvalidArgumentError, NotFoun
 from smolvm.exec_session import ExecSession
 from smolvm.fs import DirWatch, FileEntry, ListDirResult
 from smolvm.process import ProcessConnection, ProcessInfo
-from smolvm.types import (CommandResult, ConfigLike, ForkOutcome, ForkVmResult, SnapshotInfo,
-                          VMConfig, VMInfo, VmStatus, coerce_config, copy_labels)
+from smolvm.types import (CommandResult, ConfigLike, EgressPolicy, ForkOutcome, ForkVmResult,
+                          SnapshotInfo, VMConfig, VMInfo, VmStatus, coerce_config,
+                          copy_labels)
 from smolvm.v1 import (filesystem_service_pb2, pool_service_pb2, process_service_pb2,
                        snapshot_service_pb2, types_pb2, vm_service_pb2)
 
@@ -308,6 +309,16 @@ class SmolVM:
                                         guest_port=guest_port, protocol=protocol)
         request = vm_service_pb2.ExposePortRequest(vm_id=self.vm_id, forward=forward)
         return self._set_info(conn.call(conn.vm.ExposePort, request))
+
+    def update_network_policy(self, egress: "EgressPolicy") -> "SmolVM":
+        """Replaces the VM's egress policy (UpdateNetworkPolicy), in any
+        state; for a running VM in force on return, also for connections
+        already open; kept across daemon restarts and in snapshots."""
+        self._check_started("update the network policy of")
+        conn = self._connection
+        request = vm_service_pb2.UpdateNetworkPolicyRequest(vm_id=self.vm_id,
+                                                            egress=egress.to_proto())
+        return self._set_info(conn.call(conn.vm.UpdateNetworkPolicy, request))
 
     def unexpose_port(self, host_port: int, host_ip: str = "",
                       protocol: str = "tcp") -> "SmolVM":

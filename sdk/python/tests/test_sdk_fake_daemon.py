@@ -22,7 +22,8 @@ from smolvm import (AlreadyExistsError, ClientOptions, DeadlineExceededError, Di
                     FailedPreconditionError, FileEntry, FileType, ForkVmResult,
                     InvalidArgumentError, ListDirResult, NotFoundError, OperationProgress,
                     PermissionDeniedError, ProcessConnection, ProcessInfo, ProcessOutput,
-                    SmolVM, SmolVMManager, VMConfig, VmStatus, WatchEvent, WatchEventType)
+                    SmolVM, SmolVMManager, VMConfig, VmStatus, WatchEvent, WatchEventType,
+                    EgressPolicy)
 from smolvm.v1 import (filesystem_service_pb2, filesystem_service_pb2_grpc,
                        operation_service_pb2, operation_service_pb2_grpc,
                        process_service_pb2, process_service_pb2_grpc, snapshot_service_pb2,
@@ -55,6 +56,11 @@ class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
         if request.vm_id not in ("gone", "box"):
             context.abort(grpc.StatusCode.NOT_FOUND, f"vm {request.vm_id}: not found")
         return types_pb2.Vm(vm_id=request.vm_id, status=types_pb2.PAUSED)
+
+    def UpdateNetworkPolicy(self, request: Any, context: Any) -> types_pb2.Vm:
+        self.requests.append(request)
+        return types_pb2.Vm(vm_id=request.vm_id, status=types_pb2.RUNNING,
+                            network=types_pb2.NetworkConfig(egress=request.egress))
 
     def ListVms(self, request: Any, context: Any) -> vm_service_pb2.ListVmsResponse:
         self.requests.append(request)
@@ -455,6 +461,16 @@ class FakeDaemonTest(unittest.TestCase):
         never_started = SmolVM(options=self.options)
         never_started.close()  # Sends nothing.
         self.assertEqual(len(self.vms.requests), 2)
+
+    def test_update_network_policy(self) -> None:
+        vm = SmolVM.attach("box", options=self.options)
+        vm.update_network_policy(EgressPolicy("open", deny_cidrs=["10.0.0.0/8"]))
+        self.assertEqual(self.vms.requests[-1], vm_service_pb2.UpdateNetworkPolicyRequest(
+            vm_id="box", egress=types_pb2.EgressPolicy(
+                mode=types_pb2.EgressPolicy.EGRESS_OPEN, deny_cidrs=["10.0.0.0/8"])))
+        self.assertEqual(vm.info.network.egress.deny_cidrs, ["10.0.0.0/8"])
+        with self.assertRaises(InvalidArgumentError):
+            vm.update_network_policy(EgressPolicy("sometimes"))
 
     def test_close_of_a_vm_already_gone(self) -> None:
         vm = SmolVM.attach("gone", options=self.options)
