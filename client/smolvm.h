@@ -287,8 +287,9 @@ class SmolVM {
                            const std::string& host_ip = "",
                            const std::string& protocol = "tcp");
   // update_network_policy replaces the VM's egress policy (in any state;
-  // for a running VM in force when it returns, also for connections already
-  // open) and updates `info()`; kept across restarts and in snapshots.
+  // for a running VM in force when it returns, also for what the guest
+  // sends on connections already open) and updates `info()`; kept across
+  // restarts and in snapshots.
   absl::Status update_network_policy(const v1::EgressPolicy& egress);
   // unexpose_port removes the forward on `host_ip`:`host_port` / `protocol`
   // (UnexposePort) and updates `info()`.

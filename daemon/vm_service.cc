@@ -189,6 +189,11 @@ grpc::Status VmServiceImpl::UpdateNetworkPolicy(grpc::ServerContext* ctx,
                                                 v1::Vm* resp) {
   return Serve(*callers_, *ctx, "UpdateNetworkPolicy", Access::kMutate, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
+                 if (!req->has_egress()) {
+                   // A client that forgot it must not open the VM.
+                   return absl::InvalidArgumentError(
+                       "update network policy: egress is required (mode EGRESS_OPEN to open)");
+                 }
                  SMOLVM_ASSIGN_OR_RETURN(EgressPolicy egress, FromProto(req->egress()));
                  return Fill(manager_->UpdateNetworkPolicy(c, req->vm_id(), egress), resp);
                });

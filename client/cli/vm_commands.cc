@@ -274,8 +274,8 @@ void RegisterEgress(CLI::App* vm, CliContext& ctx) {
   EgressFlags& f = ctx.Make<EgressFlags>();
   CLI::App* egress = vm->add_subcommand(
       "egress",
-      "replace a VM's egress policy, in force at once for a running VM (also for open "
-      "connections) and kept in its snapshots; prints the VM");
+      "replace a VM's egress policy, in force at once for a running VM (also for what it "
+      "sends on open connections) and kept in its snapshots; prints the VM");
   egress->add_option("ID", f.vm_id, "VM id")->required();
   egress->add_option("MODE", f.mode, "open, off or restricted")
       ->type_name("open|off|restricted")

@@ -459,24 +459,19 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
   }
   const std::string from_guests = absl::StrCat("iifname ", br, " ");
   std::vector<std::string> forward = {
-      // Replies always pass; original-direction packets are judged one by
-      // one, so a policy change also stops connections already open.
-      "ct state established ct direction reply accept", "ct state related accept",
+      // Replies pass; original-direction packets are judged one by one, so
+      // a narrowed policy stops at once what a guest sends on connections
+      // already open (a peer's replies on them still arrive until the
+      // connection ends). Related packets (ICMP errors) only as replies: a
+      // guest's own are judged as its egress, else an "off" guest could
+      // send data out in ICMP errors about an old flow.
+      "ct state established ct direction reply accept",
+      "ct state related ct direction reply accept",
       // From the guests, by ip saddr: the bridge table vouches for the
       // source address (iifname is the bridge here, not the TAP). Never
       // other VMs (also not routed via the gateway), never the gateway; the
       // host's other addresses are guarded by chain input.
       absl::StrCat(from_guests, "ip daddr ", subnet, " drop")};
-  // The resolver, for open egress only, even inside a denied range.
-  if (state.dns != 0) {
-    for (const char* proto : {"udp", "tcp"}) {
-      forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open ip daddr ",
-                                     IpToString(state.dns), " ", proto, " dport 53 accept"));
-    }
-  }
-  // Closed whatever the mode: a restricted VM's allow list cannot open
-  // what the operator denies.
-  if (!globals.deny.empty()) forward.push_back(absl::StrCat(from_guests, "ip daddr @deny drop"));
   // The destination masked to each prefix length, narrowest first (the
   // likeliest: single hosts), looked up with the guest in a per-prefix set.
   auto by_prefix = [&](const char* set, const char* verdict) {
@@ -487,8 +482,20 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
                        " @", set, prefix, " ", verdict));
     }
   };
-  // A VM's own deny list, before anything of it is accepted.
+  // A VM's own deny list, before anything of it is accepted (the resolver
+  // too: a VM may cut DNS as a way out).
   by_prefix("vm_deny_", "drop");
+  // The resolver, for open egress only, even inside a range the operator
+  // denies.
+  if (state.dns != 0) {
+    for (const char* proto : {"udp", "tcp"}) {
+      forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open ip daddr ",
+                                     IpToString(state.dns), " ", proto, " dport 53 accept"));
+    }
+  }
+  // Closed whatever the mode: a restricted VM's allow list cannot open
+  // what the operator denies.
+  if (!globals.deny.empty()) forward.push_back(absl::StrCat(from_guests, "ip daddr @deny drop"));
   forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open accept"));
   // Restricted.
   by_prefix("allow_", "accept");

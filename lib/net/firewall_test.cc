@@ -133,7 +133,7 @@ TEST(RenderNftRulesetTest, ForwardChainPolicesOnlyTheBridge) {
       "  chain forward {\n"
       "    type filter hook forward priority filter; policy accept;\n"
       "    ct state established ct direction reply accept\n"
-      "    ct state related accept\n"
+      "    ct state related ct direction reply accept\n"
       "    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
       // A VM's own deny list, by prefix length, before any of its accepts.
       "    iifname \"smolbr0\" ip saddr . ip daddr @vm_deny_32 drop\n"
@@ -290,14 +290,15 @@ TEST(RenderNftRulesetTest, DenyCidrsCloseEveryEgressMode) {
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
   // Canonical, covered entries dropped, in one set, dropped after the VM
-  // subnet and before any egress (open or allowed) is accepted.
+  // subnet (and the VMs' own deny lists) and before any egress (open or
+  // allowed) is accepted.
   EXPECT_THAT(*script, HasSubstr("  set deny {\n    type ipv4_addr\n    flags interval\n"
                                  "    elements = { 10.9.9.9, 169.254.0.0/16, 192.168.1.0/24 }\n"
                                  "  }\n"));
   EXPECT_THAT(ChainOf(*script, "inet", "forward"),
-              HasSubstr("    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
+              HasSubstr("    iifname \"smolbr0\" ip saddr . ip daddr & 0.0.0.0 @vm_deny_0 drop\n"
                         "    iifname \"smolbr0\" ip daddr @deny drop\n"
-                        "    iifname \"smolbr0\" ip saddr . ip daddr @vm_deny_32 drop\n"));
+                        "    iifname \"smolbr0\" ip saddr @egress_open accept\n"));
   // The allow list holds what it names; the deny rule before it wins.
   EXPECT_EQ(ElementsOf(*script, "inet", "allow_32"),
             (std::set<std::string>{"10.200.0.4 . 8.8.8.8 comment \"vm vm-c\"",
@@ -324,10 +325,13 @@ TEST(RenderNftRulesetTest, ResolverForOpenEgressOnlyEvenWhenDenied) {
   state.deny_cidrs = {"192.168.0.0/16"};
   auto script = RenderNftRuleset(state);
   ASSERT_THAT(script, IsOk());
-  // Past the subnet drop (no VM reaches another through it), before the
-  // deny drop, and only for the guests in egress_open.
-  EXPECT_THAT(ChainOf(*script, "inet", "forward"),
-              HasSubstr("    iifname \"smolbr0\" ip daddr 10.200.0.0/24 drop\n"
+  // Past the subnet drop (no VM reaches another through it) and the VMs'
+  // own deny lists (a VM may cut its DNS), before the operator's deny
+  // drop, and only for the guests in egress_open.
+  const std::string chain = ChainOf(*script, "inet", "forward");
+  EXPECT_LT(chain.find("ip daddr 10.200.0.0/24 drop"), chain.find("@vm_deny_32 drop")) << chain;
+  EXPECT_THAT(chain,
+              HasSubstr("    iifname \"smolbr0\" ip saddr . ip daddr & 0.0.0.0 @vm_deny_0 drop\n"
                         "    iifname \"smolbr0\" ip saddr @egress_open ip daddr 192.168.1.53 "
                         "udp dport 53 accept\n"
                         "    iifname \"smolbr0\" ip saddr @egress_open ip daddr 192.168.1.53 "

@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "lib/base/ipv4.h"
 #include "lib/base/unique_fd.h"
 #include "lib/net/firewall.h"
 #include "lib/net/ip_pool.h"
@@ -368,6 +369,22 @@ TEST_P(FirewallTrafficTest, PerVmDenyListsAndLiveChanges) {
   EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
   EXPECT_THAT(Connect(*vm_a_, kRemote2, 7000, "", 3000), IsOk());
   EXPECT_EQ(AcceptedFrom(*remote), kHostUplinkIp);
+
+  // The resolver (here kRemote1) is open to open-egress guests even inside
+  // the operator's deny list, but a VM's own deny list closes it.
+  auto resolver = Listen(*internet_, 53);
+  ASSERT_THAT(resolver, IsOk());
+  state_.dns = *ParseIpv4(kRemote1);
+  state_.deny_cidrs = {absl::StrCat(kRemote1, "/32")};
+  ASSERT_NO_FATAL_FAILURE(Changed({}, /*global=*/true));
+  EXPECT_THAT(Connect(*vm_a_, kRemote1, 53, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*resolver), kHostUplinkIp);
+  EXPECT_FALSE(Connect(*vm_a_, kRemote1, 7000).ok()) << "only port 53 of a denied resolver";
+  state_.vms[0].egress = {EgressMode::kOpen, {}, {absl::StrCat(kRemote1, "/32")}};
+  ASSERT_NO_FATAL_FAILURE(Changed({"vm-a"}));
+  EXPECT_FALSE(Connect(*vm_a_, kRemote1, 53).ok()) << "a VM's own deny list must close its DNS";
+  EXPECT_THAT(Connect(*vm_b_, kRemote1, 53, "", 3000), IsOk());
+  EXPECT_EQ(AcceptedFrom(*resolver), kHostUplinkIp);
 }
 
 TEST_P(FirewallTrafficTest, Spoofing) {

@@ -154,6 +154,12 @@ CREATE INDEX vms_pool_id ON vms (pool_id) WHERE pool_id != '';
     R"sql(
 ALTER TABLE snapshots ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
 )sql",
+    // 11: no new column, but egress policies may hold deny_cidrs, which a
+    // daemon from before them would drop without a word (opening those
+    // VMs): the version makes it refuse this database instead.
+    R"sql(
+SELECT 1;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -272,7 +278,7 @@ const char* EgressModeName(EgressMode mode) {
 
 Json ToJson(const EgressPolicy& egress) {
   Json out{{"mode", EgressModeName(egress.mode)}, {"allow_cidrs", egress.allow_cidrs}};
-  // Only when set: rows stay readable by a daemon from before deny_cidrs.
+  // Only when set (schema 11 keeps daemons from before deny_cidrs away).
   if (!egress.deny_cidrs.empty()) out["deny_cidrs"] = egress.deny_cidrs;
   return out;
 }

@@ -312,8 +312,9 @@ class SmolVM:
 
     def update_network_policy(self, egress: "EgressPolicy") -> "SmolVM":
         """Replaces the VM's egress policy (UpdateNetworkPolicy), in any
-        state; for a running VM in force on return, also for connections
-        already open; kept across daemon restarts and in snapshots."""
+        state; for a running VM in force on return (what the guest sends on
+        connections already open is judged by it too); kept across daemon
+        restarts and in snapshots."""
         self._check_started("update the network policy of")
         conn = self._connection
         request = vm_service_pb2.UpdateNetworkPolicyRequest(vm_id=self.vm_id,
