@@ -555,8 +555,14 @@ std::string FormatEgress(const v1::EgressPolicy& egress) {
   if (!egress.allow_cidrs().empty()) {
     absl::StrAppend(&out, ": ", absl::StrJoin(egress.allow_cidrs(), ", "));
   }
-  if (!egress.deny_cidrs().empty()) {
-    absl::StrAppend(&out, "; denied ", absl::StrJoin(egress.deny_cidrs(), ", "));
+  if (!egress.allow_domains().empty()) {
+    absl::StrAppend(&out, egress.allow_cidrs().empty() ? ": " : ", ",
+                    absl::StrJoin(egress.allow_domains(), ", "));
+  }
+  if (!egress.deny_cidrs().empty() || !egress.deny_domains().empty()) {
+    std::vector<std::string> denied(egress.deny_cidrs().begin(), egress.deny_cidrs().end());
+    denied.insert(denied.end(), egress.deny_domains().begin(), egress.deny_domains().end());
+    absl::StrAppend(&out, "; denied ", absl::StrJoin(denied, ", "));
   }
   return out;
 }

@@ -19,6 +19,8 @@ void ToProto(const EgressPolicy& e, v1::EgressPolicy* out) {
   }
   for (const auto& c : e.allow_cidrs) out->add_allow_cidrs(c);
   for (const auto& c : e.deny_cidrs) out->add_deny_cidrs(c);
+  for (const auto& d : e.allow_domains) out->add_allow_domains(d);
+  for (const auto& d : e.deny_domains) out->add_deny_domains(d);
 }
 
 void ToProto(const PortForward& f, v1::PortForward* out) {
@@ -43,6 +45,8 @@ absl::StatusOr<EgressPolicy> FromProto(const v1::EgressPolicy& e) {
   }
   out.allow_cidrs.assign(e.allow_cidrs().begin(), e.allow_cidrs().end());
   out.deny_cidrs.assign(e.deny_cidrs().begin(), e.deny_cidrs().end());
+  out.allow_domains.assign(e.allow_domains().begin(), e.allow_domains().end());
+  out.deny_domains.assign(e.deny_domains().begin(), e.deny_domains().end());
   return out;
 }
 

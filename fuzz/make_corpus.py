@@ -229,6 +229,37 @@ MIGRATION_SEEDS = [
     ("xbzrle", stream(be64(0x40) + name("ram") + b"\x00\x00\x04")),
 ]
 
+# dns_message: one input is both a guest's query and an upstream's answer
+# to id 0x1234 "example.com IN A" (dns_message_fuzz.cc's question).
+def dns_name(n):
+    return b"".join(bytes([len(l)]) + l.encode() for l in n.split(".") if l) + b"\x00"
+
+
+def dns(flags, questions, answers=(), additional=b"", arcount=0, qid=0x1234):
+    out = struct.pack(">HHHHHH", qid, flags, len(questions), len(answers), 0, arcount)
+    for n, t in questions:
+        out += dns_name(n) + struct.pack(">HH", t, 1)
+    for owner, t, ttl, rdata in answers:
+        # 0xc00c: a compression pointer to the question's name.
+        out += (b"\xc0\x0c" if owner is None else dns_name(owner))
+        out += struct.pack(">HHIH", t, 1, ttl, len(rdata)) + rdata
+    return out + additional
+
+
+OPT = b"\x00" + struct.pack(">HHIH", 41, 1232, 0x8000, 0)  # EDNS0, DO set.
+DNS_SEEDS = [
+    ("query_a", dns(0x0100, [("Example.COM", 1)])),
+    ("query_edns_aaaa", dns(0x0110, [("www.example.com", 28)], additional=OPT, arcount=1)),
+    ("answer_a", dns(0x8180, [("example.com", 1)],
+                     [(None, 1, 300, bytes([192, 0, 2, 1])),
+                      (None, 1, 60, bytes([198, 51, 100, 7]))])),
+    ("answer_cname", dns(0x8180, [("example.com", 1)],
+                         [(None, 5, 3600, dns_name("edge.cdn.net")),
+                          ("edge.cdn.net", 28, 20, bytes(16)),
+                          ("edge.cdn.net", 1, 20, bytes([203, 0, 113, 9]))])),
+    ("answer_nxdomain", dns(0x8183, [("example.com", 1)])),
+]
+
 
 def main():
     for name, selector, message, proto, text in VALIDATION:
@@ -247,6 +278,8 @@ def main():
         write("config", name + ".toml", text)
     for name, data in MIGRATION_SEEDS:
         write("migration_stream", name, data)
+    for name, data in DNS_SEEDS:
+        write("dns_message", name, data)
     return 0
 
 

@@ -19,7 +19,7 @@ JOBS="${FUZZ_JOBS:-3}"
 # Target and its -max_len: the largest input worth mutating (requests and
 # manifests are small; streams need room for a few frames or lines).
 TARGETS=(validation:4096 qmp:16384 agent_host:16384 agent_guest:16384 manifest:8192
-         config:8192 migration_stream:16384)
+         config:8192 migration_stream:16384 dns_message:4096)
 # Common flags. -close_fd_mask=2: the code under test logs to stderr (the
 # guest agent on every corrupt frame); libFuzzer and sanitizer reports
 # still print. -timeout: no input may take this long (agent_host's calls

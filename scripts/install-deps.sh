@@ -13,8 +13,9 @@ PACKAGES=(
   libgtest-dev libgmock-dev grpc-proto python3-grpcio
   qemu-system-x86 busybox-static e2fsprogs cpio gzip kmod
   iproute2 nftables iptables
-  # Links over netlink, the firewall through libnftables (lib/net).
-  libnl-3-dev libnl-route-3-dev libnftables-dev
+  # Links over netlink, the firewall through libnftables, the VMs' resolver's
+  # DNS messages through ldns (lib/net).
+  libnl-3-dev libnl-route-3-dev libnftables-dev libldns-dev
   # sd_notify for the systemd unit (Type=notify, watchdog); Prometheus metrics.
   libsystemd-dev prometheus-cpp-dev
   # Image building (lib/image/rootfs_sources.cc): Debian userlands, OCI and
@@ -32,11 +33,12 @@ PACKAGES=(
 # policy-rc.d, where present, forbids it); tests/container_test.sh runs its
 # own in a network namespace. On a host run by systemd, Debian starts
 # docker.service (README "Networking" says how smolvmd copes with Docker).
-# tmux plays the user's terminal for `smolvmctl vm shell` (cli_test).
+# tmux plays the user's terminal for `smolvmctl vm shell` (cli_test);
+# dnsmasq-base is the fake internet's DNS server (network_policy_test).
 TEST_PACKAGES=(
   clang libclang-rt-14-dev
   docker.io systemd-container
-  tmux
+  tmux dnsmasq-base
 )
 if [ "${1:-}" != "--build-only" ]; then
   PACKAGES+=("${TEST_PACKAGES[@]}")

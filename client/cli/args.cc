@@ -113,16 +113,17 @@ absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what,
   return forward;
 }
 
-absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
-    const std::string& mode, const std::vector<std::string>& allow,
-    const std::vector<std::string>& deny) {
-  if (mode.empty() && allow.empty() && deny.empty()) return std::nullopt;
+absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(const EgressOptions& f) {
+  const std::string& mode = f.mode;
+  const bool allow = !f.allow.empty() || !f.allow_domains.empty();
+  const bool deny = !f.deny.empty() || !f.deny_domains.empty();
+  if (mode.empty() && !allow && !deny) return std::nullopt;
   v1::EgressPolicy policy;
   if (mode == "open") {
     policy.set_mode(v1::EgressPolicy::EGRESS_OPEN);
   } else if (mode == "off") {
     policy.set_mode(v1::EgressPolicy::EGRESS_OFF);
-  } else if (mode == "restricted" || (mode.empty() && !allow.empty())) {
+  } else if (mode == "restricted" || (mode.empty() && allow)) {
     policy.set_mode(v1::EgressPolicy::EGRESS_RESTRICTED);
   } else if (mode.empty()) {
     policy.set_mode(v1::EgressPolicy::EGRESS_OPEN);  // --deny alone: open but those
@@ -130,15 +131,20 @@ absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(
     return absl::InvalidArgumentError(
         absl::StrCat("--egress ", mode, ": want open, off or restricted"));
   }
-  if (!allow.empty() && policy.mode() != v1::EgressPolicy::EGRESS_RESTRICTED) {
+  if (allow && policy.mode() != v1::EgressPolicy::EGRESS_RESTRICTED) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "--allow needs --egress restricted (not --egress ", mode, ")"));
+        f.allow.empty() ? "--allow-domain" : "--allow", " needs --egress restricted (not ",
+        "--egress ", mode, ")"));
   }
-  if (!deny.empty() && policy.mode() == v1::EgressPolicy::EGRESS_OFF) {
-    return absl::InvalidArgumentError("--deny does not go with --egress off (nothing is reachable)");
+  if (deny && policy.mode() == v1::EgressPolicy::EGRESS_OFF) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        f.deny.empty() ? "--deny-domain" : "--deny",
+        " does not go with --egress off (nothing is reachable)"));
   }
-  for (const std::string& cidr : allow) policy.add_allow_cidrs(cidr);
-  for (const std::string& cidr : deny) policy.add_deny_cidrs(cidr);
+  for (const std::string& cidr : f.allow) policy.add_allow_cidrs(cidr);
+  for (const std::string& cidr : f.deny) policy.add_deny_cidrs(cidr);
+  for (const std::string& name : f.allow_domains) policy.add_allow_domains(name);
+  for (const std::string& name : f.deny_domains) policy.add_deny_domains(name);
   return policy;
 }
 

@@ -54,13 +54,19 @@ absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what, absl::string_view
 // ParseForward parses a --forward / expose spec into a PortForward.
 absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what, absl::string_view spec);
 
-// ParseEgress builds the policy of --egress MODE, --allow CIDR... and --deny
-// CIDR...; nullopt when none is given (the daemon's default, open). --allow
-// alone implies restricted, --deny alone open. The CIDRs are checked by the
+// The egress flags of vm create and vm egress: --egress MODE (or the MODE
+// argument), --allow CIDR, --deny CIDR, --allow-domain NAME, --deny-domain
+// NAME (each repeatable).
+struct EgressOptions {
+  std::string mode;
+  std::vector<std::string> allow, deny, allow_domains, deny_domains;
+};
+
+// ParseEgress builds the policy of EgressOptions; nullopt when none is
+// given (the daemon's default, open). An allow list alone implies
+// restricted, a deny list alone open. CIDRs and names are checked by the
 // daemon.
-absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(const std::string& mode,
-                                                            const std::vector<std::string>& allow,
-                                                            const std::vector<std::string>& deny);
+absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(const EgressOptions& f);
 
 // ParseMode parses an octal permission mode such as "0755" or "644".
 absl::StatusOr<uint32_t> ParseMode(const std::string& text);

@@ -1,5 +1,6 @@
 // Unit tests of smolvmctl's pure parts (client/cli/): exit codes, "did you
-// mean", the `vm exec` rewrite, YAML, completion scripts and doctor's checks.
+// mean", the `vm exec` rewrite, YAML, completion scripts, doctor's checks
+// and the egress flags.
 
 #include <sys/stat.h>
 #include <unistd.h>
@@ -12,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "absl/strings/match.h"
+#include "client/cli/args.h"
 #include "client/cli/cli_rules.h"
 #include "client/cli/completion.h"
 #include "client/cli/doctor.h"
@@ -58,6 +60,28 @@ TEST(ExecErrorExitCodeTest, EverythingElseIs125) {
   // The start-error text under another code is not the agent's.
   EXPECT_EQ(ExecErrorExitCode(absl::InternalError("exec in guest: exec x: No such file or directory")),
             125);
+}
+
+TEST(ParseEgressTest, ListsImplyTheModeAndWrongPairsAreRefused) {
+  EXPECT_FALSE(ParseEgress({}).value().has_value()) << "nothing given: the daemon's default";
+  auto names = ParseEgress({.allow_domains = {"pypi.org"}, .deny_domains = {"x.pypi.org"}});
+  ASSERT_TRUE(names.ok()) << names.status();
+  EXPECT_EQ((*names)->mode(), v1::EgressPolicy::EGRESS_RESTRICTED);
+  EXPECT_EQ((*names)->allow_domains(0), "pypi.org");
+  EXPECT_EQ((*names)->deny_domains(0), "x.pypi.org");
+  auto deny = ParseEgress({.deny_domains = {"evil.example"}});
+  ASSERT_TRUE(deny.ok());
+  EXPECT_EQ((*deny)->mode(), v1::EgressPolicy::EGRESS_OPEN);
+  auto open_allow = ParseEgress({.mode = "open", .allow_domains = {"pypi.org"}});
+  EXPECT_TRUE(absl::StrContains(open_allow.status().message(), "--allow-domain needs"))
+      << open_allow.status();
+  auto off_deny = ParseEgress({.mode = "off", .deny_domains = {"a.example"}});
+  EXPECT_TRUE(absl::StrContains(off_deny.status().message(), "--deny-domain does not go"))
+      << off_deny.status();
+  auto cidrs = ParseEgress({.mode = "restricted", .allow = {"1.2.3.4"}, .deny = {"1.2.3.4"}});
+  ASSERT_TRUE(cidrs.ok());
+  EXPECT_EQ((*cidrs)->allow_cidrs(0), "1.2.3.4");
+  EXPECT_EQ((*cidrs)->deny_cidrs(0), "1.2.3.4");
 }
 
 TEST(SuggestTest, NearestCloseCandidate) {

@@ -22,31 +22,42 @@ namespace {
 using VmStub = v1::VmService::Stub;
 
 struct CreateFlags {
-  std::string vm_id, kernel, initrd, rootfs, boot_args, image, egress;
+  std::string vm_id, kernel, initrd, rootfs, boot_args, image;
   std::uint32_t vcpus = 0, memory_mib = 0, disk_size_mib = 0;
   bool no_start = false;
-  std::vector<std::string> env, allow, deny, forwards, labels;
+  EgressOptions egress;
+  std::vector<std::string> env, forwards, labels;
 };
 
-// --allow and --deny, for vm create and vm egress.
-void AddEgressOptions(CLI::App* cmd, std::vector<std::string>& allow,
-                      std::vector<std::string>& deny) {
-  cmd->add_option("--allow", allow,
+// --allow, --deny, --allow-domain and --deny-domain, for vm create and vm
+// egress.
+void AddEgressOptions(CLI::App* cmd, EgressOptions& f) {
+  cmd->add_option("--allow", f.allow,
                   "IPv4 CIDR the guest may reach with restricted egress (repeatable; implies "
                   "restricted)")
       ->type_name("CIDR")
       ->allow_extra_args(false);
-  cmd->add_option("--deny", deny,
+  cmd->add_option("--deny", f.deny,
                   "IPv4 CIDR the guest may not reach, with open or restricted egress "
                   "(repeatable; checked before any allow)")
       ->type_name("CIDR")
+      ->allow_extra_args(false);
+  cmd->add_option("--allow-domain", f.allow_domains,
+                  "name (or *.name) whose DNS answers the guest may reach, with restricted "
+                  "egress (repeatable; implies restricted)")
+      ->type_name("NAME")
+      ->allow_extra_args(false);
+  cmd->add_option("--deny-domain", f.deny_domains,
+                  "name (or *.name) the guest cannot resolve, with open or restricted egress "
+                  "(repeatable)")
+      ->type_name("NAME")
       ->allow_extra_args(false);
 }
 
 absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
   absl::StatusOr<std::map<std::string, std::string>> env = ParseEnv(f.env);
   if (!env.ok()) return env.status();
-  absl::StatusOr<std::optional<v1::EgressPolicy>> egress = ParseEgress(f.egress, f.allow, f.deny);
+  absl::StatusOr<std::optional<v1::EgressPolicy>> egress = ParseEgress(f.egress);
   if (!egress.ok()) return egress.status();
   absl::StatusOr<std::map<std::string, std::string>> labels = ParseKeyValues(f.labels, "--label");
   if (!labels.ok()) return labels.status();
@@ -103,11 +114,12 @@ void RegisterCreate(CLI::App* vm, CliContext& ctx) {
       ->type_name("NAME=VALUE")
       ->allow_extra_args(false);
   create
-      ->add_option("--egress", f.egress,
+      ->add_option("--egress", f.egress.mode,
                    "what the guest may reach: open (default; anything beyond the host, through "
-                   "NAT), off (nothing), restricted (only the --allow CIDRs)")
+                   "NAT), off (nothing), restricted (only the --allow CIDRs and --allow-domain "
+                   "names)")
       ->type_name("open|off|restricted");
-  AddEgressOptions(create, f.allow, f.deny);
+  AddEgressOptions(create, f.egress);
   create
       ->add_option("--forward", f.forwards,
                    "expose a guest port on the host (repeatable; HOST_IP defaults to 127.0.0.1)")
@@ -265,8 +277,8 @@ struct PortFlags {
 };
 
 struct EgressFlags {
-  std::string vm_id, mode;
-  std::vector<std::string> allow, deny;
+  std::string vm_id;
+  EgressOptions egress;
 };
 
 // vm egress ID MODE [--allow CIDR]... [--deny CIDR]...: UpdateNetworkPolicy.
@@ -277,13 +289,13 @@ void RegisterEgress(CLI::App* vm, CliContext& ctx) {
       "replace a VM's egress policy, in force at once for a running VM (also for what it "
       "sends on open connections) and kept in its snapshots; prints the VM");
   egress->add_option("ID", f.vm_id, "VM id")->required();
-  egress->add_option("MODE", f.mode, "open, off or restricted")
+  egress->add_option("MODE", f.egress.mode, "open, off or restricted")
       ->type_name("open|off|restricted")
       ->required();
-  AddEgressOptions(egress, f.allow, f.deny);
+  AddEgressOptions(egress, f.egress);
   ctx.OnRun(egress, [&ctx, &f]() -> absl::Status {
     absl::StatusOr<std::optional<v1::EgressPolicy>> policy =
-        ParseEgress(f.mode, f.allow, f.deny);
+        ParseEgress(f.egress);
     if (!policy.ok()) return policy.status();
     absl::StatusOr<SmolVM> target = SmolVM::attach(f.vm_id, ctx.globals.options());
     if (!target.ok()) return target.status();

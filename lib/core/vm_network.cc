@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "lib/base/crash_point.h"
 #include "lib/base/status_macros.h"
+#include "lib/model/domain_rules.h"
 #include "lib/model/validation.h"
 #include "lib/net/port_probe.h"
 #include "spdlog/spdlog.h"
@@ -70,6 +71,23 @@ absl::Status VmNetwork::Init() {
                net::IpToString(subnet.gateway()), subnet.prefix,
                options_.uplink.empty() ? std::string("off (no uplink)")
                                                : "via " + options_.uplink);
+  // The resolver of VMs with domain rules, on the gateway address.
+  net::DnsProxy::Options dns;
+  dns.listen_ip = subnet.gateway();
+  if (auto upstream = net::ParseIpv4(options_.dns); upstream.ok()) dns.upstream_ip = *upstream;
+  dns.firewall = firewall_.get();
+  dns.table = options_.nft_table;
+  auto proxy = net::DnsProxy::Start(dns, [this](uint32_t guest) { return DnsClient(guest); });
+  if (proxy.ok()) {
+    dns_proxy_ = *std::move(proxy);
+    spdlog::info("network: resolver for domain rules on {}:{} (upstream {})",
+                 net::IpToString(subnet.gateway()), dns_proxy_->port(),
+                 options_.dns.empty() ? std::string("none: --dns") : options_.dns);
+  } else {
+    // Only VMs with domain rules need it; they are refused.
+    spdlog::warn("network: no resolver for domain rules: {}",
+                 std::string(proxy.status().message()));
+  }
   return absl::OkStatus();
 }
 
@@ -268,6 +286,10 @@ absl::StatusOr<net::FirewallState> VmNetwork::FirewallGlobals() {
     if (auto addr = net::ParseIpv4(ip); addr.ok()) state.output_dnat_ips.push_back(*addr);
   }
   if (auto dns = net::ParseIpv4(options_.dns); dns.ok()) state.dns = *dns;
+  if (dns_proxy_) {
+    state.dns_proxy_ip = subnet_->gateway();
+    state.dns_proxy_port = dns_proxy_->port();
+  }
   return state;
 }
 
@@ -335,6 +357,7 @@ absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id, bool vm_mu
     if (rejected.ok() && events_) events_(CoreEvent::kFirewallFullUpdate, absl::Now() - t0);
   }
   if (!rejected.ok()) return rejected.status();
+  UpdateDnsClientsLocked(state, *rejected, applied ? vm_id : "");
   absl::Status mine = absl::OkStatus();
   for (const auto& [id, why] : *rejected) {
     if (id == vm_id && vm_must_apply) {
@@ -345,6 +368,57 @@ absl::Status VmNetwork::ApplyFirewallLocked(const std::string& vm_id, bool vm_mu
     }
   }
   return mine;
+}
+
+void VmNetwork::UpdateDnsClientsLocked(const net::FirewallState& state,
+                                       const std::map<std::string, absl::Status>& rejected,
+                                       const std::string& vm_id) {
+  if (!dns_proxy_) return;
+  std::map<uint32_t, net::DnsProxy::Client> now;
+  for (const net::VmFirewallEntry& e : state.vms) {
+    if ((vm_id.empty() || e.vm_id == vm_id) && rejected.count(e.vm_id) == 0 &&
+        HasDomainRules(e.egress)) {
+      now[e.ip] = net::DnsProxy::Client{e.vm_id, e.egress};
+    }
+  }
+  std::vector<uint32_t> changed;
+  {
+    absl::MutexLock lock(&dns_mu_);
+    if (vm_id.empty()) {
+      // The tables were replaced: what was learned is gone with them.
+      dns_clients_ = std::move(now);
+      dns_proxy_->ForgetAllRecords();
+      return;
+    }
+    for (auto it = dns_clients_.begin(); it != dns_clients_.end();) {
+      if (it->second.vm_id != vm_id) {
+        ++it;
+        continue;
+      }
+      auto next = now.find(it->first);
+      if (next == now.end() || !(next->second.egress == it->second.egress)) {
+        changed.push_back(it->first);
+      }
+      it = dns_clients_.erase(it);
+    }
+    for (auto& [ip, client] : now) {
+      // The address was another VM's (its entry is gone by now).
+      if (dns_clients_.count(ip) != 0) changed.push_back(ip);
+      dns_clients_[ip] = std::move(client);
+    }
+  }
+  for (uint32_t ip : changed) {
+    if (auto s = dns_proxy_->Forget(ip); !s.ok()) {
+      spdlog::error("firewall: {}", std::string(s.message()));
+    }
+  }
+}
+
+std::optional<net::DnsProxy::Client> VmNetwork::DnsClient(uint32_t guest) {
+  absl::MutexLock lock(&dns_mu_);
+  auto it = dns_clients_.find(guest);
+  if (it == dns_clients_.end()) return std::nullopt;
+  return it->second;
 }
 
 void VmNetwork::Reconcile(const std::vector<VmRecord>& vms) {

@@ -26,6 +26,7 @@
 #include "lib/core/events.h"
 #include "lib/model/policy.h"
 #include "lib/model/vm.h"
+#include "lib/net/dns_proxy.h"
 #include "lib/net/firewall.h"
 #include "lib/net/host_firewall.h"
 #include "lib/net/ip_pool.h"
@@ -137,6 +138,14 @@ class VmNetwork {
                                        net::FirewallState& state);
   // Removes the host-firewall accepts (HostFirewall) once no TAP is left.
   void ReleaseHostFirewallIfIdle();
+  // After a firewall change: what the resolver knows of the VMs with domain
+  // rules (`state`'s entries, but the rejected ones), for `vm_id` alone or
+  // (empty) all; what a guest learned under a policy that changed is
+  // forgotten.
+  void UpdateDnsClientsLocked(const net::FirewallState& state,
+                              const std::map<std::string, absl::Status>& rejected,
+                              const std::string& vm_id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  std::optional<net::DnsProxy::Client> DnsClient(uint32_t guest);
 
   const NetworkOptions options_;
   const PortPolicy ports_;
@@ -148,6 +157,12 @@ class VmNetwork {
   std::optional<net::Subnet> subnet_;  // Set by Init when enabled.
   absl::Mutex mu_;
   EventSink events_;
+  // Guest address -> its VM, for the VMs with domain rules (read by the
+  // resolver's thread).
+  absl::Mutex dns_mu_;
+  std::map<uint32_t, net::DnsProxy::Client> dns_clients_ ABSL_GUARDED_BY(dns_mu_);
+  // Declared last: stopped before what its thread uses goes.
+  std::unique_ptr<net::DnsProxy> dns_proxy_;
 };
 
 }  // namespace smolvm::core

@@ -1,5 +1,7 @@
 #include "lib/model/validation.h"
 
+#include "lib/model/domain_rules.h"
+
 #include <algorithm>
 #include <random>
 
@@ -9,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "lib/base/ipv4.h"
+#include "lib/model/domain_rules.h"
 
 namespace smolvm {
 namespace {
@@ -136,18 +139,23 @@ absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const ch
 }
 
 absl::Status ValidateEgress(const EgressPolicy& egress) {
-  if (egress.mode != EgressMode::kRestricted && !egress.allow_cidrs.empty()) {
-    return absl::InvalidArgumentError(
-        "egress.allow_cidrs is only meaningful with mode EGRESS_RESTRICTED");
+  if (egress.mode != EgressMode::kRestricted &&
+      (!egress.allow_cidrs.empty() || !egress.allow_domains.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "egress.", egress.allow_cidrs.empty() ? "allow_domains" : "allow_cidrs",
+        " is only meaningful with mode EGRESS_RESTRICTED"));
   }
-  if (egress.mode == EgressMode::kRestricted && egress.allow_cidrs.empty()) {
+  if (egress.mode == EgressMode::kRestricted && egress.allow_cidrs.empty() &&
+      egress.allow_domains.empty()) {
     return absl::InvalidArgumentError(
-        "egress mode EGRESS_RESTRICTED needs at least one entry in allow_cidrs "
-        "(use EGRESS_OFF to allow nothing)");
+        "egress mode EGRESS_RESTRICTED needs at least one entry in allow_cidrs or "
+        "allow_domains (use EGRESS_OFF to allow nothing)");
   }
-  if (egress.mode == EgressMode::kOff && !egress.deny_cidrs.empty()) {
-    return absl::InvalidArgumentError(
-        "egress.deny_cidrs is meaningless with mode EGRESS_OFF (nothing is reachable)");
+  if (egress.mode == EgressMode::kOff &&
+      (!egress.deny_cidrs.empty() || !egress.deny_domains.empty())) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "egress.", egress.deny_cidrs.empty() ? "deny_domains" : "deny_cidrs",
+        " is meaningless with mode EGRESS_OFF (nothing is reachable)"));
   }
   for (const auto& [field, cidrs] : {std::pair{"allow_cidrs", &egress.allow_cidrs},
                                      std::pair{"deny_cidrs", &egress.deny_cidrs}}) {
@@ -161,6 +169,18 @@ absl::Status ValidateEgress(const EgressPolicy& egress) {
         return absl::InvalidArgumentError(absl::StrCat(
             "egress.", field, " entry \"", absl::CHexEscape(cidr.substr(0, 100)),
             "\" is not an IPv4 CIDR like 198.51.100.0/24 or 203.0.113.7"));
+      }
+    }
+  }
+  for (const auto& [field, domains] : {std::pair{"allow_domains", &egress.allow_domains},
+                                       std::pair{"deny_domains", &egress.deny_domains}}) {
+    if (domains->size() > 256) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("egress.", field, " has more than 256 entries"));
+    }
+    for (const auto& domain : *domains) {
+      if (auto s = ValidateDomainPattern(domain, absl::StrCat("egress.", field)); !s.ok()) {
+        return s;
       }
     }
   }

@@ -41,10 +41,11 @@ absl::Status ValidateImagePath(const std::string& path, const char* field);
 // request field in the message.
 absl::Status ValidateEnv(const std::map<std::string, std::string>& env, const char* field);
 
-// Egress policy: restricted needs at least one allow CIDR; CIDRs are IPv4
-// "a.b.c.d/n" (or a bare address, meaning /32) as net::ParseCidr reads
-// them, at most 256 of each; allow_cidrs only for restricted, deny_cidrs
-// for open and restricted.
+// Egress policy: restricted needs at least one allow CIDR or domain; CIDRs
+// are IPv4 "a.b.c.d/n" (or a bare address, meaning /32) as net::ParseCidr
+// reads them, domains are domain_rules.h's patterns, at most 256 of each
+// list; the allow lists only for restricted, the deny lists for open and
+// restricted.
 absl::Status ValidateEgress(const EgressPolicy& egress);
 
 // A port forward: ports 1-65535, protocol tcp or udp, host_ip an IPv4

@@ -321,6 +321,26 @@ TEST(ValidateEgressTest, DenyListsBesideOpenAndRestricted) {
               StatusIs(absl::StatusCode::kInvalidArgument, "deny_cidrs has more than 256"));
 }
 
+TEST(ValidateEgressTest, DomainRules) {
+  EgressPolicy names{EgressMode::kRestricted, {}, {}, {"pypi.org", "*.pythonhosted.org"}};
+  EXPECT_THAT(ValidateEgress(names), IsOk()) << "allow_domains alone make a restricted policy";
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}, {}, {}, {"evil.example"}}), IsOk());
+  EXPECT_THAT(ValidateEgress({EgressMode::kRestricted, {"1.2.3.4"}, {}, {}, {"a.example"}}),
+              IsOk());
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}, {}, {"pypi.org"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "allow_domains is only meaningful with mode EGRESS_RESTRICTED"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kOff, {}, {}, {}, {"a.example"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "deny_domains is meaningless"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kRestricted, {}, {}, {"a..example"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "egress.allow_domains"));
+  EXPECT_THAT(ValidateEgress({EgressMode::kOpen, {}, {}, {}, {"*"}}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "egress.deny_domains"));
+  EXPECT_THAT(
+      ValidateEgress({EgressMode::kRestricted, {}, {}, std::vector<std::string>(257, "a.example")}),
+      StatusIs(absl::StatusCode::kInvalidArgument, "allow_domains has more than 256"));
+}
+
 TEST(NormalizePortForwardTest, FillsDefaults) {
   PortForward f;
   f.host_ip = "";

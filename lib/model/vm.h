@@ -43,6 +43,11 @@ struct EgressPolicy {
   // IPv4 CIDRs the guest may not reach (kOpen and kRestricted): checked
   // before any allow, so they also carve holes into allow_cidrs.
   std::vector<std::string> deny_cidrs;
+  // Domain rules (domain_rules.h), enforced by the daemon's resolver from
+  // the answers the guest receives: names (or "*." wildcards) whose
+  // addresses a restricted guest may reach, and names no guest resolves.
+  std::vector<std::string> allow_domains;  // kRestricted only.
+  std::vector<std::string> deny_domains;   // kOpen and kRestricted.
 
   bool operator==(const EgressPolicy&) const = default;
 };

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "lib/base/status_macros.h"
+#include "lib/model/domain_rules.h"
 
 namespace smolvm::net {
 namespace {
@@ -154,6 +155,9 @@ absl::StatusOr<CheckedGlobals> CheckGlobals(const FirewallState& state) {
     return absl::InvalidArgumentError(absl::StrCat(
         "firewall subnet ", state.subnet.ToString(), " is not a valid vm subnet"));
   }
+  if ((state.dns_proxy_port == 0) != (state.dns_proxy_ip == 0)) {
+    return absl::InvalidArgumentError("firewall dns_proxy_ip and dns_proxy_port go together");
+  }
   CheckedGlobals globals;
   SMOLVM_ASSIGN_OR_RETURN(std::vector<Cidr> deny,
                           CheckCidrs("firewall deny_cidrs", state.deny_cidrs));
@@ -242,6 +246,10 @@ absl::StatusOr<CheckedVm> CheckVm(const FirewallState& state, const VmFirewallEn
         checked.deny,
         CheckCidrs(absl::StrCat("egress deny_cidrs of vm ", vm.vm_id), vm.egress.deny_cidrs));
   }
+  if (HasDomainRules(vm.egress) && state.dns_proxy_port == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        where, ": egress domain rules need the daemon's resolver, and it is not running"));
+  }
   for (const PortForward& pf : vm.forwards) {
     SMOLVM_ASSIGN_OR_RETURN(Forward f, CheckForward(vm.vm_id, pf));
     bool clash = taken.ForwardClashes(f, vm.vm_id) ||
@@ -279,6 +287,9 @@ enum SetId {
   kDnatAny,                 // The same for 0.0.0.0 forwards, without the address.
   kOutAddr,                 // dnat_addr / dnat_any for connections made on the host.
   kOutAny,
+  kDnsFiltered,             // Guests with domain rules: their DNS goes to the resolver.
+  kDnsAllow,                // Guest . address learned from DNS (dynamic, not rendered).
+  kDnsActive,               // The same, for as long as an open connection uses it.
 };
 
 struct SetSpec {
@@ -286,6 +297,7 @@ struct SetSpec {
   const char* kind;  // "set" or "map".
   std::string name;
   const char* type;
+  const char* extra = "";  // More of the set's declaration (flags, size).
 };
 
 // By SetId.
@@ -308,7 +320,14 @@ const std::vector<SetSpec>& Sets() {
                              {"inet", "map", "dnat_addr", kForwardMap},
                              {"inet", "map", "dnat_any", kAnyForwardMap},
                              {"inet", "map", "out_addr", kForwardMap},
-                             {"inet", "map", "out_any", kAnyForwardMap}});
+                             {"inet", "map", "out_any", kAnyForwardMap},
+                             {"inet", "set", "dns_filtered", "ipv4_addr"},
+                             // Filled by the resolver and the packet path,
+                             // with a timeout each; bounded (see kMaxLearned).
+                             {"inet", "set", "dns_allow", "ipv4_addr . ipv4_addr",
+                              "flags timeout\n    size 262144"},
+                             {"inet", "set", "dns_active", "ipv4_addr . ipv4_addr",
+                              "flags dynamic, timeout\n    size 262144"}});
     return out;
   }();
   return *sets;
@@ -364,6 +383,7 @@ VmElements RenderVm(const CheckedGlobals& globals, const CheckedVm& checked) {
       }
       break;
   }
+  if (HasDomainRules(vm.egress)) add(kDnsFiltered, ip);
   for (const Cidr& cidr : checked.deny) {
     add(static_cast<SetId>(kVmDeny0 + cidr.prefix),
         absl::StrCat(ip, " . ", IpToString(cidr.network)));
@@ -428,7 +448,8 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
   auto sets = [&out](const char* family) {
     for (const SetSpec& spec : Sets()) {
       if (std::string(spec.family) != family) continue;
-      absl::StrAppend(&out, "  ", spec.kind, " ", spec.name, " {\n    type ", spec.type, "\n  }\n");
+      absl::StrAppend(&out, "  ", spec.kind, " ", spec.name, " {\n    type ", spec.type, "\n",
+                      *spec.extra ? absl::StrCat("    ", spec.extra, "\n") : "", "  }\n");
     }
   };
   // "add" then "delete" makes the delete succeed whether or not the table
@@ -485,6 +506,13 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
   // A VM's own deny list, before anything of it is accepted (the resolver
   // too: a VM may cut DNS as a way out).
   by_prefix("vm_deny_", "drop");
+  // The DNS of VMs with domain rules goes to the daemon's resolver (nat
+  // prerouting); DNS over TLS or QUIC would go around it.
+  if (state.dns_proxy_port != 0) {
+    forward.push_back(absl::StrCat(from_guests,
+                                   "ip saddr @dns_filtered meta l4proto { tcp, udp } th dport 853 "
+                                   "drop"));
+  }
   // The resolver, for open egress only, even inside a range the operator
   // denies.
   if (state.dns != 0) {
@@ -499,6 +527,17 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
   forward.push_back(absl::StrCat(from_guests, "ip saddr @egress_open accept"));
   // Restricted.
   by_prefix("allow_", "accept");
+  if (state.dns_proxy_port != 0) {
+    // Addresses of allowed names: a new connection needs an answer that
+    // has not expired; a connection opened in time goes on while it is
+    // used (dns_active, refreshed by its packets).
+    const std::string refresh = absl::StrCat(
+        "update @dns_active { ip saddr . ip daddr timeout ", kLearnedIdleSeconds, "s } accept");
+    forward.push_back(absl::StrCat(from_guests, "ip saddr . ip daddr @dns_allow ", refresh));
+    forward.push_back(absl::StrCat(from_guests,
+                                   "ct state established ip saddr . ip daddr @dns_active ",
+                                   refresh));
+  }
   forward.push_back(absl::StrCat(from_guests, "drop"));
   // Only forwarded (DNATed) connections reach a guest, and only on the
   // forwarded ports.
@@ -507,9 +546,17 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
                                  "accept"));
   forward.push_back(absl::StrCat("oifname ", br, " drop"));
   chain("forward", "type filter hook forward priority filter; policy accept;", forward);
-  chain("input", "type filter hook input priority filter; policy accept;",
-        {absl::StrCat(from_guests, "ct state established ct direction reply accept"),
-         absl::StrCat(from_guests, "ct state related accept"), absl::StrCat(from_guests, "drop")});
+  std::vector<std::string> input = {
+      absl::StrCat(from_guests, "ct state established ct direction reply accept"),
+      absl::StrCat(from_guests, "ct state related accept")};
+  if (state.dns_proxy_port != 0) {
+    // The resolver, for the guests whose DNS is sent to it.
+    input.push_back(absl::StrCat(from_guests, "ip saddr @dns_filtered ip daddr ",
+                                 IpToString(state.dns_proxy_ip), " meta l4proto { tcp, udp } ",
+                                 "th dport ", state.dns_proxy_port, " accept"));
+  }
+  input.push_back(absl::StrCat(from_guests, "drop"));
+  chain("input", "type filter hook input priority filter; policy accept;", input);
   // A key that no element holds leaves the packet alone.
   auto dnat = [](const char* addr_map, const char* any_map) {
     return std::vector<std::string>{
@@ -517,8 +564,15 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
         absl::StrCat("meta nfproto ipv4 fib daddr type local ",
                      "dnat ip to meta l4proto . th dport map @", any_map)};
   };
-  chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;",
-        dnat("dnat_addr", "dnat_any"));
+  std::vector<std::string> prerouting;
+  if (state.dns_proxy_port != 0) {
+    // Whatever resolver a VM with domain rules asks, the daemon's answers.
+    prerouting.push_back(absl::StrCat(
+        from_guests, "ip saddr @dns_filtered meta l4proto { tcp, udp } th dport 53 dnat ip to ",
+        IpToString(state.dns_proxy_ip), ":", state.dns_proxy_port));
+  }
+  for (std::string& rule : dnat("dnat_addr", "dnat_any")) prerouting.push_back(std::move(rule));
+  chain("prerouting", "type nat hook prerouting priority dstnat; policy accept;", prerouting);
   // Connections made on the host itself (to 127.0.0.1 or a local address).
   chain("output", "type nat hook output priority -100; policy accept;",
         dnat("out_addr", "out_any"));
@@ -539,9 +593,9 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
 // The globals a per-VM change must find unchanged.
 bool SameGlobals(const FirewallState& a, const FirewallState& b) {
   return std::tie(a.table, a.bridge, a.subnet.network, a.subnet.prefix, a.uplink, a.tap_prefix,
-                  a.deny_cidrs, a.output_dnat_ips, a.dns) ==
+                  a.deny_cidrs, a.output_dnat_ips, a.dns, a.dns_proxy_ip, a.dns_proxy_port) ==
          std::tie(b.table, b.bridge, b.subnet.network, b.subnet.prefix, b.uplink, b.tap_prefix,
-                  b.deny_cidrs, b.output_dnat_ips, b.dns);
+                  b.deny_cidrs, b.output_dnat_ips, b.dns, b.dns_proxy_ip, b.dns_proxy_port);
 }
 
 }  // namespace
@@ -658,6 +712,43 @@ absl::StatusOr<std::string> RenderNftRuleset(const FirewallState& state) {
     }
   }
   return std::move(rendered.script);
+}
+
+}  // namespace smolvm::net
+
+namespace smolvm::net {
+
+std::string RenderLearnedScript(const std::string& table, uint32_t guest,
+                                const std::string& vm_id,
+                                const std::vector<LearnedAddress>& addresses) {
+  if (addresses.empty()) return "";
+  const std::string prefix = absl::StrCat(" element inet ", table, " dns_allow { ");
+  std::string adds, deletes;
+  for (const LearnedAddress& a : addresses) {
+    const std::string key = absl::StrCat(IpToString(guest), " . ", IpToString(a.ip));
+    const uint32_t timeout = std::clamp(a.ttl, kLearnedMinSeconds, kLearnedMaxSeconds);
+    // add, delete, add: the delete finds the element whether or not it was
+    // there, and the last add starts a fresh timeout.
+    absl::StrAppend(&adds, "add", prefix, key, " timeout ", timeout, "s comment \"vm ", vm_id,
+                    "\" }\n");
+    absl::StrAppend(&deletes, "delete", prefix, key, " }\n");
+  }
+  return absl::StrCat(adds, deletes, adds);
+}
+
+std::string RenderForgetScript(const std::string& table, uint32_t guest,
+                               const std::vector<uint32_t>& addresses) {
+  std::string out;
+  for (const char* set : {"dns_allow", "dns_active"}) {
+    for (uint32_t ip : addresses) {
+      const std::string element = absl::StrCat(" element inet ", table, " ", set, " { ",
+                                                IpToString(guest), " . ", IpToString(ip));
+      // Adding first makes the delete succeed whether or not it was there
+      // (or timed out meanwhile).
+      absl::StrAppend(&out, "add", element, " timeout 1s }\n", "delete", element, " }\n");
+    }
+  }
+  return out;
 }
 
 }  // namespace smolvm::net

@@ -22,7 +22,10 @@
 //    guest port of each forward); and the DNAT maps from a forward's host
 //    address, protocol and port to guest . port: dnat_addr / dnat_any
 //    (0.0.0.0) for connections from outside, out_addr / out_any for those
-//    made on the host.
+//    made on the host; dns_filtered (guests with domain rules, whose DNS
+//    goes to the daemon's resolver), and dns_allow / dns_active, the
+//    addresses of allowed names learned from its answers (dynamic: see
+//    LearnedAddress).
 // All are hash sets and maps. Adding, changing or removing a VM deletes
 // the elements that differ and adds the new ones, nothing else:
 // libnftables reads every chain of a table before each transaction, but
@@ -97,8 +100,44 @@ struct FirewallState {
   // The guests' resolver (0 = none): open-egress VMs may reach it on port
   // 53 even when it lies in a denied range (a resolver on the host's LAN).
   uint32_t dns = 0;
+  // The daemon's resolver (dns_proxy.h) for VMs with domain rules: their
+  // DNS to any address (port 53) is sent to dns_proxy_ip:dns_proxy_port
+  // (a local address, the bridge's) and reaches it there; DNS over TLS and
+  // QUIC (853) is dropped. 0 = no resolver (such VM entries are rejected,
+  // FAILED_PRECONDITION).
+  uint32_t dns_proxy_ip = 0;
+  uint16_t dns_proxy_port = 0;
   std::vector<VmFirewallEntry> vms;
 };
+
+// Addresses a restricted guest learned from the resolver's answers for its
+// allow_domains: set dns_allow (guest . address, with a timeout) holds them
+// for the answer's TTL, clamped to [kLearnedMinSeconds, kLearnedMaxSeconds]
+// (a TTL of 0 must still let the guest connect; a day-long one must not
+// outlive a policy change by a day); set dns_active keeps an address of a
+// connection opened in time while packets flow, until kLearnedIdleSeconds
+// of silence. Elements are only ever added by the resolver and removed
+// with ForgetLearned, so a whole-state Apply (which empties them) is safe.
+inline constexpr uint32_t kLearnedMinSeconds = 60;
+inline constexpr uint32_t kLearnedMaxSeconds = 3600;
+inline constexpr uint32_t kLearnedIdleSeconds = 300;
+struct LearnedAddress {
+  uint32_t ip = 0;
+  uint32_t ttl = 0;  // Seconds, as the answer said.
+};
+
+// The nft script that adds (or refreshes) `addresses` for guest `guest` in
+// set dns_allow of table inet `table`, the comment naming `vm_id`; "" if
+// there is nothing to add. Re-adding an element restarts its timeout on
+// every kernel (delete and add in one transaction: Linux before 6.9 keeps
+// the old timeout on a plain add).
+std::string RenderLearnedScript(const std::string& table, uint32_t guest,
+                                const std::string& vm_id,
+                                const std::vector<LearnedAddress>& addresses);
+// The nft script that removes `addresses` of guest `guest` from dns_allow
+// and dns_active, whether each is still there or not; "" if none.
+std::string RenderForgetScript(const std::string& table, uint32_t guest,
+                               const std::vector<uint32_t>& addresses);
 
 // A ruleset and the VM entries left out of it.
 struct RenderedRuleset {
@@ -204,6 +243,14 @@ class Firewall {
 
   // Deletes the tables of Apply(state with table = `table`); OK if absent.
   virtual absl::Status Remove(const std::string& table) = 0;
+
+  // Runs RenderLearnedScript / RenderForgetScript, one transaction each
+  // (they touch only the dynamic sets; AcceptsVmChanges is unaffected).
+  virtual absl::Status AllowLearned(const std::string& table, uint32_t guest,
+                                    const std::string& vm_id,
+                                    const std::vector<LearnedAddress>& addresses) = 0;
+  virtual absl::Status ForgetLearned(const std::string& table, uint32_t guest,
+                                     const std::vector<uint32_t>& addresses) = 0;
 };
 
 }  // namespace smolvm::net

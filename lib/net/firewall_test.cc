@@ -9,6 +9,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "gmock/gmock.h"
@@ -23,6 +24,7 @@ namespace {
 using ::smolvm_testing::IsOk;
 using ::smolvm_testing::StatusIs;
 using ::testing::Contains;
+using ::testing::ElementsAre;
 using ::testing::HasSubstr;
 using ::testing::Not;
 
@@ -343,6 +345,93 @@ TEST(RenderNftRulesetTest, ResolverForOpenEgressOnlyEvenWhenDenied) {
   EXPECT_THAT(*script, Not(HasSubstr("dport 53")));
 }
 
+// VMs with domain rules: their DNS to any address goes to the resolver,
+// which alone the input chain lets them reach; DNS over TLS/QUIC is
+// dropped; what the resolver learned opens new connections, and keeps
+// open ones going, after every drop and before the final one.
+FirewallState WithDomainRules() {
+  FirewallState state = TwoVms();
+  state.dns_proxy_ip = 0x0ac80001;  // The gateway.
+  state.dns_proxy_port = 5300;
+  state.deny_cidrs = {"192.168.0.0/16"};
+  VmFirewallEntry vm = Vm("vm-c", 0x0ac80004, EgressMode::kRestricted);
+  vm.egress.allow_domains = {"pypi.org"};
+  state.vms.push_back(vm);
+  return state;
+}
+
+TEST(RenderNftRulesetTest, DomainRulesSendDnsToTheResolver) {
+  FirewallState state = WithDomainRules();
+  auto script = RenderNftRuleset(state);
+  ASSERT_THAT(script, IsOk());
+  EXPECT_THAT(ElementsOf(*script, "inet", "dns_filtered"),
+              ElementsAre("10.200.0.4 comment \"vm vm-c\""));
+  EXPECT_THAT(ChainOf(*script, "inet", "prerouting"),
+              HasSubstr("iifname \"smolbr0\" ip saddr @dns_filtered meta l4proto { tcp, udp } "
+                        "th dport 53 dnat ip to 10.200.0.1:5300\n"));
+  const std::string input = ChainOf(*script, "inet", "input");
+  EXPECT_LT(input.find("ip saddr @dns_filtered ip daddr 10.200.0.1 meta l4proto { tcp, udp } "
+                       "th dport 5300 accept"),
+            input.find("iifname \"smolbr0\" drop"))
+      << input;
+  const std::string forward = ChainOf(*script, "inet", "forward");
+  const size_t dot = forward.find("ip saddr @dns_filtered meta l4proto { tcp, udp } th dport 853 drop");
+  const size_t learned =
+      forward.find("ip saddr . ip daddr @dns_allow update @dns_active { ip saddr . ip daddr "
+                   "timeout 300s } accept");
+  const size_t active = forward.find(
+      "ct state established ip saddr . ip daddr @dns_active update @dns_active");
+  ASSERT_NE(dot, std::string::npos) << forward;
+  ASSERT_NE(learned, std::string::npos) << forward;
+  ASSERT_NE(active, std::string::npos) << forward;
+  EXPECT_LT(forward.find("@vm_deny_0 drop"), dot);
+  EXPECT_LT(forward.find("ip daddr @deny drop"), learned) << "the operator's deny comes first";
+  EXPECT_LT(forward.find("@allow_0 accept"), learned);
+  EXPECT_LT(active, forward.find("iifname \"smolbr0\" drop\n")) << forward;
+  EXPECT_THAT(*script, HasSubstr("set dns_allow {\n    type ipv4_addr . ipv4_addr\n    flags timeout"));
+
+  // Without a resolver a VM with domain rules is left out (its TAP sends
+  // nothing), not opened or let around the rules; others are unaffected.
+  state.dns_proxy_ip = 0;
+  state.dns_proxy_port = 0;
+  auto lenient = RenderNftRulesetLenient(state);
+  ASSERT_THAT(lenient, IsOk());
+  ASSERT_EQ(lenient->rejected.size(), 1u);
+  EXPECT_THAT(lenient->rejected.at("vm-c"),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "resolver"));
+  EXPECT_THAT(lenient->script, Not(HasSubstr("dns_filtered drop")));
+  EXPECT_THAT(lenient->script, Not(HasSubstr("dnat ip to 10.200.0.1")));
+  // Half a resolver is a bad global setting.
+  state.dns_proxy_port = 53;
+  EXPECT_THAT(RenderNftRuleset(state), StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
+TEST(RenderLearnedScriptTest, RefreshesAndClampsTimeouts) {
+  EXPECT_EQ(RenderLearnedScript("smolvmd", 0x0ac80004, "vm-c", {}), "");
+  const std::string add0 =
+      "add element inet smolvmd dns_allow { 10.200.0.4 . 1.2.3.4 timeout 60s comment "
+      "\"vm vm-c\" }\n";
+  const std::string add1 =
+      "add element inet smolvmd dns_allow { 10.200.0.4 . 5.6.7.8 timeout 3600s comment "
+      "\"vm vm-c\" }\n";
+  EXPECT_EQ(RenderLearnedScript("smolvmd", 0x0ac80004, "vm-c",
+                                {{0x01020304, 0}, {0x05060708, 86400}}),
+            add0 + add1 +
+                "delete element inet smolvmd dns_allow { 10.200.0.4 . 1.2.3.4 }\n"
+                "delete element inet smolvmd dns_allow { 10.200.0.4 . 5.6.7.8 }\n" +
+                add0 + add1);
+  EXPECT_EQ(RenderLearnedScript("smolvmd", 0x0ac80004, "vm-c", {{0x01020304, 120}}),
+            absl::StrReplaceAll(add0 + "delete element inet smolvmd dns_allow { 10.200.0.4 . "
+                                       "1.2.3.4 }\n" + add0,
+                                {{"timeout 60s", "timeout 120s"}}));
+  EXPECT_EQ(RenderForgetScript("smolvmd", 0x0ac80004, {}), "");
+  EXPECT_EQ(RenderForgetScript("smolvmd", 0x0ac80004, {0x01020304}),
+            "add element inet smolvmd dns_allow { 10.200.0.4 . 1.2.3.4 timeout 1s }\n"
+            "delete element inet smolvmd dns_allow { 10.200.0.4 . 1.2.3.4 }\n"
+            "add element inet smolvmd dns_active { 10.200.0.4 . 1.2.3.4 timeout 1s }\n"
+            "delete element inet smolvmd dns_active { 10.200.0.4 . 1.2.3.4 }\n");
+}
+
 TEST(RenderNftRulesetTest, BadEntriesAreLeftOutAndReported) {
   FirewallState state = TwoVms();
   state.vms[0].forwards.push_back({"127.0.0.1", 8080, 80, "tcp"});
@@ -617,6 +706,33 @@ TEST_F(NftFirewallTest, AppliesIdempotentlyAndRemoves) {
   ASSERT_THAT(tables, IsOk());
   EXPECT_THAT(*tables, Not(HasSubstr("smolvmd")));
   EXPECT_THAT(firewall_->Remove("smolvmd"), IsOk());  // Absent is fine.
+}
+
+TEST_F(NftFirewallTest, LearnedAddressesComeAndGo) {
+  FirewallState state = WithDomainRules();
+  auto applied = firewall_->Apply(state);
+  ASSERT_THAT(applied, IsOk());
+  EXPECT_TRUE(applied->empty());
+  auto dns_set = [&](const char* name) {
+    auto listed = netns_->Exec({"nft", "list", "set", "inet", "smolvmd", name});
+    return listed.ok() ? *listed : listed.status().ToString();
+  };
+  const uint32_t guest = 0x0ac80004;
+  ASSERT_THAT(firewall_->AllowLearned("smolvmd", guest, "vm-c", {{0x5db8d822, 30}}), IsOk());
+  // Again, as a refresh of the same answer: no error for the element there.
+  ASSERT_THAT(firewall_->AllowLearned("smolvmd", guest, "vm-c", {{0x5db8d822, 600}}), IsOk());
+  EXPECT_THAT(dns_set("dns_allow"), HasSubstr("10.200.0.4 . 93.184.216.34 timeout 10m"));
+  // A VM change with learned elements in place, then forgetting (twice:
+  // what is gone already is no error).
+  state.vms[0].egress.mode = EgressMode::kOff;
+  ASSERT_TRUE(firewall_->AcceptsVmChanges(state));
+  ASSERT_THAT(firewall_->ApplyVm(state, "vm-a"), IsOk());
+  ASSERT_THAT(firewall_->ForgetLearned("smolvmd", guest, {0x5db8d822, 0x01020304}), IsOk());
+  ASSERT_THAT(firewall_->ForgetLearned("smolvmd", guest, {0x5db8d822}), IsOk());
+  EXPECT_THAT(dns_set("dns_allow"), Not(HasSubstr("93.184.216.34")));
+  EXPECT_THAT(dns_set("dns_active"), Not(HasSubstr("93.184.216.34")));
+  EXPECT_THAT(firewall_->AllowLearned("bad name!", guest, "vm-c", {{1, 1}}),
+              StatusIs(absl::StatusCode::kInvalidArgument));
 }
 
 TEST_F(NftFirewallTest, FailuresNameTheTableAndCarryNftsMessage) {

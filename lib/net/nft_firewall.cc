@@ -98,4 +98,23 @@ absl::Status NftFirewall::Remove(const std::string& table) {
   return Run(script, absl::StrCat("remove firewall table ", table));
 }
 
+absl::Status NftFirewall::AllowLearned(const std::string& table, uint32_t guest,
+                                       const std::string& vm_id,
+                                       const std::vector<LearnedAddress>& addresses) {
+  SMOLVM_RETURN_IF_ERROR(ValidateNftTableName(table));
+  const std::string script = RenderLearnedScript(table, guest, vm_id, addresses);
+  if (script.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  return Run(script, absl::StrCat("allow addresses learned from DNS for ", vm_id));
+}
+
+absl::Status NftFirewall::ForgetLearned(const std::string& table, uint32_t guest,
+                                        const std::vector<uint32_t>& addresses) {
+  SMOLVM_RETURN_IF_ERROR(ValidateNftTableName(table));
+  const std::string script = RenderForgetScript(table, guest, addresses);
+  if (script.empty()) return absl::OkStatus();
+  absl::MutexLock lock(&mu_);
+  return Run(script, absl::StrCat("forget addresses learned from DNS for ", IpToString(guest)));
+}
+
 }  // namespace smolvm::net

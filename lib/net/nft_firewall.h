@@ -36,6 +36,10 @@ class NftFirewall : public Firewall {
   absl::StatusOr<std::map<std::string, absl::Status>> ApplyVm(
       const FirewallState& state, const std::string& vm_id) override;
   absl::Status Remove(const std::string& table) override;
+  absl::Status AllowLearned(const std::string& table, uint32_t guest, const std::string& vm_id,
+                            const std::vector<LearnedAddress>& addresses) override;
+  absl::Status ForgetLearned(const std::string& table, uint32_t guest,
+                             const std::vector<uint32_t>& addresses) override;
 
  private:
   NftFirewall(std::string netns, nft_ctx* ctx);

@@ -160,6 +160,11 @@ ALTER TABLE snapshots ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
     R"sql(
 SELECT 1;
 )sql",
+    // 12: the same for the domain rules of egress policies (allow_domains,
+    // deny_domains).
+    R"sql(
+SELECT 1;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -280,6 +285,9 @@ Json ToJson(const EgressPolicy& egress) {
   Json out{{"mode", EgressModeName(egress.mode)}, {"allow_cidrs", egress.allow_cidrs}};
   // Only when set (schema 11 keeps daemons from before deny_cidrs away).
   if (!egress.deny_cidrs.empty()) out["deny_cidrs"] = egress.deny_cidrs;
+  // The same (schema 12).
+  if (!egress.allow_domains.empty()) out["allow_domains"] = egress.allow_domains;
+  if (!egress.deny_domains.empty()) out["deny_domains"] = egress.deny_domains;
   return out;
 }
 
@@ -380,7 +388,9 @@ bool ReadField(const Json& object, const char* key, EgressPolicy* out) {
     return false;
   }
   for (const auto& [key, list] : {std::pair{"allow_cidrs", &out->allow_cidrs},
-                                  std::pair{"deny_cidrs", &out->deny_cidrs}}) {
+                                  std::pair{"deny_cidrs", &out->deny_cidrs},
+                                  std::pair{"allow_domains", &out->allow_domains},
+                                  std::pair{"deny_domains", &out->deny_domains}}) {
     auto cidrs = it->find(key);
     if (cidrs == it->end()) continue;
     if (!cidrs->is_array()) return false;

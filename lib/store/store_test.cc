@@ -293,7 +293,8 @@ TEST_F(StoreTest, VmRoundTripsEveryField) {
 TEST_F(StoreTest, EgressPoliciesRoundTrip) {
   VmRecord vm = MakeVm("vm-egress");
   vm.config.egress = {EgressMode::kRestricted, {"10.0.0.0/8"}, {"10.1.0.0/16", "10.2.3.4"}};
-  vm.network.egress = {EgressMode::kOpen, {}, {"169.254.0.0/16"}};
+  vm.network.egress = {EgressMode::kOpen, {}, {"169.254.0.0/16"}, {}, {"*.evil.example"}};
+  vm.config.egress.allow_domains = {"pypi.org", "*.pythonhosted.org"};
   ASSERT_TRUE(store_->InsertVm(vm).ok());
   auto got = store_->GetVm("vm-egress");
   ASSERT_TRUE(got.ok()) << got.status();

@@ -46,13 +46,13 @@ bool HostFetches(const TestDaemon& d, const std::string& ip) {
   return r.first == 0 && r.second == kPage;
 }
 
-// A process started in the host namespace, ended (by pid) on destruction.
-class HostProcess {
+// A process started in namespace `netns`, ended (by pid) on destruction.
+class NetnsProcess {
  public:
-  HostProcess(const TestDaemon& d, const std::vector<std::string>& argv) {
+  NetnsProcess(const std::string& netns, const std::vector<std::string>& argv) {
     pid_ = fork();
     if (pid_ == 0) {
-      std::vector<std::string> args = {"ip", "netns", "exec", d.NetnsHost()};
+      std::vector<std::string> args = {"ip", "netns", "exec", netns};
       args.insert(args.end(), argv.begin(), argv.end());
       std::vector<char*> cargv;
       for (auto& a : args) cargv.push_back(a.data());
@@ -61,7 +61,7 @@ class HostProcess {
       _exit(127);
     }
   }
-  ~HostProcess() {
+  ~NetnsProcess() {
     if (pid_ > 0) {
       kill(pid_, SIGKILL);
       waitpid(pid_, nullptr, 0);
@@ -74,6 +74,13 @@ class HostProcess {
   pid_t pid_ = -1;
 };
 
+// A process started in the host namespace.
+class HostProcess : public NetnsProcess {
+ public:
+  HostProcess(const TestDaemon& d, const std::vector<std::string>& argv)
+      : NetnsProcess(d.NetnsHost(), argv) {}
+};
+
 class PolicyTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -81,7 +88,10 @@ class PolicyTest : public ::testing::Test {
     ASSERT_TRUE(users.ok()) << users.status();
     users_ = users->release();
     daemon_ = new TestDaemon();
-    auto s = daemon_->Start({"--socket-group", users_->group()});
+    // Guests' resolver (and the domain rules' upstream): DomainRules runs a
+    // DNS server there.
+    auto s = daemon_->Start(
+        {"--socket-group", users_->group(), "--dns", TestDaemon::kInternetIp});
     ASSERT_TRUE(s.ok()) << s;
     ready_ = true;
   }
@@ -361,6 +371,113 @@ TEST_F(PolicyTest, LiveEgressChangesAndDenyLists) {
   r = Ctl({"vm", "egress", kVm, "open"});
   ASSERT_EQ(r.exit_code, 0) << r.Describe();
   EXPECT_TRUE(Fetches(TestDaemon::kOtherInternetIp, &why)) << why;
+}
+
+// Domain rules end to end: a DNS server in the fake internet (dnsmasq:
+// allowed.test and every name below wild.test / denied.test / other.test
+// have addresses there, TTL 0), the daemon's resolver in between.
+TEST_F(PolicyTest, DomainRulesFollowTheAnswersTheGuestGets) {
+  BootVm();
+  const std::string pid_file = daemon_->dir() + "/dnsmasq.pid";
+  NetnsProcess dns(daemon_->NetnsInternet(),
+                   {"/usr/sbin/dnsmasq", "--keep-in-foreground", "--no-resolv", "--no-hosts",
+                    "--conf-file=/dev/null", "--bind-interfaces",
+                    absl::StrCat("--listen-address=", TestDaemon::kInternetIp),
+                    "--user=root", "--group=root", "--pid-file=" + pid_file,
+                    // Names under .test come from here alone (no upstream):
+                    // what has no address is answered, not REFUSED.
+                    "--local=/test/",
+                    absl::StrCat("--address=/allowed.test/", TestDaemon::kInternetIp),
+                    absl::StrCat("--address=/wild.test/", TestDaemon::kOtherInternetIp),
+                    absl::StrCat("--address=/denied.test/", TestDaemon::kOtherInternetIp),
+                    absl::StrCat("--address=/other.test/", TestDaemon::kOtherInternetIp)});
+  // The server answers (from the host namespace, as the daemon asks it).
+  bool serving = false;
+  for (int i = 0; i < 50 && !serving; ++i) {
+    serving = daemon_->InNetns(daemon_->NetnsHost(),
+                               absl::StrCat("busybox nslookup -type=a allowed.test ",
+                                            TestDaemon::kInternetIp))
+                  .first == 0;
+    if (!serving) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(serving) << "dnsmasq did not start";
+  auto fetch_name = [](const std::string& name, std::string* why = nullptr) {
+    ProcResult r = Ctl({"vm", "exec", kVm, "--", "sh", "-c",
+                        absl::StrCat("timeout 5 wget -q -O - http://", name, ":8080/hello.txt")});
+    if (why) *why = r.Describe();
+    return r.exit_code == 0 && r.out == kPage;
+  };
+  auto lookup = [](const std::string& name, const std::string& server = "") {
+    return Ctl({"vm", "exec", kVm, "--", "sh", "-c",
+                absl::StrCat("timeout 5 nslookup -type=a ", name, " ", server)});
+  };
+  std::string why;
+
+  // Restricted to names: only what their answers give is reachable.
+  ProcResult r = Ctl({"--json", "vm", "egress", kVm, "restricted", "--allow-domain",
+                      "allowed.test", "--allow-domain", "*.wild.test"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe() << daemon_->DaemonLog();
+  json egress = One(r.out).value("network", json::object()).value("egress", json::object());
+  EXPECT_EQ(egress.value("allow_domains", json::array()),
+            json::array({"allowed.test", "*.wild.test"}))
+      << r.out;
+  EXPECT_FALSE(Fetches(TestDaemon::kInternetIp)) << "an address reached before any answer";
+  EXPECT_TRUE(fetch_name("allowed.test", &why)) << why << daemon_->DaemonLog();
+  EXPECT_TRUE(Fetches(TestDaemon::kInternetIp, &why)) << "the learned address: " << why;
+  EXPECT_TRUE(fetch_name("www.wild.test", &why)) << why;
+  // Names outside the list are refused without an answer (nothing reaches
+  // the upstream), and their addresses stay closed.
+  EXPECT_FALSE(fetch_name("wild.test")) << "*.wild.test does not cover wild.test";
+  r = lookup("other.test");
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out + r.err, "REFUSED")) << r.Describe();
+  // Any resolver the guest names is the daemon's: the LAN host runs none.
+  r = lookup("allowed.test", TestDaemon::kLanHostIp);
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out, TestDaemon::kInternetIp)) << r.Describe();
+  // DNS over TLS would go around the resolver: closed even where the
+  // address is open (www.wild.test's).
+  NetnsProcess dot(daemon_->NetnsInternet(), {"busybox", "nc", "-ll", "-p", "853", "-e", "true"});
+  auto dot_probe = [](const std::string& nc) {
+    return absl::StrCat("echo | timeout 5 ", nc, " -w 2 ", TestDaemon::kOtherInternetIp, " 853");
+  };
+  // The control, from the host namespace (busybox's nc, as in the guest).
+  bool listening = false;
+  for (int i = 0; i < 50 && !listening; ++i) {
+    listening = daemon_->InNetns(daemon_->NetnsHost(), dot_probe("busybox nc")).first == 0;
+    if (!listening) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(listening) << "no listener on port 853";
+  EXPECT_TRUE(Fetches(TestDaemon::kOtherInternetIp, &why)) << why;
+  r = Ctl({"vm", "exec", kVm, "--", "sh", "-c", dot_probe("nc")});
+  EXPECT_NE(r.exit_code, 0) << "DNS over TLS goes around the rules: " << r.Describe();
+
+  // A new policy forgets what the old one learned, at once.
+  r = Ctl({"vm", "egress", kVm, "restricted", "--allow-domain", "*.wild.test"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_FALSE(Fetches(TestDaemon::kInternetIp)) << "learned under the old policy, still open";
+  EXPECT_FALSE(fetch_name("allowed.test")) << "no longer allowed";
+
+  // Open with a deny list of names: those do not resolve, the rest does.
+  r = Ctl({"--json", "vm", "egress", kVm, "open", "--deny-domain", "denied.test"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  r = lookup("denied.test");
+  EXPECT_NE(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out + r.err, "NXDOMAIN")) << r.Describe();
+  EXPECT_TRUE(fetch_name("other.test", &why)) << why;
+
+  // Refused at the edge.
+  r = Ctl({"vm", "egress", kVm, "open", "--allow-domain", "allowed.test"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "--allow-domain needs --egress restricted")) << r.Describe();
+  r = Ctl({"vm", "egress", kVm, "restricted", "--allow-domain", "a..test"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "allow_domains")) << r.Describe();
+
+  // Back to open for the other tests; the resolver is out of the way again.
+  r = Ctl({"vm", "egress", kVm, "open"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(fetch_name("denied.test", &why)) << why;
 }
 
 TEST(DockerCoexistence, GuestsKeepEgressAndIsolationUnderForwardDrop) {

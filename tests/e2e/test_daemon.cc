@@ -209,15 +209,18 @@ absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
   if (auto s = SetUpNetwork(); !s.ok()) return s;
   // nsenter execs the daemon in place: pid_ is the daemon's pid. (Not `ip
   // netns exec`: it remounts /sys, which hides the cgroup hierarchy.)
-  bool has_subnet = false;
-  for (const auto& a : extra_args) has_subnet |= a == "--subnet";
+  bool has_subnet = false, has_dns = false;
+  for (const auto& a : extra_args) {
+    has_subnet |= a == "--subnet";
+    has_dns |= a == "--dns";
+  }
   std::vector<std::string> args = {"/usr/bin/nsenter", "--net=/run/netns/" + netns_host_, "--",
                                    SmolvmdPath(),
                                    "--cgroup-parent", CgroupParent(),
                                    "--uplink", "up0"};
   if (!has_subnet) args.insert(args.end(), {"--subnet", kSubnet});
-  args.insert(args.end(), {"--dns", "none",
-                           "--socket", socket_path(),
+  if (!has_dns) args.insert(args.end(), {"--dns", "none"});
+  args.insert(args.end(), {"--socket", socket_path(),
                            "--state-dir", state_dir(),
                            "--run-dir", run_dir(),
                            "--accelerator", "auto",

@@ -42,6 +42,15 @@ class FakeFirewall : public net::Firewall {
     return absl::FailedPreconditionError("fake firewall: apply the whole state");
   }
   absl::Status Remove(const std::string& table) override;
+  // The fake has no resolver traffic: nothing is ever learned.
+  absl::Status AllowLearned(const std::string&, uint32_t, const std::string&,
+                            const std::vector<net::LearnedAddress>&) override {
+    return absl::OkStatus();
+  }
+  absl::Status ForgetLearned(const std::string&, uint32_t,
+                             const std::vector<uint32_t>&) override {
+    return absl::OkStatus();
+  }
 
  private:
   FakeHost* const host_;

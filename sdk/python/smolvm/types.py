@@ -119,12 +119,16 @@ _EGRESS_MODES = {"open": types_pb2.EgressPolicy.EGRESS_OPEN,
 @dataclass
 class EgressPolicy:
     """What a guest may reach: mode "open" (default), "off" or "restricted"
-    (only `allow_cidrs`, IPv4 CIDRs), in open and restricted mode never
-    `deny_cidrs` (checked before any allow)."""
+    (only `allow_cidrs`, IPv4 CIDRs, and the addresses DNS gives for
+    `allow_domains`, names like "example.com" or "*.example.com"), in open
+    and restricted mode never `deny_cidrs` (checked before any allow) and
+    never a name of `deny_domains` (NXDOMAIN)."""
 
     mode: str = "open"
     allow_cidrs: List[str] = field(default_factory=list)
     deny_cidrs: List[str] = field(default_factory=list)
+    allow_domains: List[str] = field(default_factory=list)
+    deny_domains: List[str] = field(default_factory=list)
 
     def to_proto(self) -> types_pb2.EgressPolicy:
         if self.mode not in _EGRESS_MODES:
@@ -132,13 +136,17 @@ class EgressPolicy:
                 f'egress mode "{self.mode}": want one of {", ".join(_EGRESS_MODES)}'))
         return types_pb2.EgressPolicy(mode=_EGRESS_MODES[self.mode],
                                       allow_cidrs=list(self.allow_cidrs),
-                                      deny_cidrs=list(self.deny_cidrs))
+                                      deny_cidrs=list(self.deny_cidrs),
+                                      allow_domains=list(self.allow_domains),
+                                      deny_domains=list(self.deny_domains))
 
     @classmethod
     def from_proto(cls, msg: types_pb2.EgressPolicy) -> "EgressPolicy":
         mode = next((k for k, v in _EGRESS_MODES.items() if v == msg.mode), "open")
         return cls(mode=mode, allow_cidrs=list(msg.allow_cidrs),
-                   deny_cidrs=list(msg.deny_cidrs))
+                   deny_cidrs=list(msg.deny_cidrs),
+                   allow_domains=list(msg.allow_domains),
+                   deny_domains=list(msg.deny_domains))
 
 
 @dataclass

@@ -471,6 +471,13 @@ class FakeDaemonTest(unittest.TestCase):
         self.assertEqual(vm.info.network.egress.deny_cidrs, ["10.0.0.0/8"])
         with self.assertRaises(InvalidArgumentError):
             vm.update_network_policy(EgressPolicy("sometimes"))
+        vm.update_network_policy(EgressPolicy("restricted", allow_domains=["*.pypi.org"],
+                                              deny_domains=["evil.pypi.org"]))
+        self.assertEqual(self.vms.requests[-1].egress, types_pb2.EgressPolicy(
+            mode=types_pb2.EgressPolicy.EGRESS_RESTRICTED, allow_domains=["*.pypi.org"],
+            deny_domains=["evil.pypi.org"]))
+        self.assertEqual(vm.info.network.egress.allow_domains, ["*.pypi.org"])
+        self.assertEqual(vm.info.network.egress.deny_domains, ["evil.pypi.org"])
 
     def test_close_of_a_vm_already_gone(self) -> None:
         vm = SmolVM.attach("gone", options=self.options)
