@@ -191,6 +191,7 @@ using ExecOutputCallback =
 // copyable; a moved-from SmolVM may only be destroyed or assigned to.
 class DirWatch;
 class ProcessConnection;
+class ConsoleStream;
 class ExecSession;
 
 class SmolVM {
@@ -420,6 +421,14 @@ class SmolVM {
                                                       bool recursive = false,
                                                       const std::string& user = "");
 
+  // --- The guest console (StreamConsole; the VM must be RUNNING or PAUSED) --
+  //
+  // console streams the serial console as the daemon keeps it: first the
+  // last `tail_bytes` (nullopt: all that is kept), then with `follow` what
+  // the guest writes next, until the VM stops or ConsoleStream::cancel().
+  absl::StatusOr<std::unique_ptr<ConsoleStream>> console(
+      bool follow, std::optional<uint64_t> tail_bytes = std::nullopt);
+
   // --- Background processes (ProcessService; the VM must be RUNNING) -------
   //
   // A process runs in the guest whether or not a client is attached: it
@@ -504,6 +513,19 @@ class DirWatch {
   virtual absl::StatusOr<v1::WatchDirEvent> next() = 0;
   // cancel ends the watch; a next() blocked in another thread returns.
   // Thread-safe, idempotent.
+  virtual void cancel() = 0;
+};
+
+// ConsoleStream is a running StreamConsole call (`SmolVM::console()`).
+// Destroying it cancels the call.
+class ConsoleStream {
+ public:
+  virtual ~ConsoleStream() = default;
+  // next blocks until the next chunk of console output; at the end it
+  // returns why (CANCELLED when the stream ended: the tail was sent, or
+  // the VM stopped, or cancel()).
+  virtual absl::StatusOr<std::string> next() = 0;
+  // Thread-safe, idempotent; a next() blocked in another thread returns.
   virtual void cancel() = 0;
 };
 

@@ -5,6 +5,7 @@
 #include "daemon/operation_service.h"
 #include "daemon/rpc_reply.h"
 #include "lib/base/status_macros.h"
+#include "lib/vmm/console_log_reader.h"
 
 namespace smolvm::daemon {
 
@@ -172,6 +173,33 @@ grpc::Status VmServiceImpl::ForkVm(grpc::ServerContext* ctx, const v1::ForkVmReq
                  ToProto(fork->children, resp->mutable_results());
                  LogCloneFailures("ForkVm", fork->children);
                  return absl::OkStatus();
+               });
+}
+
+grpc::Status VmServiceImpl::StreamConsole(grpc::ServerContext* ctx,
+                                          const v1::StreamConsoleRequest* req,
+                                          grpc::ServerWriter<v1::ConsoleChunk>* writer) {
+  return Serve(*callers_, *ctx, "StreamConsole", Access::kRead, req->vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 std::optional<uint64_t> tail;
+                 if (req->has_tail_bytes()) tail = req->tail_bytes();
+                 SMOLVM_ASSIGN_OR_RETURN(vmm::ConsoleLogReader reader,
+                                         manager_->OpenConsole(c, req->vm_id(), tail));
+                 v1::ConsoleChunk chunk;
+                 while (!ctx->IsCancelled()) {
+                   absl::StatusOr<std::string> data = reader.Read(64 << 10);
+                   // Gone: the VM stopped, which ends a follow.
+                   if (!data.ok()) return req->follow() ? absl::OkStatus() : data.status();
+                   if (!data->empty()) {
+                     chunk.set_data(*std::move(data));
+                     if (!writer->Write(chunk)) return absl::CancelledError("client went away");
+                     continue;
+                   }
+                   if (!req->follow()) return absl::OkStatus();
+                   // The recorder writes a file; polling it is what tail -f does.
+                   absl::SleepFor(absl::Milliseconds(200));
+                 }
+                 return absl::CancelledError("cancelled by the client");
                });
 }
 

@@ -42,6 +42,8 @@ class VmServiceImpl final : public v1::VmService::Service {
                           v1::UploadFileResponse* resp) override;
   grpc::Status ForkVm(grpc::ServerContext* ctx, const v1::ForkVmRequest* req,
                       v1::ForkVmResponse* resp) override;
+  grpc::Status StreamConsole(grpc::ServerContext* ctx, const v1::StreamConsoleRequest* req,
+                             grpc::ServerWriter<v1::ConsoleChunk>* writer) override;
   grpc::Status ExposePort(grpc::ServerContext* ctx, const v1::ExposePortRequest* req,
                           v1::Vm* resp) override;
   grpc::Status UpdateNetworkPolicy(grpc::ServerContext* ctx,

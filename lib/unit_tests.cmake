@@ -26,6 +26,7 @@ smolvm_unit_test(quota_test core/quota_test.cc smolvm_core)
 smolvm_unit_test(operations_test core/operations_test.cc smolvm_core)
 smolvm_unit_test(agent_client_test agent/agent_client_test.cc smolvm_agent_client)
 smolvm_unit_test(console_recorder_test vmm/console_recorder_test.cc smolvm_vmm)
+smolvm_unit_test(console_log_reader_test vmm/console_log_reader_test.cc smolvm_vmm)
 smolvm_unit_test(vm_cgroups_test vmm/vm_cgroups_test.cc smolvm_vmm)
 smolvm_unit_test(vmm_jail_test vmm/vmm_jail_test.cc smolvm_vmm)
 # Every operation with a fault injected at each of its steps (tests/fakes).

@@ -410,6 +410,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx) {
 
   RegisterExecCommand(*vm, ctx);
   RegisterShellCommand(*vm, ctx);
+  RegisterLogsCommand(*vm, ctx);
 }
 
 }  // namespace smolvm::cli

@@ -11,6 +11,7 @@
 #include "lib/base/status_macros.h"
 #include "lib/model/boot_args.h"
 #include "lib/model/validation.h"
+#include "lib/vmm/qemu_argv.h"
 #include "spdlog/spdlog.h"
 
 namespace smolvm::core {
@@ -562,6 +563,24 @@ absl::StatusOr<VmRecord> VmManager::GetVm(const Caller& caller, const std::strin
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, store_->GetVm(vm_id));
   SMOLVM_RETURN_IF_ERROR(CheckAccess(caller, "vm", vm_id, vm.owner));
   return Refresh(std::move(vm));
+}
+
+absl::StatusOr<vmm::ConsoleLogReader> VmManager::OpenConsole(const Caller& caller,
+                                                             const std::string& vm_id,
+                                                             std::optional<uint64_t> tail_bytes) {
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, GetVm(caller, vm_id));
+  if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "vm ", vm_id, " is ", VmStateName(vm.state),
+        ": its console is kept only while it runs (start it, then stream its console)"));
+  }
+  auto reader = vmm::ConsoleLogReader::Open(vmm::ConsoleLogPath(files_->VmRunDir(vm_id)),
+                                            tail_bytes.value_or(UINT64_MAX));
+  if (absl::IsNotFound(reader.status())) {
+    // Stopped between the two reads.
+    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is no longer running"));
+  }
+  return reader;
 }
 
 absl::StatusOr<store::Page<VmRecord>> VmManager::ListVms(

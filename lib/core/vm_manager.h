@@ -54,6 +54,7 @@
 #include "lib/model/tenant.h"
 #include "lib/model/vm.h"
 #include "lib/store/store.h"
+#include "lib/vmm/console_log_reader.h"
 #include "lib/vmm/hypervisor.h"
 
 namespace smolvm::core {
@@ -137,6 +138,12 @@ class VmManager {
   // Any state; ends the VMM, removes disk and record. Snapshots are kept.
   absl::Status DeleteVm(const Caller& caller, const std::string& vm_id);
   absl::StatusOr<VmRecord> GetVm(const Caller& caller, const std::string& vm_id);
+  // A reader of the guest console of a RUNNING or PAUSED VM (its run dir
+  // holds the log), positioned `tail_bytes` (nullopt: everything kept)
+  // before the end; FAILED_PRECONDITION for a VM in another state.
+  absl::StatusOr<vmm::ConsoleLogReader> OpenConsole(const Caller& caller,
+                                                    const std::string& vm_id,
+                                                    std::optional<uint64_t> tail_bytes);
   // `filter`'s images also match their tagged/untagged spelling
   // ("minimal" ~ "minimal:latest").
   absl::StatusOr<store::Page<VmRecord>> ListVms(const Caller& caller, int page_size,

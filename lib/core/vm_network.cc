@@ -374,39 +374,41 @@ void VmNetwork::UpdateDnsClientsLocked(const net::FirewallState& state,
                                        const std::map<std::string, absl::Status>& rejected,
                                        const std::string& vm_id) {
   if (!dns_proxy_) return;
+  // The VMs' entries now (for vm_id alone, or all), and which of them have
+  // domain rules.
   std::map<uint32_t, net::DnsProxy::Client> now;
+  std::map<uint32_t, std::string> holders;  // Address -> its VM, rules or not.
   for (const net::VmFirewallEntry& e : state.vms) {
-    if ((vm_id.empty() || e.vm_id == vm_id) && rejected.count(e.vm_id) == 0 &&
-        HasDomainRules(e.egress)) {
+    if (!vm_id.empty() && e.vm_id != vm_id) continue;
+    holders[e.ip] = e.vm_id;
+    if (rejected.count(e.vm_id) == 0 && HasDomainRules(e.egress)) {
       now[e.ip] = net::DnsProxy::Client{e.vm_id, e.egress};
     }
   }
+  // Guests whose learned addresses must go: their policy changed, their VM
+  // lost its rules or its address, or the address went to another VM.
   std::vector<uint32_t> changed;
   {
     absl::MutexLock lock(&dns_mu_);
-    if (vm_id.empty()) {
-      // The tables were replaced: what was learned is gone with them.
-      dns_clients_ = std::move(now);
-      dns_proxy_->ForgetAllRecords();
-      return;
-    }
     for (auto it = dns_clients_.begin(); it != dns_clients_.end();) {
-      if (it->second.vm_id != vm_id) {
+      const bool in_scope = vm_id.empty() || it->second.vm_id == vm_id ||
+                            holders.count(it->first) != 0;
+      if (!in_scope) {
         ++it;
         continue;
       }
       auto next = now.find(it->first);
-      if (next == now.end() || !(next->second.egress == it->second.egress)) {
+      if (next == now.end() || next->second.vm_id != it->second.vm_id ||
+          !(next->second.egress == it->second.egress)) {
         changed.push_back(it->first);
       }
       it = dns_clients_.erase(it);
     }
-    for (auto& [ip, client] : now) {
-      // The address was another VM's (its entry is gone by now).
-      if (dns_clients_.count(ip) != 0) changed.push_back(ip);
-      dns_clients_[ip] = std::move(client);
-    }
+    for (auto& [ip, client] : now) dns_clients_[ip] = std::move(client);
   }
+  // A whole apply replaced the tables (and emptied the learned sets): what
+  // is still valid goes back first.
+  if (vm_id.empty()) dns_proxy_->Reinstall();
   for (uint32_t ip : changed) {
     if (auto s = dns_proxy_->Forget(ip); !s.ok()) {
       spdlog::error("firewall: {}", std::string(s.message()));

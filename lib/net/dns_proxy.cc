@@ -27,6 +27,14 @@
 namespace smolvm::net {
 namespace {
 
+bool InAnyCidr(uint32_t ip, const std::vector<std::string>& cidrs) {
+  for (const std::string& text : cidrs) {
+    auto cidr = ParseCidr(text);
+    if (cidr.ok() && (ip & PrefixToMask(cidr->second)) == cidr->first) return true;
+  }
+  return false;
+}
+
 constexpr uint8_t kServFail = 2;
 constexpr uint8_t kNxDomain = 3;
 constexpr uint8_t kRefused = 5;
@@ -136,6 +144,7 @@ struct DnsProxy::Impl {
   // each Forget so that answers to older queries teach nothing.
   struct Guest {
     uint64_t generation = 0;
+    std::string vm_id;  // Of the last learning, for the elements' comments.
     std::map<uint32_t, absl::Time> learned;  // Address -> when its element expires.
     int in_flight = 0;
   };
@@ -160,6 +169,7 @@ struct DnsProxy::Impl {
     std::thread thread;
     std::shared_ptr<std::atomic<bool>> done;
     int fd = -1;  // Shut down at stop; owned (closed) by the thread.
+    uint32_t guest = 0;
   };
   absl::Mutex tcp_mu;
   std::list<TcpConnection> tcp_connections ABSL_GUARDED_BY(tcp_mu);
@@ -188,6 +198,12 @@ struct DnsProxy::Impl {
       d.reply = *std::move(r);
       return d;
     };
+    // The generation first: a policy change between here and the learning
+    // (the map updated, then Forget) makes this answer teach nothing.
+    {
+      absl::MutexLock lock(&mu);
+      d.generation = guests[guest].generation;
+    }
     std::optional<Client> client = lookup(guest);
     if (!client) return error(kRefused);
     switch (DecideDnsQuery(client->egress, question->name)) {
@@ -202,9 +218,15 @@ struct DnsProxy::Impl {
         break;
     }
     if (options.upstream_ip == 0) return error(kServFail);
+    // The resolver is a destination like any other: a VM whose policy
+    // closes it (its deny_cidrs; restricted without it in allow_cidrs)
+    // must not reach it through us, or the deny list would open DNS as a
+    // way out. Names it allows explicitly are the exception (the point).
+    const bool closed = InAnyCidr(options.upstream_ip, client->egress.deny_cidrs) ||
+                        (!d.allow && client->egress.mode == EgressMode::kRestricted &&
+                         !InAnyCidr(options.upstream_ip, client->egress.allow_cidrs));
+    if (closed) return error(kRefused);
     d.vm_id = client->vm_id;
-    absl::MutexLock lock(&mu);
-    d.generation = guests[guest].generation;
     return d;
   }
 
@@ -220,10 +242,15 @@ struct DnsProxy::Impl {
     if (g.generation != d.generation) return true;
     const absl::Time now = absl::Now();
     if (g.learned.size() >= kMaxLearnedPerGuest) {
-      // Elements expired long ago (an hour past their timeout: no open
-      // connection is likely to hold them any more) are no longer tracked.
-      for (auto it = g.learned.begin(); it != g.learned.end();) {
-        it = it->second + absl::Hours(1) < now ? g.learned.erase(it) : std::next(it);
+      // Full: the addresses whose answers expired go, from the firewall too
+      // (every element must stay on record, or Forget would miss it; a
+      // connection still using one of them ends).
+      std::vector<uint32_t> expired;
+      for (const auto& [ip, expires] : g.learned) {
+        if (expires < now) expired.push_back(ip);
+      }
+      if (options.firewall->ForgetLearned(options.table, guest, expired).ok()) {
+        for (uint32_t ip : expired) g.learned.erase(ip);
       }
     }
     std::vector<LearnedAddress> add;
@@ -240,6 +267,7 @@ struct DnsProxy::Impl {
       spdlog::error("dns: {}", std::string(s.message()));
       return false;
     }
+    g.vm_id = d.vm_id;
     for (const LearnedAddress& a : add) {
       g.learned[a.ip] =
           now + absl::Seconds(std::clamp(a.ttl, kLearnedMinSeconds, kLearnedMaxSeconds));
@@ -391,11 +419,17 @@ struct DnsProxy::Impl {
     UniqueFd conn(accept4(tcp.get(), reinterpret_cast<sockaddr*>(&from), &len,
                     SOCK_CLOEXEC | SOCK_NONBLOCK));
     if (conn.get() < 0) return;
+    const uint32_t guest = ntohl(from.sin_addr.s_addr);
     absl::MutexLock lock(&tcp_mu);
-    if (tcp_connections.size() >= kMaxTcpConnections) return;  // Closed.
+    // Closed when over the caps: one guest cannot take every connection.
+    if (tcp_connections.size() >= kMaxTcpConnections) return;
+    if (std::count_if(tcp_connections.begin(), tcp_connections.end(), [&](const auto& c) {
+          return c.guest == guest;
+        }) >= kMaxTcpConnectionsPerGuest) {
+      return;
+    }
     auto done = std::make_shared<std::atomic<bool>>(false);
     const int fd = conn.get();
-    const uint32_t guest = ntohl(from.sin_addr.s_addr);
     tcp_connections.push_back(TcpConnection{
         std::thread([this, c = std::move(conn), guest, done]() mutable {
           ServeTcp(c.get(), guest);
@@ -406,7 +440,7 @@ struct DnsProxy::Impl {
           c.Reset();
           *done = true;
         }),
-        done, fd});
+        done, fd, guest});
   }
 
   void ServeTcp(int fd, uint32_t guest) {
@@ -519,15 +553,36 @@ absl::Status DnsProxy::Forget(uint32_t guest) {
   ++g.generation;
   std::vector<uint32_t> addresses;
   for (const auto& [ip, expires] : g.learned) addresses.push_back(ip);
+  SMOLVM_RETURN_IF_ERROR(
+      impl_->options.firewall->ForgetLearned(impl_->options.table, guest, addresses));
+  // Only now: on failure the elements are still there, and so are their
+  // records, for the next Forget.
   g.learned.clear();
-  return impl_->options.firewall->ForgetLearned(impl_->options.table, guest, addresses);
+  return absl::OkStatus();
 }
 
-void DnsProxy::ForgetAllRecords() {
+void DnsProxy::Reinstall() {
   absl::MutexLock lock(&impl_->mu);
+  const absl::Time now = absl::Now();
   for (auto& [guest, g] : impl_->guests) {
-    ++g.generation;
-    g.learned.clear();
+    std::vector<LearnedAddress> back;
+    for (auto it = g.learned.begin(); it != g.learned.end();) {
+      if (it->second <= now) {
+        it = g.learned.erase(it);  // Gone with the old table; not due back.
+        continue;
+      }
+      back.push_back({it->first, static_cast<uint32_t>(
+                                     absl::ToInt64Seconds(it->second - now) + 1)});
+      ++it;
+    }
+    if (back.empty()) continue;
+    // A timeout below the minimum is fine here: it is what was left.
+    if (auto s = impl_->options.firewall->AllowLearned(impl_->options.table, guest, g.vm_id,
+                                                       back);
+        !s.ok()) {
+      spdlog::error("dns: {}", std::string(s.message()));
+      g.learned.clear();  // Not in the new table.
+    }
   }
 }
 

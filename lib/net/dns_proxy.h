@@ -59,6 +59,7 @@ class DnsProxy {
   static constexpr int kMaxInFlight = 512;           // Queries sent upstream, in all.
   static constexpr int kMaxInFlightPerGuest = 64;
   static constexpr int kMaxTcpConnections = 16;
+  static constexpr int kMaxTcpConnectionsPerGuest = 4;
   static constexpr size_t kMaxLearnedPerGuest = 4096;  // Addresses remembered for Forget.
 
   static absl::StatusOr<std::unique_ptr<DnsProxy>> Start(Options options, Lookup lookup);
@@ -72,9 +73,11 @@ class DnsProxy {
   // went to another VM), in the firewall too; answers to queries it sent
   // before are no longer learned from.
   absl::Status Forget(uint32_t guest);
-  // The firewall's dynamic sets were emptied (a whole-state apply): forget
-  // every record without touching the firewall.
-  void ForgetAllRecords();
+  // The firewall's tables were replaced (a whole-state apply), emptying the
+  // dynamic sets: puts back what every guest learned and is not expired
+  // (with the time left), so VMs keep their allowed addresses. Callers then
+  // Forget the guests whose policy changed.
+  void Reinstall();
 
   struct Impl;
 

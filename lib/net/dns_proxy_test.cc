@@ -757,19 +757,56 @@ TEST_F(DnsProxyTest, ForgetRemovesWhatWasLearnedAndOlderQueriesTeachNothing) {
   EXPECT_EQ(firewall_.allowed().size(), 2u);
 }
 
-TEST_F(DnsProxyTest, ForgetAllRecordsLeavesTheFirewallAlone) {
+TEST_F(DnsProxyTest, ReinstallPutsBackWhatIsStillValid) {
   SetClient(Restricted());
   auto proxy = Start();
   ASSERT_NE(proxy, nullptr);
   GuestSocket guest(proxy->port());
 
   ExpectReply(guest.Ask("allowed.test", 0xa101), 0xa101, "allowed.test", LDNS_RCODE_NOERROR);
-  proxy->ForgetAllRecords();
+  ASSERT_EQ(firewall_.allowed().size(), 1u);
+  // The tables were replaced: the address goes back, with the time left
+  // of its TTL (300 s, the fake upstream's).
+  proxy->Reinstall();
+  auto allowed = firewall_.allowed();
+  ASSERT_EQ(allowed.size(), 2u);
+  ASSERT_EQ(allowed[1].addresses.size(), 1u);
+  EXPECT_EQ(allowed[1].vm_id, kVmId);
+  EXPECT_LE(allowed[1].addresses[0].ttl, 301u);
+  EXPECT_GE(allowed[1].addresses[0].ttl, 295u);
   EXPECT_THAT(firewall_.forgotten(), IsEmpty());
+  // Still on record for Forget.
   ASSERT_THAT(proxy->Forget(kGuest), IsOk());
   auto forgotten = firewall_.forgotten();
   ASSERT_EQ(forgotten.size(), 1u);
-  EXPECT_THAT(forgotten[0].addresses, IsEmpty()) << "ForgetAllRecords kept a record";
+  EXPECT_EQ(forgotten[0].addresses.size(), 1u) << "Reinstall lost a record";
+}
+
+// A resolver the VM's policy closes stays closed through the proxy: a deny
+// list of names must not open DNS as a way out.
+TEST_F(DnsProxyTest, TheResolverIsReachedOnlyWhereThePolicyAllowsIt) {
+  EgressPolicy restricted;
+  restricted.mode = EgressMode::kRestricted;
+  restricted.allow_cidrs = {"10.0.0.0/8"};
+  restricted.deny_domains = {"bad.test"};
+  SetClient(restricted);
+  auto proxy = Start();
+  ASSERT_NE(proxy, nullptr);
+  GuestSocket guest(proxy->port());
+  ExpectReply(guest.Ask("allowed.test", 0xc101), 0xc101, "allowed.test", LDNS_RCODE_REFUSED);
+  ExpectReply(guest.Ask("bad.test", 0xc102), 0xc102, "bad.test", LDNS_RCODE_NXDOMAIN);
+  // With the resolver in its allow list, forwarded (nothing learned).
+  restricted.allow_cidrs = {"127.0.0.0/8"};
+  SetClient(restricted);
+  ExpectReply(guest.Ask("allowed.test", 0xc103), 0xc103, "allowed.test", LDNS_RCODE_NOERROR);
+  EXPECT_THAT(firewall_.allowed(), IsEmpty());
+  // Open, but the resolver in its deny list.
+  EgressPolicy open = OpenDenying();
+  open.deny_cidrs = {"127.0.0.1"};
+  SetClient(open);
+  ExpectReply(guest.Ask("allowed.test", 0xc104), 0xc104, "allowed.test", LDNS_RCODE_REFUSED);
+  EXPECT_THAT(upstream_.seen(), ElementsAre("udp:allowed.test"))
+      << "only the one allowed query went upstream";
 }
 
 TEST_F(DnsProxyTest, TcpQueriesAreForwardedOverTcpAndRefusedAlike) {

@@ -531,12 +531,15 @@ std::string RenderScript(const FirewallState& state, const CheckedGlobals& globa
     // Addresses of allowed names: a new connection needs an answer that
     // has not expired; a connection opened in time goes on while it is
     // used (dns_active, refreshed by its packets).
-    const std::string refresh = absl::StrCat(
-        "update @dns_active { ip saddr . ip daddr timeout ", kLearnedIdleSeconds, "s } accept");
-    forward.push_back(absl::StrCat(from_guests, "ip saddr . ip daddr @dns_allow ", refresh));
-    forward.push_back(absl::StrCat(from_guests,
-                                   "ct state established ip saddr . ip daddr @dns_active ",
-                                   refresh));
+    // The update and the accept are separate rules: an update that fails
+    // (the set full) ends its rule, and must not end the accept with it.
+    const std::string refresh = absl::StrCat("update @dns_active { ip saddr . ip daddr timeout ",
+                                             kLearnedIdleSeconds, "s }");
+    for (const std::string match : {"ip saddr . ip daddr @dns_allow",
+                                    "ct state established ip saddr . ip daddr @dns_active"}) {
+      forward.push_back(absl::StrCat(from_guests, match, " ", refresh));
+      forward.push_back(absl::StrCat(from_guests, match, " accept"));
+    }
   }
   forward.push_back(absl::StrCat(from_guests, "drop"));
   // Only forwarded (DNATed) connections reach a guest, and only on the

@@ -116,8 +116,10 @@ struct FirewallState {
 // (a TTL of 0 must still let the guest connect; a day-long one must not
 // outlive a policy change by a day); set dns_active keeps an address of a
 // connection opened in time while packets flow, until kLearnedIdleSeconds
-// of silence. Elements are only ever added by the resolver and removed
-// with ForgetLearned, so a whole-state Apply (which empties them) is safe.
+// of silence (that set is filled from the packet path). Elements are only
+// ever added by the resolver (and dns_active by packets of what it added)
+// and removed with ForgetLearned; a whole-state Apply empties both, and the
+// resolver puts back what is still valid (DnsProxy::Reinstall).
 inline constexpr uint32_t kLearnedMinSeconds = 60;
 inline constexpr uint32_t kLearnedMaxSeconds = 3600;
 inline constexpr uint32_t kLearnedIdleSeconds = 300;

@@ -378,9 +378,12 @@ TEST(RenderNftRulesetTest, DomainRulesSendDnsToTheResolver) {
   const size_t dot = forward.find("ip saddr @dns_filtered meta l4proto { tcp, udp } th dport 853 drop");
   const size_t learned =
       forward.find("ip saddr . ip daddr @dns_allow update @dns_active { ip saddr . ip daddr "
-                   "timeout 300s } accept");
+                   "timeout 300s }\n");
   const size_t active = forward.find(
       "ct state established ip saddr . ip daddr @dns_active update @dns_active");
+  // Accepts of their own, after the updates (a full set fails an update).
+  EXPECT_LT(learned, forward.find("ip saddr . ip daddr @dns_allow accept"));
+  EXPECT_LT(active, forward.find("ct state established ip saddr . ip daddr @dns_active accept"));
   ASSERT_NE(dot, std::string::npos) << forward;
   ASSERT_NE(learned, std::string::npos) << forward;
   ASSERT_NE(active, std::string::npos) << forward;

@@ -2,7 +2,10 @@
 // daemon, asserting exit codes and messages. One cold boot for the suite
 // (cli-vm, RUNNING); the other VMs are created without booting. `vm shell`
 // runs in a private tmux server, which plays the user's terminal.
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,6 +21,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -256,6 +260,77 @@ TEST_F(CliTest, ListQuietAndDeleteSeveral) {
   EXPECT_EQ(r.exit_code, 2) << r.Describe();
   EXPECT_TRUE(absl::StrContains(r.err, "--yes")) << r.err;
   EXPECT_EQ(Lines(Cli({"vm", "ls", "-q"}).out), std::set<std::string>{kVm});
+}
+
+// vm logs: the console's tail, as JSON lines too, and -f printing what the
+// guest writes as it writes it, until Ctrl-C.
+TEST_F(CliTest, LogsTailAndFollow) {
+  auto say = [](const std::string& text) {
+    return Cli({"vm", "exec", kVm, "--", "sh", "-c", "echo " + text + " > /dev/console"});
+  };
+  ASSERT_EQ(say("logs-marker-1").exit_code, 0);
+  // The recorder copies the console to its file on a thread of its own.
+  ProcResult r;
+  for (int i = 0; i < 50; ++i) {
+    r = Cli({"vm", "logs", "--tail", "4096", kVm});
+    if (absl::StrContains(r.out, "logs-marker-1")) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  EXPECT_EQ(r.exit_code, 0) << r.Describe();
+  EXPECT_TRUE(absl::StrContains(r.out, "logs-marker-1")) << r.Describe();
+  EXPECT_LE(r.out.size(), 4096u);
+  r = Cli({"--json", "vm", "logs", "--tail", "64", kVm});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  std::string decoded;
+  for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+    auto chunk = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(chunk.is_object()) << line;
+    std::string data;
+    ASSERT_TRUE(absl::Base64Unescape(chunk.value("data", ""), &data)) << line;
+    decoded += data;
+  }
+  EXPECT_TRUE(absl::StrContains(decoded, "logs-marker-1")) << r.out;
+
+  // Follow from now (--tail 0): only what comes next.
+  const std::string out_path = daemon_->dir() + "/logs-follow.out";
+  pid_t follower = fork();
+  if (follower == 0) {
+    int fd = open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+    dup2(fd, 1);
+    execl(SmolvmctlPath().c_str(), "smolvmctl", "--socket", daemon_->socket_path().c_str(),
+          "vm", "logs", "-f", "--tail", "0", kVm, nullptr);
+    _exit(127);
+  }
+  ASSERT_GT(follower, 0);
+  absl::Cleanup reap = [follower] {
+    kill(follower, SIGKILL);
+    waitpid(follower, nullptr, 0);
+  };
+  auto followed = [&] {
+    std::ifstream in(out_path);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  };
+  bool seen = false;
+  for (int i = 0; i < 100 && !seen; ++i) {
+    // Said again until seen: the follower may not be streaming yet.
+    if (i % 10 == 0) ASSERT_EQ(say("logs-marker-2").exit_code, 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    seen = absl::StrContains(followed(), "logs-marker-2");
+  }
+  EXPECT_TRUE(seen) << followed();
+  EXPECT_FALSE(absl::StrContains(followed(), "logs-marker-1")) << "--tail 0 replayed old output";
+  ASSERT_EQ(kill(follower, SIGINT), 0);
+  int status = 0;
+  ASSERT_EQ(waitpid(follower, &status, 0), follower);
+  std::move(reap).Cancel();
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
+
+  // A VM that is not running has no console kept.
+  ASSERT_EQ(Cli({"vm", "create", "--id", "cli-logs-off", "--no-start"}).exit_code, 0);
+  r = Cli({"vm", "logs", "cli-logs-off"});
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(r.err, "kept only while it runs")) << r.Describe();
+  EXPECT_EQ(Cli({"vm", "delete", "cli-logs-off"}).exit_code, 0);
 }
 
 TEST_F(CliTest, ExposePrintsTheForward) {

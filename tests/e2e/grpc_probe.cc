@@ -284,6 +284,16 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
     if (bytes > 0) *detail = " (" + std::to_string(bytes) + " bytes)";
     return reader->Finish();
   }
+  if (method == "StreamConsole") {
+    smolvm::v1::StreamConsoleRequest request;
+    if (!Parse(json, &request)) return bad;
+    auto reader = vms->StreamConsole(&ctx, request);
+    smolvm::v1::ConsoleChunk r;
+    size_t bytes = 0;
+    while (reader->Read(&r)) bytes += r.data().size();
+    if (bytes > 0) *detail = " (" + std::to_string(bytes) + " bytes)";
+    return reader->Finish();
+  }
   if (method == "UploadFile") {
     UploadFileRequest header;
     if (!Parse(json, header.mutable_header())) return bad;

@@ -213,6 +213,7 @@ TEST_F(TenantsTest, TenantsCannotSeeOrTouchEachOther) {
         {"ExecStream", R"({"exec":{"vm_id":"%","argv":["cat"]}})"},
         {"ExecStream", R"({"exec":{"vm_id":"%","argv":["sh"]},"tty":true})"},
         {"DownloadFile", R"({"vm_id":"%","path":"/etc/hostname"})"},
+        {"StreamConsole", R"({"vm_id":"%"})"},
         {"UploadFile", R"({"vm_id":"%","path":"/root/planted"})"},
         {"PingAgent", R"({"vm_id":"%"})"},
         {"StatPath", R"({"vm_id":"%","path":"/etc/hostname"})"},

@@ -35,6 +35,7 @@ from smolvm.exec_session import ExecSession
 from smolvm.fs import (DirWatch, FileEntry, FileType, ListDirResult, WatchEvent,
                        WatchEventType)
 from smolvm.manager import SmolVMManager
+from smolvm.console import ConsoleStream
 from smolvm.process import ProcessConnection, ProcessInfo, ProcessOutput
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
@@ -52,7 +53,7 @@ __all__ = [
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",
     "FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent", "DirWatch",
-    "ProcessInfo", "ProcessOutput", "ProcessConnection", "ExecSession",
+    "ProcessInfo", "ProcessOutput", "ProcessConnection", "ExecSession", "ConsoleStream",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

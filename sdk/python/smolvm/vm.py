@@ -31,6 +31,7 @@ from smolvm.progress import ProgressCallback, call_with_progress
 from smolvm.errors import FailedPreconditionError, InvalidArgumentError, NotFoundError
 from smolvm.exec_session import ExecSession
 from smolvm.fs import DirWatch, FileEntry, ListDirResult
+from smolvm.console import ConsoleStream
 from smolvm.process import ProcessConnection, ProcessInfo
 from smolvm.types import (CommandResult, ConfigLike, EgressPolicy, ForkOutcome, ForkVmResult,
                           SnapshotInfo, VMConfig, VMInfo, VmStatus, coerce_config,
@@ -550,6 +551,22 @@ class SmolVM:
         request = self._request("watch dir in", filesystem_service_pb2.WatchDirRequest,
                                 path=path, user=user, recursive=recursive)
         return DirWatch(self._connection, request, timeout)
+
+    # --- The guest console (StreamConsole; RUNNING or PAUSED) ---------------
+
+    def console(self, follow: bool = False, tail_bytes: Optional[int] = None, *,
+                timeout: Optional[float] = None) -> ConsoleStream:
+        """Streams the guest's serial console as the daemon keeps it
+        (StreamConsole): first the last `tail_bytes` (None = all that is
+        kept, 0 = none), then with `follow` what the guest writes until the
+        VM stops. The :class:`~smolvm.console.ConsoleStream` is an iterator
+        of ``bytes`` and a context manager; `timeout` seconds after this
+        call (None or 0 = no limit) the iteration ends without raising."""
+        request = self._request("stream the console of", vm_service_pb2.StreamConsoleRequest,
+                                follow=follow)
+        if tail_bytes is not None:
+            request.tail_bytes = tail_bytes
+        return ConsoleStream(self._connection, request, timeout)
 
     # --- Background processes (ProcessService; the VM must be RUNNING) ------
     #

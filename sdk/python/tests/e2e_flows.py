@@ -30,6 +30,7 @@ import re
 import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
 from datetime import datetime, timedelta, timezone
@@ -324,6 +325,34 @@ def exec_sessions(c: Checks, vm: SmolVM) -> None:
             (r.exit_code, r.signal, r.timed_out, r.stderr) == (0, 0, False, ""), r)
 
 
+def console(c: Checks, vm: SmolVM) -> None:
+    """vm.console(): what the guest writes to its console, followed."""
+    stop = threading.Event()
+
+    def say() -> None:
+        # Written until seen: the stream may not be following yet.
+        for _ in range(40):
+            vm.run("echo py-console-marker > /dev/console")
+            if stop.wait(0.5):
+                return
+
+    seen = b""
+    writer = threading.Thread(target=say)
+    with vm.console(follow=True, tail_bytes=0, timeout=60) as stream:
+        writer.start()
+        for chunk in stream:
+            seen += chunk
+            if b"py-console-marker" in seen or len(seen) > (1 << 20):
+                break
+    stop.set()
+    writer.join()
+    c.check("console: follow sees what the guest writes", b"py-console-marker" in seen,
+            seen[-200:])
+    tail = b"".join(vm.console(tail_bytes=4096))
+    c.check("console: the tail holds it, within tail_bytes",
+            b"py-console-marker" in tail and len(tail) <= 4096, len(tail))
+
+
 def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) -> None:
     if base_snapshot:
         vm = SmolVM.from_snapshot(base_snapshot, resume_vm=True, vm_id=MAIN_VM_ID)
@@ -338,6 +367,7 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     filesystem(c, vm)
     processes(c, vm)
     exec_sessions(c, vm)
+    console(c, vm)
 
     c.require("marker written", vm.run("echo before-snapshot > /root/marker").ok)
     snap_progress: list = []

@@ -70,6 +70,14 @@ class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
             vms=[types_pb2.Vm(vm_id=v) for v in self.vms[start:end]],
             next_page_token=str(end) if end < len(self.vms) else "")
 
+    def StreamConsole(self, request: Any, context: Any) -> Iterator[vm_service_pb2.ConsoleChunk]:
+        self.requests.append(request)
+        if request.vm_id == "gone":
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          "vm stopped is STOPPED: its console is kept only while it runs")
+        yield vm_service_pb2.ConsoleChunk(data=b"boot ")
+        yield vm_service_pb2.ConsoleChunk(data=b"done\n")
+
     def Exec(self, request: Any, context: Any) -> Iterator[vm_service_pb2.ExecResponse]:
         self.requests.append(request)
         # Start errors as the daemon maps the guest's errno.
@@ -461,6 +469,18 @@ class FakeDaemonTest(unittest.TestCase):
         never_started = SmolVM(options=self.options)
         never_started.close()  # Sends nothing.
         self.assertEqual(len(self.vms.requests), 2)
+
+    def test_console(self) -> None:
+        vm = SmolVM.attach("box", options=self.options)
+        with vm.console(follow=True, tail_bytes=0) as console:
+            self.assertEqual(b"".join(console), b"boot done\n")
+        request = self.vms.requests[-1]
+        self.assertEqual((request.vm_id, request.follow, request.tail_bytes), ("box", True, 0))
+        self.assertTrue(request.HasField("tail_bytes"))
+        self.assertEqual(b"".join(vm.console()), b"boot done\n")
+        self.assertFalse(self.vms.requests[-1].HasField("tail_bytes"), "None = all that is kept")
+        with self.assertRaises(FailedPreconditionError):
+            list(SmolVM.attach("gone", options=self.options).console())
 
     def test_update_network_policy(self) -> None:
         vm = SmolVM.attach("box", options=self.options)
