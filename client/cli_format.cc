@@ -567,6 +567,38 @@ std::string FormatEgress(const v1::EgressPolicy& egress) {
   return out;
 }
 
+std::string StatsTable(absl::Span<const v1::VmStats> stats,
+                       absl::Span<const v1::VmStats> previous) {
+  std::vector<std::vector<std::string>> rows = {
+      {"VM", "CPU", "VMM_RSS", "GUEST_MEM", "DISK", "NET_TX", "NET_RX", "UPTIME"}};
+  auto ns = [](const google::protobuf::Timestamp& t) {
+    return t.seconds() * 1'000'000'000 + t.nanos();
+  };
+  for (const v1::VmStats& s : stats) {
+    std::string cpu = "-";
+    for (const v1::VmStats& p : previous) {
+      const int64_t wall = ns(s.taken_at()) - ns(p.taken_at());
+      if (p.vm_id() == s.vm_id() && wall > 0 && s.cpu_time_ns() >= p.cpu_time_ns()) {
+        cpu = absl::StrFormat("%.1f%%",
+                              100.0 * static_cast<double>(s.cpu_time_ns() - p.cpu_time_ns()) /
+                                  static_cast<double>(wall));
+      }
+    }
+    std::string mem = "-";
+    if (s.guest_memory_known()) {
+      const uint64_t total = s.guest_memory_total_bytes();
+      const uint64_t used = total - std::min(total, s.guest_memory_available_bytes());
+      mem = absl::StrCat(FormatBytes(used), " / ", FormatBytes(total));
+    }
+    const uint64_t up = s.uptime_ms() / 1000;
+    rows.push_back({s.vm_id(), cpu, FormatBytes(s.vmm_rss_bytes()), mem,
+                    FormatBytes(s.disk_allocated_bytes()), FormatBytes(s.guest_tx_bytes()),
+                    FormatBytes(s.guest_rx_bytes()),
+                    absl::StrFormat("%d:%02d:%02d", up / 3600, up / 60 % 60, up % 60)});
+  }
+  return RenderTable(rows);
+}
+
 std::string FormatTimestamp(const google::protobuf::Timestamp& ts) {
   if (ts.seconds() == 0 && ts.nanos() == 0) return "-";
   return absl::FormatTime("%Y-%m-%dT%H:%M:%SZ",

@@ -29,6 +29,7 @@
 #include "smolvm/v1/process_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
 #include "smolvm/v1/types.pb.h"
+#include "smolvm/v1/vm_service.pb.h"
 
 namespace smolvm::cli {
 
@@ -107,6 +108,12 @@ std::string WatchEventLine(const v1::WatchDirEvent& event);
 // default, root); COMMAND the argv, each word that a shell would not take
 // as it is in single quotes ("sh -c 'sleep 1; echo hi'").
 std::string ProcessTable(absl::Span<const v1::ProcessInfo> processes);
+
+// VM, CPU, VMM_RSS, GUEST_MEM (used/total), DISK, NET_TX, NET_RX, UPTIME of
+// each report; CPU is the share of one host core over the interval since
+// `previous`'s report of the same VM ("-" without one).
+std::string StatsTable(absl::Span<const v1::VmStats> stats,
+                       absl::Span<const v1::VmStats> previous = {});
 
 // ProcessStatus renders a process's state: "running", "exited N" or
 // "signal NAME" (SignalName; e.g. "signal TERM").

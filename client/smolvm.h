@@ -192,6 +192,7 @@ using ExecOutputCallback =
 class DirWatch;
 class ProcessConnection;
 class ConsoleStream;
+class StatsWatch;
 class ExecSession;
 
 class SmolVM {
@@ -429,6 +430,12 @@ class SmolVM {
   absl::StatusOr<std::unique_ptr<ConsoleStream>> console(
       bool follow, std::optional<uint64_t> tail_bytes = std::nullopt);
 
+  // --- Resource use (GetVmStats / WatchVmStats; RUNNING or PAUSED) ---------
+  absl::StatusOr<v1::VmStats> stats();
+  // watch_stats reports the stats every `interval` (1 s - 1 h) until the VM
+  // stops or StatsWatch::cancel().
+  absl::StatusOr<std::unique_ptr<StatsWatch>> watch_stats(absl::Duration interval);
+
   // --- Background processes (ProcessService; the VM must be RUNNING) -------
   //
   // A process runs in the guest whether or not a client is attached: it
@@ -527,6 +534,15 @@ class ConsoleStream {
   virtual absl::StatusOr<std::string> next() = 0;
   // Thread-safe, idempotent; a next() blocked in another thread returns.
   virtual void cancel() = 0;
+};
+
+// StatsWatch is a running WatchVmStats call (`SmolVM::watch_stats()`).
+class StatsWatch {
+ public:
+  virtual ~StatsWatch() = default;
+  // The next report; at the end why (CANCELLED: the VM stopped, cancel()).
+  virtual absl::StatusOr<v1::VmStats> next() = 0;
+  virtual void cancel() = 0;  // Thread-safe, idempotent.
 };
 
 // ProcessConnection is a running ConnectProcess call

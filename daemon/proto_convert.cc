@@ -32,6 +32,23 @@ void ToProto(const PortForward& f, v1::PortForward* out) {
 
 }  // namespace
 
+void ToProto(const std::string& vm_id, const core::VmStats& s, v1::VmStats* out) {
+  out->set_vm_id(vm_id);
+  SetTimestamp(s.taken_at, out->mutable_taken_at());
+  out->set_uptime_ms(static_cast<uint64_t>(absl::ToInt64Milliseconds(s.uptime)));
+  out->set_cpu_time_ns(s.cpu_time_ns);
+  out->set_vmm_rss_bytes(s.vmm_rss_bytes);
+  out->set_vmm_pss_bytes(s.vmm_pss_bytes);
+  out->set_disk_allocated_bytes(s.disk_allocated_bytes);
+  out->set_guest_tx_bytes(s.guest_tx_bytes);
+  out->set_guest_tx_packets(s.guest_tx_packets);
+  out->set_guest_rx_bytes(s.guest_rx_bytes);
+  out->set_guest_rx_packets(s.guest_rx_packets);
+  out->set_guest_memory_known(s.guest_memory_known);
+  out->set_guest_memory_total_bytes(s.guest_memory_total_bytes);
+  out->set_guest_memory_available_bytes(s.guest_memory_available_bytes);
+}
+
 absl::StatusOr<EgressPolicy> FromProto(const v1::EgressPolicy& e) {
   EgressPolicy out;
   switch (e.mode()) {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/agent/agent_client.h"
 #include "lib/core/operations.h"
+#include "lib/core/vm_stats.h"
 #include "lib/model/pool.h"
 #include "lib/model/vm.h"
 #include "lib/snapshot/snapshot_files.h"
@@ -30,6 +31,7 @@ void ToProto(const VmRecord& vm, v1::Vm* out);
 void ToProto(const SnapshotRecord& snapshot, v1::SnapshotInfo* out);
 void ToProto(const PoolStatus& pool, v1::Pool* out);
 void ToProto(const core::OperationState& op, v1::Operation* out);
+void ToProto(const std::string& vm_id, const core::VmStats& stats, v1::VmStats* out);
 void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* out);
 v1::VmStatus ToProto(VmState state);
 // The filters of a list request; INVALID_ARGUMENT for an unknown status.

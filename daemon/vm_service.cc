@@ -185,19 +185,74 @@ grpc::Status VmServiceImpl::StreamConsole(grpc::ServerContext* ctx,
                  if (req->has_tail_bytes()) tail = req->tail_bytes();
                  SMOLVM_ASSIGN_OR_RETURN(vmm::ConsoleLogReader reader,
                                          manager_->OpenConsole(c, req->vm_id(), tail));
+                 // The VMM the stream belongs to: a follow ends with it (not
+                 // with the next boot's, should the VM be restarted).
+                 SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, manager_->GetVm(c, req->vm_id()));
+                 const int64_t vmm_pid = vm.vmm_pid;
                  v1::ConsoleChunk chunk;
-                 while (!ctx->IsCancelled()) {
+                 for (int idle = 0; !ctx->IsCancelled();) {
                    absl::StatusOr<std::string> data = reader.Read(64 << 10);
-                   // Gone: the VM stopped, which ends a follow.
-                   if (!data.ok()) return req->follow() ? absl::OkStatus() : data.status();
+                   // Gone (its run dir removed): the VM stopped, which ends
+                   // the stream.
+                   if (!data.ok()) return absl::OkStatus();
                    if (!data->empty()) {
                      chunk.set_data(*std::move(data));
                      if (!writer->Write(chunk)) return absl::CancelledError("client went away");
                      continue;
                    }
                    if (!req->follow()) return absl::OkStatus();
+                   // Every second: still the same VMM? (GetVm also notices
+                   // one that died.)
+                   if (++idle % 5 == 0) {
+                     auto now = manager_->GetVm(c, req->vm_id());
+                     if (!now.ok() || now->vmm_pid != vmm_pid ||
+                         (now->state != VmState::kRunning && now->state != VmState::kPaused)) {
+                       return absl::OkStatus();
+                     }
+                   }
                    // The recorder writes a file; polling it is what tail -f does.
                    absl::SleepFor(absl::Milliseconds(200));
+                 }
+                 return absl::CancelledError("cancelled by the client");
+               });
+}
+
+grpc::Status VmServiceImpl::GetVmStats(grpc::ServerContext* ctx,
+                                       const v1::GetVmStatsRequest* req, v1::VmStats* resp) {
+  return Serve(*callers_, *ctx, "GetVmStats", Access::kRead, req->vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 SMOLVM_ASSIGN_OR_RETURN(core::VmStats stats,
+                                         manager_->GetVmStats(c, req->vm_id()));
+                 ToProto(req->vm_id(), stats, resp);
+                 return absl::OkStatus();
+               });
+}
+
+grpc::Status VmServiceImpl::WatchVmStats(grpc::ServerContext* ctx,
+                                         const v1::WatchVmStatsRequest* req,
+                                         grpc::ServerWriter<v1::VmStats>* writer) {
+  return Serve(*callers_, *ctx, "WatchVmStats", Access::kRead, req->vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 const uint32_t ms = req->interval_ms() == 0 ? 5000 : req->interval_ms();
+                 if (ms < 1000 || ms > 3600000) {
+                   return absl::InvalidArgumentError(absl::StrCat(
+                       "interval_ms ", ms, " is outside 1000-3600000 (0 = 5000)"));
+                 }
+                 bool first = true;
+                 while (!ctx->IsCancelled()) {
+                   absl::StatusOr<core::VmStats> stats = manager_->GetVmStats(c, req->vm_id());
+                   // A VM that stops ends the watch; the first call's error
+                   // is the caller's to see.
+                   if (!stats.ok()) return first ? stats.status() : absl::OkStatus();
+                   first = false;
+                   v1::VmStats out;
+                   ToProto(req->vm_id(), *stats, &out);
+                   if (!writer->Write(out)) return absl::CancelledError("client went away");
+                   // Sleeps in short steps: a cancelled watch ends soon.
+                   const absl::Time next = absl::Now() + absl::Milliseconds(ms);
+                   while (!ctx->IsCancelled() && absl::Now() < next) {
+                     absl::SleepFor(std::min(absl::Milliseconds(200), next - absl::Now()));
+                   }
                  }
                  return absl::CancelledError("cancelled by the client");
                });

@@ -44,6 +44,10 @@ class VmServiceImpl final : public v1::VmService::Service {
                       v1::ForkVmResponse* resp) override;
   grpc::Status StreamConsole(grpc::ServerContext* ctx, const v1::StreamConsoleRequest* req,
                              grpc::ServerWriter<v1::ConsoleChunk>* writer) override;
+  grpc::Status GetVmStats(grpc::ServerContext* ctx, const v1::GetVmStatsRequest* req,
+                          v1::VmStats* resp) override;
+  grpc::Status WatchVmStats(grpc::ServerContext* ctx, const v1::WatchVmStatsRequest* req,
+                            grpc::ServerWriter<v1::VmStats>* writer) override;
   grpc::Status ExposePort(grpc::ServerContext* ctx, const v1::ExposePortRequest* req,
                           v1::Vm* resp) override;
   grpc::Status UpdateNetworkPolicy(grpc::ServerContext* ctx,

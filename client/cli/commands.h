@@ -22,6 +22,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx);     // vm ... (exec: ex
 void RegisterExecCommand(CLI::App& vm, CliContext& ctx);     // vm exec
 void RegisterShellCommand(CLI::App& vm, CliContext& ctx);    // vm shell (exec_command.cc)
 void RegisterLogsCommand(CLI::App& vm, CliContext& ctx);     // vm logs (console_command.cc)
+void RegisterStatsCommands(CLI::App& vm, CliContext& ctx);   // vm stats|top (stats_command.cc)
 void RegisterFileCommands(CLI::App& app, CliContext& ctx);   // file put|get
 void RegisterFsCommands(CLI::App& app, CliContext& ctx);     // fs stat|ls|mkdir|rm|mv|watch
 void RegisterProcessCommands(CLI::App& app, CliContext& ctx);  // process (ps) start|ls|kill|...

@@ -54,10 +54,15 @@ absl::Status RunLogs(CliContext& ctx, const LogsFlags& f) {
     std::fwrite(data->data(), 1, data->size(), stdout);
     std::fflush(stdout);
   }
+  const int sig = (*stopper)->stop_signal();
   stopper->reset();  // Joins its thread, which may still call cancel().
-  // The stream ends with CANCELLED: the tail was sent, the VM stopped, or
-  // Ctrl-C: all fine for logs.
-  if (ended.code() == absl::StatusCode::kCancelled) return absl::OkStatus();
+  // Fine for logs: Ctrl-C, or the daemon ending the stream (the tail was
+  // sent, the VM stopped), which StreamCall reports as CANCELLED "the
+  // stream ended". A CANCELLED from the daemon (it shut down) is not.
+  if (sig != 0 || (ended.code() == absl::StatusCode::kCancelled &&
+                   ended.message() == "the stream ended")) {
+    return absl::OkStatus();
+  }
   return ended;
 }
 

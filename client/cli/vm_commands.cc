@@ -411,6 +411,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx) {
   RegisterExecCommand(*vm, ctx);
   RegisterShellCommand(*vm, ctx);
   RegisterLogsCommand(*vm, ctx);
+  RegisterStatsCommands(*vm, ctx);
 }
 
 }  // namespace smolvm::cli

@@ -565,6 +565,44 @@ absl::StatusOr<VmRecord> VmManager::GetVm(const Caller& caller, const std::strin
   return Refresh(std::move(vm));
 }
 
+absl::StatusOr<VmStats> VmManager::GetVmStats(const Caller& caller, const std::string& vm_id) {
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, GetVm(caller, vm_id));
+  if ((vm.state != VmState::kRunning && vm.state != VmState::kPaused) || vm.vmm_pid <= 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "vm ", vm_id, " is ", VmStateName(vm.state), ": only a running or paused VM has stats"));
+  }
+  absl::StatusOr<VmStats> stats =
+      CollectHostStats(static_cast<pid_t>(vm.vmm_pid), files_->VmDisk(vm_id));
+  if (absl::IsNotFound(stats.status())) {
+    return absl::FailedPreconditionError(absl::StrCat("vm ", vm_id, " is no longer running"));
+  }
+  if (!stats.ok()) return stats.status();
+  if (auto tap = network_->TapCounters(vm); tap.ok()) {
+    // The TAP receives what the guest sends.
+    stats->guest_tx_bytes = tap->rx_bytes;
+    stats->guest_tx_packets = tap->rx_packets;
+    stats->guest_rx_bytes = tap->tx_bytes;
+    stats->guest_rx_packets = tap->tx_packets;
+  }
+  if (vm.state == VmState::kRunning) {
+    // The guest's own view, through its agent (a file read, no process).
+    std::string meminfo;
+    agent::FileRequest file{.path = "/proc/meminfo"};
+    auto read = DownloadFile(caller, vm_id, std::move(file), [&](const std::string& data) {
+      if (meminfo.size() + data.size() > (64 << 10)) {
+        return absl::ResourceExhaustedError("meminfo larger than 64 KiB");
+      }
+      meminfo += data;
+      return absl::OkStatus();
+    });
+    if (read.ok()) {
+      stats->guest_memory_known = ParseMeminfo(meminfo, &stats->guest_memory_total_bytes,
+                                               &stats->guest_memory_available_bytes);
+    }
+  }
+  return stats;
+}
+
 absl::StatusOr<vmm::ConsoleLogReader> VmManager::OpenConsole(const Caller& caller,
                                                              const std::string& vm_id,
                                                              std::optional<uint64_t> tail_bytes) {

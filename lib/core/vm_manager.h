@@ -36,6 +36,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "lib/agent/guest_agent.h"
+#include "lib/core/vm_stats.h"
 #include "lib/core/vm_network.h"
 #include "lib/core/events.h"
 #include "lib/core/quota.h"
@@ -141,6 +142,9 @@ class VmManager {
   // A reader of the guest console of a RUNNING or PAUSED VM (its run dir
   // holds the log), positioned `tail_bytes` (nullopt: everything kept)
   // before the end; FAILED_PRECONDITION for a VM in another state.
+  // What a RUNNING or PAUSED VM uses (vm_stats.h), the guest's memory
+  // view only while RUNNING; FAILED_PRECONDITION in another state.
+  absl::StatusOr<VmStats> GetVmStats(const Caller& caller, const std::string& vm_id);
   absl::StatusOr<vmm::ConsoleLogReader> OpenConsole(const Caller& caller,
                                                     const std::string& vm_id,
                                                     std::optional<uint64_t> tail_bytes);

@@ -240,6 +240,13 @@ void VmNetwork::Unplug(const VmRecord& vm) {
   ReleaseHostFirewallIfIdle();
 }
 
+absl::StatusOr<net::LinkBackend::Counters> VmNetwork::TapCounters(const VmRecord& vm) {
+  if (!subnet_ || vm.network.tap_device.empty()) {
+    return absl::NotFoundError(absl::StrCat("vm ", vm.vm_id, " has no TAP"));
+  }
+  return links_->LinkCounters(vm.network.tap_device);
+}
+
 void VmNetwork::ReleaseHostFirewallIfIdle() {
   if (!host_firewall_) return;
   absl::MutexLock lock(&mu_);
@@ -388,6 +395,7 @@ void VmNetwork::UpdateDnsClientsLocked(const net::FirewallState& state,
   // Guests whose learned addresses must go: their policy changed, their VM
   // lost its rules or its address, or the address went to another VM.
   std::vector<uint32_t> changed;
+  std::set<uint32_t> unchanged;  // Same VM, same policy, before and now.
   {
     absl::MutexLock lock(&dns_mu_);
     for (auto it = dns_clients_.begin(); it != dns_clients_.end();) {
@@ -401,14 +409,19 @@ void VmNetwork::UpdateDnsClientsLocked(const net::FirewallState& state,
       if (next == now.end() || next->second.vm_id != it->second.vm_id ||
           !(next->second.egress == it->second.egress)) {
         changed.push_back(it->first);
+      } else {
+        unchanged.insert(it->first);
       }
       it = dns_clients_.erase(it);
     }
     for (auto& [ip, client] : now) dns_clients_[ip] = std::move(client);
   }
-  // A whole apply replaced the tables (and emptied the learned sets): what
-  // is still valid goes back first.
-  if (vm_id.empty()) dns_proxy_->Reinstall();
+  if (vm_id.empty()) {
+    // A whole apply replaced the tables (and emptied the learned sets):
+    // what the unchanged guests learned goes back; every other record goes.
+    dns_proxy_->Reinstall(unchanged);
+    return;
+  }
   for (uint32_t ip : changed) {
     if (auto s = dns_proxy_->Forget(ip); !s.ok()) {
       spdlog::error("firewall: {}", std::string(s.message()));

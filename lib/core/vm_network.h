@@ -88,6 +88,8 @@ class VmNetwork {
   absl::Status Plug(const VmRecord& vm);
   // TAP removed (the VM stopped); its rules stay while it exists.
   void Unplug(const VmRecord& vm);
+  // The counters of `vm`'s TAP; NOT_FOUND without networking or a TAP.
+  absl::StatusOr<net::LinkBackend::Counters> TapCounters(const VmRecord& vm);
   // Address released and rules removed: the VM is gone.
   void Release(const std::string& vm_id);
   // Brings the rules of `vm_id` in line with the store, alone when the

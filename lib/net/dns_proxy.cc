@@ -561,10 +561,15 @@ absl::Status DnsProxy::Forget(uint32_t guest) {
   return absl::OkStatus();
 }
 
-void DnsProxy::Reinstall() {
+void DnsProxy::Reinstall(const std::set<uint32_t>& keep) {
   absl::MutexLock lock(&impl_->mu);
   const absl::Time now = absl::Now();
   for (auto& [guest, g] : impl_->guests) {
+    if (keep.count(guest) == 0) {
+      ++g.generation;
+      g.learned.clear();
+      continue;
+    }
     std::vector<LearnedAddress> back;
     for (auto it = g.learned.begin(); it != g.learned.end();) {
       if (it->second <= now) {

@@ -23,6 +23,7 @@
 #include <functional>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -74,10 +75,11 @@ class DnsProxy {
   // before are no longer learned from.
   absl::Status Forget(uint32_t guest);
   // The firewall's tables were replaced (a whole-state apply), emptying the
-  // dynamic sets: puts back what every guest learned and is not expired
-  // (with the time left), so VMs keep their allowed addresses. Callers then
-  // Forget the guests whose policy changed.
-  void Reinstall();
+  // dynamic sets: puts back what the guests in `keep` (those whose policy
+  // did not change) learned and is not expired, with the time left, so
+  // they keep their allowed addresses; every other guest's records are
+  // dropped (they are not in the new tables) and its generation bumped.
+  void Reinstall(const std::set<uint32_t>& keep);
 
   struct Impl;
 

@@ -767,7 +767,7 @@ TEST_F(DnsProxyTest, ReinstallPutsBackWhatIsStillValid) {
   ASSERT_EQ(firewall_.allowed().size(), 1u);
   // The tables were replaced: the address goes back, with the time left
   // of its TTL (300 s, the fake upstream's).
-  proxy->Reinstall();
+  proxy->Reinstall({kGuest});
   auto allowed = firewall_.allowed();
   ASSERT_EQ(allowed.size(), 2u);
   ASSERT_EQ(allowed[1].addresses.size(), 1u);
@@ -780,6 +780,13 @@ TEST_F(DnsProxyTest, ReinstallPutsBackWhatIsStillValid) {
   auto forgotten = firewall_.forgotten();
   ASSERT_EQ(forgotten.size(), 1u);
   EXPECT_EQ(forgotten[0].addresses.size(), 1u) << "Reinstall lost a record";
+  // A guest not kept (its policy changed) loses its records, firewall
+  // untouched (the new tables never had them).
+  ExpectReply(guest.Ask("allowed.test", 0xa102), 0xa102, "allowed.test", LDNS_RCODE_NOERROR);
+  proxy->Reinstall({});
+  EXPECT_EQ(firewall_.allowed().size(), 3u);
+  ASSERT_THAT(proxy->Forget(kGuest), IsOk());
+  EXPECT_THAT(firewall_.forgotten().back().addresses, IsEmpty());
 }
 
 // A resolver the VM's policy closes stays closed through the proxy: a deny

@@ -62,6 +62,15 @@ class LinkBackend {
   // allows it.
   virtual absl::StatusOr<std::vector<std::string>> ConnectedSubnets(
       const std::string& exclude_bridge) = 0;
+
+  // The kernel's counters of link `name` (in the backend's namespace, which
+  // /sys/class/net need not show). UNIMPLEMENTED where a backend has none.
+  struct Counters {
+    uint64_t rx_bytes = 0, rx_packets = 0, tx_bytes = 0, tx_packets = 0;
+  };
+  virtual absl::StatusOr<Counters> LinkCounters(const std::string& name) {
+    return absl::UnimplementedError("link counters: not supported by this link backend");
+  }
 };
 
 // For the LinkBackends, so that they answer alike.

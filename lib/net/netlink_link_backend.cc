@@ -381,6 +381,26 @@ absl::StatusOr<std::vector<std::string>> NetlinkLinkBackend::ListLinks(
   return names;
 }
 
+absl::StatusOr<LinkBackend::Counters> NetlinkLinkBackend::LinkCounters(const std::string& name) {
+  SMOLVM_RETURN_IF_ERROR(ValidateInterfaceName(name, "link name"));
+  Counters counters;
+  absl::Status status = InNetns(netns_, [&]() -> absl::Status {
+    SMOLVM_ASSIGN_OR_RETURN(Sock sock, Connect());
+    rtnl_link* link = nullptr;
+    if (int err = rtnl_link_get_kernel(sock.get(), 0, name.c_str(), &link); err < 0) {
+      return NlError(err, absl::StrCat("read link ", name));
+    }
+    counters.rx_bytes = rtnl_link_get_stat(link, RTNL_LINK_RX_BYTES);
+    counters.rx_packets = rtnl_link_get_stat(link, RTNL_LINK_RX_PACKETS);
+    counters.tx_bytes = rtnl_link_get_stat(link, RTNL_LINK_TX_BYTES);
+    counters.tx_packets = rtnl_link_get_stat(link, RTNL_LINK_TX_PACKETS);
+    rtnl_link_put(link);
+    return absl::OkStatus();
+  });
+  if (!status.ok()) return Annotate(status, "link counters");
+  return counters;
+}
+
 absl::StatusOr<std::string> NetlinkLinkBackend::DefaultRouteInterface() {
   DefaultRouteChooser chooser;
   absl::Status status = InNetns(netns_, [&]() -> absl::Status {

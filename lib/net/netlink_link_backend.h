@@ -28,6 +28,7 @@ class NetlinkLinkBackend : public LinkBackend {
   absl::Status CreateTap(const std::string& name, const std::string& bridge) override;
   absl::Status DeleteLink(const std::string& name) override;
   absl::StatusOr<std::vector<std::string>> ListLinks(const std::string& prefix) override;
+  absl::StatusOr<Counters> LinkCounters(const std::string& name) override;
   absl::StatusOr<std::string> DefaultRouteInterface() override;
   absl::StatusOr<std::vector<std::string>> ConnectedSubnets(
       const std::string& exclude_bridge) override;

@@ -12,8 +12,26 @@
 namespace smolvm::vmm {
 namespace {
 
+// The run dir is writable by the (jailed) VMM: only a regular file is read
+// (a FIFO would block the reader, a symlink lead elsewhere).
 UniqueFd OpenFile(const std::string& path) {
-  return UniqueFd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+  UniqueFd fd(open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK));
+  struct stat st;
+  if (!fd.valid() || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode)) return UniqueFd();
+  return fd;
+}
+
+bool SameFile(int a, int b) {
+  struct stat sa, sb;
+  return fstat(a, &sa) == 0 && fstat(b, &sb) == 0 && sa.st_ino == sb.st_ino &&
+         sa.st_dev == sb.st_dev;
+}
+
+// The recorder renames console.log, then creates the next: for a moment
+// the name is missing while the VM runs. Gone for good is the run dir.
+bool RunDirGone(const std::string& log_path) {
+  const size_t slash = log_path.rfind('/');
+  return slash != std::string::npos && access(log_path.substr(0, slash).c_str(), F_OK) != 0;
 }
 
 uint64_t SizeOf(int fd) {
@@ -41,9 +59,15 @@ absl::StatusOr<ConsoleLogReader> ConsoleLogReader::Open(const std::string& log_p
                                                         uint64_t tail_bytes) {
   ConsoleLogReader reader(log_path);
   UniqueFd current = OpenFile(log_path);
+  for (int i = 0; i < 20 && !current.valid() && !RunDirGone(log_path); ++i) {
+    usleep(5000);  // Between a rotation's rename and create.
+    current = OpenFile(log_path);
+  }
   if (!current.valid()) return absl::NotFoundError(absl::StrCat("no console log at ", log_path));
   const uint64_t size = SizeOf(current.get());
   UniqueFd rotated = OpenFile(log_path + ".1");
+  // Rotated between the two opens: both are the same file, read once.
+  if (rotated.valid() && SameFile(rotated.get(), current.get())) rotated.Reset();
   if (tail_bytes <= size || !rotated.valid()) {
     reader.offset_ = size - std::min(size, tail_bytes);
     reader.file_ = std::move(current);
@@ -71,7 +95,10 @@ absl::StatusOr<std::string> ConsoleLogReader::Read(size_t max_bytes) {
     }
     // At the end of our file: is it still the one being written?
     if (access(log_path_.c_str(), F_OK) != 0) {
-      return absl::NotFoundError(absl::StrCat("no console log at ", log_path_));
+      if (RunDirGone(log_path_)) {
+        return absl::NotFoundError(absl::StrCat("no console log at ", log_path_));
+      }
+      return std::string();  // Mid-rotation: the next Read sees the new file.
     }
     if (Names(log_path_, file_.get())) return std::string();
     // Rotated. The recorder renames before it writes to the new file, so
@@ -86,14 +113,21 @@ absl::StatusOr<std::string> ConsoleLogReader::Read(size_t max_bytes) {
     const std::string rotated_path = log_path_ + ".1";
     UniqueFd rotated = OpenFile(rotated_path);
     UniqueFd current = OpenFile(log_path_);
-    offset_ = 0;
-    if (rotated.valid() && !Names(rotated_path, file_.get())) {
+    if (!current.valid()) {
+      // Mid-rotation (or not a regular file): stay on ours, try again later.
+      if (RunDirGone(log_path_)) {
+        return absl::NotFoundError(absl::StrCat("no console log at ", log_path_));
+      }
+      return std::string();
+    }
+    if (rotated.valid() && !SameFile(rotated.get(), file_.get()) &&
+        !SameFile(rotated.get(), current.get())) {
       file_ = std::move(rotated);
       then_ = std::move(current);
     } else {
       file_ = std::move(current);
     }
-    if (!file_.valid()) return absl::NotFoundError(absl::StrCat("no console log at ", log_path_));
+    offset_ = 0;
   }
   return std::string();
 }

@@ -1,5 +1,8 @@
 #include "lib/vmm/console_log_reader.h"
 
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <fstream>
 #include <string>
@@ -90,16 +93,50 @@ TEST(ConsoleLogReaderTest, TwoRotationsBetweenReadsLoseNothing) {
   EXPECT_EQ(Drain(*reader), "fourth\n");
 }
 
+TEST(ConsoleLogReaderTest, MidRotationIsNotTheEnd) {
+  smolvm_testing::TempDir dir;
+  FakeLog log(dir.path());
+  auto reader = ConsoleLogReader::Open(log.path(), 0);
+  ASSERT_TRUE(reader.ok());
+  log.Append("before\n");
+  // Renamed, the new file not created yet: the run dir is still there.
+  ASSERT_EQ(std::rename(log.path().c_str(), (log.path() + ".1").c_str()), 0);
+  EXPECT_EQ(Drain(*reader), "before\n");
+  auto again = reader->Read(100);
+  ASSERT_TRUE(again.ok()) << again.status();
+  EXPECT_EQ(*again, "");
+  log.Append("after\n");
+  EXPECT_EQ(Drain(*reader), "after\n");
+}
+
+// The run dir is the (jailed) VMM's to write: what it puts there instead of
+// the log is not followed nor waited on.
+TEST(ConsoleLogReaderTest, OnlyRegularFilesAreRead) {
+  smolvm_testing::TempDir dir;
+  const std::string log = dir.path() + "/console.log";
+  ASSERT_EQ(mkfifo(log.c_str(), 0600), 0);
+  EXPECT_EQ(ConsoleLogReader::Open(log, 10).status().code(), absl::StatusCode::kNotFound)
+      << "a FIFO must not block the reader";
+  ASSERT_EQ(std::remove(log.c_str()), 0);
+  std::ofstream(dir.path() + "/secret") << "host secret\n";
+  ASSERT_EQ(symlink((dir.path() + "/secret").c_str(), log.c_str()), 0);
+  EXPECT_EQ(ConsoleLogReader::Open(log, 100).status().code(), absl::StatusCode::kNotFound)
+      << "a symlink must not be followed";
+}
+
 TEST(ConsoleLogReaderTest, NotFoundWithoutALog) {
   smolvm_testing::TempDir dir;
   EXPECT_EQ(ConsoleLogReader::Open(dir.path() + "/console.log", 10).status().code(),
             absl::StatusCode::kNotFound);
-  FakeLog log(dir.path());
+  const std::string run = dir.path() + "/run";
+  ASSERT_EQ(mkdir(run.c_str(), 0700), 0);
+  FakeLog log(run);
   auto reader = ConsoleLogReader::Open(log.path(), 10);
   ASSERT_TRUE(reader.ok());
+  // The VM stopped: its run dir goes.
   std::remove(log.path().c_str());
-  EXPECT_EQ(reader->Read(100).status().code(), absl::StatusCode::kNotFound)
-      << "the VM stopped: its run dir went";
+  ASSERT_EQ(rmdir(run.c_str()), 0);
+  EXPECT_EQ(reader->Read(100).status().code(), absl::StatusCode::kNotFound);
 }
 
 }  // namespace

@@ -16,10 +16,18 @@
 namespace smolvm::vmm {
 namespace {
 
+// The run dir is writable by the (jailed, unprivileged) VMM: what it may
+// have put at `path` is never followed (a symlink), waited on (a FIFO) or
+// truncated unless it is a regular file.
 UniqueFd OpenLog(const std::string& path, bool truncate) {
-  return UniqueFd(open(path.c_str(),
-                       O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | (truncate ? O_TRUNC : 0),
-                       0600));
+  UniqueFd fd(open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK,
+                   0600));
+  struct stat st;
+  if (!fd.valid() || fstat(fd.get(), &st) != 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1) {
+    return UniqueFd();
+  }
+  if (truncate && ftruncate(fd.get(), 0) != 0) return UniqueFd();
+  return fd;
 }
 
 }  // namespace

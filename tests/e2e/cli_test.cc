@@ -333,6 +333,55 @@ TEST_F(CliTest, LogsTailAndFollow) {
   EXPECT_EQ(Cli({"vm", "delete", "cli-logs-off"}).exit_code, 0);
 }
 
+// vm stats / vm top: the numbers move when the guest burns CPU and sends
+// traffic.
+TEST_F(CliTest, StatsMoveWithTheGuest) {
+  auto stats = [] {
+    ProcResult r = Cli({"--json", "vm", "stats", kVm});
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    return j.is_object() ? j : nlohmann::json::object();
+  };
+  auto number = [](const nlohmann::json& j, const char* key) -> uint64_t {
+    // Protobuf JSON writes 64-bit integers as strings.
+    if (!j.contains(key)) return 0;
+    return j[key].is_string() ? std::stoull(j[key].get<std::string>()) : j[key].get<uint64_t>();
+  };
+  nlohmann::json before = stats();
+  EXPECT_EQ(before.value("vm_id", ""), kVm) << before.dump();
+  EXPECT_GT(number(before, "vmm_rss_bytes"), 16u << 20) << before.dump();
+  EXPECT_GT(number(before, "disk_allocated_bytes"), 0u) << before.dump();
+  EXPECT_GT(number(before, "uptime_ms"), 0u) << before.dump();
+  EXPECT_TRUE(before.value("guest_memory_known", false)) << before.dump();
+  EXPECT_GT(number(before, "guest_memory_total_bytes"), 64u << 20) << before.dump();
+  // One second of a busy loop, and 5 pings at the gateway (dropped by the
+  // host, but counted on the TAP as the guest's).
+  ProcResult burn = Cli({"vm", "exec", kVm, "--", "sh", "-c",
+                         "timeout 1 sh -c 'while :; do :; done'; "
+                         "ping -c 5 -W 1 -i 0.2 10.123.0.1 >/dev/null 2>&1; true"});
+  ASSERT_EQ(burn.exit_code, 0) << burn.Describe();
+  nlohmann::json after = stats();
+  EXPECT_GE(number(after, "cpu_time_ns"), number(before, "cpu_time_ns") + 500'000'000)
+      << before.dump() << "\n" << after.dump();
+  EXPECT_GE(number(after, "guest_tx_packets"), number(before, "guest_tx_packets") + 5)
+      << before.dump() << "\n" << after.dump();
+  EXPECT_GT(number(after, "guest_tx_bytes"), number(before, "guest_tx_bytes"));
+
+  // vm top, two rounds: the table, with a CPU share the second time.
+  ProcResult top = Cli({"vm", "top", "-n", "2", "--interval", "0.5"});
+  ASSERT_EQ(top.exit_code, 0) << top.Describe();
+  EXPECT_TRUE(absl::StrContains(top.out, "VMM_RSS")) << top.out;
+  EXPECT_TRUE(absl::StrContains(top.out, kVm)) << top.out;
+  EXPECT_TRUE(absl::StrContains(top.out, "%")) << top.out;
+
+  // Not running: FAILED_PRECONDITION, named.
+  ASSERT_EQ(Cli({"vm", "create", "--id", "cli-stats-off", "--no-start"}).exit_code, 0);
+  ProcResult off = Cli({"vm", "stats", "cli-stats-off"});
+  EXPECT_NE(off.exit_code, 0);
+  EXPECT_TRUE(absl::StrContains(off.err, "only a running or paused VM has stats")) << off.Describe();
+  EXPECT_EQ(Cli({"vm", "delete", "cli-stats-off"}).exit_code, 0);
+}
+
 TEST_F(CliTest, ExposePrintsTheForward) {
   ProcResult r = Cli({"vm", "expose", kVm, "18080:80"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();

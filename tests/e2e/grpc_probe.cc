@@ -284,6 +284,21 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
     if (bytes > 0) *detail = " (" + std::to_string(bytes) + " bytes)";
     return reader->Finish();
   }
+  if (method == "GetVmStats") {
+    VmStats r;
+    return Unary(vms.get(), &VmService::Stub::GetVmStats, json, tenant, &r);
+  }
+  if (method == "WatchVmStats") {
+    WatchVmStatsRequest request;
+    if (!Parse(json, &request)) return bad;
+    auto reader = vms->WatchVmStats(&ctx, request);
+    VmStats r;
+    if (reader->Read(&r)) {
+      *detail = " (a report)";
+      ctx.TryCancel();
+    }
+    return reader->Finish();
+  }
   if (method == "StreamConsole") {
     smolvm::v1::StreamConsoleRequest request;
     if (!Parse(json, &request)) return bad;

@@ -214,6 +214,8 @@ TEST_F(TenantsTest, TenantsCannotSeeOrTouchEachOther) {
         {"ExecStream", R"({"exec":{"vm_id":"%","argv":["sh"]},"tty":true})"},
         {"DownloadFile", R"({"vm_id":"%","path":"/etc/hostname"})"},
         {"StreamConsole", R"({"vm_id":"%"})"},
+        {"GetVmStats", R"({"vm_id":"%"})"},
+        {"WatchVmStats", R"({"vm_id":"%"})"},
         {"UploadFile", R"({"vm_id":"%","path":"/root/planted"})"},
         {"PingAgent", R"({"vm_id":"%"})"},
         {"StatPath", R"({"vm_id":"%","path":"/etc/hostname"})"},

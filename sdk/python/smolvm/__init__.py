@@ -36,6 +36,7 @@ from smolvm.fs import (DirWatch, FileEntry, FileType, ListDirResult, WatchEvent,
                        WatchEventType)
 from smolvm.manager import SmolVMManager
 from smolvm.console import ConsoleStream
+from smolvm.stats import StatsWatch, VmStats
 from smolvm.process import ProcessConnection, ProcessInfo, ProcessOutput
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
@@ -54,6 +55,7 @@ __all__ = [
     "ProgressCallback",
     "FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent", "DirWatch",
     "ProcessInfo", "ProcessOutput", "ProcessConnection", "ExecSession", "ConsoleStream",
+    "VmStats", "StatsWatch",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

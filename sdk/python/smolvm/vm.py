@@ -32,6 +32,7 @@ from smolvm.errors import FailedPreconditionError, InvalidArgumentError, NotFoun
 from smolvm.exec_session import ExecSession
 from smolvm.fs import DirWatch, FileEntry, ListDirResult
 from smolvm.console import ConsoleStream
+from smolvm.stats import StatsWatch, VmStats
 from smolvm.process import ProcessConnection, ProcessInfo
 from smolvm.types import (CommandResult, ConfigLike, EgressPolicy, ForkOutcome, ForkVmResult,
                           SnapshotInfo, VMConfig, VMInfo, VmStatus, coerce_config,
@@ -567,6 +568,23 @@ class SmolVM:
         if tail_bytes is not None:
             request.tail_bytes = tail_bytes
         return ConsoleStream(self._connection, request, timeout)
+
+    # --- Resource use (GetVmStats / WatchVmStats; RUNNING or PAUSED) --------
+
+    def stats(self) -> VmStats:
+        """What the VM uses now (GetVmStats)."""
+        conn = self._connection
+        request = self._request("get the stats of", vm_service_pb2.GetVmStatsRequest)
+        return VmStats.from_proto(conn.call(conn.vm.GetVmStats, request))
+
+    def watch_stats(self, interval: float = 5.0, *,
+                    timeout: Optional[float] = None) -> StatsWatch:
+        """A :class:`~smolvm.stats.VmStats` every `interval` seconds (1 to
+        3600) until the VM stops (WatchVmStats); `timeout` seconds after
+        this call (None or 0 = no limit) the iteration ends."""
+        request = self._request("watch the stats of", vm_service_pb2.WatchVmStatsRequest,
+                                interval_ms=int(interval * 1000))
+        return StatsWatch(self._connection, request, timeout)
 
     # --- Background processes (ProcessService; the VM must be RUNNING) ------
     #

@@ -351,6 +351,19 @@ def console(c: Checks, vm: SmolVM) -> None:
     tail = b"".join(vm.console(tail_bytes=4096))
     c.check("console: the tail holds it, within tail_bytes",
             b"py-console-marker" in tail and len(tail) <= 4096, len(tail))
+    stats = vm.stats()
+    c.check("stats: the VMM's memory and the guest's own view",
+            stats.vm_id == vm.vm_id and stats.vmm_rss_bytes > 0 and stats.guest_memory_known
+            and stats.guest_memory_total_bytes > stats.guest_memory_available_bytes > 0, stats)
+    with vm.watch_stats(interval=1, timeout=30) as watch:
+        reports = []
+        for report in watch:
+            reports.append(report)
+            if len(reports) == 2:
+                break
+    c.check("watch_stats: reports a second apart, CPU time not going back",
+            len(reports) == 2 and reports[1].taken_at > reports[0].taken_at
+            and reports[1].cpu_time_ns >= reports[0].cpu_time_ns, reports)
 
 
 def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) -> None:

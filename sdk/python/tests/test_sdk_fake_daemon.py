@@ -70,6 +70,16 @@ class FakeVmService(vm_service_pb2_grpc.VmServiceServicer):
             vms=[types_pb2.Vm(vm_id=v) for v in self.vms[start:end]],
             next_page_token=str(end) if end < len(self.vms) else "")
 
+    def GetVmStats(self, request: Any, context: Any) -> vm_service_pb2.VmStats:
+        self.requests.append(request)
+        return vm_service_pb2.VmStats(vm_id=request.vm_id, cpu_time_ns=7, guest_memory_known=True,
+                                      guest_memory_total_bytes=1 << 30)
+
+    def WatchVmStats(self, request: Any, context: Any) -> Iterator[vm_service_pb2.VmStats]:
+        self.requests.append(request)
+        for n in range(3):
+            yield vm_service_pb2.VmStats(vm_id=request.vm_id, cpu_time_ns=n)
+
     def StreamConsole(self, request: Any, context: Any) -> Iterator[vm_service_pb2.ConsoleChunk]:
         self.requests.append(request)
         if request.vm_id == "gone":
@@ -469,6 +479,15 @@ class FakeDaemonTest(unittest.TestCase):
         never_started = SmolVM(options=self.options)
         never_started.close()  # Sends nothing.
         self.assertEqual(len(self.vms.requests), 2)
+
+    def test_stats(self) -> None:
+        vm = SmolVM.attach("box", options=self.options)
+        s = vm.stats()
+        self.assertEqual((s.vm_id, s.cpu_time_ns, s.guest_memory_known,
+                          s.guest_memory_total_bytes), ("box", 7, True, 1 << 30))
+        with vm.watch_stats(interval=2) as watch:
+            self.assertEqual([r.cpu_time_ns for r in watch], [0, 1, 2])
+        self.assertEqual(self.vms.requests[-1].interval_ms, 2000)
 
     def test_console(self) -> None:
         vm = SmolVM.attach("box", options=self.options)
