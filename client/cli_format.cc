@@ -142,6 +142,16 @@ std::string FormatLabels(const google::protobuf::Map<std::string, std::string>& 
   return absl::StrJoin(parts, ",");
 }
 
+std::string ActionName(v1::LifetimeAction action) {
+  switch (action) {
+    case v1::LIFETIME_DELETE: return "delete";
+    case v1::LIFETIME_STOP: return "stop";
+    case v1::LIFETIME_PAUSE: return "pause";
+    case v1::LIFETIME_SNAPSHOT: return "snapshot";
+    default: return "";
+  }
+}
+
 void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
                   std::vector<std::pair<std::string, std::string>>* kv) {
   kv->emplace_back(prefix + "vcpu_count", absl::StrCat(config.vcpu_count()));
@@ -158,6 +168,8 @@ void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
   kv->emplace_back(prefix + "port_forwards",
                    FormatPortForwards(config.port_forwards()));
   kv->emplace_back(prefix + "labels", FormatLabels(config.labels()));
+  kv->emplace_back(prefix + "lifetime",
+                   config.has_lifetime() ? FormatLifetime(config.lifetime()) : "");
 }
 
 void AppendNetwork(const std::string& prefix, const v1::NetworkConfig& network,
@@ -504,8 +516,34 @@ std::string VmDetails(const v1::Vm& vm) {
   };
   AppendConfig("config.", vm.config(), &kv);
   AppendNetwork("network.", vm.network(), &kv);
+  kv.emplace_back("lifetime_deadline",
+                  vm.has_lifetime_deadline()
+                      ? absl::StrCat(FormatTimestamp(vm.lifetime_deadline()), " (",
+                                     ActionName(vm.lifetime_action()), ")")
+                      : "");
+  kv.emplace_back("idle_paused", vm.idle_paused() ? "true" : "false");
+  kv.emplace_back("lifetime_snapshot_id", vm.lifetime_snapshot_id());
   kv.emplace_back("error", vm.error());
   return Details(kv);
+}
+
+std::string FormatLifetime(const v1::Lifetime& lifetime) {
+  auto action = [](v1::LifetimeAction a, const char* unset) {
+    return a == v1::LIFETIME_ACTION_UNSPECIFIED ? std::string(unset) : ActionName(a);
+  };
+  std::vector<std::string> parts;
+  if (lifetime.max_lifetime_seconds() != 0) {
+    parts.push_back(absl::StrCat("max ", lifetime.max_lifetime_seconds(), "s then ",
+                                 action(lifetime.max_lifetime_action(), "delete")));
+  }
+  if (lifetime.idle_timeout_seconds() != 0) {
+    parts.push_back(absl::StrCat("idle ", lifetime.idle_timeout_seconds(), "s then ",
+                                 action(lifetime.idle_action(), "pause"),
+                                 lifetime.has_auto_resume() && !lifetime.auto_resume()
+                                     ? " (no auto-resume)"
+                                     : ""));
+  }
+  return absl::StrJoin(parts, ", ");
 }
 
 std::string SnapshotDetails(const v1::SnapshotInfo& s) {

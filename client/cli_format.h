@@ -135,6 +135,8 @@ std::string VerifyTable(const v1::VerifySnapshotResponse& response);
 // line each (FormatPortForwards, FormatEgress). Values are escaped as table
 // cells are, so each field is one line.
 std::string VmDetails(const v1::Vm& vm);
+// "max 300s then delete, idle 60s then pause (no auto-resume)".
+std::string FormatLifetime(const v1::Lifetime& lifetime);
 
 // SnapshotDetails renders every field of `snapshot` as "name: value" lines.
 std::string SnapshotDetails(const v1::SnapshotInfo& snapshot);

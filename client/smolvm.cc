@@ -235,6 +235,17 @@ absl::Status SmolVM::update_network_policy(const v1::EgressPolicy& egress) {
   return absl::OkStatus();
 }
 
+absl::Status SmolVM::set_lifetime(const v1::Lifetime& lifetime) {
+  if (absl::Status s = CheckStarted("set the lifetime of"); !s.ok()) return s;
+  v1::SetLifetimeRequest request;
+  request.set_vm_id(vm_id());
+  *request.mutable_lifetime() = lifetime;
+  absl::StatusOr<v1::Vm> vm = connection_.Call(&VmStub::SetLifetime, request);
+  if (!vm.ok()) return vm.status();
+  info_ = *std::move(vm);
+  return absl::OkStatus();
+}
+
 absl::StatusOr<SmolVM> SmolVM::from_snapshot(const std::string& snapshot_id,
                                              bool resume_vm,
                                              const std::string& vm_id,

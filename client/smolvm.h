@@ -293,6 +293,9 @@ class SmolVM {
   // sends on connections already open) and updates `info()`; kept across
   // restarts and in snapshots.
   absl::Status update_network_policy(const v1::EgressPolicy& egress);
+  // set_lifetime replaces the VM's lifetime policy (SetLifetime; an empty
+  // one clears it; max_lifetime counts from now) and updates `info()`.
+  absl::Status set_lifetime(const v1::Lifetime& lifetime);
   // unexpose_port removes the forward on `host_ip`:`host_port` / `protocol`
   // (UnexposePort) and updates `info()`.
   absl::Status unexpose_port(uint32_t host_port,

@@ -30,7 +30,53 @@ void ToProto(const PortForward& f, v1::PortForward* out) {
   out->set_protocol(f.protocol);
 }
 
+v1::LifetimeAction ToProto(LifetimeAction action) {
+  switch (action) {
+    case LifetimeAction::kDelete: return v1::LIFETIME_DELETE;
+    case LifetimeAction::kStop: return v1::LIFETIME_STOP;
+    case LifetimeAction::kPause: return v1::LIFETIME_PAUSE;
+    case LifetimeAction::kSnapshot: return v1::LIFETIME_SNAPSHOT;
+  }
+  return v1::LIFETIME_ACTION_UNSPECIFIED;
+}
+
+absl::StatusOr<LifetimeAction> FromProto(v1::LifetimeAction action, LifetimeAction unset,
+                                         const char* field) {
+  switch (action) {
+    case v1::LIFETIME_ACTION_UNSPECIFIED: return unset;
+    case v1::LIFETIME_DELETE: return LifetimeAction::kDelete;
+    case v1::LIFETIME_STOP: return LifetimeAction::kStop;
+    case v1::LIFETIME_PAUSE: return LifetimeAction::kPause;
+    case v1::LIFETIME_SNAPSHOT: return LifetimeAction::kSnapshot;
+    default:
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, " ", static_cast<int>(action),
+          " is not LIFETIME_DELETE, LIFETIME_STOP, LIFETIME_PAUSE or LIFETIME_SNAPSHOT"));
+  }
+}
+
+void ToProto(const Lifetime& l, v1::Lifetime* out) {
+  out->set_max_lifetime_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(l.max_lifetime)));
+  out->set_max_lifetime_action(ToProto(l.max_lifetime_action));
+  out->set_idle_timeout_seconds(static_cast<uint32_t>(absl::ToInt64Seconds(l.idle_timeout)));
+  out->set_idle_action(ToProto(l.idle_action));
+  out->set_auto_resume(l.auto_resume);
+}
+
 }  // namespace
+
+absl::StatusOr<Lifetime> FromProto(const v1::Lifetime& l) {
+  Lifetime out;
+  out.max_lifetime = absl::Seconds(l.max_lifetime_seconds());
+  out.idle_timeout = absl::Seconds(l.idle_timeout_seconds());
+  SMOLVM_ASSIGN_OR_RETURN(out.max_lifetime_action,
+                          FromProto(l.max_lifetime_action(), LifetimeAction::kDelete,
+                                    "lifetime.max_lifetime_action"));
+  SMOLVM_ASSIGN_OR_RETURN(out.idle_action, FromProto(l.idle_action(), LifetimeAction::kPause,
+                                                     "lifetime.idle_action"));
+  out.auto_resume = !l.has_auto_resume() || l.auto_resume();
+  return out;
+}
 
 void ToProto(const std::string& vm_id, const core::VmStats& s, v1::VmStats* out) {
   out->set_vm_id(vm_id);
@@ -92,6 +138,9 @@ absl::StatusOr<VmConfig> FromProto(const v1::VMConfig& c) {
   config.labels.insert(c.labels().begin(), c.labels().end());
   SMOLVM_ASSIGN_OR_RETURN(config.egress, FromProto(c.egress()));
   for (const auto& f : c.port_forwards()) config.port_forwards.push_back(FromProto(f));
+  if (c.has_lifetime()) {
+    SMOLVM_ASSIGN_OR_RETURN(config.lifetime, FromProto(c.lifetime()));
+  }
   return config;
 }
 
@@ -110,6 +159,7 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   for (const auto& [k, v] : c.labels) (*out->mutable_labels())[k] = v;
   ToProto(c.egress, out->mutable_egress());
   for (const auto& f : c.port_forwards) ToProto(f, out->add_port_forwards());
+  if (c.lifetime.has_policy()) ToProto(c.lifetime, out->mutable_lifetime());
 }
 
 void ToProto(const NetworkConfig& n, v1::NetworkConfig* out) {
@@ -147,6 +197,13 @@ void ToProto(const VmRecord& vm, v1::Vm* out) {
   out->set_restored_from_snapshot_id(vm.restored_from);
   out->set_owner(vm.owner);
   out->set_pool_id(vm.pool_id);
+  const Lifetime& lifetime = vm.config.lifetime;
+  if (lifetime.expires_at != absl::InfinitePast()) {
+    SetTimestamp(lifetime.expires_at, out->mutable_lifetime_deadline());
+    out->set_lifetime_action(ToProto(lifetime.max_lifetime_action));
+  }
+  out->set_idle_paused(lifetime.idle_paused);
+  out->set_lifetime_snapshot_id(lifetime.snapshot_id);
 }
 
 void ToProto(const SnapshotRecord& s, v1::SnapshotInfo* out) {

@@ -25,6 +25,9 @@ namespace smolvm::daemon {
 absl::StatusOr<VmConfig> FromProto(const v1::VMConfig& config);
 absl::StatusOr<EgressPolicy> FromProto(const v1::EgressPolicy& egress);
 PortForward FromProto(const v1::PortForward& forward);
+// Unset actions are the defaults (delete, pause); INVALID_ARGUMENT for one
+// this daemon does not know.
+absl::StatusOr<Lifetime> FromProto(const v1::Lifetime& lifetime);
 void ToProto(const VmConfig& config, v1::VMConfig* out);
 void ToProto(const NetworkConfig& network, v1::NetworkConfig* out);
 void ToProto(const VmRecord& vm, v1::Vm* out);

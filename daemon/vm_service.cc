@@ -282,6 +282,15 @@ grpc::Status VmServiceImpl::UpdateNetworkPolicy(grpc::ServerContext* ctx,
                });
 }
 
+grpc::Status VmServiceImpl::SetLifetime(grpc::ServerContext* ctx,
+                                        const v1::SetLifetimeRequest* req, v1::Vm* resp) {
+  return Serve(*callers_, *ctx, "SetLifetime", Access::kMutate, req->vm_id(),
+               [&](const Caller& c) -> absl::Status {
+                 SMOLVM_ASSIGN_OR_RETURN(Lifetime lifetime, FromProto(req->lifetime()));
+                 return Fill(manager_->SetLifetime(c, req->vm_id(), lifetime), resp);
+               });
+}
+
 grpc::Status VmServiceImpl::UnexposePort(grpc::ServerContext* ctx,
                                          const v1::UnexposePortRequest* req, v1::Vm* resp) {
   PortForward key;

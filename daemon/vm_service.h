@@ -50,6 +50,8 @@ class VmServiceImpl final : public v1::VmService::Service {
                             grpc::ServerWriter<v1::VmStats>* writer) override;
   grpc::Status ExposePort(grpc::ServerContext* ctx, const v1::ExposePortRequest* req,
                           v1::Vm* resp) override;
+  grpc::Status SetLifetime(grpc::ServerContext* ctx, const v1::SetLifetimeRequest* req,
+                           v1::Vm* resp) override;
   grpc::Status UpdateNetworkPolicy(grpc::ServerContext* ctx,
                                    const v1::UpdateNetworkPolicyRequest* req,
                                    v1::Vm* resp) override;

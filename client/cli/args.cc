@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 
 namespace smolvm::cli {
 
@@ -111,6 +112,63 @@ absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what,
   forward.set_guest_port(side->guest_port);
   forward.set_protocol(side->protocol);
   return forward;
+}
+
+namespace {
+
+absl::StatusOr<uint32_t> ParseLimit(const std::string& text, const char* flag) {
+  absl::Duration d;
+  uint32_t seconds = 0;
+  if (absl::SimpleAtoi(text, &seconds)) return seconds;
+  if (!absl::ParseDuration(text, &d) || d < absl::ZeroDuration() ||
+      d != absl::Trunc(d, absl::Seconds(1)) || d > absl::Hours(24 * 365)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        flag, " \"", text, "\" is not a duration in whole seconds up to a year (300, 300s, 5m, 1h30m)"));
+  }
+  return static_cast<uint32_t>(absl::ToInt64Seconds(d));
+}
+
+absl::StatusOr<v1::LifetimeAction> ParseAction(const std::string& text, const char* flag) {
+  if (text.empty()) return v1::LIFETIME_ACTION_UNSPECIFIED;
+  if (text == "delete") return v1::LIFETIME_DELETE;
+  if (text == "stop") return v1::LIFETIME_STOP;
+  if (text == "pause") return v1::LIFETIME_PAUSE;
+  if (text == "snapshot") return v1::LIFETIME_SNAPSHOT;
+  return absl::InvalidArgumentError(absl::StrCat(
+      flag, " \"", text, "\" is not an action: use delete, stop, pause or snapshot"));
+}
+
+}  // namespace
+
+absl::StatusOr<std::optional<v1::Lifetime>> ParseLifetime(const LifetimeOptions& f) {
+  if (f.max_lifetime.empty() && f.idle_timeout.empty()) {
+    if (!f.max_lifetime_action.empty() || !f.idle_action.empty() || f.no_auto_resume) {
+      return absl::InvalidArgumentError(
+          "--max-lifetime-action, --idle-action and --no-auto-resume need --max-lifetime or "
+          "--idle-timeout");
+    }
+    return std::nullopt;
+  }
+  v1::Lifetime out;
+  if (!f.max_lifetime.empty()) {
+    absl::StatusOr<uint32_t> s = ParseLimit(f.max_lifetime, "--max-lifetime");
+    if (!s.ok()) return s.status();
+    out.set_max_lifetime_seconds(*s);
+  }
+  if (!f.idle_timeout.empty()) {
+    absl::StatusOr<uint32_t> s = ParseLimit(f.idle_timeout, "--idle-timeout");
+    if (!s.ok()) return s.status();
+    out.set_idle_timeout_seconds(*s);
+  }
+  absl::StatusOr<v1::LifetimeAction> max_action =
+      ParseAction(f.max_lifetime_action, "--max-lifetime-action");
+  if (!max_action.ok()) return max_action.status();
+  out.set_max_lifetime_action(*max_action);
+  absl::StatusOr<v1::LifetimeAction> idle_action = ParseAction(f.idle_action, "--idle-action");
+  if (!idle_action.ok()) return idle_action.status();
+  out.set_idle_action(*idle_action);
+  if (f.no_auto_resume) out.set_auto_resume(false);
+  return out;
 }
 
 absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(const EgressOptions& f) {

@@ -68,6 +68,18 @@ struct EgressOptions {
 // daemon.
 absl::StatusOr<std::optional<v1::EgressPolicy>> ParseEgress(const EgressOptions& f);
 
+// --max-lifetime DURATION, --max-lifetime-action ACTION, --idle-timeout
+// DURATION, --idle-action ACTION, --no-auto-resume (vm create, vm lifetime).
+struct LifetimeOptions {
+  std::string max_lifetime, max_lifetime_action, idle_timeout, idle_action;
+  bool no_auto_resume = false;
+};
+
+// ParseLifetime builds the policy of LifetimeOptions; nullopt when no limit
+// is given. Durations: "300", "300s", "5m", "1h30m" (whole seconds); actions:
+// delete, stop, pause, snapshot.
+absl::StatusOr<std::optional<v1::Lifetime>> ParseLifetime(const LifetimeOptions& f);
+
 // ParseMode parses an octal permission mode such as "0755" or "644".
 absl::StatusOr<uint32_t> ParseMode(const std::string& text);
 

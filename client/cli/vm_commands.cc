@@ -1,4 +1,4 @@
-// smolvmctl vm create|start|stop|pause|resume|delete|get|list|expose|unexpose|egress
+// smolvmctl vm create|start|stop|pause|resume|delete|get|list|expose|unexpose|egress|lifetime
 // (vm exec and vm shell are in exec_command.cc).
 
 #include <unistd.h>
@@ -26,6 +26,7 @@ struct CreateFlags {
   std::uint32_t vcpus = 0, memory_mib = 0, disk_size_mib = 0;
   bool no_start = false;
   EgressOptions egress;
+  LifetimeOptions lifetime;
   std::vector<std::string> env, forwards, labels;
 };
 
@@ -54,6 +55,26 @@ void AddEgressOptions(CLI::App* cmd, EgressOptions& f) {
       ->allow_extra_args(false);
 }
 
+// The lifetime options of vm create and vm lifetime.
+void AddLifetimeOptions(CLI::App* cmd, LifetimeOptions& f) {
+  cmd->add_option("--max-lifetime", f.max_lifetime,
+                  "act on the VM this long after it was created (or the limit set): 300, 5m, 2h")
+      ->type_name("DURATION");
+  cmd->add_option("--max-lifetime-action", f.max_lifetime_action,
+                  "what --max-lifetime does (default delete)")
+      ->type_name("delete|stop|pause|snapshot");
+  cmd->add_option("--idle-timeout", f.idle_timeout,
+                  "act on the running VM after this long without guest calls, execs, "
+                  "processes or forwarded connections")
+      ->type_name("DURATION");
+  cmd->add_option("--idle-action", f.idle_action,
+                  "what --idle-timeout does (default pause; a paused VM resumes on the next "
+                  "guest call or forwarded connection)")
+      ->type_name("delete|stop|pause|snapshot");
+  cmd->add_flag("--no-auto-resume", f.no_auto_resume,
+                "a VM the idle policy paused stays paused until resumed");
+}
+
 absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
   absl::StatusOr<std::map<std::string, std::string>> env = ParseEnv(f.env);
   if (!env.ok()) return env.status();
@@ -70,6 +91,9 @@ absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
     *c->add_port_forwards() = *std::move(forward);
   }
   if (egress->has_value()) *c->mutable_egress() = **egress;
+  absl::StatusOr<std::optional<v1::Lifetime>> lifetime = ParseLifetime(f.lifetime);
+  if (!lifetime.ok()) return lifetime.status();
+  if (lifetime->has_value()) *c->mutable_lifetime() = **lifetime;
   c->mutable_env()->insert(env->begin(), env->end());
   c->set_vm_id(f.vm_id);
   c->set_vcpu_count(f.vcpus);
@@ -125,6 +149,7 @@ void RegisterCreate(CLI::App* vm, CliContext& ctx) {
                    "expose a guest port on the host (repeatable; HOST_IP defaults to 127.0.0.1)")
       ->type_name("[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]")
       ->allow_extra_args(false);
+  AddLifetimeOptions(create, f.lifetime);
   AddLabelOption(create, f.labels, "tag the VM (repeatable; vm list --label filters by it)");
   ctx.OnRun(create, [&ctx, &f] { return RunCreate(ctx, f); });
 }
@@ -307,6 +332,38 @@ void RegisterEgress(CLI::App* vm, CliContext& ctx) {
   });
 }
 
+struct LifetimeFlags {
+  std::string vm_id;
+  LifetimeOptions lifetime;
+  bool clear = false;
+};
+
+// vm lifetime ID [--max-lifetime D] [--idle-timeout D] ... | --clear: SetLifetime.
+void RegisterLifetime(CLI::App* vm, CliContext& ctx) {
+  LifetimeFlags& f = ctx.Make<LifetimeFlags>();
+  CLI::App* cmd = vm->add_subcommand(
+      "lifetime",
+      "replace a VM's lifetime policy (max lifetime counted from now; extends, shortens or "
+      "with --clear removes it); prints the VM");
+  cmd->add_option("ID", f.vm_id, "VM id")->required();
+  AddLifetimeOptions(cmd, f.lifetime);
+  cmd->add_flag("--clear", f.clear, "remove every limit");
+  ctx.OnRun(cmd, [&ctx, &f]() -> absl::Status {
+    absl::StatusOr<std::optional<v1::Lifetime>> lifetime = ParseLifetime(f.lifetime);
+    if (!lifetime.ok()) return lifetime.status();
+    if (lifetime->has_value() == f.clear) {
+      return absl::InvalidArgumentError(
+          "vm lifetime: give --max-lifetime and/or --idle-timeout, or --clear");
+    }
+    absl::StatusOr<SmolVM> target = SmolVM::attach(f.vm_id, ctx.globals.options());
+    if (!target.ok()) return target.status();
+    if (absl::Status s = target->set_lifetime(lifetime->value_or(v1::Lifetime())); !s.ok()) {
+      return s;
+    }
+    return ctx.out.VmDetails(target->info());
+  });
+}
+
 void RegisterExpose(CLI::App* vm, CliContext& ctx) {
   PortFlags& f = ctx.Make<PortFlags>();
   CLI::App* expose = vm->add_subcommand(
@@ -376,6 +433,7 @@ void RegisterVmCommands(CLI::App& app, CliContext& ctx) {
   });
   RegisterExpose(vm, ctx);
   RegisterEgress(vm, ctx);
+  RegisterLifetime(vm, ctx);
 
   struct ListFlags {
     bool quiet = false;

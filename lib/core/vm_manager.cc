@@ -50,6 +50,8 @@ absl::StatusOr<std::unique_ptr<VmManager>> VmManager::Create(ManagerOptions opti
   SMOLVM_RETURN_IF_ERROR(manager->Reconcile());
   // Pools refill from the reconciled store (vm_manager_pools.cc).
   manager->pool_worker_ = std::thread([m = manager.get()] { m->PoolWorkerLoop(); });
+  // Deadlines that passed while the daemon was down are acted on now.
+  manager->lifetime_worker_ = std::thread([m = manager.get()] { m->LifetimeWorkerLoop(); });
   return manager;
 }
 
@@ -59,6 +61,7 @@ VmManager::~VmManager() {
     stopping_ = pool_work_due_ = true;
   }
   if (pool_worker_.joinable()) pool_worker_.join();
+  if (lifetime_worker_.joinable()) lifetime_worker_.join();
 }
 
 absl::Status VmManager::CheckAccess(const Caller& caller, const char* kind,
@@ -209,6 +212,7 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   vm.vm_id = id;
   vm.state = VmState::kCreated;
   vm.config = config;
+  vm.config.lifetime = StartLifetime(config.lifetime, absl::Now());
   vm.owner = caller.tenant;
   vm.created_at = vm.updated_at = absl::Now();
   VmRecord counted = vm;
@@ -455,6 +459,7 @@ absl::Status VmManager::StopLocked(VmSlot& slot, VmRecord& vm) {
   vm.state = VmState::kStopped;
   vm.pending_fixup.clear();
   vm.vmm_pid = 0;
+  vm.config.lifetime.idle_paused = false;
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   CrashPoint("stop.recorded");
   if (auto s = TearDownLocked(slot, vm.vm_id); !s.ok()) {
@@ -505,21 +510,28 @@ absl::StatusOr<VmRecord> VmManager::ResumeVm(const Caller& caller, const std::st
     return absl::FailedPreconditionError(absl::StrCat(
         "resume vm ", vm_id, ": it is ", VmStateName(vm.state), ", not paused"));
   }
-  SMOLVM_RETURN_IF_ERROR(slot->instance->Resume());
+  SMOLVM_RETURN_IF_ERROR(ResumeLocked(*slot, vm));
+  return store_->GetVm(vm_id);
+}
+
+absl::Status VmManager::ResumeLocked(VmSlot& slot, VmRecord& vm) {
+  SMOLVM_RETURN_IF_ERROR(slot.instance->Resume());
   CrashPoint("resume.vcpus_running");
-  if (slot->needs_fixup) {
-    absl::Status s = FixUpRestoredLocked(*slot, vm_id);
-    if (s.ok() && slot->needs_readdress) s = ReaddressGuestLocked(*slot, vm);
+  if (slot.needs_fixup) {
+    absl::Status s = FixUpRestoredLocked(slot, vm.vm_id);
+    if (s.ok() && slot.needs_readdress) s = ReaddressGuestLocked(slot, vm);
     if (!s.ok()) {
-      (void)FailVmLocked(*slot, vm, s);
+      (void)FailVmLocked(slot, vm, s);
       return s;
     }
   }
   vm.state = VmState::kRunning;
   vm.pending_fixup.clear();
+  vm.config.lifetime.idle_paused = false;
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
-  spdlog::info("vm {}: resumed", vm_id);
-  return store_->GetVm(vm_id);
+  activity_.Note(vm.vm_id);
+  spdlog::info("vm {}: resumed", vm.vm_id);
+  return absl::OkStatus();
 }
 
 absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id) {
@@ -554,7 +566,10 @@ absl::Status VmManager::DeleteVm(const Caller& caller, const std::string& vm_id)
     return absl::OkStatus();
   }();
   if (status.ok()) network_->Release(vm_id);
-  if (status.ok()) spdlog::info("vm {}: deleted", vm_id);
+  if (status.ok()) {
+    activity_.Forget(vm_id);
+    spdlog::info("vm {}: deleted", vm_id);
+  }
   return status;
 }
 

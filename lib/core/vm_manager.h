@@ -37,6 +37,7 @@
 #include "absl/time/time.h"
 #include "lib/agent/guest_agent.h"
 #include "lib/core/vm_stats.h"
+#include "lib/core/vm_activity.h"
 #include "lib/core/vm_network.h"
 #include "lib/core/events.h"
 #include "lib/core/quota.h"
@@ -237,6 +238,15 @@ class VmManager {
                                                const EgressPolicy& egress);
   absl::StatusOr<VmRecord> UnexposePort(const Caller& caller, const std::string& vm_id,
                                         PortForward forward);
+  // Replaces a VM's lifetime policy in any state (SetLifetime): its
+  // max_lifetime counts from now; an empty policy clears it. Clears
+  // idle_paused (a paused VM stays paused until resumed).
+  absl::StatusOr<VmRecord> SetLifetime(const Caller& caller, const std::string& vm_id,
+                                       const Lifetime& lifetime);
+  // One pass of the lifetime worker (every second): takes the action of each
+  // VM whose max_lifetime ran out or that was idle too long, and resumes
+  // VMs its idle policy paused that a forwarded connection waits for.
+  void LifetimePass();
 
   // `count` clones of a snapshot named <prefix>-<n>, one result each, in
   // order; up to ManagerOptions::fork_parallelism restore at once.
@@ -400,8 +410,20 @@ class VmManager {
   absl::StatusOr<std::shared_ptr<agent::GuestAgent>> PrepareCommand(const Caller& caller,
                                                                     const std::string& vm_id,
                                                                     agent::ExecSpec& spec);
+  // Resumes a VM its idle policy paused first (auto_resume), and counts as
+  // the VM's use unless `internal`.
   absl::StatusOr<std::shared_ptr<agent::GuestAgent>> AgentFor(const Caller& caller,
-                                                               const std::string& vm_id);
+                                                               const std::string& vm_id,
+                                                               bool internal = false);
+  // PAUSED → RUNNING (fix-ups of a restored VM first); clears idle_paused.
+  absl::Status ResumeLocked(VmSlot& slot, VmRecord& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // The lifetime worker (vm_manager_lifetime.cc): takes `action` on `vm`
+  // (`why`: "max_lifetime" or "idle") and records what it left.
+  void TakeLifetimeAction(const VmRecord& vm, LifetimeAction action, const char* why);
+  // Whether the guest runs a background process (asked only when it would
+  // otherwise be idle).
+  bool GuestHasProcesses(const std::string& vm_id);
+  void LifetimeWorkerLoop();
   // Passes an event to ManagerOptions::events, if set.
   void Report(CoreEvent event, absl::Duration took = absl::ZeroDuration()) const;
   // Connects to the guest agent (greeting it) unless already connected.
@@ -486,10 +508,17 @@ class VmManager {
   };
   absl::Mutex pools_mu_;
   std::map<std::string, PoolHealth> pool_health_ ABSL_GUARDED_BY(pools_mu_);
-  std::set<std::string> pool_members_starting_ ABSL_GUARDED_BY(pools_mu_);
+  // Members being restored by the refill worker: vm_id -> pool_id.
+  std::map<std::string, std::string> pool_members_starting_ ABSL_GUARDED_BY(pools_mu_);
   bool pool_work_due_ ABSL_GUARDED_BY(pools_mu_) = true;
   bool stopping_ ABSL_GUARDED_BY(pools_mu_) = false;
   std::thread pool_worker_;
+  // When each VM was last used (idle timeouts) and the worker that enforces
+  // lifetimes; it stops with the pool worker (stopping_).
+  VmActivity activity_{absl::Now()};
+  // VMs whose last lifetime action failed, and when to try again.
+  std::map<std::string, absl::Time> lifetime_retry_after_ ABSL_GUARDED_BY(pools_mu_);
+  std::thread lifetime_worker_;
 };
 
 }  // namespace smolvm::core

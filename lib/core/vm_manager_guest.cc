@@ -23,6 +23,32 @@ absl::Status ValidatePid(uint32_t pid) {
   return absl::OkStatus();
 }
 
+// An exec (or attached process) that keeps its VM from being idle while it
+// runs: the activity token ends with the handle.
+class BusyExecHandle : public agent::ExecHandle {
+ public:
+  BusyExecHandle(std::unique_ptr<agent::ExecHandle> inner, std::shared_ptr<void> busy)
+      : inner_(std::move(inner)), busy_(std::move(busy)) {}
+  absl::StatusOr<agent::ExecEvent> Next(absl::Time deadline) override {
+    return inner_->Next(deadline);
+  }
+  absl::StatusOr<size_t> WriteStdin(absl::string_view data, absl::Time deadline) override {
+    return inner_->WriteStdin(data, deadline);
+  }
+  absl::Status CloseStdin() override { return inner_->CloseStdin(); }
+  absl::Status Signal(int signal) override { return inner_->Signal(signal); }
+  absl::Status Resize(agent::TerminalSize size) override { return inner_->Resize(size); }
+
+ private:
+  std::unique_ptr<agent::ExecHandle> inner_;
+  std::shared_ptr<void> busy_;
+};
+
+std::unique_ptr<agent::ExecHandle> KeepBusy(std::unique_ptr<agent::ExecHandle> exec,
+                                            std::shared_ptr<void> busy) {
+  return std::make_unique<BusyExecHandle>(std::move(exec), std::move(busy));
+}
+
 }  // namespace
 
 namespace {
@@ -110,11 +136,20 @@ absl::Status VmManager::ReaddressGuestLocked(VmSlot& slot, const VmRecord& vm) {
 }
 
 absl::StatusOr<std::shared_ptr<agent::GuestAgent>> VmManager::AgentFor(
-    const Caller& caller, const std::string& vm_id) {
+    const Caller& caller, const std::string& vm_id, bool internal) {
   SMOLVM_RETURN_IF_ERROR(ValidateId(vm_id, "vm_id"));
   auto slot = SlotFor(vm_id);
   absl::MutexLock lock(&slot->mu);
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, LoadLocked(*slot, caller, vm_id));
+  if (!internal) activity_.Note(vm_id);
+  const Lifetime& lifetime = vm.config.lifetime;
+  if (!internal && vm.state == VmState::kPaused && lifetime.idle_paused && lifetime.auto_resume) {
+    // Paused for being idle: this call is the use it waited for.
+    const absl::Time t0 = absl::Now();
+    SMOLVM_RETURN_IF_ERROR(ResumeLocked(*slot, vm));
+    spdlog::info("vm {}: resumed for a guest call in {} (idle policy, auto_resume)", vm_id,
+                 absl::FormatDuration(absl::Now() - t0));
+  }
   if (vm.state != VmState::kRunning) {
     return absl::FailedPreconditionError(absl::StrCat(
         "vm ", vm_id, " is ", VmStateName(vm.state),
@@ -159,7 +194,8 @@ absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::StartExec(
   SMOLVM_ASSIGN_OR_RETURN(auto client, PrepareCommand(caller, vm_id, spec));
   // The slot lock is not held while the command runs: execs are concurrent
   // with each other and with snapshots (a paused VM's exec just waits).
-  return client->StartExec(spec);
+  SMOLVM_ASSIGN_OR_RETURN(auto exec, client->StartExec(spec));
+  return KeepBusy(std::move(exec), activity_.Busy(vm_id));
 }
 
 absl::StatusOr<agent::ProcessInfo> VmManager::StartProcess(const Caller& caller,
@@ -207,7 +243,9 @@ absl::StatusOr<std::unique_ptr<agent::ExecHandle>> VmManager::AttachProcess(
     bool output) {
   SMOLVM_RETURN_IF_ERROR(ValidatePid(pid));
   SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
-  return client->AttachProcess(static_cast<int32_t>(pid), tail_bytes, output);
+  SMOLVM_ASSIGN_OR_RETURN(auto exec,
+                          client->AttachProcess(static_cast<int32_t>(pid), tail_bytes, output));
+  return KeepBusy(std::move(exec), activity_.Busy(vm_id));
 }
 
 absl::StatusOr<agent::FileInfo> VmManager::UploadFile(

@@ -148,8 +148,20 @@ absl::Status VmManager::DeletePool(const Caller& caller, const std::string& pool
   // because the daemon stops half way).
   SMOLVM_RETURN_IF_ERROR(store_->DeletePool(pool_id));
   {
+    // A member the worker is restoring right now would otherwise turn up
+    // after this call returned (and keep the snapshot in use): wait for it,
+    // then reap it with the others.
     absl::MutexLock lock(&pools_mu_);
     pool_health_.erase(pool_id);
+    auto none_starting = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(pools_mu_) {
+      for (const auto& [vm_id, pool] : pool_members_starting_) {
+        if (pool == pool_id) return false;
+      }
+      return true;
+    };
+    if (!pools_mu_.AwaitWithTimeout(absl::Condition(&none_starting), absl::Minutes(2))) {
+      spdlog::warn("pool {}: a member is still being restored; the pool worker reaps it", pool_id);
+    }
   }
   SMOLVM_ASSIGN_OR_RETURN(std::vector<VmRecord> members, store_->PoolVms(pool_id));
   for (const auto& vm : members) {
@@ -193,7 +205,9 @@ absl::StatusOr<VmRecord> VmManager::TakeMember(const std::string& pool_id,
   vm.state = VmState::kRunning;
   vm.pending_fixup.clear();
   vm.pool_id.clear();
+  vm.config.lifetime = StartLifetime(vm.config.lifetime, absl::Now());
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+  activity_.Note(vm_id);
   return vm;
 }
 
@@ -246,7 +260,7 @@ absl::Status VmManager::AddPoolMember(const PoolRecord& pool) {
   SMOLVM_ASSIGN_OR_RETURN(std::string id, MemberId(pool.pool_id));
   {
     absl::MutexLock lock(&pools_mu_);
-    pool_members_starting_.insert(id);
+    pool_members_starting_.emplace(id, pool.pool_id);
   }
   absl::Cleanup done = [&] {
     absl::MutexLock lock(&pools_mu_);

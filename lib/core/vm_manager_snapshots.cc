@@ -419,6 +419,9 @@ absl::StatusOr<VmRecord> VmManager::RestoreLocked(VmSlot& slot, const Caller& ca
   vm.state = VmState::kCreated;
   vm.config = snap.vm_config;
   vm.config.vm_id = vm_id;
+  // A clone's limits count from now (a pool member's from its claim).
+  vm.config.lifetime = StartLifetime(snap.vm_config.lifetime, absl::Now());
+  if (!pool_id.empty()) vm.config.lifetime.expires_at = absl::InfinitePast();
   vm.error.clear();
   vm.vmm_pid = 0;
   vm.restored_from = snap.snapshot_id;

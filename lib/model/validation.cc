@@ -100,6 +100,7 @@ absl::Status NormalizeVmConfig(VmConfig& config) {
   if (auto s = ValidateEnv(config.env, "env"); !s.ok()) return s;
   if (auto s = ValidateLabels(config.labels, "labels"); !s.ok()) return s;
   if (auto s = ValidateEgress(config.egress); !s.ok()) return s;
+  if (auto s = ValidateLifetime(config.lifetime); !s.ok()) return s;
   for (auto& f : config.port_forwards) {
     if (auto s = NormalizePortForward(f); !s.ok()) return s;
   }

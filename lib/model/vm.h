@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lib/model/lifetime.h"
 
 namespace smolvm {
 
@@ -87,6 +88,8 @@ struct VmConfig {
   std::vector<PortForward> port_forwards;
   // The caller's key=value tags (ValidateLabels).
   std::map<std::string, std::string> labels;
+  // When the daemon stops, pauses, snapshots or deletes it by itself.
+  Lifetime lifetime;
 
   bool operator==(const VmConfig&) const = default;
 };

@@ -165,6 +165,12 @@ SELECT 1;
     R"sql(
 SELECT 1;
 )sql",
+    // 13: the same for lifetime policies (VmConfig.lifetime): a daemon from
+    // before them would keep such VMs forever. The index finds the VMs the
+    // lifetime worker watches without reading every config.
+    R"sql(
+CREATE INDEX vms_lifetime ON vms (vm_id) WHERE json_extract(config, '$.lifetime') IS NOT NULL;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -300,8 +306,22 @@ Json ToJson(const std::vector<PortForward>& forwards) {
   return list;
 }
 
+Json ToJson(const Lifetime& lifetime) {
+  Json out{{"max_lifetime_s", absl::ToInt64Seconds(lifetime.max_lifetime)},
+           {"max_lifetime_action", LifetimeActionName(lifetime.max_lifetime_action)},
+           {"idle_timeout_s", absl::ToInt64Seconds(lifetime.idle_timeout)},
+           {"idle_action", LifetimeActionName(lifetime.idle_action)},
+           {"auto_resume", lifetime.auto_resume},
+           {"idle_paused", lifetime.idle_paused},
+           {"snapshot_id", lifetime.snapshot_id}};
+  if (lifetime.expires_at != absl::InfinitePast()) {
+    out["expires_at_ms"] = absl::ToUnixMillis(lifetime.expires_at);
+  }
+  return out;
+}
+
 Json ToJson(const VmConfig& config) {
-  return Json{{"vm_id", config.vm_id},
+  Json out{{"vm_id", config.vm_id},
               {"vcpu_count", config.vcpu_count},
               {"memory_mib", config.memory_mib},
               {"kernel_path", config.kernel_path},
@@ -316,6 +336,10 @@ Json ToJson(const VmConfig& config) {
               {"egress", ToJson(config.egress)},
               {"port_forwards", ToJson(config.port_forwards)},
               {"labels", config.labels}};
+  // Only when there is one (schema 13 keeps daemons from before away; the
+  // index vms_lifetime holds exactly these VMs).
+  if (!config.lifetime.empty()) out["lifetime"] = ToJson(config.lifetime);
+  return out;
 }
 
 Json ToJson(const NetworkConfig& network) {
@@ -402,6 +426,53 @@ bool ReadField(const Json& object, const char* key, EgressPolicy* out) {
   return true;
 }
 
+bool ReadField(const Json& object, const char* key, bool* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_boolean()) return false;
+  *out = it->get<bool>();
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key, int64_t* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_number_integer()) return false;
+  *out = it->get<int64_t>();
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key, LifetimeAction* out) {
+  std::string name = LifetimeActionName(*out);
+  if (!ReadField(object, key, &name)) return false;
+  auto action = ParseLifetimeAction(name);
+  if (!action) return false;
+  *out = *action;
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key, Lifetime* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_object()) return false;
+  int64_t max_s = 0, idle_s = 0, expires_ms = 0;
+  bool has_expiry = it->contains("expires_at_ms");
+  if (!ReadField(*it, "max_lifetime_s", &max_s) ||
+      !ReadField(*it, "max_lifetime_action", &out->max_lifetime_action) ||
+      !ReadField(*it, "idle_timeout_s", &idle_s) ||
+      !ReadField(*it, "idle_action", &out->idle_action) ||
+      !ReadField(*it, "auto_resume", &out->auto_resume) ||
+      !ReadField(*it, "idle_paused", &out->idle_paused) ||
+      !ReadField(*it, "snapshot_id", &out->snapshot_id) ||
+      !ReadField(*it, "expires_at_ms", &expires_ms)) {
+    return false;
+  }
+  out->max_lifetime = absl::Seconds(max_s);
+  out->idle_timeout = absl::Seconds(idle_s);
+  if (has_expiry) out->expires_at = absl::FromUnixMillis(expires_ms);
+  return true;
+}
+
 bool ReadField(const Json& object, const char* key, std::vector<PortForward>* out) {
   auto it = object.find(key);
   if (it == object.end()) return true;
@@ -444,7 +515,8 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "env", &config.env) &&
       ReadField(json, "egress", &config.egress) &&
       ReadField(json, "port_forwards", &config.port_forwards) &&
-      ReadField(json, "labels", &config.labels)) {
+      ReadField(json, "labels", &config.labels) &&
+      ReadField(json, "lifetime", &config.lifetime)) {
     return config;
   }
   return BadColumn(kind, id, column, "is not a VmConfig JSON object");
@@ -782,6 +854,19 @@ absl::StatusOr<std::vector<VmRecord>> Store::AllVms() {
   absl::MutexLock lock(&mu_);
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt, Prepare(db_, absl::StrCat(kSelectVms, "ORDER BY vm_id"), what));
+  return ReadRows(db_, stmt.get(), what, &ReadVmRow);
+}
+
+absl::StatusOr<std::vector<VmRecord>> Store::LifetimeVms() {
+  constexpr absl::string_view what = "list vms with a lifetime";
+  absl::MutexLock lock(&mu_);
+  // The same expression as the partial index vms_lifetime, so it is used.
+  SMOLVM_ASSIGN_OR_RETURN(
+      Stmt stmt,
+      Prepare(db_,
+              absl::StrCat(kSelectVms,
+                           "WHERE json_extract(config, '$.lifetime') IS NOT NULL ORDER BY vm_id"),
+              what));
   return ReadRows(db_, stmt.get(), what, &ReadVmRow);
 }
 

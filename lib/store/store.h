@@ -33,7 +33,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 12;
+inline constexpr int kSchemaVersion = 13;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -74,6 +74,9 @@ class Store {
   absl::StatusOr<std::vector<VmRecord>> AllVms();
   // The unclaimed members of a pool ("": of every pool), ordered by vm_id.
   absl::StatusOr<std::vector<VmRecord>> PoolVms(const std::string& pool_id);
+  // VMs whose config holds a lifetime policy (or what one left), pool
+  // members included, ordered by id.
+  absl::StatusOr<std::vector<VmRecord>> LifetimeVms();
 
   // Warm pools (schema 9; store_pools.cc). ALREADY_EXISTS / NOT_FOUND.
   absl::Status InsertPool(const PoolRecord& pool);

@@ -178,6 +178,9 @@ grpc::Status Call(const std::shared_ptr<grpc::Channel>& channel, const std::stri
   if (method == "UpdateNetworkPolicy") {
     return Unary(vms.get(), &VmService::Stub::UpdateNetworkPolicy, json, tenant, &vm);
   }
+  if (method == "SetLifetime") {
+    return Unary(vms.get(), &VmService::Stub::SetLifetime, json, tenant, &vm);
+  }
   if (method == "DeleteVm") {
     DeleteVmResponse r;
     return Unary(vms.get(), &VmService::Stub::DeleteVm, json, tenant, &r);

@@ -230,6 +230,7 @@ TEST_F(TenantsTest, TenantsCannotSeeOrTouchEachOther) {
         {"ExposePort", R"({"vm_id":"%","forward":{"host_port":22001,"guest_port":80}})"},
         {"UnexposePort", R"({"vm_id":"%","host_port":22001})"},
         {"UpdateNetworkPolicy", R"({"vm_id":"%","egress":{"mode":"EGRESS_OPEN"}})"},
+        {"SetLifetime", R"({"vm_id":"%","lifetime":{"max_lifetime_seconds":1}})"},
         {"CreateSnapshot", R"({"vm_id":"%","snapshot_id":"x-steal-snap"})"},
         {"ListSnapshots", R"({"vm_id":"%"})"},
         {"DeleteVm", R"({"vm_id":"%"})"},

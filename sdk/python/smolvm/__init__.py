@@ -39,7 +39,7 @@ from smolvm.console import ConsoleStream
 from smolvm.stats import StatsWatch, VmStats
 from smolvm.process import ProcessConnection, ProcessInfo, ProcessOutput
 from smolvm.progress import OperationProgress, ProgressCallback
-from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
+from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck, Lifetime,
                           ForkOutcome, ForkVmResult, Image, NetworkConfig, Pool,
                           PortForward, SnapshotInfo, SnapshotVerification, VMConfig,
                           VMInfo, VmStatus)
@@ -49,7 +49,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SmolVM", "SmolVMManager", "ClientOptions", "Connection",
-    "VMConfig", "NetworkConfig", "EgressPolicy", "PortForward", "VMInfo", "VmStatus",
+    "VMConfig", "NetworkConfig", "EgressPolicy", "Lifetime", "PortForward", "VMInfo",
+    "VmStatus",
     "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",

@@ -149,6 +149,59 @@ class EgressPolicy:
                    deny_domains=list(msg.deny_domains))
 
 
+_LIFETIME_ACTIONS = {"delete": types_pb2.LIFETIME_DELETE,
+                     "stop": types_pb2.LIFETIME_STOP,
+                     "pause": types_pb2.LIFETIME_PAUSE,
+                     "snapshot": types_pb2.LIFETIME_SNAPSHOT}
+
+
+def _lifetime_action(name: str, what: str) -> int:
+    if name not in _LIFETIME_ACTIONS:
+        raise InvalidArgumentError(message=(
+            f'{what} "{name}": want one of {", ".join(_LIFETIME_ACTIONS)}'))
+    return _LIFETIME_ACTIONS[name]
+
+
+def _lifetime_action_name(value: int, unset: str) -> str:
+    return next((k for k, v in _LIFETIME_ACTIONS.items() if v == value), unset)
+
+
+@dataclass
+class Lifetime:
+    """When the daemon acts on a VM by itself (smolvm.v1.Lifetime):
+    `max_lifetime` seconds after its creation (or set_lifetime), and after
+    `idle_timeout` seconds without guest calls, execs, processes or
+    forwarded connections; actions "delete", "stop", "pause", "snapshot".
+    0 = no limit. A VM the idle policy paused resumes on the next guest
+    call or forwarded connection unless `auto_resume` is False."""
+
+    max_lifetime: int = 0
+    max_lifetime_action: str = "delete"
+    idle_timeout: int = 0
+    idle_action: str = "pause"
+    auto_resume: bool = True
+
+    def to_proto(self) -> types_pb2.Lifetime:
+        try:
+            return types_pb2.Lifetime(
+                max_lifetime_seconds=self.max_lifetime,
+                max_lifetime_action=_lifetime_action(self.max_lifetime_action,
+                                                     "max_lifetime_action"),
+                idle_timeout_seconds=self.idle_timeout,
+                idle_action=_lifetime_action(self.idle_action, "idle_action"),
+                auto_resume=self.auto_resume)
+        except (TypeError, ValueError) as e:
+            raise InvalidArgumentError(message=f"Lifetime: {e}") from None
+
+    @classmethod
+    def from_proto(cls, msg: types_pb2.Lifetime) -> "Lifetime":
+        return cls(max_lifetime=msg.max_lifetime_seconds,
+                   max_lifetime_action=_lifetime_action_name(msg.max_lifetime_action, "delete"),
+                   idle_timeout=msg.idle_timeout_seconds,
+                   idle_action=_lifetime_action_name(msg.idle_action, "pause"),
+                   auto_resume=msg.auto_resume if msg.HasField("auto_resume") else True)
+
+
 @dataclass
 class PortForward:
     """A guest port reachable on a host address ("" = 127.0.0.1)."""
@@ -212,6 +265,7 @@ class VMConfig:
     #: The caller's key=value tags; ``SmolVMManager.list_vms(labels=...)``
     #: filters by them. At most 32.
     labels: Dict[str, str] = field(default_factory=dict)
+    lifetime: Optional[Lifetime] = None                 #: None = no limits.
 
     _SCALARS = ("vm_id", "vcpu_count", "memory_mib", "kernel_path", "initrd_path",
                 "rootfs_path", "boot_args", "image", "disk_size_mib", "image_digest")
@@ -228,13 +282,17 @@ class VMConfig:
         if self.egress is not None:
             msg.egress.CopyFrom(_nested(self.egress, EgressPolicy).to_proto())
         msg.port_forwards.extend(_nested(p, PortForward).to_proto() for p in self.port_forwards)
+        if self.lifetime is not None:
+            msg.lifetime.CopyFrom(_nested(self.lifetime, Lifetime).to_proto())
         return msg
 
     @classmethod
     def from_proto(cls, msg: types_pb2.VMConfig) -> "VMConfig":
         out = cls(env=dict(msg.env), labels=dict(msg.labels),
                   egress=EgressPolicy.from_proto(msg.egress) if msg.HasField("egress") else None,
-                  port_forwards=[PortForward.from_proto(p) for p in msg.port_forwards])
+                  port_forwards=[PortForward.from_proto(p) for p in msg.port_forwards],
+                  lifetime=Lifetime.from_proto(msg.lifetime) if msg.HasField("lifetime")
+                  else None)
         _copy_fields(msg, out, cls._SCALARS)
         return out
 
@@ -295,6 +353,11 @@ class VMInfo:
     owner: str = ""
     vmm_uid: int = 0
     pool_id: str = ""
+    #: When the max_lifetime runs out (UTC) and what happens then.
+    lifetime_deadline: Optional[datetime] = None
+    lifetime_action: str = ""
+    idle_paused: bool = False            #: Paused by its idle policy.
+    lifetime_snapshot_id: str = ""       #: Taken by a "snapshot" action.
 
     @classmethod
     def from_proto(cls, msg: types_pb2.Vm) -> "VMInfo":
@@ -303,7 +366,10 @@ class VMInfo:
                   network=NetworkConfig.from_proto(msg.network),
                   created_at=to_datetime(msg.created_at), updated_at=to_datetime(msg.updated_at))
         _copy_fields(msg, out, ("error", "vmm_pid", "restored_from_snapshot_id", "owner",
-                                "vmm_uid", "pool_id"))
+                                "vmm_uid", "pool_id", "idle_paused", "lifetime_snapshot_id"))
+        if msg.HasField("lifetime_deadline"):
+            out.lifetime_deadline = to_datetime(msg.lifetime_deadline)
+            out.lifetime_action = _lifetime_action_name(msg.lifetime_action, "")
         return out
 
 

@@ -35,8 +35,8 @@ from smolvm.console import ConsoleStream
 from smolvm.stats import StatsWatch, VmStats
 from smolvm.process import ProcessConnection, ProcessInfo
 from smolvm.types import (CommandResult, ConfigLike, EgressPolicy, ForkOutcome, ForkVmResult,
-                          SnapshotInfo, VMConfig, VMInfo, VmStatus, coerce_config,
-                          copy_labels)
+                          Lifetime, SnapshotInfo, VMConfig, VMInfo, VmStatus, _nested,
+                          coerce_config, copy_labels)
 from smolvm.v1 import (filesystem_service_pb2, pool_service_pb2, process_service_pb2,
                        snapshot_service_pb2, types_pb2, vm_service_pb2)
 
@@ -322,6 +322,16 @@ class SmolVM:
         request = vm_service_pb2.UpdateNetworkPolicyRequest(vm_id=self.vm_id,
                                                             egress=egress.to_proto())
         return self._set_info(conn.call(conn.vm.UpdateNetworkPolicy, request))
+
+    def set_lifetime(self, lifetime: Optional["Lifetime"] = None) -> "SmolVM":
+        """Replaces the VM's lifetime policy (SetLifetime): extends, shortens
+        or, with None, clears it; max_lifetime counts from now."""
+        self._check_started("set the lifetime of")
+        conn = self._connection
+        request = vm_service_pb2.SetLifetimeRequest(vm_id=self.vm_id)
+        if lifetime is not None:
+            request.lifetime.CopyFrom(_nested(lifetime, Lifetime).to_proto())
+        return self._set_info(conn.call(conn.vm.SetLifetime, request))
 
     def unexpose_port(self, host_port: int, host_ip: str = "",
                       protocol: str = "tcp") -> "SmolVM":

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 import grpc
 
 from smolvm import (CommandResult, EgressPolicy, FileEntry, FileType, ForkOutcome,
-                    InternalError, InvalidArgumentError, ListDirResult, PortForward,
+                    InternalError, InvalidArgumentError, Lifetime, ListDirResult, PortForward,
                     ProcessInfo, ProcessOutput, SnapshotInfo, VMConfig, VMInfo, VmStatus,
                     WatchEvent, WatchEventType)
 from smolvm.fs import from_unix_ns
@@ -80,6 +80,37 @@ class ConfigTest(unittest.TestCase):
         with self.assertRaises(InvalidArgumentError) as ctx:
             VMConfig(labels={"n": 1}).to_proto()  # type: ignore[dict-item]
         self.assertIn("labels", ctx.exception.message)
+
+    def test_lifetime(self) -> None:
+        config = VMConfig(lifetime=Lifetime(max_lifetime=300, idle_timeout=60,
+                                            idle_action="snapshot", auto_resume=False))
+        msg = config.to_proto()
+        self.assertEqual(msg.lifetime.max_lifetime_seconds, 300)
+        self.assertEqual(msg.lifetime.max_lifetime_action, types_pb2.LIFETIME_DELETE)
+        self.assertEqual(msg.lifetime.idle_action, types_pb2.LIFETIME_SNAPSHOT)
+        self.assertFalse(msg.lifetime.auto_resume)
+        self.assertEqual(VMConfig.from_proto(msg), config)
+        # A daemon's unset actions and auto_resume read as the defaults.
+        bare = Lifetime.from_proto(types_pb2.Lifetime(idle_timeout_seconds=5))
+        self.assertEqual(bare, Lifetime(idle_timeout=5))
+        self.assertFalse(VMConfig().to_proto().HasField("lifetime"))
+        msg = coerce_config({"lifetime": {"max_lifetime": 10, "max_lifetime_action": "stop"}})
+        self.assertEqual(msg.to_proto().lifetime.max_lifetime_action, types_pb2.LIFETIME_STOP)
+        with self.assertRaises(InvalidArgumentError) as ctx:
+            VMConfig(lifetime=Lifetime(idle_timeout=5, idle_action="kill")).to_proto()
+        self.assertIn("idle_action", ctx.exception.message)
+
+    def test_vm_info_lifetime_fields(self) -> None:
+        msg = types_pb2.Vm(vm_id="a", idle_paused=True, lifetime_snapshot_id="a-lifetime-1",
+                           lifetime_action=types_pb2.LIFETIME_SNAPSHOT)
+        msg.lifetime_deadline.seconds = 1_700_000_000
+        info = VMInfo.from_proto(msg)
+        self.assertTrue(info.idle_paused)
+        self.assertEqual(info.lifetime_snapshot_id, "a-lifetime-1")
+        self.assertEqual(info.lifetime_action, "snapshot")
+        self.assertEqual(info.lifetime_deadline,
+                         datetime.fromtimestamp(1_700_000_000, tz=timezone.utc))
+        self.assertIsNone(VMInfo.from_proto(types_pb2.Vm(vm_id="b")).lifetime_deadline)
 
     def test_dict_config_with_labels(self) -> None:
         msg = coerce_config({"labels": {"team": "ci"}}).to_proto()
