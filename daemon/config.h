@@ -39,6 +39,8 @@ struct DaemonConfig {
   int fork_parallelism = 0;
   // Guest console kept per VM (console.log + console.log.1), in bytes.
   int64_t console_log_max_bytes = 4 << 20;
+  // Events the journal keeps (EventService; the oldest are dropped).
+  int64_t max_events = 100000;
   // Networking (flags or [network]): bridge, subnet, uplink ("auto" = the default
   // route's device, "none" = no NAT), dns ("auto" = the host's first
   // non-loopback resolver, "none").

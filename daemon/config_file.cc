@@ -276,6 +276,7 @@ absl::Status ApplyRoot(const Reader& r, const toml::table& root, DaemonConfig& c
                  {"fork_parallelism", Integer(&c.fork_parallelism, 0, 256), nullptr},
                  {"console_log_max_bytes",
                   Integer(&c.console_log_max_bytes, 8192, int64_t{1} << 32), nullptr},
+                 {"max_events", Integer(&c.max_events, 1000, 100000000), nullptr},
                  {"machine", String(&c.machine), nullptr},
                  {"qemu_binary", String(&c.qemu_binary), nullptr},
                  {"guest_recipe_dir", String(&c.guest_recipe_dir), nullptr},

@@ -18,6 +18,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include "absl/cleanup/cleanup.h"
@@ -436,6 +437,33 @@ TEST_F(TenantsTest, AdminSeesEveryoneAndActsForATenant) {
 }
 
 // Members of --admin-group and tenants with admin = true are admins too.
+// The event journal per tenant (smolvmctl events as each real uid): A's
+// events are A's alone, with A as their owner; B sees none of A's; an admin
+// sees both; a filter on the other's VM shows nothing rather than an error.
+TEST_F(TenantsTest, EventsAreTheTenantsOwn) {
+  auto vm_ids_seen = [](int user, const std::vector<std::string>& extra) {
+    std::vector<std::string> args = {"events"};
+    args.insert(args.end(), extra.begin(), extra.end());
+    ProcResult r = Ctl(user, args);
+    EXPECT_EQ(r.exit_code, 0) << r.Describe();
+    std::set<std::string> ids;
+    for (absl::string_view line : absl::StrSplit(r.out, '\n', absl::SkipEmpty())) {
+      json event = json::parse(line);
+      if (user != kAdminGroup) EXPECT_EQ(event.value("owner", ""), Tenant(user)) << line;
+      ids.insert(event.value("vm_id", ""));
+    }
+    return ids;
+  };
+  for (int x : {kA, kB}) {
+    std::set<std::string> own = vm_ids_seen(x, {});
+    EXPECT_TRUE(own.count(kVm[x])) << Tenant(x);
+    EXPECT_FALSE(own.count(kVm[1 - x])) << Tenant(x) << " sees the other tenant's events";
+    EXPECT_TRUE(vm_ids_seen(x, {"--vm", kVm[1 - x]}).empty());
+  }
+  std::set<std::string> all = vm_ids_seen(kAdminGroup, {});
+  EXPECT_TRUE(all.count(kVm[kA]) && all.count(kVm[kB]));
+}
+
 TEST_F(TenantsTest, AdminGroupAndAdminTenantsSeeEveryone) {
   for (int admin : {kAdminGroup, kOps}) {
     SCOPED_TRACE(admin == kOps ? "tenant ops (admin = true)" : "member of --admin-group");
