@@ -193,10 +193,18 @@ CREATE TABLE event_settings (
   pruned_through INTEGER NOT NULL
 );
 INSERT INTO event_settings (max_events, pruned_through) VALUES (100000, 0);
-CREATE TRIGGER events_vm_insert AFTER INSERT ON vms WHEN NEW.pool_id = ''
+-- Every writer of events inserts here: the time is taken in one place.
+CREATE VIEW new_events AS SELECT owner, kind, vm_id, snapshot_id, state, detail FROM events;
+CREATE TRIGGER new_events_insert INSTEAD OF INSERT ON new_events
 BEGIN
   INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
   VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+          NEW.kind, NEW.vm_id, NEW.snapshot_id, NEW.state, NEW.detail);
+END;
+CREATE TRIGGER events_vm_insert AFTER INSERT ON vms WHEN NEW.pool_id = ''
+BEGIN
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (NEW.owner,
           CASE WHEN NEW.restored_from != '' THEN 'restored' ELSE 'created' END,
           NEW.vm_id, NEW.restored_from, NEW.state,
           CASE WHEN NEW.state = 'error' THEN NEW.error ELSE '' END);
@@ -204,50 +212,50 @@ END;
 CREATE TRIGGER events_vm_update AFTER UPDATE ON vms WHEN NEW.pool_id = ''
 BEGIN
   -- A claim out of a warm pool: the member becomes the tenant's VM.
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  SELECT NEW.owner,
          'restored', NEW.vm_id, NEW.restored_from, NEW.state,
          'claimed from pool ' || OLD.pool_id
   WHERE OLD.pool_id != '';
   -- A restore into an existing VM (its journal entry kept the previous
   -- row; a restore into a new VM had its event at the insert): it goes
   -- live from the snapshot.
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  SELECT NEW.owner,
          'restored', NEW.vm_id, NEW.restored_from, NEW.state, ''
   WHERE OLD.pool_id = '' AND NEW.restored_from != ''
     AND OLD.state NOT IN ('running', 'paused') AND NEW.state IN ('running', 'paused')
     AND EXISTS (SELECT 1 FROM operations o JOIN operation_previous_vms p ON p.vm_id = o.vm_id
                 WHERE o.vm_id = NEW.vm_id AND o.kind = 'restore');
   -- A state change: the kind is the new state.
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  SELECT CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  SELECT NEW.owner,
          NEW.state, NEW.vm_id, '', NEW.state,
          CASE WHEN NEW.state = 'error' THEN NEW.error ELSE '' END
   WHERE OLD.pool_id = '' AND OLD.state != NEW.state;
 END;
 CREATE TRIGGER events_vm_delete AFTER DELETE ON vms WHEN OLD.pool_id = ''
 BEGIN
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), OLD.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (OLD.owner,
           'deleted', OLD.vm_id, '', '', '');
 END;
 CREATE TRIGGER events_snapshot_insert AFTER INSERT ON snapshots
 BEGIN
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (NEW.owner,
           'snapshot_created', NEW.vm_id, NEW.snapshot_id, '', '');
 END;
 CREATE TRIGGER events_snapshot_delete AFTER DELETE ON snapshots
 BEGIN
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), OLD.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (OLD.owner,
           'snapshot_deleted', OLD.vm_id, OLD.snapshot_id, '', '');
 END;
 CREATE TRIGGER events_image_insert AFTER INSERT ON images
 BEGIN
-  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
-  VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (NEW.owner,
           'image_built', '', '', '', NEW.digest);
 END;
 CREATE TRIGGER events_prune AFTER INSERT ON events WHEN NEW.event_id % 1000 = 0

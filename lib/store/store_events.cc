@@ -55,14 +55,14 @@ absl::StatusOr<int64_t> Store::AppendEvent(const EventRecord& event) {
   SMOLVM_ASSIGN_OR_RETURN(
       Stmt stmt,
       Prepare(db_,
-              "INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail) "
-              "VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), "
-              "?1, ?2, ?3, ?4, ?5, ?6)",
+              "INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail) "
+              "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
               what, event.owner, event.kind, event.vm_id, event.snapshot_id, event.state,
               event.detail));
   if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqliteError(db_, what);
-  // A direct insert (not a trigger's): its rowid is the event's id.
-  return sqlite3_last_insert_rowid(db_);
+  // The view's trigger made the row (sqlite3_last_insert_rowid does not
+  // see a trigger's inserts); nothing else writes under this lock.
+  return QueryInt(db_, kNewestEventId, what);
 }
 
 absl::StatusOr<Store::EventPage> Store::ListEvents(int64_t after_event_id,

@@ -271,7 +271,8 @@ TEST(EventJournalMigrationTest, MigratesFromSchema12) {
       "DROP TRIGGER events_vm_insert; DROP TRIGGER events_vm_update; "
       "DROP TRIGGER events_vm_delete; DROP TRIGGER events_snapshot_insert; "
       "DROP TRIGGER events_snapshot_delete; DROP TRIGGER events_image_insert; "
-      "DROP TABLE events; DROP TABLE event_settings; PRAGMA user_version = 12;";
+      "DROP TRIGGER events_prune; DROP VIEW new_events; DROP TABLE events; "
+      "DROP TABLE event_settings; PRAGMA user_version = 12;";
   ASSERT_EQ(sqlite3_exec(db, downgrade, nullptr, nullptr, nullptr), SQLITE_OK)
       << sqlite3_errmsg(db);
   sqlite3_close(db);

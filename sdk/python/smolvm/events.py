@@ -12,7 +12,6 @@ restart::
             last = e.event_id
 """
 
-import enum
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Optional, Union
@@ -20,14 +19,14 @@ from typing import Iterable, Optional, Union
 from smolvm._streams import CancellableStream, stream_timeout
 from smolvm.connection import Connection
 from smolvm.errors import InvalidArgumentError
-from smolvm.fs import from_unix_ns
+from smolvm.fs import _ProtoEnum, from_unix_ns
 from smolvm.types import VmStatus
 from smolvm.v1 import event_service_pb2
 
 __all__ = ["Event", "EventKind", "EventStream"]
 
 
-class EventKind(str, enum.Enum):
+class EventKind(_ProtoEnum):
     """What happened (smolvm.v1.EventKind); compares equal to its value."""
 
     UNSPECIFIED = "unspecified"            #: A kind newer than the SDK.
@@ -43,12 +42,6 @@ class EventKind(str, enum.Enum):
     SNAPSHOT_DELETED = "snapshot_deleted"
     LIFETIME_ACTION = "lifetime_action"
     IMAGE_BUILT = "image_built"            #: detail: the digest.
-
-    def __str__(self) -> str:
-        return self.value
-
-    def __format__(self, spec: str) -> str:
-        return format(self.value, spec)
 
     @classmethod
     def from_proto(cls, value: int) -> "EventKind":
