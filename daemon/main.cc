@@ -380,7 +380,7 @@ int Run(int argc, char** argv) {
 
   // SIGTERM/SIGINT are blocked in every thread (set in main before any
   // thread starts) and taken here synchronously.
-  std::thread signal_thread([&server, &listener, &notifier] {
+  std::thread signal_thread([&server, &listener, &notifier, &journal] {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -390,6 +390,7 @@ int Run(int argc, char** argv) {
     spdlog::info("received signal {}; shutting down (VMs keep running)", sig);
     notifier.Stopping("draining requests; VMs keep running");
     (*listener)->Stop();  // No new connections while draining.
+    journal.Shutdown();   // Event follows end now, not at the deadline.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   });
   server->Wait();

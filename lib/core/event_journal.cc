@@ -47,6 +47,10 @@ absl::Status EventJournal::Watch(const Caller& caller, const WatchOptions& optio
   int64_t after = options.after_event_id;
   for (;;) {
     if (cancelled()) return absl::CancelledError("the watcher went away");
+    if (shutting_down_) {
+      return absl::UnavailableError(absl::StrCat(
+          "smolvmd is shutting down; watch again after event ", after, " once it is back"));
+    }
     // Read before listing: a commit after the list changes it, so the wait
     // below returns at once instead of missing it.
     const uint64_t commits = store_->CommitCount();

@@ -9,6 +9,7 @@
 // Thread-safety: all methods may be called concurrently.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
@@ -44,8 +45,13 @@ class EventJournal {
                      const std::function<bool(const EventRecord&)>& send,
                      const std::function<bool()>& cancelled) const;
 
+  // Ends every follow (within `poll`) with UNAVAILABLE, so that a daemon
+  // that stops does not wait for its followers; later watches fail at once.
+  void Shutdown() { shutting_down_ = true; }
+
  private:
   store::Store* const store_;
+  std::atomic<bool> shutting_down_{false};
 };
 
 }  // namespace smolvm::core
