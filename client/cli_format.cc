@@ -436,6 +436,35 @@ std::string WatchEventLine(const v1::WatchDirEvent& event) {
   return Cell(line);
 }
 
+std::string EventKindName(v1::EventKind kind) {
+  std::string name = absl::AsciiStrToLower(v1::EventKind_Name(kind));
+  return name.empty() ? absl::StrCat("kind_", static_cast<int>(kind)) : name;
+}
+
+absl::StatusOr<v1::EventKind> ParseEventKind(absl::string_view name) {
+  v1::EventKind kind;
+  if (!v1::EventKind_Parse(absl::AsciiStrToUpper(name), &kind) ||
+      kind == v1::EVENT_KIND_UNSPECIFIED) {
+    std::vector<std::string> known;
+    for (int k = v1::EventKind_MIN + 1; k <= v1::EventKind_MAX; ++k) {
+      if (v1::EventKind_IsValid(k)) known.push_back(EventKindName(static_cast<v1::EventKind>(k)));
+    }
+    return absl::InvalidArgumentError(absl::StrCat("unknown event kind \"", name,
+                                                   "\"; known: ", absl::StrJoin(known, ", ")));
+  }
+  return kind;
+}
+
+std::string EventLine(const v1::Event& event) {
+  const std::string state = event.state() == v1::VM_STATUS_UNSPECIFIED
+                                ? ""
+                                : absl::AsciiStrToLower(StatusName(event.state()));
+  return Cell(absl::StrJoin({absl::StrCat(event.event_id()), FormatTimestamp(event.time()),
+                             EventKindName(event.kind()), Dash(event.vm_id()),
+                             Dash(event.snapshot_id()), Dash(state), Dash(event.detail())},
+                            "  "));
+}
+
 namespace {
 
 // ShellWord is `word` as a POSIX shell reads it back: as it is when it has

@@ -23,6 +23,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/types/span.h"
+#include "smolvm/v1/event_service.pb.h"
 #include "smolvm/v1/filesystem_service.pb.h"
 #include "smolvm/v1/image_service.pb.h"
 #include "smolvm/v1/pool_service.pb.h"
@@ -100,6 +101,16 @@ std::string ListedDirPrefix(absl::Span<const v1::FileEntry> entries);
 // as "RENAME /a -> /b"; a directory's paths end in "/". Escaped like a
 // table cell.
 std::string WatchEventLine(const v1::WatchDirEvent& event);
+
+// EventLine renders an EventService event as one line, without the newline:
+// "ID TIME KIND VM SNAPSHOT STATE DETAIL", two spaces apart; TIME as
+// FormatTimestamp, KIND as EventKindName, "-" for what is empty. Escaped
+// like a table cell.
+std::string EventLine(const v1::Event& event);
+// EventKindName is the kind in lower case ("vm_created"); ParseEventKind
+// reads it back (any case). The inverse of each other.
+std::string EventKindName(v1::EventKind kind);
+absl::StatusOr<v1::EventKind> ParseEventKind(absl::string_view name);
 
 // ProcessTable renders a VM's background processes (ProcessService) with
 // the columns PID STATUS STARTED OUTPUT USER COMMAND: STATUS as

@@ -332,6 +332,7 @@ Connection::Connection(ClientOptions options) : options_(std::move(options)) {
   operation_stub_ = v1::OperationService::NewStub(channel_);
   filesystem_stub_ = v1::FilesystemService::NewStub(channel_);
   process_stub_ = v1::ProcessService::NewStub(channel_);
+  event_stub_ = v1::EventService::NewStub(channel_);
 }
 
 Connection::Connection(Connection&&) noexcept = default;

@@ -48,6 +48,7 @@
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "absl/time/time.h"
+#include "smolvm/v1/event_service.grpc.pb.h"
 #include "smolvm/v1/filesystem_service.grpc.pb.h"
 #include "smolvm/v1/image_service.grpc.pb.h"
 #include "smolvm/v1/operation_service.grpc.pb.h"
@@ -177,6 +178,8 @@ class Connection {
   // operation_stub is the OperationService stub, for the streaming
   // WatchOperation (client/operation_watch.h).
   v1::OperationService::Stub& operation_stub() const { return *operation_stub_; }
+  // event_stub is the EventService stub, for the streaming WatchEvents.
+  v1::EventService::Stub& event_stub() const { return *event_stub_; }
 
   // PrepareContext readies a new call's `context`: a deadline `timeout` from
   // now (none if infinite or non-positive) and the tenant metadata. Returns
@@ -241,6 +244,7 @@ class Connection {
   std::unique_ptr<v1::OperationService::Stub> operation_stub_;
   std::unique_ptr<v1::FilesystemService::Stub> filesystem_stub_;
   std::unique_ptr<v1::ProcessService::Stub> process_stub_;
+  std::unique_ptr<v1::EventService::Stub> event_stub_;
 };
 
 }  // namespace smolvm

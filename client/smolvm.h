@@ -51,6 +51,7 @@
 #include "absl/time/time.h"
 #include "client/connection.h"
 #include "client/operation_watch.h"
+#include "smolvm/v1/event_service.pb.h"
 #include "smolvm/v1/filesystem_service.pb.h"
 #include "smolvm/v1/process_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
@@ -548,6 +549,31 @@ class StatsWatch {
   virtual void cancel() = 0;  // Thread-safe, idempotent.
 };
 
+// EventStream is a running WatchEvents call
+// (`SmolVMManager::watch_events()`). Destroying it cancels the call.
+class EventStream {
+ public:
+  virtual ~EventStream() = default;
+  // next blocks until the next event; at the end it returns why (CANCELLED
+  // when the stream ended: without follow, after the last kept event; or
+  // after cancel(); OUT_OF_RANGE when the events after the requested id
+  // were dropped by the daemon's retention).
+  virtual absl::StatusOr<v1::Event> next() = 0;
+  virtual void cancel() = 0;  // Thread-safe, idempotent.
+};
+
+// What SmolVMManager::watch_events reads (WatchEventsRequest).
+struct EventWatchOptions {
+  // The last event already handled; 0 = from the oldest the daemon keeps.
+  int64_t after_event_id = 0;
+  // Keep the stream open for new events (until cancel()).
+  bool follow = false;
+  // Only events of this VM / snapshot ("" = any), of these kinds (none = all).
+  std::string vm_id;
+  std::string snapshot_id;
+  std::vector<v1::EventKind> kinds;
+};
+
 // ProcessConnection is a running ConnectProcess call
 // (`SmolVM::connect_process()`). Destroying it detaches.
 class ProcessConnection {
@@ -675,6 +701,15 @@ class SmolVMManager {
   // get_operation returns the state of operation `id` (OperationService): a
   // call made with that operation_id, running or recently finished.
   absl::StatusOr<v1::Operation> get_operation(const std::string& id) const;
+
+  // --- Events (EventService) ----------------------------------------------
+
+  // watch_events streams the caller's events (an admin's: every tenant's)
+  // after `options.after_event_id`, oldest first (WatchEvents). Remember
+  // the last event_id handled and pass it again to resume, also after a
+  // daemon restart.
+  absl::StatusOr<std::unique_ptr<EventStream>> watch_events(
+      const EventWatchOptions& options = {}) const;
 
   // --- Warm pools (PoolService) -------------------------------------------
 

@@ -100,6 +100,7 @@ int Main(int argc, char** argv) {
   RegisterPoolCommands(app, ctx);
   RegisterOperationCommands(app, ctx);
   RegisterImageCommands(app, ctx);
+  RegisterEventsCommand(app, ctx);
   RegisterDoctorCommand(app, ctx);
   RegisterCompletionCommand(app, ctx);
 

@@ -13,6 +13,7 @@
 #pragma once
 
 #include "absl/status/statusor.h"
+#include "daemon/stream_limiter.h"
 #include "grpcpp/server_context.h"
 #include "lib/core/tenant_directory.h"
 #include "lib/model/tenant.h"
@@ -30,9 +31,14 @@ class CallerResolver {
   // for a non-admin that asks to act for a tenant.
   absl::StatusOr<Caller> Resolve(const grpc::ServerContext& ctx) const;
 
+  // The bound on long calls Serve applies (unset: none).
+  void set_stream_limiter(StreamLimiter* limiter) { streams_ = limiter; }
+  StreamLimiter* stream_limiter() const { return streams_; }
+
  private:
   absl::StatusOr<Caller> FromUnixPeer(int fd) const;
   const core::TenantDirectory* const directory_;
+  StreamLimiter* streams_ = nullptr;
 };
 
 }  // namespace smolvm::daemon

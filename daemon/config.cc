@@ -352,6 +352,13 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--console-log-max-bytes", Field(&DaemonConfig::console_log_max_bytes),
                "Guest console kept on disk per VM (older output is dropped)")
       ->check(CLI::Range(int64_t{8192}, int64_t{1} << 32));
+  flags.Option(app, "--max-events", Field(&DaemonConfig::max_events),
+               "Events the journal keeps for WatchEvents (older ones are dropped)")
+      ->check(CLI::Range(int64_t{1000}, int64_t{100000000}));
+  flags.Option(app, "--max-streams-per-tenant", Field(&DaemonConfig::max_streams_per_tenant),
+               "Long calls (execs, streams, watches, waits) one tenant may hold open at once; "
+               "admins are not limited (0: no limit)")
+      ->check(CLI::Range(0, 100000));
   flags.Option(app, "--vmm-confinement", Field(&DaemonConfig::vmm_confinement),
                "on: every VMM runs as its own uid in an empty mount namespace, under "
                "seccomp and in its own cgroup; off: only to measure that cost")

@@ -39,6 +39,11 @@ struct DaemonConfig {
   int fork_parallelism = 0;
   // Guest console kept per VM (console.log + console.log.1), in bytes.
   int64_t console_log_max_bytes = 4 << 20;
+  // Events the journal keeps (EventService; the oldest are dropped).
+  int64_t max_events = 100000;
+  // Long calls (execs, streams, watches, waits) a tenant may hold open at
+  // once; admins are not limited (0: no limit).
+  int max_streams_per_tenant = 64;
   // Networking (flags or [network]): bridge, subnet, uplink ("auto" = the default
   // route's device, "none" = no NAT), dns ("auto" = the host's first
   // non-loopback resolver, "none").

@@ -134,7 +134,7 @@ grpc::Status FilesystemServiceImpl::RenamePath(grpc::ServerContext* ctx,
 grpc::Status FilesystemServiceImpl::WatchDir(grpc::ServerContext* ctx,
                                              const v1::WatchDirRequest* req,
                                              grpc::ServerWriter<v1::WatchDirEvent>* writer) {
-  return Serve(*callers_, *ctx, "WatchDir", Access::kRead, req->vm_id(),
+  return Serve(*callers_, *ctx, "WatchDir", Access::kLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  SMOLVM_ASSIGN_OR_RETURN(
                      auto watch, manager_->WatchDir(c, req->vm_id(), req->path(), req->user(),

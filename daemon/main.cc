@@ -21,6 +21,7 @@
 #include "absl/strings/str_split.h"
 #include "daemon/caller_resolver.h"
 #include "daemon/config.h"
+#include "daemon/event_service.h"
 #include "daemon/filesystem_service.h"
 #include "daemon/image_service.h"
 #include "daemon/metrics.h"
@@ -37,6 +38,7 @@
 #include "grpcpp/server_builder.h"
 #include "lib/base/file_util.h"
 #include "lib/base/unique_fd.h"
+#include "lib/core/event_journal.h"
 #include "lib/core/tenant_directory.h"
 #include "lib/core/vm_manager.h"
 #include "lib/image/host_paths.h"
@@ -212,6 +214,11 @@ int Run(int argc, char** argv) {
   std::string db_path = JoinPath(config.state_dir, "smolvmd.db");
   auto store = store::Store::Open(db_path);
   if (!store.ok()) return Fail("open " + db_path, store.status());
+  if (auto s = (*store)->SetMaxEvents(config.max_events); !s.ok()) {
+    return Fail("--max-events / [daemon] max_events", s);
+  }
+  // The manager owns the store; the journal reads it as long as main runs.
+  core::EventJournal journal(store->get());
 
   image::ImageStoreOptions image_options;
   image_options.images_dir = JoinPath(config.state_dir, "images");
@@ -258,6 +265,8 @@ int Run(int argc, char** argv) {
   }
   core::TenantDirectory tenants(config.tenants, config.default_quota, admin_gid);
   CallerResolver callers(&tenants);
+  StreamLimiter streams(config.max_streams_per_tenant);
+  callers.set_stream_limiter(&streams);
 
   core::ManagerOptions options;
   options.quota_for = [&tenants](const std::string& tenant) { return tenants.QuotaFor(tenant); };
@@ -326,6 +335,7 @@ int Run(int argc, char** argv) {
   PoolServiceImpl pool_service(&manager, &callers);
   FilesystemServiceImpl filesystem_service(&manager, &callers);
   ProcessServiceImpl process_service(&manager, &callers);
+  EventServiceImpl event_service(&journal, &callers);
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
@@ -346,6 +356,7 @@ int Run(int argc, char** argv) {
   builder.RegisterService(&operation_service);
   builder.RegisterService(&filesystem_service);
   builder.RegisterService(&process_service);
+  builder.RegisterService(&event_service);
   // Exec stdin may be up to 16 MiB in one request.
   builder.SetMaxReceiveMessageSize(20 << 20);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
@@ -371,7 +382,7 @@ int Run(int argc, char** argv) {
 
   // SIGTERM/SIGINT are blocked in every thread (set in main before any
   // thread starts) and taken here synchronously.
-  std::thread signal_thread([&server, &listener, &notifier] {
+  std::thread signal_thread([&server, &listener, &notifier, &journal] {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
@@ -381,6 +392,7 @@ int Run(int argc, char** argv) {
     spdlog::info("received signal {}; shutting down (VMs keep running)", sig);
     notifier.Stopping("draining requests; VMs keep running");
     (*listener)->Stop();  // No new connections while draining.
+    journal.Shutdown();   // Event follows end now, not at the deadline.
     server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(10));
   });
   server->Wait();

@@ -84,7 +84,7 @@ grpc::Status ProcessServiceImpl::SignalProcess(grpc::ServerContext* ctx,
 grpc::Status ProcessServiceImpl::ConnectProcess(
     grpc::ServerContext* ctx, const v1::ConnectProcessRequest* req,
     grpc::ServerWriter<v1::ConnectProcessResponse>* writer) {
-  return Serve(*callers_, *ctx, "ConnectProcess", Access::kRead, req->vm_id(),
+  return Serve(*callers_, *ctx, "ConnectProcess", Access::kLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  SMOLVM_ASSIGN_OR_RETURN(
                      auto attach, manager_->AttachProcess(c, req->vm_id(), req->pid(),
@@ -118,7 +118,7 @@ grpc::Status ProcessServiceImpl::ConnectProcess(
 grpc::Status ProcessServiceImpl::WaitProcess(grpc::ServerContext* ctx,
                                              const v1::WaitProcessRequest* req,
                                              v1::ProcessInfo* resp) {
-  return Serve(*callers_, *ctx, "WaitProcess", Access::kRead, req->vm_id(),
+  return Serve(*callers_, *ctx, "WaitProcess", Access::kLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  const absl::Time deadline =
                      req->timeout_ms() == 0

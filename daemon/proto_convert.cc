@@ -1,5 +1,8 @@
 #include "daemon/proto_convert.h"
 
+#include <algorithm>
+#include <optional>
+
 #include "absl/strings/str_cat.h"
 #include "google/protobuf/util/time_util.h"
 #include "lib/base/status_macros.h"
@@ -336,6 +339,34 @@ void ToProto(const agent::ExecEvent& event, v1::ExecResponse* out) {
       break;
     }
   }
+}
+
+// EventKinds() is in the order of v1::EventKind, from 1.
+void ToProto(const EventRecord& event, v1::Event* out) {
+  out->set_event_id(event.event_id);
+  SetTimestamp(event.at, out->mutable_time());
+  const auto& kinds = EventKinds();
+  auto kind = std::find(kinds.begin(), kinds.end(), event.kind);
+  out->set_kind(kind == kinds.end() ? v1::EVENT_KIND_UNSPECIFIED
+                                    : static_cast<v1::EventKind>(kind - kinds.begin() + 1));
+  out->set_owner(event.owner);
+  out->set_vm_id(event.vm_id);
+  out->set_snapshot_id(event.snapshot_id);
+  if (std::optional<VmState> state = ParseVmState(event.state)) out->set_state(ToProto(*state));
+  out->set_detail(event.detail);
+}
+
+absl::StatusOr<EventFilter> FromProto(const v1::EventFilter& filter) {
+  EventFilter out{.vm_id = filter.vm_id(), .snapshot_id = filter.snapshot_id()};
+  const auto& kinds = EventKinds();
+  for (int kind : filter.kinds()) {
+    if (kind < 1 || kind > static_cast<int>(kinds.size())) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "filter.kinds: unknown event kind ", kind, " (1-", kinds.size(), ")"));
+    }
+    out.kinds.push_back(kinds[kind - 1]);
+  }
+  return out;
 }
 
 }  // namespace smolvm::daemon

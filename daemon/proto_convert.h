@@ -10,9 +10,11 @@
 #include "lib/agent/agent_client.h"
 #include "lib/core/operations.h"
 #include "lib/core/vm_stats.h"
+#include "lib/model/event.h"
 #include "lib/model/pool.h"
 #include "lib/model/vm.h"
 #include "lib/snapshot/snapshot_files.h"
+#include "smolvm/v1/event_service.pb.h"
 #include "smolvm/v1/operation_service.pb.h"
 #include "smolvm/v1/pool_service.pb.h"
 #include "smolvm/v1/snapshot_service.pb.h"
@@ -37,6 +39,10 @@ void ToProto(const core::OperationState& op, v1::Operation* out);
 void ToProto(const std::string& vm_id, const core::VmStats& stats, v1::VmStats* out);
 void ToProto(const snapshot::VerifyReport& report, v1::VerifySnapshotResponse* out);
 v1::VmStatus ToProto(VmState state);
+// Events (EventService). A filter's kinds must be known (INVALID_ARGUMENT
+// for EVENT_KIND_UNSPECIFIED or a number this daemon does not know).
+void ToProto(const EventRecord& event, v1::Event* out);
+absl::StatusOr<EventFilter> FromProto(const v1::EventFilter& filter);
 // The filters of a list request; INVALID_ARGUMENT for an unknown status.
 absl::StatusOr<ListFilter> FilterFromProto(const v1::ListVmsRequest& req);
 ListFilter FilterFromProto(const v1::ListSnapshotsRequest& req);

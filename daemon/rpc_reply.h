@@ -7,6 +7,7 @@
 // Lower layers only return errors; this is the one place that logs them.
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
@@ -44,8 +45,10 @@ inline void LogCloneFailures(
   }
 }
 
-// Whether an RPC changes anything (and is therefore audited).
-enum class Access { kRead, kMutate };
+// Whether an RPC changes anything (and is therefore audited), and whether
+// it is a long call (a stream, watch or wait) that holds a place of its
+// tenant's (StreamLimiter) while it lasts.
+enum class Access { kRead, kMutate, kLong, kMutateLong };
 
 // Runs `body(const Caller&) -> absl::Status` for the caller of `ctx`.
 template <typename Body>
@@ -54,8 +57,20 @@ grpc::Status Serve(const CallerResolver& callers, const grpc::ServerContext& ctx
                    Body&& body) {
   const absl::Time start = absl::Now();
   absl::StatusOr<Caller> caller = callers.Resolve(ctx);
-  absl::Status status = caller.ok() ? std::forward<Body>(body)(*caller) : caller.status();
-  if (access == Access::kMutate || !caller.ok()) {
+  absl::Status status = caller.status();
+  std::shared_ptr<void> place;  // Held while the body runs.
+  if (caller.ok() && (access == Access::kLong || access == Access::kMutateLong) &&
+      callers.stream_limiter() != nullptr) {
+    absl::StatusOr<std::shared_ptr<void>> taken = callers.stream_limiter()->Take(*caller);
+    if (taken.ok()) {
+      place = *std::move(taken);
+    } else {
+      status = taken.status();
+    }
+  }
+  if (status.ok()) status = std::forward<Body>(body)(*caller);
+  place.reset();
+  if (access == Access::kMutate || access == Access::kMutateLong || !caller.ok()) {
     Audit(caller.ok() ? *caller : Caller{"-", false, ctx.peer()}, method, object, status);
   }
   ObserveRpc(method, status.code(), absl::Now() - start);

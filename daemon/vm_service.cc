@@ -82,7 +82,7 @@ grpc::Status VmServiceImpl::ListVms(grpc::ServerContext* ctx, const v1::ListVmsR
 
 grpc::Status VmServiceImpl::Exec(grpc::ServerContext* ctx, const v1::ExecRequest* req,
                                  grpc::ServerWriter<v1::ExecResponse>* writer) {
-  return Serve(*callers_, *ctx, "Exec", Access::kMutate, req->vm_id(),
+  return Serve(*callers_, *ctx, "Exec", Access::kMutateLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  auto spec = ExecSpecFromProto(*req);
                  if (!spec.ok()) return spec.status();
@@ -96,7 +96,7 @@ grpc::Status VmServiceImpl::ExecStream(grpc::ServerContext* ctx, ExecSessionStre
   v1::ExecStreamRequest first;
   const bool has_start = stream->Read(&first) && first.has_start();
   const v1::ExecStreamStart& start = first.start();
-  return Serve(*callers_, *ctx, "ExecStream", Access::kMutate, start.exec().vm_id(),
+  return Serve(*callers_, *ctx, "ExecStream", Access::kMutateLong, start.exec().vm_id(),
                [&](const Caller& c) -> absl::Status {
                  if (!has_start) {
                    return absl::InvalidArgumentError(
@@ -179,7 +179,7 @@ grpc::Status VmServiceImpl::ForkVm(grpc::ServerContext* ctx, const v1::ForkVmReq
 grpc::Status VmServiceImpl::StreamConsole(grpc::ServerContext* ctx,
                                           const v1::StreamConsoleRequest* req,
                                           grpc::ServerWriter<v1::ConsoleChunk>* writer) {
-  return Serve(*callers_, *ctx, "StreamConsole", Access::kRead, req->vm_id(),
+  return Serve(*callers_, *ctx, "StreamConsole", Access::kLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  std::optional<uint64_t> tail;
                  if (req->has_tail_bytes()) tail = req->tail_bytes();
@@ -231,7 +231,7 @@ grpc::Status VmServiceImpl::GetVmStats(grpc::ServerContext* ctx,
 grpc::Status VmServiceImpl::WatchVmStats(grpc::ServerContext* ctx,
                                          const v1::WatchVmStatsRequest* req,
                                          grpc::ServerWriter<v1::VmStats>* writer) {
-  return Serve(*callers_, *ctx, "WatchVmStats", Access::kRead, req->vm_id(),
+  return Serve(*callers_, *ctx, "WatchVmStats", Access::kLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  const uint32_t ms = req->interval_ms() == 0 ? 5000 : req->interval_ms();
                  if (ms < 1000 || ms > 3600000) {

@@ -30,6 +30,7 @@ void RegisterSnapshotCommands(CLI::App& app, CliContext& ctx);
 void RegisterPoolCommands(CLI::App& app, CliContext& ctx);
 void RegisterOperationCommands(CLI::App& app, CliContext& ctx);  // operation get
 void RegisterImageCommands(CLI::App& app, CliContext& ctx);
+void RegisterEventsCommand(CLI::App& app, CliContext& ctx);      // events (event_command.cc)
 void RegisterDoctorCommand(CLI::App& app, CliContext& ctx);      // doctor
 void RegisterCompletionCommand(CLI::App& app, CliContext& ctx);  // completion bash|zsh
 

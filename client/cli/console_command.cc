@@ -29,41 +29,19 @@ absl::Status RunLogs(CliContext& ctx, const LogsFlags& f) {
   if (f.tail->count() > 0) tail = f.tail_bytes;
   absl::StatusOr<std::unique_ptr<ConsoleStream>> stream = target->console(f.follow, tail);
   if (!stream.ok()) return stream.status();
-  ConsoleStream& s = **stream;
-  absl::StatusOr<std::unique_ptr<StreamStopper>> stopper =
-      StreamStopper::Start([&s] { s.cancel(); }, absl::ZeroDuration());
-  if (!stopper.ok()) return stopper.status();
-  absl::Status ended;
-  while (true) {
-    absl::StatusOr<std::string> data = s.next();
-    if (!data.ok()) {
-      ended = data.status();
-      break;
-    }
+  // Fine for logs: Ctrl-C, or the daemon ending the stream (the tail was
+  // sent, the VM stopped).
+  return PrintUntilEnd(**stream, [&ctx](std::string data) -> absl::Status {
     if (ctx.out.structured()) {
       v1::ConsoleChunk chunk;
-      chunk.set_data(*std::move(data));
-      if (absl::Status p = ctx.out.StreamEvent(chunk); !p.ok()) {
-        ended = p;
-        s.cancel();
-        break;
-      }
-      continue;
+      chunk.set_data(std::move(data));
+      return ctx.out.StreamEvent(chunk);
     }
     // The console as the guest wrote it (it is data, like vm exec's output).
-    std::fwrite(data->data(), 1, data->size(), stdout);
+    std::fwrite(data.data(), 1, data.size(), stdout);
     std::fflush(stdout);
-  }
-  const int sig = (*stopper)->stop_signal();
-  stopper->reset();  // Joins its thread, which may still call cancel().
-  // Fine for logs: Ctrl-C, or the daemon ending the stream (the tail was
-  // sent, the VM stopped), which StreamCall reports as CANCELLED "the
-  // stream ended". A CANCELLED from the daemon (it shut down) is not.
-  if (sig != 0 || (ended.code() == absl::StatusCode::kCancelled &&
-                   ended.message() == "the stream ended")) {
     return absl::OkStatus();
-  }
-  return ended;
+  });
 }
 
 }  // namespace

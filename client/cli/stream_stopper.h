@@ -60,6 +60,39 @@ class StreamStopper {
   std::thread timer_;
 };
 
+// PrintUntilEnd reads `stream` (next() -> absl::StatusOr<T>, cancel()) until
+// it ends, Ctrl-C or SIGTERM cancelling it, and hands each message to
+// `print` (-> absl::Status; an error, such as a failed write, cancels the
+// stream and is returned). OK when a signal stopped it or the daemon ended
+// the stream cleanly (StreamCall's CANCELLED "the stream ended"); a
+// CANCELLED from the daemon (it shut down) and other ends are returned.
+template <typename Stream, typename Print>
+absl::Status PrintUntilEnd(Stream& stream, Print&& print) {
+  absl::StatusOr<std::unique_ptr<StreamStopper>> stopper =
+      StreamStopper::Start([&stream] { stream.cancel(); }, absl::ZeroDuration());
+  if (!stopper.ok()) return stopper.status();
+  absl::Status ended;
+  while (true) {
+    auto message = stream.next();
+    if (!message.ok()) {
+      ended = message.status();
+      break;
+    }
+    if (absl::Status p = print(*std::move(message)); !p.ok()) {
+      ended = p;
+      stream.cancel();
+      break;
+    }
+  }
+  const int sig = (*stopper)->stop_signal();
+  stopper->reset();  // Joins its thread, which may still call cancel().
+  if (sig != 0 || (ended.code() == absl::StatusCode::kCancelled &&
+                   ended.message() == "the stream ended")) {
+    return absl::OkStatus();
+  }
+  return ended;
+}
+
 }  // namespace smolvm::cli
 
 #endif  // SMOLVM_CLIENT_CLI_STREAM_STOPPER_H_

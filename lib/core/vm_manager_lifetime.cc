@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/base/status_macros.h"
 #include "lib/core/vm_manager.h"
+#include "lib/model/event.h"
 #include "lib/model/validation.h"
 #include "lib/net/conntrack.h"
 #include "spdlog/spdlog.h"
@@ -138,6 +139,18 @@ void VmManager::TakeLifetimeAction(const VmRecord& vm, LifetimeAction action, co
   const Caller system = Caller::System();
   const bool live = vm.state == VmState::kRunning || vm.state == VmState::kPaused;
   spdlog::info("vm {}: {} reached: {}", id, why, LifetimeActionName(action));
+  // Announced before it is taken: the changes it makes (stopped, deleted,
+  // snapshot_created, ...) follow it in the journal.
+  if (auto e = store_->AppendEvent({.owner = vm.owner,
+                                    .kind = kEventLifetimeAction,
+                                    .vm_id = id,
+                                    .state = VmStateName(vm.state),
+                                    .detail = absl::StrCat(why, " reached: ",
+                                                           LifetimeActionName(action))});
+      !e.ok()) {
+    spdlog::warn("vm {}: the event of its {} action was not recorded: {}", id, why,
+                 e.status().ToString());
+  }
   absl::Status status;
   std::string snapshot_id;
   switch (action) {

@@ -13,6 +13,7 @@
 
 #include "absl/cleanup/cleanup.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "lib/base/crash_point.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
@@ -26,6 +27,29 @@
 
 namespace smolvm::core {
 namespace {
+
+// Records that `snap` was forked into `clones` (event kEventForked).
+void RecordFork(
+    store::Store& store, const SnapshotRecord& snap,
+    const std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>>& clones) {
+  std::vector<std::string> made, failed;
+  for (const auto& [vm_id, vm] : clones) (vm.ok() ? made : failed).push_back(vm_id);
+  if (made.empty()) return;  // Nothing was forked.
+  std::string detail = absl::StrCat("children: ", absl::StrJoin(made, ","));
+  if (!failed.empty()) absl::StrAppend(&detail, "; failed: ", absl::StrJoin(failed, ","));
+  // The clones' own events are in; this one only ties them together, so
+  // a failure to record it does not undo the fork.
+  auto source = store.GetVm(snap.vm_id);
+  auto id = store.AppendEvent({.owner = snap.owner,
+                                .kind = kEventForked,
+                                .vm_id = snap.vm_id,
+                                .snapshot_id = snap.snapshot_id,
+                                .state = source.ok() && source->owner == snap.owner
+                                             ? VmStateName(source->state)
+                                             : "",
+                                .detail = detail});
+  if (!id.ok()) spdlog::warn("fork of snapshot {}: {}", snap.snapshot_id, id.status().ToString());
+}
 
 // DATA_LOSS unless the manifest at `manifest_path` describes the snapshot
 // `snap` of the store, taken with the VMM this host runs: a manifest copied
@@ -551,7 +575,7 @@ VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, ui
   }
   const std::string prefix = vm_id_prefix.empty() ? snapshot_id + "-fork" : vm_id_prefix;
   SMOLVM_RETURN_IF_ERROR(ValidateId(absl::StrCat(prefix, "-", count), "vm_id_prefix + \"-N\""));
-  SMOLVM_RETURN_IF_ERROR(GetSnapshot(caller, snapshot_id).status());
+  SMOLVM_ASSIGN_OR_RETURN(SnapshotRecord snap, GetSnapshot(caller, snapshot_id));
   std::vector<std::pair<std::string, absl::StatusOr<VmRecord>>> results;
   for (uint32_t i = 1; i <= count; ++i) {
     results.emplace_back(absl::StrCat(prefix, "-", i), absl::UnknownError("not restored"));
@@ -578,6 +602,7 @@ VmManager::ForkSnapshot(const Caller& caller, const std::string& snapshot_id, ui
   for (uint32_t w = 1; w < parallel; ++w) workers.emplace_back(work);
   work();
   for (auto& t : workers) t.join();
+  RecordFork(*store_, snap, results);
   return results;
 }
 

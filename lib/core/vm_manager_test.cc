@@ -753,6 +753,27 @@ TEST(VmManager, ForkVmSnapshotsAndForksKeepingTheSource) {
   auto listed = m.ListSnapshots(kAdmin, 0, "", "", ListFilter{.labels = {{"purpose", "fork"}}});
   ASSERT_THAT(listed.status(), IsOk());
   ASSERT_EQ(listed->items.size(), 1u);
+  // The event journal: the snapshot, each child restored and running, then
+  // one event tying them to the source.
+  {
+    auto store = host.OpenStore();
+    ASSERT_NE(store, nullptr);
+    auto events = store->ListEvents(0, "", {}, 1000);
+    ASSERT_THAT(events.status(), IsOk());
+    std::vector<std::string> kinds;
+    for (const EventRecord& e : events->events) {
+      if (e.kind != kEventRunning && e.kind != kEventPaused) kinds.push_back(e.kind + " " + e.vm_id);
+    }
+    const std::string kid = fork->snapshot_id + "-";
+    EXPECT_THAT(kinds, testing::IsSupersetOf(std::vector<std::string>{
+                           "created a", "snapshot_created a", "restored " + kid + "1",
+                           "restored " + kid + "3", "forked a"}));
+    EXPECT_EQ(kinds.back(), "forked a");
+    EXPECT_EQ(events->events.back().detail,
+              absl::StrCat("children: ", kid, "1,", kid, "2,", kid, "3"));
+    EXPECT_EQ(events->events.back().snapshot_id, fork->snapshot_id);
+    EXPECT_EQ(events->events.back().state, "running");
+  }
 
   ASSERT_THAT(m.PauseVm(kAdmin, "a").status(), IsOk());
   fork = m.ForkVm(kAdmin, "a", 1, "again", "kid", /*paused=*/true, {});

@@ -10,6 +10,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -94,6 +95,17 @@ inline absl::StatusOr<Stmt> Prepare(sqlite3* db, const std::string& sql,
   ((rc = rc == SQLITE_OK ? BindValue(raw, ++index, values) : rc), ...);
   if (rc != SQLITE_OK) return SqliteError(db, what);
   return stmt;
+}
+
+// Runs `body() -> absl::Status` in one IMMEDIATE transaction: committed when
+// it returns OK, rolled back otherwise.
+template <typename Body>
+inline absl::Status InTransaction(sqlite3* db, absl::string_view what, Body&& body) {
+  SMOLVM_RETURN_IF_ERROR(Exec(db, "BEGIN IMMEDIATE", what));
+  absl::Status status = std::forward<Body>(body)();
+  if (status.ok()) status = Exec(db, "COMMIT", what);
+  if (!status.ok()) sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+  return status;
 }
 
 // Steps an INSERT, UPDATE or DELETE of the row `id`. A duplicate primary key

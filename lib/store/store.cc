@@ -171,6 +171,106 @@ SELECT 1;
     R"sql(
 CREATE INDEX vms_lifetime ON vms (vm_id) WHERE json_extract(config, '$.lifetime') IS NOT NULL;
 )sql",
+    // 14: the event journal (store_events.cc, issue 14 item 3). Triggers
+    // write the events of row changes in the statement that makes the
+    // change, so no change is ever kept without its event (nor the other
+    // way round) and no call site can forget one. Times are unix
+    // milliseconds. Warm-pool members (pool_id != '') are the pool's, not
+    // yet a tenant's: they have no events until a claim clears pool_id,
+    // which is their one 'restored' event. AUTOINCREMENT: ids are never
+    // reused after pruning. event_settings holds the retention (one row;
+    // Store::SetMaxEvents) and the highest id pruning dropped, below which
+    // a reader resuming would miss events (OUT_OF_RANGE). Pruning is a
+    // trigger too: every 1000th event drops all but the newest max_events.
+    R"sql(
+CREATE TABLE events (
+  event_id INTEGER PRIMARY KEY AUTOINCREMENT,
+  at INTEGER NOT NULL,
+  owner TEXT NOT NULL,
+  kind TEXT NOT NULL,
+  vm_id TEXT NOT NULL,
+  snapshot_id TEXT NOT NULL,
+  state TEXT NOT NULL,
+  detail TEXT NOT NULL
+);
+CREATE INDEX events_owner ON events (owner, event_id);
+CREATE TABLE event_settings (
+  max_events INTEGER NOT NULL,
+  pruned_through INTEGER NOT NULL
+);
+INSERT INTO event_settings (max_events, pruned_through) VALUES (100000, 0);
+-- Every writer of events inserts here: the time is taken in one place.
+CREATE VIEW new_events AS SELECT owner, kind, vm_id, snapshot_id, state, detail FROM events;
+CREATE TRIGGER new_events_insert INSTEAD OF INSERT ON new_events
+BEGIN
+  INSERT INTO events (at, owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER), NEW.owner,
+          NEW.kind, NEW.vm_id, NEW.snapshot_id, NEW.state, NEW.detail);
+END;
+CREATE TRIGGER events_vm_insert AFTER INSERT ON vms WHEN NEW.pool_id = ''
+BEGIN
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (NEW.owner,
+          CASE WHEN NEW.restored_from != '' THEN 'restored' ELSE 'created' END,
+          NEW.vm_id, NEW.restored_from, NEW.state,
+          CASE WHEN NEW.state = 'error' THEN NEW.error ELSE '' END);
+END;
+CREATE TRIGGER events_vm_update AFTER UPDATE ON vms WHEN NEW.pool_id = ''
+BEGIN
+  -- A claim out of a warm pool: the member becomes the tenant's VM.
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  SELECT NEW.owner,
+         'restored', NEW.vm_id, NEW.restored_from, NEW.state,
+         'claimed from pool ' || OLD.pool_id
+  WHERE OLD.pool_id != '';
+  -- A restore into an existing VM (its journal entry kept the previous
+  -- row; a restore into a new VM had its event at the insert): it goes
+  -- live from the snapshot.
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  SELECT NEW.owner,
+         'restored', NEW.vm_id, NEW.restored_from, NEW.state, ''
+  WHERE OLD.pool_id = '' AND NEW.restored_from != ''
+    AND OLD.state NOT IN ('running', 'paused') AND NEW.state IN ('running', 'paused')
+    AND EXISTS (SELECT 1 FROM operations o JOIN operation_previous_vms p ON p.vm_id = o.vm_id
+                WHERE o.vm_id = NEW.vm_id AND o.kind = 'restore');
+  -- A state change: the kind is the new state.
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  SELECT NEW.owner,
+         NEW.state, NEW.vm_id, '', NEW.state,
+         CASE WHEN NEW.state = 'error' THEN NEW.error ELSE '' END
+  WHERE OLD.pool_id = '' AND OLD.state != NEW.state;
+END;
+CREATE TRIGGER events_vm_delete AFTER DELETE ON vms WHEN OLD.pool_id = ''
+BEGIN
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (OLD.owner,
+          'deleted', OLD.vm_id, '', '', '');
+END;
+CREATE TRIGGER events_snapshot_insert AFTER INSERT ON snapshots
+BEGIN
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (NEW.owner,
+          'snapshot_created', NEW.vm_id, NEW.snapshot_id, '', '');
+END;
+CREATE TRIGGER events_snapshot_delete AFTER DELETE ON snapshots
+BEGIN
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (OLD.owner,
+          'snapshot_deleted', OLD.vm_id, OLD.snapshot_id, '', '');
+END;
+CREATE TRIGGER events_image_insert AFTER INSERT ON images
+BEGIN
+  INSERT INTO new_events (owner, kind, vm_id, snapshot_id, state, detail)
+  VALUES (NEW.owner,
+          'image_built', '', '', '', NEW.digest);
+END;
+CREATE TRIGGER events_prune AFTER INSERT ON events WHEN NEW.event_id % 1000 = 0
+BEGIN
+  UPDATE event_settings
+  SET pruned_through = max(pruned_through, NEW.event_id - max_events);
+  DELETE FROM events WHERE event_id <= (SELECT pruned_through FROM event_settings);
+END;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -763,7 +863,16 @@ Page<Record> MakePage(std::vector<Record> rows, int limit,
 
 }  // namespace
 
-Store::Store(sqlite3* db) : db_(db) {}
+Store::Store(sqlite3* db) : db_(db) {
+  sqlite3_commit_hook(db, &Store::OnCommit, this);
+}
+
+int Store::OnCommit(void* self) {
+  auto* store = static_cast<Store*>(self);
+  absl::MutexLock lock(&store->commit_mu_);
+  ++store->commits_;
+  return 0;  // Let the commit go on.
+}
 
 Store::~Store() { sqlite3_close_v2(db_); }
 
@@ -1198,13 +1307,29 @@ absl::Status Store::RestorePreviousVm(const std::string& vm_id) {
   SMOLVM_RETURN_IF_ERROR(WriteFault("RestorePreviousVm"));
   const std::string what = absl::StrCat("put back the previous row of ", Quoted("vm", vm_id));
   absl::MutexLock lock(&mu_);
-  SMOLVM_ASSIGN_OR_RETURN(
-      Stmt stmt, Prepare(db_,
-                         "INSERT OR REPLACE INTO vms SELECT * FROM operation_previous_vms "
-                         "WHERE vm_id = ?1",
-                         what, vm_id));
-  if (sqlite3_step(stmt.get()) != SQLITE_DONE) return SqliteError(db_, what);
-  return absl::OkStatus();
+  // The replace fires only the vms insert trigger (no recursive triggers:
+  // the replaced row's delete trigger does not run), whose 'created' or
+  // 'restored' would be wrong: the event of a rollback is the state the VM
+  // is back in, saying why.
+  return InTransaction(db_, what, [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> absl::Status {
+    SMOLVM_ASSIGN_OR_RETURN(
+        Stmt newest, Prepare(db_, "SELECT coalesce(max(event_id), 0) FROM events", what));
+    if (sqlite3_step(newest.get()) != SQLITE_ROW) return SqliteError(db_, what);
+    const int64_t before = sqlite3_column_int64(newest.get(), 0);
+    SMOLVM_ASSIGN_OR_RETURN(
+        Stmt replace,
+        Prepare(db_, "INSERT OR REPLACE INTO vms SELECT * FROM operation_previous_vms WHERE vm_id = ?1",
+                what, vm_id));
+    if (sqlite3_step(replace.get()) != SQLITE_DONE) return SqliteError(db_, what);
+    SMOLVM_ASSIGN_OR_RETURN(
+        Stmt relabel, Prepare(db_,
+                              "UPDATE events SET kind = state, snapshot_id = '', "
+                              "detail = 'an interrupted operation was rolled back' "
+                              "WHERE event_id > ?2 AND vm_id = ?1",
+                              what, vm_id, before));
+    if (sqlite3_step(relabel.get()) != SQLITE_DONE) return SqliteError(db_, what);
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace smolvm::store

@@ -23,6 +23,8 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "lib/model/event.h"
 #include "lib/model/image.h"
 #include "lib/model/pool.h"
 #include "lib/model/vm.h"
@@ -33,7 +35,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 13;
+inline constexpr int kSchemaVersion = 14;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -151,6 +153,39 @@ class Store {
 
   absl::StatusOr<int> SchemaVersion();
 
+  // The event journal (schema 13; store_events.cc). Row changes of VMs,
+  // snapshots and images write their events themselves (SQLite triggers,
+  // see the migration); AppendEvent records the others (kEventForked,
+  // kEventLifetimeAction): `event.at` and `event_id` are set by the store.
+  // Returns the new event's id.
+  absl::StatusOr<int64_t> AppendEvent(const EventRecord& event);
+  // The events after `after_event_id` (0: from the oldest kept) that
+  // `owner` ("" = every tenant's) and `filter` let through, ordered by id,
+  // at most `limit` (capped at 1000). `read_through`: every event up to
+  // this id was considered (the last one returned when `limit` were, else
+  // the newest), so the next read continues after it even when the filter
+  // let none through. OUT_OF_RANGE when retention dropped events after
+  // `after_event_id` (a reader resuming from it would miss them), naming
+  // the oldest kept.
+  struct EventPage {
+    std::vector<EventRecord> events;
+    int64_t read_through = 0;
+  };
+  absl::StatusOr<EventPage> ListEvents(int64_t after_event_id, const std::string& owner,
+                                       const EventFilter& filter, int limit);
+  // The newest event's id (0: none yet) and the oldest kept (0: none).
+  absl::StatusOr<int64_t> NewestEventId();
+  absl::StatusOr<int64_t> OldestEventId();
+  // Keeps at most about `max_events` events (>= 1): every 1000th event
+  // drops all but the newest max_events; a lower limit applies at once.
+  absl::Status SetMaxEvents(int64_t max_events);
+  // Writers wake readers: every commit of this store (which may have
+  // written events) bumps a counter. WaitForCommit returns the counter once
+  // it differs from `seen`, or at `deadline`. Read the counter before
+  // listing, then wait with it: no commit in between is missed.
+  uint64_t CommitCount();
+  uint64_t WaitForCommit(uint64_t seen, absl::Time deadline);
+
   // Counts of what the store holds (the daemon's metrics), from aggregate
   // queries: no row is read into memory.
   struct Census {
@@ -170,8 +205,11 @@ class Store {
  private:
   explicit Store(sqlite3* db);
   absl::Status WriteFault(std::string_view write);
+  static int OnCommit(void* self);
   absl::Mutex mu_;
   sqlite3* db_ ABSL_GUARDED_BY(mu_);
+  absl::Mutex commit_mu_;  // Taken inside mu_ (by OnCommit), never around it.
+  uint64_t commits_ ABSL_GUARDED_BY(commit_mu_) = 0;
   std::function<absl::Status(std::string_view)> write_fault_;
 };
 

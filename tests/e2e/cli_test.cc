@@ -25,6 +25,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
@@ -851,6 +852,143 @@ TEST_F(CliTest, ShellInTmux) {
 }
 
 // Last: it deletes the suite's VM.
+// The event journal (EventService): create -> snapshot -> restore -> fork
+// -> delete, in order, to a follower as they happen and to a reader after
+// the fact; the same events again after a daemon restart, resumed from one
+// in the middle; nothing of them for another tenant; smolvmctl events.
+TEST_F(CliTest, EventsFollowALifecycleAcrossARestart) {
+  ClientOptions options;
+  options.socket_path = daemon_->socket_path();
+  SmolVMManager manager(options);
+  // Every event after `after` (no follow), as "kind vm_id snapshot_id".
+  auto read_all = [](const SmolVMManager& m, int64_t after, std::vector<v1::Event>* out) {
+    absl::StatusOr<std::unique_ptr<EventStream>> stream =
+        m.watch_events({.after_event_id = after});
+    ASSERT_TRUE(stream.ok()) << stream.status();
+    for (;;) {
+      absl::StatusOr<v1::Event> event = (*stream)->next();
+      if (!event.ok()) {
+        EXPECT_EQ(event.status().message(), "the stream ended") << event.status();
+        return;
+      }
+      out->push_back(*std::move(event));
+    }
+  };
+  std::vector<v1::Event> before;
+  read_all(manager, 0, &before);
+  const int64_t start = before.empty() ? 0 : before.back().event_id();
+
+  // A follower from here on; it must see the create below as it happens.
+  absl::StatusOr<std::unique_ptr<EventStream>> follow =
+      manager.watch_events({.after_event_id = start, .follow = true, .vm_id = "ev-vm"});
+  ASSERT_TRUE(follow.ok()) << follow.status();
+  absl::StatusOr<v1::Event> followed = absl::UnknownError("not read");
+  std::thread follower([&] { followed = (*follow)->next(); });
+  absl::SleepFor(absl::Milliseconds(500));  // The follow is waiting now.
+
+  v1::CreateVmRequest create;
+  create.mutable_config()->set_vm_id("ev-vm");
+  create.mutable_config()->set_memory_mib(256);
+  ASSERT_TRUE(manager.connection().Call(&v1::VmService::Stub::CreateVm, create).ok());
+  follower.join();
+  ASSERT_TRUE(followed.ok()) << followed.status();
+  EXPECT_EQ(followed->kind(), v1::VM_CREATED);
+  EXPECT_EQ(followed->vm_id(), "ev-vm");
+  EXPECT_EQ(followed->state(), v1::CREATED);
+  EXPECT_GT(followed->event_id(), start);
+  (*follow)->cancel();
+
+  v1::CreateSnapshotRequest snap;
+  snap.set_vm_id(kVm);
+  snap.set_snapshot_id("ev-snap");
+  snap.set_resume_source(true);
+  ASSERT_TRUE(manager.connection().Call(&v1::SnapshotService::Stub::CreateSnapshot, snap).ok());
+  v1::RestoreSnapshotRequest restore;
+  restore.set_snapshot_id("ev-snap");
+  restore.set_vm_id("ev-r");
+  restore.set_resume_vm(true);
+  auto restored = manager.connection().Call(&v1::SnapshotService::Stub::RestoreSnapshot, restore);
+  ASSERT_TRUE(restored.ok()) << restored.status() << daemon_->DaemonLog();
+  v1::ForkVmRequest fork;
+  fork.set_vm_id("ev-r");
+  fork.set_count(1);
+  fork.set_snapshot_id("ev-fork");
+  fork.set_vm_id_prefix("ev-kid");
+  auto forked = manager.connection().Call(&v1::VmService::Stub::ForkVm, fork);
+  ASSERT_TRUE(forked.ok()) << forked.status();
+  ASSERT_EQ(forked->results(0).error_code(), 0) << forked->results(0).error_message();
+  for (const char* vm : {"ev-kid-1", "ev-r", "ev-vm"}) {
+    EXPECT_EQ(Cli({"vm", "delete", vm}).exit_code, 0) << vm;
+  }
+  for (const char* s : {"ev-fork", "ev-snap"}) {
+    EXPECT_EQ(Cli({"snapshot", "delete", s}).exit_code, 0) << s;
+  }
+
+  std::vector<v1::Event> events;
+  read_all(manager, start, &events);
+  // Ids only grow; the milestones come in the order they happened.
+  std::vector<std::string> milestones;
+  for (size_t i = 0; i < events.size(); ++i) {
+    const v1::Event& e = events[i];
+    if (i > 0) EXPECT_GT(e.event_id(), events[i - 1].event_id());
+    EXPECT_EQ(e.owner(), "uid:0");
+    const std::string line = absl::StrCat(v1::EventKind_Name(e.kind()), " ", e.vm_id(), " ",
+                                          e.snapshot_id());
+    if (e.vm_id().rfind("ev-", 0) == 0 || e.snapshot_id().rfind("ev-", 0) == 0) {
+      if (e.kind() != v1::VM_RUNNING && e.kind() != v1::VM_PAUSED &&
+          e.kind() != v1::VM_STOPPED) {
+        milestones.push_back(line);
+      }
+    }
+  }
+  EXPECT_EQ(milestones, (std::vector<std::string>{
+                            "VM_CREATED ev-vm ", "SNAPSHOT_CREATED cli-vm ev-snap",
+                            "VM_RESTORED ev-r ev-snap", "SNAPSHOT_CREATED ev-r ev-fork",
+                            "VM_RESTORED ev-kid-1 ev-fork", "VM_FORKED ev-r ev-fork",
+                            "VM_DELETED ev-kid-1 ", "VM_DELETED ev-r ", "VM_DELETED ev-vm ",
+                            "SNAPSHOT_DELETED ev-r ev-fork", "SNAPSHOT_DELETED cli-vm ev-snap"}))
+      << absl::StrJoin(milestones, "\n");
+  ASSERT_GE(events.size(), 4u);
+  for (const v1::Event& e : events) {
+    if (e.kind() == v1::VM_FORKED) EXPECT_EQ(e.detail(), "children: ev-kid-1");
+  }
+
+  // Another tenant sees none of them.
+  ClientOptions other = options;
+  other.act_as_tenant = "uid:4242";
+  std::vector<v1::Event> others;
+  read_all(SmolVMManager(other), 0, &others);
+  EXPECT_TRUE(others.empty()) << others.size() << " events, the first " << others[0].DebugString();
+
+  // smolvmctl: one line per event, and JSON lines.
+  ProcResult r = Cli({"events", "--after", absl::StrCat(start), "--vm", "ev-vm"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  std::vector<std::string> lines = absl::StrSplit(r.out, '\n', absl::SkipEmpty());
+  ASSERT_EQ(lines.size(), 2u) << r.out;
+  EXPECT_TRUE(absl::StrContains(lines[0], "  vm_created  ev-vm  -  created  -")) << lines[0];
+  EXPECT_TRUE(absl::StrContains(lines[1], "  vm_deleted  ev-vm  -  -  -")) << lines[1];
+  r = Cli({"--json", "events", "--after", absl::StrCat(start), "--kind", "vm_forked"});
+  ASSERT_EQ(r.exit_code, 0) << r.Describe();
+  nlohmann::json fork_event = nlohmann::json::parse(r.out);
+  EXPECT_EQ(fork_event["kind"], "VM_FORKED") << r.out;
+  EXPECT_EQ(fork_event["vm_id"], "ev-r") << r.out;
+  EXPECT_EQ(Cli({"events", "--kind", "nonsense"}).exit_code, 2);
+
+  // After a restart, resumed from an event in the middle: exactly the ones
+  // after it.
+  const size_t middle = events.size() / 2;
+  daemon_->Stop();
+  absl::Status started = daemon_->Start();
+  ASSERT_TRUE(started.ok()) << started;
+  std::vector<v1::Event> resumed;
+  read_all(manager, events[middle].event_id(), &resumed);
+  ASSERT_EQ(resumed.size(), events.size() - middle - 1);
+  for (size_t i = 0; i < resumed.size(); ++i) {
+    EXPECT_EQ(resumed[i].SerializeAsString(), events[middle + 1 + i].SerializeAsString())
+        << resumed[i].DebugString();
+  }
+}
+
 TEST_F(CliTest, ZDeleteAllWithYes) {
   ASSERT_EQ(Cli({"vm", "create", "--id", "cli-d", "--no-start"}).exit_code, 0);
   ProcResult r = Cli({"vm", "delete", "--all", "--yes"});

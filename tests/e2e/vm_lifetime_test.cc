@@ -101,6 +101,14 @@ TEST_F(LifetimeTest, MaxLifetimeDeletesAlsoAcrossADaemonStop) {
   gone = WaitFor("life-restart", Gone, absl::Seconds(20));
   EXPECT_TRUE(Gone(gone)) << gone.status() << daemon_->DaemonLog();
   EXPECT_TRUE(absl::StrContains(daemon_->DaemonLog(), "vm life-restart: max_lifetime reached"));
+  // The journal tells why it went: the action's event, then the deletion.
+  auto events = daemon_->Ctl({"events", "--vm", "life-restart"});
+  ASSERT_EQ(events.exit_code, 0) << events.Describe();
+  const size_t action = events.out.find("LIFETIME_ACTION");
+  const size_t deleted = events.out.find("VM_DELETED");
+  ASSERT_NE(action, std::string::npos) << events.out;
+  EXPECT_NE(events.out.find("max_lifetime reached: delete"), std::string::npos) << events.out;
+  EXPECT_LT(action, deleted) << events.out;
 
   // Extended before it runs out: still there after the first deadline.
   SmolVM kept = Clone("life-extended");

@@ -31,6 +31,7 @@ from smolvm.errors import (AbortedError, AlreadyExistsError, CancelledError,
                            PermissionDeniedError, ResourceExhaustedError,
                            SmolVMError, UnauthenticatedError, UnavailableError,
                            UnimplementedError, UnknownError)
+from smolvm.events import Event, EventKind, EventStream
 from smolvm.exec_session import ExecSession
 from smolvm.fs import (DirWatch, FileEntry, FileType, ListDirResult, WatchEvent,
                        WatchEventType)
@@ -56,7 +57,7 @@ __all__ = [
     "ProgressCallback",
     "FileType", "FileEntry", "ListDirResult", "WatchEventType", "WatchEvent", "DirWatch",
     "ProcessInfo", "ProcessOutput", "ProcessConnection", "ExecSession", "ConsoleStream",
-    "VmStats", "StatsWatch",
+    "VmStats", "StatsWatch", "Event", "EventKind", "EventStream",
     "SmolVMError", "CancelledError", "UnknownError", "InvalidArgumentError",
     "DeadlineExceededError", "NotFoundError", "AlreadyExistsError",
     "PermissionDeniedError", "ResourceExhaustedError", "FailedPreconditionError",

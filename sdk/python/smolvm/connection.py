@@ -27,7 +27,8 @@ import grpc
 
 from smolvm.errors import (FailedPreconditionError, InvalidArgumentError,
                            PermissionDeniedError, SmolVMError, UnavailableError, from_rpc_error)
-from smolvm.v1 import (filesystem_service_pb2_grpc, image_service_pb2_grpc,
+from smolvm.v1 import (event_service_pb2_grpc, filesystem_service_pb2_grpc,
+                       image_service_pb2_grpc,
                        operation_service_pb2_grpc, pool_service_pb2_grpc,
                        process_service_pb2_grpc, snapshot_service_pb2_grpc,
                        vm_service_pb2_grpc)
@@ -266,6 +267,7 @@ class Connection(ClosesOnExit):
         self.operation = operation_service_pb2_grpc.OperationServiceStub(self._channel)
         self.filesystem = filesystem_service_pb2_grpc.FilesystemServiceStub(self._channel)
         self.process = process_service_pb2_grpc.ProcessServiceStub(self._channel)
+        self.event = event_service_pb2_grpc.EventServiceStub(self._channel)
 
     @property
     def endpoint(self) -> str:

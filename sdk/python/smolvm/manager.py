@@ -20,6 +20,7 @@ from google.protobuf import json_format
 
 from smolvm.connection import ClientOptions, ClosesOnExit, Connection
 from smolvm.errors import DeadlineExceededError, InternalError, InvalidArgumentError
+from smolvm.events import EventKind, EventStream, watch_events_request
 from smolvm.progress import OperationProgress, ProgressCallback, call_with_progress
 from smolvm.types import (BuiltImage, ForkOutcome, Image, Pool, SnapshotInfo,
                           SnapshotVerification, StatusLike, VMInfo, coerce_status, copy_labels)
@@ -129,6 +130,19 @@ class SmolVMManager(ClosesOnExit):
             statuses = [statuses]
         request.statuses.extend(coerce_status(s) for s in statuses or ())
         return [VMInfo.from_proto(v) for v in self._pages(conn.vm.ListVms, request, "vms")]
+
+    def events(self, after_event_id: int = 0, follow: bool = False, *, vm_id: str = "",
+               snapshot_id: str = "",
+               kinds: Optional[Iterable[Union[EventKind, str, int]]] = None,
+               timeout: Optional[float] = None) -> EventStream:
+        """The caller's events after `after_event_id` (0 = from the oldest
+        the daemon keeps), oldest first (WatchEvents): an iterator of
+        :class:`~smolvm.events.Event`. With `follow` it goes on with new
+        events as they happen until closed or `timeout` seconds (None or 0 =
+        no limit). Only events of `vm_id` / `snapshot_id` / `kinds`
+        ("vm_created", EventKind.VM_DELETED, ...) when given."""
+        request = watch_events_request(after_event_id, follow, vm_id, snapshot_id, kinds)
+        return EventStream(self._connection, request, timeout)
 
     def get_vm(self, vm_id: str) -> VMInfo:
         """VM `vm_id`; NotFoundError if there is none."""

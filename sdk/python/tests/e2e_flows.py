@@ -367,6 +367,7 @@ def console(c: Checks, vm: SmolVM) -> None:
 
 
 def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) -> None:
+    first_event = max((e.event_id for e in sdk.events()), default=0)
     if base_snapshot:
         vm = SmolVM.from_snapshot(base_snapshot, resume_vm=True, vm_id=MAIN_VM_ID)
     else:
@@ -462,6 +463,25 @@ def flows(c: Checks, sdk: SmolVMManager, base_snapshot: str, vms: List[SmolVM]) 
     with SmolVM.attach(MAIN_VM_ID) as attached:
         c.check("attach", attached.status == VmStatus.RUNNING)
     c.check("with: closed on exit", MAIN_VM_ID not in [v.vm_id for v in sdk.list_vms()])
+    events(c, sdk, first_event, base_snapshot, claimed.vm_id)
+
+
+def events(c: Checks, sdk: SmolVMManager, after: int, base_snapshot: str,
+           claimed_vm_id: str) -> None:
+    """sdk.events(): the main VM's life as the flows made it, in order; the
+    claim out of the pool as the claimed VM's first event."""
+    milestones = {"vm_created", "vm_restored", "snapshot_created", "vm_deleted", "vm_forked"}
+    seen = [e for e in sdk.events(after_event_id=after, vm_id=MAIN_VM_ID)
+            if e.kind in milestones]
+    want = ["vm_restored" if base_snapshot else "vm_created", "snapshot_created",
+            "vm_deleted", "vm_restored", "vm_forked", "vm_deleted"]
+    c.check("events: create, snapshot, close, restore, fork, close in order",
+            [e.kind for e in seen] == want, [(e.event_id, f"{e.kind}") for e in seen])
+    c.check("events: ids only grow",
+            all(a.event_id < b.event_id for a, b in zip(seen, seen[1:])), seen)
+    claim = list(sdk.events(after_event_id=after, vm_id=claimed_vm_id, kinds=["vm_restored"]))
+    c.check("events: a claim from a pool is the claimed VM's restore",
+            len(claim) == 1 and claim[0].detail == f"claimed from pool {POOL_ID}", claim)
 
 
 def cleanup(sdk: SmolVMManager, vms: List[SmolVM]) -> None:

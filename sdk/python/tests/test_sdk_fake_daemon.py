@@ -18,13 +18,14 @@ from typing import Any, Dict, Iterator, List
 
 import grpc
 
-from smolvm import (AlreadyExistsError, ClientOptions, DeadlineExceededError, DirWatch,
+from smolvm import (AlreadyExistsError, Event, EventKind, OutOfRangeError, ClientOptions, DeadlineExceededError, DirWatch,
                     FailedPreconditionError, FileEntry, FileType, ForkVmResult,
                     InvalidArgumentError, ListDirResult, NotFoundError, OperationProgress,
                     PermissionDeniedError, ProcessConnection, ProcessInfo, ProcessOutput,
                     SmolVM, SmolVMManager, VMConfig, VmStatus, WatchEvent, WatchEventType,
                     EgressPolicy)
-from smolvm.v1 import (filesystem_service_pb2, filesystem_service_pb2_grpc,
+from smolvm.v1 import (event_service_pb2, event_service_pb2_grpc,
+                       filesystem_service_pb2, filesystem_service_pb2_grpc,
                        operation_service_pb2, operation_service_pb2_grpc,
                        process_service_pb2, process_service_pb2_grpc, snapshot_service_pb2,
                        snapshot_service_pb2_grpc, types_pb2, vm_service_pb2,
@@ -382,6 +383,30 @@ class FakeProcessService(process_service_pb2_grpc.ProcessServiceServicer):
         return fake_process(request.pid, running=False, exit_code=3)
 
 
+class FakeEventService(event_service_pb2_grpc.EventServiceServicer):
+    """Three events after any id; OUT_OF_RANGE after id 1 (pruned)."""
+
+    def __init__(self) -> None:
+        self.requests: List[Any] = []
+
+    def WatchEvents(self, request: Any, context: Any) -> Iterator[event_service_pb2.Event]:
+        self.requests.append(request)
+        if request.after_event_id == 1:
+            context.abort(grpc.StatusCode.OUT_OF_RANGE,
+                          "events after 1 up to 5 were dropped by the journal's retention")
+        first = request.after_event_id + 1
+        yield event_service_pb2.Event(event_id=first, kind=event_service_pb2.VM_CREATED,
+                                      owner="ci", vm_id="box", state=types_pb2.CREATED)
+        yield event_service_pb2.Event(event_id=first + 1, kind=event_service_pb2.SNAPSHOT_CREATED,
+                                      owner="ci", vm_id="box", snapshot_id="s")
+        yield event_service_pb2.Event(event_id=first + 2, kind=event_service_pb2.VM_ERROR,
+                                      owner="ci", vm_id="box", state=types_pb2.ERROR,
+                                      detail="the VMM died")
+        if request.follow:
+            while context.is_active():
+                time.sleep(0.05)
+
+
 class FakeDaemonTest(unittest.TestCase):
     def setUp(self) -> None:
         self.dir = tempfile.TemporaryDirectory()
@@ -400,6 +425,8 @@ class FakeDaemonTest(unittest.TestCase):
                                                                              self.server)
         self.procs = FakeProcessService()
         process_service_pb2_grpc.add_ProcessServiceServicer_to_server(self.procs, self.server)
+        self.events = FakeEventService()
+        event_service_pb2_grpc.add_EventServiceServicer_to_server(self.events, self.server)
         self.server.add_insecure_port(f"unix://{self.socket}")
         self.server.start()
         self.options = ClientOptions(socket_path=self.socket, timeout=30,
@@ -488,6 +515,37 @@ class FakeDaemonTest(unittest.TestCase):
         with vm.watch_stats(interval=2) as watch:
             self.assertEqual([r.cpu_time_ns for r in watch], [0, 1, 2])
         self.assertEqual(self.vms.requests[-1].interval_ms, 2000)
+
+    def test_events(self) -> None:
+        with SmolVMManager(self.options) as sdk:
+            events = list(sdk.events(after_event_id=10, vm_id="box",
+                                     kinds=["vm_created", EventKind.VM_ERROR, 6]))
+            request = self.events.requests[-1]
+            self.assertEqual((request.after_event_id, request.follow, request.filter.vm_id),
+                             (10, False, "box"))
+            self.assertEqual(list(request.filter.kinds), [event_service_pb2.VM_CREATED,
+                                                          event_service_pb2.VM_ERROR,
+                                                          event_service_pb2.VM_DELETED])
+            self.assertEqual([(e.event_id, e.kind, e.state) for e in events],
+                             [(11, "vm_created", VmStatus.CREATED),
+                              (12, EventKind.SNAPSHOT_CREATED, None),
+                              (13, "vm_error", "error")])
+            self.assertIsInstance(events[0], Event)
+            self.assertEqual((events[2].detail, events[1].snapshot_id, events[0].owner),
+                             ("the VMM died", "s", "ci"))
+            self.assertEqual(events[0].time.tzinfo, timezone.utc)
+            self.assertEqual(f"{events[1].kind}", "snapshot_created")
+            # A follow goes on until closed (from another thread too).
+            stream = sdk.events(after_event_id=0, follow=True)
+            self.assertEqual(next(stream).event_id, 1)
+            threading.Timer(0.2, stream.close).start()
+            self.assertEqual(len(list(stream)), 2)
+            with self.assertRaises(OutOfRangeError):
+                list(sdk.events(after_event_id=1))
+            for bad in ({"kinds": ["nonsense"]}, {"after_event_id": -1},
+                        {"kinds": [0]}):
+                with self.assertRaises(InvalidArgumentError):
+                    sdk.events(**bad)
 
     def test_console(self) -> None:
         vm = SmolVM.attach("box", options=self.options)
