@@ -91,7 +91,7 @@ absl::Status ImageServiceImpl::Describe(const ImageRecord& image, v1::Image* out
 grpc::Status ImageServiceImpl::BuildImage(grpc::ServerContext* ctx,
                                           const v1::BuildImageRequest* req,
                                           grpc::ServerWriter<v1::BuildImageEvent>* writer) {
-  return Serve(*callers_, *ctx, "BuildImage", Access::kMutate, req->name(),
+  return Serve(*callers_, *ctx, "BuildImage", Access::kMutateLong, req->name(),
                [&](const Caller& c) -> absl::Status {
                  SMOLVM_ASSIGN_OR_RETURN(image::BuildRequest request, BuildRequestFromProto(*req));
                  const absl::Time started = absl::Now();

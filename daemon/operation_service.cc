@@ -34,7 +34,7 @@ grpc::Status OperationServiceImpl::GetOperation(grpc::ServerContext* ctx,
 grpc::Status OperationServiceImpl::WatchOperation(grpc::ServerContext* ctx,
                                                   const v1::WatchOperationRequest* req,
                                                   grpc::ServerWriter<v1::Operation>* writer) {
-  return Serve(*callers_, *ctx, "WatchOperation", Access::kRead, req->operation_id(),
+  return Serve(*callers_, *ctx, "WatchOperation", Access::kLong, req->operation_id(),
                [&](const Caller& c) -> absl::Status {
                  const absl::Duration start_wait =
                      req->wait_ms() == 0

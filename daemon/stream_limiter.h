@@ -1,8 +1,9 @@
 // File: stream_limiter.h
 //
 // Bounds the long calls a tenant holds open at once: every exec, stream,
-// watch and wait (Exec, ExecStream, StreamConsole, WatchVmStats, WatchDir,
-// ConnectProcess, WaitProcess, WatchEvents) keeps a thread of the daemon's
+// watch, wait and transfer (Exec, ExecStream, StreamConsole, WatchVmStats,
+// WatchDir, ConnectProcess, WaitProcess, WatchEvents, WatchOperation,
+// UploadFile, DownloadFile, BuildImage) keeps a thread of the daemon's
 // gRPC server busy for as long as it lasts, so without a bound one tenant
 // could hold them all and stall everyone else's calls. Admins are not
 // limited (they own the host). Taken in Serve (rpc_reply.h).

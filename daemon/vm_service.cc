@@ -93,11 +93,16 @@ grpc::Status VmServiceImpl::Exec(grpc::ServerContext* ctx, const v1::ExecRequest
 }
 
 grpc::Status VmServiceImpl::ExecStream(grpc::ServerContext* ctx, ExecSessionStream* stream) {
+  // The first message is read inside Serve, once the caller holds a place
+  // of its tenant's: a client that never sends it cannot tie up threads
+  // beyond its bound. `vm_id` names the call in the log and audit.
   v1::ExecStreamRequest first;
-  const bool has_start = stream->Read(&first) && first.has_start();
-  const v1::ExecStreamStart& start = first.start();
-  return Serve(*callers_, *ctx, "ExecStream", Access::kMutateLong, start.exec().vm_id(),
+  std::string vm_id;
+  return Serve(*callers_, *ctx, "ExecStream", Access::kMutateLong, vm_id,
                [&](const Caller& c) -> absl::Status {
+                 const bool has_start = stream->Read(&first) && first.has_start();
+                 const v1::ExecStreamStart& start = first.start();
+                 vm_id = start.exec().vm_id();
                  if (!has_start) {
                    return absl::InvalidArgumentError(
                        "exec stream: the first request must be start (exec.vm_id, argv or "
@@ -115,10 +120,12 @@ grpc::Status VmServiceImpl::UploadFile(grpc::ServerContext* ctx,
                                        grpc::ServerReader<v1::UploadFileRequest>* reader,
                                        v1::UploadFileResponse* resp) {
   v1::UploadFileRequest first;
-  const bool has_header = reader->Read(&first) && first.has_header();
-  const auto& h = first.header();
-  return Serve(*callers_, *ctx, "UploadFile", Access::kMutate, h.vm_id(),
+  std::string vm_id;  // As in ExecStream: the header is read inside Serve.
+  return Serve(*callers_, *ctx, "UploadFile", Access::kMutateLong, vm_id,
                [&](const Caller& c) -> absl::Status {
+                 const bool has_header = reader->Read(&first) && first.has_header();
+                 const auto& h = first.header();
+                 vm_id = h.vm_id();
                  if (!has_header) {
                    return absl::InvalidArgumentError(
                        "upload: the first message must carry the header (vm_id, path)");
@@ -138,7 +145,7 @@ grpc::Status VmServiceImpl::UploadFile(grpc::ServerContext* ctx,
 grpc::Status VmServiceImpl::DownloadFile(grpc::ServerContext* ctx,
                                          const v1::DownloadFileRequest* req,
                                          grpc::ServerWriter<v1::DownloadFileResponse>* writer) {
-  return Serve(*callers_, *ctx, "DownloadFile", Access::kRead, req->vm_id(),
+  return Serve(*callers_, *ctx, "DownloadFile", Access::kLong, req->vm_id(),
                [&](const Caller& c) -> absl::Status {
                  agent::FileRequest file{
                      .path = req->path(), .tar = req->tar(), .user = req->user()};

@@ -274,6 +274,7 @@ absl::StatusOr<vmm::LaunchSpec> VmManager::LaunchSpecFor(VmRecord& vm) {
 absl::StatusOr<VmRecord> VmManager::BootLocked(VmSlot& slot, VmRecord vm, Progress* progress) {
   const std::string& id = vm.vm_id;
   ReportStage(progress, "starting the VMM");
+  vm.config.lifetime.idle_paused = false;  // A fresh boot: nothing to resume.
   auto spec = LaunchSpecFor(vm);
   if (!spec.ok()) {
     (void)FailVmLocked(slot, vm, spec.status());
@@ -363,6 +364,24 @@ void VmManager::Report(CoreEvent event, absl::Duration took) const {
   if (options_.events) options_.events(event, took);
 }
 
+void VmManager::KeepLastConsole(const std::string& vm_id) {
+  // Read as a client reads it (regular files only, never through a link
+  // the jailed VMM could have planted), and written into the state dir,
+  // which the VMM cannot reach.
+  auto reader = vmm::ConsoleLogReader::Open(vmm::ConsoleLogPath(files_->VmRunDir(vm_id)),
+                                            UINT64_MAX);
+  if (!reader.ok()) return;  // It never ran, or its run dir is gone already.
+  std::string console;
+  for (;;) {
+    absl::StatusOr<std::string> chunk = reader->Read(1 << 20);
+    if (!chunk.ok() || chunk->empty()) break;
+    console += *chunk;
+  }
+  if (auto s = WriteFileAtomic(files_->VmLastConsole(vm_id), console, 0600); !s.ok()) {
+    spdlog::warn("vm {}: its last console was not kept: {}", vm_id, s.ToString());
+  }
+}
+
 absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
   slot.agent.reset();
   slot.needs_fixup = false;
@@ -372,7 +391,9 @@ absl::Status VmManager::TearDownLocked(VmSlot& slot, const std::string& vm_id) {
     slot.instance.reset();
   }
   // The VMM is gone: what is left in its run dir is garbage the next start
-  // removes, not a reason to report the VM as still running.
+  // removes, not a reason to report the VM as still running. Its console
+  // is kept first, so `vm logs` of a stopped VM shows how it ended.
+  KeepLastConsole(vm_id);
   if (auto s = files_->RemoveRunDir(vm_id); !s.ok()) {
     spdlog::warn("vm {}: {}", vm_id, std::string(s.message()));
   }
@@ -387,6 +408,7 @@ absl::Status VmManager::FailVmLocked(VmSlot& slot, VmRecord& vm,
   absl::Status teardown = TearDownLocked(slot, vm.vm_id);
   network_->Unplug(vm);
   vm.state = VmState::kError;
+  vm.config.lifetime.idle_paused = false;
   vm.vmm_pid = 0;
   vm.pending_fixup.clear();
   vm.error = std::string(cause.message());
@@ -601,15 +623,23 @@ absl::StatusOr<VmStats> VmManager::GetVmStats(const Caller& caller, const std::s
   }
   if (vm.state == VmState::kRunning) {
     // The guest's own view, through its agent (a file read, no process).
+    // Not a use of the VM (a watch must not keep it from idling, nor
+    // resume one its idle policy paused).
     std::string meminfo;
     agent::FileRequest file{.path = "/proc/meminfo"};
-    auto read = DownloadFile(caller, vm_id, std::move(file), [&](const std::string& data) {
-      if (meminfo.size() + data.size() > (64 << 10)) {
-        return absl::ResourceExhaustedError("meminfo larger than 64 KiB");
-      }
-      meminfo += data;
-      return absl::OkStatus();
-    });
+    absl::StatusOr<agent::FileInfo> read = absl::UnavailableError("no agent");
+    if (auto agent = AgentFor(caller, vm_id, /*internal=*/true); agent.ok()) {
+      read = (*agent)->ReadFile(
+          file,
+          [&](const std::string& data) {
+            if (meminfo.size() + data.size() > (64 << 10)) {
+              return absl::ResourceExhaustedError("meminfo larger than 64 KiB");
+            }
+            meminfo += data;
+            return absl::OkStatus();
+          },
+          absl::Seconds(10));
+    }
     if (read.ok()) {
       stats->guest_memory_known = ParseMeminfo(meminfo, &stats->guest_memory_total_bytes,
                                                &stats->guest_memory_available_bytes);
@@ -623,9 +653,15 @@ absl::StatusOr<vmm::ConsoleLogReader> VmManager::OpenConsole(const Caller& calle
                                                              std::optional<uint64_t> tail_bytes) {
   SMOLVM_ASSIGN_OR_RETURN(VmRecord vm, GetVm(caller, vm_id));
   if (vm.state != VmState::kRunning && vm.state != VmState::kPaused) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "vm ", vm_id, " is ", VmStateName(vm.state),
-        ": its console is kept only while it runs (start it, then stream its console)"));
+    // How its last run ended (a follow ends after it: nothing is added).
+    auto last = vmm::ConsoleLogReader::Open(files_->VmLastConsole(vm_id),
+                                            tail_bytes.value_or(UINT64_MAX));
+    if (absl::IsNotFound(last.status())) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "vm ", vm_id, " is ", VmStateName(vm.state),
+          " and has no console kept (it has not run yet: start it, then stream its console)"));
+    }
+    return last;
   }
   auto reader = vmm::ConsoleLogReader::Open(vmm::ConsoleLogPath(files_->VmRunDir(vm_id)),
                                             tail_bytes.value_or(UINT64_MAX));

@@ -22,6 +22,7 @@
 //   image::ImageStore       the images VMs boot from
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <map>
@@ -140,12 +141,13 @@ class VmManager {
   // Any state; ends the VMM, removes disk and record. Snapshots are kept.
   absl::Status DeleteVm(const Caller& caller, const std::string& vm_id);
   absl::StatusOr<VmRecord> GetVm(const Caller& caller, const std::string& vm_id);
-  // A reader of the guest console of a RUNNING or PAUSED VM (its run dir
-  // holds the log), positioned `tail_bytes` (nullopt: everything kept)
-  // before the end; FAILED_PRECONDITION for a VM in another state.
   // What a RUNNING or PAUSED VM uses (vm_stats.h), the guest's memory
   // view only while RUNNING; FAILED_PRECONDITION in another state.
   absl::StatusOr<VmStats> GetVmStats(const Caller& caller, const std::string& vm_id);
+  // A reader of the guest console, positioned `tail_bytes` (nullopt:
+  // everything kept) before the end: a RUNNING or PAUSED VM's live log (its
+  // run dir), another VM's last run's (kept when it stopped);
+  // FAILED_PRECONDITION for a VM that never ran.
   absl::StatusOr<vmm::ConsoleLogReader> OpenConsole(const Caller& caller,
                                                     const std::string& vm_id,
                                                     std::optional<uint64_t> tail_bytes);
@@ -386,7 +388,9 @@ class VmManager {
   // RUNNING/PAUSED → STOPPED: recorded, VMM ended, TAP removed. On failure
   // the VM is as it was.
   absl::Status StopLocked(VmSlot& slot, VmRecord& vm) ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
-  // Ends the VMM (if any) and removes the runtime dir.
+  // Copies the VM's console log out of its run dir into its state dir.
+  void KeepLastConsole(const std::string& vm_id);
+  // Ends the VMM (if any) and removes the runtime dir (keeping the console).
   absl::Status TearDownLocked(VmSlot& slot, const std::string& vm_id)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
   // Notices a VMM that died behind our back: RUNNING/PAUSED → ERROR.
@@ -420,9 +424,18 @@ class VmManager {
   // The lifetime worker (vm_manager_lifetime.cc): takes `action` on `vm`
   // (`why`: "max_lifetime" or "idle") and records what it left.
   void TakeLifetimeAction(const VmRecord& vm, LifetimeAction action, const char* why);
-  // Whether the guest runs a background process (asked only when it would
-  // otherwise be idle).
-  bool GuestHasProcesses(const std::string& vm_id);
+  // Whether the guest runs a background process, or cannot say (asked only
+  // when it would otherwise be idle).
+  bool GuestMayBeBusy(const std::string& vm_id);
+  // Whether RUNNING `vm` has been unused for its idle timeout at `now`.
+  bool IdleFor(const VmRecord& vm, absl::Time now);
+  // Whether the limit `why` the worker saw in `seen` still holds for the
+  // VM's current record `fresh` (the owner may have changed or used it).
+  bool StillDue(const VmRecord& seen, const VmRecord& fresh, const char* why);
+  void TakePauseLocked(VmSlot& slot, VmRecord& vm, const char* why)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(slot.mu);
+  // The lifetime_action event, written before the action is taken.
+  void AnnounceLifetimeAction(const VmRecord& vm, LifetimeAction action, const char* why);
   void LifetimeWorkerLoop();
   // Passes an event to ManagerOptions::events, if set.
   void Report(CoreEvent event, absl::Duration took = absl::ZeroDuration()) const;
@@ -518,6 +531,8 @@ class VmManager {
   VmActivity activity_{absl::Now()};
   // VMs whose last lifetime action failed, and when to try again.
   std::map<std::string, absl::Time> lifetime_retry_after_ ABSL_GUARDED_BY(pools_mu_);
+  // The connection table's absence is logged once.
+  std::atomic<bool> conntrack_warned_{false};
   std::thread lifetime_worker_;
 };
 

@@ -259,6 +259,7 @@ absl::StatusOr<agent::FileInfo> VmManager::UploadFile(
   }
   SMOLVM_ASSIGN_OR_RETURN(file.user, NormalizeGuestUser(file.user));
   SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  auto busy = activity_.Busy(vm_id);  // A long upload is use all along.
   uint64_t total = 0;
   const uint64_t limit = options_.max_upload_bytes;
   auto bounded = [&]() -> absl::StatusOr<std::string> {
@@ -281,6 +282,7 @@ absl::StatusOr<agent::FileInfo> VmManager::DownloadFile(
   SMOLVM_RETURN_IF_ERROR(ValidateGuestPath(file.path));
   SMOLVM_ASSIGN_OR_RETURN(file.user, NormalizeGuestUser(file.user));
   SMOLVM_ASSIGN_OR_RETURN(auto client, AgentFor(caller, vm_id));
+  auto busy = activity_.Busy(vm_id);
   return client->ReadFile(file, sink, absl::Hours(24));
 }
 

@@ -266,6 +266,9 @@ absl::Status VmManager::AddPoolMember(const PoolRecord& pool) {
     absl::MutexLock lock(&pools_mu_);
     pool_members_starting_.erase(id);
   };
+  // A DeletePool that ran between the worker's read of the pools and the
+  // registration above did not wait for this member: look again.
+  SMOLVM_RETURN_IF_ERROR(store_->GetPool(pool.pool_id).status());
   const Caller owner{pool.owner, false, absl::StrCat("pool:", pool.pool_id)};
   // Restored running, so that the clone's identity, clock and entropy are
   // applied now (RestoreLocked's fix-ups), then paused until claimed.
@@ -343,7 +346,12 @@ bool VmManager::RefillPass() {
       if (absl::Now() < pool_health_[pool.pool_id].retry_after) continue;
     }
     absl::Status s = AddPoolMember(pool);
+    const bool deleted = !s.ok() && absl::IsNotFound(store_->GetPool(pool.pool_id).status());
     absl::MutexLock lock(&pools_mu_);
+    if (deleted) {
+      pool_health_.erase(pool.pool_id);  // Deleted meanwhile: nothing to report.
+      continue;
+    }
     PoolHealth& health = pool_health_[pool.pool_id];
     if (s.ok()) {
       health = PoolHealth{};

@@ -31,15 +31,30 @@ constexpr char kTable[] =
     "garbage\n";
 
 TEST(Conntrack, CountsForwardsToTheGuestOnly) {
-  ForwardedConnections c = CountForwarded(kTable, "10.200.0.2");
+  const auto by_guest = CountForwardedByGuest(kTable, absl::Seconds(432000));
+  ASSERT_TRUE(by_guest.count("10.200.0.2"));
+  const ForwardedConnections& c = by_guest.at("10.200.0.2");
   EXPECT_EQ(c.open, 2);  // The established TCP one and the UDP one.
   EXPECT_EQ(c.waiting, 1);
-  ForwardedConnections other = CountForwarded(kTable, "10.200.0.3");
-  EXPECT_EQ(other.open, 1);
-  EXPECT_EQ(other.waiting, 0);
-  ForwardedConnections none = CountForwarded(kTable, "10.200.0.20");
-  EXPECT_EQ(none.open, 0);
-  EXPECT_EQ(none.waiting, 0);
+  EXPECT_EQ(c.quiet_for, absl::ZeroDuration());  // The UDP one is fresh.
+  ASSERT_TRUE(by_guest.count("10.200.0.3"));
+  EXPECT_EQ(by_guest.at("10.200.0.3").open, 1);
+  EXPECT_EQ(by_guest.at("10.200.0.3").waiting, 0);
+  // 300 of 432000 s left: quiet for 431700 s (a client that vanished).
+  EXPECT_EQ(by_guest.at("10.200.0.3").quiet_for, absl::Seconds(431700));
+  // The guest's own connections out, and ones straight to its address,
+  // are not forwards; other guests' are theirs.
+  EXPECT_FALSE(by_guest.count("1.1.1.1"));
+  EXPECT_FALSE(by_guest.count("10.200.0.20"));
+}
+
+TEST(Conntrack, AQuietEstablishedConnectionSaysHowLong) {
+  constexpr char kQuiet[] =
+      "ipv4     2 tcp      6 400000 ESTABLISHED src=127.0.0.1 dst=127.0.0.1 sport=1 dport=8080 "
+      "src=10.200.0.2 dst=10.200.0.1 sport=80 dport=1 [ASSURED] mark=0 zone=0 use=2\n";
+  const auto by_guest = CountForwardedByGuest(kQuiet, absl::Seconds(432000));
+  EXPECT_EQ(by_guest.at("10.200.0.2").open, 1);
+  EXPECT_EQ(by_guest.at("10.200.0.2").quiet_for, absl::Seconds(32000));
 }
 
 TEST(Conntrack, ReadsThisHostsTableOrSaysWhy) {

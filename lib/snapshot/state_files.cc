@@ -85,6 +85,9 @@ std::string StateFiles::VmDisk(const std::string& id) const {
 std::string StateFiles::VmRunDir(const std::string& id) const {
   return JoinPath(JoinPath(run_dir_, "vms"), id);
 }
+std::string StateFiles::VmLastConsole(const std::string& id) const {
+  return JoinPath(VmDir(id), "console-last.log");
+}
 std::string StateFiles::VmMem(const std::string& id) const {
   return JoinPath(VmRunDir(id), "mem");
 }

@@ -71,6 +71,8 @@ class StateFiles {
   std::string VmDir(const std::string& vm_id) const;
   std::string VmDisk(const std::string& vm_id) const;
   std::string VmRunDir(const std::string& vm_id) const;
+  // The console of the VM's last run, kept when its run dir goes.
+  std::string VmLastConsole(const std::string& vm_id) const;
   // A cold-booted guest's RAM (a shared mapping the VMM creates).
   std::string VmMem(const std::string& vm_id) const;
   std::string SnapshotsDir() const;

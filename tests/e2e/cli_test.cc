@@ -326,11 +326,11 @@ TEST_F(CliTest, LogsTailAndFollow) {
   std::move(reap).Cancel();
   EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << "status " << status;
 
-  // A VM that is not running has no console kept.
+  // A VM that never ran has no console kept.
   ASSERT_EQ(Cli({"vm", "create", "--id", "cli-logs-off", "--no-start"}).exit_code, 0);
   r = Cli({"vm", "logs", "cli-logs-off"});
-  EXPECT_NE(r.exit_code, 0);
-  EXPECT_TRUE(absl::StrContains(r.err, "kept only while it runs")) << r.Describe();
+  EXPECT_EQ(r.exit_code, 5) << r.Describe();  // FAILED_PRECONDITION
+  EXPECT_TRUE(absl::StrContains(r.err, "has no console kept")) << r.Describe();
   EXPECT_EQ(Cli({"vm", "delete", "cli-logs-off"}).exit_code, 0);
 }
 
@@ -990,6 +990,16 @@ TEST_F(CliTest, EventsFollowALifecycleAcrossARestart) {
 }
 
 TEST_F(CliTest, ZDeleteAllWithYes) {
+  // Last, as it stops the suite's VM: a stopped VM's console is its last
+  // run's, kept when the VMM went (and a follow ends after it).
+  ASSERT_EQ(Cli({"vm", "exec", "cli-vm", "--", "sh", "-c",
+                 "echo last-words-before-stop > /dev/console"})
+                .exit_code,
+            0);
+  ASSERT_EQ(Cli({"vm", "stop", "cli-vm"}).exit_code, 0);
+  ProcResult last = Cli({"vm", "logs", "-f", "cli-vm"});
+  EXPECT_EQ(last.exit_code, 0) << last.Describe();
+  EXPECT_TRUE(absl::StrContains(last.out, "last-words-before-stop")) << last.Describe();
   ASSERT_EQ(Cli({"vm", "create", "--id", "cli-d", "--no-start"}).exit_code, 0);
   ProcResult r = Cli({"vm", "delete", "--all", "--yes"});
   EXPECT_EQ(r.exit_code, 0) << r.Describe();

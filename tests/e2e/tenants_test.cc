@@ -399,11 +399,17 @@ TEST_F(TenantsTest, LongCallsAreBoundedPerTenant) {
   std::vector<std::thread> execs;
   for (int i = 0; i < 3; ++i) {
     execs.emplace_back([i, &held] {
-      held[i] = Ctl(kA, {"vm", "exec", kVm[kA], "--", "sleep", "6"});
+      held[i] = Ctl(kA, {"vm", "exec", kVm[kA], "--", "sleep", "10"});
     });
   }
-  absl::SleepFor(absl::Seconds(2.5));  // All three are running in the guest by now.
-  ProcResult refused = Ctl(kA, {"vm", "logs", "--tail", "10", kVm[kA]});
+  // Refused once all three execs hold their places (a slow start is
+  // waited for, not assumed).
+  ProcResult refused;
+  for (absl::Time end = absl::Now() + absl::Seconds(8); absl::Now() < end;) {
+    refused = Ctl(kA, {"vm", "logs", "--tail", "10", kVm[kA]});
+    if (refused.exit_code != 0) break;
+    absl::SleepFor(absl::Milliseconds(200));
+  }
   EXPECT_TRUE(FailedWith(refused, kExitExhausted, "max_streams_per_tenant")) << refused.Describe();
   ProcResult other = Ctl(kB, {"vm", "logs", "--tail", "10", kVm[kB]});
   EXPECT_EQ(other.exit_code, 0) << other.Describe();

@@ -135,7 +135,8 @@ TEST_F(LifetimeTest, IdlePauseAndAutoResume) {
   lifetime.set_idle_action(v1::LIFETIME_PAUSE);
   ASSERT_TRUE(vm.set_lifetime(lifetime).ok());
 
-  // A running exec is use: a 6 s command does not let it idle 3 s.
+  // A running exec is use: a 6 s command does not let it idle 3 s (were it
+  // paused under the exec, the exec would not return).
   auto busy = vm.run("sleep 6; echo done");
   ASSERT_TRUE(busy.ok()) << busy.status();
   auto after = vm.refresh();
@@ -197,14 +198,17 @@ TEST_F(LifetimeTest, SnapshotActionLeavesARestorableSnapshot) {
   ASSERT_EQ(stopped->status(), v1::STOPPED) << daemon_->DaemonLog();
   const std::string snap = stopped->lifetime_snapshot_id();
   ASSERT_FALSE(snap.empty()) << daemon_->DaemonLog();
-  auto clone = SmolVM::from_snapshot(snap, true, "life-from-action", daemon_->client_options());
+  // The clone carries the policy with its own clock (2 s from its
+  // restore): restored paused and cleared first, so it does not snapshot
+  // itself under the test.
+  auto clone = SmolVM::from_snapshot(snap, false, "life-from-action", daemon_->client_options());
   ASSERT_TRUE(clone.ok()) << clone.status() << daemon_->DaemonLog();
+  EXPECT_EQ(clone->info().config().lifetime().max_lifetime_action(), v1::LIFETIME_SNAPSHOT);
+  ASSERT_TRUE(clone->set_lifetime(v1::Lifetime()).ok());
+  ASSERT_TRUE(clone->resume().ok());
   auto last = clone->run("cat /root/last");
   ASSERT_TRUE(last.ok()) << last.status();
   EXPECT_EQ(last->stdout_text, "at-the-end\n");
-  // The clone carries the policy with its own clock (2 s from its restore):
-  // cleared here so it does not snapshot itself too.
-  ASSERT_TRUE(clone->set_lifetime(v1::Lifetime()).ok());
   EXPECT_TRUE(clone->close().ok());
   EXPECT_TRUE(vm.close().ok());
 }

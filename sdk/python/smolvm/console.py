@@ -25,7 +25,7 @@ class ConsoleStream(CancellableStream):
     the tail was sent (without follow), when the VM stopped, after
     :meth:`close` / :meth:`cancel` (from any thread) and once `timeout` has
     passed; other ends raise their SmolVMError (FailedPreconditionError for
-    a VM that is not running: its console is kept only while it runs)."""
+    a VM that never ran; a stopped VM gives its last run's console)."""
 
     def __init__(self, conn: Connection, request: vm_service_pb2.StreamConsoleRequest,
                  timeout: Optional[float] = None) -> None:
