@@ -92,6 +92,10 @@ absl::StatusOr<VmConfig> FromProto(const v1::VMConfig& c) {
   config.labels.insert(c.labels().begin(), c.labels().end());
   SMOLVM_ASSIGN_OR_RETURN(config.egress, FromProto(c.egress()));
   for (const auto& f : c.port_forwards()) config.port_forwards.push_back(FromProto(f));
+  for (const auto& m : c.mounts()) {
+    config.mounts.push_back(Mount{m.host_path(), m.guest_path(), m.read_only(),
+                                  m.detach_on_snapshot()});
+  }
   return config;
 }
 
@@ -110,6 +114,13 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   for (const auto& [k, v] : c.labels) (*out->mutable_labels())[k] = v;
   ToProto(c.egress, out->mutable_egress());
   for (const auto& f : c.port_forwards) ToProto(f, out->add_port_forwards());
+  for (const auto& m : c.mounts) {
+    v1::Mount* pm = out->add_mounts();
+    pm->set_host_path(m.host_path);
+    pm->set_guest_path(m.guest_path);
+    pm->set_read_only(m.read_only);
+    pm->set_detach_on_snapshot(m.detach_on_snapshot);
+  }
 }
 
 void ToProto(const NetworkConfig& n, v1::NetworkConfig* out) {

@@ -26,7 +26,7 @@ struct CreateFlags {
   std::uint32_t vcpus = 0, memory_mib = 0, disk_size_mib = 0;
   bool no_start = false;
   EgressOptions egress;
-  std::vector<std::string> env, forwards, labels;
+  std::vector<std::string> env, forwards, labels, mounts;
 };
 
 // --allow, --deny, --allow-domain and --deny-domain, for vm create and vm
@@ -68,6 +68,11 @@ absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
     absl::StatusOr<v1::PortForward> forward = ParseForward("--forward", spec);
     if (!forward.ok()) return forward.status();
     *c->add_port_forwards() = *std::move(forward);
+  }
+  for (const std::string& spec : f.mounts) {
+    absl::StatusOr<v1::Mount> mount = ParseMount(spec);
+    if (!mount.ok()) return mount.status();
+    *c->add_mounts() = *std::move(mount);
   }
   if (egress->has_value()) *c->mutable_egress() = **egress;
   c->mutable_env()->insert(env->begin(), env->end());
@@ -124,6 +129,13 @@ void RegisterCreate(CLI::App* vm, CliContext& ctx) {
       ->add_option("--forward", f.forwards,
                    "expose a guest port on the host (repeatable; HOST_IP defaults to 127.0.0.1)")
       ->type_name("[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]")
+      ->allow_extra_args(false);
+  create
+      ->add_option("--mount", f.mounts,
+                   "show a host directory (beneath the operator's [mounts] allowed_dirs) in the "
+                   "guest over virtio-9p; ro = read-only, detach = unmounted for snapshots "
+                   "(repeatable)")
+      ->type_name("HOST_DIR:GUEST_DIR[:ro|rw][,detach]")
       ->allow_extra_args(false);
   AddLabelOption(create, f.labels, "tag the VM (repeatable; vm list --label filters by it)");
   ctx.OnRun(create, [&ctx, &f] { return RunCreate(ctx, f); });

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/time/time.h"
+#include "lib/model/mounts.h"
 
 namespace smolvm {
 
@@ -87,6 +88,8 @@ struct VmConfig {
   std::vector<PortForward> port_forwards;
   // The caller's key=value tags (ValidateLabels).
   std::map<std::string, std::string> labels;
+  // Host directories shown to the guest (mounts.h).
+  std::vector<Mount> mounts;
 
   bool operator==(const VmConfig&) const = default;
 };

@@ -165,6 +165,11 @@ SELECT 1;
     R"sql(
 SELECT 1;
 )sql",
+    // 13: the same for host mounts (VmConfig.mounts), which a daemon from
+    // before them would drop, booting the VM without its mounts.
+    R"sql(
+SELECT 1;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -300,8 +305,18 @@ Json ToJson(const std::vector<PortForward>& forwards) {
   return list;
 }
 
+Json ToJson(const std::vector<Mount>& mounts) {
+  Json list = Json::array();
+  for (const auto& m : mounts) {
+    list.push_back(Json{{"host_path", m.host_path}, {"guest_path", m.guest_path},
+                        {"read_only", m.read_only},
+                        {"detach_on_snapshot", m.detach_on_snapshot}});
+  }
+  return list;
+}
+
 Json ToJson(const VmConfig& config) {
-  return Json{{"vm_id", config.vm_id},
+  Json out{{"vm_id", config.vm_id},
               {"vcpu_count", config.vcpu_count},
               {"memory_mib", config.memory_mib},
               {"kernel_path", config.kernel_path},
@@ -316,6 +331,9 @@ Json ToJson(const VmConfig& config) {
               {"egress", ToJson(config.egress)},
               {"port_forwards", ToJson(config.port_forwards)},
               {"labels", config.labels}};
+  // Only when set (schema 13 keeps daemons from before mounts away).
+  if (!config.mounts.empty()) out["mounts"] = ToJson(config.mounts);
+  return out;
 }
 
 Json ToJson(const NetworkConfig& network) {
@@ -402,6 +420,30 @@ bool ReadField(const Json& object, const char* key, EgressPolicy* out) {
   return true;
 }
 
+bool ReadField(const Json& object, const char* key, bool* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_boolean()) return false;
+  *out = it->get<bool>();
+  return true;
+}
+
+bool ReadField(const Json& object, const char* key, std::vector<Mount>* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_array()) return false;
+  for (const auto& j : *it) {
+    Mount m;
+    if (!j.is_object() || !ReadField(j, "host_path", &m.host_path) ||
+        !ReadField(j, "guest_path", &m.guest_path) || !ReadField(j, "read_only", &m.read_only) ||
+        !ReadField(j, "detach_on_snapshot", &m.detach_on_snapshot)) {
+      return false;
+    }
+    out->push_back(std::move(m));
+  }
+  return true;
+}
+
 bool ReadField(const Json& object, const char* key, std::vector<PortForward>* out) {
   auto it = object.find(key);
   if (it == object.end()) return true;
@@ -444,7 +486,7 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "env", &config.env) &&
       ReadField(json, "egress", &config.egress) &&
       ReadField(json, "port_forwards", &config.port_forwards) &&
-      ReadField(json, "labels", &config.labels)) {
+      ReadField(json, "labels", &config.labels) && ReadField(json, "mounts", &config.mounts)) {
     return config;
   }
   return BadColumn(kind, id, column, "is not a VmConfig JSON object");

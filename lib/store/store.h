@@ -33,7 +33,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 12;
+inline constexpr int kSchemaVersion = 13;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>

@@ -40,7 +40,7 @@ from smolvm.stats import StatsWatch, VmStats
 from smolvm.process import ProcessConnection, ProcessInfo, ProcessOutput
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck,
-                          ForkOutcome, ForkVmResult, Image, NetworkConfig, Pool,
+                          ForkOutcome, ForkVmResult, Image, Mount, NetworkConfig, Pool,
                           PortForward, SnapshotInfo, SnapshotVerification, VMConfig,
                           VMInfo, VmStatus)
 from smolvm.vm import SmolVM
@@ -49,7 +49,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SmolVM", "SmolVMManager", "ClientOptions", "Connection",
-    "VMConfig", "NetworkConfig", "EgressPolicy", "PortForward", "VMInfo", "VmStatus",
+    "VMConfig", "NetworkConfig", "EgressPolicy", "PortForward", "Mount", "VMInfo", "VmStatus",
     "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",
