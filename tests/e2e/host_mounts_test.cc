@@ -110,6 +110,18 @@ TEST_F(MountsTest, ReadOnlyReadWriteSymlinksAndSnapshots) {
     EXPECT_TRUE(absl::StrContains(s.message(), bad.needle)) << s;
   }
   EXPECT_EQ(SmolVMManager(opts_).get_vm("mnt-bad").status().code(), absl::StatusCode::kNotFound);
+  // smolvmctl says the same, and shows a VM's mounts (JSON too).
+  ProcResult outside = daemon_.Ctl({"vm", "create", "--id", "mnt-cli", "--no-start", "--mount",
+                                    "/etc:/mnt/etc:ro"});
+  EXPECT_NE(outside.exit_code, 0) << outside.Describe();
+  EXPECT_TRUE(absl::StrContains(outside.err, "[mounts] allowed_dirs")) << outside.Describe();
+  ProcResult created = daemon_.Ctl({"vm", "create", "--id", "mnt-cli", "--no-start", "--mount",
+                                    share_ + "/ro:/mnt/ro:ro,detach"});
+  EXPECT_EQ(created.exit_code, 0) << created.Describe();
+  ProcResult json = daemon_.Ctl({"--json", "vm", "get", "mnt-cli"});
+  EXPECT_TRUE(absl::StrContains(json.out, "\"guest_path\": \"/mnt/ro\"")) << json.Describe();
+  EXPECT_TRUE(absl::StrContains(json.out, "\"detach_on_snapshot\": true")) << json.Describe();
+  EXPECT_EQ(daemon_.Ctl({"vm", "delete", "mnt-cli"}).exit_code, 0);
 
   // A read-only and a read-write mount.
   v1::VMConfig a = Config("mnt-a");
