@@ -19,6 +19,7 @@
 #include "client/smolvm.h"
 #include "gtest/gtest.h"
 #include "tests/e2e/test_daemon.h"
+#include "tests/e2e/test_users.h"
 
 namespace smolvm::testing {
 namespace {
@@ -70,13 +71,21 @@ class MountsTest : public ::testing::Test {
     chmod((share_ + "/rw").c_str(), 0777);
     fs::create_directory_symlink("/etc", share_ + "/escape");
     fs::create_directory_symlink(share_ + "/rw", share_ + "/inside-link");
+    // One tenant user (not an admin) besides root.
+    auto users = TestUsers::Create(/*members=*/1, /*outsiders=*/0);
+    ASSERT_TRUE(users.ok()) << users.status();
+    users_ = *std::move(users);
     ASSERT_TRUE(daemon_
-                    .Start({}, absl::StrCat("[mounts]\nallowed_dirs = [\"", share_, "\"]\n"))
+                    .Start({"--socket-group", users_->group()},
+                           absl::StrCat("[mounts]\nallowed_dirs = [\"", share_, "\"]\n"))
                     .ok())
         << daemon_.DaemonLog();
     opts_ = daemon_.client_options();
   }
 
+  RunAs Tenant() const { return RunAs{users_->user(0).uid, users_->user(0).gid}; }
+
+  std::unique_ptr<TestUsers> users_;
   TestDaemon daemon_;
   ClientOptions opts_;
   std::string share_;
@@ -122,6 +131,22 @@ TEST_F(MountsTest, ReadOnlyReadWriteSymlinksAndSnapshots) {
   EXPECT_TRUE(absl::StrContains(json.out, "\"guest_path\": \"/mnt/ro\"")) << json.Describe();
   EXPECT_TRUE(absl::StrContains(json.out, "\"detach_on_snapshot\": true")) << json.Describe();
   EXPECT_EQ(daemon_.Ctl({"vm", "delete", "mnt-cli"}).exit_code, 0);
+  // A tenant is held to the same list: nothing outside it, symlinks
+  // neither; beneath it is fine.
+  for (const std::string& host : {std::string("/etc"), share_ + "/escape"}) {
+    ProcResult denied = daemon_.Ctl(
+        {"vm", "create", "--id", "mnt-t", "--no-start", "--mount", host + ":/mnt/x"}, Tenant());
+    EXPECT_NE(denied.exit_code, 0) << denied.Describe();
+    EXPECT_TRUE(absl::StrContains(denied.err, "PERMISSION_DENIED") ||
+                absl::StrContains(denied.err, "permission denied") ||
+                absl::StrContains(denied.err, "allowed_dirs"))
+        << denied.Describe();
+  }
+  ProcResult tenant_ok = daemon_.Ctl(
+      {"vm", "create", "--id", "mnt-t", "--no-start", "--mount", share_ + "/rw:/mnt/rw"},
+      Tenant());
+  EXPECT_EQ(tenant_ok.exit_code, 0) << tenant_ok.Describe();
+  EXPECT_EQ(daemon_.Ctl({"vm", "delete", "mnt-t"}, Tenant()).exit_code, 0);
 
   // A read-only and a read-write mount.
   v1::VMConfig a = Config("mnt-a");
