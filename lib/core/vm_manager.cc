@@ -1,5 +1,4 @@
 #include "lib/core/vm_manager.h"
-#include "lib/core/vm_mounts.h"
 
 #include <unistd.h>
 
@@ -10,6 +9,7 @@
 #include "lib/base/crash_point.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
+#include "lib/core/vm_mounts.h"
 #include "lib/model/boot_args.h"
 #include "lib/model/validation.h"
 #include "lib/vmm/qemu_argv.h"
