@@ -46,7 +46,9 @@ absl::StatusOr<std::shared_ptr<OpenedMounts>> OpenMounts(const image::HostPathRe
 
 absl::Status SetGuestMountsAttached(agent::GuestAgent& guest, const std::vector<Mount>& mounts,
                                     bool attach) {
-  std::string script = "set -e";
+  // The payload's busybox, as the guest's init uses (the mounts come from
+  // that init, so every image with mounts has it), so shell-less images work.
+  std::string script = "PATH=/.smolvm/bin:$PATH\nset -e";
   bool any = false;
   for (size_t i = 0; i < mounts.size(); ++i) {
     if (!mounts[i].detach_on_snapshot) continue;
@@ -56,7 +58,7 @@ absl::Status SetGuestMountsAttached(agent::GuestAgent& guest, const std::vector<
   }
   if (!any) return absl::OkStatus();
   agent::ExecSpec spec;
-  spec.argv = {"/bin/sh", "-c", script};
+  spec.argv = {"/.smolvm/bin/sh", "-c", script};
   spec.timeout = absl::Seconds(10);
   SMOLVM_ASSIGN_OR_RETURN(auto exec, guest.StartExec(spec));
   std::string output;
