@@ -170,6 +170,16 @@ void AppendConfig(const std::string& prefix, const v1::VMConfig& config,
   kv->emplace_back(prefix + "labels", FormatLabels(config.labels()));
   kv->emplace_back(prefix + "lifetime",
                    config.has_lifetime() ? FormatLifetime(config.lifetime()) : "");
+  if (!config.mounts().empty()) {
+    // As vm create --mount takes them.
+    std::vector<std::string> mounts;
+    for (const v1::Mount& m : config.mounts()) {
+      std::string opts = m.read_only() ? "ro" : "rw";
+      if (m.detach_on_snapshot()) absl::StrAppend(&opts, ",detach");
+      mounts.push_back(absl::StrCat(m.host_path(), ":", m.guest_path(), ":", opts));
+    }
+    kv->emplace_back(prefix + "mounts", absl::StrJoin(mounts, ", "));
+  }
 }
 
 void AppendNetwork(const std::string& prefix, const v1::NetworkConfig& network,

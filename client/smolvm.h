@@ -22,6 +22,13 @@
 //   vm.upload_file("model.bin", "/root/model.bin");    // UploadFile
 //   vm.download_file("/root/out.csv", "out.csv");      // DownloadFile
 //
+//   smolvm::v1::VMConfig config;                // a host directory in the guest
+//   smolvm::v1::Mount* m = config.add_mounts(); // (VMConfig.mounts, virtio-9p)
+//   m->set_host_path("/srv/smolvm/share/out");  // beneath [mounts] allowed_dirs
+//   m->set_guest_path("/out");
+//   m->set_detach_on_snapshot(true);            // else snapshots are refused
+//   smolvm::SmolVM with_mount(config);
+//
 // The classes are thin: each method is one RPC to smolvmd (client/connection.h)
 // plus conversion of the result; all validation and state rules live in the
 // daemon, whose errors come back unchanged as absl::Status (same code, same

@@ -117,9 +117,9 @@ absl::Status CheckDirs(const DaemonConfig& c) {
 
 // Tenants may name files beneath these, so none may reach into the
 // daemon's own state (disks, database) or runtime files (sockets).
-absl::Status CheckAllowedDirs(const DaemonConfig& c) {
-  constexpr char kSetting[] = "[images] allowed_dirs";
-  for (const std::string& dir : c.host_paths.allowed_dirs) {
+absl::Status CheckAllowedDirsOf(const std::vector<std::string>& dirs, const char* kSetting,
+                                const DaemonConfig& c) {
+  for (const std::string& dir : dirs) {
     if (dir.empty() || dir[0] != '/') {
       return absl::InvalidArgumentError(
           absl::StrCat(kSetting, ": \"", dir, "\" must be an absolute path"));
@@ -149,6 +149,14 @@ absl::Status CheckAllowedDirs(const DaemonConfig& c) {
     }
   }
   return absl::OkStatus();
+}
+
+absl::Status CheckAllowedDirs(const DaemonConfig& c) {
+  if (auto s = CheckAllowedDirsOf(c.host_paths.allowed_dirs, "[images] allowed_dirs", c);
+      !s.ok()) {
+    return s;
+  }
+  return CheckAllowedDirsOf(c.mount_paths.allowed_dirs, "[mounts] allowed_dirs", c);
 }
 
 }  // namespace
@@ -338,6 +346,10 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.Option(app, "--guest-kernel-dir", Field(&DaemonConfig::guest_kernel_dir),
                "Extracted guest kernel; fetched from Debian's archive when missing "
                "(env SMOLVMD_GUEST_KERNEL_DIR, default <state-dir>/kernel)");
+  flags.Option(app, "--mounts-kernel-dir", Field(&DaemonConfig::mounts_kernel_dir),
+               "Extracted generic guest kernel (9p) of VMs with host mounts; fetched from "
+               "Debian's archive on first use (env SMOLVMD_MOUNTS_KERNEL_DIR, default "
+               "<state-dir>/kernel-mounts)");
   flags.Option(app, "--default-image", Field(&DaemonConfig::default_image),
                "Image of VMs that name none: debian-python (built on first use), minimal "
                "(busybox, fastest) or any image name (env SMOLVMD_DEFAULT_IMAGE)");
@@ -451,6 +463,7 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   FromEnv("SMOLVMD_ACCELERATOR", c.accelerator);
   FromEnv("SMOLVMD_GUEST_RECIPE_DIR", c.guest_recipe_dir);
   FromEnv("SMOLVMD_GUEST_KERNEL_DIR", c.guest_kernel_dir);
+  FromEnv("SMOLVMD_MOUNTS_KERNEL_DIR", c.mounts_kernel_dir);
   FromEnv("SMOLVMD_DEFAULT_IMAGE", c.default_image);
   FromEnv("SMOLVMD_PACKAGE_CACHE_DIR", c.package_cache_dir);
   FromEnv("SMOLVMD_IMAGE_BUILD_NETNS", c.image_build_netns);
@@ -458,6 +471,7 @@ absl::StatusOr<DaemonConfig> ParseConfig(int argc, char** argv, int* exit_code) 
   flags.ApplyTo(c);
   c.config_file = file;
   if (c.guest_kernel_dir.empty()) c.guest_kernel_dir = JoinPath(c.state_dir, "kernel");
+  if (c.mounts_kernel_dir.empty()) c.mounts_kernel_dir = JoinPath(c.state_dir, "kernel-mounts");
   // Another instance's own names, unless they were chosen explicitly.
   if (!c.instance.empty()) {
     const DaemonConfig defaults;

@@ -23,6 +23,9 @@ struct DaemonConfig {
   std::string qemu_binary = "qemu-system-x86_64";
   std::string guest_recipe_dir;  // SMOLVMD_GUEST_RECIPE_DIR; "" = built-in
   std::string guest_kernel_dir;  // SMOLVMD_GUEST_KERNEL_DIR; "" = <state>/kernel
+  // The generic kernel of VMs with host mounts (SMOLVMD_MOUNTS_KERNEL_DIR;
+  // "" = <state>/kernel-mounts).
+  std::string mounts_kernel_dir;
   std::string guest_agent;       // SMOLVMD_GUEST_AGENT; "" = built-in
   // The image of VMs that name none (SMOLVMD_DEFAULT_IMAGE).
   std::string default_image = "debian-python";
@@ -93,6 +96,9 @@ struct DaemonConfig {
   std::vector<TenantConfig> tenants;
   QuotaLimits default_quota;  // [quotas]
   HostPathPolicy host_paths;  // [images] allowed_dirs
+  // [mounts] allowed_dirs: host directories VMConfig.mounts may name (one
+  // list for every tenant, admins included).
+  HostPathPolicy mount_paths;
   PortPolicy ports;           // [ports]
   EgressDenyPolicy egress;    // [network] egress_deny, egress_allow_lan
 };

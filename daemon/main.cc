@@ -225,6 +225,8 @@ int Run(int argc, char** argv) {
   image_options.payload.recipe_dir =
       config.guest_recipe_dir.empty() ? DefaultRecipeDir() : config.guest_recipe_dir;
   image_options.kernel_dir = config.guest_kernel_dir;
+  image_options.mounts_kernel_dir = config.mounts_kernel_dir;
+  image_options.mounts_boot_dir = JoinPath(config.state_dir, "images/mounts-kernel");
   image_options.payload.agent_path =
       config.guest_agent.empty() ? DefaultAgentPath() : config.guest_agent;
   image_options.default_image = config.default_image;
@@ -277,6 +279,13 @@ int Run(int argc, char** argv) {
                                                     {config.state_dir, config.run_dir});
     if (!resolver.ok()) return Fail("[images] allowed_dirs", resolver.status());
     options.host_paths = std::make_shared<const image::HostPathResolver>(*std::move(resolver));
+  }
+  if (!config.mount_paths.allowed_dirs.empty()) {
+    auto resolver = image::HostPathResolver::Create(
+        config.mount_paths, {config.state_dir, config.run_dir},
+        "[mounts] allowed_dirs in smolvmd.toml");
+    if (!resolver.ok()) return Fail("[mounts] allowed_dirs", resolver.status());
+    options.mount_paths = std::make_shared<const image::HostPathResolver>(*std::move(resolver));
   }
   options.network = *network;
   options.state_dir = config.state_dir;

@@ -144,6 +144,10 @@ absl::StatusOr<VmConfig> FromProto(const v1::VMConfig& c) {
   if (c.has_lifetime()) {
     SMOLVM_ASSIGN_OR_RETURN(config.lifetime, FromProto(c.lifetime()));
   }
+  for (const auto& m : c.mounts()) {
+    config.mounts.push_back(Mount{m.host_path(), m.guest_path(), m.read_only(),
+                                  m.detach_on_snapshot()});
+  }
   return config;
 }
 
@@ -163,6 +167,13 @@ void ToProto(const VmConfig& c, v1::VMConfig* out) {
   ToProto(c.egress, out->mutable_egress());
   for (const auto& f : c.port_forwards) ToProto(f, out->add_port_forwards());
   if (c.lifetime.has_policy()) ToProto(c.lifetime, out->mutable_lifetime());
+  for (const auto& m : c.mounts) {
+    v1::Mount* pm = out->add_mounts();
+    pm->set_host_path(m.host_path);
+    pm->set_guest_path(m.guest_path);
+    pm->set_read_only(m.read_only);
+    pm->set_detach_on_snapshot(m.detach_on_snapshot);
+  }
 }
 
 void ToProto(const NetworkConfig& n, v1::NetworkConfig* out) {

@@ -5,7 +5,8 @@
 # it uses is busybox's; the image's own programs are never needed.
 #
 #  1. mounts /proc, /sys, /dev (devtmpfs), /dev/pts, /dev/shm, /run, /tmp
-#  2. sets the hostname from /etc/hostname, brings up lo
+#  2. sets the hostname from /etc/hostname, brings up lo, configures eth0
+#     (smolvm.net=) and mounts the host mounts (smolvm.mount=, virtio-9p)
 #  3. finds the virtio-serial port named org.smolvm.agent
 #     (/sys/class/virtio-ports/vportNpM/name) and then either
 #       - runs /.smolvm/agent /dev/vportNpM in the background if that file
@@ -93,6 +94,28 @@ EOF_NET
 		fi
 		if [ -n "$net_dns" ] && [ "$net_dns" != "-" ]; then
 			echo "nameserver $net_dns" >/etc/resolv.conf
+		fi
+		;;
+	esac
+done
+
+# Host mounts: smolvm.mount=TAG:GUEST_PATH:ro|rw, one per mount (the daemon
+# allows only [A-Za-z0-9._@+-/] in paths). A mount that fails is logged and
+# skipped: the guest still boots, and the agent's remount (after a
+# snapshot) or the user can retry. The agent's remount uses the same options
+# (lib/core/vm_mounts.cc).
+for arg in $(cat /proc/cmdline); do
+	case "$arg" in
+	smolvm.mount=*)
+		IFS=: read -r m_tag m_path m_mode <<EOF_MOUNT
+${arg#smolvm.mount=}
+EOF_MOUNT
+		m_opts=trans=virtio,version=9p2000.L,msize=262144,cache=none
+		[ "$m_mode" = ro ] && m_opts="$m_opts,ro"
+		if mkdir -p "$m_path" && mount -t 9p -o "$m_opts" "$m_tag" "$m_path"; then
+			log "mounted host share $m_tag on $m_path ($m_mode)"
+		else
+			log "warning: cannot mount host share $m_tag on $m_path"
 		fi
 		;;
 	esac

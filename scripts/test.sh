@@ -15,6 +15,9 @@ SMOLVM_DEBUG_INFO=lines scripts/build.sh
 # every test daemon.
 export SMOLVM_TEST_KERNEL_DIR="$PWD/build/guest-kernel"
 build/lib/smolvm-fetch-kernel "$SMOLVM_TEST_KERNEL_DIR"
+# And Debian's generic flavour (9p modules) for VMs with host mounts.
+export SMOLVM_TEST_MOUNTS_KERNEL_DIR="$PWD/build/guest-kernel-mounts"
+SMOLVM_KERNEL_META=linux-image-amd64 build/lib/smolvm-fetch-kernel "$SMOLVM_TEST_MOUNTS_KERNEL_DIR"
 
 # Debian packages downloaded by image builds (unit and e2e tests), kept in
 # the build tree across runs.

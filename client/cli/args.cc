@@ -102,6 +102,34 @@ absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what,
   return out;
 }
 
+absl::StatusOr<v1::Mount> ParseMount(absl::string_view spec) {
+  std::vector<std::string> parts = absl::StrSplit(spec, ':');
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--mount \"", spec, "\": ", why, " (use HOST_DIR:GUEST_DIR[:ro|rw][,detach])"));
+  };
+  if (parts.size() < 2 || parts.size() > 3 || parts[0].empty() || parts[1].empty()) {
+    return bad("expected two or three ':'-separated parts");
+  }
+  v1::Mount mount;
+  mount.set_host_path(parts[0]);
+  mount.set_guest_path(parts[1]);
+  if (parts.size() == 3) {
+    for (absl::string_view opt : absl::StrSplit(parts[2], ',')) {
+      if (opt == "ro") {
+        mount.set_read_only(true);
+      } else if (opt == "rw") {
+        mount.set_read_only(false);
+      } else if (opt == "detach") {
+        mount.set_detach_on_snapshot(true);
+      } else {
+        return bad(absl::StrCat("unknown option \"", opt, "\""));
+      }
+    }
+  }
+  return mount;
+}
+
 absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what,
                                              absl::string_view spec) {
   absl::StatusOr<HostSide> side = ParsePortSpec(what, spec, true);

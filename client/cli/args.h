@@ -54,6 +54,11 @@ absl::StatusOr<HostSide> ParsePortSpec(absl::string_view what, absl::string_view
 // ParseForward parses a --forward / expose spec into a PortForward.
 absl::StatusOr<v1::PortForward> ParseForward(absl::string_view what, absl::string_view spec);
 
+// ParseMount parses a --mount spec HOST_DIR:GUEST_DIR[:OPTS], OPTS a comma
+// list of ro, rw (the default) and detach (detach_on_snapshot). Host paths
+// holding ':' cannot be given this way (use the API).
+absl::StatusOr<v1::Mount> ParseMount(absl::string_view spec);
+
 // The egress flags of vm create and vm egress: --egress MODE (or the MODE
 // argument), --allow CIDR, --deny CIDR, --allow-domain NAME, --deny-domain
 // NAME (each repeatable).

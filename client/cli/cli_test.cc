@@ -84,6 +84,24 @@ TEST(ParseEgressTest, ListsImplyTheModeAndWrongPairsAreRefused) {
   EXPECT_EQ((*cidrs)->deny_cidrs(0), "1.2.3.4");
 }
 
+TEST(ParseMountTest, HostGuestAndOptions) {
+  auto plain = ParseMount("/srv/share/a:/mnt/a");
+  ASSERT_TRUE(plain.ok()) << plain.status();
+  EXPECT_EQ(plain->host_path(), "/srv/share/a");
+  EXPECT_EQ(plain->guest_path(), "/mnt/a");
+  EXPECT_FALSE(plain->read_only());
+  EXPECT_FALSE(plain->detach_on_snapshot());
+  auto opts = ParseMount("/srv/b:/b:ro,detach");
+  ASSERT_TRUE(opts.ok()) << opts.status();
+  EXPECT_TRUE(opts->read_only());
+  EXPECT_TRUE(opts->detach_on_snapshot());
+  for (const char* bad : {"/srv/b", ":/b", "/srv/b:", "/a:/b:c:d", "/a:/b:rx"}) {
+    auto r = ParseMount(bad);
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument) << bad;
+    EXPECT_TRUE(absl::StrContains(r.status().message(), "HOST_DIR:GUEST_DIR")) << r.status();
+  }
+}
+
 TEST(SuggestTest, NearestCloseCandidate) {
   const std::vector<std::string> vm = {"create", "start", "stop", "delete", "rm", "list", "ls",
                                        "exec"};

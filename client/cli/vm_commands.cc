@@ -27,7 +27,7 @@ struct CreateFlags {
   bool no_start = false;
   EgressOptions egress;
   LifetimeOptions lifetime;
-  std::vector<std::string> env, forwards, labels;
+  std::vector<std::string> env, forwards, labels, mounts;
 };
 
 // --allow, --deny, --allow-domain and --deny-domain, for vm create and vm
@@ -90,6 +90,11 @@ absl::Status RunCreate(const CliContext& ctx, const CreateFlags& f) {
     if (!forward.ok()) return forward.status();
     *c->add_port_forwards() = *std::move(forward);
   }
+  for (const std::string& spec : f.mounts) {
+    absl::StatusOr<v1::Mount> mount = ParseMount(spec);
+    if (!mount.ok()) return mount.status();
+    *c->add_mounts() = *std::move(mount);
+  }
   if (egress->has_value()) *c->mutable_egress() = **egress;
   absl::StatusOr<std::optional<v1::Lifetime>> lifetime = ParseLifetime(f.lifetime);
   if (!lifetime.ok()) return lifetime.status();
@@ -150,6 +155,13 @@ void RegisterCreate(CLI::App* vm, CliContext& ctx) {
       ->type_name("[HOST_IP:]HOST_PORT:GUEST_PORT[/udp]")
       ->allow_extra_args(false);
   AddLifetimeOptions(create, f.lifetime);
+  create
+      ->add_option("--mount", f.mounts,
+                   "show a host directory (beneath the operator's [mounts] allowed_dirs) in the "
+                   "guest over virtio-9p; ro = read-only, detach = unmounted for snapshots "
+                   "(repeatable)")
+      ->type_name("HOST_DIR:GUEST_DIR[:ro|rw][,detach]")
+      ->allow_extra_args(false);
   AddLabelOption(create, f.labels, "tag the VM (repeatable; vm list --label filters by it)");
   ctx.OnRun(create, [&ctx, &f] { return RunCreate(ctx, f); });
 }

@@ -9,6 +9,7 @@
 #include "lib/base/crash_point.h"
 #include "lib/base/file_util.h"
 #include "lib/base/status_macros.h"
+#include "lib/core/vm_mounts.h"
 #include "lib/model/boot_args.h"
 #include "lib/model/validation.h"
 #include "lib/vmm/qemu_argv.h"
@@ -167,7 +168,12 @@ absl::StatusOr<std::shared_ptr<void>> VmManager::ResolveImage(const Caller& call
         "\" is unavailable (", image.status().message(), ")"));
   }
   config.image_digest = image->record.digest;
-  if (config.kernel_path.empty()) {
+  if (config.kernel_path.empty() && !config.mounts.empty()) {
+    // The image's cloud kernel has no 9p (mounts_kernel.cc).
+    SMOLVM_ASSIGN_OR_RETURN(image::KernelFiles kernel, images_->MountsKernel(progress));
+    config.kernel_path = kernel.kernel_path;
+    config.initrd_path = kernel.initrd_path;
+  } else if (config.kernel_path.empty()) {
     config.kernel_path = image->kernel_path;
     config.initrd_path = image->initrd_path;
   }
@@ -193,6 +199,9 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   SMOLVM_RETURN_IF_ERROR(ValidateId(config.vm_id, "vm_id"));
   SMOLVM_RETURN_IF_ERROR(NormalizeVmConfig(config));
   if (!caller.admin) SMOLVM_RETURN_IF_ERROR(ValidateTenantBootArgs(config.boot_args));
+  // Checked now so a bad mount fails the create, not a later start; every
+  // launch resolves them again (vm_mounts.h).
+  SMOLVM_RETURN_IF_ERROR(OpenMounts(options_.mount_paths.get(), config.mounts).status());
   if (!config.port_forwards.empty() && !network_->enabled()) {
     return absl::FailedPreconditionError("networking is disabled on this daemon (--network=false)");
   }
@@ -264,6 +273,11 @@ absl::StatusOr<vmm::LaunchSpec> VmManager::LaunchSpecFor(VmRecord& vm) {
   spec.kernel_cmdline = options_.base_cmdline;
   if (!vm.config.boot_args.empty()) absl::StrAppend(&spec.kernel_cmdline, " ", vm.config.boot_args);
   absl::StrAppend(&spec.kernel_cmdline, network_->Cmdline(vm.network));
+  absl::StrAppend(&spec.kernel_cmdline, MountCmdline(vm.config.mounts));
+  SMOLVM_ASSIGN_OR_RETURN(std::shared_ptr<OpenedMounts> mounts,
+                          OpenMounts(options_.mount_paths.get(), vm.config.mounts));
+  spec.mounts = mounts->mounts;
+  spec.resources = std::move(mounts);
   spec.run_dir = files_->VmRunDir(vm.vm_id);
   network_->FillLaunch(vm, spec);
   SMOLVM_RETURN_IF_ERROR(AssignVmmUid(vm));

@@ -80,6 +80,9 @@ struct ManagerOptions {
   std::function<QuotaLimits(const std::string& tenant)> quota_for;
   // Host files VMConfigs may name; unset = none (only the default image).
   std::shared_ptr<const image::HostPathResolver> host_paths;
+  // Host directories VMConfig.mounts may name ([mounts] allowed_dirs, one
+  // list for every tenant); unset = no mounts (vm_mounts.h).
+  std::shared_ptr<const image::HostPathResolver> mount_paths;
   PortPolicy ports;
   EgressDenyPolicy egress_deny;
   // The range of unprivileged uids (and equal gids) VMMs run as, one per VM

@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "lib/base/status_macros.h"
 #include "lib/core/vm_manager.h"
+#include "lib/core/vm_mounts.h"
 #include "lib/model/validation.h"
 #include "spdlog/spdlog.h"
 
@@ -82,6 +83,11 @@ absl::Status VmManager::FixUpRestoredLocked(VmSlot& slot, const std::string& vm_
     return absl::FailedPreconditionError(absl::StrCat(
         "restored vm ", vm_id, " has no guest agent, so its clock and entropy cannot be "
         "fixed; restores need an image with smolvm-agent (the default image has it)"));
+  }
+  // A snapshot is taken with its detach_on_snapshot mounts unmounted.
+  SMOLVM_ASSIGN_OR_RETURN(VmRecord restored, store_->GetVm(vm_id));
+  if (!restored.config.mounts.empty()) {
+    SMOLVM_RETURN_IF_ERROR(SetGuestMountsAttached(*slot.agent, restored.config.mounts, true));
   }
   std::string seed(64, '\0');
   if (getrandom(seed.data(), seed.size(), 0) != static_cast<ssize_t>(seed.size())) {

@@ -19,6 +19,7 @@
 #include "lib/base/status_macros.h"
 #include "lib/base/unique_fd.h"
 #include "lib/core/vm_manager.h"
+#include "lib/core/vm_mounts.h"
 #include "lib/model/validation.h"
 #include "lib/snapshot/migration_stream.h"
 #include "lib/snapshot/snapshot_files.h"
@@ -216,6 +217,32 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
         "snapshot vm ", vm_id, ": it has not run since its last snapshot, which "
         "already holds this state; resume the vm first, or restore that snapshot"));
   }
+  // QEMU refuses to migrate an attached 9p export: the guest lets go of
+  // its mounts first (detach_on_snapshot), or there is no snapshot.
+  const bool detach = !vm.config.mounts.empty();
+  if (detach) {
+    if (std::vector<std::string> held = UndetachableMounts(vm.config.mounts); !held.empty()) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot vm ", vm_id, ": it has host mounts, which QEMU cannot save while the guest "
+          "uses them: ", absl::StrJoin(held, ", "),
+          "; create the vm with detach_on_snapshot on those mounts (the guest then unmounts "
+          "them for the snapshot and mounts them again after)"));
+    }
+    if (vm.state != VmState::kRunning) {
+      return absl::FailedPreconditionError(absl::StrCat(
+          "snapshot vm ", vm_id, ": its host mounts are unmounted by the guest for a snapshot, "
+          "which needs the vm running; resume it first"));
+    }
+    SMOLVM_RETURN_IF_ERROR(ConnectAgentLocked(*slot, vm_id, absl::Seconds(10)));
+    SMOLVM_RETURN_IF_ERROR(SetGuestMountsAttached(*slot->agent, vm.config.mounts, false));
+  }
+  // Runs last (after the guest is resumed) on a failure below.
+  auto reattach = absl::MakeCleanup([&]() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    if (!detach || !slot->agent) return;
+    if (auto s = SetGuestMountsAttached(*slot->agent, vm.config.mounts, true); !s.ok()) {
+      spdlog::warn("vm {}: {}", vm_id, std::string(s.message()));
+    }
+  });
   // The snapshot belongs to its creator; its size is estimated by what it
   // will copy (touched RAM and disk) and recorded exactly once written.
   // A cold-booted VM's RAM is the shared file in its run dir; a restored
@@ -302,8 +329,9 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
   }
   CrashPoint("snapshot.row_inserted");
   std::move(resume).Cancel();
+  std::move(reattach).Cancel();
 
-  if (resume_source) {
+  if (resume_source || detach) {
     if (auto s = slot->instance->Resume(); !s.ok()) {
       (void)FailVmLocked(*slot, vm, s);
       return s;
@@ -311,6 +339,24 @@ absl::StatusOr<SnapshotRecord> VmManager::CreateSnapshot(const Caller& caller,
     vm.state = VmState::kRunning;
   } else {
     vm.state = VmState::kPaused;
+  }
+  if (detach) {
+    // The snapshot is complete whatever happens here: a failure to mount
+    // again is reported to the caller, with the vm running.
+    absl::Status remounted = SetGuestMountsAttached(*slot->agent, vm.config.mounts, true);
+    if (!resume_source) {
+      if (auto s = slot->instance->Pause(); !s.ok()) {
+        (void)FailVmLocked(*slot, vm, s);
+        return s;
+      }
+      vm.state = VmState::kPaused;
+    }
+    if (!remounted.ok()) {
+      SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
+      return absl::Status(remounted.code(),
+                          absl::StrCat("snapshot ", snapshot_id, " of vm ", vm_id,
+                                       " was created, but ", remounted.message()));
+    }
   }
   SMOLVM_RETURN_IF_ERROR(store_->UpdateVm(vm));
   spdlog::info(

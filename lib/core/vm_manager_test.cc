@@ -33,6 +33,7 @@ namespace smolvm::core {
 namespace {
 
 using ::smolvm_testing::IsOk;
+using ::smolvm_testing::StatusIs;
 using ::testing::HasSubstr;
 
 // A prebuilt image: two small files, whatever the VM names.
@@ -46,6 +47,10 @@ class FakeImages : public image::ImageStore {
     image.kernel_path = JoinPath(dir_, "vmlinuz");
     image.rootfs_path = JoinPath(dir_, "rootfs.ext4");
     return image;
+  }
+  // VMs with host mounts boot "the generic kernel": here the same file.
+  absl::StatusOr<image::KernelFiles> MountsKernel(Progress*) override {
+    return image::KernelFiles{JoinPath(dir_, "vmlinuz"), ""};
   }
 
  private:
@@ -74,6 +79,9 @@ class Host {
   fakes::FakeHost& fake() { return fake_; }
   const snapshot::StateFiles& files() const { return layout_; }
   uint32_t fork_parallelism = 0;  // ManagerOptions::fork_parallelism at Start.
+  // ManagerOptions::mount_paths at Start (unset: no host mounts).
+  std::shared_ptr<const image::HostPathResolver> mount_paths;
+  std::string root() const { return root_.path(); }
   // The protocol the fake guest agents speak at Start (1: no Reidentify),
   // and what they were asked.
   uint32_t agent_protocol_version = agent::kReidentifyProtocolVersion;
@@ -101,6 +109,7 @@ class Host {
     options.vmm_uid_base = 1879048192;
     options.vmm_uid_count = 64;
     options.fork_parallelism = fork_parallelism;
+    options.mount_paths = mount_paths;
     ManagerParts parts;
     parts.store = *std::move(store);
     parts.hypervisor = std::make_unique<fakes::FakeHypervisor>(&fake_);
@@ -684,6 +693,43 @@ TEST(VmManager, VmmDeathIsNoticedAndReleasesResources) {
   host.ExpectFullyConsistent("after the VMM died");
   // And it can be started again.
   EXPECT_THAT(host.manager().StartVm(kAdmin, "a").status(), IsOk());
+}
+
+// Host mounts: refused without the operator's allow list; a snapshot is
+// refused naming a mount that is not detach_on_snapshot, and with every
+// mount detach_on_snapshot the guest unmounts before and mounts after.
+TEST(VmManager, HostMountsAndSnapshots) {
+  Host host;
+  ASSERT_THAT(host.Start(), IsOk());
+  VmConfig with_mount = Config("m");
+  with_mount.mounts = {Mount{JoinPath(host.root(), "share"), "/mnt/share", false, false}};
+  EXPECT_THAT(host.manager().CreateVm(kAdmin, with_mount, true).status(),
+              StatusIs(absl::StatusCode::kPermissionDenied, "[mounts] allowed_dirs"));
+
+  ASSERT_THAT(MakeDirs(JoinPath(host.root(), "share")), IsOk());
+  auto resolver = image::HostPathResolver::Create(HostPathPolicy{{JoinPath(host.root(), "share")}},
+                                                  {}, "[mounts] allowed_dirs in smolvmd.toml");
+  ASSERT_THAT(resolver.status(), IsOk());
+  host.mount_paths = std::make_shared<const image::HostPathResolver>(*std::move(resolver));
+  ASSERT_THAT(host.Start(), IsOk());
+  ASSERT_THAT(host.manager().CreateVm(kAdmin, with_mount, true).status(), IsOk());
+  EXPECT_THAT(host.manager().CreateSnapshot(kAdmin, "m", "s", true).status(),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "/mnt/share"));
+  EXPECT_EQ(StateOf(host, "m").value(), VmState::kRunning);
+
+  VmConfig detached = Config("d");
+  detached.mounts = {Mount{JoinPath(host.root(), "share"), "/data", true, true}};
+  ASSERT_THAT(host.manager().CreateVm(kAdmin, detached, true).status(), IsOk());
+  const size_t before = host.guest_log->execs().size();
+  ASSERT_THAT(host.manager().CreateSnapshot(kAdmin, "d", "s", false).status(), IsOk());
+  auto execs = host.guest_log->execs();
+  ASSERT_EQ(execs.size(), before + 2);
+  EXPECT_THAT(execs[before].back(), HasSubstr("umount /data"));
+  EXPECT_THAT(execs[before + 1].back(), HasSubstr("mount -t 9p"));
+  EXPECT_THAT(execs[before + 1].back(), HasSubstr(",ro smolvm-m0 /data"));
+  // Left paused as asked (it ran only to mount again).
+  EXPECT_EQ(StateOf(host, "d").value(), VmState::kPaused);
+  host.ExpectFullyConsistent("after the snapshots");
 }
 
 TEST(VmManager, RetriedSnapshotIdIsAlreadyExistsWhateverTheSourceState) {

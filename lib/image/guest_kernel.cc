@@ -449,6 +449,12 @@ std::map<std::string, std::vector<std::string>> FindFiles(const std::string& dir
   return found;
 }
 
+constexpr char kNinePModule[] = "9p";
+
+bool IsNinePStack(const std::string& m) {
+  return m == "netfs" || m == "fscache" || m == "9pnet" || m == "9pnet_virtio" || m == kNinePModule;
+}
+
 constexpr const char* kModuleSuffixes[] = {".ko", ".ko.xz", ".ko.zst", ".ko.gz"};
 
 // `src` (a .ko, .ko.xz, .ko.zst or .ko.gz) as the plain module `out`.
@@ -496,20 +502,32 @@ absl::Status BuildKernelDir(const Unpacked& u, const std::string& tree, const Wa
   const std::string config = JoinPath(tree, absl::StrCat("boot/config-", u.release));
   if (IsRegularFile(config)) SMOLVM_RETURN_IF_ERROR(CopyFile(config, JoinPath(stage, kConfig)));
 
+  std::vector<std::string> wanted = GuestKernelModules();
+  const std::vector<std::string>& optional = OptionalGuestKernelModules();
+  wanted.insert(wanted.end(), optional.begin(), optional.end());
   std::set<std::string> names;
-  for (const std::string& m : GuestKernelModules()) {
+  for (const std::string& m : wanted) {
     for (const char* suffix : kModuleSuffixes) names.insert(m + suffix);
   }
   const auto found = FindFiles(u.module_dir, names);
-  std::string order;
-  for (const std::string& m : GuestKernelModules()) {
-    if (ctx.IsCancelled()) return absl::CancelledError("kernel fetch cancelled");
+  auto sources = [&](const std::string& m) {
     std::vector<std::string> srcs;
     for (const char* suffix : kModuleSuffixes) {
       if (auto it = found.find(m + suffix); it != found.end()) {
         srcs.insert(srcs.end(), it->second.begin(), it->second.end());
       }
     }
+    return srcs;
+  };
+  // The 9p stack only with 9p itself: netfs and fscache are modules of the
+  // cloud flavour too, but useless (and slower to boot) without 9p.
+  const bool with_9p = !sources(kNinePModule).empty();
+  std::string order;
+  for (const std::string& m : wanted) {
+    if (ctx.IsCancelled()) return absl::CancelledError("kernel fetch cancelled");
+    std::vector<std::string> srcs = sources(m);
+    const bool is_optional = std::find(optional.begin(), optional.end(), m) != optional.end();
+    if (is_optional && (srcs.empty() || (!with_9p && IsNinePStack(m)))) continue;  // Built in or absent.
     if (srcs.size() != 1) {
       std::vector<std::string> shown;
       for (const std::string& s : srcs) shown.push_back(s.substr(u.root.size()));
@@ -591,6 +609,15 @@ const std::vector<std::string>& GuestKernelModules() {
       "virtio_ring",           "virtio",     "virtio_mmio",    "virtio_pci_modern_dev",
       "virtio_pci_legacy_dev", "virtio_pci", "virtio_blk",     "failover",
       "net_failover",          "virtio_net", "virtio_console", "virtio-rng"};
+  return *modules;
+}
+
+const std::vector<std::string>& OptionalGuestKernelModules() {
+  // ext4 and what it needs (built into the cloud flavour, modules of the
+  // generic one), then the virtio-9p stack of host mounts (generic only).
+  static const auto* modules = new std::vector<std::string>{
+      "crc16", "mbcache", "jbd2",         "crc32c_generic", "ext4",
+      "netfs", "fscache", "9pnet", "9pnet_virtio",   "9p"};
   return *modules;
 }
 

@@ -6,7 +6,7 @@
 // guest/fetch-kernel.sh it replaced, with the same result on disk:
 //
 //   vmlinuz          the bzImage (boot/vmlinuz-REL of the package)
-//   modules/<m>.ko   exactly the virtio modules the initramfs loads, plain
+//   modules/<m>.ko   exactly the modules the initramfs loads, plain
 //                    (uncompressed) ELF objects so busybox insmod loads them
 //   modules.order    the .ko file names, one per line, in load order
 //   kernel-version   the release, e.g. "6.1.0-56-cloud-amd64" (uname -r)
@@ -26,6 +26,12 @@
 
 namespace smolvm::image {
 
+// The meta packages of the two kernels: the cloud flavour every VM boots,
+// and the generic flavour (same version, 9p as modules) booted by VMs with
+// host mounts (docs/decisions.md, "Host mounts").
+inline constexpr char kCloudKernelMeta[] = "linux-image-cloud-amd64";
+inline constexpr char kMountsKernelMeta[] = "linux-image-amd64";
+
 struct KernelFetchOptions {
   // The kernel directory to fill. Its parent is created when missing; the
   // scratch dir is made beside it (same filesystem), so it needs room for
@@ -36,7 +42,7 @@ struct KernelFetchOptions {
   std::string deb_path;
   // The meta package apt resolves to a concrete linux-image-<release>
   // package (the first linux-image-<digit>... it depends on).
-  std::string meta_package = "linux-image-cloud-amd64";
+  std::string meta_package = kCloudKernelMeta;
   // Put before `apt-get update` and `apt-get download` (the only programs
   // that reach the network), e.g. {"nsenter", "--net=/proc/N/ns/net", "--"}.
   // When empty and ctx.download_netns is set, {"nsenter",
@@ -53,6 +59,12 @@ struct KernelInfo {
 // The modules the kernel directory holds, in load order (each needs only
 // ones before it).
 const std::vector<std::string>& GuestKernelModules();
+
+// Modules taken, after those, when the package has them as modules: the
+// ext4 stack (built into the cloud flavour) and the virtio-9p stack of host
+// mounts (only in the generic flavour; all of it or none, keyed by 9p.ko).
+const std::vector<std::string>& OptionalGuestKernelModules();
+
 
 // Makes `options.dest_dir` hold the wanted kernel and returns what it holds.
 // The wanted package is "<Package>=<Version>" of `deb_path` or, with apt,

@@ -28,7 +28,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-constexpr char kSetting[] = "[images] allowed_dirs in smolvmd.toml";
 
 // A path for an error message: escaped (it may come from a client) and cut.
 std::string Shown(const std::string& path) {
@@ -254,7 +253,8 @@ absl::StatusOr<UniqueFd> OpenBeneath(int dir_fd, const std::string& rel, bool us
 }  // namespace internal
 
 absl::StatusOr<HostPathResolver> HostPathResolver::Create(HostPathPolicy policy,
-                                                          std::vector<std::string> forbidden_dirs) {
+                                                          std::vector<std::string> forbidden_dirs,
+                                                          std::string setting) {
   // The forbidden dirs, lexically and canonically (they may not exist yet).
   struct Forbidden {
     std::string path;
@@ -277,15 +277,15 @@ absl::StatusOr<HostPathResolver> HostPathResolver::Create(HostPathPolicy policy,
   std::vector<AllowedDir> dirs;
   for (const auto& d : policy.allowed_dirs) {
     SMOLVM_ASSIGN_OR_RETURN(std::string path,
-                            NormalizeAbsolute(d, absl::StrCat(kSetting, ": directory")));
+                            NormalizeAbsolute(d, absl::StrCat(setting, ": directory")));
     auto bad = [&](absl::string_view why) {
-      return absl::InvalidArgumentError(absl::StrCat(kSetting, ": \"", Shown(path), "\" ", why));
+      return absl::InvalidArgumentError(absl::StrCat(setting, ": \"", Shown(path), "\" ", why));
     };
     UniqueFd fd(open(path.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
     if (!fd.valid()) {
       if (errno == ENOENT) return bad("does not exist");
       if (errno == ENOTDIR) return bad("is not a directory");
-      return absl::ErrnoToStatus(errno, absl::StrCat(kSetting, ": open ", Shown(path)));
+      return absl::ErrnoToStatus(errno, absl::StrCat(setting, ": open ", Shown(path)));
     }
     char real_buf[PATH_MAX];
     std::string real = realpath(path.c_str(), real_buf) != nullptr ? real_buf : path;
@@ -314,7 +314,7 @@ absl::StatusOr<HostPathResolver> HostPathResolver::Create(HostPathPolicy policy,
     }
     dirs.push_back(AllowedDir{path, real == path ? "" : real, std::move(fd)});
   }
-  return HostPathResolver(std::move(dirs));
+  return HostPathResolver(std::move(dirs), std::move(setting));
 }
 
 std::vector<std::string> HostPathResolver::allowed_dirs() const {
@@ -323,17 +323,19 @@ std::vector<std::string> HostPathResolver::allowed_dirs() const {
   return out;
 }
 
-absl::Status HostPathResolver::Denied(const std::string& path, absl::string_view field) const {
+absl::Status HostPathResolver::Denied(const std::string& path, absl::string_view field,
+                                      absl::string_view hint) const {
   std::vector<std::string> quoted;
   for (const auto& d : dirs_) quoted.push_back(absl::StrCat("\"", Shown(d.path), "\""));
   return absl::PermissionDeniedError(
       absl::StrCat(field, " \"", Shown(path), "\" is outside the directories the operator allows (",
-                   kSetting, ": ", quoted.empty() ? "none" : absl::StrJoin(quoted, ", "),
-                   "); leave it empty for the default image"));
+                   setting_, ": ", quoted.empty() ? "none" : absl::StrJoin(quoted, ", "),
+                   "); ", hint));
 }
 
-absl::StatusOr<OpenedHostFile> HostPathResolver::Open(const std::string& path,
-                                                      absl::string_view field) const {
+absl::StatusOr<HostPathResolver::Found> HostPathResolver::Find(const std::string& path,
+                                                               absl::string_view field,
+                                                               absl::string_view hint) const {
   SMOLVM_ASSIGN_OR_RETURN(std::string norm, NormalizeAbsolute(path, field));
   // The most specific allowed dir the path is lexically beneath, by its
   // configured name or its real one.
@@ -348,14 +350,26 @@ absl::StatusOr<OpenedHostFile> HostPathResolver::Open(const std::string& path,
       }
     }
   }
-  if (dir == nullptr) return Denied(path, field);
+  if (dir == nullptr) return Denied(path, field, hint);
   std::string rel = norm.size() > best ? norm.substr(best) : "";
   while (!rel.empty() && rel[0] == '/') rel.erase(0, 1);
-  auto prefixed = [&](const absl::Status& s) {
-    std::string msg = absl::StrCat(field, " \"", Shown(path), "\" ", s.message());
-    if (absl::IsPermissionDenied(s)) absl::StrAppend(&msg, " (", kSetting, ")");
-    return absl::Status(s.code(), msg);
-  };
+  return Found{dir, std::move(rel)};
+}
+
+absl::Status HostPathResolver::Prefixed(const std::string& path, absl::string_view field,
+                                        const absl::Status& s) const {
+  std::string msg = absl::StrCat(field, " \"", Shown(path), "\" ", s.message());
+  if (absl::IsPermissionDenied(s)) absl::StrAppend(&msg, " (", setting_, ")");
+  return absl::Status(s.code(), msg);
+}
+
+absl::StatusOr<OpenedHostFile> HostPathResolver::Open(const std::string& path,
+                                                      absl::string_view field) const {
+  SMOLVM_ASSIGN_OR_RETURN(Found found,
+                          Find(path, field, "leave it empty for the default image"));
+  const AllowedDir* dir = found.dir;
+  const std::string& rel = found.rel;
+  auto prefixed = [&](const absl::Status& s) { return Prefixed(path, field, s); };
   if (rel.empty()) return prefixed(NotRegular(S_IFDIR));
 
   auto fd = internal::OpenBeneath(dir->fd.get(), rel, /*use_openat2=*/true);
@@ -363,6 +377,31 @@ absl::StatusOr<OpenedHostFile> HostPathResolver::Open(const std::string& path,
   struct stat st;
   if (fstat(fd->get(), &st) != 0) return absl::ErrnoToStatus(errno, "stat");
   return OpenedHostFile{*std::move(fd), path, static_cast<uint64_t>(st.st_size)};
+}
+
+absl::StatusOr<UniqueFd> HostPathResolver::OpenDirectory(const std::string& path,
+                                                          absl::string_view field) const {
+  SMOLVM_ASSIGN_OR_RETURN(
+      Found found,
+      Find(path, field, "name a directory beneath one of them, or ask the operator to allow it"));
+  if (found.rel.empty()) {
+    // The allowed directory itself: the descriptor opened at startup.
+    int fd = fcntl(found.dir->fd.get(), F_DUPFD_CLOEXEC, 0);
+    if (fd < 0) return absl::ErrnoToStatus(errno, "dup");
+    return UniqueFd(fd);
+  }
+  bool use_openat2 = true;
+  // O_PATH: nothing is opened for reading; the caller binds what it names.
+  // Without O_DIRECTORY, so a file is "not a directory" rather than "missing".
+  int r = Resolve(found.dir->fd.get(), found.rel, O_PATH | O_CLOEXEC, use_openat2);
+  if (r < 0) return Prefixed(path, field, BeneathError(-r));
+  UniqueFd fd(r);
+  struct stat st;
+  if (fstat(fd.get(), &st) != 0) return absl::ErrnoToStatus(errno, "stat");
+  if (!S_ISDIR(st.st_mode)) {
+    return Prefixed(path, field, absl::InvalidArgumentError("is not a directory"));
+  }
+  return fd;
 }
 
 absl::StatusOr<std::string> ImportFile(const OpenedHostFile& file, const std::string& store_dir) {

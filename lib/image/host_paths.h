@@ -42,8 +42,10 @@ class HostPathResolver {
   // dirs must be absolute existing directories; each is opened once here,
   // so a later rename of the name does not redirect lookups. No allowed dirs
   // is valid: every named path is then refused.
-  static absl::StatusOr<HostPathResolver> Create(HostPathPolicy policy,
-                                                 std::vector<std::string> forbidden_dirs);
+  // `setting` names the operator's setting in messages.
+  static absl::StatusOr<HostPathResolver> Create(
+      HostPathPolicy policy, std::vector<std::string> forbidden_dirs,
+      std::string setting = "[images] allowed_dirs in smolvmd.toml");
 
   // Opens `path` for the request field `field` ("kernel_path", ...).
   //  INVALID_ARGUMENT: not absolute, NUL, "." or ".." component; not a
@@ -52,6 +54,14 @@ class HostPathResolver {
   //                    path below the allowed dir; a mount point crossed.
   //  NOT_FOUND:        missing (or a component is not a directory).
   absl::StatusOr<OpenedHostFile> Open(const std::string& path, absl::string_view field) const;
+
+  // Resolves the directory `path` (for host mounts) the same way and returns
+  // it opened O_PATH | O_DIRECTORY: the caller uses the descriptor (e.g.
+  // binds /proc/<pid>/fd/<fd>), never the name again, so a rename or a
+  // symlink swapped in after the check changes nothing. An allowed dir
+  // itself may be named. The errors are Open's; a non-directory is
+  // INVALID_ARGUMENT.
+  absl::StatusOr<UniqueFd> OpenDirectory(const std::string& path, absl::string_view field) const;
 
   // The allowed dirs as configured (normalized: no trailing "/").
   std::vector<std::string> allowed_dirs() const;
@@ -62,11 +72,25 @@ class HostPathResolver {
     std::string real;  // realpath() of it when opened; "" if the same.
     UniqueFd fd;       // O_PATH | O_DIRECTORY.
   };
-  explicit HostPathResolver(std::vector<AllowedDir> dirs) : dirs_(std::move(dirs)) {}
+  HostPathResolver(std::vector<AllowedDir> dirs, std::string setting)
+      : dirs_(std::move(dirs)), setting_(std::move(setting)) {}
 
-  absl::Status Denied(const std::string& path, absl::string_view field) const;
+  // The most specific allowed dir `path` is lexically beneath, and the rest
+  // of the path below it ("" for the dir itself).
+  struct Found {
+    const AllowedDir* dir;
+    std::string rel;
+  };
+  absl::StatusOr<Found> Find(const std::string& path, absl::string_view field,
+                             absl::string_view hint) const;
+  absl::Status Denied(const std::string& path, absl::string_view field,
+                      absl::string_view hint) const;
+  // `s` prefixed with the field and path (and the setting when denied).
+  absl::Status Prefixed(const std::string& path, absl::string_view field,
+                        const absl::Status& s) const;
 
   std::vector<AllowedDir> dirs_;
+  std::string setting_;
 };
 
 // Copies `file`'s content (read from its fd, never by name) into the

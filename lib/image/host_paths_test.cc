@@ -380,5 +380,37 @@ TEST_F(HostPathsTest, AMountPointBelowAnAllowedDirIsNotCrossed) {
   unmount();
 }
 
+// Host mounts name directories: the same rules, a directory at the end,
+// opened O_PATH; the allowed dir itself may be named.
+TEST_F(HostPathsTest, OpenDirectoryResolvesDirectoriesBeneath) {
+  auto resolver = HostPathResolver::Create(HostPathPolicy{{allowed_}}, {state_, run_},
+                                           "[mounts] allowed_dirs in smolvmd.toml");
+  ASSERT_THAT(resolver, IsOk());
+  ASSERT_THAT(MakeDirs(JoinPath(allowed_, "share/sub")), IsOk());
+  ASSERT_EQ(symlink(outside_.c_str(), JoinPath(allowed_, "out").c_str()), 0);
+  ASSERT_EQ(symlink("share", JoinPath(allowed_, "in").c_str()), 0);
+
+  auto dir = resolver->OpenDirectory(JoinPath(allowed_, "share/sub"), "mounts[0].host_path");
+  ASSERT_THAT(dir, IsOk());
+  struct stat st;
+  ASSERT_EQ(fstat(dir->get(), &st), 0);
+  EXPECT_TRUE(S_ISDIR(st.st_mode));
+  EXPECT_EQ(fcntl(dir->get(), F_GETFL) & O_PATH, O_PATH);
+  EXPECT_THAT(resolver->OpenDirectory(allowed_ + "/", "f"), IsOk());
+
+  EXPECT_THAT(resolver->OpenDirectory(outside_, "mounts[0].host_path"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "[mounts] allowed_dirs"));
+  EXPECT_THAT(resolver->OpenDirectory(JoinPath(allowed_, "out"), "f"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "symlink"));
+  EXPECT_THAT(resolver->OpenDirectory(JoinPath(allowed_, "in/sub"), "f"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "symlink"));
+  EXPECT_THAT(resolver->OpenDirectory(JoinPath(allowed_, "vmlinuz"), "f"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "not a directory"));
+  EXPECT_THAT(resolver->OpenDirectory(JoinPath(allowed_, "nope"), "f"),
+              StatusIs(absl::StatusCode::kNotFound));
+  EXPECT_THAT(resolver->OpenDirectory(allowed_ + "/share/../../outside", "f"),
+              StatusIs(absl::StatusCode::kInvalidArgument));
+}
+
 }  // namespace
 }  // namespace smolvm::image

@@ -96,9 +96,19 @@ struct ResolvedImage {
   std::shared_ptr<void> lease;
 };
 
+// A kernel and its initramfs.
+struct KernelFiles {
+  std::string kernel_path;
+  std::string initrd_path;
+};
+
 struct ImageStoreOptions {
   std::string images_dir;  // <state>/images
   std::string kernel_dir;  // Debian cloud kernel, fetched when missing.
+  // Debian's generic kernel (9p modules) for VMs with host mounts, fetched
+  // when missing, and where its boot files are kept (mounts_kernel.cc).
+  std::string mounts_kernel_dir;
+  std::string mounts_boot_dir;
   GuestPayload payload;
   std::string package_cache_dir;  // Debian .debs kept across builds.
   std::string build_netns;        // Where downloads run; "" = our own.
@@ -127,6 +137,12 @@ class ImageStore {
   // `progress` (optional) hears the steps of such a build.
   virtual absl::StatusOr<ResolvedImage> Resolve(const Caller& caller, const std::string& ref,
                                                 Progress* progress = nullptr);
+
+  // The kernel and initramfs VMs with host mounts boot (any image's root
+  // disk works with them): fetched and built on first use, then reused.
+  // FAILED_PRECONDITION without mounts_kernel_dir; the fetch's errors.
+  // (Virtual: the core's unit tests fake it.)
+  virtual absl::StatusOr<KernelFiles> MountsKernel(Progress* progress = nullptr);
 
   absl::StatusOr<std::vector<ImageRecord>> List(const Caller& caller);
   absl::StatusOr<ImageRecord> Get(const Caller& caller, const std::string& ref);

@@ -90,6 +90,7 @@ absl::Status NormalizeVmConfig(VmConfig& config) {
         "disk_size_mib ", config.disk_size_mib, " is out of range: use ", kMinDiskMib, "-",
         kMaxDiskMib, " (0 means the image's size)"));
   }
+  if (auto s = NormalizeMounts(config.mounts); !s.ok()) return s;
   if (config.image.size() > 256) {
     return absl::InvalidArgumentError("image must be a name or digest of at most 256 characters");
   }

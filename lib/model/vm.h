@@ -13,6 +13,7 @@
 
 #include "absl/time/time.h"
 #include "lib/model/lifetime.h"
+#include "lib/model/mounts.h"
 
 namespace smolvm {
 
@@ -90,6 +91,8 @@ struct VmConfig {
   std::map<std::string, std::string> labels;
   // When the daemon stops, pauses, snapshots or deletes it by itself.
   Lifetime lifetime;
+  // Host directories shown to the guest (mounts.h).
+  std::vector<Mount> mounts;
 
   bool operator==(const VmConfig&) const = default;
 };

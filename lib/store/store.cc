@@ -271,6 +271,11 @@ BEGIN
   DELETE FROM events WHERE event_id <= (SELECT pruned_through FROM event_settings);
 END;
 )sql",
+    // 15: the same for host mounts (VmConfig.mounts), which a daemon from
+    // before them would drop, booting the VM without its mounts.
+    R"sql(
+SELECT 1;
+)sql",
 };
 static_assert(std::size(kMigrations) == kSchemaVersion,
               "one migration per schema version");
@@ -420,6 +425,16 @@ Json ToJson(const Lifetime& lifetime) {
   return out;
 }
 
+Json ToJson(const std::vector<Mount>& mounts) {
+  Json list = Json::array();
+  for (const auto& m : mounts) {
+    list.push_back(Json{{"host_path", m.host_path}, {"guest_path", m.guest_path},
+                        {"read_only", m.read_only},
+                        {"detach_on_snapshot", m.detach_on_snapshot}});
+  }
+  return list;
+}
+
 Json ToJson(const VmConfig& config) {
   Json out{{"vm_id", config.vm_id},
               {"vcpu_count", config.vcpu_count},
@@ -439,6 +454,8 @@ Json ToJson(const VmConfig& config) {
   // Only when there is one (schema 13 keeps daemons from before away; the
   // index vms_lifetime holds exactly these VMs).
   if (!config.lifetime.empty()) out["lifetime"] = ToJson(config.lifetime);
+  // Only when set (schema 15 keeps daemons from before mounts away).
+  if (!config.mounts.empty()) out["mounts"] = ToJson(config.mounts);
   return out;
 }
 
@@ -573,6 +590,22 @@ bool ReadField(const Json& object, const char* key, Lifetime* out) {
   return true;
 }
 
+bool ReadField(const Json& object, const char* key, std::vector<Mount>* out) {
+  auto it = object.find(key);
+  if (it == object.end()) return true;
+  if (!it->is_array()) return false;
+  for (const auto& j : *it) {
+    Mount m;
+    if (!j.is_object() || !ReadField(j, "host_path", &m.host_path) ||
+        !ReadField(j, "guest_path", &m.guest_path) || !ReadField(j, "read_only", &m.read_only) ||
+        !ReadField(j, "detach_on_snapshot", &m.detach_on_snapshot)) {
+      return false;
+    }
+    out->push_back(std::move(m));
+  }
+  return true;
+}
+
 bool ReadField(const Json& object, const char* key, std::vector<PortForward>* out) {
   auto it = object.find(key);
   if (it == object.end()) return true;
@@ -616,7 +649,7 @@ absl::StatusOr<VmConfig> DecodeVmConfig(const std::string& text,
       ReadField(json, "egress", &config.egress) &&
       ReadField(json, "port_forwards", &config.port_forwards) &&
       ReadField(json, "labels", &config.labels) &&
-      ReadField(json, "lifetime", &config.lifetime)) {
+      ReadField(json, "lifetime", &config.lifetime) && ReadField(json, "mounts", &config.mounts)) {
     return config;
   }
   return BadColumn(kind, id, column, "is not a VmConfig JSON object");

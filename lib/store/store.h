@@ -35,7 +35,7 @@ namespace smolvm::store {
 
 // The schema version this build writes; Open migrates older databases up and
 // refuses newer ones (FAILED_PRECONDITION: "upgrade smolvmd").
-inline constexpr int kSchemaVersion = 14;
+inline constexpr int kSchemaVersion = 15;
 
 // A page of results. `next_page_token` is "" on the last page.
 template <typename T>
@@ -153,7 +153,7 @@ class Store {
 
   absl::StatusOr<int> SchemaVersion();
 
-  // The event journal (schema 13; store_events.cc). Row changes of VMs,
+  // The event journal (schema 14; store_events.cc). Row changes of VMs,
   // snapshots and images write their events themselves (SQLite triggers,
   // see the migration); AppendEvent records the others (kEventForked,
   // kEventLifetimeAction): `event.at` and `event_id` are set by the store.

@@ -302,6 +302,16 @@ TEST_F(StoreTest, EgressPoliciesRoundTrip) {
   EXPECT_EQ(got->network.egress, vm.network.egress);
 }
 
+TEST_F(StoreTest, MountsRoundTrip) {
+  VmRecord vm = MakeVm("vm-mounts");
+  vm.config.mounts = {Mount{"/srv/share/a", "/mnt/a", true, false},
+                      Mount{"/srv/share/b", "/b", false, true}};
+  ASSERT_TRUE(store_->InsertVm(vm).ok());
+  auto got = store_->GetVm("vm-mounts");
+  ASSERT_TRUE(got.ok()) << got.status();
+  EXPECT_EQ(got->config.mounts, vm.config.mounts);
+}
+
 TEST_F(StoreTest, EveryVmStateRoundTrips) {
   int i = 0;
   for (VmState state : {VmState::kCreated, VmState::kRunning, VmState::kPaused,

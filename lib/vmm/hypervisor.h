@@ -14,12 +14,22 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 
 namespace smolvm::vmm {
+
+// A host directory exported to the guest over virtio-9p (VMConfig.mounts).
+struct HostMount {
+  std::string tag;  // The 9p mount_tag (and the QEMU fsdev id).
+  // The directory, opened O_PATH by the caller and kept open until Launch
+  // returns: the backend binds it by descriptor, never by name.
+  int dir_fd = -1;
+  bool read_only = false;
+};
 
 // Everything a backend needs to start one VMM process.
 struct LaunchSpec {
@@ -46,6 +56,11 @@ struct LaunchSpec {
   // When set, the VMM starts paused and loads device state from this file
   // (a snapshot's vmstate.bin) instead of booting.
   std::optional<std::string> incoming_state_path;
+  // Host mounts, in the VM's order (the device model of a restore must be
+  // the snapshot's: the same mounts, in the same order).
+  std::vector<HostMount> mounts;
+  // Held until the launch is over (e.g. the descriptors of `mounts`).
+  std::shared_ptr<void> resources;
 };
 
 // A running VMM process. Methods are not thread-safe; the manager serializes

@@ -14,9 +14,11 @@ std::string ConsoleSocketPath(const std::string& run_dir) {
 std::string PidFilePath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.pid"); }
 std::string VmmLogPath(const std::string& run_dir) { return JoinPath(run_dir, "qemu.log"); }
 std::string QemuProcessName(const std::string& vm_id) { return "smolvm-" + vm_id; }
+std::string JailMountPath(const std::string& tag) { return "/smolvm-mounts/" + tag; }
 
 std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
-                                       const LaunchSpec& spec) {
+                                       const LaunchSpec& spec,
+                                       const std::vector<std::string>& mount_paths) {
   const bool kvm = settings.accelerator == "kvm";
   std::vector<std::string> argv = {
       settings.binary,
@@ -87,6 +89,19 @@ std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
                        : absl::StrCat("tap,id=net0,ifname=", spec.tap_device,
                                       ",script=no,downscript=no"),
         "-device", absl::StrCat("virtio-net-pci,netdev=net0,mac=", spec.guest_mac),
+    });
+  }
+  for (size_t i = 0; i < spec.mounts.size(); ++i) {
+    const HostMount& m = spec.mounts[i];
+    const std::string& path =
+        i < mount_paths.size() ? mount_paths[i] : JailMountPath(m.tag);
+    // security_model=none: files are the VMM uid's; the guest's chown and
+    // chmod fail quietly (passthrough would need root, mapped-xattr would
+    // hide the host's modes behind xattrs).
+    argv.insert(argv.end(), {
+        "-fsdev", absl::StrCat("local,id=", m.tag, ",path=", path, ",security_model=none",
+                               m.read_only ? ",readonly=on" : ""),
+        "-device", absl::StrCat("virtio-9p-pci,fsdev=", m.tag, ",mount_tag=", m.tag),
     });
   }
   if (spec.incoming_state_path) {

@@ -47,6 +47,9 @@ struct QemuSettings {
 // opens the TAP; QEMU never needs the privilege to).
 inline constexpr int kTapFdInVmm = 3;
 
+// Where a confined VMM sees host mount `tag` (inside its jail only).
+std::string JailMountPath(const std::string& tag);
+
 // Well-known files inside LaunchSpec::run_dir.
 std::string QmpSocketPath(const std::string& run_dir);
 std::string AgentSocketPath(const std::string& run_dir);
@@ -61,7 +64,10 @@ std::string VmmLogPath(const std::string& run_dir);
 // /proc/PID/cmdline when re-attaching.
 std::string QemuProcessName(const std::string& vm_id);
 
+// `mount_paths[i]` is where QEMU finds spec.mounts[i] (JailMountPath when
+// confined); the default is JailMountPath of each.
 std::vector<std::string> BuildQemuArgv(const QemuSettings& settings,
-                                       const LaunchSpec& spec);
+                                       const LaunchSpec& spec,
+                                       const std::vector<std::string>& mount_paths = {});
 
 }  // namespace smolvm::vmm

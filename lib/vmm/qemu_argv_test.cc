@@ -211,6 +211,27 @@ TEST(BuildQemuArgvNetworkTest, ConfinedVmmGetsTheTapAsADescriptor) {
   EXPECT_THAT(argv, Not(Contains("-sandbox")));
 }
 
+TEST(BuildQemuArgvMountsTest, EachMountIsAFsdevAndA9pDevice) {
+  LaunchSpec spec = ColdBootSpec();
+  spec.mounts = {HostMount{"smolvm-m0", 7, /*read_only=*/true},
+                 HostMount{"smolvm-m1", 8, /*read_only=*/false}};
+  QemuSettings settings;
+  Argv argv = BuildQemuArgv(settings, spec);
+  EXPECT_THAT(argv, Contains("local,id=smolvm-m0,path=/smolvm-mounts/smolvm-m0,"
+                             "security_model=none,readonly=on"));
+  EXPECT_THAT(argv, Contains("virtio-9p-pci,fsdev=smolvm-m0,mount_tag=smolvm-m0"));
+  EXPECT_THAT(argv, Contains("local,id=smolvm-m1,path=/smolvm-mounts/smolvm-m1,"
+                             "security_model=none"));
+  // Unconfined: the paths the backend found for the descriptors.
+  argv = BuildQemuArgv(settings, spec, {"/srv/a", "/srv/b"});
+  EXPECT_THAT(argv, Contains("local,id=smolvm-m1,path=/srv/b,security_model=none"));
+  // A restore gets the same devices (the device model must match).
+  LaunchSpec restore = RestoreSpec();
+  restore.mounts = spec.mounts;
+  Argv restored = BuildQemuArgv(settings, restore);
+  EXPECT_THAT(restored, Contains("virtio-9p-pci,fsdev=smolvm-m1,mount_tag=smolvm-m1"));
+}
+
 TEST(BuildQemuArgvInvariantTest, RestoreHasTheColdBootDeviceModel) {
   // QEMU migration requires the destination to be started with the same
   // device model as the source; only the RAM backend and -incoming differ.

@@ -5,10 +5,12 @@
 #include <linux/if_tun.h>
 #include <signal.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <climits>
 #include <cstring>
 #include <thread>
 
@@ -230,7 +232,17 @@ absl::StatusOr<int64_t> QemuHypervisor::StartUnconfined(const LaunchSpec& spec) 
   SubprocessOptions opts;
   opts.timeout = absl::Seconds(60);
   opts.stderr_path = VmmLogPath(spec.run_dir);
-  auto started = RunSubprocess(BuildQemuArgv(settings_, spec), opts);
+  // Unconfined (debugging only): QEMU opens the resolved directory by the
+  // name it has now.
+  std::vector<std::string> mount_paths;
+  for (const HostMount& m : spec.mounts) {
+    char buf[PATH_MAX];
+    const std::string link = absl::StrCat("/proc/self/fd/", m.dir_fd);
+    ssize_t n = readlink(link.c_str(), buf, sizeof(buf) - 1);
+    if (n <= 0) return absl::ErrnoToStatus(errno, absl::StrCat("readlink ", link));
+    mount_paths.emplace_back(buf, n);
+  }
+  auto started = RunSubprocess(BuildQemuArgv(settings_, spec, mount_paths), opts);
   if (!started.ok()) return started.status();
   if (started->exit_code != 0) {
     return absl::InternalError(absl::StrCat(
@@ -268,6 +280,22 @@ absl::StatusOr<int64_t> QemuHypervisor::StartConfined(const LaunchSpec& spec) {
   mounts.push_back({spec.disk_path, true});
   mounts.push_back({spec.kernel_path, false});
   if (!spec.initrd_path.empty()) mounts.push_back({spec.initrd_path, false});
+  // Host mounts: a detached copy of the mount of exactly the directory the
+  // manager resolved (by descriptor), attached inside the jail. A read-only
+  // mount is read-only in the jail too, not only to QEMU.
+  std::vector<UniqueFd> mount_trees;
+  for (const HostMount& m : spec.mounts) {
+    UniqueFd tree(open_tree(m.dir_fd, "",
+                            OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_EMPTY_PATH | AT_RECURSIVE));
+    if (!tree.valid()) {
+      return absl::ErrnoToStatus(errno, absl::StrCat("vm ", spec.vm_id, ": clone the mount of ",
+                                                     m.tag, " for the jail"));
+    }
+    JailMount jm{JailMountPath(m.tag), !m.read_only};
+    jm.source_tree_fd = tree.get();
+    mounts.push_back(std::move(jm));
+    mount_trees.push_back(std::move(tree));
+  }
   if (!Under(spec.mem_path, spec.run_dir)) {
     // A snapshot's mem.bin, mapped privately (copy-on-write) by every clone.
     // QEMU 7.2 opens a memory-backend-file read-write even for a private
@@ -309,6 +337,7 @@ absl::StatusOr<int64_t> QemuHypervisor::StartConfined(const LaunchSpec& spec) {
   jail.env = {"PATH=/usr/bin:/bin", "LANG=C"};
   jail.mount_point = settings_.jail_mount_point;
   jail.mounts = std::move(mounts);
+  jail.proc = !spec.mounts.empty();
   jail.uid = jail.gid = uid;
   if (struct stat kvm; settings_.accelerator == "kvm" && stat("/dev/kvm", &kvm) == 0 &&
                        kvm.st_gid != 0) {

@@ -27,10 +27,10 @@ namespace {
 // One step of the child's work, prepared by the parent. `what` names the
 // step in an error report.
 struct Step {
-  enum Kind { kMkdir, kTouch, kSymlink, kBind, kRemountBind } kind;
+  enum Kind { kMkdir, kTouch, kSymlink, kBind, kRemountBind, kAttachTree, kProc } kind;
   std::string a;  // Path inside the jail (or bind source).
   std::string b;  // Bind target / symlink target.
-  unsigned long flags = 0;
+  unsigned long flags = 0;  // Mount flags; the tree's descriptor for kAttachTree.
   std::string what;
 };
 
@@ -128,19 +128,29 @@ absl::StatusOr<pid_t> SpawnJailed(const JailSpec& spec) {
       continue;
     }
     struct stat st;
-    if (stat(m.path.c_str(), &st) != 0) {
+    if ((m.source_tree_fd >= 0 ? fstat(m.source_tree_fd, &st) : stat(m.path.c_str(), &st)) != 0) {
       return absl::ErrnoToStatus(errno, absl::StrCat("jail: ", m.path));
     }
     const bool dir = S_ISDIR(st.st_mode);
     const bool device = S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode);
     mkdirs(m.path, dir);
     if (!dir) steps.push_back({Step::kTouch, root + m.path, "", 0, "create " + m.path});
-    steps.push_back({Step::kBind, m.path, root + m.path, 0, "bind " + m.path});
+    if (m.source_tree_fd >= 0) {
+      steps.push_back({Step::kAttachTree, "", root + m.path,
+                       static_cast<unsigned long>(m.source_tree_fd), "attach " + m.path});
+    } else {
+      steps.push_back({Step::kBind, m.path, root + m.path, 0, "bind " + m.path});
+    }
     unsigned long flags = MS_BIND | MS_REMOUNT | MS_NOSUID;
     if (!m.writable) flags |= MS_RDONLY;
     if (!m.executable) flags |= MS_NOEXEC;
     if (!device) flags |= MS_NODEV;
     steps.push_back({Step::kRemountBind, "", root + m.path, flags, "remount " + m.path});
+  }
+
+  if (spec.proc) {
+    mkdirs("/proc", true);
+    steps.push_back({Step::kProc, "", root + "/proc", 0, "mount /proc"});
   }
 
   std::vector<char*> argv;
@@ -174,29 +184,12 @@ absl::StatusOr<pid_t> SpawnJailed(const JailSpec& spec) {
       (void)!write(pid_w.get(), &vmm, sizeof(vmm));
       _exit(0);
     }
-    // The VMM's process. Descriptors first: 0-2, the passed ones at 3..,
-    // the error pipe above them (close-on-exec), nothing else.
+    // The VMM's process. Its room first (the mount trees of host mounts are
+    // still open here), then its descriptors.
     signal(SIGPIPE, SIG_DFL);
     sigset_t none;
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, nullptr);
-    ef = fcntl(err_w.get(), F_DUPFD_CLOEXEC, 3 + n_pass);
-    if (ef < 0) _exit(126);
-    int moved[64];
-    if (n_pass > 64) ChildFail(ef, "too many descriptors", E2BIG);
-    for (int i = 0; i < n_pass; ++i) {
-      moved[i] = fcntl(spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n_pass);
-      if (moved[i] < 0) ChildFail(ef, "dup passed descriptor", errno);
-    }
-    if (dup2(devnull.get(), 0) < 0 || dup2(output, 1) < 0 || dup2(output, 2) < 0) {
-      ChildFail(ef, "dup2 stdio", errno);
-    }
-    for (int i = 0; i < n_pass; ++i) {
-      if (dup2(moved[i], 3 + i) < 0) ChildFail(ef, "dup2 passed descriptor", errno);
-    }
-    close_range(3 + n_pass, ef - 1, 0);
-    close_range(ef + 1, ~0U, 0);
-
     if (int err = VmCgroups::JoinFromChild(spec.cgroup_procs); err != 0) {
       ChildFail(ef, "join the vm's cgroups", err);
     }
@@ -230,6 +223,14 @@ absl::StatusOr<pid_t> SpawnJailed(const JailSpec& spec) {
         case Step::kRemountBind:
           rc = mount(nullptr, s.b.c_str(), nullptr, s.flags, nullptr);
           break;
+        case Step::kProc:
+          rc = mount("proc", s.b.c_str(), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                     "hidepid=invisible,subset=pid");
+          break;
+        case Step::kAttachTree:
+          rc = move_mount(static_cast<int>(s.flags), "", AT_FDCWD, s.b.c_str(),
+                          MOVE_MOUNT_F_EMPTY_PATH);
+          break;
       }
       if (rc != 0) ChildFail(ef, s.what.c_str(), errno);
     }
@@ -237,6 +238,25 @@ absl::StatusOr<pid_t> SpawnJailed(const JailSpec& spec) {
                                                  MS_NOEXEC, nullptr) != 0) {
       ChildFail(ef, "remount jail read-only", errno);
     }
+    // Then descriptors: 0-2, the passed ones at 3.., the error pipe above
+    // them (close-on-exec), nothing else (the mount trees were needed above).
+    ef = fcntl(err_w.get(), F_DUPFD_CLOEXEC, 3 + n_pass);
+    if (ef < 0) _exit(126);
+    int moved[64];
+    if (n_pass > 64) ChildFail(ef, "too many descriptors", E2BIG);
+    for (int i = 0; i < n_pass; ++i) {
+      moved[i] = fcntl(spec.pass_fds[i], F_DUPFD_CLOEXEC, 3 + n_pass);
+      if (moved[i] < 0) ChildFail(ef, "dup passed descriptor", errno);
+    }
+    if (dup2(devnull.get(), 0) < 0 || dup2(output, 1) < 0 || dup2(output, 2) < 0) {
+      ChildFail(ef, "dup2 stdio", errno);
+    }
+    for (int i = 0; i < n_pass; ++i) {
+      if (dup2(moved[i], 3 + i) < 0) ChildFail(ef, "dup2 passed descriptor", errno);
+    }
+    close_range(3 + n_pass, ef - 1, 0);
+    close_range(ef + 1, ~0U, 0);
+
     // The jail becomes "/" and the host's tree is detached entirely.
     if (chdir(root.c_str()) != 0) ChildFail(ef, "chdir jail", errno);
     if (syscall(SYS_pivot_root, ".", ".") != 0) ChildFail(ef, "pivot_root", errno);

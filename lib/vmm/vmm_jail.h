@@ -35,6 +35,13 @@ struct JailMount {
   // When set, `path` becomes this symlink inside instead of a mount (how
   // /bin, /lib ... point into /usr on merged-/usr hosts).
   std::string symlink_to;
+  // When >= 0: a detached mount tree (open_tree with OPEN_TREE_CLONE, held
+  // open by the caller until SpawnJailed returns) attached at `path`
+  // inside instead of a bind of the host's `path` (host mounts: the jail
+  // gets exactly the directory the caller resolved, whatever its name
+  // points to now; a bind could not take it, being in the host's mount
+  // namespace).
+  int source_tree_fd = -1;
 };
 
 struct JailSpec {
@@ -45,6 +52,10 @@ struct JailSpec {
   // inside the child's private mount namespace).
   std::string mount_point;
   std::vector<JailMount> mounts;  // Files or directories.
+  // Mounts a procfs at /proc that shows only the VMM's own processes
+  // (hidepid=invisible, subset=pid). QEMU's 9p server needs it: it sets
+  // the modes of the files it creates through /proc/self/fd.
+  bool proc = false;
   uint32_t uid = 0;
   uint32_t gid = 0;
   // Supplementary groups (e.g. the group of /dev/kvm); usually none.

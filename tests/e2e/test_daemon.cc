@@ -24,6 +24,14 @@ std::string KernelDir() {
   return env && *env ? env : "/var/cache/smolvmd/kernel";
 }
 
+// The generic kernel of VMs with host mounts: $SMOLVM_TEST_MOUNTS_KERNEL_DIR,
+// else "<kernel dir>-mounts" beside the cloud one (scripts/test.sh fetches
+// both).
+std::string MountsKernelDir() {
+  const char* env = std::getenv("SMOLVM_TEST_MOUNTS_KERNEL_DIR");
+  return env && *env ? env : KernelDir() + "-mounts";
+}
+
 // Debian packages downloaded by image builds, kept in the build tree
 // across test runs ($SMOLVM_TEST_PACKAGE_CACHE overrides).
 std::string PackageCacheDir() {
@@ -225,6 +233,7 @@ absl::Status TestDaemon::Start(const std::vector<std::string>& extra_args,
                            "--run-dir", run_dir(),
                            "--accelerator", "auto",
                            "--guest-kernel-dir", KernelDir(),
+                           "--mounts-kernel-dir", MountsKernelDir(),
                            "--guest-recipe-dir", SMOLVM_SOURCE_GUEST_DIR,
                            "--log-level", "debug"});
   if (!config_toml.empty()) {

@@ -41,7 +41,7 @@ from smolvm.stats import StatsWatch, VmStats
 from smolvm.process import ProcessConnection, ProcessInfo, ProcessOutput
 from smolvm.progress import OperationProgress, ProgressCallback
 from smolvm.types import (BuiltImage, CommandResult, EgressPolicy, FileCheck, Lifetime,
-                          ForkOutcome, ForkVmResult, Image, NetworkConfig, Pool,
+                          ForkOutcome, ForkVmResult, Image, Mount, NetworkConfig, Pool,
                           PortForward, SnapshotInfo, SnapshotVerification, VMConfig,
                           VMInfo, VmStatus)
 from smolvm.vm import SmolVM
@@ -50,8 +50,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SmolVM", "SmolVMManager", "ClientOptions", "Connection",
-    "VMConfig", "NetworkConfig", "EgressPolicy", "Lifetime", "PortForward", "VMInfo",
-    "VmStatus",
+    "VMConfig", "NetworkConfig", "EgressPolicy", "Lifetime", "PortForward", "Mount",
+    "VMInfo", "VmStatus",
     "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
     "BuiltImage", "FileCheck", "SnapshotVerification", "OperationProgress",
     "ProgressCallback",

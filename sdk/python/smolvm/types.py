@@ -23,7 +23,7 @@ from smolvm.v1 import (image_service_pb2, pool_service_pb2, snapshot_service_pb2
                        types_pb2)
 
 __all__ = [
-    "VmStatus", "EgressPolicy", "PortForward", "VMConfig", "NetworkConfig", "VMInfo",
+    "VmStatus", "EgressPolicy", "PortForward", "Mount", "VMConfig", "NetworkConfig", "VMInfo",
     "SnapshotInfo", "CommandResult", "ForkOutcome", "ForkVmResult", "Pool", "Image",
     "BuiltImage", "FileCheck", "SnapshotVerification", "to_datetime", "coerce_config",
     "StatusLike", "coerce_status", "copy_labels",
@@ -202,6 +202,22 @@ class Lifetime:
                    auto_resume=msg.auto_resume if msg.HasField("auto_resume") else True)
 
 
+def _flat_to_proto(value: Any, msg: Any) -> Any:
+    """Fills `msg` from the dataclass `value`, whose fields are all scalars."""
+    try:
+        _copy_fields(value, msg, _scalar_names(type(value)))
+    except (TypeError, ValueError) as e:
+        raise InvalidArgumentError(message=f"{type(value).__name__}: {e}") from None
+    return msg
+
+
+def _flat_from_proto(cls: Any, msg: Any) -> Any:
+    """The dataclass `cls` (scalar fields only) from `msg`."""
+    out = cls()
+    _copy_fields(msg, out, _scalar_names(cls))
+    return out
+
+
 @dataclass
 class PortForward:
     """A guest port reachable on a host address ("" = 127.0.0.1)."""
@@ -212,15 +228,32 @@ class PortForward:
     protocol: str = "tcp"
 
     def to_proto(self) -> types_pb2.PortForward:
-        msg = types_pb2.PortForward()
-        _copy_fields(self, msg, _scalar_names(PortForward))
-        return msg
+        return _flat_to_proto(self, types_pb2.PortForward())
 
     @classmethod
     def from_proto(cls, msg: types_pb2.PortForward) -> "PortForward":
-        out = cls()
-        _copy_fields(msg, out, _scalar_names(PortForward))
-        return out
+        return _flat_from_proto(cls, msg)
+
+
+@dataclass
+class Mount:
+    """A host directory shown to the guest over virtio-9p (smolvm.v1.Mount):
+    `host_path` beneath the operator's ``[mounts] allowed_dirs``, mounted at
+    `guest_path` by the guest's init. A VM with mounts can be snapshotted
+    only when every mount sets `detach_on_snapshot` (the guest unmounts it
+    for the snapshot and mounts it again after)."""
+
+    host_path: str = ""
+    guest_path: str = ""
+    read_only: bool = False
+    detach_on_snapshot: bool = False
+
+    def to_proto(self) -> types_pb2.Mount:
+        return _flat_to_proto(self, types_pb2.Mount())
+
+    @classmethod
+    def from_proto(cls, msg: types_pb2.Mount) -> "Mount":
+        return _flat_from_proto(cls, msg)
 
 
 def _nested(value: Any, cls: Any) -> Any:
@@ -266,6 +299,8 @@ class VMConfig:
     #: filters by them. At most 32.
     labels: Dict[str, str] = field(default_factory=dict)
     lifetime: Optional[Lifetime] = None                 #: None = no limits.
+    #: Host directories shown to the guest (`Mount`s or dicts); at most 8.
+    mounts: List[Mount] = field(default_factory=list)
 
     _SCALARS = ("vm_id", "vcpu_count", "memory_mib", "kernel_path", "initrd_path",
                 "rootfs_path", "boot_args", "image", "disk_size_mib", "image_digest")
@@ -284,6 +319,7 @@ class VMConfig:
         msg.port_forwards.extend(_nested(p, PortForward).to_proto() for p in self.port_forwards)
         if self.lifetime is not None:
             msg.lifetime.CopyFrom(_nested(self.lifetime, Lifetime).to_proto())
+        msg.mounts.extend(_nested(m, Mount).to_proto() for m in self.mounts)
         return msg
 
     @classmethod
@@ -292,7 +328,8 @@ class VMConfig:
                   egress=EgressPolicy.from_proto(msg.egress) if msg.HasField("egress") else None,
                   port_forwards=[PortForward.from_proto(p) for p in msg.port_forwards],
                   lifetime=Lifetime.from_proto(msg.lifetime) if msg.HasField("lifetime")
-                  else None)
+                  else None,
+                  mounts=[Mount.from_proto(m) for m in msg.mounts])
         _copy_fields(msg, out, cls._SCALARS)
         return out
 

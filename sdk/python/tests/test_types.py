@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 import grpc
 
 from smolvm import (CommandResult, EgressPolicy, FileEntry, FileType, ForkOutcome,
-                    InternalError, InvalidArgumentError, Lifetime, ListDirResult, PortForward,
+                    InternalError, InvalidArgumentError, Lifetime, ListDirResult, Mount,
+                    PortForward,
                     ProcessInfo, ProcessOutput, SnapshotInfo, VMConfig, VMInfo, VmStatus,
                     WatchEvent, WatchEventType)
 from smolvm.fs import from_unix_ns
@@ -49,6 +50,20 @@ class ConfigTest(unittest.TestCase):
         self.assertEqual(msg.egress.mode, types_pb2.EgressPolicy.EGRESS_RESTRICTED)
         self.assertEqual(msg.port_forwards[0].protocol, "tcp")
         self.assertEqual(VMConfig.from_proto(msg), config)
+
+    def test_mounts_round_trip(self) -> None:
+        config = VMConfig(mounts=[Mount("/srv/share/data", "/mnt/data", read_only=True),
+                                  {"host_path": "/srv/share/out", "guest_path": "/out",
+                                   "detach_on_snapshot": True}])
+        msg = config.to_proto()
+        self.assertEqual([(m.host_path, m.guest_path, m.read_only, m.detach_on_snapshot)
+                          for m in msg.mounts],
+                         [("/srv/share/data", "/mnt/data", True, False),
+                          ("/srv/share/out", "/out", False, True)])
+        back = VMConfig.from_proto(msg)
+        self.assertEqual(back.mounts[1], Mount("/srv/share/out", "/out", False, True))
+        with self.assertRaises(InvalidArgumentError):
+            VMConfig(mounts=[{"host": "/x"}]).to_proto()
 
     def test_defaults_send_zero_values(self) -> None:
         msg = VMConfig().to_proto()
