@@ -199,6 +199,14 @@ absl::StatusOr<VmRecord> VmManager::CreateVm(const Caller& caller, VmConfig conf
   SMOLVM_RETURN_IF_ERROR(ValidateId(config.vm_id, "vm_id"));
   SMOLVM_RETURN_IF_ERROR(NormalizeVmConfig(config));
   if (!caller.admin) SMOLVM_RETURN_IF_ERROR(ValidateTenantBootArgs(config.boot_args));
+  if (!config.mounts.empty() && !caller.admin) {
+    // One allow list for every tenant, and VMM uids reused across VMs: a
+    // tenant's mount could reach another tenant's files there. Admins only
+    // until the list is per tenant (docs/decisions.md).
+    return absl::PermissionDeniedError(
+        "host mounts are for admins on this daemon: the [mounts] allowed_dirs list is shared "
+        "by every tenant (ask an admin to create the VM for you, or use file uploads)");
+  }
   // Checked now so a bad mount fails the create, not a later start; every
   // launch resolves them again (vm_mounts.h).
   SMOLVM_RETURN_IF_ERROR(OpenMounts(options_.mount_paths.get(), config.mounts).status());

@@ -54,6 +54,13 @@ absl::Status NormalizeMounts(std::vector<Mount>& mounts) {
           field, ".guest_path is empty: name where the guest sees it, e.g. /mnt/data"));
     }
     if (auto s = NormalizeAbsolute(m.host_path, field + ".host_path", 4096); !s.ok()) return s;
+    if (m.host_path.find(',') != std::string::npos) {
+      // QEMU's -fsdev options are comma-separated: a comma in the name
+      // could add options (another path=) to the VMM's command line.
+      return absl::InvalidArgumentError(absl::StrCat(
+          field, ".host_path \"", Shown(m.host_path),
+          "\" holds a comma, which QEMU's option syntax cannot carry: rename the directory"));
+    }
     if (auto s = NormalizeAbsolute(m.guest_path, field + ".guest_path", kMaxMountGuestPath);
         !s.ok()) {
       return s;
